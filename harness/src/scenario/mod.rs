@@ -1,0 +1,568 @@
+//! Scenario files: parsing, validation and expansion into cases.
+//!
+//! A scenario is one TOML file in `scenarios/`; its id is the file stem.
+//! Parameter axes (address family at least) expand it into [`Case`]s, one per
+//! combination, each with its own step list after `${param}` substitution.
+//! Every error names the file, line and column and says what was expected;
+//! unknown keys are errors. Nothing here touches a socket.
+
+pub mod expect;
+pub mod steps;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+pub use expect::Matcher;
+pub use steps::{Action, Actor, How, IoctlQuery, Payload, ReadAmount, SockOpt, Step, WaitFor};
+
+/// Address family of a case.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Family {
+    Ipv4,
+    Ipv6,
+}
+
+impl Family {
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Ipv4 => "ipv4",
+            Family::Ipv6 => "ipv6",
+        }
+    }
+}
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// OS families an expectation can be written for.
+pub const OS_FAMILIES: &[&str] = &["linux", "freebsd", "macos", "windows"];
+
+/// A scenario file that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("{}: cannot read: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{}:{line}:{column}: {message}", path.display())]
+    Invalid { path: PathBuf, line: usize, column: usize, message: String },
+}
+
+/// One expectation block (`[[expect]]`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Expectation {
+    pub os: String,
+    pub claims: Vec<String>,
+    pub why: Option<String>,
+    /// Applies only to cases whose params have these values.
+    pub when: Vec<(String, String)>,
+    pub facts: Vec<Fact>,
+}
+
+/// `path = matcher`, with where it was written.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Fact {
+    pub path: String,
+    pub matcher: Matcher,
+    pub line: usize,
+}
+
+/// A parsed scenario file.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    pub id: String,
+    pub path: PathBuf,
+    pub title: String,
+    pub claims: Vec<String>,
+    pub references: Vec<String>,
+    /// Parameter axes in file order; `family` always first.
+    pub axes: Vec<(String, Vec<String>)>,
+    /// Bound on any single wait inside a step (default 5 s).
+    pub timeout: Duration,
+    /// Bound on the end-of-case wait for transient TCP states (default 2 s).
+    pub settle: Duration,
+    pub expectations: Vec<Expectation>,
+}
+
+/// A scenario with one value per axis: the unit that runs.
+#[derive(Clone, Debug)]
+pub struct Case {
+    /// `scenario/ipv4` or `scenario/ipv6/linger=2`.
+    pub id: String,
+    pub scenario: Arc<Scenario>,
+    pub params: Vec<(String, String)>,
+    pub family: Family,
+    pub steps: Vec<Step>,
+}
+
+impl Case {
+    /// The expectations that apply to this case on `os`.
+    pub fn expectations_for<'a>(&'a self, os: &'a str) -> impl Iterator<Item = &'a Expectation> + 'a {
+        self.scenario.expectations.iter().filter(move |e| {
+            e.os == os && e.when.iter().all(|(k, v)| self.params.iter().any(|(pk, pv)| pk == k && pv == v))
+        })
+    }
+
+    /// The case id with `/` replaced, for file names.
+    pub fn file_stem(&self) -> String {
+        self.id.replace(['/', '='], "-")
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScenario {
+    title: String,
+    #[serde(default)]
+    claims: Vec<String>,
+    #[serde(default)]
+    references: Vec<String>,
+    #[serde(default)]
+    #[allow(dead_code)] // prose for readers of the file; not used by the harness
+    description: Option<String>,
+    #[serde(default)]
+    timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    settle: Option<Spanned<String>>,
+    steps: Spanned<String>,
+    #[serde(default)]
+    params: Option<Spanned<toml::Table>>,
+    #[serde(default)]
+    expect: Vec<RawExpect>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExpect {
+    os: Spanned<String>,
+    #[serde(default)]
+    claims: Vec<String>,
+    #[serde(default)]
+    why: Option<String>,
+    #[serde(default)]
+    when: Option<Spanned<BTreeMap<String, Spanned<toml::Value>>>>,
+    facts: Spanned<BTreeMap<Spanned<String>, Spanned<toml::Value>>>,
+}
+
+/// Source text plus path, to turn byte offsets into `file:line:column`.
+struct Source<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Source<'_> {
+    fn line_col(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.text.len());
+        let before = &self.text[..offset];
+        let line = before.matches('\n').count() + 1;
+        let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        (line, col)
+    }
+
+    fn error_at(&self, span: Range<usize>, message: impl Into<String>) -> ScenarioError {
+        let (line, column) = self.line_col(span.start);
+        ScenarioError::Invalid { path: self.path.to_path_buf(), line, column, message: message.into() }
+    }
+
+    fn error_line(&self, line: usize, column: usize, message: impl Into<String>) -> ScenarioError {
+        ScenarioError::Invalid { path: self.path.to_path_buf(), line, column, message: message.into() }
+    }
+}
+
+/// Reads and parses one scenario file, and expands it into its cases.
+pub fn load(path: &Path) -> Result<(Arc<Scenario>, Vec<Case>), ScenarioError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read { path: path.to_path_buf(), source })?;
+    parse(path, &text)
+}
+
+/// Parses scenario text as if read from `path` (the id is the file stem).
+pub fn parse(path: &Path, text: &str) -> Result<(Arc<Scenario>, Vec<Case>), ScenarioError> {
+    let src = Source { path, text };
+    let raw: RawScenario = toml::from_str(text).map_err(|e| {
+        let span = e.span().unwrap_or(0..0);
+        let mut message = e.message().trim().to_string();
+        if message.contains("missing field `steps`") && text.contains("\nsteps") {
+            message.push_str("; `steps` must come before the first [table] header, or it belongs to that table");
+        }
+        src.error_at(span, message)
+    })?;
+
+    let id = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| src.error_line(1, 1, "the file name must be a UTF-8 scenario id, e.g. linger-zero.toml"))?
+        .to_string();
+
+    let duration_field = |field: &Option<Spanned<String>>, default: Duration| match field {
+        None => Ok(default),
+        Some(s) => steps::parse_duration(s.get_ref())
+            .ok_or_else(|| src.error_at(s.span(), format!("expected a duration such as 500ms or 2s, found {:?}", s.get_ref()))),
+    };
+    let timeout = duration_field(&raw.timeout, Duration::from_secs(5))?;
+    let settle = duration_field(&raw.settle, Duration::from_secs(2))?;
+
+    let axes = parse_axes(&src, raw.params.as_ref())?;
+
+    // Step lines: map each line of the string value back to the file.
+    let steps_span = raw.steps.span();
+    let delimiter = &text[steps_span.start..(steps_span.start + 3).min(text.len())];
+    let (first_line, _) = src.line_col(steps_span.start);
+    // A multi-line string drops the newline right after its opening delimiter.
+    let first_line =
+        if (delimiter == "'''" || delimiter == "\"\"\"") && text[steps_span.start + 3..].starts_with(['\n', '\r']) {
+            first_line + 1
+        } else {
+            first_line
+        };
+    let step_lines: Vec<(usize, &str)> =
+        raw.steps.get_ref().lines().enumerate().map(|(i, l)| (first_line + i, l)).collect();
+
+    let mut expectations = Vec::new();
+    for e in &raw.expect {
+        expectations.push(parse_expectation(&src, e, &axes)?);
+    }
+
+    let scenario = Arc::new(Scenario {
+        id: id.clone(),
+        path: path.to_path_buf(),
+        title: raw.title,
+        claims: raw.claims,
+        references: raw.references,
+        axes: axes.clone(),
+        timeout,
+        settle,
+        expectations,
+    });
+
+    let mut cases = Vec::new();
+    for params in combinations(&axes) {
+        let steps = parse_case_steps(&src, &step_lines, &params)?;
+        let family = match params[0].1.as_str() {
+            "ipv6" => Family::Ipv6,
+            _ => Family::Ipv4,
+        };
+        let mut case_id = format!("{id}/{}", params[0].1);
+        for (k, v) in &params[1..] {
+            case_id.push_str(&format!("/{k}={v}"));
+        }
+        cases.push(Case { id: case_id, scenario: Arc::clone(&scenario), params, family, steps });
+    }
+
+    // Fact paths can only be checked against labels once steps are parsed.
+    let labels: Vec<&str> = cases[0].steps.iter().filter_map(|s| s.label.as_deref()).collect();
+    for e in &scenario.expectations {
+        for f in &e.facts {
+            expect::check_fact_path(&f.path, &labels).map_err(|m| src.error_line(f.line, 1, m))?;
+        }
+    }
+    Ok((scenario, cases))
+}
+
+fn parse_axes(src: &Source, params: Option<&Spanned<toml::Table>>) -> Result<Vec<(String, Vec<String>)>, ScenarioError> {
+    let mut axes: Vec<(String, Vec<String>)> = Vec::new();
+    let span = params.map_or(0..0, |p| p.span());
+    if let Some(table) = params {
+        for (name, values) in table.get_ref() {
+            let err = |m: String| src.error_at(span.clone(), format!("params.{name}: {m}"));
+            if name == "steps" {
+                return Err(err(
+                    "`steps` is inside [params]; move it above the [params] header, or write params = { ... } inline"
+                        .into(),
+                ));
+            }
+            if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(err("an axis name uses only letters, digits and '_'".into()));
+            }
+            let toml::Value::Array(items) = values else {
+                return Err(err(format!("expected a list of values, e.g. {name} = [\"a\", \"b\"]")));
+            };
+            let mut vals = Vec::new();
+            for item in items {
+                vals.push(match item {
+                    toml::Value::String(s) => s.clone(),
+                    toml::Value::Integer(i) => i.to_string(),
+                    toml::Value::Boolean(b) => b.to_string(),
+                    _ => return Err(err("values must be strings, integers or booleans".into())),
+                });
+            }
+            if vals.is_empty() {
+                return Err(err("an axis needs at least one value".into()));
+            }
+            if name == "family" {
+                if let Some(bad) = vals.iter().find(|v| !matches!(v.as_str(), "ipv4" | "ipv6")) {
+                    return Err(err(format!("unknown family {bad:?}; expected \"ipv4\" or \"ipv6\"")));
+                }
+            }
+            axes.push((name.clone(), vals));
+        }
+    }
+    match axes.iter().position(|(n, _)| n == "family") {
+        Some(i) => {
+            let fam = axes.remove(i);
+            axes.insert(0, fam);
+        }
+        None => axes.insert(0, ("family".into(), vec!["ipv4".into(), "ipv6".into()])),
+    }
+    Ok(axes)
+}
+
+fn combinations(axes: &[(String, Vec<String>)]) -> Vec<Vec<(String, String)>> {
+    let mut out: Vec<Vec<(String, String)>> = vec![Vec::new()];
+    for (name, values) in axes {
+        out = out
+            .into_iter()
+            .flat_map(|prefix| {
+                values.iter().map(move |v| {
+                    let mut p = prefix.clone();
+                    p.push((name.clone(), v.clone()));
+                    p
+                })
+            })
+            .collect();
+    }
+    out
+}
+
+/// Replaces `${name}` with the case's param values.
+fn substitute(line: &str, params: &[(String, String)]) -> Result<String, (usize, String)> {
+    let mut out = String::new();
+    let mut rest = line;
+    let mut consumed = 0;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let column = line[..consumed + start].chars().count() + 1;
+        let Some(end) = after.find('}') else {
+            return Err((column, "unterminated ${...}: add a closing '}'".into()));
+        };
+        let name = &after[..end];
+        match params.iter().find(|(k, _)| k == name) {
+            Some((_, v)) => out.push_str(v),
+            None => {
+                let known: Vec<&str> = params.iter().map(|(k, _)| k.as_str()).collect();
+                return Err((column, format!("unknown parameter ${{{name}}}; this scenario has {}", known.join(", "))));
+            }
+        }
+        consumed += start + 2 + end + 1;
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn parse_case_steps(src: &Source, lines: &[(usize, &str)], params: &[(String, String)]) -> Result<Vec<Step>, ScenarioError> {
+    let mut steps = Vec::new();
+    for &(line_no, raw) in lines {
+        let line = substitute(raw, params).map_err(|(col, m)| src.error_line(line_no, col, m))?;
+        let step = steps::parse_step(&line, Some(line_no)).map_err(|e| {
+            // Columns refer to the substituted line; they are exact unless a
+            // `${param}` precedes the error, which is rare enough to accept.
+            src.error_line(line_no, e.column, e.message)
+        })?;
+        steps.extend(step);
+    }
+    if steps.is_empty() {
+        let line = lines.first().map_or(1, |l| l.0);
+        return Err(src.error_line(line, 1, "the scenario has no steps"));
+    }
+
+    // Implicit connection setup unless the scenario connects by itself.
+    if !steps.iter().any(|s| s.action == Action::Connect) {
+        let setup = ["listener listen", "client connect", "server accept"]
+            .map(|t| steps::parse_step(t, None).expect("built-in setup parses").expect("non-empty"));
+        steps.splice(0..0, setup);
+    }
+
+    // Labels are unique; joins name an earlier bg step, once.
+    let mut labels: Vec<(&str, bool)> = Vec::new();
+    let mut joined: Vec<&str> = Vec::new();
+    for s in &steps {
+        let line = s.line.unwrap_or(0);
+        if let Action::Join(name) = &s.action {
+            match labels.iter().find(|(l, _)| l == name) {
+                Some((_, true)) if !joined.contains(&name.as_str()) => joined.push(name),
+                Some((_, true)) => return Err(src.error_line(line, 1, format!("{name:?} is joined twice"))),
+                Some((_, false)) => {
+                    return Err(src.error_line(line, 1, format!("{name:?} is not a bg step; only bg steps can be joined")));
+                }
+                None => return Err(src.error_line(line, 1, format!("no earlier bg step is labelled {name:?}"))),
+            }
+        }
+        if let Some(l) = &s.label {
+            if labels.iter().any(|(x, _)| x == l) {
+                return Err(src.error_line(line, 1, format!("label {l:?} is used twice")));
+            }
+            labels.push((l, s.background));
+        }
+    }
+    Ok(steps)
+}
+
+fn parse_expectation(src: &Source, e: &RawExpect, axes: &[(String, Vec<String>)]) -> Result<Expectation, ScenarioError> {
+    if !OS_FAMILIES.contains(&e.os.get_ref().as_str()) {
+        return Err(src.error_at(e.os.span(), format!("unknown os {:?}; expected one of {}", e.os.get_ref(), OS_FAMILIES.join(", "))));
+    }
+    let mut when = Vec::new();
+    if let Some(w) = &e.when {
+        for (k, v) in w.get_ref() {
+            let Some((_, values)) = axes.iter().find(|(n, _)| n == k) else {
+                return Err(src.error_at(v.span(), format!("`when` names {k:?}, which is not a parameter axis of this scenario")));
+            };
+            let value = match v.get_ref() {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                _ => return Err(src.error_at(v.span(), "expected a parameter value")),
+            };
+            if !values.contains(&value) {
+                return Err(src.error_at(v.span(), format!("{k} has no value {value:?}; it has {}", values.join(", "))));
+            }
+            when.push((k.clone(), value));
+        }
+    }
+    let mut facts = Vec::new();
+    for (path, value) in e.facts.get_ref() {
+        let matcher = Matcher::from_toml(value.get_ref()).map_err(|m| src.error_at(value.span(), m))?;
+        let (line, _) = src.line_col(path.span().start);
+        facts.push((path.span().start, Fact { path: path.get_ref().clone(), matcher, line }));
+    }
+    if facts.is_empty() {
+        return Err(src.error_at(e.facts.span(), "an expectation needs at least one fact"));
+    }
+    facts.sort_by_key(|(offset, _)| *offset);
+    Ok(Expectation {
+        os: e.os.get_ref().clone(),
+        claims: e.claims.clone(),
+        why: e.why.clone(),
+        when,
+        facts: facts.into_iter().map(|(_, f)| f).collect(),
+    })
+}
+
+/// Finds scenario files: each argument is a file, or a directory whose
+/// `*.toml` files are taken in name order.
+pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ScenarioError> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let rd = std::fs::read_dir(p).map_err(|source| ScenarioError::Read { path: p.clone(), source })?;
+            let mut files: Vec<PathBuf> = rd
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.extension().is_some_and(|x| x == "toml"))
+                .collect();
+            files.sort();
+            out.extend(files);
+        } else if p.exists() {
+            out.push(p.clone());
+        } else {
+            return Err(ScenarioError::Read {
+                path: p.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory"),
+            });
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"title = "Abortive close"
+claims = ["C6"]
+references = ["RFC 9293 3.10.4"]
+steps = '''
+client write 1000
+client setsockopt SO_LINGER on ${linger}   # abortive
+bg client close as lc
+join lc
+'''
+params = { linger = [0, 2] }
+
+[[expect]]
+os = "linux"
+claims = ["C6"]
+when = { linger = "0" }
+facts = { "wire.client.rst" = 1, "steps.lc.errno" = { null = true } }
+"#;
+
+    fn parse_err(text: &str) -> String {
+        parse(Path::new("scenarios/x.toml"), text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn expands_family_and_params_into_cases() {
+        let (sc, cases) = parse(Path::new("scenarios/abort.toml"), GOOD).unwrap();
+        assert_eq!(sc.id, "abort");
+        let ids: Vec<&str> = cases.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, ["abort/ipv4/linger=0", "abort/ipv4/linger=2", "abort/ipv6/linger=0", "abort/ipv6/linger=2"]);
+        assert_eq!(cases[2].family, Family::Ipv6);
+        // implicit setup, then the file's steps with their own line numbers
+        let c = &cases[1];
+        assert_eq!(c.steps[0].text, "listener listen");
+        assert_eq!(c.steps[0].line, None);
+        assert_eq!(c.steps[3].line, Some(5));
+        assert_eq!(c.steps[4].text, "client setsockopt SO_LINGER on 2");
+        assert_eq!(c.steps[4].line, Some(6));
+        assert_eq!(cases[1].file_stem(), "abort-ipv4-linger-2");
+    }
+
+    #[test]
+    fn expectations_apply_by_os_and_params() {
+        let (_, cases) = parse(Path::new("scenarios/abort.toml"), GOOD).unwrap();
+        assert_eq!(cases[0].expectations_for("linux").count(), 1);
+        assert_eq!(cases[1].expectations_for("linux").count(), 0);
+        assert_eq!(cases[0].expectations_for("freebsd").count(), 0);
+        let e = cases[0].expectations_for("linux").next().unwrap();
+        assert_eq!(e.facts[0].path, "wire.client.rst");
+        assert_eq!(e.facts[0].line, 16);
+    }
+
+    #[test]
+    fn unknown_keys_name_file_line_and_column() {
+        let e = parse_err("title = \"t\"\nstesp = \"client close\"\n");
+        assert!(e.starts_with("scenarios/x.toml:2:1: "), "{e}");
+        assert!(e.contains("stesp"), "{e}");
+    }
+
+    #[test]
+    fn bad_steps_name_their_line() {
+        let e = parse_err("title = \"t\"\nsteps = '''\nclient write 10\nclient shutdown NOW\n'''\n");
+        assert!(e.starts_with("scenarios/x.toml:4:17: unknown shutdown mode"), "{e}");
+    }
+
+    #[test]
+    fn steps_after_a_table_header_get_a_hint() {
+        let e = parse_err("title = \"t\"\n[params]\nfamily = [\"ipv4\"]\nsteps = '''\nclient close\n'''\n");
+        assert!(e.starts_with("scenarios/x.toml:1:1: missing field `steps`"), "{e}");
+        assert!(e.contains("must come before the first [table] header"), "{e}");
+    }
+
+    #[test]
+    fn unknown_parameters_and_labels_are_errors() {
+        let e = parse_err("title = \"t\"\nsteps = '''\nclient setsockopt SO_LINGER on ${lingr}\n'''\n");
+        assert!(e.starts_with("scenarios/x.toml:3:32: unknown parameter ${lingr}"), "{e}");
+        let e = parse_err("title = \"t\"\nsteps = '''\nclient close\n'''\n[[expect]]\nos = \"linux\"\nfacts = { \"steps.nope.ret\" = 0 }\n");
+        assert!(e.contains(":7:1: no step is labelled \"nope\""), "{e}");
+        let e = parse_err("title = \"t\"\nsteps = '''\njoin x\n'''\n");
+        assert!(e.contains("no earlier bg step"), "{e}");
+        let e = parse_err("title = \"t\"\nsteps = '''\nclient close\n'''\n[[expect]]\nos = \"plan9\"\nfacts = { \"wire.client.fin\" = 1 }\n");
+        assert!(e.contains(":6:6: unknown os \"plan9\""), "{e}");
+    }
+
+    #[test]
+    fn empty_steps_and_bad_axes_are_errors() {
+        assert!(parse_err("title = \"t\"\nsteps = '''\n# nothing\n'''\n").contains("no steps"));
+        assert!(parse_err("title = \"t\"\nsteps = \"client close\"\nparams = { family = [\"ipx\"] }\n").contains("unknown family"));
+        assert!(parse_err("title = \"t\"\nsteps = \"client close\"\nparams = { x = [] }\n").contains("at least one value"));
+    }
+}
