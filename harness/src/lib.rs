@@ -18,5 +18,15 @@
 //! `runner` wires the stages together for one case and for a whole run;
 //! `cli` parses arguments and nothing more.
 
+pub mod analyze;
+pub mod capture;
+pub mod cli;
+pub mod driver;
+pub mod observe;
+pub mod report;
+pub mod runner;
+pub mod sandbox;
 pub mod scenario;
 pub mod tcp;
+pub mod verdict;
+pub mod wire;

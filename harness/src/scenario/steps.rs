@@ -352,8 +352,23 @@ pub fn parse_step(line: &str, line_no: Option<usize>) -> Result<Option<Step>, St
     if background && label.is_none() {
         return Err(StepError::at(end_column, "a bg step needs a label to join it: add `as NAME`"));
     }
-    if background && actor.is_none() {
-        return Err(StepError::at(1, "only socket calls can run in the background"));
+    if background
+        && !matches!(
+            action,
+            Action::Write { .. }
+                | Action::Read { .. }
+                | Action::Shutdown(_)
+                | Action::Close
+                | Action::SetOption(_)
+                | Action::Ioctl(_)
+                | Action::Disconnect
+                | Action::Wait(WaitFor::Readable | WaitFor::Writable)
+        )
+    {
+        return Err(StepError::at(
+            1,
+            "only write, read, shutdown, close, setsockopt, ioctl, connect AF_UNSPEC and wait readable/writable can run in the background",
+        ));
     }
     Ok(Some(Step { line: line_no, text, actor, action, label, background, within }))
 }
@@ -638,6 +653,8 @@ mod tests {
 
         let e = err("bg client close");
         assert!(e.message.contains("needs a label"), "{}", e.message);
+        let e = err("bg client wait state TIME-WAIT as w");
+        assert!(e.message.contains("can run in the background"), "{}", e.message);
 
         let e = err(r#"client write "unterminated"#);
         assert_eq!(e.column, 14);

@@ -1,0 +1,243 @@
+//! Wires the stages together: one case on its own thread and namespace, and
+//! a run of many cases on a few worker threads.
+//!
+//! A case that fails inside the harness (capture, netlink, a panic) still
+//! yields a case report, with verdict `error` and the reason; the run goes
+//! on. Nothing here decides what a result should be.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Instant, SystemTime};
+
+use crate::analyze::{self, Analysis};
+use crate::capture::{self, Capture, Captured};
+use crate::driver::{self, DriverOutput};
+use crate::observe::{Observer, TimerKind};
+use crate::report::{self, CaseReport, DataFlows, FinalState, Flow, Host, Report, Summary, TimeWait, TimeWaitSide, Tool};
+use crate::sandbox::{self, SandboxError};
+use crate::scenario::Case;
+use crate::tcp::{Side, TcpState};
+use crate::verdict;
+use crate::wire;
+
+/// Where a run puts its files, and how it runs.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// `captures/<run_id>/` receives one pcap per case; None = no pcaps.
+    pub captures_dir: Option<PathBuf>,
+    pub run_id: String,
+    /// Cases run at once, each on its own thread and namespace.
+    pub jobs: usize,
+}
+
+/// This OS's family name, as expectations spell it.
+pub fn os_name() -> &'static str {
+    std::env::consts::OS
+}
+
+/// Fails fast, before any case, if namespaces cannot be created here.
+pub fn check_privileges() -> Result<(), SandboxError> {
+    std::thread::spawn(|| sandbox::enter_fresh_namespace().map(|_| ()))
+        .join()
+        .unwrap_or_else(|_| Err(SandboxError::Setup("privilege probe panicked".into())))
+}
+
+/// The host facts every report carries.
+pub fn host() -> Host {
+    Host {
+        os: os_name().to_string(),
+        kernel: sandbox::kernel_release(),
+        arch: std::env::consts::ARCH.to_string(),
+        sysctls: sandbox::teardown_sysctls(),
+    }
+}
+
+/// Runs every case, `opts.jobs` at a time; reports keep the input order.
+/// `on_done` sees each case report as it finishes (for progress output).
+pub fn run_all(cases: &[Case], opts: &RunOptions, on_done: &(dyn Fn(&CaseReport) + Sync)) -> Report {
+    let started = SystemTime::now();
+    let t = Instant::now();
+    let next = AtomicUsize::new(0);
+    let slots: Vec<Mutex<Option<CaseReport>>> = cases.iter().map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|s| {
+        for _ in 0..opts.jobs.clamp(1, cases.len().max(1)) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(case) = cases.get(i) else { break };
+                    let r = run_case(case, opts);
+                    on_done(&r);
+                    *slots[i].lock().expect("slot") = Some(r);
+                }
+            });
+        }
+    });
+    let cases: Vec<CaseReport> = slots.into_iter().map(|m| m.into_inner().expect("slot").expect("every case ran")).collect();
+    Report {
+        schema_version: report::SCHEMA_VERSION,
+        tool: Tool { name: "teardown".into(), version: env!("CARGO_PKG_VERSION").into() },
+        host: host(),
+        started_at: report::rfc3339(started),
+        duration_ms: t.elapsed().as_secs_f64() * 1e3,
+        run_id: opts.run_id.clone(),
+        summary: Summary::of(&cases),
+        cases,
+    }
+}
+
+/// Runs one case on a fresh thread (hence a fresh namespace) and waits.
+/// A panic inside becomes an `error` verdict.
+pub fn run_case(case: &Case, opts: &RunOptions) -> CaseReport {
+    let started = Instant::now();
+    let result = std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .name(format!("case {}", case.id))
+            .spawn_scoped(s, || run_case_here(case, opts))
+            .map_err(|e| format!("cannot start the case thread: {e}"))?
+            .join()
+            .map_err(|p| {
+                let msg = p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned());
+                format!("the harness panicked: {}", msg.unwrap_or_else(|| "unknown panic".into()))
+            })
+    });
+    let mut r = result.unwrap_or_else(|problem| empty_report(case, vec![problem]));
+    r.duration_ms = started.elapsed().as_secs_f64() * 1e3;
+    r
+}
+
+/// The body of a case; must run on a thread of its own.
+fn run_case_here(case: &Case, opts: &RunOptions) -> CaseReport {
+    let ns = match sandbox::enter_fresh_namespace() {
+        Ok(ns) => ns,
+        Err(e) => return empty_report(case, vec![e.to_string()]),
+    };
+    let sysctls = sandbox::teardown_sysctls();
+    let mut capture = match Capture::start(&ns) {
+        Ok(c) => c,
+        Err(e) => return empty_report(case, vec![e.to_string()]),
+    };
+    let mut observer = match Observer::open(&ns, case.family) {
+        Ok(o) => o,
+        Err(e) => return empty_report(case, vec![e.to_string()]),
+    };
+    let t0 = Instant::now();
+    let t0_wall_us = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64);
+
+    let (out, open_sockets) = driver::run(case, t0, &mut capture, &mut observer);
+    let mut problems = out.problems.clone();
+    let captured = match capture.finish() {
+        Ok(c) => c,
+        Err(e) => {
+            problems.push(e.to_string());
+            Captured::default()
+        }
+    };
+    // Only now may leftover sockets close: their FIN/RST is not part of the case.
+    drop(open_sockets);
+
+    let mut findings = Vec::new();
+    if captured.dropped > 0 {
+        problems.push(format!("the capture dropped {} packets", captured.dropped));
+    }
+    if !out.settled {
+        findings.push(format!("some socket was still in a transient state after the settle bound ({:?})", case.scenario.settle));
+    }
+    let capture_path = opts.captures_dir.as_ref().map(|d| d.join(&opts.run_id).join(format!("{}.pcap", case.file_stem())));
+    if let Some(path) = &capture_path {
+        if let Err(e) = std::fs::create_dir_all(path.parent().unwrap_or(Path::new("."))) {
+            problems.push(format!("{}: {e}", path.display()));
+        } else if let Err(e) = capture::write_pcap(path, &captured) {
+            problems.push(e.to_string());
+        }
+    }
+
+    let (segments, malformed) = wire::segments(captured.linktype, &captured.packets);
+    findings.extend(malformed);
+    let ends = out.ends.client.map(|c| (c, out.ends.server));
+    let analysis = analyze::analyze(&segments, ends, t0_wall_us);
+    if analysis.foreign_segments > 0 {
+        findings.push(format!("{} segments belong to no side of the connection under test", analysis.foreign_segments));
+    }
+    let mut r = build_report(case, &out, Some(&analysis), sysctls, findings);
+    r.capture = capture_path.filter(|p| p.exists()).map(|p| p.display().to_string());
+    r.verdict = judge(case, &r, &problems);
+    r
+}
+
+fn build_report(
+    case: &Case,
+    out: &DriverOutput,
+    analysis: Option<&Analysis>,
+    sysctls: BTreeMap<String, String>,
+    findings: Vec<String>,
+) -> CaseReport {
+    let flow = |app: driver::FlowCounts, side: usize| Flow {
+        written: app.written,
+        sent: analysis.map(|a| if side == 0 { a.wire.client.data_bytes } else { a.wire.server.data_bytes }),
+        acked: analysis.map(|a| a.acked[side]),
+        read: app.read,
+        lost: app.written.saturating_sub(app.read),
+        corrupted: app.corrupted,
+    };
+    // TIME-WAIT from the kernel's table at the end.
+    let tw = |side| out.ends.find(&out.final_snapshot, side).filter(|e| e.state == TcpState::TimeWait);
+    let (ctw, stw) = (tw(Side::Client), tw(Side::Server));
+    let side = match (ctw.is_some(), stw.is_some()) {
+        (true, true) => TimeWaitSide::Both,
+        (true, false) => TimeWaitSide::Client,
+        (false, true) => TimeWaitSide::Server,
+        (false, false) => TimeWaitSide::None,
+    };
+    let remaining_ms =
+        [ctw, stw].into_iter().flatten().filter(|e| e.timer == Some(TimerKind::TimeWait)).map(|e| e.timer_ms).min();
+    CaseReport {
+        id: case.id.clone(),
+        scenario: case.scenario.id.clone(),
+        title: case.scenario.title.clone(),
+        claims: case.scenario.claims.clone(),
+        references: case.scenario.references.clone(),
+        params: case.params.iter().cloned().collect(),
+        capture: None,
+        duration_ms: 0.0,
+        steps: out.steps.clone(),
+        wire: analysis.map(|a| a.wire.clone()),
+        packets: analysis.map(|a| a.packets.clone()).unwrap_or_default(),
+        states: out.timeline.clone(),
+        final_state: FinalState { client: out.timeline.last(Side::Client), server: out.timeline.last(Side::Server) },
+        time_wait: TimeWait { side, remaining_ms },
+        data: DataFlows { client_to_server: flow(out.client_to_server, 0), server_to_client: flow(out.server_to_client, 1) },
+        sysctls,
+        settled: out.settled,
+        findings,
+        verdict: verdict::Verdict { status: verdict::Status::Unchecked, mismatches: vec![], checks: vec![], error: None },
+    }
+}
+
+fn judge(case: &Case, r: &CaseReport, problems: &[String]) -> verdict::Verdict {
+    let json = serde_json::to_value(r).expect("case reports serialise");
+    verdict::judge(case, os_name(), &json, problems)
+}
+
+/// A report for a case that could not run far enough to observe anything.
+fn empty_report(case: &Case, problems: Vec<String>) -> CaseReport {
+    let out = DriverOutput {
+        steps: vec![],
+        ends: crate::observe::Ends { client: None, server: std::net::SocketAddr::from(([127, 0, 0, 1], driver::SERVER_PORT)) },
+        client_to_server: Default::default(),
+        server_to_client: Default::default(),
+        timeline: Default::default(),
+        final_snapshot: vec![],
+        settled: false,
+        problems: vec![],
+    };
+    let mut r = build_report(case, &out, None, BTreeMap::new(), vec![]);
+    r.verdict = judge(case, &r, &problems);
+    r
+}
+
+/// A run id from the start time: `20261121T101500Z`.
+pub fn run_id(t: SystemTime) -> String {
+    report::rfc3339(t).replace(['-', ':'], "")
+}

@@ -1,0 +1,38 @@
+//! Isolation: every case runs in a network namespace of its own, created for
+//! the case's thread and gone when that thread and its sockets are.
+//!
+//! Cases therefore never see each other's ports, TIME-WAIT entries or
+//! packets, and sysctls written here change only the case's namespace. This
+//! module must never change the host's network configuration.
+//!
+//! OS-specific code lives in one file per OS with the same functions.
+
+#[cfg(target_os = "linux")]
+mod linux;
+#[cfg(target_os = "linux")]
+pub use linux::*;
+
+/// Why a sandbox could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error(
+        "creating a network namespace was refused ({0}): run teardown as root, or give it CAP_NET_ADMIN and CAP_NET_RAW (e.g. `sudo setcap cap_net_admin,cap_net_raw+ep target/release/teardown`)"
+    )]
+    NotPermitted(String),
+    #[error("setting up the case's network namespace failed: {0}")]
+    Setup(String),
+    #[error("sysctl {name}: {message}")]
+    Sysctl { name: String, message: String },
+}
+
+/// Sysctls that change how a connection ends; recorded in every report.
+pub const TEARDOWN_SYSCTLS: &[&str] = &[
+    "net.ipv4.tcp_fin_timeout",
+    "net.ipv4.tcp_tw_reuse",
+    "net.ipv4.tcp_max_tw_buckets",
+    "net.ipv4.tcp_orphan_retries",
+    "net.ipv4.tcp_retries2",
+    "net.ipv4.tcp_abort_on_overflow",
+    "net.ipv4.tcp_rfc1337",
+    "net.ipv4.tcp_timestamps",
+];

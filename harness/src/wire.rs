@@ -1,0 +1,273 @@
+//! Captured frames to TCP segments.
+//!
+//! Parses link layers (Ethernet, as Linux uses on lo; BSD loopback; raw IP;
+//! Linux cooked captures) and IPv4/IPv6 with etherparse, tolerantly: a frame
+//! that is truncated or odd becomes a [`Frame::Malformed`] finding with a
+//! reason, never a panic. Payload lengths come from the IP header, so a
+//! capture with a short snaplen still counts every payload byte.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+
+use etherparse::{IpNumber, LaxNetSlice, LaxSlicedPacket, TcpSlice};
+
+use crate::capture::RawPacket;
+
+/// A TCP sequence number: 32 bits, compared with wrapping arithmetic
+/// (RFC 9293 section 3.4). SYN and FIN each occupy one unit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SeqNum(pub u32);
+
+impl SeqNum {
+    /// `self - earlier` as a forward distance in sequence space.
+    pub fn since(self, earlier: SeqNum) -> u32 {
+        self.0.wrapping_sub(earlier.0)
+    }
+
+    pub fn add(self, n: u32) -> SeqNum {
+        SeqNum(self.0.wrapping_add(n))
+    }
+}
+
+/// The TCP flags that matter here.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Flags {
+    pub syn: bool,
+    pub ack: bool,
+    pub fin: bool,
+    pub rst: bool,
+    pub psh: bool,
+}
+
+impl fmt::Display for Flags {
+    /// tcpdump's spelling: `S`, `S.`, `F.`, `R`, `P.`, `.` for a bare ACK.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (set, c) in [(self.syn, 'S'), (self.fin, 'F'), (self.rst, 'R'), (self.psh, 'P'), (self.ack, '.')] {
+            if set {
+                write!(f, "{c}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One TCP segment as seen on the wire.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Segment {
+    /// Position in the capture (0-based), to point users at a packet.
+    pub index: usize,
+    pub ts_us: i64,
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub seq: SeqNum,
+    pub ack: SeqNum,
+    pub flags: Flags,
+    /// The raw window field (not scaled).
+    pub window: u16,
+    /// Payload bytes, from the IP header (not limited by the snaplen).
+    pub len: u32,
+}
+
+impl Segment {
+    /// Sequence space the segment occupies: payload plus one each for SYN, FIN.
+    pub fn seq_len(&self) -> u32 {
+        self.len + u32::from(self.flags.syn) + u32::from(self.flags.fin)
+    }
+}
+
+/// What a captured frame turned out to be.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Frame {
+    Tcp(Segment),
+    /// Parsed fine but is not TCP over IP (e.g. ARP).
+    Other,
+    /// Could not be parsed; the reason says why.
+    Malformed(String),
+}
+
+/// pcap link types (LINKTYPE_*) this module understands.
+pub mod linktype {
+    pub const NULL: i32 = 0;
+    pub const ETHERNET: i32 = 1;
+    pub const RAW_BSD: i32 = 12;
+    pub const RAW_OPENBSD: i32 = 14;
+    pub const RAW: i32 = 101;
+    pub const LOOP: i32 = 108;
+    pub const LINUX_SLL: i32 = 113;
+    pub const IPV4: i32 = 228;
+    pub const IPV6: i32 = 229;
+    pub const LINUX_SLL2: i32 = 276;
+}
+
+/// Parses one captured frame.
+pub fn parse_frame(linktype: i32, index: usize, packet: &RawPacket) -> Frame {
+    let data = packet.data.as_slice();
+    let (parsed, link_len) = match linktype {
+        linktype::ETHERNET => (LaxSlicedPacket::from_ethernet(data).map_err(|e| e.to_string()), 14),
+        linktype::NULL | linktype::LOOP => ip_after(data, 4),
+        linktype::RAW | linktype::RAW_BSD | linktype::RAW_OPENBSD | linktype::IPV4 | linktype::IPV6 => ip_after(data, 0),
+        linktype::LINUX_SLL => ip_after(data, 16),
+        linktype::LINUX_SLL2 => ip_after(data, 20),
+        other => return Frame::Malformed(format!("unsupported link type {other}")),
+    };
+    let parsed = match parsed {
+        Ok(p) => p,
+        Err(e) => return Frame::Malformed(e),
+    };
+    let (src_ip, dst_ip, ip_payload, full_len) = match &parsed.net {
+        Some(LaxNetSlice::Ipv4(v4)) => {
+            let h = v4.header();
+            if h.is_fragmenting_payload() {
+                return Frame::Malformed("IPv4 fragment".into());
+            }
+            let header_len = h.slice().len() + v4.extensions().auth.as_ref().map_or(0, |a| a.slice().len());
+            let total = match h.total_len() as usize {
+                // TSO super-packets may carry 0; fall back to the frame length.
+                0 => (packet.orig_len as usize).saturating_sub(link_len),
+                n => n,
+            };
+            (IpAddr::V4(h.source_addr()), IpAddr::V4(h.destination_addr()), v4.payload(), total.saturating_sub(header_len))
+        }
+        Some(LaxNetSlice::Ipv6(v6)) => {
+            let h = v6.header();
+            let ext_len = v6.extensions().slice().len();
+            let payload_len = match h.payload_length() as usize {
+                0 => (packet.orig_len as usize).saturating_sub(link_len + 40),
+                n => n,
+            };
+            (IpAddr::V6(h.source_addr()), IpAddr::V6(h.destination_addr()), v6.payload(), payload_len.saturating_sub(ext_len))
+        }
+        Some(_) => return Frame::Other,
+        None => {
+            return match parsed.stop_err {
+                Some((e, layer)) => Frame::Malformed(format!("{layer:?}: {e}")),
+                None => Frame::Other,
+            };
+        }
+    };
+    if ip_payload.ip_number != IpNumber::TCP {
+        return Frame::Other;
+    }
+    let tcp = match TcpSlice::from_slice(ip_payload.payload) {
+        Ok(t) => t,
+        Err(e) => return Frame::Malformed(format!("TCP header: {e}")),
+    };
+    let header_len = tcp.header_slice().len();
+    let Some(len) = full_len.checked_sub(header_len) else {
+        return Frame::Malformed(format!("IP payload ({full_len} bytes) shorter than the TCP header ({header_len})"));
+    };
+    Frame::Tcp(Segment {
+        index,
+        ts_us: packet.ts_us,
+        src: SocketAddr::new(src_ip, tcp.source_port()),
+        dst: SocketAddr::new(dst_ip, tcp.destination_port()),
+        seq: SeqNum(tcp.sequence_number()),
+        ack: SeqNum(tcp.acknowledgment_number()),
+        flags: Flags { syn: tcp.syn(), ack: tcp.ack(), fin: tcp.fin(), rst: tcp.rst(), psh: tcp.psh() },
+        window: tcp.window_size(),
+        len: len as u32,
+    })
+}
+
+fn ip_after(data: &[u8], skip: usize) -> (Result<LaxSlicedPacket<'_>, String>, usize) {
+    let parsed = match data.get(skip..) {
+        Some(rest) => LaxSlicedPacket::from_ip(rest).map_err(|e| e.to_string()),
+        None => Err(format!("frame shorter than its {skip}-byte link header")),
+    };
+    (parsed, skip)
+}
+
+/// Parses every frame; returns the TCP segments and the problems found.
+pub fn segments(linktype: i32, packets: &[RawPacket]) -> (Vec<Segment>, Vec<String>) {
+    let mut segs = Vec::with_capacity(packets.len());
+    let mut findings = Vec::new();
+    for (i, p) in packets.iter().enumerate() {
+        match parse_frame(linktype, i, p) {
+            Frame::Tcp(s) => segs.push(s),
+            Frame::Other => {}
+            Frame::Malformed(why) => findings.push(format!("packet {}: {why}", i + 1)),
+        }
+    }
+    (segs, findings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use etherparse::PacketBuilder;
+
+    fn frame(builder: PacketBuilder, payload: &[u8]) -> RawPacket {
+        let mut out = Vec::new();
+        builder.write(&mut out, payload).unwrap();
+        RawPacket { ts_us: 0, orig_len: out.len() as u32, data: out }
+    }
+
+    fn eth_v4() -> etherparse::PacketBuilderStep<etherparse::Ipv4Header> {
+        PacketBuilder::ethernet2([0; 6], [0; 6]).ipv4([127, 0, 0, 1], [127, 0, 0, 1], 64)
+    }
+
+    #[test]
+    fn ethernet_ipv4_fin_ack() {
+        let p = frame(eth_v4().tcp(40000, 9000, 1000, 512).fin().ack(77), b"hello");
+        let Frame::Tcp(s) = parse_frame(linktype::ETHERNET, 3, &p) else { panic!("not tcp") };
+        assert_eq!(s.src, "127.0.0.1:40000".parse().unwrap());
+        assert_eq!(s.dst.port(), 9000);
+        assert_eq!(s.seq, SeqNum(1000));
+        assert_eq!(s.ack, SeqNum(77));
+        assert_eq!(s.len, 5);
+        assert_eq!(s.seq_len(), 6);
+        assert_eq!(s.flags.to_string(), "F.");
+        assert_eq!(s.index, 3);
+    }
+
+    #[test]
+    fn raw_ipv6_syn() {
+        let b = PacketBuilder::ipv6([0; 16], [0; 16], 64).tcp(1, 2, u32::MAX, 100).syn();
+        let p = frame(b, &[]);
+        let Frame::Tcp(s) = parse_frame(linktype::RAW, 0, &p) else { panic!("not tcp") };
+        assert!(s.src.is_ipv6());
+        assert_eq!(s.flags.to_string(), "S");
+        assert_eq!(s.seq_len(), 1);
+        assert_eq!(s.seq.add(1), SeqNum(0), "sequence numbers wrap");
+    }
+
+    #[test]
+    fn snaplen_truncation_keeps_the_true_payload_length() {
+        let mut p = frame(eth_v4().tcp(1, 2, 0, 100).ack(1), &[7u8; 1000]);
+        p.data.truncate(100);
+        let Frame::Tcp(s) = parse_frame(linktype::ETHERNET, 0, &p) else { panic!("not tcp") };
+        assert_eq!(s.len, 1000);
+    }
+
+    #[test]
+    fn truncated_headers_are_findings_not_panics() {
+        let p = frame(eth_v4().tcp(1, 2, 0, 100).ack(1), b"");
+        for cut in 0..p.data.len() {
+            let short = RawPacket { data: p.data[..cut].to_vec(), ..p.clone() };
+            match parse_frame(linktype::ETHERNET, 0, &short) {
+                Frame::Malformed(_) | Frame::Other => {}
+                Frame::Tcp(s) => panic!("cut at {cut} parsed as {s:?}"),
+            }
+        }
+        assert!(matches!(parse_frame(999, 0, &p), Frame::Malformed(m) if m.contains("link type 999")));
+    }
+
+    #[test]
+    fn sequence_distance_wraps() {
+        assert_eq!(SeqNum(5).since(SeqNum(u32::MAX - 4)), 10);
+    }
+
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn arbitrary_bytes_never_panic(lt in prop::sample::select(vec![0, 1, 12, 101, 108, 113, 276, 7]),
+                                           data in prop::collection::vec(any::<u8>(), 0..120)) {
+                let p = RawPacket { ts_us: 0, orig_len: data.len() as u32, data };
+                let _ = parse_frame(lt, 0, &p);
+            }
+        }
+    }
+}
