@@ -410,7 +410,7 @@ mod tests {
         assert_eq!(w.first_fin, Some(FirstFin::Client));
         assert_eq!(w.first_rst, None);
         assert_eq!(w.conn_state, "SF");
-        assert_eq!(w.history, "ShADadFf");
+        assert_eq!(w.history, "ShADaFf", "each letter once per direction");
         assert_eq!(a.acked, [10, 0]);
         assert_eq!(a.packets[3].seq, 1, "relative sequence numbers start after the SYN");
         assert_eq!(a.packets[4].ack, Some(11));

@@ -129,7 +129,7 @@ facts = { "wire.client.rst" = 1, "steps.c.errno" = { null = true } }
         assert_eq!(v.mismatches[0].expected, json!(1));
         assert_eq!(v.mismatches[0].observed, json!(0));
         assert_eq!(v.mismatches[0].claims, ["C6"]);
-        assert_eq!(v.mismatches[0].line, 9);
+        assert_eq!(v.mismatches[0].line, 8);
     }
 
     #[test]

@@ -194,15 +194,15 @@ pub fn segments(linktype: i32, packets: &[RawPacket]) -> (Vec<Segment>, Vec<Stri
 #[cfg(test)]
 mod tests {
     use super::*;
-    use etherparse::PacketBuilder;
+    use etherparse::{IpHeaders, PacketBuilder, PacketBuilderStep, TcpHeader};
 
-    fn frame(builder: PacketBuilder, payload: &[u8]) -> RawPacket {
+    fn frame(builder: PacketBuilderStep<TcpHeader>, payload: &[u8]) -> RawPacket {
         let mut out = Vec::new();
         builder.write(&mut out, payload).unwrap();
         RawPacket { ts_us: 0, orig_len: out.len() as u32, data: out }
     }
 
-    fn eth_v4() -> etherparse::PacketBuilderStep<etherparse::Ipv4Header> {
+    fn eth_v4() -> PacketBuilderStep<IpHeaders> {
         PacketBuilder::ethernet2([0; 6], [0; 6]).ipv4([127, 0, 0, 1], [127, 0, 0, 1], 64)
     }
 
