@@ -58,7 +58,9 @@ enum Command {
         /// Do not write pcap files.
         #[arg(long)]
         no_captures: bool,
-        /// Cases to run at once [default: number of CPUs].
+        /// Cases to run at once [default: 4 x CPUs]. Cases mostly wait (on
+        /// protocol timers and on the kernel's RCU grace periods when a
+        /// capture ring is set up), so more cases than cores is efficient.
         #[arg(long, short = 'j')]
         jobs: Option<usize>,
         /// Print only the final table.
@@ -116,7 +118,7 @@ pub fn main() -> i32 {
             let opts = RunOptions {
                 captures_dir: (!no_captures).then_some(captures),
                 run_id: run_id.clone(),
-                jobs: jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+                jobs: jobs.unwrap_or_else(runner::default_jobs),
             };
             let total = cases.len();
             let done = std::sync::atomic::AtomicUsize::new(0);

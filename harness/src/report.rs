@@ -76,6 +76,8 @@ pub struct CaseReport {
     /// Path of the case's pcap file; null if none was written.
     pub capture: Option<String>,
     pub duration_ms: f64,
+    /// Where the case's wall time went; for benchmarks, not for verdicts.
+    pub timing: Timing,
     pub steps: Vec<StepRecord>,
     /// Null when there was no capture to analyze.
     pub wire: Option<WireFacts>,
@@ -95,6 +97,19 @@ pub struct CaseReport {
     /// of other connections, harness notes.
     pub findings: Vec<String>,
     pub verdict: Verdict,
+}
+
+/// Wall time of each phase of a case, in milliseconds.
+#[derive(Clone, Debug, Default, Serialize, JsonSchema)]
+pub struct Timing {
+    /// New namespace, lo up, sysctls read.
+    pub sandbox_ms: f64,
+    /// libpcap handle opened, filtered and active; sock_diag socket opened.
+    pub observe_setup_ms: f64,
+    /// The steps, then the settle wait.
+    pub run_ms: f64,
+    /// Capture drained, pcap written, analysis, verdict.
+    pub finish_ms: f64,
 }
 
 /// Each side's last kernel state (CLOSED once its socket is gone).

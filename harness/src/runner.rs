@@ -12,10 +12,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Instant, SystemTime};
 
 use crate::analyze::{self, Analysis};
-use crate::capture::{self, Capture, Captured};
+use crate::capture::{self, Capture, Captured, Reaper};
 use crate::driver::{self, DriverOutput};
 use crate::observe::{Observer, TimerKind};
-use crate::report::{self, CaseReport, DataFlows, FinalState, Flow, Host, Report, Summary, TimeWait, TimeWaitSide, Tool};
+use crate::report::{self, CaseReport, DataFlows, FinalState, Flow, Host, Report, Summary, TimeWait, TimeWaitSide, Timing, Tool};
 use crate::sandbox::{self, SandboxError};
 use crate::scenario::Case;
 use crate::tcp::{Side, TcpState};
@@ -30,6 +30,12 @@ pub struct RunOptions {
     pub run_id: String,
     /// Cases run at once, each on its own thread and namespace.
     pub jobs: usize,
+}
+
+/// Cases in flight by default: 4 per CPU. A case spends most of its time
+/// waiting, not computing (see `capture::Reaper` and `Capture::start`).
+pub fn default_jobs() -> usize {
+    4 * std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
 /// This OS's family name, as expectations spell it.
@@ -60,6 +66,7 @@ pub fn run_all(cases: &[Case], opts: &RunOptions, on_done: &(dyn Fn(&CaseReport)
     let started = SystemTime::now();
     let t = Instant::now();
     let next = AtomicUsize::new(0);
+    let reaper = Reaper::default();
     let slots: Vec<Mutex<Option<CaseReport>>> = cases.iter().map(|_| Mutex::new(None)).collect();
     std::thread::scope(|s| {
         for _ in 0..opts.jobs.clamp(1, cases.len().max(1)) {
@@ -67,13 +74,14 @@ pub fn run_all(cases: &[Case], opts: &RunOptions, on_done: &(dyn Fn(&CaseReport)
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(case) = cases.get(i) else { break };
-                    let r = run_case(case, opts);
+                    let r = run_case(case, opts, &reaper);
                     on_done(&r);
                     *slots[i].lock().expect("slot") = Some(r);
                 }
             });
         }
     });
+    reaper.wait();
     let cases: Vec<CaseReport> = slots.into_iter().map(|m| m.into_inner().expect("slot").expect("every case ran")).collect();
     Report {
         schema_version: report::SCHEMA_VERSION,
@@ -89,12 +97,12 @@ pub fn run_all(cases: &[Case], opts: &RunOptions, on_done: &(dyn Fn(&CaseReport)
 
 /// Runs one case on a fresh thread (hence a fresh namespace) and waits.
 /// A panic inside becomes an `error` verdict.
-pub fn run_case(case: &Case, opts: &RunOptions) -> CaseReport {
+pub fn run_case(case: &Case, opts: &RunOptions, reaper: &Reaper) -> CaseReport {
     let started = Instant::now();
     let result = std::thread::scope(|s| {
         std::thread::Builder::new()
             .name(format!("case {}", case.id))
-            .spawn_scoped(s, || run_case_here(case, opts))
+            .spawn_scoped(s, || run_case_here(case, opts, reaper))
             .map_err(|e| format!("cannot start the case thread: {e}"))?
             .join()
             .map_err(|p| {
@@ -108,12 +116,15 @@ pub fn run_case(case: &Case, opts: &RunOptions) -> CaseReport {
 }
 
 /// The body of a case; must run on a thread of its own.
-fn run_case_here(case: &Case, opts: &RunOptions) -> CaseReport {
+fn run_case_here(case: &Case, opts: &RunOptions, reaper: &Reaper) -> CaseReport {
+    let phase = Instant::now();
     let ns = match sandbox::enter_fresh_namespace() {
         Ok(ns) => ns,
         Err(e) => return empty_report(case, vec![e.to_string()]),
     };
     let sysctls = sandbox::teardown_sysctls();
+    let sandbox_ms = ms_since(phase);
+    let phase = Instant::now();
     let mut capture = match Capture::start(&ns) {
         Ok(c) => c,
         Err(e) => return empty_report(case, vec![e.to_string()]),
@@ -122,12 +133,15 @@ fn run_case_here(case: &Case, opts: &RunOptions) -> CaseReport {
         Ok(o) => o,
         Err(e) => return empty_report(case, vec![e.to_string()]),
     };
+    let observe_setup_ms = ms_since(phase);
     let t0 = Instant::now();
     let t0_wall_us = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64);
 
     let (out, open_sockets) = driver::run(case, t0, &mut capture, &mut observer);
+    let run_ms = ms_since(t0);
+    let phase = Instant::now();
     let mut problems = out.problems.clone();
-    let captured = match capture.finish() {
+    let captured = match capture.finish(reaper) {
         Ok(c) => c,
         Err(e) => {
             problems.push(e.to_string());
@@ -163,7 +177,12 @@ fn run_case_here(case: &Case, opts: &RunOptions) -> CaseReport {
     let mut r = build_report(case, &out, Some(&analysis), sysctls, findings);
     r.capture = capture_path.filter(|p| p.exists()).map(|p| p.display().to_string());
     r.verdict = judge(case, &r, &problems);
+    r.timing = Timing { sandbox_ms, observe_setup_ms, run_ms, finish_ms: ms_since(phase) };
     r
+}
+
+fn ms_since(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
 }
 
 fn build_report(
@@ -201,6 +220,7 @@ fn build_report(
         params: case.params.iter().cloned().collect(),
         capture: None,
         duration_ms: 0.0,
+        timing: Timing::default(),
         steps: out.steps.clone(),
         wire: analysis.map(|a| a.wire.clone()),
         packets: analysis.map(|a| a.packets.clone()).unwrap_or_default(),
