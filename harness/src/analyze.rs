@@ -14,7 +14,7 @@ use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::tcp::Side;
-use crate::wire::{SeqNum, Segment};
+use crate::wire::{Segment, SeqNum};
 
 /// Segments one side sent, as seen in the capture.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, JsonSchema)]
@@ -50,6 +50,9 @@ pub struct WireFacts {
     pub conn_state: String,
     /// Zeek `history` (uppercase: client, lowercase: server).
     pub history: String,
+    /// Segments of either side from the first FIN or RST to the end of the
+    /// capture: how many segments the close really took.
+    pub close_segments: u32,
 }
 
 /// One segment of the connection, for reading a case without Wireshark.
@@ -139,16 +142,28 @@ impl Dir {
     fn mark(&mut self, c: char, originator: bool, out: &mut String) {
         if !self.history.contains(&c) {
             self.history.push(c);
-            out.push(if originator { c.to_ascii_uppercase() } else { c });
+            out.push(if originator {
+                c.to_ascii_uppercase()
+            } else {
+                c
+            });
         }
     }
 }
 
 /// Analyzes `segments`. `ends` = (client, server) when the driver knows them;
 /// otherwise the first SYN without ACK names the client.
-pub fn analyze(segments: &[Segment], ends: Option<(SocketAddr, SocketAddr)>, t0_us: i64) -> Analysis {
+pub fn analyze(
+    segments: &[Segment],
+    ends: Option<(SocketAddr, SocketAddr)>,
+    t0_us: i64,
+) -> Analysis {
     let ends = ends.or_else(|| {
-        segments.iter().find(|s| s.flags.syn && !s.flags.ack).or(segments.first()).map(|s| (s.src, s.dst))
+        segments
+            .iter()
+            .find(|s| s.flags.syn && !s.flags.ack)
+            .or(segments.first())
+            .map(|s| (s.src, s.dst))
     });
     let mut dirs = [Dir::default(), Dir::default()];
     let mut packets = Vec::new();
@@ -156,6 +171,7 @@ pub fn analyze(segments: &[Segment], ends: Option<(SocketAddr, SocketAddr)>, t0_
     let mut first_rst = None;
     let mut foreign = 0;
     let mut handshake_acked = false;
+    let mut close_segments = 0u32;
 
     for seg in segments {
         let side = match ends {
@@ -172,6 +188,9 @@ pub fn analyze(segments: &[Segment], ends: Option<(SocketAddr, SocketAddr)>, t0_
         };
         let f = seg.flags;
         let mut retransmit = false;
+        if close_segments > 0 || f.fin || f.rst {
+            close_segments += 1;
+        }
 
         // Sequence space: SYN, payload, FIN.
         if f.syn {
@@ -278,7 +297,9 @@ pub fn analyze(segments: &[Segment], ends: Option<(SocketAddr, SocketAddr)>, t0_
             from: side,
             flags: f.to_string(),
             seq: dirs[me].isn.map_or(0, |i| seg.seq.since(i)),
-            ack: f.ack.then(|| dirs[peer].isn.map_or(0, |i| seg.ack.since(i))),
+            ack: f
+                .ack
+                .then(|| dirs[peer].isn.map_or(0, |i| seg.ack.since(i))),
             len: seg.len,
             win: seg.window,
         });
@@ -294,6 +315,7 @@ pub fn analyze(segments: &[Segment], ends: Option<(SocketAddr, SocketAddr)>, t0_
             first_rst,
             conn_state,
             history,
+            close_segments,
         },
         packets,
         acked: [dirs[0].acked, dirs[1].acked],
@@ -304,14 +326,22 @@ pub fn analyze(segments: &[Segment], ends: Option<(SocketAddr, SocketAddr)>, t0_
 }
 
 fn first_fin(dirs: &[Dir; 2]) -> Option<FirstFin> {
-    let side = |i: usize| if i == 0 { FirstFin::Client } else { FirstFin::Server };
+    let side = |i: usize| {
+        if i == 0 {
+            FirstFin::Client
+        } else {
+            FirstFin::Server
+        }
+    };
     match (dirs[0].first_fin_index, dirs[1].first_fin_index) {
         (None, None) => None,
         (Some(_), None) => Some(FirstFin::Client),
         (None, Some(_)) => Some(FirstFin::Server),
         (Some(a), Some(b)) => {
             let (early, late) = if a < b { (0, 1) } else { (1, 0) };
-            let early_fin = dirs[early].fin_seq.expect("a side with a FIN index has a FIN seq");
+            let early_fin = dirs[early]
+                .fin_seq
+                .expect("a side with a FIN index has a FIN seq");
             // Did the later FIN acknowledge the earlier one? If not, its sender
             // had not processed the peer's FIN: a simultaneous close.
             let acks_it = dirs[late]
@@ -329,7 +359,12 @@ fn conn_state(orig: &Dir, resp: &Dir) -> &'static str {
     let o_inactive = matches!(os, Inactive | Partial);
     let r_inactive = matches!(rs, Inactive | Partial);
     if rs == Reset {
-        if matches!(os, SynSent | SynAckSent) || (os == Reset && orig.counts.data_bytes == 0 && resp.counts.data_bytes == 0 && !handshake_done(orig, resp)) {
+        if matches!(os, SynSent | SynAckSent)
+            || (os == Reset
+                && orig.counts.data_bytes == 0
+                && resp.counts.data_bytes == 0
+                && !handshake_done(orig, resp))
+        {
             "REJ"
         } else if o_inactive {
             "RSTRH"
@@ -337,7 +372,10 @@ fn conn_state(orig: &Dir, resp: &Dir) -> &'static str {
             "RSTR"
         }
     } else if os == Reset {
-        if r_inactive && orig.history.first() == Some(&'s') && !orig.history.iter().any(|c| "hafdq".contains(*c)) {
+        if r_inactive
+            && orig.history.first() == Some(&'s')
+            && !orig.history.iter().any(|c| "hafdq".contains(*c))
+        {
             "RSTOS0"
         } else {
             "RSTO"
@@ -392,27 +430,54 @@ mod tests {
     }
 
     fn run(spec: &[(bool, &str, u32, u32, u32)]) -> Analysis {
-        let segs: Vec<Segment> = spec.iter().enumerate().map(|(i, &(c, f, s, a, l))| seg(i, c, f, s, a, l)).collect();
+        let segs: Vec<Segment> = spec
+            .iter()
+            .enumerate()
+            .map(|(i, &(c, f, s, a, l))| seg(i, c, f, s, a, l))
+            .collect();
         analyze(&segs, None, 0)
     }
 
     /// Handshake: client ISN 100, server ISN 500.
-    const HS: [(bool, &str, u32, u32, u32); 3] = [(true, "S", 100, 0, 0), (false, "S.", 500, 101, 0), (true, ".", 101, 501, 0)];
+    const HS: [(bool, &str, u32, u32, u32); 3] = [
+        (true, "S", 100, 0, 0),
+        (false, "S.", 500, 101, 0),
+        (true, ".", 101, 501, 0),
+    ];
 
     #[test]
     fn test_established_three_segment_close() {
         let mut spec = HS.to_vec();
-        spec.extend([(true, "P.", 101, 501, 10), (false, ".", 501, 111, 0), (true, "F.", 111, 501, 0), (false, "F.", 501, 112, 0), (true, ".", 112, 502, 0)]);
+        spec.extend([
+            (true, "P.", 101, 501, 10),
+            (false, ".", 501, 111, 0),
+            (true, "F.", 111, 501, 0),
+            (false, "F.", 501, 112, 0),
+            (true, ".", 112, 502, 0),
+        ]);
         let a = run(&spec);
         let w = &a.wire;
-        assert_eq!(w.client, SideCounts { syn: 1, fin: 1, rst: 0, data_bytes: 10, retransmits: 0 });
+        assert_eq!(
+            w.client,
+            SideCounts {
+                syn: 1,
+                fin: 1,
+                rst: 0,
+                data_bytes: 10,
+                retransmits: 0
+            }
+        );
         assert_eq!(w.server.fin, 1);
         assert_eq!(w.first_fin, Some(FirstFin::Client));
         assert_eq!(w.first_rst, None);
         assert_eq!(w.conn_state, "SF");
         assert_eq!(w.history, "ShADaFf", "each letter once per direction");
+        assert_eq!(w.close_segments, 3, "FIN, FIN+ACK, ACK");
         assert_eq!(a.acked, [10, 0]);
-        assert_eq!(a.packets[3].seq, 1, "relative sequence numbers start after the SYN");
+        assert_eq!(
+            a.packets[3].seq, 1,
+            "relative sequence numbers start after the SYN"
+        );
         assert_eq!(a.packets[4].ack, Some(11));
     }
 
@@ -446,14 +511,23 @@ mod tests {
     fn test_fin_wait_simultaneous_close_is_both() {
         let mut spec = HS.to_vec();
         // Each FIN acknowledges only the peer's SYN, not its FIN.
-        spec.extend([(true, "F.", 101, 501, 0), (false, "F.", 501, 101, 0), (true, ".", 102, 502, 0), (false, ".", 502, 102, 0)]);
+        spec.extend([
+            (true, "F.", 101, 501, 0),
+            (false, "F.", 501, 101, 0),
+            (true, ".", 102, 502, 0),
+            (false, ".", 502, 102, 0),
+        ]);
         assert_eq!(run(&spec).wire.first_fin, Some(FirstFin::Both));
     }
 
     #[test]
     fn test_close_wait_server_closes_first() {
         let mut spec = HS.to_vec();
-        spec.extend([(false, "F.", 501, 101, 0), (true, "F.", 101, 502, 0), (false, ".", 502, 102, 0)]);
+        spec.extend([
+            (false, "F.", 501, 101, 0),
+            (true, "F.", 101, 502, 0),
+            (false, ".", 502, 102, 0),
+        ]);
         let a = run(&spec);
         assert_eq!(a.wire.first_fin, Some(FirstFin::Server));
         assert_eq!(a.wire.conn_state, "SF");
@@ -462,10 +536,18 @@ mod tests {
     #[test]
     fn test_established_retransmitted_data_counts_once() {
         let mut spec = HS.to_vec();
-        spec.extend([(true, "P.", 101, 501, 100), (true, "P.", 101, 501, 100), (true, "P.", 151, 501, 100), (false, ".", 501, 251, 0)]);
+        spec.extend([
+            (true, "P.", 101, 501, 100),
+            (true, "P.", 101, 501, 100),
+            (true, "P.", 151, 501, 100),
+            (false, ".", 501, 251, 0),
+        ]);
         let a = run(&spec);
         assert_eq!(a.wire.client.data_bytes, 150);
-        assert_eq!(a.wire.client.retransmits, 1, "a partial overlap carries new bytes");
+        assert_eq!(
+            a.wire.client.retransmits, 1,
+            "a partial overlap carries new bytes"
+        );
         assert_eq!(a.acked[0], 150);
         assert!(a.wire.history.contains('T'));
     }
@@ -473,7 +555,11 @@ mod tests {
     #[test]
     fn test_fin_wait_1_fin_retransmission() {
         let mut spec = HS.to_vec();
-        spec.extend([(true, "F.", 101, 501, 0), (true, "F.", 101, 501, 0), (false, ".", 501, 102, 0)]);
+        spec.extend([
+            (true, "F.", 101, 501, 0),
+            (true, "F.", 101, 501, 0),
+            (false, ".", 501, 102, 0),
+        ]);
         let a = run(&spec);
         assert_eq!(a.wire.client.fin, 2);
         assert_eq!(a.wire.client.retransmits, 1);
@@ -483,7 +569,13 @@ mod tests {
     #[test]
     fn test_sequence_wraparound() {
         let isn = u32::MAX - 5;
-        let a = run(&[(true, "S", isn, 0, 0), (false, "S.", 7, isn.wrapping_add(1), 0), (true, ".", isn.wrapping_add(1), 8, 0), (true, "P.", isn.wrapping_add(1), 8, 20), (false, ".", 8, isn.wrapping_add(21), 0)]);
+        let a = run(&[
+            (true, "S", isn, 0, 0),
+            (false, "S.", 7, isn.wrapping_add(1), 0),
+            (true, ".", isn.wrapping_add(1), 8, 0),
+            (true, "P.", isn.wrapping_add(1), 8, 20),
+            (false, ".", 8, isn.wrapping_add(21), 0),
+        ]);
         assert_eq!(a.wire.client.data_bytes, 20);
         assert_eq!(a.acked[0], 20);
     }
@@ -496,7 +588,11 @@ mod tests {
 
     #[test]
     fn foreign_segments_are_counted_not_analyzed() {
-        let mut segs: Vec<Segment> = HS.iter().enumerate().map(|(i, &(c, f, s, a, l))| seg(i, c, f, s, a, l)).collect();
+        let mut segs: Vec<Segment> = HS
+            .iter()
+            .enumerate()
+            .map(|(i, &(c, f, s, a, l))| seg(i, c, f, s, a, l))
+            .collect();
         let mut other = seg(3, true, "S", 1, 0, 0);
         other.src = "127.0.0.1:40001".parse().unwrap();
         segs.push(other);

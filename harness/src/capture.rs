@@ -72,7 +72,11 @@ impl Capture {
         handle.filter("tcp", true).map_err(open)?;
         let handle = handle.setnonblock().map_err(open)?;
         let linktype = handle.get_datalink().0;
-        Ok(Capture { handle, linktype, packets: Vec::new() })
+        Ok(Capture {
+            handle,
+            linktype,
+            packets: Vec::new(),
+        })
     }
 
     /// Reads every packet the kernel has delivered so far; never blocks.
@@ -100,11 +104,23 @@ impl Capture {
     /// Drains what is left and hands the handle to `reaper` to close.
     pub fn finish(mut self, reaper: &Reaper) -> Result<Captured, CaptureError> {
         let drained = self.drain();
-        let dropped = self.handle.stats().map(|s| s.dropped + s.if_dropped).unwrap_or(0);
-        let Capture { handle, linktype, packets } = self;
+        let dropped = self
+            .handle
+            .stats()
+            .map(|s| s.dropped + s.if_dropped)
+            .unwrap_or(0);
+        let Capture {
+            handle,
+            linktype,
+            packets,
+        } = self;
         reaper.close(handle);
         drained?;
-        Ok(Captured { linktype, packets, dropped })
+        Ok(Captured {
+            linktype,
+            packets,
+            dropped,
+        })
     }
 }
 
@@ -123,7 +139,10 @@ impl Reaper {
     fn close(&self, handle: PcapCapture<Active>) {
         // If no thread can be spawned, the closure (and the handle) is
         // dropped right here, synchronously: slower, never leaked.
-        if let Ok(t) = std::thread::Builder::new().name("pcap-close".into()).spawn(move || drop(handle)) {
+        if let Ok(t) = std::thread::Builder::new()
+            .name("pcap-close".into())
+            .spawn(move || drop(handle))
+        {
             self.threads.lock().expect("reaper").push(t);
         }
     }
@@ -146,14 +165,21 @@ impl Drop for Reaper {
 /// Writes a pcap file atomically: a temporary file in the same directory,
 /// renamed into place, so a crash never leaves half a capture.
 pub fn write_pcap(path: &Path, captured: &Captured) -> Result<(), CaptureError> {
-    let err = |message: String| CaptureError::File { path: path.to_path_buf(), message };
+    let err = |message: String| CaptureError::File {
+        path: path.to_path_buf(),
+        message,
+    };
     let tmp = crate::report::temp_path_for(path);
     {
-        let dead = PcapCapture::dead(Linktype(captured.linktype)).map_err(|e| err(e.to_string()))?;
+        let dead =
+            PcapCapture::dead(Linktype(captured.linktype)).map_err(|e| err(e.to_string()))?;
         let mut save = dead.savefile(&tmp).map_err(|e| err(e.to_string()))?;
         for p in &captured.packets {
             let header = pcap::PacketHeader {
-                ts: libc::timeval { tv_sec: p.ts_us.div_euclid(1_000_000), tv_usec: p.ts_us.rem_euclid(1_000_000) },
+                ts: libc::timeval {
+                    tv_sec: p.ts_us.div_euclid(1_000_000),
+                    tv_usec: p.ts_us.rem_euclid(1_000_000),
+                },
                 caplen: p.data.len() as u32,
                 len: p.orig_len,
             };
@@ -170,8 +196,12 @@ pub fn write_pcap(path: &Path, captured: &Captured) -> Result<(), CaptureError> 
 /// Reads a pcap file. A truncated or damaged file is an error naming the
 /// file and how far it could be read.
 pub fn read_pcap(path: &Path) -> Result<Captured, CaptureError> {
-    let err = |message: String| CaptureError::File { path: path.to_path_buf(), message };
-    let mut cap = PcapCapture::from_file(path).map_err(|e| err(format!("not a readable pcap file: {e}")))?;
+    let err = |message: String| CaptureError::File {
+        path: path.to_path_buf(),
+        message,
+    };
+    let mut cap =
+        PcapCapture::from_file(path).map_err(|e| err(format!("not a readable pcap file: {e}")))?;
     let linktype = cap.get_datalink().0;
     let mut packets = Vec::new();
     loop {
@@ -183,9 +213,16 @@ pub fn read_pcap(path: &Path) -> Result<Captured, CaptureError> {
             }),
             Err(pcap::Error::NoMorePackets) => break,
             Err(e) => {
-                return Err(err(format!("damaged after {} packets: {e}; re-capture the case", packets.len())));
+                return Err(err(format!(
+                    "damaged after {} packets: {e}; re-capture the case",
+                    packets.len()
+                )));
             }
         }
     }
-    Ok(Captured { linktype, packets, dropped: 0 })
+    Ok(Captured {
+        linktype,
+        packets,
+        dropped: 0,
+    })
 }

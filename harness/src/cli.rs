@@ -34,7 +34,11 @@ pub mod exit {
 }
 
 #[derive(Parser, Debug)]
-#[command(name = "teardown", version, about = "Shows, by experiment, what this OS's TCP stack does when a connection ends")]
+#[command(
+    name = "teardown",
+    version,
+    about = "Shows, by experiment, what this OS's TCP stack does when a connection ends"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -80,9 +84,7 @@ enum Command {
         paths: Vec<PathBuf>,
     },
     /// Analyze a pcap file and print its connection facts as JSON.
-    Analyze {
-        pcap: PathBuf,
-    },
+    Analyze { pcap: PathBuf },
     /// Print the JSON Schema of the report.
     Schema,
 }
@@ -100,11 +102,23 @@ pub fn main() -> i32 {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { exit::USAGE } else { exit::OK };
+            return if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
         }
     };
     match cli.command {
-        Command::Run { paths, select, report, captures, no_captures, jobs, quiet } => {
+        Command::Run {
+            paths,
+            select,
+            report,
+            captures,
+            no_captures,
+            jobs,
+            quiet,
+        } => {
             let cases = match load(&paths, &select) {
                 Ok(c) => c,
                 Err(code) => return code,
@@ -126,9 +140,16 @@ pub fn main() -> i32 {
             let progress = |r: &CaseReport| {
                 let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                 if !quiet {
-                    let status = serde_json::to_value(r.verdict.status).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+                    let status = serde_json::to_value(r.verdict.status)
+                        .ok()
+                        .and_then(|v| v.as_str().map(String::from))
+                        .unwrap_or_default();
                     let line = format!("[{n}/{total}] {} {status} ({:.1} ms)", r.id, r.duration_ms);
-                    if tty { eprint!("\r\x1b[2K{line}") } else { eprintln!("{line}") }
+                    if tty {
+                        eprint!("\r\x1b[2K{line}")
+                    } else {
+                        eprintln!("{line}")
+                    }
                 }
             };
             let rep = runner::run_all(&cases, &opts, &progress);
@@ -136,7 +157,8 @@ pub fn main() -> i32 {
                 eprintln!();
             }
             print!("{}", report::table(&rep));
-            let path = report.unwrap_or_else(|| Path::new("reports").join(format!("{run_id}.json")));
+            let path =
+                report.unwrap_or_else(|| Path::new("reports").join(format!("{run_id}.json")));
             if let Err(e) = report::write_report(&path, &rep) {
                 eprintln!("teardown: cannot write the report {}: {e}", path.display());
                 return exit::IO_ERROR;
@@ -190,7 +212,10 @@ pub fn main() -> i32 {
             }
         },
         Command::Schema => {
-            println!("{}", serde_json::to_string_pretty(&report::schema()).expect("json"));
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report::schema()).expect("json")
+            );
             exit::OK
         }
     }
@@ -223,7 +248,11 @@ fn load(paths: &[PathBuf], select: &Select) -> Result<Vec<Case>, i32> {
         eprintln!(
             "teardown: no case to run (scenario files found: {}{})",
             files.len(),
-            if select.filter.is_empty() { String::new() } else { format!(", filter {:?}", select.filter) }
+            if select.filter.is_empty() {
+                String::new()
+            } else {
+                format!(", filter {:?}", select.filter)
+            }
         );
         return Err(exit::USAGE);
     }

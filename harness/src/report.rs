@@ -199,8 +199,15 @@ pub fn schema() -> serde_json::Value {
 pub fn temp_path_for(path: &Path) -> PathBuf {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    path.with_file_name(format!(".{name}.{}.{}.tmp", std::process::id(), N.fetch_add(1, Ordering::Relaxed)))
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(
+        ".{name}.{}.{}.tmp",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ))
 }
 
 /// Writes `bytes` to `path` atomically.
@@ -230,17 +237,37 @@ pub fn write_report(path: &Path, report: &Report) -> std::io::Result<()> {
 
 /// One row per case: what a person scans first.
 pub fn table(report: &Report) -> String {
-    let head = ["case", "client F/R", "server F/R", "first FIN", "TIME-WAIT", "lost c>s", "lost s>c", "verdict"];
+    let head = [
+        "case",
+        "client F/R",
+        "server F/R",
+        "first FIN",
+        "TIME-WAIT",
+        "lost c>s",
+        "lost s>c",
+        "verdict",
+    ];
     let mut rows: Vec<[String; 8]> = Vec::new();
     for c in &report.cases {
-        let fr = |s: Option<&crate::analyze::SideCounts>| s.map_or("-".into(), |s| format!("{}/{}", s.fin, s.rst));
+        let fr = |s: Option<&crate::analyze::SideCounts>| {
+            s.map_or("-".into(), |s| format!("{}/{}", s.fin, s.rst))
+        };
         let w = c.wire.as_ref();
         let first = w.and_then(|w| w.first_fin).map_or("-".to_string(), |f| {
-            serde_json::to_value(f).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+            serde_json::to_value(f)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default()
         });
         let tw = match c.time_wait.side {
             TimeWaitSide::None => "none".to_string(),
-            s => format!("{}", serde_json::to_value(s).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()),
+            s => format!(
+                "{}",
+                serde_json::to_value(s)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default()
+            ),
         };
         let status = match c.verdict.status {
             Status::Pass => "pass".to_string(),
@@ -267,7 +294,11 @@ pub fn table(report: &Report) -> String {
     }
     let mut out = String::new();
     let line = |cells: &[&str], out: &mut String| {
-        let parts: Vec<String> = cells.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        let parts: Vec<String> = cells
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
         out.push_str(parts.join("  ").trim_end());
         out.push('\n');
     };
@@ -285,7 +316,11 @@ pub fn table(report: &Report) -> String {
                 m.observed,
                 c.scenario,
                 m.line,
-                if m.claims.is_empty() { String::new() } else { format!(", {}", m.claims.join(" ")) }
+                if m.claims.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {}", m.claims.join(" "))
+                }
             ));
         }
         if let Some(e) = &c.verdict.error {
@@ -293,14 +328,23 @@ pub fn table(report: &Report) -> String {
         }
     }
     let s = &report.summary;
-    out.push_str(&format!("{} cases: {} pass, {} fail, {} unchecked, {} error\n", report.cases.len(), s.pass, s.fail, s.unchecked, s.error));
+    out.push_str(&format!(
+        "{} cases: {} pass, {} fail, {} unchecked, {} error\n",
+        report.cases.len(),
+        s.pass,
+        s.fail,
+        s.unchecked,
+        s.error
+    ));
     out
 }
 
 /// RFC 3339 UTC timestamp of a system time (no external date crate needed
 /// for one formatting function).
 pub fn rfc3339(t: std::time::SystemTime) -> String {
-    let secs = t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs()) as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Howard Hinnant's civil_from_days.
     let z = days + 719_468;
@@ -312,7 +356,12 @@ pub fn rfc3339(t: std::time::SystemTime) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 #[cfg(test)]
@@ -323,8 +372,14 @@ mod tests {
     #[test]
     fn rfc3339_known_dates() {
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(1_795_258_861)), "2026-11-21T11:01:01Z");
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)),
+            "2000-02-29T00:00:00Z"
+        );
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_secs(1_795_258_861)),
+            "2026-11-21T11:01:01Z"
+        );
     }
 
     #[test]
@@ -334,7 +389,10 @@ mod tests {
         write_atomic(&path, b"one").unwrap();
         write_atomic(&path, b"two").unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"two");
-        let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, [std::ffi::OsString::from("r.json")]);
         std::fs::remove_dir_all(dir).unwrap();
     }

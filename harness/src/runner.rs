@@ -15,7 +15,10 @@ use crate::analyze::{self, Analysis};
 use crate::capture::{self, Capture, Captured, Reaper};
 use crate::driver::{self, DriverOutput};
 use crate::observe::{Observer, TimerKind};
-use crate::report::{self, CaseReport, DataFlows, FinalState, Flow, Host, Report, Summary, TimeWait, TimeWaitSide, Timing, Tool};
+use crate::report::{
+    self, CaseReport, DataFlows, FinalState, Flow, Host, Report, Summary, TimeWait, TimeWaitSide,
+    Timing, Tool,
+};
 use crate::sandbox::{self, SandboxError};
 use crate::scenario::Case;
 use crate::tcp::{Side, TcpState};
@@ -62,7 +65,11 @@ pub fn host() -> Host {
 
 /// Runs every case, `opts.jobs` at a time; reports keep the input order.
 /// `on_done` sees each case report as it finishes (for progress output).
-pub fn run_all(cases: &[Case], opts: &RunOptions, on_done: &(dyn Fn(&CaseReport) + Sync)) -> Report {
+pub fn run_all(
+    cases: &[Case],
+    opts: &RunOptions,
+    on_done: &(dyn Fn(&CaseReport) + Sync),
+) -> Report {
     let started = SystemTime::now();
     let t = Instant::now();
     let next = AtomicUsize::new(0);
@@ -82,10 +89,16 @@ pub fn run_all(cases: &[Case], opts: &RunOptions, on_done: &(dyn Fn(&CaseReport)
         }
     });
     reaper.wait();
-    let cases: Vec<CaseReport> = slots.into_iter().map(|m| m.into_inner().expect("slot").expect("every case ran")).collect();
+    let cases: Vec<CaseReport> = slots
+        .into_iter()
+        .map(|m| m.into_inner().expect("slot").expect("every case ran"))
+        .collect();
     Report {
         schema_version: report::SCHEMA_VERSION,
-        tool: Tool { name: "teardown".into(), version: env!("CARGO_PKG_VERSION").into() },
+        tool: Tool {
+            name: "teardown".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        },
         host: host(),
         started_at: report::rfc3339(started),
         duration_ms: t.elapsed().as_secs_f64() * 1e3,
@@ -106,8 +119,14 @@ pub fn run_case(case: &Case, opts: &RunOptions, reaper: &Reaper) -> CaseReport {
             .map_err(|e| format!("cannot start the case thread: {e}"))?
             .join()
             .map_err(|p| {
-                let msg = p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned());
-                format!("the harness panicked: {}", msg.unwrap_or_else(|| "unknown panic".into()))
+                let msg = p
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| p.downcast_ref::<String>().cloned());
+                format!(
+                    "the harness panicked: {}",
+                    msg.unwrap_or_else(|| "unknown panic".into())
+                )
             })
     });
     let mut r = result.unwrap_or_else(|problem| empty_report(case, vec![problem]));
@@ -135,7 +154,9 @@ fn run_case_here(case: &Case, opts: &RunOptions, reaper: &Reaper) -> CaseReport 
     };
     let observe_setup_ms = ms_since(phase);
     let t0 = Instant::now();
-    let t0_wall_us = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64);
+    let t0_wall_us = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64);
 
     let (out, open_sockets) = driver::run(case, t0, &mut capture, &mut observer);
     let run_ms = ms_since(t0);
@@ -156,9 +177,15 @@ fn run_case_here(case: &Case, opts: &RunOptions, reaper: &Reaper) -> CaseReport 
         problems.push(format!("the capture dropped {} packets", captured.dropped));
     }
     if !out.settled {
-        findings.push(format!("some socket was still in a transient state after the settle bound ({:?})", case.scenario.settle));
+        findings.push(format!(
+            "some socket was still in a transient state after the settle bound ({:?})",
+            case.scenario.settle
+        ));
     }
-    let capture_path = opts.captures_dir.as_ref().map(|d| d.join(&opts.run_id).join(format!("{}.pcap", case.file_stem())));
+    let capture_path = opts.captures_dir.as_ref().map(|d| {
+        d.join(&opts.run_id)
+            .join(format!("{}.pcap", case.file_stem()))
+    });
     if let Some(path) = &capture_path {
         if let Err(e) = std::fs::create_dir_all(path.parent().unwrap_or(Path::new("."))) {
             problems.push(format!("{}: {e}", path.display()));
@@ -172,12 +199,22 @@ fn run_case_here(case: &Case, opts: &RunOptions, reaper: &Reaper) -> CaseReport 
     let ends = out.ends.client.map(|c| (c, out.ends.server));
     let analysis = analyze::analyze(&segments, ends, t0_wall_us);
     if analysis.foreign_segments > 0 {
-        findings.push(format!("{} segments belong to no side of the connection under test", analysis.foreign_segments));
+        findings.push(format!(
+            "{} segments belong to no side of the connection under test",
+            analysis.foreign_segments
+        ));
     }
     let mut r = build_report(case, &out, Some(&analysis), sysctls, findings);
-    r.capture = capture_path.filter(|p| p.exists()).map(|p| p.display().to_string());
+    r.capture = capture_path
+        .filter(|p| p.exists())
+        .map(|p| p.display().to_string());
     r.verdict = judge(case, &r, &problems);
-    r.timing = Timing { sandbox_ms, observe_setup_ms, run_ms, finish_ms: ms_since(phase) };
+    r.timing = Timing {
+        sandbox_ms,
+        observe_setup_ms,
+        run_ms,
+        finish_ms: ms_since(phase),
+    };
     r
 }
 
@@ -194,14 +231,24 @@ fn build_report(
 ) -> CaseReport {
     let flow = |app: driver::FlowCounts, side: usize| Flow {
         written: app.written,
-        sent: analysis.map(|a| if side == 0 { a.wire.client.data_bytes } else { a.wire.server.data_bytes }),
+        sent: analysis.map(|a| {
+            if side == 0 {
+                a.wire.client.data_bytes
+            } else {
+                a.wire.server.data_bytes
+            }
+        }),
         acked: analysis.map(|a| a.acked[side]),
         read: app.read,
         lost: app.written.saturating_sub(app.read),
         corrupted: app.corrupted,
     };
     // TIME-WAIT from the kernel's table at the end.
-    let tw = |side| out.ends.find(&out.final_snapshot, side).filter(|e| e.state == TcpState::TimeWait);
+    let tw = |side| {
+        out.ends
+            .find(&out.final_snapshot, side)
+            .filter(|e| e.state == TcpState::TimeWait)
+    };
     let (ctw, stw) = (tw(Side::Client), tw(Side::Server));
     let side = match (ctw.is_some(), stw.is_some()) {
         (true, true) => TimeWaitSide::Both,
@@ -209,8 +256,12 @@ fn build_report(
         (false, true) => TimeWaitSide::Server,
         (false, false) => TimeWaitSide::None,
     };
-    let remaining_ms =
-        [ctw, stw].into_iter().flatten().filter(|e| e.timer == Some(TimerKind::TimeWait)).map(|e| e.timer_ms).min();
+    let remaining_ms = [ctw, stw]
+        .into_iter()
+        .flatten()
+        .filter(|e| e.timer == Some(TimerKind::TimeWait))
+        .map(|e| e.timer_ms)
+        .min();
     CaseReport {
         id: case.id.clone(),
         scenario: case.scenario.id.clone(),
@@ -225,13 +276,24 @@ fn build_report(
         wire: analysis.map(|a| a.wire.clone()),
         packets: analysis.map(|a| a.packets.clone()).unwrap_or_default(),
         states: out.timeline.clone(),
-        final_state: FinalState { client: out.timeline.last(Side::Client), server: out.timeline.last(Side::Server) },
+        final_state: FinalState {
+            client: out.timeline.last(Side::Client),
+            server: out.timeline.last(Side::Server),
+        },
         time_wait: TimeWait { side, remaining_ms },
-        data: DataFlows { client_to_server: flow(out.client_to_server, 0), server_to_client: flow(out.server_to_client, 1) },
+        data: DataFlows {
+            client_to_server: flow(out.client_to_server, 0),
+            server_to_client: flow(out.server_to_client, 1),
+        },
         sysctls,
         settled: out.settled,
         findings,
-        verdict: verdict::Verdict { status: verdict::Status::Unchecked, mismatches: vec![], checks: vec![], error: None },
+        verdict: verdict::Verdict {
+            status: verdict::Status::Unchecked,
+            mismatches: vec![],
+            checks: vec![],
+            error: None,
+        },
     }
 }
 
@@ -244,7 +306,10 @@ fn judge(case: &Case, r: &CaseReport, problems: &[String]) -> verdict::Verdict {
 fn empty_report(case: &Case, problems: Vec<String>) -> CaseReport {
     let out = DriverOutput {
         steps: vec![],
-        ends: crate::observe::Ends { client: None, server: std::net::SocketAddr::from(([127, 0, 0, 1], driver::SERVER_PORT)) },
+        ends: crate::observe::Ends {
+            client: None,
+            server: std::net::SocketAddr::from(([127, 0, 0, 1], driver::SERVER_PORT)),
+        },
         client_to_server: Default::default(),
         server_to_client: Default::default(),
         timeline: Default::default(),

@@ -105,7 +105,11 @@ impl FromStr for TcpState {
             .filter(|c| c.is_ascii_alphanumeric())
             .map(|c| c.to_ascii_uppercase())
             .collect();
-        let key = if key == "SYNRECV" { "SYNRECEIVED".to_string() } else { key };
+        let key = if key == "SYNRECV" {
+            "SYNRECEIVED".to_string()
+        } else {
+            key
+        };
         TcpState::ALL
             .into_iter()
             .find(|st| st.rfc_name().replace('-', "") == key)
@@ -120,7 +124,9 @@ impl FromStr for TcpState {
 
 /// One end of the connection under test. The client opens it (sends the
 /// SYN); the server is the socket returned by `accept()` on the listener.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Side {
     Client,

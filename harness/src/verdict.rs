@@ -55,7 +55,11 @@ pub fn resolve<'a>(case: &'a Value, path: &str) -> Option<&'a Value> {
     if path.starts_with("steps.") {
         parts.next();
         let label = parts.next()?;
-        cur = case.get("steps")?.as_array()?.iter().find(|s| s.get("label").and_then(Value::as_str) == Some(label))?;
+        cur = case
+            .get("steps")?
+            .as_array()?
+            .iter()
+            .find(|s| s.get("label").and_then(Value::as_str) == Some(label))?;
     }
     for p in parts {
         cur = cur.get(p)?;
@@ -91,7 +95,12 @@ pub fn judge(case: &Case, os: &str, report: &Value, problems: &[String]) -> Verd
     } else {
         (Status::Fail, None)
     };
-    Verdict { status, mismatches, checks, error }
+    Verdict {
+        status,
+        mismatches,
+        checks,
+        error,
+    }
 }
 
 #[cfg(test)]
@@ -111,7 +120,10 @@ facts = { "wire.client.rst" = 1, "steps.c.errno" = { null = true } }
 "#;
 
     fn case() -> Case {
-        crate::scenario::parse(Path::new("t.toml"), SCENARIO).unwrap().1.remove(0)
+        crate::scenario::parse(Path::new("t.toml"), SCENARIO)
+            .unwrap()
+            .1
+            .remove(0)
     }
 
     fn report(rst: u32) -> Value {
@@ -134,8 +146,16 @@ facts = { "wire.client.rst" = 1, "steps.c.errno" = { null = true } }
 
     #[test]
     fn other_os_is_unchecked_and_harness_problems_are_errors() {
-        assert_eq!(judge(&case(), "freebsd", &report(1), &[]).status, Status::Unchecked);
-        let v = judge(&case(), "linux", &report(1), &["capture: dropped 3 packets".into()]);
+        assert_eq!(
+            judge(&case(), "freebsd", &report(1), &[]).status,
+            Status::Unchecked
+        );
+        let v = judge(
+            &case(),
+            "linux",
+            &report(1),
+            &["capture: dropped 3 packets".into()],
+        );
         assert_eq!(v.status, Status::Error);
         assert!(v.error.unwrap().contains("dropped"));
     }

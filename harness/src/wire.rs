@@ -42,7 +42,13 @@ pub struct Flags {
 impl fmt::Display for Flags {
     /// tcpdump's spelling: `S`, `S.`, `F.`, `R`, `P.`, `.` for a bare ACK.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (set, c) in [(self.syn, 'S'), (self.fin, 'F'), (self.rst, 'R'), (self.psh, 'P'), (self.ack, '.')] {
+        for (set, c) in [
+            (self.syn, 'S'),
+            (self.fin, 'F'),
+            (self.rst, 'R'),
+            (self.psh, 'P'),
+            (self.ack, '.'),
+        ] {
             if set {
                 write!(f, "{c}")?;
             }
@@ -103,9 +109,16 @@ pub mod linktype {
 pub fn parse_frame(linktype: i32, index: usize, packet: &RawPacket) -> Frame {
     let data = packet.data.as_slice();
     let (parsed, link_len) = match linktype {
-        linktype::ETHERNET => (LaxSlicedPacket::from_ethernet(data).map_err(|e| e.to_string()), 14),
+        linktype::ETHERNET => (
+            LaxSlicedPacket::from_ethernet(data).map_err(|e| e.to_string()),
+            14,
+        ),
         linktype::NULL | linktype::LOOP => ip_after(data, 4),
-        linktype::RAW | linktype::RAW_BSD | linktype::RAW_OPENBSD | linktype::IPV4 | linktype::IPV6 => ip_after(data, 0),
+        linktype::RAW
+        | linktype::RAW_BSD
+        | linktype::RAW_OPENBSD
+        | linktype::IPV4
+        | linktype::IPV6 => ip_after(data, 0),
         linktype::LINUX_SLL => ip_after(data, 16),
         linktype::LINUX_SLL2 => ip_after(data, 20),
         other => return Frame::Malformed(format!("unsupported link type {other}")),
@@ -120,13 +133,19 @@ pub fn parse_frame(linktype: i32, index: usize, packet: &RawPacket) -> Frame {
             if h.is_fragmenting_payload() {
                 return Frame::Malformed("IPv4 fragment".into());
             }
-            let header_len = h.slice().len() + v4.extensions().auth.as_ref().map_or(0, |a| a.slice().len());
+            let header_len =
+                h.slice().len() + v4.extensions().auth.as_ref().map_or(0, |a| a.slice().len());
             let total = match h.total_len() as usize {
                 // TSO super-packets may carry 0; fall back to the frame length.
                 0 => (packet.orig_len as usize).saturating_sub(link_len),
                 n => n,
             };
-            (IpAddr::V4(h.source_addr()), IpAddr::V4(h.destination_addr()), v4.payload(), total.saturating_sub(header_len))
+            (
+                IpAddr::V4(h.source_addr()),
+                IpAddr::V4(h.destination_addr()),
+                v4.payload(),
+                total.saturating_sub(header_len),
+            )
         }
         Some(LaxNetSlice::Ipv6(v6)) => {
             let h = v6.header();
@@ -135,7 +154,12 @@ pub fn parse_frame(linktype: i32, index: usize, packet: &RawPacket) -> Frame {
                 0 => (packet.orig_len as usize).saturating_sub(link_len + 40),
                 n => n,
             };
-            (IpAddr::V6(h.source_addr()), IpAddr::V6(h.destination_addr()), v6.payload(), payload_len.saturating_sub(ext_len))
+            (
+                IpAddr::V6(h.source_addr()),
+                IpAddr::V6(h.destination_addr()),
+                v6.payload(),
+                payload_len.saturating_sub(ext_len),
+            )
         }
         Some(_) => return Frame::Other,
         None => {
@@ -154,7 +178,9 @@ pub fn parse_frame(linktype: i32, index: usize, packet: &RawPacket) -> Frame {
     };
     let header_len = tcp.header_slice().len();
     let Some(len) = full_len.checked_sub(header_len) else {
-        return Frame::Malformed(format!("IP payload ({full_len} bytes) shorter than the TCP header ({header_len})"));
+        return Frame::Malformed(format!(
+            "IP payload ({full_len} bytes) shorter than the TCP header ({header_len})"
+        ));
     };
     Frame::Tcp(Segment {
         index,
@@ -163,7 +189,13 @@ pub fn parse_frame(linktype: i32, index: usize, packet: &RawPacket) -> Frame {
         dst: SocketAddr::new(dst_ip, tcp.destination_port()),
         seq: SeqNum(tcp.sequence_number()),
         ack: SeqNum(tcp.acknowledgment_number()),
-        flags: Flags { syn: tcp.syn(), ack: tcp.ack(), fin: tcp.fin(), rst: tcp.rst(), psh: tcp.psh() },
+        flags: Flags {
+            syn: tcp.syn(),
+            ack: tcp.ack(),
+            fin: tcp.fin(),
+            rst: tcp.rst(),
+            psh: tcp.psh(),
+        },
         window: tcp.window_size(),
         len: len as u32,
     })
@@ -199,7 +231,11 @@ mod tests {
     fn frame(builder: PacketBuilderStep<TcpHeader>, payload: &[u8]) -> RawPacket {
         let mut out = Vec::new();
         builder.write(&mut out, payload).unwrap();
-        RawPacket { ts_us: 0, orig_len: out.len() as u32, data: out }
+        RawPacket {
+            ts_us: 0,
+            orig_len: out.len() as u32,
+            data: out,
+        }
     }
 
     fn eth_v4() -> PacketBuilderStep<IpHeaders> {
@@ -209,7 +245,9 @@ mod tests {
     #[test]
     fn ethernet_ipv4_fin_ack() {
         let p = frame(eth_v4().tcp(40000, 9000, 1000, 512).fin().ack(77), b"hello");
-        let Frame::Tcp(s) = parse_frame(linktype::ETHERNET, 3, &p) else { panic!("not tcp") };
+        let Frame::Tcp(s) = parse_frame(linktype::ETHERNET, 3, &p) else {
+            panic!("not tcp")
+        };
         assert_eq!(s.src, "127.0.0.1:40000".parse().unwrap());
         assert_eq!(s.dst.port(), 9000);
         assert_eq!(s.seq, SeqNum(1000));
@@ -222,9 +260,13 @@ mod tests {
 
     #[test]
     fn raw_ipv6_syn() {
-        let b = PacketBuilder::ipv6([0; 16], [0; 16], 64).tcp(1, 2, u32::MAX, 100).syn();
+        let b = PacketBuilder::ipv6([0; 16], [0; 16], 64)
+            .tcp(1, 2, u32::MAX, 100)
+            .syn();
         let p = frame(b, &[]);
-        let Frame::Tcp(s) = parse_frame(linktype::RAW, 0, &p) else { panic!("not tcp") };
+        let Frame::Tcp(s) = parse_frame(linktype::RAW, 0, &p) else {
+            panic!("not tcp")
+        };
         assert!(s.src.is_ipv6());
         assert_eq!(s.flags.to_string(), "S");
         assert_eq!(s.seq_len(), 1);
@@ -235,7 +277,9 @@ mod tests {
     fn snaplen_truncation_keeps_the_true_payload_length() {
         let mut p = frame(eth_v4().tcp(1, 2, 0, 100).ack(1), &[7u8; 1000]);
         p.data.truncate(100);
-        let Frame::Tcp(s) = parse_frame(linktype::ETHERNET, 0, &p) else { panic!("not tcp") };
+        let Frame::Tcp(s) = parse_frame(linktype::ETHERNET, 0, &p) else {
+            panic!("not tcp")
+        };
         assert_eq!(s.len, 1000);
     }
 
@@ -243,13 +287,18 @@ mod tests {
     fn truncated_headers_are_findings_not_panics() {
         let p = frame(eth_v4().tcp(1, 2, 0, 100).ack(1), b"");
         for cut in 0..p.data.len() {
-            let short = RawPacket { data: p.data[..cut].to_vec(), ..p.clone() };
+            let short = RawPacket {
+                data: p.data[..cut].to_vec(),
+                ..p.clone()
+            };
             match parse_frame(linktype::ETHERNET, 0, &short) {
                 Frame::Malformed(_) | Frame::Other => {}
                 Frame::Tcp(s) => panic!("cut at {cut} parsed as {s:?}"),
             }
         }
-        assert!(matches!(parse_frame(999, 0, &p), Frame::Malformed(m) if m.contains("link type 999")));
+        assert!(
+            matches!(parse_frame(999, 0, &p), Frame::Malformed(m) if m.contains("link type 999"))
+        );
     }
 
     #[test]

@@ -37,15 +37,29 @@ pub struct CallResult {
 
 impl CallResult {
     fn from_ret(ret: libc::c_int) -> CallResult {
-        if ret < 0 { CallResult::failed(Errno::last()) } else { CallResult { ret: Some(ret.into()), ..Default::default() } }
+        if ret < 0 {
+            CallResult::failed(Errno::last())
+        } else {
+            CallResult {
+                ret: Some(ret.into()),
+                ..Default::default()
+            }
+        }
     }
 
     pub fn failed(e: Errno) -> CallResult {
-        CallResult { ret: Some(-1), errno: Some(errno_name(e)), ..Default::default() }
+        CallResult {
+            ret: Some(-1),
+            errno: Some(errno_name(e)),
+            ..Default::default()
+        }
     }
 
     pub fn harness_error(note: impl Into<String>) -> CallResult {
-        CallResult { note: Some(note.into()), ..Default::default() }
+        CallResult {
+            note: Some(note.into()),
+            ..Default::default()
+        }
     }
 }
 
@@ -71,7 +85,10 @@ pub struct StreamLog {
 
 impl StreamLog {
     pub fn new(seed: u8) -> StreamLog {
-        StreamLog { seed, ..Default::default() }
+        StreamLog {
+            seed,
+            ..Default::default()
+        }
     }
 
     /// Bytes the writer is about to offer, starting at the current write offset.
@@ -88,7 +105,11 @@ impl StreamLog {
     /// Checks bytes the reader got; returns how many differ from what was written.
     fn verify(&mut self, got: &[u8]) -> u64 {
         let start = self.read as usize;
-        let bad = got.iter().enumerate().filter(|(i, b)| self.content.get(start + i) != Some(b)).count() as u64;
+        let bad = got
+            .iter()
+            .enumerate()
+            .filter(|(i, b)| self.content.get(start + i) != Some(b))
+            .count() as u64;
         self.read += got.len() as u64;
         self.corrupted += bad;
         bad
@@ -103,7 +124,11 @@ impl StreamLog {
 fn poll_for(fd: RawFd, events: libc::c_short, deadline: Instant) -> Result<libc::c_short, Errno> {
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let mut pfd = libc::pollfd { fd, events, revents: 0 };
+        let mut pfd = libc::pollfd {
+            fd,
+            events,
+            revents: 0,
+        };
         let ms = left.as_millis().min(i32::MAX as u128) as i32;
         // SAFETY: one valid pollfd.
         let n = unsafe { libc::poll(&mut pfd, 1, ms) };
@@ -130,7 +155,11 @@ pub fn revents_names(revents: libc::c_short) -> String {
     .filter(|(bit, _)| revents & bit != 0)
     .map(|(_, n)| *n)
     .collect();
-    if names.is_empty() { "none".into() } else { names.join("|") }
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join("|")
+    }
 }
 
 pub fn is_nonblocking(fd: RawFd) -> bool {
@@ -141,7 +170,14 @@ pub fn is_nonblocking(fd: RawFd) -> bool {
 
 /// `write`: hands `payload` to the kernel, waiting (bounded) for buffer space
 /// unless the socket is non-blocking or `dontwait` was asked for.
-pub fn write(fd: RawFd, payload: &Payload, nosignal: bool, dontwait: bool, log: &Mutex<StreamLog>, deadline: Instant) -> CallResult {
+pub fn write(
+    fd: RawFd,
+    payload: &Payload,
+    nosignal: bool,
+    dontwait: bool,
+    log: &Mutex<StreamLog>,
+    deadline: Instant,
+) -> CallResult {
     let bytes = {
         let mut log = log.lock().expect("stream log");
         let bytes = match payload {
@@ -156,7 +192,10 @@ pub fn write(fd: RawFd, payload: &Payload, nosignal: bool, dontwait: bool, log: 
     let mut sent = 0usize;
     let mut result = loop {
         if sent == bytes.len() {
-            break CallResult { ret: Some(sent as i64), ..Default::default() };
+            break CallResult {
+                ret: Some(sent as i64),
+                ..Default::default()
+            };
         }
         // SAFETY: pointer and length describe the unsent tail of `bytes`.
         let n = unsafe { libc::send(fd, bytes[sent..].as_ptr().cast(), bytes.len() - sent, flags) };
@@ -172,7 +211,10 @@ pub fn write(fd: RawFd, payload: &Payload, nosignal: bool, dontwait: bool, log: 
                 Ok(0) => {
                     break CallResult {
                         timed_out: true,
-                        note: Some(format!("no buffer space before the deadline; {sent} of {} bytes taken", bytes.len())),
+                        note: Some(format!(
+                            "no buffer space before the deadline; {sent} of {} bytes taken",
+                            bytes.len()
+                        )),
                         ..Default::default()
                     };
                 }
@@ -195,7 +237,13 @@ pub fn write(fd: RawFd, payload: &Payload, nosignal: bool, dontwait: bool, log: 
 }
 
 /// `read`: reads and verifies against what the peer wrote.
-pub fn read(fd: RawFd, amount: ReadAmount, dontwait: bool, log: &Mutex<StreamLog>, deadline: Instant) -> CallResult {
+pub fn read(
+    fd: RawFd,
+    amount: ReadAmount,
+    dontwait: bool,
+    log: &Mutex<StreamLog>,
+    deadline: Instant,
+) -> CallResult {
     let wait = !dontwait && !is_nonblocking(fd) && amount != ReadAmount::Available;
     let mut buf = vec![0u8; 64 * 1024];
     let mut total = 0u64;
@@ -203,7 +251,10 @@ pub fn read(fd: RawFd, amount: ReadAmount, dontwait: bool, log: &Mutex<StreamLog
     let mut result = loop {
         let want = match amount {
             ReadAmount::Exactly(n) if total as usize >= n => {
-                break CallResult { ret: Some(total as i64), ..Default::default() };
+                break CallResult {
+                    ret: Some(total as i64),
+                    ..Default::default()
+                };
             }
             ReadAmount::Exactly(n) => (n - total as usize).min(buf.len()),
             _ => buf.len(),
@@ -221,7 +272,11 @@ pub fn read(fd: RawFd, amount: ReadAmount, dontwait: bool, log: &Mutex<StreamLog
                 _ if want == 0 => continue,
                 _ => format!("EOF after {total} bytes"),
             };
-            break CallResult { ret: Some(total as i64), note: Some(note), ..Default::default() };
+            break CallResult {
+                ret: Some(total as i64),
+                note: Some(note),
+                ..Default::default()
+            };
         }
         match Errno::last() {
             Errno::EINTR => continue,
@@ -229,7 +284,9 @@ pub fn read(fd: RawFd, amount: ReadAmount, dontwait: bool, log: &Mutex<StreamLog
                 Ok(0) => {
                     break CallResult {
                         timed_out: true,
-                        note: Some(format!("nothing more to read before the deadline; {total} bytes read")),
+                        note: Some(format!(
+                            "nothing more to read before the deadline; {total} bytes read"
+                        )),
                         ..Default::default()
                     };
                 }
@@ -237,7 +294,11 @@ pub fn read(fd: RawFd, amount: ReadAmount, dontwait: bool, log: &Mutex<StreamLog
                 Err(e) => break CallResult::failed(e),
             },
             Errno::EAGAIN if total > 0 => {
-                break CallResult { ret: Some(total as i64), note: Some(format!("EAGAIN after {total} bytes")), ..Default::default() };
+                break CallResult {
+                    ret: Some(total as i64),
+                    note: Some(format!("EAGAIN after {total} bytes")),
+                    ..Default::default()
+                };
             }
             e => break CallResult::failed(e),
         }
@@ -273,14 +334,31 @@ pub fn close(fd: RawFd) -> CallResult {
 pub fn setsockopt(fd: RawFd, opt: SockOpt) -> CallResult {
     fn int(fd: RawFd, level: libc::c_int, name: libc::c_int, v: libc::c_int) -> libc::c_int {
         // SAFETY: pointer and length of a c_int.
-        unsafe { libc::setsockopt(fd, level, name, (&v as *const libc::c_int).cast(), size_of::<libc::c_int>() as u32) }
+        unsafe {
+            libc::setsockopt(
+                fd,
+                level,
+                name,
+                (&v as *const libc::c_int).cast(),
+                size_of::<libc::c_int>() as u32,
+            )
+        }
     }
     let ret = match opt {
         SockOpt::Linger(l) => {
-            let lg = libc::linger { l_onoff: l.is_some() as libc::c_int, l_linger: l.unwrap_or(0) as libc::c_int };
+            let lg = libc::linger {
+                l_onoff: l.is_some() as libc::c_int,
+                l_linger: l.unwrap_or(0) as libc::c_int,
+            };
             // SAFETY: pointer and length of a struct linger.
             unsafe {
-                libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_LINGER, (&lg as *const libc::linger).cast(), size_of::<libc::linger>() as u32)
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_LINGER,
+                    (&lg as *const libc::linger).cast(),
+                    size_of::<libc::linger>() as u32,
+                )
             }
         }
         SockOpt::RcvBuf(n) => int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, n as libc::c_int),
@@ -290,7 +368,12 @@ pub fn setsockopt(fd: RawFd, opt: SockOpt) -> CallResult {
         SockOpt::KeepAlive(b) => int(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, b.into()),
         SockOpt::NoDelay(b) => int(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, b.into()),
         SockOpt::Linger2(s) => int(fd, libc::IPPROTO_TCP, libc::TCP_LINGER2, s),
-        SockOpt::UserTimeout(ms) => int(fd, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, ms as libc::c_int),
+        SockOpt::UserTimeout(ms) => int(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_USER_TIMEOUT,
+            ms as libc::c_int,
+        ),
         SockOpt::NonBlocking(on) => {
             // SAFETY: F_GETFL/F_SETFL on an fd.
             unsafe {
@@ -298,7 +381,11 @@ pub fn setsockopt(fd: RawFd, opt: SockOpt) -> CallResult {
                 if flags < 0 {
                     flags
                 } else {
-                    let flags = if on { flags | libc::O_NONBLOCK } else { flags & !libc::O_NONBLOCK };
+                    let flags = if on {
+                        flags | libc::O_NONBLOCK
+                    } else {
+                        flags & !libc::O_NONBLOCK
+                    };
                     libc::fcntl(fd, libc::F_SETFL, flags)
                 }
             }
@@ -335,8 +422,17 @@ pub fn disconnect(fd: RawFd) -> CallResult {
 /// Waits until `fd` polls ready for `events`, or the deadline.
 pub fn wait_ready(fd: RawFd, events: libc::c_short, deadline: Instant) -> CallResult {
     match poll_for(fd, events, deadline) {
-        Ok(0) => CallResult { timed_out: true, note: Some("not ready before the deadline".into()), ..Default::default() },
-        Ok(rev) => CallResult { ret: Some(1), value: Some(rev.into()), note: Some(format!("revents {}", revents_names(rev))), ..Default::default() },
+        Ok(0) => CallResult {
+            timed_out: true,
+            note: Some("not ready before the deadline".into()),
+            ..Default::default()
+        },
+        Ok(rev) => CallResult {
+            ret: Some(1),
+            value: Some(rev.into()),
+            note: Some(format!("revents {}", revents_names(rev))),
+            ..Default::default()
+        },
         Err(e) => CallResult::failed(e),
     }
 }

@@ -111,7 +111,12 @@ struct Driver<'a> {
 
 /// Runs every step of `case`. Call on the case thread, inside its namespace,
 /// with the capture already running.
-pub fn run(case: &Case, t0: Instant, capture: &mut Capture, observer: &mut Observer) -> (DriverOutput, OpenSockets) {
+pub fn run(
+    case: &Case,
+    t0: Instant,
+    capture: &mut Capture,
+    observer: &mut Observer,
+) -> (DriverOutput, OpenSockets) {
     let ip = match case.family {
         Family::Ipv4 => IpAddr::V4(Ipv4Addr::LOCALHOST),
         Family::Ipv6 => IpAddr::V6(Ipv6Addr::LOCALHOST),
@@ -124,7 +129,10 @@ pub fn run(case: &Case, t0: Instant, capture: &mut Capture, observer: &mut Obser
         client: None,
         server: None,
         listener: None,
-        ends: Ends { client: None, server: SocketAddr::new(ip, SERVER_PORT) },
+        ends: Ends {
+            client: None,
+            server: SocketAddr::new(ip, SERVER_PORT),
+        },
         logs: Arc::new([Mutex::new(StreamLog::new(1)), Mutex::new(StreamLog::new(2))]),
         records: Vec::new(),
         pending: HashMap::new(),
@@ -143,10 +151,19 @@ pub fn run(case: &Case, t0: Instant, capture: &mut Capture, observer: &mut Obser
     let settled = d.settle(case.scenario.settle);
     let flows = |i: usize| {
         let log = d.logs[i].lock().expect("stream log");
-        FlowCounts { written: log.written, read: log.read, corrupted: log.corrupted }
+        FlowCounts {
+            written: log.written,
+            read: log.read,
+            corrupted: log.corrupted,
+        }
     };
     let (c2s, s2c) = (flows(0), flows(1));
-    let open = OpenSockets([d.client.take(), d.server.take(), d.listener.take()].into_iter().flatten().collect());
+    let open = OpenSockets(
+        [d.client.take(), d.server.take(), d.listener.take()]
+            .into_iter()
+            .flatten()
+            .collect(),
+    );
     let out = DriverOutput {
         steps: d.records,
         ends: d.ends,
@@ -219,8 +236,14 @@ impl Driver<'_> {
             // A step that could not even be attempted is the scenario's or
             // the harness's problem, not an observation.
             let rec = &self.records[index];
-            let where_ = rec.line.map_or("implicit setup".to_string(), |l| format!("line {l}"));
-            self.problem(format!("{where_}: `{}`: {}", rec.call, r.note.clone().unwrap_or_default()));
+            let where_ = rec
+                .line
+                .map_or("implicit setup".to_string(), |l| format!("line {l}"));
+            self.problem(format!(
+                "{where_}: `{}`: {}",
+                rec.call,
+                r.note.clone().unwrap_or_default()
+            ));
         }
         let t0 = self.t0;
         let rec = &mut self.records[index];
@@ -252,7 +275,11 @@ impl Driver<'_> {
         let slot = match actor {
             Actor::Client => &mut self.client,
             Actor::Listener => &mut self.listener,
-            Actor::Server => return Err(CallResult::harness_error("the server has no socket yet: `server accept` first")),
+            Actor::Server => {
+                return Err(CallResult::harness_error(
+                    "the server has no socket yet: `server accept` first",
+                ));
+            }
         };
         let domain = match self.case.family {
             Family::Ipv4 => Domain::IPV4,
@@ -270,7 +297,9 @@ impl Driver<'_> {
 
     fn existing(&self, actor: Actor) -> Result<RawFd, CallResult> {
         self.fd(actor).ok_or_else(|| {
-            CallResult::harness_error(format!("the {actor} has no open socket (never created, or already closed)"))
+            CallResult::harness_error(format!(
+                "the {actor} has no open socket (never created, or already closed)"
+            ))
         })
     }
 
@@ -280,7 +309,10 @@ impl Driver<'_> {
             Ok(match (&step.action, actor) {
                 (Action::Sleep(d), _) => {
                     std::thread::sleep(*d);
-                    CallResult { ret: Some(0), ..Default::default() }
+                    CallResult {
+                        ret: Some(0),
+                        ..Default::default()
+                    }
                 }
                 (Action::Join(label), _) => {
                     let bound = deadline.saturating_duration_since(Instant::now());
@@ -291,8 +323,14 @@ impl Driver<'_> {
                     let fd = self.ensure_socket(a)?;
                     let sock = self.listener.as_ref().expect("listener created");
                     debug_assert_eq!(sock.as_raw_fd(), fd);
-                    match sock.bind(&SockAddr::from(self.ends.server)).and_then(|_| sock.listen(*backlog)) {
-                        Ok(()) => CallResult { ret: Some(0), ..Default::default() },
+                    match sock
+                        .bind(&SockAddr::from(self.ends.server))
+                        .and_then(|_| sock.listen(*backlog))
+                    {
+                        Ok(()) => CallResult {
+                            ret: Some(0),
+                            ..Default::default()
+                        },
                         Err(e) => io_result(&e),
                     }
                 }
@@ -301,7 +339,9 @@ impl Driver<'_> {
                     self.connect(fd, deadline)
                 }
                 (Action::Accept, Some(_)) => {
-                    let lfd = self.fd(Actor::Listener).ok_or_else(|| CallResult::harness_error("no listener: `listener listen` first"))?;
+                    let lfd = self.fd(Actor::Listener).ok_or_else(|| {
+                        CallResult::harness_error("no listener: `listener listen` first")
+                    })?;
                     if !calls::is_nonblocking(lfd) {
                         let ready = calls::wait_ready(lfd, libc::POLLIN, deadline);
                         if ready.timed_out || ready.errno.is_some() {
@@ -313,12 +353,17 @@ impl Driver<'_> {
                         Ok((sock, _peer)) => {
                             let fd = sock.as_raw_fd();
                             self.server = Some(sock);
-                            CallResult { ret: Some(fd.into()), ..Default::default() }
+                            CallResult {
+                                ret: Some(fd.into()),
+                                ..Default::default()
+                            }
                         }
                         Err(e) => io_result(&e),
                     }
                 }
-                (Action::Wait(WaitFor::State(want)), Some(a)) => self.wait_state(a, *want, deadline),
+                (Action::Wait(WaitFor::State(want)), Some(a)) => {
+                    self.wait_state(a, *want, deadline)
+                }
                 (Action::SetOption(opt), Some(a)) => {
                     let fd = self.ensure_socket(a)?;
                     calls::setsockopt(fd, *opt)
@@ -329,7 +374,9 @@ impl Driver<'_> {
                         Actor::Server => self.server.take(),
                         Actor::Listener => self.listener.take(),
                     };
-                    let sock = sock.ok_or_else(|| CallResult::harness_error(format!("the {a} has no open socket to close")))?;
+                    let sock = sock.ok_or_else(|| {
+                        CallResult::harness_error(format!("the {a} has no open socket to close"))
+                    })?;
                     calls::close(sock.into_raw_fd())
                 }
                 (action, Some(a)) => {
@@ -344,7 +391,10 @@ impl Driver<'_> {
     fn connect(&mut self, fd: RawFd, deadline: Instant) -> CallResult {
         let sock = self.client.as_ref().expect("client created");
         let mut r = match sock.connect(&SockAddr::from(self.ends.server)) {
-            Ok(()) => CallResult { ret: Some(0), ..Default::default() },
+            Ok(()) => CallResult {
+                ret: Some(0),
+                ..Default::default()
+            },
             Err(e) => io_result(&e),
         };
         if r.errno.as_deref() == Some("EINPROGRESS") {
@@ -353,7 +403,10 @@ impl Driver<'_> {
             let so_error = sock.take_error().ok().flatten();
             r.note = Some(match (ready.timed_out, so_error) {
                 (true, _) => "handshake did not finish before the deadline".into(),
-                (false, Some(e)) => format!("connect failed later: SO_ERROR {}", io_result(&e).errno.unwrap_or_default()),
+                (false, Some(e)) => format!(
+                    "connect failed later: SO_ERROR {}",
+                    io_result(&e).errno.unwrap_or_default()
+                ),
                 (false, None) => "connected".into(),
             });
         }
@@ -367,7 +420,12 @@ impl Driver<'_> {
         r
     }
 
-    fn wait_state(&mut self, actor: Actor, want: crate::tcp::TcpState, deadline: Instant) -> CallResult {
+    fn wait_state(
+        &mut self,
+        actor: Actor,
+        want: crate::tcp::TcpState,
+        deadline: Instant,
+    ) -> CallResult {
         let mut pause = Duration::from_micros(50);
         loop {
             self.observe();
@@ -379,11 +437,18 @@ impl Driver<'_> {
             let now = entry.map(|e| e.state);
             // A socket gone from the table is CLOSED for this purpose.
             if now == Some(want) || (now.is_none() && want == crate::tcp::TcpState::Closed) {
-                return CallResult { ret: Some(0), ..Default::default() };
+                return CallResult {
+                    ret: Some(0),
+                    ..Default::default()
+                };
             }
             if Instant::now() >= deadline {
                 let seen = now.map_or("not in the kernel's table".to_string(), |s| s.to_string());
-                return CallResult { timed_out: true, note: Some(format!("still {seen}")), ..Default::default() };
+                return CallResult {
+                    timed_out: true,
+                    note: Some(format!("still {seen}")),
+                    ..Default::default()
+                };
             }
             std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
             pause = (pause * 2).min(Duration::from_millis(5));
@@ -406,24 +471,43 @@ impl Driver<'_> {
         };
         let Some(fd) = fd else {
             let now = Instant::now();
-            self.fill(index, now, now, CallResult::harness_error(format!("the {actor} has no open socket")));
+            self.fill(
+                index,
+                now,
+                now,
+                CallResult::harness_error(format!("the {actor} has no open socket")),
+            );
             return;
         };
         let (tx, rx) = mpsc::channel();
         let action = step.action.clone();
         let logs = Arc::clone(&self.logs);
-        let spawned = std::thread::Builder::new().name(format!("bg-{label}")).spawn(move || {
-            let start = Instant::now();
-            let r = fd_call(fd, &action, actor, &logs, deadline);
-            let _ = tx.send((start, Instant::now(), r));
-        });
+        let spawned = std::thread::Builder::new()
+            .name(format!("bg-{label}"))
+            .spawn(move || {
+                let start = Instant::now();
+                let r = fd_call(fd, &action, actor, &logs, deadline);
+                let _ = tx.send((start, Instant::now(), r));
+            });
         match spawned {
             Ok(_) => {
-                self.pending.insert(label, Pending { record_index: index, rx, deadline_hint: bound });
+                self.pending.insert(
+                    label,
+                    Pending {
+                        record_index: index,
+                        rx,
+                        deadline_hint: bound,
+                    },
+                );
             }
             Err(e) => {
                 let now = Instant::now();
-                self.fill(index, now, now, CallResult::harness_error(format!("cannot start a thread: {e}")));
+                self.fill(
+                    index,
+                    now,
+                    now,
+                    CallResult::harness_error(format!("cannot start a thread: {e}")),
+                );
             }
         }
     }
@@ -438,11 +522,18 @@ impl Driver<'_> {
         match p.rx.recv_timeout(wait) {
             Ok((start, end, r)) => {
                 self.fill(p.record_index, start, end, r);
-                CallResult { ret: Some(0), ..Default::default() }
+                CallResult {
+                    ret: Some(0),
+                    ..Default::default()
+                }
             }
             Err(_) => {
                 self.problem(format!("bg step {label:?} did not return within {wait:?}"));
-                CallResult { timed_out: true, note: Some("the bg call did not return".into()), ..Default::default() }
+                CallResult {
+                    timed_out: true,
+                    note: Some("the bg call did not return".into()),
+                    ..Default::default()
+                }
             }
         }
     }
@@ -468,20 +559,34 @@ impl Driver<'_> {
 }
 
 /// Calls that need only the fd; used for foreground and bg steps alike.
-fn fd_call(fd: RawFd, action: &Action, actor: Actor, logs: &[Mutex<StreamLog>; 2], deadline: Instant) -> CallResult {
+fn fd_call(
+    fd: RawFd,
+    action: &Action,
+    actor: Actor,
+    logs: &[Mutex<StreamLog>; 2],
+    deadline: Instant,
+) -> CallResult {
     let (outgoing, incoming) = match actor {
         Actor::Server => (&logs[1], &logs[0]),
         _ => (&logs[0], &logs[1]),
     };
     match action {
-        Action::Write { payload, nosignal, dontwait } => calls::write(fd, payload, *nosignal, *dontwait, outgoing, deadline),
-        Action::Read { amount, dontwait } => calls::read(fd, *amount, *dontwait, incoming, deadline),
+        Action::Write {
+            payload,
+            nosignal,
+            dontwait,
+        } => calls::write(fd, payload, *nosignal, *dontwait, outgoing, deadline),
+        Action::Read { amount, dontwait } => {
+            calls::read(fd, *amount, *dontwait, incoming, deadline)
+        }
         Action::Shutdown(how) => calls::shutdown(fd, *how),
         Action::Close => calls::close(fd),
         Action::SetOption(opt) => calls::setsockopt(fd, *opt),
         Action::Ioctl(q) => calls::ioctl(fd, *q),
         Action::Disconnect => calls::disconnect(fd),
-        Action::Wait(WaitFor::Readable) => calls::wait_ready(fd, libc::POLLIN | libc::POLLRDHUP, deadline),
+        Action::Wait(WaitFor::Readable) => {
+            calls::wait_ready(fd, libc::POLLIN | libc::POLLRDHUP, deadline)
+        }
         Action::Wait(WaitFor::Writable) => calls::wait_ready(fd, libc::POLLOUT, deadline),
         other => CallResult::harness_error(format!("{other:?} cannot run here")),
     }

@@ -5,7 +5,9 @@
 
 use std::net::SocketAddr;
 
-use netlink_packet_core::{NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload};
+use netlink_packet_core::{
+    NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+};
 use netlink_packet_sock_diag::SockDiagMessage;
 use netlink_packet_sock_diag::constants::{AF_INET, AF_INET6, IPPROTO_TCP};
 use netlink_packet_sock_diag::inet::{ExtensionFlags, InetRequest, SocketId, StateFlags, Timer};
@@ -37,7 +39,9 @@ impl Observer {
         let err = |what: &str, e: std::io::Error| ObserveError(format!("{what}: {e}"));
         let mut socket = Socket::new(NETLINK_SOCK_DIAG).map_err(|e| err("socket", e))?;
         socket.bind_auto().map_err(|e| err("bind", e))?;
-        socket.connect(&NlAddr::new(0, 0)).map_err(|e| err("connect", e))?;
+        socket
+            .connect(&NlAddr::new(0, 0))
+            .map_err(|e| err("connect", e))?;
 
         let mut header = NetlinkHeader::default();
         header.flags = NLM_F_REQUEST | NLM_F_DUMP;
@@ -59,15 +63,25 @@ impl Observer {
         msg.finalize();
         let mut request = vec![0; msg.buffer_len()];
         msg.serialize(&mut request);
-        Ok(Observer { socket, buf: vec![0; 64 * 1024], request, family })
+        Ok(Observer {
+            socket,
+            buf: vec![0; 64 * 1024],
+            request,
+            family,
+        })
     }
 
     /// Every TCP socket of the case's family in the namespace, right now.
     pub fn snapshot(&mut self) -> Result<Vec<SockEntry>, ObserveError> {
-        self.socket.send(&self.request, 0).map_err(|e| ObserveError(format!("send: {e}")))?;
+        self.socket
+            .send(&self.request, 0)
+            .map_err(|e| ObserveError(format!("send: {e}")))?;
         let mut out = Vec::new();
         loop {
-            let n = self.socket.recv(&mut &mut self.buf[..], 0).map_err(|e| ObserveError(format!("recv: {e}")))?;
+            let n = self
+                .socket
+                .recv(&mut &mut self.buf[..], 0)
+                .map_err(|e| ObserveError(format!("recv: {e}")))?;
             let mut offset = 0;
             while offset < n {
                 let bytes = &self.buf[offset..n];
@@ -76,17 +90,25 @@ impl Observer {
                 let len = msg.header.length as usize;
                 match msg.payload {
                     NetlinkPayload::Done(_) => return Ok(out),
-                    NetlinkPayload::Error(e) => return Err(ObserveError(format!("kernel error: {e:?}"))),
+                    NetlinkPayload::Error(e) => {
+                        return Err(ObserveError(format!("kernel error: {e:?}")));
+                    }
                     NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(r)) => {
                         let h = &r.header;
                         let raw_expires = bytes
                             .get(EXPIRES_OFFSET..EXPIRES_OFFSET + 4)
                             .map_or(0, |b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
                         let (timer, timer_ms) = match &h.timer {
-                            Some(Timer::Retransmit(d, _)) => (Some(TimerKind::Retransmit), d.as_millis() as u32),
-                            Some(Timer::KeepAlive(d)) => (Some(TimerKind::KeepAlive), d.as_millis() as u32),
+                            Some(Timer::Retransmit(d, _)) => {
+                                (Some(TimerKind::Retransmit), d.as_millis() as u32)
+                            }
+                            Some(Timer::KeepAlive(d)) => {
+                                (Some(TimerKind::KeepAlive), d.as_millis() as u32)
+                            }
                             Some(Timer::TimeWait) => (Some(TimerKind::TimeWait), raw_expires),
-                            Some(Timer::Probe(d)) => (Some(TimerKind::ZeroWindowProbe), d.as_millis() as u32),
+                            Some(Timer::Probe(d)) => {
+                                (Some(TimerKind::ZeroWindowProbe), d.as_millis() as u32)
+                            }
                             None => (None, 0),
                         };
                         if let Some(state) = linux_state(h.state) {
@@ -94,7 +116,10 @@ impl Observer {
                             out.push(SockEntry {
                                 state,
                                 local: SocketAddr::new(id.source_address, id.source_port),
-                                remote: SocketAddr::new(id.destination_address, id.destination_port),
+                                remote: SocketAddr::new(
+                                    id.destination_address,
+                                    id.destination_port,
+                                ),
                                 timer,
                                 timer_ms,
                                 recv_queue: h.recv_queue,

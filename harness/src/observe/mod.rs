@@ -66,12 +66,16 @@ impl Ends {
             Side::Client => (client, self.server),
             Side::Server => (self.server, client),
         };
-        snapshot.iter().find(|e| e.local == local && e.remote == remote)
+        snapshot
+            .iter()
+            .find(|e| e.local == local && e.remote == remote)
     }
 
     /// The listening socket's entry.
     pub fn find_listener<'a>(&self, snapshot: &'a [SockEntry]) -> Option<&'a SockEntry> {
-        snapshot.iter().find(|e| e.state == TcpState::Listen && e.local.port() == self.server.port())
+        snapshot
+            .iter()
+            .find(|e| e.state == TcpState::Listen && e.local.port() == self.server.port())
     }
 }
 

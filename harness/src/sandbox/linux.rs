@@ -24,11 +24,15 @@ pub struct Namespace {
 /// its loopback interface up.
 pub fn enter_fresh_namespace() -> Result<Namespace, SandboxError> {
     unshare(CloneFlags::CLONE_NEWNET).map_err(|e| match e {
-        Errno::EPERM | Errno::EACCES => SandboxError::NotPermitted(format!("unshare(CLONE_NEWNET): {}", e.desc())),
+        Errno::EPERM | Errno::EACCES => {
+            SandboxError::NotPermitted(format!("unshare(CLONE_NEWNET): {}", e.desc()))
+        }
         e => SandboxError::Setup(format!("unshare(CLONE_NEWNET): {}", e.desc())),
     })?;
     bring_up_loopback()?;
-    Ok(Namespace { _not_send: std::marker::PhantomData })
+    Ok(Namespace {
+        _not_send: std::marker::PhantomData,
+    })
 }
 
 /// `ip link set lo up`, with the classic SIOCGIFFLAGS/SIOCSIFFLAGS ioctls
@@ -44,11 +48,17 @@ fn bring_up_loopback() -> Result<(), SandboxError> {
     // SAFETY: valid fd and a properly initialised ifreq for both requests.
     unsafe {
         if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr) != 0 {
-            return Err(SandboxError::Setup(format!("SIOCGIFFLAGS lo: {}", std::io::Error::last_os_error())));
+            return Err(SandboxError::Setup(format!(
+                "SIOCGIFFLAGS lo: {}",
+                std::io::Error::last_os_error()
+            )));
         }
         ifr.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
         if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr) != 0 {
-            return Err(SandboxError::Setup(format!("SIOCSIFFLAGS lo up: {}", std::io::Error::last_os_error())));
+            return Err(SandboxError::Setup(format!(
+                "SIOCSIFFLAGS lo up: {}",
+                std::io::Error::last_os_error()
+            )));
         }
     }
     Ok(())
@@ -63,22 +73,33 @@ fn sysctl_path(name: &str) -> std::path::PathBuf {
 pub fn read_sysctl(name: &str) -> Result<String, SandboxError> {
     std::fs::read_to_string(sysctl_path(name))
         .map(|s| s.trim().to_string())
-        .map_err(|e| SandboxError::Sysctl { name: name.into(), message: e.to_string() })
+        .map_err(|e| SandboxError::Sysctl {
+            name: name.into(),
+            message: e.to_string(),
+        })
 }
 
 /// Writes a sysctl in the calling thread's namespace. Only call this inside a
 /// case namespace: on the host thread it would change the host.
 pub fn write_sysctl(_ns: &Namespace, name: &str, value: &str) -> Result<(), SandboxError> {
-    std::fs::write(sysctl_path(name), value).map_err(|e| SandboxError::Sysctl { name: name.into(), message: e.to_string() })
+    std::fs::write(sysctl_path(name), value).map_err(|e| SandboxError::Sysctl {
+        name: name.into(),
+        message: e.to_string(),
+    })
 }
 
 /// The values of [`super::TEARDOWN_SYSCTLS`] in the calling thread's
 /// namespace; unreadable ones are left out (not guessed).
 pub fn teardown_sysctls() -> BTreeMap<String, String> {
-    super::TEARDOWN_SYSCTLS.iter().filter_map(|n| read_sysctl(n).ok().map(|v| (n.to_string(), v))).collect()
+    super::TEARDOWN_SYSCTLS
+        .iter()
+        .filter_map(|n| read_sysctl(n).ok().map(|v| (n.to_string(), v)))
+        .collect()
 }
 
 /// `uname -r`.
 pub fn kernel_release() -> String {
-    nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default()
+    nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default()
 }

@@ -59,7 +59,11 @@ impl Matcher {
                     (true, None, false) => Matcher::Range { min, max },
                     (false, Some(values), false) => Matcher::AnyOf(values),
                     (false, None, true) => Matcher::Null,
-                    _ => return Err("a matcher table holds either min/max, any_of, or null = true".into()),
+                    _ => {
+                        return Err(
+                            "a matcher table holds either min/max, any_of, or null = true".into(),
+                        );
+                    }
                 }
             }
             toml::Value::Array(_) => {
@@ -140,6 +144,7 @@ pub const FACT_PATHS: &[&str] = &[
     "wire.first_rst",
     "wire.conn_state",
     "wire.history",
+    "wire.close_segments",
     "time_wait.side",
     "time_wait.remaining_ms",
     "final_state.<side>",
@@ -178,10 +183,17 @@ pub fn check_fact_path(path: &str, labels: &[&str]) -> Result<(), String> {
             "no step is labelled {:?}; label a step with `as {}` (labels here: {})",
             parts[1],
             parts[1],
-            if labels.is_empty() { "none".to_string() } else { labels.join(", ") }
+            if labels.is_empty() {
+                "none".to_string()
+            } else {
+                labels.join(", ")
+            }
         ));
     }
-    Err(format!("unknown fact {path:?}; expected one of {}", FACT_PATHS.join(", ")))
+    Err(format!(
+        "unknown fact {path:?}; expected one of {}",
+        FACT_PATHS.join(", ")
+    ))
 }
 
 #[cfg(test)]
@@ -222,8 +234,16 @@ mod tests {
     #[test]
     fn bad_matchers_say_what_to_write() {
         assert!(m("[1, 2]").unwrap_err().contains("any_of"));
-        assert!(m("{ mni = 1 }").unwrap_err().contains("unknown matcher key"));
-        assert!(m("{ min = 1, null = true }").unwrap_err().contains("either"));
+        assert!(
+            m("{ mni = 1 }")
+                .unwrap_err()
+                .contains("unknown matcher key")
+        );
+        assert!(
+            m("{ min = 1, null = true }")
+                .unwrap_err()
+                .contains("either")
+        );
     }
 
     #[test]
@@ -231,7 +251,15 @@ mod tests {
         assert!(check_fact_path("wire.client.rst", &[]).is_ok());
         assert!(check_fact_path("data.server_to_client.lost", &[]).is_ok());
         assert!(check_fact_path("steps.lc.errno", &["lc"]).is_ok());
-        assert!(check_fact_path("steps.lc.errno", &[]).unwrap_err().contains("no step is labelled"));
-        assert!(check_fact_path("wire.clinet.rst", &[]).unwrap_err().contains("unknown fact"));
+        assert!(
+            check_fact_path("steps.lc.errno", &[])
+                .unwrap_err()
+                .contains("no step is labelled")
+        );
+        assert!(
+            check_fact_path("wire.clinet.rst", &[])
+                .unwrap_err()
+                .contains("unknown fact")
+        );
     }
 }

@@ -51,9 +51,17 @@ pub const OS_FAMILIES: &[&str] = &["linux", "freebsd", "macos", "windows"];
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
     #[error("{}: cannot read: {source}", path.display())]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{}:{line}:{column}: {message}", path.display())]
-    Invalid { path: PathBuf, line: usize, column: usize, message: String },
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
 }
 
 /// One expectation block (`[[expect]]`).
@@ -105,9 +113,15 @@ pub struct Case {
 
 impl Case {
     /// The expectations that apply to this case on `os`.
-    pub fn expectations_for<'a>(&'a self, os: &'a str) -> impl Iterator<Item = &'a Expectation> + 'a {
+    pub fn expectations_for<'a>(
+        &'a self,
+        os: &'a str,
+    ) -> impl Iterator<Item = &'a Expectation> + 'a {
         self.scenario.expectations.iter().filter(move |e| {
-            e.os == os && e.when.iter().all(|(k, v)| self.params.iter().any(|(pk, pv)| pk == k && pv == v))
+            e.os == os
+                && e.when
+                    .iter()
+                    .all(|(k, v)| self.params.iter().any(|(pk, pv)| pk == k && pv == v))
         })
     }
 
@@ -169,17 +183,30 @@ impl Source<'_> {
 
     fn error_at(&self, span: Range<usize>, message: impl Into<String>) -> ScenarioError {
         let (line, column) = self.line_col(span.start);
-        ScenarioError::Invalid { path: self.path.to_path_buf(), line, column, message: message.into() }
+        ScenarioError::Invalid {
+            path: self.path.to_path_buf(),
+            line,
+            column,
+            message: message.into(),
+        }
     }
 
     fn error_line(&self, line: usize, column: usize, message: impl Into<String>) -> ScenarioError {
-        ScenarioError::Invalid { path: self.path.to_path_buf(), line, column, message: message.into() }
+        ScenarioError::Invalid {
+            path: self.path.to_path_buf(),
+            line,
+            column,
+            message: message.into(),
+        }
     }
 }
 
 /// Reads and parses one scenario file, and expands it into its cases.
 pub fn load(path: &Path) -> Result<(Arc<Scenario>, Vec<Case>), ScenarioError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read { path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     parse(path, &text)
 }
 
@@ -190,7 +217,9 @@ pub fn parse(path: &Path, text: &str) -> Result<(Arc<Scenario>, Vec<Case>), Scen
         let span = e.span().unwrap_or(0..0);
         let mut message = e.message().trim().to_string();
         if message.contains("missing field `steps`") && text.contains("\nsteps") {
-            message.push_str("; `steps` must come before the first [table] header, or it belongs to that table");
+            message.push_str(
+                "; `steps` must come before the first [table] header, or it belongs to that table",
+            );
         }
         src.error_at(span, message)
     })?;
@@ -199,13 +228,26 @@ pub fn parse(path: &Path, text: &str) -> Result<(Arc<Scenario>, Vec<Case>), Scen
         .file_stem()
         .and_then(|s| s.to_str())
         .filter(|s| !s.is_empty())
-        .ok_or_else(|| src.error_line(1, 1, "the file name must be a UTF-8 scenario id, e.g. linger-zero.toml"))?
+        .ok_or_else(|| {
+            src.error_line(
+                1,
+                1,
+                "the file name must be a UTF-8 scenario id, e.g. linger-zero.toml",
+            )
+        })?
         .to_string();
 
     let duration_field = |field: &Option<Spanned<String>>, default: Duration| match field {
         None => Ok(default),
-        Some(s) => steps::parse_duration(s.get_ref())
-            .ok_or_else(|| src.error_at(s.span(), format!("expected a duration such as 500ms or 2s, found {:?}", s.get_ref()))),
+        Some(s) => steps::parse_duration(s.get_ref()).ok_or_else(|| {
+            src.error_at(
+                s.span(),
+                format!(
+                    "expected a duration such as 500ms or 2s, found {:?}",
+                    s.get_ref()
+                ),
+            )
+        }),
     };
     let timeout = duration_field(&raw.timeout, Duration::from_secs(5))?;
     let settle = duration_field(&raw.settle, Duration::from_secs(2))?;
@@ -217,14 +259,20 @@ pub fn parse(path: &Path, text: &str) -> Result<(Arc<Scenario>, Vec<Case>), Scen
     let delimiter = &text[steps_span.start..(steps_span.start + 3).min(text.len())];
     let (first_line, _) = src.line_col(steps_span.start);
     // A multi-line string drops the newline right after its opening delimiter.
-    let first_line =
-        if (delimiter == "'''" || delimiter == "\"\"\"") && text[steps_span.start + 3..].starts_with(['\n', '\r']) {
-            first_line + 1
-        } else {
-            first_line
-        };
-    let step_lines: Vec<(usize, &str)> =
-        raw.steps.get_ref().lines().enumerate().map(|(i, l)| (first_line + i, l)).collect();
+    let first_line = if (delimiter == "'''" || delimiter == "\"\"\"")
+        && text[steps_span.start + 3..].starts_with(['\n', '\r'])
+    {
+        first_line + 1
+    } else {
+        first_line
+    };
+    let step_lines: Vec<(usize, &str)> = raw
+        .steps
+        .get_ref()
+        .lines()
+        .enumerate()
+        .map(|(i, l)| (first_line + i, l))
+        .collect();
 
     let mut expectations = Vec::new();
     for e in &raw.expect {
@@ -254,11 +302,21 @@ pub fn parse(path: &Path, text: &str) -> Result<(Arc<Scenario>, Vec<Case>), Scen
         for (k, v) in &params[1..] {
             case_id.push_str(&format!("/{k}={v}"));
         }
-        cases.push(Case { id: case_id, scenario: Arc::clone(&scenario), params, family, steps });
+        cases.push(Case {
+            id: case_id,
+            scenario: Arc::clone(&scenario),
+            params,
+            family,
+            steps,
+        });
     }
 
     // Fact paths can only be checked against labels once steps are parsed.
-    let labels: Vec<&str> = cases[0].steps.iter().filter_map(|s| s.label.as_deref()).collect();
+    let labels: Vec<&str> = cases[0]
+        .steps
+        .iter()
+        .filter_map(|s| s.label.as_deref())
+        .collect();
     for e in &scenario.expectations {
         for f in &e.facts {
             expect::check_fact_path(&f.path, &labels).map_err(|m| src.error_line(f.line, 1, m))?;
@@ -267,7 +325,10 @@ pub fn parse(path: &Path, text: &str) -> Result<(Arc<Scenario>, Vec<Case>), Scen
     Ok((scenario, cases))
 }
 
-fn parse_axes(src: &Source, params: Option<&Spanned<toml::Table>>) -> Result<Vec<(String, Vec<String>)>, ScenarioError> {
+fn parse_axes(
+    src: &Source,
+    params: Option<&Spanned<toml::Table>>,
+) -> Result<Vec<(String, Vec<String>)>, ScenarioError> {
     let mut axes: Vec<(String, Vec<String>)> = Vec::new();
     let span = params.map_or(0..0, |p| p.span());
     if let Some(table) = params {
@@ -283,7 +344,9 @@ fn parse_axes(src: &Source, params: Option<&Spanned<toml::Table>>) -> Result<Vec
                 return Err(err("an axis name uses only letters, digits and '_'".into()));
             }
             let toml::Value::Array(items) = values else {
-                return Err(err(format!("expected a list of values, e.g. {name} = [\"a\", \"b\"]")));
+                return Err(err(format!(
+                    "expected a list of values, e.g. {name} = [\"a\", \"b\"]"
+                )));
             };
             let mut vals = Vec::new();
             for item in items {
@@ -299,7 +362,9 @@ fn parse_axes(src: &Source, params: Option<&Spanned<toml::Table>>) -> Result<Vec
             }
             if name == "family" {
                 if let Some(bad) = vals.iter().find(|v| !matches!(v.as_str(), "ipv4" | "ipv6")) {
-                    return Err(err(format!("unknown family {bad:?}; expected \"ipv4\" or \"ipv6\"")));
+                    return Err(err(format!(
+                        "unknown family {bad:?}; expected \"ipv4\" or \"ipv6\""
+                    )));
                 }
             }
             axes.push((name.clone(), vals));
@@ -349,7 +414,13 @@ fn substitute(line: &str, params: &[(String, String)]) -> Result<String, (usize,
             Some((_, v)) => out.push_str(v),
             None => {
                 let known: Vec<&str> = params.iter().map(|(k, _)| k.as_str()).collect();
-                return Err((column, format!("unknown parameter ${{{name}}}; this scenario has {}", known.join(", "))));
+                return Err((
+                    column,
+                    format!(
+                        "unknown parameter ${{{name}}}; this scenario has {}",
+                        known.join(", ")
+                    ),
+                ));
             }
         }
         consumed += start + 2 + end + 1;
@@ -359,7 +430,11 @@ fn substitute(line: &str, params: &[(String, String)]) -> Result<String, (usize,
     Ok(out)
 }
 
-fn parse_case_steps(src: &Source, lines: &[(usize, &str)], params: &[(String, String)]) -> Result<Vec<Step>, ScenarioError> {
+fn parse_case_steps(
+    src: &Source,
+    lines: &[(usize, &str)],
+    params: &[(String, String)],
+) -> Result<Vec<Step>, ScenarioError> {
     let mut steps = Vec::new();
     for &(line_no, raw) in lines {
         let line = substitute(raw, params).map_err(|(col, m)| src.error_line(line_no, col, m))?;
@@ -377,8 +452,11 @@ fn parse_case_steps(src: &Source, lines: &[(usize, &str)], params: &[(String, St
 
     // Implicit connection setup unless the scenario connects by itself.
     if !steps.iter().any(|s| s.action == Action::Connect) {
-        let setup = ["listener listen", "client connect", "server accept"]
-            .map(|t| steps::parse_step(t, None).expect("built-in setup parses").expect("non-empty"));
+        let setup = ["listener listen", "client connect", "server accept"].map(|t| {
+            steps::parse_step(t, None)
+                .expect("built-in setup parses")
+                .expect("non-empty")
+        });
         steps.splice(0..0, setup);
     }
 
@@ -390,11 +468,23 @@ fn parse_case_steps(src: &Source, lines: &[(usize, &str)], params: &[(String, St
         if let Action::Join(name) = &s.action {
             match labels.iter().find(|(l, _)| l == name) {
                 Some((_, true)) if !joined.contains(&name.as_str()) => joined.push(name),
-                Some((_, true)) => return Err(src.error_line(line, 1, format!("{name:?} is joined twice"))),
-                Some((_, false)) => {
-                    return Err(src.error_line(line, 1, format!("{name:?} is not a bg step; only bg steps can be joined")));
+                Some((_, true)) => {
+                    return Err(src.error_line(line, 1, format!("{name:?} is joined twice")));
                 }
-                None => return Err(src.error_line(line, 1, format!("no earlier bg step is labelled {name:?}"))),
+                Some((_, false)) => {
+                    return Err(src.error_line(
+                        line,
+                        1,
+                        format!("{name:?} is not a bg step; only bg steps can be joined"),
+                    ));
+                }
+                None => {
+                    return Err(src.error_line(
+                        line,
+                        1,
+                        format!("no earlier bg step is labelled {name:?}"),
+                    ));
+                }
             }
         }
         if let Some(l) = &s.label {
@@ -407,15 +497,29 @@ fn parse_case_steps(src: &Source, lines: &[(usize, &str)], params: &[(String, St
     Ok(steps)
 }
 
-fn parse_expectation(src: &Source, e: &RawExpect, axes: &[(String, Vec<String>)]) -> Result<Expectation, ScenarioError> {
+fn parse_expectation(
+    src: &Source,
+    e: &RawExpect,
+    axes: &[(String, Vec<String>)],
+) -> Result<Expectation, ScenarioError> {
     if !OS_FAMILIES.contains(&e.os.get_ref().as_str()) {
-        return Err(src.error_at(e.os.span(), format!("unknown os {:?}; expected one of {}", e.os.get_ref(), OS_FAMILIES.join(", "))));
+        return Err(src.error_at(
+            e.os.span(),
+            format!(
+                "unknown os {:?}; expected one of {}",
+                e.os.get_ref(),
+                OS_FAMILIES.join(", ")
+            ),
+        ));
     }
     let mut when = Vec::new();
     if let Some(w) = &e.when {
         for (k, v) in w.get_ref() {
             let Some((_, values)) = axes.iter().find(|(n, _)| n == k) else {
-                return Err(src.error_at(v.span(), format!("`when` names {k:?}, which is not a parameter axis of this scenario")));
+                return Err(src.error_at(
+                    v.span(),
+                    format!("`when` names {k:?}, which is not a parameter axis of this scenario"),
+                ));
             };
             let value = match v.get_ref() {
                 toml::Value::String(s) => s.clone(),
@@ -424,16 +528,27 @@ fn parse_expectation(src: &Source, e: &RawExpect, axes: &[(String, Vec<String>)]
                 _ => return Err(src.error_at(v.span(), "expected a parameter value")),
             };
             if !values.contains(&value) {
-                return Err(src.error_at(v.span(), format!("{k} has no value {value:?}; it has {}", values.join(", "))));
+                return Err(src.error_at(
+                    v.span(),
+                    format!("{k} has no value {value:?}; it has {}", values.join(", ")),
+                ));
             }
             when.push((k.clone(), value));
         }
     }
     let mut facts = Vec::new();
     for (path, value) in e.facts.get_ref() {
-        let matcher = Matcher::from_toml(value.get_ref()).map_err(|m| src.error_at(value.span(), m))?;
+        let matcher =
+            Matcher::from_toml(value.get_ref()).map_err(|m| src.error_at(value.span(), m))?;
         let (line, _) = src.line_col(path.span().start);
-        facts.push((path.span().start, Fact { path: path.get_ref().clone(), matcher, line }));
+        facts.push((
+            path.span().start,
+            Fact {
+                path: path.get_ref().clone(),
+                matcher,
+                line,
+            },
+        ));
     }
     if facts.is_empty() {
         return Err(src.error_at(e.facts.span(), "an expectation needs at least one fact"));
@@ -454,7 +569,10 @@ pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ScenarioError> {
     let mut out = Vec::new();
     for p in paths {
         if p.is_dir() {
-            let rd = std::fs::read_dir(p).map_err(|source| ScenarioError::Read { path: p.clone(), source })?;
+            let rd = std::fs::read_dir(p).map_err(|source| ScenarioError::Read {
+                path: p.clone(),
+                source,
+            })?;
             let mut files: Vec<PathBuf> = rd
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|f| f.extension().is_some_and(|x| x == "toml"))
@@ -466,7 +584,10 @@ pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ScenarioError> {
         } else {
             return Err(ScenarioError::Read {
                 path: p.clone(),
-                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory"),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no such file or directory",
+                ),
             });
         }
     }
@@ -496,7 +617,9 @@ facts = { "wire.client.rst" = 1, "steps.lc.errno" = { null = true } }
 "#;
 
     fn parse_err(text: &str) -> String {
-        parse(Path::new("scenarios/x.toml"), text).unwrap_err().to_string()
+        parse(Path::new("scenarios/x.toml"), text)
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]
@@ -504,7 +627,15 @@ facts = { "wire.client.rst" = 1, "steps.lc.errno" = { null = true } }
         let (sc, cases) = parse(Path::new("scenarios/abort.toml"), GOOD).unwrap();
         assert_eq!(sc.id, "abort");
         let ids: Vec<&str> = cases.iter().map(|c| c.id.as_str()).collect();
-        assert_eq!(ids, ["abort/ipv4/linger=0", "abort/ipv4/linger=2", "abort/ipv6/linger=0", "abort/ipv6/linger=2"]);
+        assert_eq!(
+            ids,
+            [
+                "abort/ipv4/linger=0",
+                "abort/ipv4/linger=2",
+                "abort/ipv6/linger=0",
+                "abort/ipv6/linger=2"
+            ]
+        );
         assert_eq!(cases[2].family, Family::Ipv6);
         // implicit setup, then the file's steps with their own line numbers
         let c = &cases[1];
@@ -536,33 +667,59 @@ facts = { "wire.client.rst" = 1, "steps.lc.errno" = { null = true } }
 
     #[test]
     fn bad_steps_name_their_line() {
-        let e = parse_err("title = \"t\"\nsteps = '''\nclient write 10\nclient shutdown NOW\n'''\n");
-        assert!(e.starts_with("scenarios/x.toml:4:17: unknown shutdown mode"), "{e}");
+        let e =
+            parse_err("title = \"t\"\nsteps = '''\nclient write 10\nclient shutdown NOW\n'''\n");
+        assert!(
+            e.starts_with("scenarios/x.toml:4:17: unknown shutdown mode"),
+            "{e}"
+        );
     }
 
     #[test]
     fn steps_after_a_table_header_get_a_hint() {
-        let e = parse_err("title = \"t\"\n[params]\nfamily = [\"ipv4\"]\nsteps = '''\nclient close\n'''\n");
-        assert!(e.starts_with("scenarios/x.toml:1:1: missing field `steps`"), "{e}");
-        assert!(e.contains("must come before the first [table] header"), "{e}");
+        let e = parse_err(
+            "title = \"t\"\n[params]\nfamily = [\"ipv4\"]\nsteps = '''\nclient close\n'''\n",
+        );
+        assert!(
+            e.starts_with("scenarios/x.toml:1:1: missing field `steps`"),
+            "{e}"
+        );
+        assert!(
+            e.contains("must come before the first [table] header"),
+            "{e}"
+        );
     }
 
     #[test]
     fn unknown_parameters_and_labels_are_errors() {
-        let e = parse_err("title = \"t\"\nsteps = '''\nclient setsockopt SO_LINGER on ${lingr}\n'''\n");
-        assert!(e.starts_with("scenarios/x.toml:3:32: unknown parameter ${lingr}"), "{e}");
-        let e = parse_err("title = \"t\"\nsteps = '''\nclient close\n'''\n[[expect]]\nos = \"linux\"\nfacts = { \"steps.nope.ret\" = 0 }\n");
+        let e =
+            parse_err("title = \"t\"\nsteps = '''\nclient setsockopt SO_LINGER on ${lingr}\n'''\n");
+        assert!(
+            e.starts_with("scenarios/x.toml:3:32: unknown parameter ${lingr}"),
+            "{e}"
+        );
+        let e = parse_err(
+            "title = \"t\"\nsteps = '''\nclient close\n'''\n[[expect]]\nos = \"linux\"\nfacts = { \"steps.nope.ret\" = 0 }\n",
+        );
         assert!(e.contains(":7:1: no step is labelled \"nope\""), "{e}");
         let e = parse_err("title = \"t\"\nsteps = '''\njoin x\n'''\n");
         assert!(e.contains("no earlier bg step"), "{e}");
-        let e = parse_err("title = \"t\"\nsteps = '''\nclient close\n'''\n[[expect]]\nos = \"plan9\"\nfacts = { \"wire.client.fin\" = 1 }\n");
+        let e = parse_err(
+            "title = \"t\"\nsteps = '''\nclient close\n'''\n[[expect]]\nos = \"plan9\"\nfacts = { \"wire.client.fin\" = 1 }\n",
+        );
         assert!(e.contains(":6:6: unknown os \"plan9\""), "{e}");
     }
 
     #[test]
     fn empty_steps_and_bad_axes_are_errors() {
         assert!(parse_err("title = \"t\"\nsteps = '''\n# nothing\n'''\n").contains("no steps"));
-        assert!(parse_err("title = \"t\"\nsteps = \"client close\"\nparams = { family = [\"ipx\"] }\n").contains("unknown family"));
-        assert!(parse_err("title = \"t\"\nsteps = \"client close\"\nparams = { x = [] }\n").contains("at least one value"));
+        assert!(
+            parse_err("title = \"t\"\nsteps = \"client close\"\nparams = { family = [\"ipx\"] }\n")
+                .contains("unknown family")
+        );
+        assert!(
+            parse_err("title = \"t\"\nsteps = \"client close\"\nparams = { x = [] }\n")
+                .contains("at least one value")
+        );
     }
 }

@@ -128,13 +128,22 @@ pub enum WaitFor {
 /// What a step does.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
-    Listen { backlog: i32 },
+    Listen {
+        backlog: i32,
+    },
     Connect,
     /// `connect()` with `AF_UNSPEC`: dissolve the association.
     Disconnect,
     Accept,
-    Write { payload: Payload, nosignal: bool, dontwait: bool },
-    Read { amount: ReadAmount, dontwait: bool },
+    Write {
+        payload: Payload,
+        nosignal: bool,
+        dontwait: bool,
+    },
+    Read {
+        amount: ReadAmount,
+        dontwait: bool,
+    },
     Shutdown(How),
     Close,
     SetOption(SockOpt),
@@ -172,7 +181,10 @@ pub struct StepError {
 
 impl StepError {
     fn at(column: usize, message: impl Into<String>) -> Self {
-        StepError { column, message: message.into() }
+        StepError {
+            column,
+            message: message.into(),
+        }
     }
 }
 
@@ -209,7 +221,10 @@ fn tokenize(line: &str) -> Result<(Vec<Token>, String), StepError> {
             i += 1;
             loop {
                 let Some(&c) = chars.get(i) else {
-                    return Err(StepError::at(column, "unterminated string: add a closing '\"'"));
+                    return Err(StepError::at(
+                        column,
+                        "unterminated string: add a closing '\"'",
+                    ));
                 };
                 i += 1;
                 match c {
@@ -241,14 +256,21 @@ fn tokenize(line: &str) -> Result<(Vec<Token>, String), StepError> {
                     }
                 }
             }
-            tokens.push(Token { column, kind: TokenKind::Quoted(bytes) });
+            tokens.push(Token {
+                column,
+                kind: TokenKind::Quoted(bytes),
+            });
         } else {
             let column = i + 1;
             let start = i;
-            while i < chars.len() && !chars[i].is_whitespace() && chars[i] != '#' && chars[i] != '"' {
+            while i < chars.len() && !chars[i].is_whitespace() && chars[i] != '#' && chars[i] != '"'
+            {
                 i += 1;
             }
-            tokens.push(Token { column, kind: TokenKind::Word(chars[start..i].iter().collect()) });
+            tokens.push(Token {
+                column,
+                kind: TokenKind::Word(chars[start..i].iter().collect()),
+            });
         }
     }
     let text: String = chars[..end].iter().collect();
@@ -265,13 +287,18 @@ struct Cursor {
 impl Cursor {
     fn peek_word(&self) -> Option<&str> {
         match self.tokens.get(self.pos) {
-            Some(Token { kind: TokenKind::Word(w), .. }) => Some(w),
+            Some(Token {
+                kind: TokenKind::Word(w),
+                ..
+            }) => Some(w),
             _ => None,
         }
     }
 
     fn column(&self) -> usize {
-        self.tokens.get(self.pos).map_or(self.end_column, |t| t.column)
+        self.tokens
+            .get(self.pos)
+            .map_or(self.end_column, |t| t.column)
     }
 
     fn at_end(&self) -> bool {
@@ -280,19 +307,32 @@ impl Cursor {
 
     fn word(&mut self, expected: &str) -> Result<(usize, String), StepError> {
         match self.tokens.get(self.pos) {
-            Some(Token { column, kind: TokenKind::Word(w) }) => {
+            Some(Token {
+                column,
+                kind: TokenKind::Word(w),
+            }) => {
                 self.pos += 1;
                 Ok((*column, w.clone()))
             }
-            Some(Token { column, kind: TokenKind::Quoted(_) }) => {
-                Err(StepError::at(*column, format!("expected {expected}, found a quoted string")))
-            }
-            None => Err(StepError::at(self.end_column, format!("expected {expected}, found end of line"))),
+            Some(Token {
+                column,
+                kind: TokenKind::Quoted(_),
+            }) => Err(StepError::at(
+                *column,
+                format!("expected {expected}, found a quoted string"),
+            )),
+            None => Err(StepError::at(
+                self.end_column,
+                format!("expected {expected}, found end of line"),
+            )),
         }
     }
 
     fn eat(&mut self, word: &str) -> bool {
-        if self.peek_word().is_some_and(|w| w.eq_ignore_ascii_case(word)) {
+        if self
+            .peek_word()
+            .is_some_and(|w| w.eq_ignore_ascii_case(word))
+        {
             self.pos += 1;
             true
         } else {
@@ -308,7 +348,11 @@ pub fn parse_step(line: &str, line_no: Option<usize>) -> Result<Option<Step>, St
         return Ok(None);
     }
     let end_column = text.chars().count() + 1;
-    let mut cur = Cursor { tokens, pos: 0, end_column };
+    let mut cur = Cursor {
+        tokens,
+        pos: 0,
+        end_column,
+    };
 
     let background = cur.eat("bg");
     let (col, head) = cur.word("an actor (client, server, listener), sleep or join")?;
@@ -326,7 +370,9 @@ pub fn parse_step(line: &str, line_no: Option<usize>) -> Result<Option<Step>, St
         other => {
             return Err(StepError::at(
                 col,
-                format!("unknown actor {other:?}; a step starts with client, server, listener, bg, sleep or join"),
+                format!(
+                    "unknown actor {other:?}; a step starts with client, server, listener, bg, sleep or join"
+                ),
             ));
         }
     };
@@ -339,18 +385,31 @@ pub fn parse_step(line: &str, line_no: Option<usize>) -> Result<Option<Step>, St
             "within" if within.is_none() => within = Some(duration(&mut cur)?),
             "as" if label.is_none() => {
                 let (col, name) = cur.word("a label")?;
-                if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-                    return Err(StepError::at(col, "a label uses only letters, digits, '_' and '-'"));
+                if name.is_empty()
+                    || !name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                {
+                    return Err(StepError::at(
+                        col,
+                        "a label uses only letters, digits, '_' and '-'",
+                    ));
                 }
                 label = Some(name);
             }
             other => {
-                return Err(StepError::at(col, format!("unexpected {other:?}; expected `within DURATION` or `as LABEL`")));
+                return Err(StepError::at(
+                    col,
+                    format!("unexpected {other:?}; expected `within DURATION` or `as LABEL`"),
+                ));
             }
         }
     }
     if background && label.is_none() {
-        return Err(StepError::at(end_column, "a bg step needs a label to join it: add `as NAME`"));
+        return Err(StepError::at(
+            end_column,
+            "a bg step needs a label to join it: add `as NAME`",
+        ));
     }
     if background
         && !matches!(
@@ -370,29 +429,53 @@ pub fn parse_step(line: &str, line_no: Option<usize>) -> Result<Option<Step>, St
             "only write, read, shutdown, close, setsockopt, ioctl, connect AF_UNSPEC and wait readable/writable can run in the background",
         ));
     }
-    Ok(Some(Step { line: line_no, text, actor, action, label, background, within }))
+    Ok(Some(Step {
+        line: line_no,
+        text,
+        actor,
+        action,
+        label,
+        background,
+        within,
+    }))
 }
 
 fn action(actor: Actor, cur: &mut Cursor) -> Result<Action, StepError> {
-    let (col, verb) = cur.word("a call (connect, accept, write, read, shutdown, close, setsockopt, ioctl, wait, listen)")?;
+    let (col, verb) = cur.word(
+        "a call (connect, accept, write, read, shutdown, close, setsockopt, ioctl, wait, listen)",
+    )?;
     let only = |allowed: &[Actor]| -> Result<(), StepError> {
         if allowed.contains(&actor) {
             Ok(())
         } else {
             let names: Vec<&str> = allowed.iter().map(|a| a.name()).collect();
-            Err(StepError::at(col, format!("`{verb}` is a {} step, not a {actor} step", names.join(" or "))))
+            Err(StepError::at(
+                col,
+                format!(
+                    "`{verb}` is a {} step, not a {actor} step",
+                    names.join(" or ")
+                ),
+            ))
         }
     };
     let data_side = [Actor::Client, Actor::Server];
     let action = match verb.as_str() {
         "listen" => {
             only(&[Actor::Listener])?;
-            let backlog = if cur.eat("backlog") { int(cur, "a backlog length")? as i32 } else { 16 };
+            let backlog = if cur.eat("backlog") {
+                int(cur, "a backlog length")? as i32
+            } else {
+                16
+            };
             Action::Listen { backlog }
         }
         "connect" => {
             only(&[Actor::Client])?;
-            if cur.eat("AF_UNSPEC") { Action::Disconnect } else { Action::Connect }
+            if cur.eat("AF_UNSPEC") {
+                Action::Disconnect
+            } else {
+                Action::Connect
+            }
         }
         "accept" => {
             only(&[Actor::Server])?;
@@ -401,7 +484,10 @@ fn action(actor: Actor, cur: &mut Cursor) -> Result<Action, StepError> {
         "write" => {
             only(&data_side)?;
             let payload = match cur.tokens.get(cur.pos) {
-                Some(Token { kind: TokenKind::Quoted(bytes), .. }) => {
+                Some(Token {
+                    kind: TokenKind::Quoted(bytes),
+                    ..
+                }) => {
                     let p = Payload::Text(bytes.clone());
                     cur.pos += 1;
                     p
@@ -418,7 +504,11 @@ fn action(actor: Actor, cur: &mut Cursor) -> Result<Action, StepError> {
                     break;
                 }
             }
-            Action::Write { payload, nosignal, dontwait }
+            Action::Write {
+                payload,
+                nosignal,
+                dontwait,
+            }
         }
         "read" => {
             only(&data_side)?;
@@ -442,7 +532,12 @@ fn action(actor: Actor, cur: &mut Cursor) -> Result<Action, StepError> {
                 "RD" => How::Read,
                 "WR" => How::Write,
                 "RDWR" => How::Both,
-                _ => return Err(StepError::at(col, format!("unknown shutdown mode {how:?}; expected RD, WR or RDWR"))),
+                _ => {
+                    return Err(StepError::at(
+                        col,
+                        format!("unknown shutdown mode {how:?}; expected RD, WR or RDWR"),
+                    ));
+                }
             };
             Action::Shutdown(how)
         }
@@ -456,7 +551,12 @@ fn action(actor: Actor, cur: &mut Cursor) -> Result<Action, StepError> {
                 "SIOCOUTQ" => IoctlQuery::OutQueue,
                 "SIOCOUTQNSD" => IoctlQuery::OutQueueNotSent,
                 _ => {
-                    return Err(StepError::at(col, format!("unknown ioctl {q:?}; expected FIONREAD, SIOCINQ, SIOCOUTQ or SIOCOUTQNSD")));
+                    return Err(StepError::at(
+                        col,
+                        format!(
+                            "unknown ioctl {q:?}; expected FIONREAD, SIOCINQ, SIOCOUTQ or SIOCOUTQNSD"
+                        ),
+                    ));
                 }
             })
         }
@@ -470,7 +570,12 @@ fn action(actor: Actor, cur: &mut Cursor) -> Result<Action, StepError> {
                 "readable" => WaitFor::Readable,
                 "writable" => WaitFor::Writable,
                 other => {
-                    return Err(StepError::at(col, format!("cannot wait for {other:?}; expected state STATE, readable or writable")));
+                    return Err(StepError::at(
+                        col,
+                        format!(
+                            "cannot wait for {other:?}; expected state STATE, readable or writable"
+                        ),
+                    ));
                 }
             })
         }
@@ -496,7 +601,10 @@ fn sockopt(cur: &mut Cursor) -> Result<SockOpt, StepError> {
             } else if cur.eat("on") {
                 SockOpt::Linger(Some(int(cur, "the linger time in seconds")? as u32))
             } else {
-                return Err(StepError::at(cur.column(), "expected `on SECONDS` or `off`"));
+                return Err(StepError::at(
+                    cur.column(),
+                    "expected `on SECONDS` or `off`",
+                ));
             }
         }
         "SO_RCVBUF" => SockOpt::RcvBuf(size(cur)?),
@@ -507,11 +615,19 @@ fn sockopt(cur: &mut Cursor) -> Result<SockOpt, StepError> {
         "TCP_NODELAY" => SockOpt::NoDelay(flag(cur)?),
         "TCP_LINGER2" => {
             let (col, w) = cur.word("seconds (may be -1)")?;
-            SockOpt::Linger2(w.parse().map_err(|_| StepError::at(col, format!("expected seconds, found {w:?}")))?)
+            SockOpt::Linger2(
+                w.parse()
+                    .map_err(|_| StepError::at(col, format!("expected seconds, found {w:?}")))?,
+            )
         }
         "TCP_USER_TIMEOUT" => SockOpt::UserTimeout(duration(cur)?.as_millis() as u32),
         "O_NONBLOCK" => SockOpt::NonBlocking(flag(cur)?),
-        _ => return Err(StepError::at(col, format!("unknown option {name:?}; expected {NAMES}"))),
+        _ => {
+            return Err(StepError::at(
+                col,
+                format!("unknown option {name:?}; expected {NAMES}"),
+            ));
+        }
     })
 }
 
@@ -520,23 +636,37 @@ fn flag(cur: &mut Cursor) -> Result<bool, StepError> {
     match w.to_ascii_lowercase().as_str() {
         "on" | "1" | "true" => Ok(true),
         "off" | "0" | "false" => Ok(false),
-        _ => Err(StepError::at(col, format!("expected on or off, found {w:?}"))),
+        _ => Err(StepError::at(
+            col,
+            format!("expected on or off, found {w:?}"),
+        )),
     }
 }
 
 fn int(cur: &mut Cursor, what: &str) -> Result<u64, StepError> {
     let (col, w) = cur.word(what)?;
-    w.parse().map_err(|_| StepError::at(col, format!("expected {what}, found {w:?}")))
+    w.parse()
+        .map_err(|_| StepError::at(col, format!("expected {what}, found {w:?}")))
 }
 
 fn size(cur: &mut Cursor) -> Result<usize, StepError> {
     let (col, w) = cur.word("a byte count such as 1000, 64KiB or 1MiB")?;
-    parse_size(&w).ok_or_else(|| StepError::at(col, format!("expected a byte count such as 1000, 64KiB or 1MiB, found {w:?}")))
+    parse_size(&w).ok_or_else(|| {
+        StepError::at(
+            col,
+            format!("expected a byte count such as 1000, 64KiB or 1MiB, found {w:?}"),
+        )
+    })
 }
 
 fn duration(cur: &mut Cursor) -> Result<Duration, StepError> {
     let (col, w) = cur.word("a duration such as 200ms or 2s")?;
-    parse_duration(&w).ok_or_else(|| StepError::at(col, format!("expected a duration such as 200ms or 2s, found {w:?}")))
+    parse_duration(&w).ok_or_else(|| {
+        StepError::at(
+            col,
+            format!("expected a duration such as 200ms or 2s, found {w:?}"),
+        )
+    })
 }
 
 /// `1000`, `64KiB`, `1MiB`, `2KB` (decimal kilo) -> bytes.
@@ -557,7 +687,9 @@ pub fn parse_size(s: &str) -> Option<usize> {
 
 /// `200ms`, `2s`, `1.5s`, `500us` -> Duration.
 pub fn parse_duration(s: &str) -> Option<Duration> {
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let n: f64 = num.parse().ok()?;
     let secs = match unit {
@@ -586,18 +718,38 @@ mod tests {
     fn parses_the_seed_trace() {
         assert_eq!(
             step("server write 100KiB").action,
-            Action::Write { payload: Payload::Pattern(100 * 1024), nosignal: false, dontwait: false }
+            Action::Write {
+                payload: Payload::Pattern(100 * 1024),
+                nosignal: false,
+                dontwait: false
+            }
         );
-        assert_eq!(step("server shutdown WR").action, Action::Shutdown(How::Write));
+        assert_eq!(
+            step("server shutdown WR").action,
+            Action::Shutdown(How::Write)
+        );
         assert_eq!(
             step("client read until-eof").action,
-            Action::Read { amount: ReadAmount::UntilEof, dontwait: false }
+            Action::Read {
+                amount: ReadAmount::UntilEof,
+                dontwait: false
+            }
         );
         assert_eq!(
             step(r#"client write "Thank you""#).action,
-            Action::Write { payload: Payload::Text(b"Thank you".to_vec()), nosignal: false, dontwait: false }
+            Action::Write {
+                payload: Payload::Text(b"Thank you".to_vec()),
+                nosignal: false,
+                dontwait: false
+            }
         );
-        assert_eq!(step("server read 9").action, Action::Read { amount: ReadAmount::Exactly(9), dontwait: false });
+        assert_eq!(
+            step("server read 9").action,
+            Action::Read {
+                amount: ReadAmount::Exactly(9),
+                dontwait: false
+            }
+        );
         assert_eq!(step("client close").action, Action::Close);
     }
 
@@ -613,23 +765,47 @@ mod tests {
 
     #[test]
     fn parses_options_waits_and_ioctls() {
-        assert_eq!(step("client setsockopt SO_LINGER on 0").action, Action::SetOption(SockOpt::Linger(Some(0))));
-        assert_eq!(step("client setsockopt SO_LINGER off").action, Action::SetOption(SockOpt::Linger(None)));
-        assert_eq!(step("client setsockopt SO_RCVBUF 4KiB").action, Action::SetOption(SockOpt::RcvBuf(4096)));
-        assert_eq!(step("client setsockopt TCP_LINGER2 -1").action, Action::SetOption(SockOpt::Linger2(-1)));
+        assert_eq!(
+            step("client setsockopt SO_LINGER on 0").action,
+            Action::SetOption(SockOpt::Linger(Some(0)))
+        );
+        assert_eq!(
+            step("client setsockopt SO_LINGER off").action,
+            Action::SetOption(SockOpt::Linger(None))
+        );
+        assert_eq!(
+            step("client setsockopt SO_RCVBUF 4KiB").action,
+            Action::SetOption(SockOpt::RcvBuf(4096))
+        );
+        assert_eq!(
+            step("client setsockopt TCP_LINGER2 -1").action,
+            Action::SetOption(SockOpt::Linger2(-1))
+        );
         assert_eq!(
             step("client setsockopt TCP_USER_TIMEOUT 500ms").action,
             Action::SetOption(SockOpt::UserTimeout(500))
         );
-        assert_eq!(step("server setsockopt O_NONBLOCK on").action, Action::SetOption(SockOpt::NonBlocking(true)));
+        assert_eq!(
+            step("server setsockopt O_NONBLOCK on").action,
+            Action::SetOption(SockOpt::NonBlocking(true))
+        );
         assert_eq!(
             step("client wait state FIN_WAIT2").action,
             Action::Wait(WaitFor::State(TcpState::FinWait2))
         );
-        assert_eq!(step("server ioctl FIONREAD").action, Action::Ioctl(IoctlQuery::InQueue));
+        assert_eq!(
+            step("server ioctl FIONREAD").action,
+            Action::Ioctl(IoctlQuery::InQueue)
+        );
         assert_eq!(step("client connect AF_UNSPEC").action, Action::Disconnect);
-        assert_eq!(step("listener listen backlog 1").action, Action::Listen { backlog: 1 });
-        assert_eq!(step("sleep 10ms").action, Action::Sleep(Duration::from_millis(10)));
+        assert_eq!(
+            step("listener listen backlog 1").action,
+            Action::Listen { backlog: 1 }
+        );
+        assert_eq!(
+            step("sleep 10ms").action,
+            Action::Sleep(Duration::from_millis(10))
+        );
     }
 
     #[test]
@@ -642,7 +818,11 @@ mod tests {
     fn errors_point_at_the_offending_column() {
         let e = err("client wrtie 10");
         assert_eq!(e.column, 8);
-        assert!(e.message.contains("unknown call \"wrtie\""), "{}", e.message);
+        assert!(
+            e.message.contains("unknown call \"wrtie\""),
+            "{}",
+            e.message
+        );
 
         let e = err("client shutdown SIDEWAYS");
         assert_eq!(e.column, 17);
@@ -654,7 +834,11 @@ mod tests {
         let e = err("bg client close");
         assert!(e.message.contains("needs a label"), "{}", e.message);
         let e = err("bg client wait state TIME-WAIT as w");
-        assert!(e.message.contains("can run in the background"), "{}", e.message);
+        assert!(
+            e.message.contains("can run in the background"),
+            "{}",
+            e.message
+        );
 
         let e = err(r#"client write "unterminated"#);
         assert_eq!(e.column, 14);
