@@ -99,6 +99,8 @@ struct Driver<'a> {
     client: Option<Socket>,
     server: Option<Socket>,
     listener: Option<Socket>,
+    /// Whether `server accept` ever succeeded (for clearer misuse errors).
+    accepted: bool,
     ends: Ends,
     /// [client->server, server->client]
     logs: Arc<[Mutex<StreamLog>; 2]>,
@@ -129,6 +131,7 @@ pub fn run(
         client: None,
         server: None,
         listener: None,
+        accepted: false,
         ends: Ends {
             client: None,
             server: SocketAddr::new(ip, SERVER_PORT),
@@ -353,6 +356,7 @@ impl Driver<'_> {
                         Ok((sock, _peer)) => {
                             let fd = sock.as_raw_fd();
                             self.server = Some(sock);
+                            self.accepted = true;
                             CallResult {
                                 ret: Some(fd.into()),
                                 ..Default::default()

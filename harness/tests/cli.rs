@@ -1,0 +1,141 @@
+//! The `teardown` binary as a user meets it: exit codes and error messages.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn teardown(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_teardown"))
+        .args(args)
+        .output()
+        .expect("run teardown")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("teardown-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn the_committed_catalogue_checks() {
+    let scenarios = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    let o = teardown(&["check", scenarios.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("ok: "));
+}
+
+#[test]
+fn a_bad_step_names_file_line_and_column_and_exits_4() {
+    let p = temp_file(
+        "bad-step.toml",
+        "title = \"t\"\nsteps = '''\nclient write 10\nclient shutdown SIDEWAYS\n'''\n",
+    );
+    let o = teardown(&["check", p.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(4));
+    let e = stderr(&o);
+    assert!(
+        e.contains("bad-step.toml:4:17: unknown shutdown mode \"SIDEWAYS\""),
+        "{e}"
+    );
+}
+
+#[test]
+fn an_unknown_key_is_an_error() {
+    let p = temp_file(
+        "unknown-key.toml",
+        "title = \"t\"\nsteps = \"client close\"\ntimout = \"1s\"\n",
+    );
+    let o = teardown(&["check", p.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(4));
+    assert!(
+        stderr(&o).contains("unknown-key.toml:3:1:"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn an_unknown_option_exits_2() {
+    let o = teardown(&["run", "--frobnicate"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--frobnicate"));
+}
+
+#[test]
+fn a_filter_matching_nothing_exits_2() {
+    let scenarios = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    let o = teardown(&[
+        "list",
+        scenarios.to_str().unwrap(),
+        "--filter",
+        "no-such-case",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("no case to run"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_truncated_pcap_exits_65_naming_the_file() {
+    let good = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/close-graceful-ipv4.pcap"),
+    )
+    .unwrap();
+    let dir = std::env::temp_dir().join(format!("teardown-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join("short.pcap");
+    std::fs::write(&p, &good[..200]).unwrap();
+    let o = teardown(&["analyze", p.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(65));
+    assert!(stderr(&o).contains("short.pcap"), "{}", stderr(&o));
+}
+
+#[test]
+fn analyze_prints_the_wire_facts_of_a_pcap() {
+    let p =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/close-unread-data-ipv4.pcap");
+    let o = teardown(&["analyze", p.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["wire"]["server"]["rst"], 1);
+    assert_eq!(v["wire"]["conn_state"], "RSTR");
+}
+
+/// Without CAP_NET_ADMIN the run stops before any case, with exit 77 and
+/// what to do. Dropping privileges needs root (and setpriv) to begin with.
+#[test]
+fn missing_privileges_exit_77_with_advice() {
+    let is_root = std::fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false);
+    let setpriv = Path::new("/usr/bin/setpriv");
+    if !is_root || !setpriv.exists() {
+        // A non-root user already lacks the privilege: run directly.
+        let o = teardown(&["run", "--no-captures"]);
+        assert_eq!(o.status.code(), Some(77), "{}", stderr(&o));
+        return;
+    }
+    let scenarios = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    let o = Command::new(setpriv)
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ])
+        .arg(env!("CARGO_BIN_EXE_teardown"))
+        .args(["run", "--no-captures", scenarios.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(77), "{}", stderr(&o));
+    assert!(stderr(&o).contains("CAP_NET_ADMIN"), "{}", stderr(&o));
+}

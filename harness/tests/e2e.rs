@@ -1,0 +1,340 @@
+//! End to end: the real catalogue on this machine's kernel, in namespaces.
+//! Needs root (or CAP_NET_ADMIN + CAP_NET_RAW) and tshark.
+//!
+//! The catalogue runs once per test binary; the tests then look at that one
+//! report and its captures from different angles.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use serde_json::Value;
+use teardown::capture::Reaper;
+use teardown::report::{self, Report};
+use teardown::runner::{self, RunOptions};
+use teardown::scenario::{self, Case};
+use teardown::verdict::Status;
+
+struct Run {
+    report: Report,
+    json: Value,
+}
+
+fn scenarios_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios")
+}
+
+fn require_privileges() {
+    if let Err(e) = runner::check_privileges() {
+        panic!("end-to-end tests run real sockets in network namespaces: {e}");
+    }
+}
+
+fn load_all() -> Vec<Case> {
+    let files = scenario::discover(&[scenarios_dir()]).unwrap();
+    files
+        .iter()
+        .flat_map(|f| scenario::load(f).unwrap().1)
+        .collect()
+}
+
+fn catalogue() -> &'static Run {
+    static RUN: OnceLock<Run> = OnceLock::new();
+    RUN.get_or_init(|| {
+        require_privileges();
+        let dir = std::env::temp_dir().join(format!("teardown-e2e-{}", std::process::id()));
+        let opts = RunOptions {
+            captures_dir: Some(dir),
+            run_id: "e2e".into(),
+            jobs: runner::default_jobs(),
+        };
+        let report = runner::run_all(&load_all(), &opts, &|_| {});
+        let json = serde_json::to_value(&report).unwrap();
+        Run { report, json }
+    })
+}
+
+#[test]
+fn every_case_meets_the_linux_expectations_of_its_scenario() {
+    let run = catalogue();
+    assert_eq!(run.report.cases.len(), load_all().len());
+    let bad: Vec<String> = run
+        .report
+        .cases
+        .iter()
+        .filter(|c| c.verdict.status != Status::Pass)
+        .map(|c| {
+            format!(
+                "{}: {:?} {:?} {:?}",
+                c.id, c.verdict.status, c.verdict.error, c.verdict.mismatches
+            )
+        })
+        .collect();
+    assert!(bad.is_empty(), "{bad:#?}\n{}", report::table(&run.report));
+}
+
+#[test]
+fn every_case_is_observed_completely() {
+    for c in &catalogue().report.cases {
+        assert!(c.settled, "{}: did not settle", c.id);
+        assert!(c.findings.is_empty(), "{}: {:?}", c.id, c.findings);
+        assert!(
+            c.wire.is_some() && !c.packets.is_empty(),
+            "{}: no capture",
+            c.id
+        );
+        assert!(
+            Path::new(c.capture.as_deref().unwrap()).exists(),
+            "{}: pcap missing",
+            c.id
+        );
+        assert!(
+            !c.states.client.is_empty() && !c.states.server.is_empty(),
+            "{}: no states",
+            c.id
+        );
+        assert!(
+            c.steps
+                .iter()
+                .all(|s| s.duration_ms >= 0.0 && s.start_ms >= 0.0),
+            "{}",
+            c.id
+        );
+    }
+}
+
+#[test]
+fn report_validates_against_the_committed_schema() {
+    let schema: Value = serde_json::from_str(include_str!("../schema/report.schema.json")).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(&catalogue().json)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    // and the contract's core fields are where the contract puts them
+    let c = &catalogue().json["cases"][0];
+    for path in [
+        "/id",
+        "/scenario",
+        "/params/family",
+        "/capture",
+        "/steps/0/ret",
+        "/wire/client/rst",
+        "/wire/first_fin",
+        "/wire/conn_state",
+        "/wire/history",
+        "/states/client",
+        "/time_wait/side",
+        "/data/client_to_server/lost",
+        "/verdict/status",
+        "/verdict/mismatches",
+    ] {
+        assert!(c.pointer(path).is_some(), "missing {path}");
+    }
+    for path in [
+        "/schema_version",
+        "/tool/name",
+        "/host/os",
+        "/host/kernel",
+        "/host/arch",
+        "/host/sysctls",
+        "/started_at",
+        "/duration_ms",
+    ] {
+        assert!(catalogue().json.pointer(path).is_some(), "missing {path}");
+    }
+}
+
+/// `scenario::expect::FACT_PATHS` must name real report fields: every
+/// pattern resolves in some case of a real report.
+#[test]
+fn every_fact_path_resolves_in_a_real_report() {
+    let cases = catalogue().json["cases"].as_array().unwrap();
+    for pattern in scenario::expect::FACT_PATHS {
+        let found = cases.iter().any(|c| {
+            let labels: Vec<&str> = c["steps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|s| s["label"].as_str())
+                .collect();
+            let concrete: Vec<String> = labels
+                .iter()
+                .map(|l| pattern.replace("<label>", l))
+                .chain([pattern.to_string()])
+                .map(|p| {
+                    p.replace("<side>", "client")
+                        .replace("<direction>", "client_to_server")
+                })
+                .collect();
+            concrete
+                .iter()
+                .any(|p| !p.contains('<') && teardown::verdict::resolve(c, p).is_some())
+        });
+        assert!(found, "{pattern} resolves in no case");
+    }
+}
+
+/// The independent witness: tshark reads each pcap and must count the same
+/// SYN/FIN/RST segments and payload bytes per side as the report.
+#[test]
+fn tshark_agrees_with_the_report_on_every_case() {
+    let tshark = Command::new("tshark").arg("--version").output();
+    assert!(
+        tshark.is_ok_and(|o| o.status.success()),
+        "tshark is the witness: install it (apt-get install tshark)"
+    );
+    let mut disagreements = Vec::new();
+    for c in &catalogue().report.cases {
+        let pcap = c.capture.as_deref().unwrap();
+        let out = Command::new("tshark")
+            .args(["-r", pcap, "-T", "fields", "-E", "separator=,"])
+            .args([
+                "-e",
+                "tcp.srcport",
+                "-e",
+                "tcp.flags.syn",
+                "-e",
+                "tcp.flags.fin",
+                "-e",
+                "tcp.flags.reset",
+                "-e",
+                "tcp.len",
+            ])
+            .args([
+                "-e",
+                "tcp.analysis.retransmission",
+                "-e",
+                "tcp.analysis.spurious_retransmission",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "tshark -r {pcap}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // side -> [syn, fin, rst, payload bytes not retransmitted]
+        let mut seen: BTreeMap<&str, [u64; 4]> = BTreeMap::new();
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let f: Vec<&str> = line.split(',').collect();
+            let set = |s: &str| s == "1" || s == "True";
+            let side = if f[0] == teardown::driver::SERVER_PORT.to_string() {
+                "server"
+            } else {
+                "client"
+            };
+            let e = seen.entry(side).or_default();
+            e[0] += u64::from(set(f[1]));
+            e[1] += u64::from(set(f[2]));
+            e[2] += u64::from(set(f[3]));
+            if f[5].is_empty() && f[6].is_empty() {
+                e[3] += f[4].parse::<u64>().unwrap_or(0);
+            }
+        }
+        let w = c.wire.as_ref().unwrap();
+        for (side, counts) in [("client", &w.client), ("server", &w.server)] {
+            let ours = [
+                u64::from(counts.syn),
+                u64::from(counts.fin),
+                u64::from(counts.rst),
+                counts.data_bytes,
+            ];
+            let theirs = seen.get(side).copied().unwrap_or_default();
+            if ours != theirs {
+                disagreements.push(format!(
+                    "{} {side}: report [syn fin rst bytes] {ours:?}, tshark {theirs:?}",
+                    c.id
+                ));
+            }
+        }
+    }
+    assert!(disagreements.is_empty(), "{disagreements:#?}");
+}
+
+/// The harness reports a mismatch, with both sides, when the OS does not do
+/// what the scenario expects; and an error when a step cannot run.
+#[test]
+fn a_wrong_expectation_fails_and_a_broken_scenario_errors() {
+    require_privileges();
+    let text = r#"title = "wrong on purpose"
+steps = '''
+client close as c
+server read until-eof
+server close
+'''
+params = { family = ["ipv4"] }
+[[expect]]
+os = "linux"
+claims = ["test"]
+facts = { "wire.client.rst" = 1, "wire.client.fin" = 1 }
+"#;
+    let (_, cases) = scenario::parse(Path::new("wrong.toml"), text).unwrap();
+    let opts = RunOptions {
+        captures_dir: None,
+        run_id: "t".into(),
+        jobs: 1,
+    };
+    let r = runner::run_case(&cases[0], &opts, &Reaper::default());
+    assert_eq!(r.verdict.status, Status::Fail);
+    assert_eq!(r.verdict.checks.len(), 2);
+    assert_eq!(r.verdict.mismatches.len(), 1);
+    let m = &r.verdict.mismatches[0];
+    assert_eq!(
+        (m.path.as_str(), &m.expected, &m.observed),
+        ("wire.client.rst", &Value::from(1), &Value::from(0))
+    );
+    assert!(r.capture.is_none());
+
+    let broken =
+        "title = \"t\"\nsteps = '''\nserver read 10\n'''\nparams = { family = [\"ipv6\"] }\n";
+    let (_, cases) = scenario::parse(Path::new("broken.toml"), broken).unwrap();
+    let mut cases = cases;
+    cases[0].steps.retain(|s| s.text != "server accept");
+    let r = runner::run_case(&cases[0], &opts, &Reaper::default());
+    assert_eq!(r.verdict.status, Status::Error);
+    assert!(
+        r.verdict
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("`server accept` first"),
+        "{:?}",
+        r.verdict.error
+    );
+}
+
+/// A blocking call is bounded: a read that nothing will satisfy times out
+/// at the step's `within`, and the case goes on.
+#[test]
+fn a_read_that_cannot_complete_times_out_at_its_bound() {
+    require_privileges();
+    let text = "title = \"t\"\nsteps = '''\nclient read 10 within 150ms as r\nclient close\n'''\nparams = { family = [\"ipv4\"] }\n";
+    let (_, cases) = scenario::parse(Path::new("bound.toml"), text).unwrap();
+    let opts = RunOptions {
+        captures_dir: None,
+        run_id: "t".into(),
+        jobs: 1,
+    };
+    let r = runner::run_case(&cases[0], &opts, &Reaper::default());
+    let s = r
+        .steps
+        .iter()
+        .find(|s| s.label.as_deref() == Some("r"))
+        .unwrap();
+    assert!(s.timed_out, "{s:?}");
+    assert_eq!(s.ret, None);
+    assert!(
+        (140.0..1000.0).contains(&s.duration_ms),
+        "{}",
+        s.duration_ms
+    );
+    assert_eq!(r.verdict.status, Status::Unchecked);
+    assert_eq!(
+        r.wire.as_ref().unwrap().client.fin,
+        1,
+        "the close after the timeout still ran"
+    );
+}

@@ -1,0 +1,61 @@
+# teardown: `just run-scenarios` runs the catalogue, `just test` runs the tests.
+# Both install what they need on Debian/Ubuntu (as root) or say what to install.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+bin := "target/release/teardown"
+
+# List the recipes
+default:
+    @just --list
+
+# Install missing system packages (Debian/Ubuntu, as root); elsewhere say what to install
+deps *packages="libpcap-dev pkg-config":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    missing=()
+    for p in {{packages}}; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && exit 0
+    if ! command -v apt-get >/dev/null; then
+        echo "teardown needs these packages (or your distribution's equivalent): ${missing[*]}" >&2
+        exit 1
+    fi
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "missing packages: ${missing[*]}" >&2
+        echo "install them with: sudo apt-get install -y ${missing[*]}" >&2
+        exit 1
+    fi
+    echo "installing: ${missing[*]}" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+
+# Build the teardown binary (release)
+build: deps
+    cargo build --release --locked
+
+# Run every scenario (or: just run-scenarios -f linger); needs root or CAP_NET_ADMIN+CAP_NET_RAW
+run-scenarios *args: build
+    {{bin}} run {{args}}
+
+# List the cases the scenarios expand to
+list *args: build
+    {{bin}} list {{args}}
+
+# Run the test suite (end-to-end tests need root; tshark is the independent witness)
+test: (deps "libpcap-dev" "pkg-config" "tshark")
+    cargo test --workspace --locked
+
+# Formatting and lints, as CI checks them
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# Benchmarks: per-case cost and whole-catalogue wall time (needs root)
+bench: deps
+    cargo bench --locked --bench cases
+
+# Regenerate the committed JSON Schema of the report
+schema: build
+    {{bin}} schema > harness/schema/report.schema.json
