@@ -39,6 +39,16 @@ pub enum FirstFin {
     Both,
 }
 
+impl FirstFin {
+    pub fn name(self) -> &'static str {
+        match self {
+            FirstFin::Client => "client",
+            FirstFin::Server => "server",
+            FirstFin::Both => "both",
+        }
+    }
+}
+
 /// The `wire` object of a case report.
 #[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 pub struct WireFacts {
@@ -117,7 +127,7 @@ enum Endpoint {
 
 impl Dir {
     fn base(&self, seg: &Segment) -> SeqNum {
-        self.isn.map_or(seg.seq, |i| i.add(1))
+        self.isn.map_or(seg.seq, |i| i + 1)
     }
 
     /// Adds [start, end) to the covered set; returns how many bytes were new.
@@ -202,7 +212,7 @@ pub fn analyze(
             dirs[me].isn.get_or_insert(seg.seq);
         }
         let base = dirs[me].base(seg);
-        let data_start = seg.seq.add(u32::from(f.syn)).since(base) as u64;
+        let data_start = (seg.seq + u32::from(f.syn)).since(base) as u64;
         if seg.len > 0 {
             let new = dirs[me].cover(data_start, data_start + u64::from(seg.len));
             dirs[me].counts.data_bytes += new;
@@ -212,7 +222,7 @@ pub fn analyze(
         }
         if f.fin {
             dirs[me].counts.fin += 1;
-            let fin_seq = seg.seq.add(u32::from(f.syn) + seg.len);
+            let fin_seq = seg.seq + (u32::from(f.syn) + seg.len);
             match dirs[me].fin_seq {
                 Some(s) if s == fin_seq && seg.len == 0 => retransmit = true,
                 Some(_) => {}
@@ -234,7 +244,7 @@ pub fn analyze(
         // What this side acknowledges of the peer's payload.
         if f.ack && !f.rst {
             if let Some(peer_isn) = dirs[peer].isn {
-                let rel = seg.ack.since(peer_isn.add(1)) as u64;
+                let rel = seg.ack.since(peer_isn + 1) as u64;
                 let extent = dirs[peer].covered.last().map_or(0, |r| r.1);
                 if rel <= extent + 1 {
                     dirs[peer].acked = dirs[peer].acked.max(rel.min(extent));
@@ -346,7 +356,7 @@ fn first_fin(dirs: &[Dir; 2]) -> Option<FirstFin> {
             // had not processed the peer's FIN: a simultaneous close.
             let acks_it = dirs[late]
                 .first_fin_ack
-                .is_some_and(|ack| ack.since(early_fin.add(1)) < (1 << 31));
+                .is_some_and(|ack| ack.since(early_fin + 1) < (1 << 31));
             Some(if acks_it { side(early) } else { FirstFin::Both })
         }
     }

@@ -140,10 +140,7 @@ pub fn main() -> i32 {
             let progress = |r: &CaseReport| {
                 let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                 if !quiet {
-                    let status = serde_json::to_value(r.verdict.status)
-                        .ok()
-                        .and_then(|v| v.as_str().map(String::from))
-                        .unwrap_or_default();
+                    let status = r.verdict.status.name();
                     let line = format!("[{n}/{total}] {} {status} ({:.1} ms)", r.id, r.duration_ms);
                     if tty {
                         eprint!("\r\x1b[2K{line}")

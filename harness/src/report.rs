@@ -159,6 +159,17 @@ pub struct Flow {
     pub corrupted: u64,
 }
 
+impl TimeWaitSide {
+    pub fn name(self) -> &'static str {
+        match self {
+            TimeWaitSide::Client => "client",
+            TimeWaitSide::Server => "server",
+            TimeWaitSide::Both => "both",
+            TimeWaitSide::None => "none",
+        }
+    }
+}
+
 impl Report {
     /// The worst outcome, for the exit status.
     pub fn worst(&self) -> Option<Status> {
@@ -253,22 +264,11 @@ pub fn table(report: &Report) -> String {
             s.map_or("-".into(), |s| format!("{}/{}", s.fin, s.rst))
         };
         let w = c.wire.as_ref();
-        let first = w.and_then(|w| w.first_fin).map_or("-".to_string(), |f| {
-            serde_json::to_value(f)
-                .ok()
-                .and_then(|v| v.as_str().map(String::from))
-                .unwrap_or_default()
-        });
-        let tw = match c.time_wait.side {
-            TimeWaitSide::None => "none".to_string(),
-            s => format!(
-                "{}",
-                serde_json::to_value(s)
-                    .ok()
-                    .and_then(|v| v.as_str().map(String::from))
-                    .unwrap_or_default()
-            ),
-        };
+        let first = w
+            .and_then(|w| w.first_fin)
+            .map_or("-", |f| f.name())
+            .to_string();
+        let tw = c.time_wait.side.name().to_string();
         let status = match c.verdict.status {
             Status::Pass => "pass".to_string(),
             Status::Unchecked => "unchecked".to_string(),

@@ -22,6 +22,17 @@ pub enum Status {
     Error,
 }
 
+impl Status {
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::Pass => "pass",
+            Status::Fail => "fail",
+            Status::Unchecked => "unchecked",
+            Status::Error => "error",
+        }
+    }
+}
+
 /// One `path = matcher` of the scenario, and what was observed.
 #[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 pub struct Check {

@@ -23,8 +23,13 @@ impl SeqNum {
     pub fn since(self, earlier: SeqNum) -> u32 {
         self.0.wrapping_sub(earlier.0)
     }
+}
 
-    pub fn add(self, n: u32) -> SeqNum {
+impl std::ops::Add<u32> for SeqNum {
+    type Output = SeqNum;
+
+    /// Advances by `n` units of sequence space, wrapping.
+    fn add(self, n: u32) -> SeqNum {
         SeqNum(self.0.wrapping_add(n))
     }
 }
@@ -270,7 +275,7 @@ mod tests {
         assert!(s.src.is_ipv6());
         assert_eq!(s.flags.to_string(), "S");
         assert_eq!(s.seq_len(), 1);
-        assert_eq!(s.seq.add(1), SeqNum(0), "sequence numbers wrap");
+        assert_eq!(s.seq + 1, SeqNum(0), "sequence numbers wrap");
     }
 
     #[test]

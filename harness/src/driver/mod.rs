@@ -300,9 +300,15 @@ impl Driver<'_> {
 
     fn existing(&self, actor: Actor) -> Result<RawFd, CallResult> {
         self.fd(actor).ok_or_else(|| {
-            CallResult::harness_error(format!(
-                "the {actor} has no open socket (never created, or already closed)"
-            ))
+            CallResult::harness_error(match (actor, self.accepted) {
+                (Actor::Server, false) => {
+                    "the server has no socket yet: `server accept` first".to_string()
+                }
+                (Actor::Client, _) if self.ends.client.is_none() => {
+                    "the client has no connected socket: `client connect` first".to_string()
+                }
+                _ => format!("the {actor} has no open socket: it was already closed"),
+            })
         })
     }
 
