@@ -1,0 +1,98 @@
+//! `just bench`: what a case costs, measured (needs root).
+//!
+//! 1. Latency: one timer-free case (close-graceful/ipv4) run alone, 60 times;
+//!    median and spread of its wall time and of each phase.
+//! 2. Throughput: the same case 60 times with the default job count; wall
+//!    time divided by cases is the amortised cost per case.
+//! 3. The whole catalogue with the default job count, against its longest case.
+//! 4. Peak resident memory of this process.
+
+use std::path::Path;
+use std::time::Instant;
+
+use teardown::capture::Reaper;
+use teardown::report::CaseReport;
+use teardown::runner::{self, RunOptions};
+use teardown::scenario::{self, Case};
+
+const RUNS: usize = 60;
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn summary(name: &str, mut xs: Vec<f64>) {
+    xs.sort_by(f64::total_cmp);
+    println!(
+        "  {name:<18} median {:>7.2} ms   p10 {:>7.2}   p90 {:>7.2}   max {:>7.2}",
+        percentile(&xs, 0.5),
+        percentile(&xs, 0.1),
+        percentile(&xs, 0.9),
+        xs[xs.len() - 1]
+    );
+}
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(0)
+}
+
+fn main() {
+    if let Err(e) = runner::check_privileges() {
+        eprintln!("bench: {e}");
+        std::process::exit(77);
+    }
+    let scenarios = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    let files = scenario::discover(&[scenarios.clone()]).expect("scenarios");
+    let all: Vec<Case> = files.iter().flat_map(|f| scenario::load(f).expect("scenario").1).collect();
+    let case = all.iter().find(|c| c.id == "close-graceful/ipv4").expect("close-graceful/ipv4").clone();
+    let captures = std::env::temp_dir().join(format!("teardown-bench-{}", std::process::id()));
+    let opts = |jobs| RunOptions { captures_dir: Some(captures.clone()), run_id: "bench".into(), jobs };
+
+    println!("teardown bench on {} ({} CPUs), kernel {}", std::env::consts::ARCH, num_cpus(), runner::host().kernel);
+
+    // 1. latency, one case at a time
+    let reaper = Reaper::default();
+    let _ = runner::run_case(&case, &opts(1), &reaper); // warm-up
+    let runs: Vec<CaseReport> = (0..RUNS).map(|_| runner::run_case(&case, &opts(1), &reaper)).collect();
+    reaper.wait();
+    assert!(runs.iter().all(|r| r.verdict.status == teardown::verdict::Status::Pass), "the benchmark case must pass");
+    println!("\n1. latency of {} alone, {RUNS} runs (namespace + capture + steps + analysis + pcap + verdict):", case.id);
+    summary("case", runs.iter().map(|r| r.duration_ms).collect());
+    summary("  sandbox", runs.iter().map(|r| r.timing.sandbox_ms).collect());
+    summary("  observe setup", runs.iter().map(|r| r.timing.observe_setup_ms).collect());
+    summary("  steps + settle", runs.iter().map(|r| r.timing.run_ms).collect());
+    summary("  finish", runs.iter().map(|r| r.timing.finish_ms).collect());
+    summary("without capture setup", runs.iter().map(|r| r.duration_ms - r.timing.observe_setup_ms).collect());
+
+    // 2. throughput
+    let many: Vec<Case> = (0..RUNS).map(|_| case.clone()).collect();
+    let t = Instant::now();
+    let report = runner::run_all(&many, &opts(runner::default_jobs()), &|_| {});
+    let wall = t.elapsed().as_secs_f64() * 1e3;
+    assert_eq!(report.summary.pass, RUNS);
+    println!("\n2. throughput: {RUNS} x {} with {} jobs: {wall:.1} ms wall, {:.2} ms per case", case.id, runner::default_jobs(), wall / RUNS as f64);
+
+    // 3. the catalogue
+    let t = Instant::now();
+    let report = runner::run_all(&all, &opts(runner::default_jobs()), &|_| {});
+    let wall = t.elapsed().as_secs_f64() * 1e3;
+    let longest = report.cases.iter().max_by(|a, b| a.duration_ms.total_cmp(&b.duration_ms)).expect("cases");
+    println!(
+        "\n3. catalogue: {} cases, {wall:.1} ms wall; longest case {} {:.1} ms; ratio {:.2}",
+        report.cases.len(),
+        longest.id,
+        longest.duration_ms,
+        wall / longest.duration_ms
+    );
+    println!("   verdicts: {} pass, {} fail, {} unchecked, {} error", report.summary.pass, report.summary.fail, report.summary.unchecked, report.summary.error);
+
+    println!("\n4. peak RSS: {} KiB", peak_rss_kib());
+    let _ = std::fs::remove_dir_all(&captures);
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
