@@ -35,7 +35,11 @@ fn summary(name: &str, mut xs: Vec<f64>) {
 fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -45,27 +49,69 @@ fn main() {
         std::process::exit(77);
     }
     let scenarios = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
-    let files = scenario::discover(&[scenarios.clone()]).expect("scenarios");
-    let all: Vec<Case> = files.iter().flat_map(|f| scenario::load(f).expect("scenario").1).collect();
-    let case = all.iter().find(|c| c.id == "close-graceful/ipv4").expect("close-graceful/ipv4").clone();
+    let files = scenario::discover(std::slice::from_ref(&scenarios)).expect("scenarios");
+    let all: Vec<Case> = files
+        .iter()
+        .flat_map(|f| scenario::load(f).expect("scenario").1)
+        .collect();
+    let case = all
+        .iter()
+        .find(|c| c.id == "close-graceful/ipv4")
+        .expect("close-graceful/ipv4")
+        .clone();
     let captures = std::env::temp_dir().join(format!("teardown-bench-{}", std::process::id()));
-    let opts = |jobs| RunOptions { captures_dir: Some(captures.clone()), run_id: "bench".into(), jobs };
+    let opts = |jobs| RunOptions {
+        captures_dir: Some(captures.clone()),
+        run_id: "bench".into(),
+        jobs,
+    };
 
-    println!("teardown bench on {} ({} CPUs), kernel {}", std::env::consts::ARCH, num_cpus(), runner::host().kernel);
+    println!(
+        "teardown bench on {} ({} CPUs), kernel {}",
+        std::env::consts::ARCH,
+        num_cpus(),
+        runner::host().kernel
+    );
 
     // 1. latency, one case at a time
     let reaper = Reaper::default();
     let _ = runner::run_case(&case, &opts(1), &reaper); // warm-up
-    let runs: Vec<CaseReport> = (0..RUNS).map(|_| runner::run_case(&case, &opts(1), &reaper)).collect();
+    let runs: Vec<CaseReport> = (0..RUNS)
+        .map(|_| runner::run_case(&case, &opts(1), &reaper))
+        .collect();
     reaper.wait();
-    assert!(runs.iter().all(|r| r.verdict.status == teardown::verdict::Status::Pass), "the benchmark case must pass");
-    println!("\n1. latency of {} alone, {RUNS} runs (namespace + capture + steps + analysis + pcap + verdict):", case.id);
+    assert!(
+        runs.iter()
+            .all(|r| r.verdict.status == teardown::verdict::Status::Pass),
+        "the benchmark case must pass"
+    );
+    println!(
+        "\n1. latency of {} alone, {RUNS} runs (namespace + capture + steps + analysis + pcap + verdict):",
+        case.id
+    );
     summary("case", runs.iter().map(|r| r.duration_ms).collect());
-    summary("  sandbox", runs.iter().map(|r| r.timing.sandbox_ms).collect());
-    summary("  observe setup", runs.iter().map(|r| r.timing.observe_setup_ms).collect());
-    summary("  steps + settle", runs.iter().map(|r| r.timing.run_ms).collect());
-    summary("  finish", runs.iter().map(|r| r.timing.finish_ms).collect());
-    summary("without capture setup", runs.iter().map(|r| r.duration_ms - r.timing.observe_setup_ms).collect());
+    summary(
+        "  sandbox",
+        runs.iter().map(|r| r.timing.sandbox_ms).collect(),
+    );
+    summary(
+        "  observe setup",
+        runs.iter().map(|r| r.timing.observe_setup_ms).collect(),
+    );
+    summary(
+        "  steps + settle",
+        runs.iter().map(|r| r.timing.run_ms).collect(),
+    );
+    summary(
+        "  finish",
+        runs.iter().map(|r| r.timing.finish_ms).collect(),
+    );
+    summary(
+        "without capture setup",
+        runs.iter()
+            .map(|r| r.duration_ms - r.timing.observe_setup_ms)
+            .collect(),
+    );
 
     // 2. throughput
     let many: Vec<Case> = (0..RUNS).map(|_| case.clone()).collect();
@@ -73,13 +119,22 @@ fn main() {
     let report = runner::run_all(&many, &opts(runner::default_jobs()), &|_| {});
     let wall = t.elapsed().as_secs_f64() * 1e3;
     assert_eq!(report.summary.pass, RUNS);
-    println!("\n2. throughput: {RUNS} x {} with {} jobs: {wall:.1} ms wall, {:.2} ms per case", case.id, runner::default_jobs(), wall / RUNS as f64);
+    println!(
+        "\n2. throughput: {RUNS} x {} with {} jobs: {wall:.1} ms wall, {:.2} ms per case",
+        case.id,
+        runner::default_jobs(),
+        wall / RUNS as f64
+    );
 
     // 3. the catalogue
     let t = Instant::now();
     let report = runner::run_all(&all, &opts(runner::default_jobs()), &|_| {});
     let wall = t.elapsed().as_secs_f64() * 1e3;
-    let longest = report.cases.iter().max_by(|a, b| a.duration_ms.total_cmp(&b.duration_ms)).expect("cases");
+    let longest = report
+        .cases
+        .iter()
+        .max_by(|a, b| a.duration_ms.total_cmp(&b.duration_ms))
+        .expect("cases");
     println!(
         "\n3. catalogue: {} cases, {wall:.1} ms wall; longest case {} {:.1} ms; ratio {:.2}",
         report.cases.len(),
@@ -87,7 +142,10 @@ fn main() {
         longest.duration_ms,
         wall / longest.duration_ms
     );
-    println!("   verdicts: {} pass, {} fail, {} unchecked, {} error", report.summary.pass, report.summary.fail, report.summary.unchecked, report.summary.error);
+    println!(
+        "   verdicts: {} pass, {} fail, {} unchecked, {} error",
+        report.summary.pass, report.summary.fail, report.summary.unchecked, report.summary.error
+    );
 
     println!("\n4. peak RSS: {} KiB", peak_rss_kib());
     let _ = std::fs::remove_dir_all(&captures);

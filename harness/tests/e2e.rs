@@ -324,8 +324,8 @@ fn a_read_that_cannot_complete_times_out_at_its_bound() {
         .iter()
         .find(|s| s.label.as_deref() == Some("r"))
         .unwrap();
-    assert!(s.timed_out, "{s:?}");
-    assert_eq!(s.ret, None);
+    assert!(s.result.timed_out, "{s:?}");
+    assert_eq!(s.result.ret, None);
     assert!(
         (140.0..1000.0).contains(&s.duration_ms),
         "{}",

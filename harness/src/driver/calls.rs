@@ -12,13 +12,14 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use super::pattern;
 use crate::scenario::{How, IoctlQuery, Payload, ReadAmount, SockOpt};
 
 /// The raw result of one step's calls.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, JsonSchema)]
 pub struct CallResult {
     /// The return value of the last system call (for data calls: total bytes
     /// moved when the step succeeded). `None` when no call completed.
@@ -33,6 +34,9 @@ pub struct CallResult {
     pub timed_out: bool,
     /// Plain-language detail (e.g. "EOF after 65536 bytes", "revents POLLIN|POLLRDHUP").
     pub note: Option<String>,
+    /// The step could not be attempted (a scenario mistake such as reading
+    /// before `accept`, or a harness failure): not an observation.
+    pub harness_error: Option<String>,
 }
 
 impl CallResult {
@@ -55,9 +59,9 @@ impl CallResult {
         }
     }
 
-    pub fn harness_error(note: impl Into<String>) -> CallResult {
+    pub fn harness_error(why: impl Into<String>) -> CallResult {
         CallResult {
-            note: Some(note.into()),
+            harness_error: Some(why.into()),
             ..Default::default()
         }
     }

@@ -48,12 +48,9 @@ pub struct StepRecord {
     pub start_ms: f64,
     /// How long the call took (for bg steps: until it returned, not until joined).
     pub duration_ms: f64,
-    pub ret: Option<i64>,
-    pub errno: Option<String>,
-    pub bytes: Option<u64>,
-    pub value: Option<i64>,
-    pub timed_out: bool,
-    pub note: Option<String>,
+    /// What the call returned.
+    #[serde(flatten)]
+    pub result: CallResult,
 }
 
 /// Per-direction application-level accounting.
@@ -218,12 +215,7 @@ impl Driver<'_> {
             background: step.background,
             start_ms: self.elapsed_ms(start),
             duration_ms: 0.0,
-            ret: None,
-            errno: None,
-            bytes: None,
-            value: None,
-            timed_out: false,
-            note: None,
+            result: CallResult::default(),
         });
         if step.background {
             self.spawn(step, index, deadline, bound);
@@ -235,29 +227,28 @@ impl Driver<'_> {
     }
 
     fn fill(&mut self, index: usize, start: Instant, end: Instant, r: CallResult) {
-        if r.ret.is_none() && !r.timed_out && r.note.is_some() && r.errno.is_none() {
-            // A step that could not even be attempted is the scenario's or
-            // the harness's problem, not an observation.
+        if let Some(why) = &r.harness_error {
+            // Not an observation: the scenario's or the harness's problem.
             let rec = &self.records[index];
-            let where_ = rec
+            let at = rec
                 .line
                 .map_or("implicit setup".to_string(), |l| format!("line {l}"));
-            self.problem(format!(
-                "{where_}: `{}`: {}",
-                rec.call,
-                r.note.clone().unwrap_or_default()
-            ));
+            self.problem(format!("{at}: `{}`: {why}", rec.call));
         }
         let t0 = self.t0;
         let rec = &mut self.records[index];
         rec.start_ms = calls::ms(start.saturating_duration_since(t0));
         rec.duration_ms = calls::ms(end.saturating_duration_since(start));
-        rec.ret = r.ret;
-        rec.errno = r.errno;
-        rec.bytes = r.bytes;
-        rec.value = r.value;
-        rec.timed_out = r.timed_out;
-        rec.note = r.note;
+        rec.result = r;
+    }
+
+    /// Takes the actor's socket out of the driver (for close).
+    fn take_socket(&mut self, actor: Actor) -> Option<Socket> {
+        match actor {
+            Actor::Client => self.client.take(),
+            Actor::Server => self.server.take(),
+            Actor::Listener => self.listener.take(),
+        }
     }
 
     fn fd(&self, actor: Actor) -> Option<RawFd> {
@@ -271,7 +262,7 @@ impl Driver<'_> {
 
     /// The actor's socket, created on first use for client and listener
     /// (so options can be set before connect/listen).
-    fn ensure_socket(&mut self, actor: Actor) -> Result<RawFd, CallResult> {
+    fn ensure_socket(&mut self, actor: Actor) -> Result<RawFd, Box<CallResult>> {
         if let Some(fd) = self.fd(actor) {
             return Ok(fd);
         }
@@ -279,9 +270,9 @@ impl Driver<'_> {
             Actor::Client => &mut self.client,
             Actor::Listener => &mut self.listener,
             Actor::Server => {
-                return Err(CallResult::harness_error(
+                return Err(Box::new(CallResult::harness_error(
                     "the server has no socket yet: `server accept` first",
-                ));
+                )));
             }
         };
         let domain = match self.case.family {
@@ -294,13 +285,13 @@ impl Driver<'_> {
                 *slot = Some(s);
                 Ok(fd)
             }
-            Err(e) => Err(io_result(&e)),
+            Err(e) => Err(Box::new(io_result(&e))),
         }
     }
 
-    fn existing(&self, actor: Actor) -> Result<RawFd, CallResult> {
+    fn existing(&self, actor: Actor) -> Result<RawFd, Box<CallResult>> {
         self.fd(actor).ok_or_else(|| {
-            CallResult::harness_error(match (actor, self.accepted) {
+            Box::new(CallResult::harness_error(match (actor, self.accepted) {
                 (Actor::Server, false) => {
                     "the server has no socket yet: `server accept` first".to_string()
                 }
@@ -308,13 +299,13 @@ impl Driver<'_> {
                     "the client has no connected socket: `client connect` first".to_string()
                 }
                 _ => format!("the {actor} has no open socket: it was already closed"),
-            })
+            }))
         })
     }
 
     fn perform(&mut self, step: &Step, deadline: Instant) -> CallResult {
         let actor = step.actor;
-        let result = (|| -> Result<CallResult, CallResult> {
+        let result = (|| -> Result<CallResult, Box<CallResult>> {
             Ok(match (&step.action, actor) {
                 (Action::Sleep(d), _) => {
                     std::thread::sleep(*d);
@@ -379,12 +370,7 @@ impl Driver<'_> {
                     calls::setsockopt(fd, *opt)
                 }
                 (Action::Close, Some(a)) => {
-                    let sock = match a {
-                        Actor::Client => self.client.take(),
-                        Actor::Server => self.server.take(),
-                        Actor::Listener => self.listener.take(),
-                    };
-                    let sock = sock.ok_or_else(|| {
+                    let sock = self.take_socket(a).ok_or_else(|| {
                         CallResult::harness_error(format!("the {a} has no open socket to close"))
                     })?;
                     calls::close(sock.into_raw_fd())
@@ -395,7 +381,7 @@ impl Driver<'_> {
                 }
             })
         })();
-        result.unwrap_or_else(|e| e)
+        result.unwrap_or_else(|e| *e)
     }
 
     fn connect(&mut self, fd: RawFd, deadline: Instant) -> CallResult {
@@ -436,7 +422,7 @@ impl Driver<'_> {
         want: crate::tcp::TcpState,
         deadline: Instant,
     ) -> CallResult {
-        let mut pause = Duration::from_micros(50);
+        let mut backoff = Backoff::new();
         loop {
             self.observe();
             let entry = match actor {
@@ -460,8 +446,7 @@ impl Driver<'_> {
                     ..Default::default()
                 };
             }
-            std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
-            pause = (pause * 2).min(Duration::from_millis(5));
+            backoff.sleep(deadline);
         }
     }
 
@@ -470,12 +455,7 @@ impl Driver<'_> {
         let label = step.label.clone().expect("bg steps have a label");
         // A bg close takes the socket: later steps see it closed.
         let fd = if step.action == Action::Close {
-            match actor {
-                Actor::Client => self.client.take(),
-                Actor::Server => self.server.take(),
-                Actor::Listener => self.listener.take(),
-            }
-            .map(IntoRawFd::into_raw_fd)
+            self.take_socket(actor).map(IntoRawFd::into_raw_fd)
         } else {
             self.fd(actor)
         };
@@ -552,7 +532,7 @@ impl Driver<'_> {
     /// state (a segment in flight), then keeps the final snapshot.
     fn settle(&mut self, bound: Duration) -> bool {
         let deadline = Instant::now() + bound;
-        let mut pause = Duration::from_micros(50);
+        let mut backoff = Backoff::new();
         loop {
             self.observe();
             let busy = self.last_snapshot.iter().any(|e| e.state.is_transient());
@@ -562,9 +542,27 @@ impl Driver<'_> {
             if Instant::now() >= deadline {
                 return false;
             }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(5));
+            backoff.sleep(deadline);
         }
+    }
+}
+
+/// Pauses between polls of the kernel's socket table: 50 us doubling to
+/// 5 ms, so short waits resolve fast and long ones cost little.
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff(Duration::from_micros(50))
+    }
+
+    /// Sleeps for the next pause, never past `deadline`.
+    fn sleep(&mut self, deadline: Instant) {
+        std::thread::sleep(
+            self.0
+                .min(deadline.saturating_duration_since(Instant::now())),
+        );
+        self.0 = (self.0 * 2).min(Duration::from_millis(5));
     }
 }
 
