@@ -11,13 +11,13 @@
 use std::net::SocketAddr;
 
 use schemars::JsonSchema;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::tcp::Side;
 use crate::wire::{Segment, SeqNum};
 
 /// Segments one side sent, as seen in the capture.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SideCounts {
     pub syn: u32,
     pub fin: u32,
@@ -29,7 +29,7 @@ pub struct SideCounts {
 }
 
 /// Whose FIN appeared first on the wire.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum FirstFin {
     Client,
@@ -50,7 +50,7 @@ impl FirstFin {
 }
 
 /// The `wire` object of a case report.
-#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct WireFacts {
     pub client: SideCounts,
     pub server: SideCounts,
@@ -66,7 +66,7 @@ pub struct WireFacts {
 }
 
 /// One segment of the connection, for reading a case without Wireshark.
-#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct PacketRecord {
     /// Milliseconds since the case started.
     pub t_ms: f64,

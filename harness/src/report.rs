@@ -10,7 +10,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use schemars::JsonSchema;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::analyze::{PacketRecord, WireFacts};
 use crate::driver::StepRecord;
@@ -21,7 +21,7 @@ use crate::verdict::{Status, Verdict};
 /// Bumped when a field of the contract changes name or meaning.
 pub const SCHEMA_VERSION: u32 = 1;
 
-#[derive(Clone, Debug, Serialize, JsonSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct Report {
     pub schema_version: u32,
     pub tool: Tool,
@@ -35,13 +35,13 @@ pub struct Report {
     pub summary: Summary,
 }
 
-#[derive(Clone, Debug, Serialize, JsonSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct Tool {
     pub name: String,
     pub version: String,
 }
 
-#[derive(Clone, Debug, Serialize, JsonSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct Host {
     /// linux | freebsd | macos | windows
     pub os: String,
@@ -54,7 +54,7 @@ pub struct Host {
 }
 
 /// Cases per verdict status.
-#[derive(Clone, Debug, Default, Serialize, JsonSchema)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
 pub struct Summary {
     pub pass: usize,
     pub fail: usize,
@@ -62,7 +62,7 @@ pub struct Summary {
     pub error: usize,
 }
 
-#[derive(Clone, Debug, Serialize, JsonSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct CaseReport {
     /// Scenario id and params, unique in the report: `linger-zero/ipv4`.
     pub id: String,
@@ -100,7 +100,7 @@ pub struct CaseReport {
 }
 
 /// Wall time of each phase of a case, in milliseconds.
-#[derive(Clone, Debug, Default, Serialize, JsonSchema)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
 pub struct Timing {
     /// New namespace, lo up, sysctls read.
     pub sandbox_ms: f64,
@@ -113,13 +113,13 @@ pub struct Timing {
 }
 
 /// Each side's last kernel state (CLOSED once its socket is gone).
-#[derive(Clone, Debug, Default, Serialize, JsonSchema)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
 pub struct FinalState {
     pub client: Option<TcpState>,
     pub server: Option<TcpState>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TimeWaitSide {
     Client,
@@ -129,21 +129,21 @@ pub enum TimeWaitSide {
 }
 
 /// Who held a TIME-WAIT socket at the end of the case (sock_diag).
-#[derive(Clone, Debug, Serialize, JsonSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct TimeWait {
     pub side: TimeWaitSide,
     /// The kernel's remaining TIME-WAIT timer (the smaller, if both).
     pub remaining_ms: Option<u32>,
 }
 
-#[derive(Clone, Debug, Default, Serialize, JsonSchema)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
 pub struct DataFlows {
     pub client_to_server: Flow,
     pub server_to_client: Flow,
 }
 
 /// Bytes of one direction, from the application's and the wire's view.
-#[derive(Clone, Debug, Default, Serialize, JsonSchema)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
 pub struct Flow {
     /// Accepted by write() calls.
     pub written: u64,

@@ -101,7 +101,7 @@ pub fn run_all(
         },
         host: host(),
         started_at: report::rfc3339(started),
-        duration_ms: t.elapsed().as_secs_f64() * 1e3,
+        duration_ms: ms_since(t),
         run_id: opts.run_id.clone(),
         summary: Summary::of(&cases),
         cases,
@@ -130,7 +130,7 @@ pub fn run_case(case: &Case, opts: &RunOptions, reaper: &Reaper) -> CaseReport {
             })
     });
     let mut r = result.unwrap_or_else(|problem| empty_report(case, vec![problem]));
-    r.duration_ms = started.elapsed().as_secs_f64() * 1e3;
+    r.duration_ms = ms_since(started);
     r
 }
 
@@ -219,7 +219,7 @@ fn run_case_here(case: &Case, opts: &RunOptions, reaper: &Reaper) -> CaseReport 
 }
 
 fn ms_since(t: Instant) -> f64 {
-    t.elapsed().as_secs_f64() * 1e3
+    driver::calls::ms(t.elapsed())
 }
 
 fn build_report(
@@ -322,7 +322,25 @@ fn empty_report(case: &Case, problems: Vec<String>) -> CaseReport {
     r
 }
 
-/// A run id from the start time: `20261121T101500Z`.
+/// A run id from the start time, to the millisecond so that two runs in
+/// the same second do not share a capture folder: `20261121T101500.123Z`.
 pub fn run_id(t: SystemTime) -> String {
-    report::rfc3339(t).replace(['-', ':'], "")
+    let millis = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_millis());
+    let secs = report::rfc3339(t).replace(['-', ':'], "");
+    format!("{}.{millis:03}Z", secs.trim_end_matches('Z'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn run_ids_sort_by_time_and_differ_within_a_second() {
+        let t = UNIX_EPOCH + Duration::from_millis(1_795_258_861_007);
+        assert_eq!(run_id(t), "20261121T110101.007Z");
+        assert_ne!(run_id(t), run_id(t + Duration::from_millis(1)));
+    }
 }

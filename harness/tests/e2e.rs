@@ -147,6 +147,36 @@ fn report_validates_against_the_committed_schema() {
     }
 }
 
+/// A report read back is the report written: what `compare` will rely on.
+#[test]
+fn a_real_report_round_trips_through_json() {
+    let text = serde_json::to_string_pretty(&catalogue().report).unwrap();
+    let back: Report = serde_json::from_str(&text).unwrap();
+    let again = serde_json::to_value(&back).unwrap();
+    assert_eq!(first_difference(&catalogue().json, &again, ""), None);
+}
+
+/// The JSON pointer of the first place two values differ, with both values.
+fn first_difference(a: &Value, b: &Value, at: &str) -> Option<String> {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            x.keys()
+                .chain(y.keys())
+                .find_map(|k| match (x.get(k), y.get(k)) {
+                    (Some(p), Some(q)) => first_difference(p, q, &format!("{at}/{k}")),
+                    _ => Some(format!("{at}/{k}: present on one side only")),
+                })
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => x
+            .iter()
+            .zip(y)
+            .enumerate()
+            .find_map(|(i, (p, q))| first_difference(p, q, &format!("{at}/{i}"))),
+        _ if a == b => None,
+        _ => Some(format!("{at}: {a} != {b}")),
+    }
+}
+
 /// `scenario::expect::FACT_PATHS` must name real report fields: every
 /// pattern resolves in some case of a real report.
 #[test]

@@ -13,13 +13,13 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use schemars::JsonSchema;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::pattern;
 use crate::scenario::{How, IoctlQuery, Payload, ReadAmount, SockOpt};
 
 /// The raw result of one step's calls.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct CallResult {
     /// The return value of the last system call (for data calls: total bytes
     /// moved when the step succeeded). `None` when no call completed.
@@ -441,7 +441,8 @@ pub fn wait_ready(fd: RawFd, events: libc::c_short, deadline: Instant) -> CallRe
     }
 }
 
-/// Milliseconds between two instants, as the report shows them.
+/// Milliseconds, as the report shows them: rounded to the microsecond,
+/// the precision of the clocks and of pcap timestamps.
 pub fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
+    (d.as_secs_f64() * 1e6).round() / 1e3
 }

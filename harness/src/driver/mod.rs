@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use schemars::JsonSchema;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 pub use calls::{CallResult, StreamLog};
@@ -34,7 +34,7 @@ use crate::tcp::Side;
 pub const SERVER_PORT: u16 = 9000;
 
 /// One step as it ran.
-#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct StepRecord {
     /// Line in the scenario file (null for the implicit connection setup).
     pub line: Option<usize>,

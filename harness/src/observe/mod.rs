@@ -45,7 +45,7 @@ pub struct SockEntry {
 pub struct ObserveError(pub String);
 
 use schemars::JsonSchema;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::tcp::Side;
 
@@ -80,7 +80,7 @@ impl Ends {
 }
 
 /// A change of a side's kernel state, as first seen by a snapshot.
-#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct StateChange {
     /// Milliseconds since the case started.
     pub t_ms: f64,
@@ -89,7 +89,7 @@ pub struct StateChange {
 
 /// Each side's states over the case, deduplicated. A socket that was seen
 /// and then vanished from the kernel's table is recorded as CLOSED.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Timeline {
     pub client: Vec<StateChange>,
     pub server: Vec<StateChange>,
