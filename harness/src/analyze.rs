@@ -370,10 +370,7 @@ fn conn_state(orig: &Dir, resp: &Dir) -> &'static str {
     let r_inactive = matches!(rs, Inactive | Partial);
     if rs == Reset {
         if matches!(os, SynSent | SynAckSent)
-            || (os == Reset
-                && orig.counts.data_bytes == 0
-                && resp.counts.data_bytes == 0
-                && !handshake_done(orig, resp))
+            || (os == Reset && orig.counts.data_bytes == 0 && resp.counts.data_bytes == 0)
         {
             "REJ"
         } else if o_inactive {
@@ -382,9 +379,11 @@ fn conn_state(orig: &Dir, resp: &Dir) -> &'static str {
             "RSTR"
         }
     } else if os == Reset {
+        // Zeek: history matches /^?S[^HAFGIQ]*R.*/ (originator letters).
+        let mut before_rst = orig.history.iter().take_while(|c| **c != 'r');
         if r_inactive
             && orig.history.first() == Some(&'s')
-            && !orig.history.iter().any(|c| "hafdq".contains(*c))
+            && before_rst.all(|c| !"hafgiq".contains(*c))
         {
             "RSTOS0"
         } else {
@@ -403,10 +402,6 @@ fn conn_state(orig: &Dir, resp: &Dir) -> &'static str {
     } else {
         "OTH"
     }
-}
-
-fn handshake_done(orig: &Dir, resp: &Dir) -> bool {
-    orig.history.contains(&'s') && resp.history.contains(&'h') && orig.history.contains(&'a')
 }
 
 #[cfg(test)]
@@ -507,6 +502,12 @@ mod tests {
         let a = run(&[(true, "S", 100, 0, 0), (false, "R.", 0, 101, 0)]);
         assert_eq!(a.wire.conn_state, "REJ");
         assert_eq!(a.wire.first_rst, Some(Side::Server));
+    }
+
+    #[test]
+    fn test_syn_sent_abort_without_reply_is_rstos0() {
+        let a = run(&[(true, "S", 100, 0, 0), (true, "R", 101, 0, 0)]);
+        assert_eq!(a.wire.conn_state, "RSTOS0");
     }
 
     #[test]

@@ -46,11 +46,14 @@ pub fn os_name() -> &'static str {
     std::env::consts::OS
 }
 
-/// Fails fast, before any case, if namespaces cannot be created here.
+/// Fails fast, before any case, if this process cannot create a namespace,
+/// bring its lo up, or capture in it.
 pub fn check_privileges() -> Result<(), SandboxError> {
-    std::thread::spawn(|| sandbox::enter_fresh_namespace().map(|_| ()))
-        .join()
-        .unwrap_or_else(|_| Err(SandboxError::Setup("privilege probe panicked".into())))
+    std::thread::spawn(|| {
+        sandbox::enter_fresh_namespace().and_then(|ns| sandbox::check_capture_permission(&ns))
+    })
+    .join()
+    .unwrap_or_else(|_| Err(SandboxError::Setup("privilege probe panicked".into())))
 }
 
 /// The host facts every report carries.

@@ -271,14 +271,9 @@ pub fn read(
             continue;
         }
         if n == 0 {
-            let note = match amount {
-                ReadAmount::UntilEof => format!("EOF after {total} bytes"),
-                _ if want == 0 => continue,
-                _ => format!("EOF after {total} bytes"),
-            };
             break CallResult {
                 ret: Some(total as i64),
-                note: Some(note),
+                note: Some(format!("EOF after {total} bytes")),
                 ..Default::default()
             };
         }

@@ -55,12 +55,33 @@ fn bring_up_loopback() -> Result<(), SandboxError> {
         }
         ifr.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
         if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr) != 0 {
-            return Err(SandboxError::Setup(format!(
-                "SIOCSIFFLAGS lo up: {}",
-                std::io::Error::last_os_error()
-            )));
+            let e = std::io::Error::last_os_error();
+            return Err(if e.raw_os_error() == Some(libc::EPERM) {
+                SandboxError::NotPermitted(format!("bringing lo up was refused ({e})"))
+            } else {
+                SandboxError::Setup(format!("SIOCSIFFLAGS lo up: {e}"))
+            });
         }
     }
+    Ok(())
+}
+
+/// Whether this process may open packet sockets (what libpcap needs), in
+/// the calling thread's namespace.
+pub fn check_capture_permission(_ns: &Namespace) -> Result<(), SandboxError> {
+    // SAFETY: plain socket(2); the fd is closed right away.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+    if fd < 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(match e.raw_os_error() {
+            Some(libc::EPERM) | Some(libc::EACCES) => {
+                SandboxError::NotPermitted(format!("opening a packet socket was refused ({e})"))
+            }
+            _ => SandboxError::Setup(format!("packet socket: {e}")),
+        });
+    }
+    // SAFETY: we own fd.
+    unsafe { libc::close(fd) };
     Ok(())
 }
 

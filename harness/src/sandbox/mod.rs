@@ -16,7 +16,7 @@ pub use linux::*;
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
     #[error(
-        "creating a network namespace was refused ({0}): run teardown as root, or give it CAP_NET_ADMIN and CAP_NET_RAW (e.g. `sudo setcap cap_net_admin,cap_net_raw+ep target/release/teardown`)"
+        "{0}: run teardown as root, or give the binary CAP_SYS_ADMIN (new namespaces), CAP_NET_ADMIN (lo up) and CAP_NET_RAW (capture): sudo setcap cap_sys_admin,cap_net_admin,cap_net_raw+ep target/release/teardown"
     )]
     NotPermitted(String),
     #[error("setting up the case's network namespace failed: {0}")]
