@@ -153,17 +153,19 @@ pub fn main() -> i32 {
             if tty && !quiet {
                 eprintln!();
             }
-            print!("{}", report::table(&rep));
+            // The report first: whatever happens to stdout, it is kept.
             let path =
                 report.unwrap_or_else(|| Path::new("reports").join(format!("{run_id}.json")));
             if let Err(e) = report::write_report(&path, &rep) {
                 eprintln!("teardown: cannot write the report {}: {e}", path.display());
                 return exit::IO_ERROR;
             }
-            println!("report: {}", path.display());
+            let mut text = report::table(&rep);
+            text.push_str(&format!("report: {}\n", path.display()));
             if let Some(dir) = &opts.captures_dir {
-                println!("captures: {}", dir.join(&run_id).display());
+                text.push_str(&format!("captures: {}\n", dir.join(&run_id).display()));
             }
+            say(&text);
             match rep.worst() {
                 Some(Status::Error) => exit::HARNESS_ERROR,
                 Some(Status::Fail) => exit::MISMATCH,
@@ -174,7 +176,10 @@ pub fn main() -> i32 {
             Ok(cases) => {
                 for c in &cases {
                     let claims = c.scenario.claims.join(" ");
-                    println!("{:<48} {:<10} {}", c.id, claims, c.scenario.title);
+                    say(&format!(
+                        "{:<48} {:<10} {}\n",
+                        c.id, claims, c.scenario.title
+                    ));
                 }
                 exit::OK
             }
@@ -182,7 +187,7 @@ pub fn main() -> i32 {
         },
         Command::Check { paths } => match load(&paths, &Select { filter: vec![] }) {
             Ok(cases) => {
-                println!("ok: {} cases", cases.len());
+                say(&format!("ok: {} cases\n", cases.len()));
                 exit::OK
             }
             Err(code) => code,
@@ -200,7 +205,10 @@ pub fn main() -> i32 {
                     "packets": a.packets,
                     "findings": findings,
                 });
-                println!("{}", serde_json::to_string_pretty(&out).expect("json"));
+                say(&format!(
+                    "{}\n",
+                    serde_json::to_string_pretty(&out).expect("json")
+                ));
                 exit::OK
             }
             Err(e) => {
@@ -209,13 +217,21 @@ pub fn main() -> i32 {
             }
         },
         Command::Schema => {
-            println!(
-                "{}",
+            say(&format!(
+                "{}\n",
                 serde_json::to_string_pretty(&report::schema()).expect("json")
-            );
+            ));
             exit::OK
         }
     }
+}
+
+/// Writes to stdout. A reader that went away (`teardown run | head`) is not
+/// an error worth a panic: the output just stops.
+fn say(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }
 
 /// Loads every scenario under `paths` and applies the filter.

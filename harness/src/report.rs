@@ -68,6 +68,8 @@ pub struct CaseReport {
     pub id: String,
     /// File stem in `scenarios/`.
     pub scenario: String,
+    /// The scenario file the case came from, as it was given.
+    pub scenario_file: String,
     pub title: String,
     /// Claims (behaviour.md ids) the scenario checks.
     pub claims: Vec<String>,
@@ -249,7 +251,8 @@ pub fn write_report(path: &Path, report: &Report) -> std::io::Result<()> {
 /// One row per case: what a person scans first.
 pub fn table(report: &Report) -> String {
     let head = [
-        "case",
+        "scenario",
+        "params",
         "client F/R",
         "server F/R",
         "first FIN",
@@ -258,7 +261,7 @@ pub fn table(report: &Report) -> String {
         "lost s>c",
         "verdict",
     ];
-    let mut rows: Vec<[String; 8]> = Vec::new();
+    let mut rows: Vec<[String; 9]> = Vec::new();
     for c in &report.cases {
         let fr = |s: Option<&crate::analyze::SideCounts>| {
             s.map_or("-".into(), |s| format!("{}/{}", s.fin, s.rst))
@@ -275,8 +278,17 @@ pub fn table(report: &Report) -> String {
             Status::Fail => format!("FAIL ({})", c.verdict.mismatches.len()),
             Status::Error => "ERROR".to_string(),
         };
+        // family first, then the other axes as name=value
+        let mut params: Vec<String> = c.params.get("family").cloned().into_iter().collect();
+        params.extend(
+            c.params
+                .iter()
+                .filter(|(k, _)| *k != "family")
+                .map(|(k, v)| format!("{k}={v}")),
+        );
         rows.push([
-            c.id.clone(),
+            c.scenario.clone(),
+            params.join(" "),
             fr(w.map(|w| &w.client)),
             fr(w.map(|w| &w.server)),
             first,
@@ -314,7 +326,7 @@ pub fn table(report: &Report) -> String {
                 m.path,
                 m.expected,
                 m.observed,
-                c.scenario,
+                c.scenario_file,
                 m.line,
                 if m.claims.is_empty() {
                     String::new()

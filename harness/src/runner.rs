@@ -268,6 +268,7 @@ fn build_report(
     CaseReport {
         id: case.id.clone(),
         scenario: case.scenario.id.clone(),
+        scenario_file: case.scenario.path.display().to_string(),
         title: case.scenario.title.clone(),
         claims: case.scenario.claims.clone(),
         references: case.scenario.references.clone(),

@@ -139,3 +139,22 @@ fn missing_privileges_exit_77_with_advice() {
     assert_eq!(o.status.code(), Some(77), "{}", stderr(&o));
     assert!(stderr(&o).contains("CAP_NET_ADMIN"), "{}", stderr(&o));
 }
+
+/// Regression: `teardown run | head` panicked on the broken pipe (and, since
+/// the table was printed first, lost the report). Output to a reader that
+/// has gone away now just stops.
+#[test]
+fn a_closed_stdout_is_not_a_panic() {
+    use std::process::Stdio;
+    let scenarios = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_teardown"))
+        .args(["list", scenarios.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader leaves before anything is written
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+}

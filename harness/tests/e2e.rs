@@ -75,6 +75,25 @@ fn every_case_meets_the_linux_expectations_of_its_scenario() {
 }
 
 #[test]
+fn the_console_table_has_a_row_per_case() {
+    let table = report::table(&catalogue().report);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("scenario  "), "{}", lines[0]);
+    for (c, row) in catalogue().report.cases.iter().zip(&lines[1..]) {
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(cells[0], c.scenario);
+        assert_eq!(cells[1], c.params["family"]);
+        assert_eq!(cells.last().copied(), Some("pass"));
+    }
+    assert!(
+        lines
+            .last()
+            .unwrap()
+            .ends_with("pass, 0 fail, 0 unchecked, 0 error")
+    );
+}
+
+#[test]
 fn every_case_is_observed_completely() {
     for c in &catalogue().report.cases {
         assert!(c.settled, "{}: did not settle", c.id);
