@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Instant, SystemTime};
 
 use crate::analyze::{self, Analysis};
-use crate::capture::{self, Capture, Captured, Reaper};
+use crate::capture::{self, Capture, Reaper};
 use crate::driver::{self, DriverOutput};
 use crate::observe::{Observer, TimerKind};
 use crate::report::{
@@ -165,52 +165,52 @@ fn run_case_here(case: &Case, opts: &RunOptions, reaper: &Reaper) -> CaseReport 
     let run_ms = ms_since(t0);
     let phase = Instant::now();
     let mut problems = out.problems.clone();
-    let captured = match capture.finish(reaper) {
-        Ok(c) => c,
-        Err(e) => {
-            problems.push(e.to_string());
-            Captured::default()
-        }
-    };
+    // No capture, no wire facts: zeros would claim an observation.
+    let captured = capture
+        .finish(reaper)
+        .map_err(|e| problems.push(e.to_string()))
+        .ok();
     // Only now may leftover sockets close: their FIN/RST is not part of the case.
     drop(open_sockets);
 
     let mut findings = Vec::new();
-    if captured.dropped > 0 {
-        problems.push(format!("the capture dropped {} packets", captured.dropped));
-    }
     if !out.settled {
         findings.push(format!(
             "some socket was still in a transient state after the settle bound ({:?})",
             case.scenario.settle
         ));
     }
-    let capture_path = opts.captures_dir.as_ref().map(|d| {
-        d.join(&opts.run_id)
-            .join(format!("{}.pcap", case.file_stem()))
-    });
-    if let Some(path) = &capture_path {
-        if let Err(e) = std::fs::create_dir_all(path.parent().unwrap_or(Path::new("."))) {
-            problems.push(format!("{}: {e}", path.display()));
-        } else if let Err(e) = capture::write_pcap(path, &captured) {
-            problems.push(e.to_string());
+    let mut capture_file = None;
+    let analysis = captured.map(|captured| {
+        if captured.dropped > 0 {
+            problems.push(format!("the capture dropped {} packets", captured.dropped));
         }
-    }
-
-    let (segments, malformed) = wire::segments(captured.linktype, &captured.packets);
-    findings.extend(malformed);
-    let ends = out.ends.client.map(|c| (c, out.ends.server));
-    let analysis = analyze::analyze(&segments, ends, t0_wall_us);
-    if analysis.foreign_segments > 0 {
-        findings.push(format!(
-            "{} segments belong to no side of the connection under test",
-            analysis.foreign_segments
-        ));
-    }
-    let mut r = build_report(case, &out, Some(&analysis), sysctls, findings);
-    r.capture = capture_path
-        .filter(|p| p.exists())
-        .map(|p| p.display().to_string());
+        if let Some(dir) = &opts.captures_dir {
+            let path = dir
+                .join(&opts.run_id)
+                .join(format!("{}.pcap", case.file_stem()));
+            match std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))
+                .map_err(|e| format!("{}: {e}", path.display()))
+                .and_then(|()| capture::write_pcap(&path, &captured).map_err(|e| e.to_string()))
+            {
+                Ok(()) => capture_file = Some(path.display().to_string()),
+                Err(e) => problems.push(e),
+            }
+        }
+        let (segments, malformed) = wire::segments(captured.linktype, &captured.packets);
+        findings.extend(malformed);
+        let ends = out.ends.client.map(|c| (c, out.ends.server));
+        let analysis = analyze::analyze(&segments, ends, t0_wall_us);
+        if analysis.foreign_segments > 0 {
+            findings.push(format!(
+                "{} segments belong to no side of the connection under test",
+                analysis.foreign_segments
+            ));
+        }
+        analysis
+    });
+    let mut r = build_report(case, &out, analysis.as_ref(), sysctls, findings);
+    r.capture = capture_file;
     r.verdict = judge(case, &r, &problems);
     r.timing = Timing {
         sandbox_ms,
