@@ -133,7 +133,8 @@ pub enum TimeWaitSide {
 /// Who held a TIME-WAIT socket at the end of the case (sock_diag).
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct TimeWait {
-    pub side: TimeWaitSide,
+    /// Null when the case ended before the kernel's table was read.
+    pub side: Option<TimeWaitSide>,
     /// The kernel's remaining TIME-WAIT timer (the smaller, if both).
     pub remaining_ms: Option<u32>,
 }
@@ -271,7 +272,7 @@ pub fn table(report: &Report) -> String {
             .and_then(|w| w.first_fin)
             .map_or("-", |f| f.name())
             .to_string();
-        let tw = c.time_wait.side.name().to_string();
+        let tw = c.time_wait.side.map_or("-", TimeWaitSide::name).to_string();
         let status = match c.verdict.status {
             Status::Pass => "pass".to_string(),
             Status::Unchecked => "unchecked".to_string(),

@@ -209,7 +209,7 @@ fn run_case_here(case: &Case, opts: &RunOptions, reaper: &Reaper) -> CaseReport 
         }
         analysis
     });
-    let mut r = build_report(case, &out, analysis.as_ref(), sysctls, findings);
+    let mut r = build_report(case, Some(&out), analysis.as_ref(), sysctls, findings);
     r.capture = capture_file;
     r.verdict = judge(case, &r, &problems);
     r.timing = Timing {
@@ -225,9 +225,11 @@ fn ms_since(t: Instant) -> f64 {
     driver::calls::ms(t.elapsed())
 }
 
+/// The case report from what was observed; `out` is None when the case
+/// stopped before its steps ran, and then no driver-side fact is claimed.
 fn build_report(
     case: &Case,
-    out: &DriverOutput,
+    out: Option<&DriverOutput>,
     analysis: Option<&Analysis>,
     sysctls: BTreeMap<String, String>,
     findings: Vec<String>,
@@ -248,23 +250,24 @@ fn build_report(
     };
     // TIME-WAIT from the kernel's table at the end.
     let tw = |side| {
-        out.ends
-            .find(&out.final_snapshot, side)
+        out.and_then(|o| o.ends.find(&o.final_snapshot, side))
             .filter(|e| e.state == TcpState::TimeWait)
     };
     let (ctw, stw) = (tw(Side::Client), tw(Side::Server));
-    let side = match (ctw.is_some(), stw.is_some()) {
+    let side = out.map(|_| match (ctw.is_some(), stw.is_some()) {
         (true, true) => TimeWaitSide::Both,
         (true, false) => TimeWaitSide::Client,
         (false, true) => TimeWaitSide::Server,
         (false, false) => TimeWaitSide::None,
-    };
+    });
     let remaining_ms = [ctw, stw]
         .into_iter()
         .flatten()
         .filter(|e| e.timer == Some(TimerKind::TimeWait))
         .map(|e| e.timer_ms)
         .min();
+    let timeline = out.map(|o| o.timeline.clone()).unwrap_or_default();
+    let app = |f: fn(&DriverOutput) -> driver::FlowCounts| out.map(f).unwrap_or_default();
     CaseReport {
         id: case.id.clone(),
         scenario: case.scenario.id.clone(),
@@ -276,21 +279,21 @@ fn build_report(
         capture: None,
         duration_ms: 0.0,
         timing: Timing::default(),
-        steps: out.steps.clone(),
+        steps: out.map(|o| o.steps.clone()).unwrap_or_default(),
         wire: analysis.map(|a| a.wire.clone()),
         packets: analysis.map(|a| a.packets.clone()).unwrap_or_default(),
-        states: out.timeline.clone(),
         final_state: FinalState {
-            client: out.timeline.last(Side::Client),
-            server: out.timeline.last(Side::Server),
+            client: timeline.last(Side::Client),
+            server: timeline.last(Side::Server),
         },
+        states: timeline,
         time_wait: TimeWait { side, remaining_ms },
         data: DataFlows {
-            client_to_server: flow(out.client_to_server, 0),
-            server_to_client: flow(out.server_to_client, 1),
+            client_to_server: flow(app(|o| o.client_to_server), 0),
+            server_to_client: flow(app(|o| o.server_to_client), 1),
         },
         sysctls,
-        settled: out.settled,
+        settled: out.is_some_and(|o| o.settled),
         findings,
         verdict: verdict::Verdict {
             status: verdict::Status::Unchecked,
@@ -308,20 +311,7 @@ fn judge(case: &Case, r: &CaseReport, problems: &[String]) -> verdict::Verdict {
 
 /// A report for a case that could not run far enough to observe anything.
 fn empty_report(case: &Case, problems: Vec<String>) -> CaseReport {
-    let out = DriverOutput {
-        steps: vec![],
-        ends: crate::observe::Ends {
-            client: None,
-            server: std::net::SocketAddr::from(([127, 0, 0, 1], driver::SERVER_PORT)),
-        },
-        client_to_server: Default::default(),
-        server_to_client: Default::default(),
-        timeline: Default::default(),
-        final_snapshot: vec![],
-        settled: false,
-        problems: vec![],
-    };
-    let mut r = build_report(case, &out, None, BTreeMap::new(), vec![]);
+    let mut r = build_report(case, None, None, BTreeMap::new(), vec![]);
     r.verdict = judge(case, &r, &problems);
     r
 }
@@ -340,6 +330,27 @@ pub fn run_id(t: SystemTime) -> String {
 mod tests {
     use super::*;
     use std::time::{Duration, UNIX_EPOCH};
+
+    /// A case that stopped before its steps ran claims no observation: no
+    /// wire facts, no states, no TIME-WAIT side; the verdict says why.
+    #[test]
+    fn a_case_that_never_ran_reports_nulls_not_zeros() {
+        let text = "title = \"t\"\nsteps = \"client close\"\n[[expect]]\nos = \"linux\"\nfacts = { \"time_wait.side\" = \"none\" }\n";
+        let (_, cases) = crate::scenario::parse(std::path::Path::new("t.toml"), text).unwrap();
+        let r = empty_report(&cases[0], vec!["libpcap on lo: refused".into()]);
+        assert!(r.wire.is_none() && r.steps.is_empty() && r.capture.is_none());
+        assert_eq!(r.time_wait.side, None);
+        assert_eq!((r.final_state.client, r.final_state.server), (None, None));
+        assert!(!r.settled);
+        assert_eq!(r.data.client_to_server.sent, None);
+        assert_eq!(r.verdict.status, crate::verdict::Status::Error);
+        assert!(r.verdict.error.as_deref().unwrap().contains("refused"));
+        assert_eq!(
+            r.verdict.mismatches[0].observed,
+            serde_json::Value::Null,
+            "an unobserved side matches nothing"
+        );
+    }
 
     #[test]
     fn run_ids_sort_by_time_and_differ_within_a_second() {

@@ -172,6 +172,39 @@ pub fn is_nonblocking(fd: RawFd) -> bool {
     flags >= 0 && flags & libc::O_NONBLOCK != 0
 }
 
+/// What a data call does after EAGAIN: `None` to retry once the socket is
+/// ready (waiting, bounded, only when `wait`), or the step's final result.
+/// `progress` says how far the call got, for the note.
+fn after_eagain(
+    fd: RawFd,
+    events: libc::c_short,
+    wait: bool,
+    moved: usize,
+    deadline: Instant,
+    progress: String,
+) -> Option<CallResult> {
+    if wait {
+        return match poll_for(fd, events, deadline) {
+            Ok(0) => Some(CallResult {
+                timed_out: true,
+                note: Some(format!("not ready before the deadline; {progress}")),
+                ..Default::default()
+            }),
+            Ok(_) => None,
+            Err(e) => Some(CallResult::failed(e)),
+        };
+    }
+    Some(if moved > 0 {
+        CallResult {
+            ret: Some(moved as i64),
+            note: Some(format!("EAGAIN after {progress}")),
+            ..Default::default()
+        }
+    } else {
+        CallResult::failed(Errno::EAGAIN)
+    })
+}
+
 /// `write`: hands `payload` to the kernel, waiting (bounded) for buffer space
 /// unless the socket is non-blocking or `dontwait` was asked for.
 pub fn write(
@@ -211,26 +244,12 @@ pub fn write(
         let e = Errno::last();
         match e {
             Errno::EINTR => continue,
-            Errno::EAGAIN if wait => match poll_for(fd, libc::POLLOUT, deadline) {
-                Ok(0) => {
-                    break CallResult {
-                        timed_out: true,
-                        note: Some(format!(
-                            "no buffer space before the deadline; {sent} of {} bytes taken",
-                            bytes.len()
-                        )),
-                        ..Default::default()
-                    };
+            Errno::EAGAIN => {
+                let progress = format!("{sent} of {} bytes written", bytes.len());
+                match after_eagain(fd, libc::POLLOUT, wait, sent, deadline, progress) {
+                    None => continue,
+                    Some(r) => break r,
                 }
-                Ok(_) => continue,
-                Err(e) => break CallResult::failed(e),
-            },
-            Errno::EAGAIN if sent > 0 => {
-                break CallResult {
-                    ret: Some(sent as i64),
-                    note: Some(format!("EAGAIN after {sent} of {} bytes", bytes.len())),
-                    ..Default::default()
-                };
             }
             e => break CallResult::failed(e),
         }
@@ -279,25 +298,19 @@ pub fn read(
         }
         match Errno::last() {
             Errno::EINTR => continue,
-            Errno::EAGAIN if wait => match poll_for(fd, libc::POLLIN | libc::POLLRDHUP, deadline) {
-                Ok(0) => {
-                    break CallResult {
-                        timed_out: true,
-                        note: Some(format!(
-                            "nothing more to read before the deadline; {total} bytes read"
-                        )),
-                        ..Default::default()
-                    };
+            Errno::EAGAIN => {
+                let progress = format!("{total} bytes read");
+                match after_eagain(
+                    fd,
+                    libc::POLLIN | libc::POLLRDHUP,
+                    wait,
+                    total as usize,
+                    deadline,
+                    progress,
+                ) {
+                    None => continue,
+                    Some(r) => break r,
                 }
-                Ok(_) => continue,
-                Err(e) => break CallResult::failed(e),
-            },
-            Errno::EAGAIN if total > 0 => {
-                break CallResult {
-                    ret: Some(total as i64),
-                    note: Some(format!("EAGAIN after {total} bytes")),
-                    ..Default::default()
-                };
             }
             e => break CallResult::failed(e),
         }

@@ -12,7 +12,7 @@ pub mod pattern;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -242,13 +242,25 @@ impl Driver<'_> {
         rec.result = r;
     }
 
-    /// Takes the actor's socket out of the driver (for close).
-    fn take_socket(&mut self, actor: Actor) -> Option<Socket> {
+    fn slot(&mut self, actor: Actor) -> &mut Option<Socket> {
         match actor {
-            Actor::Client => self.client.take(),
-            Actor::Server => self.server.take(),
-            Actor::Listener => self.listener.take(),
+            Actor::Client => &mut self.client,
+            Actor::Server => &mut self.server,
+            Actor::Listener => &mut self.listener,
         }
+    }
+
+    /// Takes the actor's socket out of the driver to close it: later steps
+    /// see it closed.
+    fn socket_to_close(&mut self, actor: Actor) -> Result<Socket, Box<CallResult>> {
+        self.existing(actor)?;
+        Ok(self.slot(actor).take().expect("existing() found it"))
+    }
+
+    /// Files a result for a step that ended before it could start.
+    fn fill_now(&mut self, index: usize, r: CallResult) {
+        let now = Instant::now();
+        self.fill(index, now, now, r);
     }
 
     fn fd(&self, actor: Actor) -> Option<RawFd> {
@@ -369,12 +381,7 @@ impl Driver<'_> {
                     let fd = self.ensure_socket(a)?;
                     calls::setsockopt(fd, *opt)
                 }
-                (Action::Close, Some(a)) => {
-                    let sock = self.take_socket(a).ok_or_else(|| {
-                        CallResult::harness_error(format!("the {a} has no open socket to close"))
-                    })?;
-                    calls::close(sock.into_raw_fd())
-                }
+                (Action::Close, Some(a)) => calls::close(self.socket_to_close(a)?.into_raw_fd()),
                 (action, Some(a)) => {
                     let fd = self.existing(a)?;
                     fd_call(fd, action, a, &self.logs, deadline)
@@ -453,21 +460,15 @@ impl Driver<'_> {
     fn spawn(&mut self, step: &Step, index: usize, deadline: Instant, bound: Duration) {
         let actor = step.actor.expect("bg steps have an actor");
         let label = step.label.clone().expect("bg steps have a label");
-        // A bg close takes the socket: later steps see it closed.
-        let fd = if step.action == Action::Close {
-            self.take_socket(actor).map(IntoRawFd::into_raw_fd)
+        let is_close = step.action == Action::Close;
+        let fd = if is_close {
+            self.socket_to_close(actor).map(IntoRawFd::into_raw_fd)
         } else {
-            self.fd(actor)
+            self.existing(actor)
         };
-        let Some(fd) = fd else {
-            let now = Instant::now();
-            self.fill(
-                index,
-                now,
-                now,
-                CallResult::harness_error(format!("the {actor} has no open socket")),
-            );
-            return;
+        let fd = match fd {
+            Ok(fd) => fd,
+            Err(r) => return self.fill_now(index, *r),
         };
         let (tx, rx) = mpsc::channel();
         let action = step.action.clone();
@@ -481,21 +482,22 @@ impl Driver<'_> {
             });
         match spawned {
             Ok(_) => {
-                self.pending.insert(
-                    label,
-                    Pending {
-                        record_index: index,
-                        rx,
-                        deadline_hint: bound,
-                    },
-                );
+                let pending = Pending {
+                    record_index: index,
+                    rx,
+                    deadline_hint: bound,
+                };
+                self.pending.insert(label, pending);
             }
             Err(e) => {
-                let now = Instant::now();
-                self.fill(
+                if is_close {
+                    // Not closed after all: give the socket back, so it is
+                    // closed with the other leftovers once the capture stops.
+                    // SAFETY: fd came from into_raw_fd above and nothing else owns it.
+                    *self.slot(actor) = Some(unsafe { Socket::from_raw_fd(fd) });
+                }
+                self.fill_now(
                     index,
-                    now,
-                    now,
                     CallResult::harness_error(format!("cannot start a thread: {e}")),
                 );
             }
