@@ -22,6 +22,7 @@ pub mod analyze;
 pub mod capture;
 pub mod cli;
 pub mod driver;
+pub mod fault;
 pub mod observe;
 pub mod report;
 pub mod runner;

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::analyze::{PacketRecord, WireFacts};
 use crate::driver::StepRecord;
+use crate::fault::FaultRecord;
 use crate::observe::Timeline;
 use crate::tcp::TcpState;
 use crate::verdict::{Status, Verdict};
@@ -81,6 +82,9 @@ pub struct CaseReport {
     /// Where the case's wall time went; for benchmarks, not for verdicts.
     pub timing: Timing,
     pub steps: Vec<StepRecord>,
+    /// Fault rules the steps put in place and what each matched.
+    #[serde(default)]
+    pub faults: Vec<FaultRecord>,
     /// Null when there was no capture to analyze.
     pub wire: Option<WireFacts>,
     /// The connection's segments in capture order.

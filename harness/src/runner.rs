@@ -14,6 +14,7 @@ use std::time::{Instant, SystemTime};
 use crate::analyze::{self, Analysis};
 use crate::capture::{self, Capture, Reaper};
 use crate::driver::{self, DriverOutput};
+use crate::fault::Firewall;
 use crate::observe::{Observer, TimerKind};
 use crate::report::{
     self, CaseReport, DataFlows, FinalState, Flow, Host, Report, Summary, TimeWait, TimeWaitSide,
@@ -144,7 +145,17 @@ fn run_case_here(case: &Case, opts: &RunOptions, reaper: &Reaper) -> CaseReport 
         Ok(ns) => ns,
         Err(e) => return empty_report(case, vec![e.to_string()]),
     };
-    let sysctls = sandbox::teardown_sysctls();
+    for (name, value) in &case.sysctls {
+        if let Err(e) = sandbox::write_sysctl(&ns, name, value) {
+            return empty_report(case, vec![format!("{e} (the case sets it in its [sysctl] table; only per-namespace net.* sysctls can be set)")]);
+        }
+    }
+    let mut sysctls = sandbox::teardown_sysctls();
+    for (name, _) in &case.sysctls {
+        if let Ok(v) = sandbox::read_sysctl(name) {
+            sysctls.insert(name.clone(), v);
+        }
+    }
     let sandbox_ms = ms_since(phase);
     let phase = Instant::now();
     let mut capture = match Capture::start(&ns) {
@@ -161,7 +172,8 @@ fn run_case_here(case: &Case, opts: &RunOptions, reaper: &Reaper) -> CaseReport 
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as i64);
 
-    let (out, open_sockets) = driver::run(case, t0, &mut capture, &mut observer);
+    let mut firewall = Firewall::new(&ns);
+    let (out, open_sockets) = driver::run(case, t0, &mut capture, &mut observer, &mut firewall);
     let run_ms = ms_since(t0);
     let phase = Instant::now();
     let mut problems = out.problems.clone();
@@ -280,6 +292,7 @@ fn build_report(
         duration_ms: 0.0,
         timing: Timing::default(),
         steps: out.map(|o| o.steps.clone()).unwrap_or_default(),
+        faults: out.map(|o| o.faults.clone()).unwrap_or_default(),
         wire: analysis.map(|a| a.wire.clone()),
         packets: analysis.map(|a| a.packets.clone()).unwrap_or_default(),
         final_state: FinalState {

@@ -63,11 +63,12 @@ pub struct Verdict {
 pub fn resolve<'a>(case: &'a Value, path: &str) -> Option<&'a Value> {
     let mut parts = path.split('.');
     let mut cur = case;
-    if path.starts_with("steps.") {
-        parts.next();
+    // `steps.<label>...` and `faults.<label>...` pick a list item by label.
+    if path.starts_with("steps.") || path.starts_with("faults.") {
+        let list = parts.next()?;
         let label = parts.next()?;
         cur = case
-            .get("steps")?
+            .get(list)?
             .as_array()?
             .iter()
             .find(|s| s.get("label").and_then(Value::as_str) == Some(label))?;

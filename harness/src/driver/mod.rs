@@ -25,6 +25,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 pub use calls::{CallResult, StreamLog};
 
 use crate::capture::Capture;
+use crate::fault::{FaultRecord, Firewall};
 use crate::observe::{Ends, Observer, SockEntry, Timeline};
 use crate::scenario::{Action, Actor, Case, Family, Step, WaitFor};
 use crate::tcp::Side;
@@ -73,6 +74,8 @@ pub struct DriverOutput {
     pub final_snapshot: Vec<SockEntry>,
     /// Whether every transient state resolved within the settle bound.
     pub settled: bool,
+    /// Fault rules the steps put in place, with what each matched.
+    pub faults: Vec<FaultRecord>,
     /// Problems of the harness or of the scenario as written (not of the OS).
     pub problems: Vec<String>,
 }
@@ -93,6 +96,9 @@ struct Driver<'a> {
     t0: Instant,
     capture: &'a mut Capture,
     observer: &'a mut Observer,
+    firewall: &'a mut Firewall,
+    /// Fault rules added so far; the handle while the rule is in place.
+    faults: Vec<(FaultRecord, Option<u64>)>,
     client: Option<Socket>,
     server: Option<Socket>,
     listener: Option<Socket>,
@@ -115,6 +121,7 @@ pub fn run(
     t0: Instant,
     capture: &mut Capture,
     observer: &mut Observer,
+    firewall: &mut Firewall,
 ) -> (DriverOutput, OpenSockets) {
     let ip = match case.family {
         Family::Ipv4 => IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -125,6 +132,8 @@ pub fn run(
         t0,
         capture,
         observer,
+        firewall,
+        faults: Vec::new(),
         client: None,
         server: None,
         listener: None,
@@ -149,6 +158,7 @@ pub fn run(
         d.join(&label, case.scenario.timeout);
     }
     let settled = d.settle(case.scenario.settle);
+    d.count_faults(|_| true);
     let flows = |i: usize| {
         let log = d.logs[i].lock().expect("stream log");
         FlowCounts {
@@ -172,6 +182,7 @@ pub fn run(
         timeline: d.timeline,
         final_snapshot: d.last_snapshot,
         settled,
+        faults: d.faults.into_iter().map(|(f, _)| f).collect(),
         problems: d.problems,
     };
     (out, open)
@@ -330,7 +341,25 @@ impl Driver<'_> {
                     let bound = deadline.saturating_duration_since(Instant::now());
                     self.join(label, bound)
                 }
-                (_, None) => unreachable!("only sleep and join have no actor"),
+                (Action::Fault(rule), _) => match self.firewall.add(rule, SERVER_PORT) {
+                    Ok((handle, native)) => {
+                        let record = FaultRecord {
+                            line: step.line,
+                            label: step.label.clone(),
+                            rule: rule.to_string(),
+                            native,
+                            matched: None,
+                        };
+                        self.faults.push((record, Some(handle)));
+                        CallResult {
+                            ret: Some(0),
+                            ..Default::default()
+                        }
+                    }
+                    Err(e) => CallResult::harness_error(e.to_string()),
+                },
+                (Action::Heal(label), _) => self.heal(label.as_deref()),
+                (_, None) => unreachable!("only sleep, join and faults have no actor"),
                 (Action::Listen { backlog }, Some(a)) => {
                     let fd = self.ensure_socket(a)?;
                     let sock = self.listener.as_ref().expect("listener created");
@@ -339,6 +368,18 @@ impl Driver<'_> {
                         .bind(&SockAddr::from(self.ends.server))
                         .and_then(|_| sock.listen(*backlog))
                     {
+                        Ok(()) => CallResult {
+                            ret: Some(0),
+                            ..Default::default()
+                        },
+                        Err(e) => io_result(&e),
+                    }
+                }
+                (Action::Bind(port), Some(a)) => {
+                    self.ensure_socket(a)?;
+                    let sock = self.client.as_ref().expect("bind is a client step");
+                    let addr = SocketAddr::new(self.ends.server.ip(), *port);
+                    match sock.bind(&SockAddr::from(addr)) {
                         Ok(()) => CallResult {
                             ret: Some(0),
                             ..Default::default()
@@ -389,6 +430,50 @@ impl Driver<'_> {
             })
         })();
         result.unwrap_or_else(|e| *e)
+    }
+
+    /// Reads the counters of the rules in place that `which` selects into
+    /// their records. Returns how many segments those rules matched.
+    fn count_faults(&mut self, which: impl Fn(&FaultRecord) -> bool) -> Option<u64> {
+        if !self.faults.iter().any(|(f, h)| h.is_some() && which(f)) {
+            return Some(0);
+        }
+        let counters = match self.firewall.counters() {
+            Ok(c) => c,
+            Err(e) => {
+                self.problem(e.to_string());
+                return None;
+            }
+        };
+        let mut total = Some(0);
+        for (record, handle) in &mut self.faults {
+            if let Some(h) = handle.filter(|_| which(record)) {
+                record.matched = counters.get(&h).copied();
+                total = total.zip(record.matched).map(|(a, b)| a + b);
+            }
+        }
+        total
+    }
+
+    /// `heal [LABEL]`: removes one fault rule or all; the call's value is
+    /// how many segments the removed rules matched.
+    fn heal(&mut self, label: Option<&str>) -> CallResult {
+        let which = |f: &FaultRecord| label.is_none() || f.label.as_deref() == label;
+        let matched = self.count_faults(which);
+        for i in 0..self.faults.len() {
+            let (record, handle) = &mut self.faults[i];
+            if let Some(h) = handle.filter(|_| which(record)) {
+                *handle = None;
+                if let Err(e) = self.firewall.remove(h) {
+                    return CallResult::harness_error(e.to_string());
+                }
+            }
+        }
+        CallResult {
+            ret: Some(0),
+            value: matched.map(|m| m as i64),
+            ..Default::default()
+        }
     }
 
     fn connect(&mut self, fd: RawFd, deadline: Instant) -> CallResult {

@@ -159,6 +159,8 @@ pub const FACT_PATHS: &[&str] = &[
     "steps.<label>.duration_ms",
     "steps.<label>.bytes",
     "steps.<label>.timed_out",
+    "steps.<label>.value",
+    "faults.<label>.matched",
 ];
 
 /// Checks a fact path against [`FACT_PATHS`], given the labels the scenario

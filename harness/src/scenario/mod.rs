@@ -108,6 +108,9 @@ pub struct Case {
     pub scenario: Arc<Scenario>,
     pub params: Vec<(String, String)>,
     pub family: Family,
+    /// Sysctls set in the case's namespace before anything else, in file
+    /// order, after `${param}` substitution.
+    pub sysctls: Vec<(String, String)>,
     pub steps: Vec<Step>,
 }
 
@@ -149,6 +152,8 @@ struct RawScenario {
     steps: Spanned<String>,
     #[serde(default)]
     params: Option<Spanned<toml::Table>>,
+    #[serde(default)]
+    sysctl: Option<Spanned<toml::Table>>,
     #[serde(default)]
     expect: Vec<RawExpect>,
 }
@@ -253,6 +258,7 @@ pub fn parse(path: &Path, text: &str) -> Result<(Arc<Scenario>, Vec<Case>), Scen
     let settle = duration_field(&raw.settle, Duration::from_secs(2))?;
 
     let axes = parse_axes(&src, raw.params.as_ref())?;
+    let sysctls = parse_sysctls(&src, raw.sysctl.as_ref())?;
 
     // Step lines: map each line of the string value back to the file.
     let steps_span = raw.steps.span();
@@ -294,6 +300,14 @@ pub fn parse(path: &Path, text: &str) -> Result<(Arc<Scenario>, Vec<Case>), Scen
     let mut cases = Vec::new();
     for params in combinations(&axes) {
         let steps = parse_case_steps(&src, &step_lines, &params)?;
+        let sysctls = sysctls
+            .iter()
+            .map(|(name, value, span)| {
+                substitute(value, &params)
+                    .map(|v| (name.clone(), v))
+                    .map_err(|(_, m)| src.error_at(span.clone(), format!("sysctl.{name}: {m}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let family = match params[0].1.as_str() {
             "ipv6" => Family::Ipv6,
             _ => Family::Ipv4,
@@ -307,6 +321,7 @@ pub fn parse(path: &Path, text: &str) -> Result<(Arc<Scenario>, Vec<Case>), Scen
             scenario: Arc::clone(&scenario),
             params,
             family,
+            sysctls,
             steps,
         });
     }
@@ -378,6 +393,39 @@ fn parse_axes(
         None => axes.insert(0, ("family".into(), vec!["ipv4".into(), "ipv6".into()])),
     }
     Ok(axes)
+}
+
+/// `[sysctl]`: per-namespace sysctls (`net.*`) with string or integer
+/// values that may use `${param}`.
+fn parse_sysctls(
+    src: &Source,
+    table: Option<&Spanned<toml::Table>>,
+) -> Result<Vec<(String, String, Range<usize>)>, ScenarioError> {
+    let Some(table) = table else {
+        return Ok(Vec::new());
+    };
+    let span = table.span();
+    let mut out = Vec::new();
+    for (name, value) in table.get_ref() {
+        let err = |m: String| src.error_at(span.clone(), format!("sysctl.{name}: {m}"));
+        if !name.starts_with("net.") || name.contains(['/', ' ']) || name.contains("..") {
+            return Err(err(
+                "only per-namespace network sysctls (net.*) can be set in a case, e.g. \"net.ipv4.tcp_fin_timeout\" = 1".into(),
+            ));
+        }
+        let value = match value {
+            toml::Value::String(s) => s.clone(),
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Table(_) => {
+                return Err(err(format!(
+                    "quote the whole name, e.g. \"{name}.ipv4.tcp_fin_timeout\" = 1; unquoted dots make nested tables"
+                )));
+            }
+            _ => return Err(err("expected a string or an integer".into())),
+        };
+        out.push((name.clone(), value, span.clone()));
+    }
+    Ok(out)
 }
 
 fn combinations(axes: &[(String, Vec<String>)]) -> Vec<Vec<(String, String)>> {
@@ -460,11 +508,25 @@ fn parse_case_steps(
         steps.splice(0..0, setup);
     }
 
-    // Labels are unique; joins name an earlier bg step, once.
+    // Labels are unique; joins name an earlier bg step, once; heal names an
+    // earlier fault.
     let mut labels: Vec<(&str, bool)> = Vec::new();
     let mut joined: Vec<&str> = Vec::new();
+    let mut faults: Vec<&str> = Vec::new();
     for s in &steps {
         let line = s.line.unwrap_or(0);
+        if let (Action::Fault(_), Some(l)) = (&s.action, &s.label) {
+            faults.push(l);
+        }
+        if let Action::Heal(Some(name)) = &s.action {
+            if !faults.contains(&name.as_str()) {
+                return Err(src.error_line(
+                    line,
+                    1,
+                    format!("no earlier drop or reject step is labelled {name:?}"),
+                ));
+            }
+        }
         if let Action::Join(name) = &s.action {
             match labels.iter().find(|(l, _)| l == name) {
                 Some((_, true)) if !joined.contains(&name.as_str()) => joined.push(name),

@@ -19,6 +19,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::fault::{Direction, FlagMatch, Rule, Verdict};
 use crate::tcp::TcpState;
 
 /// Who performs a step. The listener accepts; `server` is the accepted socket.
@@ -132,6 +133,8 @@ pub enum Action {
         backlog: i32,
     },
     Connect,
+    /// `bind()` to this local port before connect (client only).
+    Bind(u16),
     /// `connect()` with `AF_UNSPEC`: dissolve the association.
     Disconnect,
     Accept,
@@ -151,6 +154,10 @@ pub enum Action {
     Wait(WaitFor),
     Sleep(Duration),
     Join(String),
+    /// Put a packet filter rule in place (`drop ...`, `reject ...`).
+    Fault(Rule),
+    /// Remove the fault labelled so, or every fault (`heal`).
+    Heal(Option<String>),
 }
 
 /// One parsed step line.
@@ -160,7 +167,7 @@ pub struct Step {
     pub line: Option<usize>,
     /// The step as written (after parameter substitution, comment removed).
     pub text: String,
-    /// `None` for `sleep` and `join`.
+    /// `None` for `sleep`, `join` and fault steps.
     pub actor: Option<Actor>,
     pub action: Action,
     /// `as NAME`: lets expectations and `join` refer to this step.
@@ -355,10 +362,22 @@ pub fn parse_step(line: &str, line_no: Option<usize>) -> Result<Option<Step>, St
     };
 
     let background = cur.eat("bg");
-    let (col, head) = cur.word("an actor (client, server, listener), sleep or join")?;
+    let (col, head) = cur.word(
+        "an actor (client, server, listener), sleep, join, or a fault (drop, reject, heal)",
+    )?;
     let (actor, action) = match head.as_str() {
         "sleep" => (None, Action::Sleep(duration(&mut cur)?)),
         "join" => (None, Action::Join(cur.word("the label of a bg step")?.1)),
+        "drop" => (None, Action::Fault(fault(Verdict::Drop, &mut cur)?)),
+        "reject" => (None, Action::Fault(fault(Verdict::Reject, &mut cur)?)),
+        "heal" => {
+            // `heal` alone removes every fault; `heal LABEL` one of them.
+            let label = match cur.peek_word() {
+                Some(w) if w != "as" && w != "within" => Some(cur.word("a fault's label")?.1),
+                _ => None,
+            };
+            (None, Action::Heal(label))
+        }
         "client" | "server" | "listener" => {
             let actor = match head.as_str() {
                 "client" => Actor::Client,
@@ -371,7 +390,7 @@ pub fn parse_step(line: &str, line_no: Option<usize>) -> Result<Option<Step>, St
             return Err(StepError::at(
                 col,
                 format!(
-                    "unknown actor {other:?}; a step starts with client, server, listener, bg, sleep or join"
+                    "unknown actor {other:?}; a step starts with client, server, listener, bg, sleep, join, drop, reject or heal"
                 ),
             ));
         }
@@ -480,6 +499,13 @@ fn action(actor: Actor, cur: &mut Cursor) -> Result<Action, StepError> {
         "accept" => {
             only(&[Actor::Server])?;
             Action::Accept
+        }
+        "bind" => {
+            only(&[Actor::Client])?;
+            let port = int(cur, "a local port number")?;
+            Action::Bind(u16::try_from(port).map_err(|_| {
+                StepError::at(cur.column(), format!("port {port} is above 65535"))
+            })?)
         }
         "write" => {
             only(&data_side)?;
@@ -629,6 +655,44 @@ fn sockopt(cur: &mut Cursor) -> Result<SockOpt, StepError> {
             ));
         }
     })
+}
+
+/// `DIRECTION [flags FLAGS|=FLAGS] [first N]` after `drop` or `reject`.
+fn fault(verdict: Verdict, cur: &mut Cursor) -> Result<Rule, StepError> {
+    const DIRS: &str = "client->server, server->client, both or all";
+    let (col, dir) = cur.word(&format!("a direction: {DIRS}"))?;
+    let direction = match dir.as_str() {
+        "client->server" => Direction::ClientToServer,
+        "server->client" => Direction::ServerToClient,
+        "both" | "all" => Direction::Both,
+        other => {
+            return Err(StepError::at(
+                col,
+                format!("unknown direction {other:?}; expected {DIRS}"),
+            ));
+        }
+    };
+    let mut rule = Rule {
+        verdict,
+        direction,
+        flags: FlagMatch::Any,
+        first: None,
+    };
+    if cur.eat("flags") {
+        let (col, spec) = cur.word("flags such as FIN, FIN,ACK or =ACK (exactly)")?;
+        rule.flags = match spec.strip_prefix('=') {
+            Some(exact) => crate::fault::parse_flags(exact).map(FlagMatch::Exactly),
+            None => crate::fault::parse_flags(&spec).map(FlagMatch::AllOf),
+        }
+        .map_err(|m| StepError::at(col, m))?;
+    }
+    if cur.eat("first") {
+        let n = int(cur, "how many matching segments (first N)")?;
+        rule.first = Some(u32::try_from(n).map_err(|_| {
+            StepError::at(cur.column(), format!("first {n} is too many; at most 4294967295"))
+        })?);
+    }
+    Ok(rule)
 }
 
 fn flag(cur: &mut Cursor) -> Result<bool, StepError> {
