@@ -130,7 +130,7 @@ impl Case {
 
     /// The case id with `/` replaced, for file names.
     pub fn file_stem(&self) -> String {
-        self.id.replace(['/', '='], "-")
+        self.id.replace(['/', '=', ' '], "-")
     }
 }
 
