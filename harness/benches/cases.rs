@@ -8,6 +8,7 @@
 //! 4. Peak resident memory of this process.
 
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use teardown::capture::Reaper;
@@ -116,7 +117,12 @@ fn main() {
     // 2. throughput
     let many: Vec<Case> = (0..RUNS).map(|_| case.clone()).collect();
     let t = Instant::now();
-    let report = runner::run_all(&many, &opts(runner::default_jobs()), &|_| {});
+    let report = runner::run_all(
+        &many,
+        &opts(runner::default_jobs()),
+        &AtomicBool::new(false),
+        &|_| {},
+    );
     let wall = t.elapsed().as_secs_f64() * 1e3;
     assert_eq!(report.summary.pass, RUNS);
     println!(
@@ -128,7 +134,12 @@ fn main() {
 
     // 3. the catalogue
     let t = Instant::now();
-    let report = runner::run_all(&all, &opts(runner::default_jobs()), &|_| {});
+    let report = runner::run_all(
+        &all,
+        &opts(runner::default_jobs()),
+        &AtomicBool::new(false),
+        &|_| {},
+    );
     let wall = t.elapsed().as_secs_f64() * 1e3;
     let longest = report
         .cases

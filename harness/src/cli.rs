@@ -7,6 +7,7 @@ use std::time::SystemTime;
 
 use clap::{Parser, Subcommand};
 
+use crate::baseline::Baseline;
 use crate::report::{self, CaseReport};
 use crate::runner::{self, RunOptions};
 use crate::scenario::{self, Case};
@@ -29,6 +30,12 @@ pub mod exit {
     pub const BAD_INPUT: i32 = 65;
     /// The report or captures could not be written.
     pub const IO_ERROR: i32 = 74;
+    /// Observed behaviour drifted from the baseline (`--baseline`,
+    /// `baseline check`).
+    pub const DRIFT: i32 = 5;
+    /// The run was interrupted (Ctrl-C, SIGTERM); the report holds the
+    /// cases that finished.
+    pub const INTERRUPTED: i32 = 130;
     /// No permission to create network namespaces or capture packets.
     pub const NO_PERMISSION: i32 = 77;
 }
@@ -67,9 +74,20 @@ enum Command {
         /// capture ring is set up), so more cases than cores is efficient.
         #[arg(long, short = 'j')]
         jobs: Option<usize>,
+        /// Also write the results as JUnit XML, for CI systems.
+        #[arg(long, value_name = "PATH")]
+        junit: Option<PathBuf>,
+        /// After the run, compare it with this baseline; drift exits 5.
+        #[arg(long, value_name = "PATH")]
+        baseline: Option<PathBuf>,
         /// Print only the final table.
         #[arg(long, short = 'q')]
         quiet: bool,
+    },
+    /// Record or check a baseline: the behaviour CI expects on this OS.
+    Baseline {
+        #[command(subcommand)]
+        action: BaselineAction,
     },
     /// List the cases the scenarios expand to.
     List {
@@ -89,11 +107,52 @@ enum Command {
     Schema,
 }
 
+#[derive(Subcommand, Debug)]
+enum BaselineAction {
+    /// Record a baseline from one or more reports of the same cases; facts
+    /// that differ between them are marked `varies` and not checked.
+    Record {
+        #[arg(required = true)]
+        reports: Vec<PathBuf>,
+        /// Where to write it.
+        #[arg(long, short = 'o', default_value = "reports/baseline/linux.json")]
+        out: PathBuf,
+    },
+    /// Compare a report with a baseline; prints a per-case, per-field diff
+    /// and exits 5 when anything drifted.
+    Check { baseline: PathBuf, report: PathBuf },
+}
+
 #[derive(clap::Args, Debug)]
 struct Select {
-    /// Only cases whose id contains this text (repeatable: any may match).
+    /// Only cases whose id contains this text, e.g. `linger` or
+    /// `linger-zero/ipv6` (repeatable: any may match).
     #[arg(long, short = 'f')]
     filter: Vec<String>,
+    /// Only cases with this parameter value, e.g. `family=ipv6` or
+    /// `linger2=-1` (repeatable: all must match).
+    #[arg(long, short = 'p', value_name = "NAME=VALUE", value_parser = param_filter)]
+    param: Vec<(String, String)>,
+}
+
+fn param_filter(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("expected NAME=VALUE, e.g. family=ipv6, found {s:?}"))
+}
+
+impl Select {
+    fn is_empty(&self) -> bool {
+        self.filter.is_empty() && self.param.is_empty()
+    }
+
+    fn selects(&self, c: &Case) -> bool {
+        (self.filter.is_empty() || self.filter.iter().any(|f| c.id.contains(f.as_str())))
+            && self
+                .param
+                .iter()
+                .all(|(k, v)| c.params.iter().any(|(pk, pv)| pk == k && pv == v))
+    }
 }
 
 /// Parses `std::env::args` and runs; returns the exit code.
@@ -117,10 +176,17 @@ pub fn main() -> i32 {
             captures,
             no_captures,
             jobs,
+            junit,
+            baseline,
             quiet,
         } => {
             let cases = match load(&paths, &select) {
                 Ok(c) => c,
+                Err(code) => return code,
+            };
+            // Read the baseline before spending time on the run.
+            let baseline = match baseline.as_deref().map(read_baseline).transpose() {
+                Ok(b) => b,
                 Err(code) => return code,
             };
             if let Err(e) = runner::check_privileges() {
@@ -134,25 +200,10 @@ pub fn main() -> i32 {
                 run_id: run_id.clone(),
                 jobs: jobs.unwrap_or_else(runner::default_jobs),
             };
-            let total = cases.len();
-            let done = std::sync::atomic::AtomicUsize::new(0);
-            let tty = std::io::stderr().is_terminal();
-            let progress = |r: &CaseReport| {
-                let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                if !quiet {
-                    let status = r.verdict.status.name();
-                    let line = format!("[{n}/{total}] {} {status} ({:.1} ms)", r.id, r.duration_ms);
-                    if tty {
-                        eprint!("\r\x1b[2K{line}")
-                    } else {
-                        eprintln!("{line}")
-                    }
-                }
-            };
-            let rep = runner::run_all(&cases, &opts, &progress);
-            if tty && !quiet {
-                eprintln!();
-            }
+            let stop = interrupt::install();
+            let progress = Progress::new(cases.len() as u64, quiet);
+            let rep = runner::run_all(&cases, &opts, stop, &|r| progress.done(r));
+            progress.finish();
             // The report first: whatever happens to stdout, it is kept.
             let path =
                 report.unwrap_or_else(|| Path::new("reports").join(format!("{run_id}.json")));
@@ -160,18 +211,46 @@ pub fn main() -> i32 {
                 eprintln!("teardown: cannot write the report {}: {e}", path.display());
                 return exit::IO_ERROR;
             }
+            if let Some(junit_path) = &junit {
+                if let Err(e) =
+                    report::write_atomic(junit_path, crate::junit::junit(&rep).as_bytes())
+                {
+                    eprintln!("teardown: cannot write {}: {e}", junit_path.display());
+                    return exit::IO_ERROR;
+                }
+            }
             let mut text = report::table(&rep);
             text.push_str(&format!("report: {}\n", path.display()));
             if let Some(dir) = &opts.captures_dir {
                 text.push_str(&format!("captures: {}\n", dir.join(&run_id).display()));
             }
+            if let Some(p) = &junit {
+                text.push_str(&format!("junit: {}\n", p.display()));
+            }
+            if rep.interrupted {
+                text.push_str(&format!(
+                    "interrupted: {} case(s) did not run; the report holds the {} that finished\n",
+                    rep.not_run.len(),
+                    rep.cases.len()
+                ));
+            }
+            let drifted = baseline.as_ref().is_some_and(|b| {
+                let drift = b.check(&rep);
+                text.push_str(&drift_text(&drift, b, &rep));
+                !drift.is_empty()
+            });
             say(&text);
+            if rep.interrupted {
+                return exit::INTERRUPTED;
+            }
             match rep.worst() {
                 Some(Status::Error) => exit::HARNESS_ERROR,
                 Some(Status::Fail) => exit::MISMATCH,
+                _ if drifted => exit::DRIFT,
                 _ => exit::OK,
             }
         }
+        Command::Baseline { action } => baseline_command(action),
         Command::List { paths, select } => match load(&paths, &select) {
             Ok(cases) => {
                 for c in &cases {
@@ -185,7 +264,13 @@ pub fn main() -> i32 {
             }
             Err(code) => code,
         },
-        Command::Check { paths } => match load(&paths, &Select { filter: vec![] }) {
+        Command::Check { paths } => match load(
+            &paths,
+            &Select {
+                filter: vec![],
+                param: vec![],
+            },
+        ) {
             Ok(cases) => {
                 say(&format!("ok: {} cases\n", cases.len()));
                 exit::OK
@@ -254,20 +339,228 @@ fn load(paths: &[PathBuf], select: &Select) -> Result<Vec<Case>, i32> {
     if bad > 0 {
         return Err(exit::INVALID_SCENARIO);
     }
-    if !select.filter.is_empty() {
-        cases.retain(|c| select.filter.iter().any(|f| c.id.contains(f.as_str())));
-    }
+    cases.retain(|c| select.selects(c));
     if cases.is_empty() {
         eprintln!(
             "teardown: no case to run (scenario files found: {}{})",
             files.len(),
-            if select.filter.is_empty() {
+            if select.is_empty() {
                 String::new()
             } else {
-                format!(", filter {:?}", select.filter)
+                format!(", filter {:?}, params {:?}", select.filter, select.param)
             }
         );
         return Err(exit::USAGE);
     }
     Ok(cases)
+}
+
+fn read_report(path: &Path) -> Result<report::Report, i32> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        eprintln!("teardown: {}: {e}", path.display());
+        exit::BAD_INPUT
+    })?;
+    serde_json::from_str(&text).map_err(|e| {
+        eprintln!(
+            "teardown: {}:{}:{}: not a teardown report: {e}",
+            path.display(),
+            e.line(),
+            e.column()
+        );
+        exit::BAD_INPUT
+    })
+}
+
+fn read_baseline(path: &Path) -> Result<Baseline, i32> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        eprintln!(
+            "teardown: baseline {}: {e} (record one with `just baseline`)",
+            path.display()
+        );
+        exit::BAD_INPUT
+    })?;
+    Baseline::parse(&text).map_err(|e| {
+        eprintln!("teardown: {}: {e}", path.display());
+        exit::BAD_INPUT
+    })
+}
+
+fn drift_text(drift: &crate::baseline::Drift, b: &Baseline, rep: &report::Report) -> String {
+    if drift.is_empty() {
+        return format!(
+            "baseline: no drift ({} cases, recorded on {} {})\n",
+            b.cases.len(),
+            b.host.os,
+            b.host.kernel
+        );
+    }
+    let mut t = format!(
+        "baseline: behaviour drifted (baseline recorded on {} {}, this run on {} {})\n",
+        b.host.os, b.host.kernel, rep.host.os, rep.host.kernel
+    );
+    t.push_str(&drift.render());
+    t.push_str("if the change is real and intended, re-record: just baseline\n");
+    t
+}
+
+fn baseline_command(action: BaselineAction) -> i32 {
+    match action {
+        BaselineAction::Record { reports, out } => {
+            let mut runs = Vec::new();
+            for p in &reports {
+                match read_report(p) {
+                    Ok(r) => runs.push(r),
+                    Err(code) => return code,
+                }
+            }
+            if let Some(r) = runs.iter().find(|r| r.interrupted) {
+                eprintln!(
+                    "teardown: run {} was interrupted; record from complete runs",
+                    r.run_id
+                );
+                return exit::BAD_INPUT;
+            }
+            let b = match Baseline::record(&runs) {
+                Ok(b) => b,
+                Err(e) => {
+                    eprintln!("teardown: {e}");
+                    return exit::BAD_INPUT;
+                }
+            };
+            let mut json = serde_json::to_vec_pretty(&b).expect("baselines serialise");
+            json.push(b'\n');
+            if let Err(e) = report::write_atomic(&out, &json) {
+                eprintln!("teardown: cannot write {}: {e}", out.display());
+                return exit::IO_ERROR;
+            }
+            let varies = b
+                .cases
+                .values()
+                .flat_map(|f| f.values())
+                .filter(|r| matches!(r, crate::baseline::Recorded::Varies { .. }))
+                .count();
+            say(&format!(
+                "baseline: {} ({} cases from {} run(s); {varies} fact(s) varied and are not checked)\n",
+                out.display(),
+                b.cases.len(),
+                b.runs.len()
+            ));
+            exit::OK
+        }
+        BaselineAction::Check { baseline, report } => {
+            let b = match read_baseline(&baseline) {
+                Ok(b) => b,
+                Err(code) => return code,
+            };
+            let rep = match read_report(&report) {
+                Ok(r) => r,
+                Err(code) => return code,
+            };
+            let drift = b.check(&rep);
+            say(&drift_text(&drift, &b, &rep));
+            if drift.is_empty() {
+                exit::OK
+            } else {
+                exit::DRIFT
+            }
+        }
+    }
+}
+
+/// Progress on stderr: a bar on a terminal, one line per case otherwise
+/// (CI logs), nothing with `--quiet`.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    total: u64,
+    done: std::sync::atomic::AtomicU64,
+    quiet: bool,
+}
+
+impl Progress {
+    fn new(total: u64, quiet: bool) -> Progress {
+        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
+            let bar = indicatif::ProgressBar::new(total);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:30} {pos}/{len} cases {elapsed} {wide_msg}",
+                )
+                .expect("a valid template"),
+            );
+            bar
+        });
+        Progress {
+            bar,
+            total,
+            done: std::sync::atomic::AtomicU64::new(0),
+            quiet,
+        }
+    }
+
+    fn done(&self, r: &CaseReport) {
+        let n = self.done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let line = format!(
+            "{} {} ({:.1} ms)",
+            r.id,
+            r.verdict.status.name(),
+            r.duration_ms
+        );
+        match &self.bar {
+            Some(bar) => {
+                if r.verdict.status != Status::Pass && r.verdict.status != Status::Unchecked {
+                    bar.println(&line);
+                }
+                bar.set_message(line);
+                bar.inc(1);
+            }
+            None if !self.quiet => eprintln!("[{n}/{}] {line}", self.total),
+            None => {}
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// Ctrl-C and SIGTERM: the first asks the run to stop starting cases (the
+/// ones in flight finish and the report is written); the second exits at
+/// once. Either way nothing is left behind: namespaces, their sockets and
+/// fault rules belong to case threads and vanish with them or the process.
+mod interrupt {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+
+    static STOP: AtomicBool = AtomicBool::new(false);
+
+    extern "C" fn on_signal(_: libc::c_int) {
+        if STOP.swap(true, Ordering::SeqCst) {
+            // SAFETY: _exit is async-signal-safe.
+            unsafe { libc::_exit(super::exit::INTERRUPTED) };
+        }
+        let msg = b"\nteardown: stopping: running cases finish, then the report is written (again to quit at once)\n";
+        // SAFETY: write(2) is async-signal-safe; the buffer is static.
+        unsafe { libc::write(2, msg.as_ptr().cast(), msg.len()) };
+    }
+
+    /// Installs the handlers; returns the flag they set.
+    pub fn install() -> &'static AtomicBool {
+        let action = SigAction::new(
+            SigHandler::Handler(on_signal),
+            SaFlags::SA_RESTART,
+            SigSet::empty(),
+        );
+        for sig in [Signal::SIGINT, Signal::SIGTERM] {
+            // SAFETY: the handler only touches an atomic and calls
+            // async-signal-safe functions.
+            if let Err(e) = unsafe { sigaction(sig, &action) } {
+                eprintln!(
+                    "teardown: cannot handle {sig}: {e}; Ctrl-C will end the run without a report"
+                );
+            }
+        }
+        &STOP
+    }
 }

@@ -19,10 +19,12 @@
 //! `cli` parses arguments and nothing more.
 
 pub mod analyze;
+pub mod baseline;
 pub mod capture;
 pub mod cli;
 pub mod driver;
 pub mod fault;
+pub mod junit;
 pub mod observe;
 pub mod report;
 pub mod runner;

@@ -34,6 +34,13 @@ pub struct Report {
     pub run_id: String,
     pub cases: Vec<CaseReport>,
     pub summary: Summary,
+    /// True if the run was stopped (Ctrl-C, SIGTERM) before every case ran;
+    /// `cases` then holds the cases that finished.
+    #[serde(default)]
+    pub interrupted: bool,
+    /// Ids of selected cases that never started because the run was stopped.
+    #[serde(default)]
+    pub not_run: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
@@ -42,7 +49,7 @@ pub struct Tool {
     pub version: String,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Host {
     /// linux | freebsd | macos | windows
     pub os: String,
@@ -387,6 +394,16 @@ mod tests {
     use std::time::{Duration, UNIX_EPOCH};
 
     #[test]
+    fn the_committed_schema_is_the_generated_one() {
+        let committed: serde_json::Value =
+            serde_json::from_str(include_str!("../schema/report.schema.json")).unwrap();
+        assert!(
+            committed == schema(),
+            "harness/schema/report.schema.json is stale: regenerate it with `just schema`"
+        );
+    }
+
+    #[test]
     fn rfc3339_known_dates() {
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
         assert_eq!(
@@ -412,5 +429,49 @@ mod tests {
             .collect();
         assert_eq!(names, [std::ffi::OsString::from("r.json")]);
         std::fs::remove_dir_all(dir).unwrap();
+    }
+}
+
+/// A small, complete report for unit tests of the report's consumers.
+#[cfg(test)]
+pub(crate) mod fixture {
+    use serde_json::json;
+
+    use super::Report;
+
+    /// One case `x/ipv4` whose client sent `fin` FINs and whose one step
+    /// (`client close`, line 3) failed with `errno`.
+    pub fn report(run: &str, fin: u64, errno: Option<&str>) -> Report {
+        let mut r: Report = serde_json::from_value(json!({
+            "schema_version": 1,
+            "tool": { "name": "teardown", "version": "0.1.0" },
+            "host": { "os": "linux", "kernel": "6.18", "arch": "x86_64", "sysctls": {} },
+            "started_at": "2026-11-21T10:00:00Z", "duration_ms": 1.0, "run_id": run,
+            "summary": { "pass": 1, "fail": 0, "unchecked": 0, "error": 0 },
+            "cases": [{
+                "id": "x/ipv4", "scenario": "x", "scenario_file": "scenarios/x.toml",
+                "title": "t", "claims": [], "references": [], "params": { "family": "ipv4" },
+                "capture": null, "duration_ms": 1.0,
+                "timing": { "sandbox_ms": 0.0, "observe_setup_ms": 0.0, "run_ms": 0.0, "finish_ms": 0.0 },
+                "steps": [{ "line": 3, "actor": "client", "call": "client close", "label": null,
+                    "background": false, "start_ms": 0.0, "duration_ms": 0.1,
+                    "ret": 0, "errno": errno, "bytes": null, "value": null, "timed_out": false,
+                    "note": null, "harness_error": null }],
+                "wire": { "client": { "syn": 1, "fin": fin, "rst": 0, "data_bytes": 0, "retransmits": 0 },
+                          "server": { "syn": 1, "fin": 1, "rst": 0, "data_bytes": 0, "retransmits": 0 },
+                          "first_fin": "client", "first_rst": null, "conn_state": "SF",
+                          "history": "ShAFf", "close_segments": 3 },
+                "packets": [], "states": { "client": [], "server": [] },
+                "final_state": { "client": "TIME-WAIT", "server": "CLOSED" },
+                "time_wait": { "side": "client", "remaining_ms": 60000 },
+                "data": { "client_to_server": { "written": 0, "sent": 0, "acked": 0, "read": 0, "lost": 0, "corrupted": 0 },
+                          "server_to_client": { "written": 0, "sent": 0, "acked": 0, "read": 0, "lost": 0, "corrupted": 0 } },
+                "sysctls": {}, "settled": true, "findings": [],
+                "verdict": { "status": "pass", "mismatches": [], "checks": [], "error": null }
+            }]
+        }))
+        .expect("a valid report");
+        r.run_id = run.into();
+        r
     }
 }

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Instant, SystemTime};
 
 use crate::analyze::{self, Analysis};
@@ -69,9 +69,13 @@ pub fn host() -> Host {
 
 /// Runs every case, `opts.jobs` at a time; reports keep the input order.
 /// `on_done` sees each case report as it finishes (for progress output).
+/// Once `stop` is set no further case starts; the cases in flight finish
+/// (each is bounded by its own timeouts) and the report lists the rest in
+/// `not_run`, with `interrupted` set.
 pub fn run_all(
     cases: &[Case],
     opts: &RunOptions,
+    stop: &AtomicBool,
     on_done: &(dyn Fn(&CaseReport) + Sync),
 ) -> Report {
     let started = SystemTime::now();
@@ -83,6 +87,9 @@ pub fn run_all(
         for _ in 0..opts.jobs.clamp(1, cases.len().max(1)) {
             s.spawn(|| {
                 loop {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(case) = cases.get(i) else { break };
                     let r = run_case(case, opts, &reaper);
@@ -93,10 +100,15 @@ pub fn run_all(
         }
     });
     reaper.wait();
-    let cases: Vec<CaseReport> = slots
-        .into_iter()
-        .map(|m| m.into_inner().expect("slot").expect("every case ran"))
-        .collect();
+    let mut not_run = Vec::new();
+    let mut done = Vec::new();
+    for (case, slot) in cases.iter().zip(slots) {
+        match slot.into_inner().expect("slot") {
+            Some(r) => done.push(r),
+            None => not_run.push(case.id.clone()),
+        }
+    }
+    let cases = done;
     Report {
         schema_version: report::SCHEMA_VERSION,
         tool: Tool {
@@ -108,6 +120,8 @@ pub fn run_all(
         duration_ms: ms_since(t),
         run_id: opts.run_id.clone(),
         summary: Summary::of(&cases),
+        interrupted: !not_run.is_empty(),
+        not_run,
         cases,
     }
 }
@@ -115,11 +129,18 @@ pub fn run_all(
 /// Runs one case on a fresh thread (hence a fresh namespace) and waits.
 /// A panic inside becomes an `error` verdict.
 pub fn run_case(case: &Case, opts: &RunOptions, reaper: &Reaper) -> CaseReport {
+    isolated(case, || run_case_here(case, opts, reaper))
+}
+
+/// Runs `body` on a thread of its own and turns a panic into an `error`
+/// report for `case`. The thread's namespace, sockets and fault rules die
+/// with the thread, panic or not.
+fn isolated(case: &Case, body: impl FnOnce() -> CaseReport + Send) -> CaseReport {
     let started = Instant::now();
     let result = std::thread::scope(|s| {
         std::thread::Builder::new()
             .name(format!("case {}", case.id))
-            .spawn_scoped(s, || run_case_here(case, opts, reaper))
+            .spawn_scoped(s, body)
             .map_err(|e| format!("cannot start the case thread: {e}"))?
             .join()
             .map_err(|p| {
@@ -147,7 +168,12 @@ fn run_case_here(case: &Case, opts: &RunOptions, reaper: &Reaper) -> CaseReport 
     };
     for (name, value) in &case.sysctls {
         if let Err(e) = sandbox::write_sysctl(&ns, name, value) {
-            return empty_report(case, vec![format!("{e} (the case sets it in its [sysctl] table; only per-namespace net.* sysctls can be set)")]);
+            return empty_report(
+                case,
+                vec![format!(
+                    "{e} (the case sets it in its [sysctl] table; only per-namespace net.* sysctls can be set)"
+                )],
+            );
         }
     }
     let mut sysctls = sandbox::teardown_sysctls();
@@ -363,6 +389,42 @@ mod tests {
             serde_json::Value::Null,
             "an unobserved side matches nothing"
         );
+    }
+
+    /// A panic inside one case is that case's `error`, with the panic's
+    /// message, and does not take the run down.
+    #[test]
+    fn a_panicking_case_becomes_an_error_report() {
+        let (_, cases) = crate::scenario::parse(
+            std::path::Path::new("t.toml"),
+            "title = \"t\"\nsteps = \"client close\"\n",
+        )
+        .unwrap();
+        let r = isolated(&cases[0], || panic!("driver bug"));
+        assert_eq!(r.id, cases[0].id);
+        assert_eq!(r.verdict.status, crate::verdict::Status::Error);
+        let why = r.verdict.error.unwrap();
+        assert!(why.contains("the harness panicked: driver bug"), "{why}");
+    }
+
+    /// A stopped run starts nothing and says so, instead of pretending.
+    #[test]
+    fn a_stopped_run_lists_what_did_not_run() {
+        let (_, cases) = crate::scenario::parse(
+            std::path::Path::new("t.toml"),
+            "title = \"t\"\nsteps = \"client close\"\n",
+        )
+        .unwrap();
+        let opts = RunOptions {
+            captures_dir: None,
+            run_id: "r".into(),
+            jobs: 2,
+        };
+        let stop = AtomicBool::new(true);
+        let rep = run_all(&cases, &opts, &stop, &|_| panic!("no case may run"));
+        assert!(rep.interrupted);
+        assert!(rep.cases.is_empty());
+        assert_eq!(rep.not_run, ["t/ipv4", "t/ipv6"]);
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
+use std::sync::atomic::AtomicBool;
 
 use serde_json::Value;
 use teardown::capture::Reaper;
@@ -49,7 +50,7 @@ fn catalogue() -> &'static Run {
             run_id: "e2e".into(),
             jobs: runner::default_jobs(),
         };
-        let report = runner::run_all(&load_all(), &opts, &|_| {});
+        let report = runner::run_all(&load_all(), &opts, &AtomicBool::new(false), &|_| {});
         let json = serde_json::to_value(&report).unwrap();
         Run { report, json }
     })
@@ -386,4 +387,97 @@ fn a_read_that_cannot_complete_times_out_at_its_bound() {
         1,
         "the close after the timeout still ran"
     );
+}
+
+fn host_ruleset() -> String {
+    let out = Command::new("nft")
+        .args(["list", "ruleset"])
+        .output()
+        .expect("nft is installed (apt-get install nftables)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Fault rules live in the case namespaces: the catalogue (which drops and
+/// rejects segments in several cases) leaves the host's ruleset as it was.
+#[test]
+fn fault_rules_never_reach_the_host_ruleset() {
+    let before = host_ruleset();
+    let run = catalogue();
+    let with_faults = run
+        .report
+        .cases
+        .iter()
+        .filter(|c| !c.faults.is_empty())
+        .count();
+    assert!(
+        with_faults >= 5,
+        "the catalogue injects faults in several cases"
+    );
+    for c in run.report.cases.iter().filter(|c| !c.faults.is_empty()) {
+        assert!(
+            c.faults.iter().all(|f| f.matched.is_some()),
+            "{}: every rule's counter was read: {:?}",
+            c.id,
+            c.faults
+        );
+    }
+    assert_eq!(host_ruleset(), before);
+    assert!(!host_ruleset().contains("teardown"));
+}
+
+/// Ctrl-C: the run stops starting cases, the ones in flight finish, and the
+/// report that is written is complete JSON for them; exit status 130.
+#[test]
+fn ctrl_c_writes_a_valid_report_of_the_finished_cases() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    require_privileges();
+    let dir = std::env::temp_dir().join(format!("teardown-int-{}", std::process::id()));
+    let report_path = dir.join("report.json");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_teardown"))
+        .args(["run", "-j", "2", "--report"])
+        .arg(&report_path)
+        .arg("--captures")
+        .arg(dir.join("captures"))
+        .arg(scenarios_dir())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for an observable event, the first finished case, not a time.
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while stderr.read_line(&mut line).unwrap() > 0 && !line.starts_with("[1/") {
+        line.clear();
+    }
+    assert!(line.starts_with("[1/"), "no progress line before EOF");
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let rest: Vec<String> = stderr.lines().map_while(Result::ok).collect();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{rest:?}");
+    assert!(rest.iter().any(|l| l.contains("stopping")), "{rest:?}");
+
+    let report: Report =
+        serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
+    let total = load_all().len();
+    assert!(report.interrupted);
+    assert!(!report.cases.is_empty() && !report.not_run.is_empty());
+    assert_eq!(report.cases.len() + report.not_run.len(), total);
+    for c in &report.cases {
+        assert_ne!(
+            c.verdict.status,
+            Status::Error,
+            "{}: {:?}",
+            c.id,
+            c.verdict.error
+        );
+        assert!(
+            Path::new(c.capture.as_deref().unwrap()).exists(),
+            "{}",
+            c.id
+        );
+    }
+    assert!(!host_ruleset().contains("teardown"));
 }

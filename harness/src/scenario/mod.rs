@@ -408,6 +408,11 @@ fn parse_sysctls(
     let mut out = Vec::new();
     for (name, value) in table.get_ref() {
         let err = |m: String| src.error_at(span.clone(), format!("sysctl.{name}: {m}"));
+        if value.is_table() {
+            return Err(err(format!(
+                "quote the whole name, e.g. \"{name}.ipv4.tcp_fin_timeout\" = 1; unquoted dots make nested tables"
+            )));
+        }
         if !name.starts_with("net.") || name.contains(['/', ' ']) || name.contains("..") {
             return Err(err(
                 "only per-namespace network sysctls (net.*) can be set in a case, e.g. \"net.ipv4.tcp_fin_timeout\" = 1".into(),
@@ -416,11 +421,6 @@ fn parse_sysctls(
         let value = match value {
             toml::Value::String(s) => s.clone(),
             toml::Value::Integer(i) => i.to_string(),
-            toml::Value::Table(_) => {
-                return Err(err(format!(
-                    "quote the whole name, e.g. \"{name}.ipv4.tcp_fin_timeout\" = 1; unquoted dots make nested tables"
-                )));
-            }
             _ => return Err(err("expected a string or an integer".into())),
         };
         out.push((name.clone(), value, span.clone()));
@@ -770,6 +770,43 @@ facts = { "wire.client.rst" = 1, "steps.lc.errno" = { null = true } }
             "title = \"t\"\nsteps = '''\nclient close\n'''\n[[expect]]\nos = \"plan9\"\nfacts = { \"wire.client.fin\" = 1 }\n",
         );
         assert!(e.contains(":6:6: unknown os \"plan9\""), "{e}");
+    }
+
+    #[test]
+    fn sysctls_take_params_and_stay_in_net() {
+        let (_, cases) = parse(
+            Path::new("scenarios/s.toml"),
+            "title = \"t\"\nsteps = \"client close\"\nparams = { t = [1, 2] }\n[sysctl]\n\"net.ipv4.tcp_fin_timeout\" = \"${t}\"\n\"net.ipv4.tcp_tw_reuse\" = 0\n",
+        )
+        .unwrap();
+        assert_eq!(
+            cases[1].sysctls,
+            [
+                ("net.ipv4.tcp_fin_timeout".to_string(), "2".to_string()),
+                ("net.ipv4.tcp_tw_reuse".to_string(), "0".to_string())
+            ]
+        );
+        let e =
+            parse_err("title = \"t\"\nsteps = \"client close\"\n[sysctl]\n\"kernel.panic\" = 1\n");
+        assert!(
+            e.contains(":3:1: sysctl.kernel.panic: only per-namespace"),
+            "{e}"
+        );
+        let e = parse_err(
+            "title = \"t\"\nsteps = \"client close\"\n[sysctl]\nnet.ipv4.tcp_fin_timeout = 1\n",
+        );
+        assert!(e.contains("quote the whole name"), "{e}");
+    }
+
+    #[test]
+    fn heal_names_an_earlier_fault() {
+        let e = parse_err("title = \"t\"\nsteps = '''\nheal lost\ndrop all as lost\n'''\n");
+        assert!(
+            e.contains(":3:1: no earlier drop or reject step is labelled \"lost\""),
+            "{e}"
+        );
+        let ok = "title = \"t\"\nsteps = '''\ndrop all as lost\nheal lost\n'''\n";
+        assert!(parse(Path::new("scenarios/x.toml"), ok).is_ok());
     }
 
     #[test]

@@ -503,9 +503,11 @@ fn action(actor: Actor, cur: &mut Cursor) -> Result<Action, StepError> {
         "bind" => {
             only(&[Actor::Client])?;
             let port = int(cur, "a local port number")?;
-            Action::Bind(u16::try_from(port).map_err(|_| {
-                StepError::at(cur.column(), format!("port {port} is above 65535"))
-            })?)
+            Action::Bind(
+                u16::try_from(port).map_err(|_| {
+                    StepError::at(cur.column(), format!("port {port} is above 65535"))
+                })?,
+            )
         }
         "write" => {
             only(&data_side)?;
@@ -689,7 +691,10 @@ fn fault(verdict: Verdict, cur: &mut Cursor) -> Result<Rule, StepError> {
     if cur.eat("first") {
         let n = int(cur, "how many matching segments (first N)")?;
         rule.first = Some(u32::try_from(n).map_err(|_| {
-            StepError::at(cur.column(), format!("first {n} is too many; at most 4294967295"))
+            StepError::at(
+                cur.column(),
+                format!("first {n} is too many; at most 4294967295"),
+            )
         })?);
     }
     Ok(rule)
@@ -876,6 +881,59 @@ mod tests {
     fn blank_and_comment_lines_are_not_steps() {
         assert_eq!(parse_step("   ", Some(1)).unwrap(), None);
         assert_eq!(parse_step("  # just a comment", Some(1)).unwrap(), None);
+    }
+
+    #[test]
+    fn parses_faults_heal_and_bind() {
+        use crate::fault::flags::{ACK, FIN};
+        let s = step("drop client->server flags FIN first 1 as lost");
+        assert_eq!(s.actor, None);
+        assert_eq!(s.label.as_deref(), Some("lost"));
+        assert_eq!(
+            s.action,
+            Action::Fault(Rule {
+                verdict: Verdict::Drop,
+                direction: Direction::ClientToServer,
+                flags: FlagMatch::AllOf(FIN),
+                first: Some(1),
+            })
+        );
+        assert_eq!(
+            step("reject server->client flags =ACK").action,
+            Action::Fault(Rule {
+                verdict: Verdict::Reject,
+                direction: Direction::ServerToClient,
+                flags: FlagMatch::Exactly(ACK),
+                first: None,
+            })
+        );
+        let all = step("drop all");
+        assert!(matches!(
+            all.action,
+            Action::Fault(Rule {
+                direction: Direction::Both,
+                flags: FlagMatch::Any,
+                ..
+            })
+        ));
+        assert_eq!(step("heal").action, Action::Heal(None));
+        assert_eq!(step("heal lost").action, Action::Heal(Some("lost".into())));
+        assert_eq!(step("heal as h").action, Action::Heal(None));
+        assert_eq!(step("client bind 40000").action, Action::Bind(40000));
+
+        let e = err("drop sideways");
+        assert_eq!(e.column, 6);
+        assert!(e.message.contains("client->server"), "{}", e.message);
+        let e = err("drop both flags FIN,ECE");
+        assert_eq!(e.column, 17);
+        assert!(
+            e.message.contains("unknown TCP flag \"ECE\""),
+            "{}",
+            e.message
+        );
+        assert!(err("client bind 70000").message.contains("above 65535"));
+        assert!(err("server bind 1").message.contains("client step"));
+        assert!(err("bg drop all as x").message.contains("background"));
     }
 
     #[test]
