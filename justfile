@@ -10,7 +10,7 @@ default:
     @just --list
 
 # Install missing system packages (Debian/Ubuntu, as root); elsewhere say what to install
-deps *packages="libpcap-dev pkg-config":
+deps *packages="libpcap-dev pkg-config nftables":
     #!/usr/bin/env bash
     set -euo pipefail
     missing=()
@@ -35,16 +35,33 @@ deps *packages="libpcap-dev pkg-config":
 build: deps
     cargo build --release --locked
 
-# Run every scenario (or: just run-scenarios -f linger); needs root or CAP_NET_ADMIN+CAP_NET_RAW
+# Run every scenario (or: just run-scenarios -f linger -p family=ipv6); needs root, see README
 run-scenarios *args: build
     {{bin}} run {{args}}
+
+# The CI matrix: every case, JUnit for the CI system, and the check against the committed baseline
+matrix *args: build
+    {{bin}} run --report reports/matrix.json --junit reports/junit.xml --baseline reports/baseline/{{os()}}.json {{args}}
+
+# Re-record reports/baseline/<os>.json from 3 full runs (facts that differ between them are not checked)
+baseline runs="3": build
+    #!/usr/bin/env bash
+    set -euo pipefail
+    dir=$(mktemp -d)
+    trap 'rm -rf "$dir"' EXIT
+    for i in $(seq {{runs}}); do
+        echo "run $i of {{runs}}" >&2
+        {{bin}} run --quiet --no-captures --report "$dir/run$i.json" >/dev/null \
+            || { echo "run $i did not pass (see above); fix that before recording a baseline" >&2; exit 1; }
+    done
+    {{bin}} baseline record "$dir"/run*.json -o reports/baseline/{{os()}}.json
 
 # List the cases the scenarios expand to
 list *args: build
     {{bin}} list {{args}}
 
 # Run the test suite (end-to-end tests need root; tshark is the independent witness)
-test: (deps "libpcap-dev" "pkg-config" "tshark")
+test: (deps "libpcap-dev" "pkg-config" "nftables" "tshark")
     cargo test --workspace --locked
 
 # Formatting and lints, as CI checks them
