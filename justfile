@@ -64,6 +64,10 @@ list *args: build
 test: (deps "libpcap-dev" "pkg-config" "nftables" "tshark")
     cargo test --workspace --locked
 
+# Property-based sequences, longer than in `just test` (needs root); a failure is written as a scenario file
+proptest cases="1000": (deps "libpcap-dev" "pkg-config")
+    TEARDOWN_PROPTEST_CASES={{cases}} cargo test --release --locked --test sequences
+
 # Formatting and lints, as CI checks them
 lint:
     cargo fmt --all -- --check
