@@ -4,8 +4,13 @@
 //!    median and spread of its wall time and of each phase.
 //! 2. Throughput: the same case 60 times with the default job count; wall
 //!    time divided by cases is the amortised cost per case.
-//! 3. The whole catalogue with the default job count, against its longest case.
-//! 4. Peak resident memory of this process.
+//! 3. The full matrix (every case of every scenario) with the default job
+//!    count, 3 times: wall time against its longest case (goal: at most
+//!    1.2 x longest + 1 s), and the per-case overhead (everything but the
+//!    steps: namespace, capture setup, analysis, pcap, verdict).
+//! 4. The matrix through the real binary (`teardown run`), 3 times: wall
+//!    time and the peak resident memory of that process.
+//! 5. Peak resident memory of this bench process.
 
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
@@ -34,14 +39,16 @@ fn summary(name: &str, mut xs: Vec<f64>) {
 }
 
 fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
+    vm_hwm_kib("/proc/self/status").unwrap_or(0)
+}
+
+/// The `VmHWM` (peak resident set) line of a `/proc/<pid>/status` file.
+fn vm_hwm_kib(status_file: &str) -> Option<u64> {
+    std::fs::read_to_string(status_file).ok().and_then(|s| {
+        s.lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+    })
 }
 
 fn main() {
@@ -132,33 +139,84 @@ fn main() {
         wall / RUNS as f64
     );
 
-    // 3. the catalogue
-    let t = Instant::now();
-    let report = runner::run_all(
-        &all,
-        &opts(runner::default_jobs()),
-        &AtomicBool::new(false),
-        &|_| {},
-    );
-    let wall = t.elapsed().as_secs_f64() * 1e3;
-    let longest = report
-        .cases
-        .iter()
-        .max_by(|a, b| a.duration_ms.total_cmp(&b.duration_ms))
-        .expect("cases");
+    // 3. the full matrix, in process
     println!(
-        "\n3. catalogue: {} cases, {wall:.1} ms wall; longest case {} {:.1} ms; ratio {:.2}",
-        report.cases.len(),
-        longest.id,
-        longest.duration_ms,
-        wall / longest.duration_ms
+        "\n3. full matrix in process: {} cases, {} jobs, goal wall <= 1.2 x longest + 1 s",
+        all.len(),
+        runner::default_jobs()
     );
-    println!(
-        "   verdicts: {} pass, {} fail, {} unchecked, {} error",
-        report.summary.pass, report.summary.fail, report.summary.unchecked, report.summary.error
-    );
+    let mut overhead = Vec::new();
+    for round in 1..=3 {
+        let t = Instant::now();
+        let report = runner::run_all(
+            &all,
+            &opts(runner::default_jobs()),
+            &AtomicBool::new(false),
+            &|_| {},
+        );
+        let wall = t.elapsed().as_secs_f64() * 1e3;
+        let longest = report
+            .cases
+            .iter()
+            .max_by(|a, b| a.duration_ms.total_cmp(&b.duration_ms))
+            .expect("cases");
+        let goal = 1.2 * longest.duration_ms + 1000.0;
+        println!(
+            "  run {round}: {wall:.1} ms wall; longest {} {:.1} ms; ratio {:.2}; goal {goal:.0} ms {}; verdicts {} pass, {} fail, {} unchecked, {} error",
+            longest.id,
+            longest.duration_ms,
+            wall / longest.duration_ms,
+            if wall <= goal { "met" } else { "NOT met" },
+            report.summary.pass,
+            report.summary.fail,
+            report.summary.unchecked,
+            report.summary.error
+        );
+        overhead.extend(report.cases.iter().map(|c| c.duration_ms - c.timing.run_ms));
+    }
+    summary("per-case overhead", overhead);
 
-    println!("\n4. peak RSS: {} KiB", peak_rss_kib());
+    // 4. the matrix through the binary, as `just run-scenarios` runs it
+    println!("\n4. full matrix through `teardown run` (separate process):");
+    for round in 1..=3 {
+        let out_dir = captures.join(format!("binary-{round}"));
+        let t = Instant::now();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_teardown"))
+            .arg("run")
+            .arg("--quiet")
+            .arg("--report")
+            .arg(out_dir.join("report.json"))
+            .arg("--captures")
+            .arg(&out_dir)
+            .arg(&scenarios)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("run teardown");
+        // VmHWM only grows; sampled every 5 ms it misses at most the last
+        // few milliseconds of the run. (getrusage's ru_maxrss cannot be used:
+        // it counts this big parent's memory, which the child had before exec.)
+        let status_file = format!("/proc/{}/status", child.id());
+        let mut peak = 0;
+        let status = loop {
+            if let Some(kib) = vm_hwm_kib(&status_file) {
+                peak = peak.max(kib);
+            }
+            if let Some(s) = child.try_wait().expect("wait for teardown") {
+                break s;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        };
+        let wall = t.elapsed().as_secs_f64() * 1e3;
+        println!(
+            "  run {round}: {wall:.1} ms wall, exit {:?}, peak RSS {peak} KiB",
+            status.code()
+        );
+    }
+
+    println!(
+        "\n5. peak RSS of this bench process: {} KiB",
+        peak_rss_kib()
+    );
     let _ = std::fs::remove_dir_all(&captures);
 }
 

@@ -69,7 +69,7 @@ enum Command {
         /// Do not write pcap files.
         #[arg(long)]
         no_captures: bool,
-        /// Cases to run at once [default: 4 x CPUs]. Cases mostly wait (on
+        /// Cases to run at once [default: 8 x CPUs]. Cases mostly wait (on
         /// protocol timers and on the kernel's RCU grace periods when a
         /// capture ring is set up), so more cases than cores is efficient.
         #[arg(long, short = 'j')]

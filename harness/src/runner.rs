@@ -36,10 +36,10 @@ pub struct RunOptions {
     pub jobs: usize,
 }
 
-/// Cases in flight by default: 4 per CPU. A case spends most of its time
+/// Cases in flight by default: 8 per CPU. A case spends most of its time
 /// waiting, not computing (see `capture::Reaper` and `Capture::start`).
 pub fn default_jobs() -> usize {
-    4 * std::thread::available_parallelism().map_or(2, |n| n.get())
+    8 * std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
 /// This OS's family name, as expectations spell it.
