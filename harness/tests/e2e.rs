@@ -20,6 +20,8 @@ use teardown::verdict::Status;
 struct Run {
     report: Report,
     json: Value,
+    /// The host's nftables ruleset just before the run.
+    ruleset_before: String,
 }
 
 fn scenarios_dir() -> PathBuf {
@@ -44,6 +46,7 @@ fn catalogue() -> &'static Run {
     static RUN: OnceLock<Run> = OnceLock::new();
     RUN.get_or_init(|| {
         require_privileges();
+        let ruleset_before = host_ruleset();
         let dir = std::env::temp_dir().join(format!("teardown-e2e-{}", std::process::id()));
         let opts = RunOptions {
             captures_dir: Some(dir),
@@ -52,7 +55,11 @@ fn catalogue() -> &'static Run {
         };
         let report = runner::run_all(&load_all(), &opts, &AtomicBool::new(false), &|_| {});
         let json = serde_json::to_value(&report).unwrap();
-        Run { report, json }
+        Run {
+            report,
+            json,
+            ruleset_before,
+        }
     })
 }
 
@@ -231,13 +238,14 @@ fn every_fact_path_resolves_in_a_real_report() {
 /// SYN/FIN/RST segments and payload bytes per side as the report.
 #[test]
 fn tshark_agrees_with_the_report_on_every_case() {
+    let run = catalogue(); // see host_ruleset: no fork while the catalogue runs here
     let tshark = Command::new("tshark").arg("--version").output();
     assert!(
         tshark.is_ok_and(|o| o.status.success()),
         "tshark is the witness: install it (apt-get install tshark)"
     );
     let mut disagreements = Vec::new();
-    for c in &catalogue().report.cases {
+    for c in &run.report.cases {
         let pcap = c.capture.as_deref().unwrap();
         let out = Command::new("tshark")
             .args(["-r", pcap, "-T", "fields", "-E", "separator=,"])
@@ -389,6 +397,10 @@ fn a_read_that_cannot_complete_times_out_at_its_bound() {
     );
 }
 
+/// Tests that start programs wait for the catalogue first: a fork while
+/// cases run in this process would copy their sockets' descriptors, and a
+/// case's close() would then not close anything until the child execs (the
+/// harness itself starts programs only through `sandbox::run_isolated`).
 fn host_ruleset() -> String {
     let out = Command::new("nft")
         .args(["list", "ruleset"])
@@ -401,8 +413,8 @@ fn host_ruleset() -> String {
 /// rejects segments in several cases) leaves the host's ruleset as it was.
 #[test]
 fn fault_rules_never_reach_the_host_ruleset() {
-    let before = host_ruleset();
     let run = catalogue();
+    let before = &run.ruleset_before;
     let with_faults = run
         .report
         .cases
@@ -421,7 +433,7 @@ fn fault_rules_never_reach_the_host_ruleset() {
             c.faults
         );
     }
-    assert_eq!(host_ruleset(), before);
+    assert_eq!(&host_ruleset(), before);
     assert!(!host_ruleset().contains("teardown"));
 }
 
@@ -432,7 +444,7 @@ fn ctrl_c_writes_a_valid_report_of_the_finished_cases() {
     use std::io::{BufRead, BufReader};
     use std::process::Stdio;
 
-    require_privileges();
+    catalogue(); // see host_ruleset: no fork while the catalogue runs here
     let dir = std::env::temp_dir().join(format!("teardown-int-{}", std::process::id()));
     let report_path = dir.join("report.json");
     let mut child = Command::new(env!("CARGO_BIN_EXE_teardown"))

@@ -10,11 +10,9 @@
 //! "First N" uses `numgen inc`, which counts only the segments that got as
 //! far as it in the rule, i.e. those that matched everything before it.
 
+use crate::sandbox::{self, Namespace};
 use std::collections::HashMap;
 use std::io::ErrorKind;
-use std::process::Command;
-
-use crate::sandbox::Namespace;
 
 use super::{Direction, FaultError, FlagMatch, Rule, Verdict, flags};
 
@@ -85,20 +83,22 @@ impl Firewall {
     }
 }
 
-/// `None` = nft is not installed; `Some(message)` = it refused.
+/// `None` = nft is not installed; `Some(message)` = it refused. nft runs
+/// through [`sandbox::run_isolated`], never `std::process::Command`: see
+/// there why a plain fork would change what other cases observe.
 fn nft(args: &[&str]) -> Result<String, Option<String>> {
-    let out = Command::new("nft").args(args).output().map_err(|e| {
+    let out = sandbox::run_isolated("nft", args).map_err(|e| {
         if e.kind() == ErrorKind::NotFound {
             None
         } else {
             Some(format!("cannot run nft: {e}"))
         }
     })?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    if out.code == 0 {
+        Ok(out.output)
     } else {
         Err(Some(
-            String::from_utf8_lossy(&out.stderr)
+            out.output
                 .lines()
                 .next()
                 .unwrap_or("failed without a message")

@@ -124,3 +124,185 @@ pub fn kernel_release() -> String {
         .map(|u| u.release().to_string_lossy().into_owned())
         .unwrap_or_default()
 }
+
+/// What a program run by [`run_isolated`] did.
+#[derive(Debug)]
+pub struct ProgramOutput {
+    /// Exit status, or 128 + the signal that killed it.
+    pub code: i32,
+    /// stdout and stderr, interleaved.
+    pub output: String,
+}
+
+/// Runs `program args...` in the calling thread's network namespace, the way
+/// `std::process::Command` would, except that the child never holds a
+/// reference to any of this process's file descriptors.
+///
+/// A normal fork or posix_spawn copies the whole descriptor table, so until
+/// the child execs it holds a reference to every socket of every case running
+/// in parallel. A case that close()s its socket in that window only drops one
+/// reference: no FIN, no linger wait, no RST, until the child execs, which
+/// showed up as close() returning in 1 us under SO_LINGER and as missing FINs
+/// under parallel load. Here the child shares the table (`CLONE_FILES`, no
+/// references taken) and replaces it with an empty one before it opens
+/// anything: `close_range(0, ~0, CLOSE_RANGE_UNSHARE)` copies no descriptor.
+pub fn run_isolated(program: &str, args: &[&str]) -> std::io::Result<ProgramOutput> {
+    use std::ffi::{CString, c_void};
+    use std::io::{Error, ErrorKind};
+    use std::os::unix::ffi::OsStrExt;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+        .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("{program} is not in PATH")))?;
+    let out_path = std::env::temp_dir().join(format!(
+        "teardown-{}-{}.out",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::File::create(&out_path)?;
+    let remove_later = RemoveOnDrop(out_path.clone());
+
+    let cstr = |b: &[u8]| CString::new(b).map_err(|e| Error::new(ErrorKind::InvalidInput, e));
+    let c_path = cstr(path.as_os_str().as_bytes())?;
+    let c_args = std::iter::once(program)
+        .chain(args.iter().copied())
+        .map(|a| cstr(a.as_bytes()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let argv: Vec<*const libc::c_char> = c_args
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    let c_out = cstr(out_path.as_os_str().as_bytes())?;
+
+    /// Everything the child needs, prepared before the clone: between clone
+    /// and exec the child shares our memory and may only make system calls.
+    struct ChildArgs {
+        path: *const libc::c_char,
+        argv: *const *const libc::c_char,
+        envp: *const *const libc::c_char,
+        out: *const libc::c_char,
+    }
+    unsafe extern "C" {
+        static environ: *const *const libc::c_char;
+    }
+    let child_args = ChildArgs {
+        path: c_path.as_ptr(),
+        argv: argv.as_ptr(),
+        // SAFETY: reading the process environment pointer.
+        envp: unsafe { environ },
+        out: c_out.as_ptr(),
+    };
+
+    extern "C" fn child(arg: *mut c_void) -> libc::c_int {
+        // SAFETY: arg points to the parent's ChildArgs, alive because the
+        // parent is suspended (CLONE_VFORK) until we exec or exit; only
+        // async-signal-safe system calls follow.
+        unsafe {
+            let a = &*(arg as *const ChildArgs);
+            if libc::syscall(
+                libc::SYS_close_range,
+                0 as libc::c_uint,
+                libc::c_uint::MAX,
+                libc::CLOSE_RANGE_UNSHARE,
+            ) != 0
+            {
+                libc::_exit(126);
+            }
+            // The table is empty: these become 0, 1 and 2.
+            if libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY) != 0
+                || libc::open(a.out, libc::O_WRONLY | libc::O_APPEND) != 1
+                || libc::dup(1) != 2
+            {
+                libc::_exit(126);
+            }
+            libc::execve(a.path, a.argv, a.envp);
+            libc::_exit(127)
+        }
+    }
+
+    let mut stack = vec![0u8; 256 * 1024];
+    // SAFETY: the top of our own buffer, aligned down to 16 bytes.
+    let top = unsafe { stack.as_mut_ptr().add(stack.len()) };
+    let top = ((top as usize) & !15) as *mut c_void;
+    // SAFETY: CLONE_VM | CLONE_VFORK: the child runs `child` on `stack` and
+    // the parent resumes only after the child has exec'd or exited, so the
+    // stack and ChildArgs outlive the child's use of them.
+    let pid = unsafe {
+        libc::clone(
+            child,
+            top,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_FILES | libc::SIGCHLD,
+            &child_args as *const ChildArgs as *mut c_void,
+        )
+    };
+    if pid < 0 {
+        return Err(Error::last_os_error());
+    }
+    drop(stack);
+    let mut status = 0;
+    loop {
+        // SAFETY: waiting for our own child.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            break;
+        }
+        let e = Error::last_os_error();
+        if e.kind() != ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        128 + libc::WTERMSIG(status)
+    };
+    if code == 126 || code == 127 {
+        // Our own markers: set-up in the child or exec failed.
+        let output = std::fs::read_to_string(&out_path).unwrap_or_default();
+        if output.is_empty() {
+            return Err(Error::other(format!(
+                "{program}: could not be started (status {code})"
+            )));
+        }
+    }
+    let output = String::from_utf8_lossy(&std::fs::read(&out_path)?).into_owned();
+    drop(remove_later);
+    Ok(ProgramOutput { code, output })
+}
+
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The child sees only its own stdin/stdout/stderr, even though this
+    /// process has other descriptors open without close-on-exec.
+    #[test]
+    fn a_program_inherits_no_descriptor() {
+        // SAFETY: plain dup of stdin without O_CLOEXEC, closed below.
+        let leaked = unsafe { libc::dup(0) };
+        assert!(leaked > 2);
+        let out = run_isolated("sh", &["-c", "ls /proc/$$/fd; echo done >&2; exit 3"]).unwrap();
+        // SAFETY: we own it.
+        unsafe { libc::close(leaked) };
+        assert_eq!(out.code, 3);
+        let fds: Vec<&str> = out.output.lines().filter(|l| *l != "done").collect();
+        assert_eq!(fds, ["0", "1", "2"], "{}", out.output);
+        assert!(out.output.contains("done"));
+        let missing = run_isolated("no-such-program-teardown", &[]).unwrap_err();
+        assert_eq!(missing.kind(), std::io::ErrorKind::NotFound);
+    }
+}
