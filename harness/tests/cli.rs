@@ -158,3 +158,76 @@ fn a_closed_stdout_is_not_a_panic() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
 }
+
+#[test]
+fn list_selects_by_parameter_and_id() {
+    let scenarios = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    let o = teardown(&[
+        "list",
+        scenarios.to_str().unwrap(),
+        "-p",
+        "family=ipv6",
+        "-f",
+        "linger",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let ids: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(!ids.is_empty());
+    assert!(
+        ids.iter()
+            .all(|id| id.contains("linger") && id.contains("/ipv6")),
+        "{ids:?}"
+    );
+    let o = teardown(&["list", scenarios.to_str().unwrap(), "-p", "family"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("expected NAME=VALUE"), "{}", stderr(&o));
+    let o = teardown(&["list", scenarios.to_str().unwrap(), "-p", "family=ipx"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("no case to run"), "{}", stderr(&o));
+}
+
+#[test]
+fn baseline_check_names_a_bad_file_and_exits_65() {
+    let o = teardown(&[
+        "baseline",
+        "check",
+        "/nonexistent/b.json",
+        "/nonexistent/r.json",
+    ]);
+    assert_eq!(o.status.code(), Some(65));
+    assert!(stderr(&o).contains("/nonexistent/b.json"), "{}", stderr(&o));
+    let b = temp_file("not-a-baseline.json", "{\"kind\": \"something else\"}\n");
+    let o = teardown(&[
+        "baseline",
+        "check",
+        b.to_str().unwrap(),
+        b.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(65));
+    assert!(
+        stderr(&o).contains("not a teardown baseline"),
+        "{}",
+        stderr(&o)
+    );
+    let committed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../reports/baseline/linux.json");
+    let truncated = temp_file(
+        "truncated-report.json",
+        "{\"schema_version\": 1, \"cases\": [",
+    );
+    let o = teardown(&[
+        "baseline",
+        "check",
+        committed.to_str().unwrap(),
+        truncated.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(65));
+    assert!(
+        stderr(&o).contains("truncated-report.json:1:"),
+        "{}",
+        stderr(&o)
+    );
+}
