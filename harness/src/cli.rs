@@ -20,6 +20,8 @@ pub mod exit {
     pub const OK: i32 = 0;
     /// Some case's observation did not match its expectation.
     pub const MISMATCH: i32 = 1;
+    /// `compare`: the reports differ.
+    pub const DIFFERS: i32 = 1;
     /// Bad command line, or a filter that matched no case.
     pub const USAGE: i32 = 2;
     /// The harness could not run or observe some case (see the report).
@@ -84,6 +86,18 @@ enum Command {
         #[arg(long, short = 'q')]
         quiet: bool,
     },
+    /// Compare reports (other OSes, kernels, harness versions) case by case;
+    /// exits 1 when anything differs.
+    Compare {
+        /// Two or more report files; columns A, B, ... in this order.
+        #[arg(required = true, num_args = 2..)]
+        reports: Vec<PathBuf>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: CompareFormat,
+        /// close() durations that differ by at most this count as equal.
+        #[arg(long, default_value_t = 100.0, value_name = "MS")]
+        tolerance_ms: f64,
+    },
     /// Record or check a baseline: the behaviour CI expects on this OS.
     Baseline {
         #[command(subcommand)]
@@ -105,6 +119,13 @@ enum Command {
     Analyze { pcap: PathBuf },
     /// Print the JSON Schema of the report.
     Schema,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum CompareFormat {
+    Table,
+    Markdown,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -251,6 +272,28 @@ pub fn main() -> i32 {
             }
         }
         Command::Baseline { action } => baseline_command(action),
+        Command::Compare {
+            reports,
+            format,
+            tolerance_ms,
+        } => {
+            let mut loaded = Vec::new();
+            for p in &reports {
+                match read_report(p) {
+                    Ok(r) => loaded.push((p.display().to_string(), r)),
+                    Err(code) => return code,
+                }
+            }
+            let c = crate::compare::compare(&loaded, tolerance_ms);
+            say(&match format {
+                CompareFormat::Table => crate::compare::table(&c),
+                CompareFormat::Markdown => crate::compare::markdown(&c),
+                CompareFormat::Json => {
+                    format!("{}\n", serde_json::to_string_pretty(&c).expect("json"))
+                }
+            });
+            if c.differs() { exit::DIFFERS } else { exit::OK }
+        }
         Command::List { paths, select } => match load(&paths, &select) {
             Ok(cases) => {
                 for c in &cases {

@@ -22,6 +22,7 @@ pub mod analyze;
 pub mod baseline;
 pub mod capture;
 pub mod cli;
+pub mod compare;
 pub mod driver;
 pub mod fault;
 pub mod junit;
