@@ -64,6 +64,10 @@ list *args: build
 test: (deps "libpcap-dev" "pkg-config" "nftables" "tshark")
     cargo test --workspace --locked
 
+# Every scenario on Debian's 6.1 and 6.12 kernels under qemu (fetched, never installed): reports/kernels/
+kernel-matrix *series: build (deps "libpcap-dev" "pkg-config" "nftables" "qemu-system-x86" "cpio" "kmod" "xz-utils")
+    harness/kernels/kernel-matrix.sh {{series}}
+
 # Property-based sequences, longer than in `just test` (needs root); a failure is written as a scenario file
 proptest cases="1000": (deps "libpcap-dev" "pkg-config")
     TEARDOWN_PROPTEST_CASES={{cases}} cargo test --release --locked --test sequences
