@@ -231,3 +231,38 @@ fn baseline_check_names_a_bad_file_and_exits_65() {
         stderr(&o)
     );
 }
+
+fn kernel_report(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../reports/kernels")
+        .join(name)
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+/// The committed kernel-matrix reports: 6.1 and 6.12 differ in buffer
+/// accounting (see README), a report compared with itself differs nowhere.
+#[test]
+fn compare_shows_what_differs_and_exits_1() {
+    let a = kernel_report("6.1.0-50-amd64.json");
+    let b = kernel_report("6.12.95+deb12-amd64.json");
+    let same = teardown(&["compare", &b, &b]);
+    assert_eq!(same.status.code(), Some(0), "{}", stderr(&same));
+    assert!(String::from_utf8_lossy(&same.stdout).contains("0 of 78 cases differ"));
+
+    let o = teardown(&["compare", &a, &b]);
+    assert_eq!(o.status.code(), Some(1));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(out.contains("A: linux 6.1.0-50-amd64 x86_64"), "{out}");
+    assert!(out.contains("linger-timeout-blocking/ipv4"), "{out}");
+    assert!(out.contains("data.client_to_server.written"), "{out}");
+
+    let o = teardown(&["compare", "--format", "json", &a, &b]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["columns"][1]["kernel"], "6.12.95+deb12-amd64");
+    assert!(!v["cases"].as_array().unwrap().is_empty());
+
+    let o = teardown(&["compare", &a]);
+    assert_eq!(o.status.code(), Some(2), "one report is a usage error");
+}
