@@ -103,6 +103,7 @@ mod tests {
             observed: serde_json::json!(0),
             ok: false,
             claims: vec!["C6".into()],
+            claim_outcomes: Default::default(),
             why: Some("abortive close".into()),
             line: 12,
         };

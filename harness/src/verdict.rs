@@ -7,6 +7,8 @@
 //! itself failed is `error`, whatever the checks say. This module never
 //! supplies an expected value of its own.
 
+use std::collections::BTreeMap;
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -42,6 +44,10 @@ pub struct Check {
     pub ok: bool,
     /// The claims (behaviour.md ids) or references this expectation checks.
     pub claims: Vec<String>,
+    /// What the expectation says about each claim when its facts are
+    /// observed: holds | does not hold | partly (empty: no judgement).
+    #[serde(default)]
+    pub claim_outcomes: BTreeMap<String, String>,
     pub why: Option<String>,
     /// Line of the fact in the scenario file.
     pub line: usize,
@@ -92,6 +98,7 @@ pub fn judge(case: &Case, os: &str, report: &Value, problems: &[String]) -> Verd
                 ok: f.matcher.matches(Some(&observed)),
                 observed,
                 claims: e.claims.clone(),
+                claim_outcomes: e.outcomes.clone(),
                 why: e.why.clone(),
                 line: f.line,
             });

@@ -64,11 +64,18 @@ pub enum ScenarioError {
     },
 }
 
+/// What an expectation's facts, when observed, say about a claim.
+pub const CLAIM_OUTCOMES: &[&str] = &["holds", "does not hold", "partly"];
+
 /// One expectation block (`[[expect]]`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Expectation {
     pub os: String,
     pub claims: Vec<String>,
+    /// `claims = { C8 = "does not hold" }`: what observing these facts means
+    /// for each claim (one of [`CLAIM_OUTCOMES`]); empty when `claims` is
+    /// a plain list (related claims, no judgement).
+    pub outcomes: BTreeMap<String, String>,
     pub why: Option<String>,
     /// Applies only to cases whose params have these values.
     pub when: Vec<(String, String)>,
@@ -163,12 +170,20 @@ struct RawScenario {
 struct RawExpect {
     os: Spanned<String>,
     #[serde(default)]
-    claims: Vec<String>,
+    claims: Option<Spanned<RawClaims>>,
     #[serde(default)]
     why: Option<String>,
     #[serde(default)]
     when: Option<Spanned<BTreeMap<String, Spanned<toml::Value>>>>,
     facts: Spanned<BTreeMap<Spanned<String>, Spanned<toml::Value>>>,
+}
+
+/// `claims = ["C6"]` or `claims = { C6 = "holds", C8 = "does not hold" }`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawClaims {
+    List(Vec<String>),
+    Judged(BTreeMap<String, String>),
 }
 
 /// Source text plus path, to turn byte offsets into `file:line:column`.
@@ -598,6 +613,26 @@ fn parse_expectation(
             when.push((k.clone(), value));
         }
     }
+    let (claims, outcomes) = match &e.claims {
+        None => (Vec::new(), BTreeMap::new()),
+        Some(c) => match c.get_ref() {
+            RawClaims::List(l) => (l.clone(), BTreeMap::new()),
+            RawClaims::Judged(m) => {
+                if let Some((id, bad)) = m
+                    .iter()
+                    .find(|(_, o)| !CLAIM_OUTCOMES.contains(&o.as_str()))
+                {
+                    return Err(src.error_at(
+                        c.span(),
+                        format!(
+                            "claims.{id} = {bad:?}: expected one of \"holds\", \"does not hold\", \"partly\""
+                        ),
+                    ));
+                }
+                (m.keys().cloned().collect(), m.clone())
+            }
+        },
+    };
     let mut facts = Vec::new();
     for (path, value) in e.facts.get_ref() {
         let matcher =
@@ -618,7 +653,8 @@ fn parse_expectation(
     facts.sort_by_key(|(offset, _)| *offset);
     Ok(Expectation {
         os: e.os.get_ref().clone(),
-        claims: e.claims.clone(),
+        claims,
+        outcomes,
         why: e.why.clone(),
         when,
         facts: facts.into_iter().map(|(_, f)| f).collect(),
@@ -796,6 +832,20 @@ facts = { "wire.client.rst" = 1, "steps.lc.errno" = { null = true } }
             "title = \"t\"\nsteps = \"client close\"\n[sysctl]\nnet.ipv4.tcp_fin_timeout = 1\n",
         );
         assert!(e.contains("quote the whole name"), "{e}");
+    }
+
+    #[test]
+    fn claims_can_say_what_the_facts_mean() {
+        let text = "title = \"t\"\nsteps = \"client close\"\n[[expect]]\nos = \"linux\"\nclaims = { C7 = \"partly\", C8 = \"does not hold\" }\nfacts = { \"wire.client.rst\" = 0 }\n";
+        let (sc, _) = parse(Path::new("scenarios/x.toml"), text).unwrap();
+        let e = &sc.expectations[0];
+        assert_eq!(e.claims, ["C7", "C8"]);
+        assert_eq!(e.outcomes["C8"], "does not hold");
+        let e = parse_err(&text.replace("partly", "maybe"));
+        assert!(
+            e.contains(":5:10: claims.C7 = \"maybe\": expected one of"),
+            "{e}"
+        );
     }
 
     #[test]
