@@ -60,8 +60,8 @@ baseline runs="3": build
 list *args: build
     {{bin}} list {{args}}
 
-# Run the test suite (end-to-end tests need root; tshark is the independent witness)
-test: (deps "libpcap-dev" "pkg-config" "nftables" "tshark")
+# Run the test suite (end-to-end tests need root; tshark is the independent witness, chromium loads the HTML)
+test: (deps "libpcap-dev" "pkg-config" "nftables" "tshark" "chromium")
     cargo test --workspace --locked
 
 # Every scenario on Debian's 6.1 and 6.12 kernels under qemu (fetched, never installed): reports/kernels/

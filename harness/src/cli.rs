@@ -98,6 +98,23 @@ enum Command {
         #[arg(long, default_value_t = 100.0, value_name = "MS")]
         tolerance_ms: f64,
     },
+    /// Write one self-contained HTML page for one or more reports: overview
+    /// matrix, claims C1-C13, a ladder diagram per case.
+    Render {
+        #[arg(required = true)]
+        reports: Vec<PathBuf>,
+        /// Where to write the page.
+        #[arg(long, short = 'o', default_value = "reports/teardown.html")]
+        out: PathBuf,
+    },
+    /// Print a case's ladder diagram (segments, calls, states) as text.
+    Explain {
+        /// A case id (`linger-zero/ipv4`), or text that names a few cases.
+        case: String,
+        /// The report to read [default: the newest reports/*.json with the case].
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
     /// Record or check a baseline: the behaviour CI expects on this OS.
     Baseline {
         #[command(subcommand)]
@@ -272,6 +289,23 @@ pub fn main() -> i32 {
             }
         }
         Command::Baseline { action } => baseline_command(action),
+        Command::Render { reports, out } => {
+            let mut loaded = Vec::new();
+            for p in &reports {
+                match read_report(p) {
+                    Ok(r) => loaded.push((p.display().to_string(), r)),
+                    Err(code) => return code,
+                }
+            }
+            let page = crate::render::html(&loaded);
+            if let Err(e) = report::write_atomic(&out, page.as_bytes()) {
+                eprintln!("teardown: cannot write {}: {e}", out.display());
+                return exit::IO_ERROR;
+            }
+            say(&format!("{}\n", out.display()));
+            exit::OK
+        }
+        Command::Explain { case, report } => explain(&case, report.as_deref()),
         Command::Compare {
             reports,
             format,
@@ -606,4 +640,64 @@ mod interrupt {
         }
         &STOP
     }
+}
+
+/// `teardown explain CASE`: the ladder of one case (or of the few cases
+/// whose id contains CASE) from a report.
+fn explain(case: &str, report: Option<&Path>) -> i32 {
+    let candidates: Vec<PathBuf> = match report {
+        Some(p) => vec![p.to_path_buf()],
+        None => {
+            let mut files: Vec<(SystemTime, PathBuf)> = std::fs::read_dir("reports")
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "json"))
+                .filter_map(|p| Some((p.metadata().ok()?.modified().ok()?, p)))
+                .collect();
+            files.sort();
+            files.into_iter().rev().map(|(_, p)| p).collect()
+        }
+    };
+    for path in &candidates {
+        let Ok(r) = read_report(path) else {
+            if report.is_some() {
+                return exit::BAD_INPUT;
+            }
+            continue;
+        };
+        let exact: Vec<&CaseReport> = r.cases.iter().filter(|c| c.id == case).collect();
+        let matching: Vec<&CaseReport> = if exact.is_empty() {
+            r.cases.iter().filter(|c| c.id.contains(case)).collect()
+        } else {
+            exact
+        };
+        match matching.len() {
+            0 => continue,
+            1..=4 => {
+                let mut text = format!("report: {}\n", path.display());
+                for c in matching {
+                    text.push_str(&crate::ladder::text(c));
+                    text.push('\n');
+                }
+                say(&text);
+                return exit::OK;
+            }
+            n => {
+                let ids: Vec<&str> = matching.iter().map(|c| c.id.as_str()).collect();
+                eprintln!(
+                    "teardown: {n} cases in {} match {case:?}; name one: {}",
+                    path.display(),
+                    ids.join(", ")
+                );
+                return exit::USAGE;
+            }
+        }
+    }
+    eprintln!(
+        "teardown: no report {} has a case {case:?}; run it first: teardown run -f {case}",
+        report.map_or("in reports/".to_string(), |p| p.display().to_string())
+    );
+    exit::USAGE
 }
