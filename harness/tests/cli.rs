@@ -266,3 +266,55 @@ fn compare_shows_what_differs_and_exits_1() {
     let o = teardown(&["compare", &a]);
     assert_eq!(o.status.code(), Some(2), "one report is a usage error");
 }
+
+#[test]
+fn explain_prints_a_ladder_or_says_what_to_run() {
+    let host = std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../reports/kernels"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("host-")
+        })
+        .unwrap();
+    let o = teardown(&[
+        "explain",
+        "last-ack-lost/ipv4",
+        "--report",
+        host.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        out.contains("last-ack-lost/ipv4: The passive side"),
+        "{out}"
+    );
+    assert!(out.contains("[LAST-ACK]"), "{out}");
+    assert_eq!(
+        out.matches("|<-").count() + out.matches("->|").count(),
+        out.lines().filter(|l| l.contains(" seq=")).count()
+    );
+    assert!(
+        out.contains("verdict: pass; FIN/RST client 1/0 server 3/0"),
+        "{out}"
+    );
+
+    let o = teardown(&[
+        "explain",
+        "no-such-case",
+        "--report",
+        host.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("teardown run -f no-such-case"),
+        "{}",
+        stderr(&o)
+    );
+    let o = teardown(&["explain", "ipv4", "--report", host.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("name one"), "{}", stderr(&o));
+}
