@@ -19,6 +19,7 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::driver::StepRecord;
 use crate::report::{CaseReport, Host, Report};
 
 /// Identifies baseline files, and their format version.
@@ -81,15 +82,12 @@ pub fn fingerprint(c: &CaseReport) -> BTreeMap<String, Value> {
         put(format!("data.{dir}.corrupted"), json!(flow.corrupted));
     }
     for (i, s) in c.steps.iter().enumerate() {
-        let at = s
-            .line
-            .map_or(format!("setup {}", i + 1), |l| format!("line {l}"));
-        let key = format!("steps[{at}: {}]", s.call);
+        let key = step_key(i, s);
         let r = &s.result;
         // accept() returns a descriptor number, which depends on what else
         // the process has open; that it succeeded is the behaviour.
         let ret = match r.ret {
-            Some(fd) if fd >= 0 && s.call.split_whitespace().nth(1) == Some("accept") => {
+            Some(fd) if fd >= 0 && step_verb(s) == Some("accept") => {
                 json!("fd")
             }
             other => json!(other),
@@ -105,6 +103,22 @@ pub fn fingerprint(c: &CaseReport) -> BTreeMap<String, Value> {
         );
     }
     f
+}
+
+/// A step's name in fingerprints: `steps[line 12: client close as lc]`
+/// (`setup N` for the implicit connection setup). `index` is its position.
+pub fn step_key(index: usize, s: &StepRecord) -> String {
+    let at = s
+        .line
+        .map_or(format!("setup {}", index + 1), |l| format!("line {l}"));
+    format!("steps[{at}: {}]", s.call)
+}
+
+/// The call a step made (`close`, `accept`, ...), after `bg` and the actor.
+pub fn step_verb(s: &StepRecord) -> Option<&str> {
+    let mut words = s.call.split_whitespace().skip_while(|w| *w == "bg");
+    words.next()?;
+    words.next()
 }
 
 impl Baseline {
@@ -307,6 +321,19 @@ mod tests {
         );
         assert!(b.check(&report("c", 3, None)).is_empty());
         assert!(!b.check(&report("c", 1, Some("EPIPE"))).is_empty());
+    }
+
+    #[test]
+    fn step_verbs_skip_bg_and_the_actor() {
+        let mut s = report("a", 1, None).cases[0].steps[0].clone();
+        assert_eq!(step_verb(&s), Some("close"));
+        s.call = "bg client close as lc".into();
+        assert_eq!(step_verb(&s), Some("close"));
+        assert_eq!(step_key(0, &s), "steps[line 3: bg client close as lc]");
+        s.call = "sleep 10ms".into();
+        assert_eq!(step_verb(&s), Some("10ms"));
+        s.line = None;
+        assert_eq!(step_key(1, &s), "steps[setup 2: sleep 10ms]");
     }
 
     #[test]

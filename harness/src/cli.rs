@@ -290,13 +290,10 @@ pub fn main() -> i32 {
         }
         Command::Baseline { action } => baseline_command(action),
         Command::Render { reports, out } => {
-            let mut loaded = Vec::new();
-            for p in &reports {
-                match read_report(p) {
-                    Ok(r) => loaded.push((p.display().to_string(), r)),
-                    Err(code) => return code,
-                }
-            }
+            let loaded = match read_reports(&reports) {
+                Ok(l) => l,
+                Err(code) => return code,
+            };
             let page = crate::render::html(&loaded);
             if let Err(e) = report::write_atomic(&out, page.as_bytes()) {
                 eprintln!("teardown: cannot write {}: {e}", out.display());
@@ -311,13 +308,10 @@ pub fn main() -> i32 {
             format,
             tolerance_ms,
         } => {
-            let mut loaded = Vec::new();
-            for p in &reports {
-                match read_report(p) {
-                    Ok(r) => loaded.push((p.display().to_string(), r)),
-                    Err(code) => return code,
-                }
-            }
+            let loaded = match read_reports(&reports) {
+                Ok(l) => l,
+                Err(code) => return code,
+            };
             let c = crate::compare::compare(&loaded, tolerance_ms);
             say(&match format {
                 CompareFormat::Table => crate::compare::table(&c),
@@ -448,6 +442,14 @@ fn read_report(path: &Path) -> Result<report::Report, i32> {
     })
 }
 
+/// Every report, with the path it came from; stops at the first bad one.
+fn read_reports(paths: &[PathBuf]) -> Result<Vec<(String, report::Report)>, i32> {
+    paths
+        .iter()
+        .map(|p| read_report(p).map(|r| (p.display().to_string(), r)))
+        .collect()
+}
+
 fn read_baseline(path: &Path) -> Result<Baseline, i32> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         eprintln!(
@@ -483,13 +485,10 @@ fn drift_text(drift: &crate::baseline::Drift, b: &Baseline, rep: &report::Report
 fn baseline_command(action: BaselineAction) -> i32 {
     match action {
         BaselineAction::Record { reports, out } => {
-            let mut runs = Vec::new();
-            for p in &reports {
-                match read_report(p) {
-                    Ok(r) => runs.push(r),
-                    Err(code) => return code,
-                }
-            }
+            let runs: Vec<report::Report> = match read_reports(&reports) {
+                Ok(l) => l.into_iter().map(|(_, r)| r).collect(),
+                Err(code) => return code,
+            };
             if let Some(r) = runs.iter().find(|r| r.interrupted) {
                 eprintln!(
                     "teardown: run {} was interrupted; record from complete runs",

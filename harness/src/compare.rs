@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::baseline::fingerprint;
+use crate::baseline::{fingerprint, step_key, step_verb};
 use crate::report::{CaseReport, Report};
 
 /// One report taking part, as the header shows it.
@@ -67,12 +67,9 @@ impl Comparison {
 fn facts(c: &CaseReport) -> BTreeMap<String, Value> {
     let mut f = fingerprint(c);
     for (i, s) in c.steps.iter().enumerate() {
-        if s.call.split_whitespace().nth(1) == Some("close") {
-            let at = s
-                .line
-                .map_or(format!("setup {}", i + 1), |l| format!("line {l}"));
+        if step_verb(s) == Some("close") {
             f.insert(
-                format!("steps[{at}: {}].duration_ms", s.call),
+                format!("{}.duration_ms", step_key(i, s)),
                 json!(s.duration_ms),
             );
         }

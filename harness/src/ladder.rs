@@ -184,7 +184,7 @@ pub fn text(c: &CaseReport) -> String {
             w.server.rst,
             c.time_wait
                 .side
-                .map_or("unknown".to_string(), |s| format!("{s:?}").to_lowercase())
+                .map_or("unknown", crate::report::TimeWaitSide::name)
         ))
     );
     for m in &c.verdict.mismatches {

@@ -236,14 +236,13 @@ fn case_section(out: &mut String, j: usize, r: &Report, c: &CaseReport) {
             w.client.rst,
             w.server.fin,
             w.server.rst,
-            w.first_fin
-                .map_or("-".to_string(), |f| format!("{f:?}").to_lowercase()),
+            w.first_fin.map_or("-", crate::analyze::FirstFin::name),
             esc(&w.conn_state),
             esc(&w.history)
         )),
         c.time_wait
             .side
-            .map_or("unknown".to_string(), |s| format!("{s:?}").to_lowercase()),
+            .map_or("unknown", crate::report::TimeWaitSide::name),
         c.data.client_to_server.lost,
         c.data.server_to_client.lost,
         c.capture.as_ref().map_or(String::new(), |p| format!(

@@ -262,17 +262,15 @@ pub fn run_isolated(program: &str, args: &[&str]) -> std::io::Result<ProgramOutp
     } else {
         128 + libc::WTERMSIG(status)
     };
-    if code == 126 || code == 127 {
-        // Our own markers: set-up in the child or exec failed.
-        let output = std::fs::read_to_string(&out_path).unwrap_or_default();
-        if output.is_empty() {
-            return Err(Error::other(format!(
-                "{program}: could not be started (status {code})"
-            )));
-        }
-    }
     let output = String::from_utf8_lossy(&std::fs::read(&out_path)?).into_owned();
     drop(remove_later);
+    if (code == 126 || code == 127) && output.is_empty() {
+        // The child's own markers, with nothing written: its set-up or
+        // exec failed before the program could say anything.
+        return Err(Error::other(format!(
+            "{program}: could not be started (status {code})"
+        )));
+    }
     Ok(ProgramOutput { code, output })
 }
 
