@@ -20,7 +20,12 @@ use crate::wire::{Segment, SeqNum};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SideCounts {
     pub syn: u32,
+    /// FIN segments, retransmissions included.
     pub fin: u32,
+    /// FINs with distinct sequence numbers: 1 for a side that closed its
+    /// direction, however often that FIN was retransmitted (a tail-loss
+    /// probe can repeat it when an ACK is merely late).
+    pub distinct_fins: u32,
     pub rst: u32,
     /// Distinct payload bytes in sequence space (a retransmission counts once).
     pub data_bytes: u64,
@@ -224,9 +229,10 @@ pub fn analyze(
             dirs[me].counts.fin += 1;
             let fin_seq = seg.seq + (u32::from(f.syn) + seg.len);
             match dirs[me].fin_seq {
-                Some(s) if s == fin_seq && seg.len == 0 => retransmit = true,
-                Some(_) => {}
+                Some(s) if s == fin_seq => retransmit |= seg.len == 0,
+                Some(_) => dirs[me].counts.distinct_fins += 1,
                 None => {
+                    dirs[me].counts.distinct_fins += 1;
                     dirs[me].fin_seq = Some(fin_seq);
                     dirs[me].first_fin_index = Some(seg.index);
                     dirs[me].first_fin_ack = f.ack.then_some(seg.ack);
@@ -467,6 +473,7 @@ mod tests {
             SideCounts {
                 syn: 1,
                 fin: 1,
+                distinct_fins: 1,
                 rst: 0,
                 data_bytes: 10,
                 retransmits: 0
@@ -573,8 +580,27 @@ mod tests {
         ]);
         let a = run(&spec);
         assert_eq!(a.wire.client.fin, 2);
+        assert_eq!(a.wire.client.distinct_fins, 1);
         assert_eq!(a.wire.client.retransmits, 1);
         assert_eq!(a.wire.conn_state, "S2");
+    }
+
+    #[test]
+    fn test_tail_loss_probe_repeats_the_last_data_with_its_fin() {
+        // Seen on loopback when the reader is slow to open its window: the
+        // probe resends the last segment, FIN included, and the late ACK
+        // then covers both. One FIN, sent twice.
+        let mut spec = HS.to_vec();
+        spec.extend([
+            (true, "FP.", 101, 501, 100),
+            (true, "FP.", 101, 501, 100),
+            (false, ".", 501, 202, 0),
+        ]);
+        let a = run(&spec);
+        assert_eq!(a.wire.client.fin, 2);
+        assert_eq!(a.wire.client.distinct_fins, 1);
+        assert_eq!(a.wire.client.retransmits, 1);
+        assert_eq!(a.wire.client.data_bytes, 100);
     }
 
     #[test]

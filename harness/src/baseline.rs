@@ -2,12 +2,13 @@
 //! say when observed behaviour drifts.
 //!
 //! A baseline holds, per case, a *fingerprint*: the behavioural facts of the
-//! case report flattened to `path = value` (FIN/RST per side, first FIN and
-//! RST, Zeek state, TIME-WAIT side, final states, application data counts,
-//! every step's return value, errno and timeout, fault rule counts, the
-//! verdict). Timings, retransmission counts, packet lists and timers are left
-//! out: they measure the machine as much as the stack. Scenario expectations
-//! are where a timing belongs.
+//! case report flattened to `path = value` (distinct FINs and RSTs per side,
+//! first FIN and RST, Zeek state, TIME-WAIT side, final states, application
+//! data counts, every step's return value, errno and timeout, fault rule
+//! counts, the verdict). Timings, retransmissions (FIN transmissions
+//! included: a tail-loss probe can repeat a FIN whose ACK is merely late),
+//! packet lists and timers are left out: they measure the machine as much as
+//! the stack. Scenario expectations are where a timing belongs.
 //!
 //! A baseline is recorded from one or more runs; a fact that differed
 //! between them is stored as `varies` (with the values seen) and not
@@ -60,7 +61,7 @@ pub fn fingerprint(c: &CaseReport) -> BTreeMap<String, Value> {
         Some(w) => {
             for (side, s) in [("client", &w.client), ("server", &w.server)] {
                 put(format!("wire.{side}.syn"), json!(s.syn));
-                put(format!("wire.{side}.fin"), json!(s.fin));
+                put(format!("wire.{side}.distinct_fins"), json!(s.distinct_fins));
                 put(format!("wire.{side}.rst"), json!(s.rst));
             }
             put("wire.first_fin".into(), json!(w.first_fin));
@@ -300,7 +301,7 @@ mod tests {
         let d = b.check(&report("c", 2, Some("EPIPE")));
         let text = d.render();
         assert!(
-            text.contains("wire.client.fin") && text.contains("baseline 1  now 2"),
+            text.contains("wire.client.distinct_fins") && text.contains("baseline 1  now 2"),
             "{text}"
         );
         assert!(
@@ -314,7 +315,7 @@ mod tests {
     fn facts_that_varied_while_recording_are_not_checked() {
         let b = Baseline::record(&[report("a", 1, None), report("b", 2, None)]).unwrap();
         assert_eq!(
-            b.cases["x/ipv4"]["wire.client.fin"],
+            b.cases["x/ipv4"]["wire.client.distinct_fins"],
             Recorded::Varies {
                 varies: vec![json!(1), json!(2)]
             }

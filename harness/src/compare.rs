@@ -292,15 +292,18 @@ mod tests {
             .collect();
         assert_eq!(
             fields,
-            ["steps[line 3: client close].errno", "wire.client.fin"]
+            [
+                "steps[line 3: client close].errno",
+                "wire.client.distinct_fins"
+            ]
         );
         let t = table(&c);
         assert!(t.contains("B: linux 6.1.0 x86_64"), "{t}");
-        assert!(t.contains("wire.client.fin"), "{t}");
+        assert!(t.contains("wire.client.distinct_fins"), "{t}");
         assert!(t.contains("1 of 1 cases differ"), "{t}");
         let md = markdown(&c);
         assert!(
-            md.contains("| x/ipv4 | `wire.client.fin` | 1 | 2 |"),
+            md.contains("| x/ipv4 | `wire.client.distinct_fins` | 1 | 2 |"),
             "{md}"
         );
 

@@ -137,6 +137,7 @@ fn scalar(v: &toml::Value) -> Result<Value, String> {
 pub const FACT_PATHS: &[&str] = &[
     "wire.<side>.syn",
     "wire.<side>.fin",
+    "wire.<side>.distinct_fins",
     "wire.<side>.rst",
     "wire.<side>.data_bytes",
     "wire.<side>.retransmits",
