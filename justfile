@@ -69,8 +69,8 @@ kernel-matrix *series: build (deps "libpcap-dev" "pkg-config" "nftables" "qemu-s
     harness/kernels/kernel-matrix.sh {{series}}
 
 # Property-based sequences, longer than in `just test` (needs root); a failure is written as a scenario file
-proptest cases="1000": (deps "libpcap-dev" "pkg-config")
-    TEARDOWN_PROPTEST_CASES={{cases}} cargo test --release --locked --test sequences
+proptest cases="1000" seed="random": (deps "libpcap-dev" "pkg-config")
+    TEARDOWN_PROPTEST_CASES={{cases}} TEARDOWN_PROPTEST_SEED={{seed}} cargo test --release --locked --test sequences -- --nocapture
 
 # Formatting and lints, as CI checks them
 lint:

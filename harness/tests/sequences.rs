@@ -6,14 +6,20 @@
 //! as a scenario file (`target/teardown-proptest/<test>.toml`) that
 //! reproduces it with `teardown run <file>`; copy it into `scenarios/` to
 //! keep it. `TEARDOWN_PROPTEST_CASES` sets how many sequences run (default
-//! 16, which keeps `just test` quick; `just proptest` runs 256).
+//! 16, which keeps `just test` quick; `just proptest` runs 1000).
+//!
+//! `TEARDOWN_PROPTEST_SEED` picks the sequences: unset, a fixed seed, so
+//! `just test` checks the same sequences on every run and CI fails only when
+//! behaviour changes, not when the generator wanders somewhere new; a number,
+//! that seed; `random`, a fresh one (what `just proptest` uses to explore).
+//! The seed is printed, and named in a failure, so any run can be repeated.
 //!
 //! Needs root, like the other end-to-end tests.
 
 use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
 use teardown::capture::{self, Reaper};
 use teardown::report::CaseReport;
 use teardown::runner::{self, RunOptions};
@@ -211,9 +217,12 @@ fn check_sequences(
     property: impl Fn(&[(Side, Op)], &str) -> Result<(), String>,
 ) -> Result<(), (String, PathBuf)> {
     let path = out_dir().join(format!("{name}.toml"));
+    let seed = seed_from_env();
+    eprintln!("{name}: {cases} sequences, TEARDOWN_PROPTEST_SEED={seed}");
     let mut runner = TestRunner::new(Config {
         cases,
         failure_persistence: None,
+        rng_seed: RngSeed::Fixed(seed),
         ..Config::default()
     });
     let result = runner.run(&sequence(), |seq| {
@@ -221,14 +230,34 @@ fn check_sequences(
         property(&seq, &text).map_err(|why| {
             std::fs::create_dir_all(out_dir()).expect("target dir");
             let file = format!(
-                "# {why}\n# reproduce: teardown run {}\n{text}",
+                "# {why}\n# found with TEARDOWN_PROPTEST_SEED={seed}\n# reproduce: teardown run {}\n{text}",
                 path.display()
             );
             std::fs::write(&path, file).expect("write the failing scenario");
             TestCaseError::fail(why)
         })
     });
-    result.map_err(|e| (e.to_string(), path))
+    result.map_err(|e| (format!("{e} (TEARDOWN_PROPTEST_SEED={seed})"), path))
+}
+
+/// The seed `just test` uses unless told otherwise.
+const FIXED_SEED: u64 = 0x7ea2_d0e1;
+
+fn seed_from_env() -> u64 {
+    match std::env::var("TEARDOWN_PROPTEST_SEED").as_deref() {
+        Err(_) | Ok("") => FIXED_SEED,
+        Ok("random") => {
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            t.as_secs()
+                ^ u64::from(t.subsec_nanos()).rotate_left(32)
+                ^ u64::from(std::process::id())
+        }
+        Ok(n) => n.parse().unwrap_or_else(|_| {
+            panic!("TEARDOWN_PROPTEST_SEED={n}: expected a number or `random`")
+        }),
+    }
 }
 
 fn cases_from_env() -> u32 {
