@@ -391,7 +391,7 @@ fn a_read_that_cannot_complete_times_out_at_its_bound() {
     );
     assert_eq!(r.verdict.status, Status::Unchecked);
     assert_eq!(
-        r.wire.as_ref().unwrap().client.fin,
+        r.wire.as_ref().unwrap().client.distinct_fins,
         1,
         "the close after the timeout still ran"
     );
