@@ -397,6 +397,37 @@ fn a_read_that_cannot_complete_times_out_at_its_bound() {
     );
 }
 
+/// `since LABEL` times a wait from when LABEL returned: after a 200 ms
+/// sleep, a state reached at once still reads as >= 200 ms, and the
+/// record starts where the close ended.
+#[test]
+fn a_wait_since_a_step_is_timed_from_that_step() {
+    require_privileges();
+    let text = "title = \"t\"\nsteps = '''\nclient close as c\nsleep 200ms\nclient wait state FIN-WAIT-2 since c within 2s as w\nclient wait state FIN-WAIT-2 as plain\n'''\nparams = { family = [\"ipv4\"] }\n";
+    let (_, cases) = scenario::parse(Path::new("since.toml"), text).unwrap();
+    let opts = RunOptions {
+        captures_dir: None,
+        run_id: "t".into(),
+        jobs: 1,
+    };
+    let r = runner::run_case(&cases[0], &opts, &Reaper::default());
+    let step = |label: &str| {
+        r.steps
+            .iter()
+            .find(|s| s.label.as_deref() == Some(label))
+            .unwrap()
+    };
+    let (c, w, plain) = (step("c"), step("w"), step("plain"));
+    assert!(!w.result.timed_out, "{w:?}");
+    assert!(w.duration_ms >= 200.0, "{w:?}");
+    assert!(
+        (w.start_ms - (c.start_ms + c.duration_ms)).abs() < 0.01,
+        "{c:?} {w:?}"
+    );
+    assert!(plain.duration_ms < 200.0, "{plain:?}");
+    assert_eq!(r.verdict.error, None);
+}
+
 /// Tests that start programs wait for the catalogue first: a fork while
 /// cases run in this process would copy their sockets' descriptors, and a
 /// case's close() would then not close anything until the child execs (the

@@ -215,7 +215,16 @@ impl Driver<'_> {
 
     fn step(&mut self, step: &Step) {
         let bound = step.within.unwrap_or(self.case.scenario.timeout);
-        let start = Instant::now();
+        let start = match step.since.as_deref() {
+            None => Instant::now(),
+            Some(label) => self.returned_at(label).unwrap_or_else(|| {
+                // The parser rejects this; a hand-built case could not.
+                self.problem(format!(
+                    "`since {label}`: no earlier step labelled {label:?} returned"
+                ));
+                Instant::now()
+            }),
+        };
         let deadline = start + bound;
         let index = self.records.len();
         self.records.push(StepRecord {
@@ -235,6 +244,15 @@ impl Driver<'_> {
             self.fill(index, start, Instant::now(), result);
         }
         self.observe();
+    }
+
+    /// When the earlier step labelled `label` returned.
+    fn returned_at(&self, label: &str) -> Option<Instant> {
+        let rec = self
+            .records
+            .iter()
+            .find(|r| r.label.as_deref() == Some(label))?;
+        Some(self.t0 + Duration::from_secs_f64((rec.start_ms + rec.duration_ms) / 1000.0))
     }
 
     fn fill(&mut self, index: usize, start: Instant, end: Instant, r: CallResult) {

@@ -524,7 +524,8 @@ fn parse_case_steps(
     }
 
     // Labels are unique; joins name an earlier bg step, once; heal names an
-    // earlier fault.
+    // earlier fault; since names an earlier step that has returned (a bg
+    // step only once joined).
     let mut labels: Vec<(&str, bool)> = Vec::new();
     let mut joined: Vec<&str> = Vec::new();
     let mut faults: Vec<&str> = Vec::new();
@@ -562,6 +563,26 @@ fn parse_case_steps(
                         format!("no earlier bg step is labelled {name:?}"),
                     ));
                 }
+            }
+        }
+        if let Some(name) = &s.since {
+            let returned = match labels.iter().find(|(l, _)| l == name) {
+                Some((_, false)) => true,
+                Some((_, true)) => joined.contains(&name.as_str()),
+                None => {
+                    return Err(src.error_line(
+                        line,
+                        1,
+                        format!("no earlier step is labelled {name:?}"),
+                    ));
+                }
+            };
+            if !returned {
+                return Err(src.error_line(
+                    line,
+                    1,
+                    format!("{name:?} runs in the background: `join {name}` before timing a step since it"),
+                ));
             }
         }
         if let Some(l) = &s.label {
@@ -802,6 +823,20 @@ facts = { "wire.client.rst" = 1, "steps.lc.errno" = { null = true } }
         assert!(e.contains(":7:1: no step is labelled \"nope\""), "{e}");
         let e = parse_err("title = \"t\"\nsteps = '''\njoin x\n'''\n");
         assert!(e.contains("no earlier bg step"), "{e}");
+        let e = parse_err(
+            "title = \"t\"\nsteps = '''\nclient wait state CLOSED since cc\nclient close as cc\n'''\n",
+        );
+        assert!(
+            e.contains(":3:1: no earlier step is labelled \"cc\""),
+            "{e}"
+        );
+        let e = parse_err(
+            "title = \"t\"\nsteps = '''\nbg client close as cc\nclient wait state CLOSED since cc\njoin cc\n'''\n",
+        );
+        assert!(
+            e.contains(":4:1: \"cc\" runs in the background: `join cc`"),
+            "{e}"
+        );
         let e = parse_err(
             "title = \"t\"\nsteps = '''\nclient close\n'''\n[[expect]]\nos = \"plan9\"\nfacts = { \"wire.client.fin\" = 1 }\n",
         );

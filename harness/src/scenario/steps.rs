@@ -176,6 +176,11 @@ pub struct Step {
     pub background: bool,
     /// `within DUR`: bound on any waiting this step does.
     pub within: Option<Duration>,
+    /// `since LABEL` (wait steps): the step's clock - its duration and its
+    /// `within` bound - starts when step LABEL returned, not when the wait
+    /// began. A protocol timer starts at the call that armed it; measuring
+    /// from there keeps a descheduled harness thread out of the number.
+    pub since: Option<String>,
 }
 
 /// A parse error inside one step line: column (1-based, in characters) and
@@ -373,7 +378,7 @@ pub fn parse_step(line: &str, line_no: Option<usize>) -> Result<Option<Step>, St
         "heal" => {
             // `heal` alone removes every fault; `heal LABEL` one of them.
             let label = match cur.peek_word() {
-                Some(w) if w != "as" && w != "within" => Some(cur.word("a fault's label")?.1),
+                Some(w) if !MODIFIERS.contains(&w) => Some(cur.word("a fault's label")?.1),
                 _ => None,
             };
             (None, Action::Heal(label))
@@ -398,28 +403,26 @@ pub fn parse_step(line: &str, line_no: Option<usize>) -> Result<Option<Step>, St
 
     let mut within = None;
     let mut label = None;
+    let mut since = None;
     while !cur.at_end() {
-        let (col, w) = cur.word("`within DURATION` or `as LABEL`")?;
+        let expected = "`within DURATION`, `since LABEL` or `as LABEL`";
+        let (col, w) = cur.word(expected)?;
         match w.as_str() {
             "within" if within.is_none() => within = Some(duration(&mut cur)?),
-            "as" if label.is_none() => {
-                let (col, name) = cur.word("a label")?;
-                if name.is_empty()
-                    || !name
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-                {
+            "as" if label.is_none() => label = Some(label_word(&mut cur)?),
+            "since" if since.is_none() => {
+                if !matches!(action, Action::Wait(_)) {
                     return Err(StepError::at(
                         col,
-                        "a label uses only letters, digits, '_' and '-'",
+                        "only a wait step can be timed `since` another step",
                     ));
                 }
-                label = Some(name);
+                since = Some(label_word(&mut cur)?);
             }
             other => {
                 return Err(StepError::at(
                     col,
-                    format!("unexpected {other:?}; expected `within DURATION` or `as LABEL`"),
+                    format!("unexpected {other:?}; expected {expected}"),
                 ));
             }
         }
@@ -456,7 +459,26 @@ pub fn parse_step(line: &str, line_no: Option<usize>) -> Result<Option<Step>, St
         label,
         background,
         within,
+        since,
     }))
+}
+
+/// The words that may follow a step's call.
+const MODIFIERS: [&str; 3] = ["within", "since", "as"];
+
+fn label_word(cur: &mut Cursor) -> Result<String, StepError> {
+    let (col, name) = cur.word("a label")?;
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(StepError::at(
+            col,
+            "a label uses only letters, digits, '_' and '-'",
+        ));
+    }
+    Ok(name)
 }
 
 fn action(actor: Actor, cur: &mut Cursor) -> Result<Action, StepError> {
@@ -824,6 +846,13 @@ mod tests {
 
     #[test]
     fn parses_background_labels_and_bounds() {
+        let s = step("client wait state CLOSED since lc within 4s as gone");
+        assert_eq!(s.since.as_deref(), Some("lc"));
+        assert_eq!(s.label.as_deref(), Some("gone"));
+        assert_eq!(s.within, Some(Duration::from_secs(4)));
+        let e = err("client close since lc");
+        assert_eq!(e.column, 14, "{e:?}");
+        assert!(e.message.contains("only a wait step"), "{e:?}");
         let s = step("bg client close as lc within 3s   # linger close blocks");
         assert!(s.background);
         assert_eq!(s.label.as_deref(), Some("lc"));
