@@ -56,6 +56,27 @@ baseline runs="3": build
     done
     {{bin}} baseline record "$dir"/run*.json -o reports/baseline/{{os()}}.json
 
+# Run the catalogue N times with CPU hogs outranking it, and check every run against its
+# expectations and the baseline: a new expectation must survive this before it is committed
+stress runs="10" hogs="2" *args: build
+    #!/usr/bin/env bash
+    set -euo pipefail
+    dir=$(mktemp -d)
+    hogs=()
+    trap 'kill "${hogs[@]}" 2>/dev/null || true; rm -rf "$dir"' EXIT
+    for i in $(seq {{hogs}}); do nice -n -10 sh -c 'while :; do :; done' & hogs+=($!); done
+    bad=0
+    for i in $(seq {{runs}}); do
+        if nice -n 5 {{bin}} run --quiet --no-captures --report "$dir/run$i.json" \
+                --baseline reports/baseline/{{os()}}.json {{args}} > "$dir/out$i.txt" 2>&1; then
+            echo "run $i of {{runs}}: pass, no drift"
+        else
+            bad=$((bad + 1)); echo "run $i of {{runs}}: FAILED"; grep -v "^[a-z0-9-]* *ipv[46] " "$dir/out$i.txt" || true
+        fi
+    done
+    echo "{{runs}} runs under {{hogs}} CPU hogs: $bad failed"
+    [ "$bad" -eq 0 ]
+
 # List the cases the scenarios expand to
 list *args: build
     {{bin}} list {{args}}

@@ -57,8 +57,8 @@ pub struct Cli {
 enum Command {
     /// Run scenarios: one namespace, capture and report entry per case.
     Run {
-        /// Scenario files or directories.
-        #[arg(default_value = "scenarios")]
+        /// Scenario files or directories [default: scenarios]. Naming
+        /// some, like -f and -p, narrows a --baseline check to what ran.
         paths: Vec<PathBuf>,
         #[command(flatten)]
         select: Select,
@@ -218,12 +218,21 @@ pub fn main() -> i32 {
             baseline,
             quiet,
         } => {
+            // A run of some scenarios, or some cases, is checked against
+            // the baseline's entries for those only.
+            let subset = !paths.is_empty() || !select.is_empty();
+            let paths = if paths.is_empty() {
+                vec![PathBuf::from("scenarios")]
+            } else {
+                paths
+            };
             let cases = match load(&paths, &select) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
             // Read the baseline before spending time on the run.
             let baseline = match baseline.as_deref().map(read_baseline).transpose() {
+                Ok(Some(b)) if subset => Some(b.only(cases.iter().map(|c| c.id.as_str()))),
                 Ok(b) => b,
                 Err(code) => return code,
             };
