@@ -12,7 +12,7 @@ use std::sync::atomic::AtomicBool;
 
 use serde_json::Value;
 use teardown::capture::Reaper;
-use teardown::report::{self, Report};
+use teardown::report::{self, CaseReport, Report};
 use teardown::runner::{self, RunOptions};
 use teardown::scenario::{self, Case};
 use teardown::verdict::Status;
@@ -329,13 +329,7 @@ os = "linux"
 claims = ["test"]
 facts = { "wire.client.rst" = 1, "wire.client.fin" = 1 }
 "#;
-    let (_, cases) = scenario::parse(Path::new("wrong.toml"), text).unwrap();
-    let opts = RunOptions {
-        captures_dir: None,
-        run_id: "t".into(),
-        jobs: 1,
-    };
-    let r = runner::run_case(&cases[0], &opts, &Reaper::default());
+    let r = run_first_case("wrong.toml", text, |_| {});
     assert_eq!(r.verdict.status, Status::Fail);
     assert_eq!(r.verdict.checks.len(), 2);
     assert_eq!(r.verdict.mismatches.len(), 1);
@@ -348,10 +342,9 @@ facts = { "wire.client.rst" = 1, "wire.client.fin" = 1 }
 
     let broken =
         "title = \"t\"\nsteps = '''\nserver read 10\n'''\nparams = { family = [\"ipv6\"] }\n";
-    let (_, cases) = scenario::parse(Path::new("broken.toml"), broken).unwrap();
-    let mut cases = cases;
-    cases[0].steps.retain(|s| s.text != "server accept");
-    let r = runner::run_case(&cases[0], &opts, &Reaper::default());
+    let r = run_first_case("broken.toml", broken, |case| {
+        case.steps.retain(|s| s.text != "server accept")
+    });
     assert_eq!(r.verdict.status, Status::Error);
     assert!(
         r.verdict
@@ -364,19 +357,26 @@ facts = { "wire.client.rst" = 1, "wire.client.fin" = 1 }
     );
 }
 
+/// Parses scenario `text` (as if from file `name`), lets `edit` change its
+/// first case, and runs that case without captures.
+fn run_first_case(name: &str, text: &str, edit: impl FnOnce(&mut Case)) -> CaseReport {
+    let (_, mut cases) = scenario::parse(Path::new(name), text).unwrap();
+    edit(&mut cases[0]);
+    let opts = RunOptions {
+        captures_dir: None,
+        run_id: "t".into(),
+        jobs: 1,
+    };
+    runner::run_case(&cases[0], &opts, &Reaper::default())
+}
+
 /// A blocking call is bounded: a read that nothing will satisfy times out
 /// at the step's `within`, and the case goes on.
 #[test]
 fn a_read_that_cannot_complete_times_out_at_its_bound() {
     require_privileges();
     let text = "title = \"t\"\nsteps = '''\nclient read 10 within 150ms as r\nclient close\n'''\nparams = { family = [\"ipv4\"] }\n";
-    let (_, cases) = scenario::parse(Path::new("bound.toml"), text).unwrap();
-    let opts = RunOptions {
-        captures_dir: None,
-        run_id: "t".into(),
-        jobs: 1,
-    };
-    let r = runner::run_case(&cases[0], &opts, &Reaper::default());
+    let r = run_first_case("bound.toml", text, |_| {});
     let s = r
         .steps
         .iter()
@@ -404,13 +404,7 @@ fn a_read_that_cannot_complete_times_out_at_its_bound() {
 fn a_wait_since_a_step_is_timed_from_that_step() {
     require_privileges();
     let text = "title = \"t\"\nsteps = '''\nclient close as c\nsleep 200ms\nclient wait state FIN-WAIT-2 since c within 2s as w\nclient wait state FIN-WAIT-2 as plain\n'''\nparams = { family = [\"ipv4\"] }\n";
-    let (_, cases) = scenario::parse(Path::new("since.toml"), text).unwrap();
-    let opts = RunOptions {
-        captures_dir: None,
-        run_id: "t".into(),
-        jobs: 1,
-    };
-    let r = runner::run_case(&cases[0], &opts, &Reaper::default());
+    let r = run_first_case("since.toml", text, |_| {});
     let step = |label: &str| {
         r.steps
             .iter()
