@@ -106,7 +106,8 @@ struct Dir {
     isn: Option<SeqNum>,
     /// Covered payload ranges, relative to ISN+1, merged and sorted.
     covered: Vec<(u64, u64)>,
-    fin_seq: Option<SeqNum>,
+    /// Sequence numbers of the FINs sent, first one first.
+    fin_seqs: Vec<SeqNum>,
     syn_seen: bool,
     counts: SideCounts,
     /// Highest payload offset the peer acknowledged.
@@ -226,17 +227,18 @@ pub fn analyze(
             }
         }
         if f.fin {
-            dirs[me].counts.fin += 1;
+            let d = &mut dirs[me];
+            d.counts.fin += 1;
             let fin_seq = seg.seq + (u32::from(f.syn) + seg.len);
-            match dirs[me].fin_seq {
-                Some(s) if s == fin_seq => retransmit |= seg.len == 0,
-                Some(_) => dirs[me].counts.distinct_fins += 1,
-                None => {
-                    dirs[me].counts.distinct_fins += 1;
-                    dirs[me].fin_seq = Some(fin_seq);
-                    dirs[me].first_fin_index = Some(seg.index);
-                    dirs[me].first_fin_ack = f.ack.then_some(seg.ack);
+            if d.fin_seqs.contains(&fin_seq) {
+                retransmit |= seg.len == 0;
+            } else {
+                if d.fin_seqs.is_empty() {
+                    d.first_fin_index = Some(seg.index);
+                    d.first_fin_ack = f.ack.then_some(seg.ack);
                 }
+                d.fin_seqs.push(fin_seq);
+                d.counts.distinct_fins += 1;
             }
         }
         if f.rst {
@@ -355,9 +357,7 @@ fn first_fin(dirs: &[Dir; 2]) -> Option<FirstFin> {
         (None, Some(_)) => Some(FirstFin::Server),
         (Some(a), Some(b)) => {
             let (early, late) = if a < b { (0, 1) } else { (1, 0) };
-            let early_fin = dirs[early]
-                .fin_seq
-                .expect("a side with a FIN index has a FIN seq");
+            let early_fin = dirs[early].fin_seqs[0]; // it has a first FIN
             // Did the later FIN acknowledge the earlier one? If not, its sender
             // had not processed the peer's FIN: a simultaneous close.
             let acks_it = dirs[late]
@@ -601,6 +601,21 @@ mod tests {
         assert_eq!(a.wire.client.distinct_fins, 1);
         assert_eq!(a.wire.client.retransmits, 1);
         assert_eq!(a.wire.client.data_bytes, 100);
+    }
+
+    #[test]
+    fn test_distinct_fins_count_each_sequence_number_once() {
+        // Not valid TCP (a FIN is the last sequence number), but a capture
+        // can hold anything: F at 101, F at 111 (after data), F at 111 again.
+        let mut spec = HS.to_vec();
+        spec.extend([
+            (true, "F.", 101, 501, 0),
+            (true, "FP.", 101, 501, 10),
+            (true, "F.", 111, 501, 0),
+        ]);
+        let a = run(&spec);
+        assert_eq!(a.wire.client.fin, 3);
+        assert_eq!(a.wire.client.distinct_fins, 2);
     }
 
     #[test]
