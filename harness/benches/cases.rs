@@ -19,7 +19,8 @@ use std::time::Instant;
 use teardown::capture::Reaper;
 use teardown::report::CaseReport;
 use teardown::runner::{self, RunOptions};
-use teardown::scenario::{self, Case};
+use teardown::scenario::Case;
+use teardown::stack::Stack;
 
 const RUNS: usize = 60;
 
@@ -57,28 +58,27 @@ fn main() {
         std::process::exit(77);
     }
     let scenarios = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
-    let files = scenario::discover(std::slice::from_ref(&scenarios)).expect("scenarios");
-    let all: Vec<Case> = files
-        .iter()
-        .flat_map(|f| scenario::load(f).expect("scenario").1)
-        .collect();
+    let all: Vec<Case> =
+        teardown::catalogue::load(std::slice::from_ref(&scenarios)).expect("scenarios");
     let case = all
         .iter()
         .find(|c| c.id == "close-graceful/ipv4")
         .expect("close-graceful/ipv4")
         .clone();
     let captures = std::env::temp_dir().join(format!("teardown-bench-{}", std::process::id()));
+    let stack = Stack::detect();
     let opts = |jobs| RunOptions {
         captures_dir: Some(captures.clone()),
         run_id: "bench".into(),
         jobs,
+        stack: stack.clone(),
     };
 
     println!(
         "teardown bench on {} ({} CPUs), kernel {}",
         std::env::consts::ARCH,
         num_cpus(),
-        runner::host().kernel
+        runner::host(&stack).kernel
     );
 
     // 1. latency, one case at a time

@@ -1,14 +1,13 @@
 //! Baselines: what this OS did last time, kept in the repository, so CI can
 //! say when observed behaviour drifts.
 //!
-//! A baseline holds, per case, a *fingerprint*: the behavioural facts of the
-//! case report flattened to `path = value` (distinct FINs and RSTs per side,
-//! first FIN and RST, Zeek state, TIME-WAIT side, final states, application
-//! data counts, every step's return value, errno and timeout, fault rule
-//! counts, the verdict). Timings, retransmissions (FIN transmissions
-//! included: a tail-loss probe can repeat a FIN whose ACK is merely late),
-//! packet lists and timers are left out: they measure the machine as much as
-//! the stack. Scenario expectations are where a timing belongs.
+//! A baseline holds, per case, a *fingerprint*: the case's behavioural
+//! facts (`facts::fingerprint`), named by the same paths expectations use
+//! (`wire.client.distinct_fins`, `steps.lclose.errno`), plus the verdict.
+//! Timings, retransmissions (FIN transmissions included: a tail-loss probe
+//! can repeat a FIN whose ACK is merely late), packet lists and timers are
+//! measurements, left out: they measure the machine as much as the stack.
+//! Scenario expectations are where a timing belongs.
 //!
 //! A baseline is recorded from one or more runs; a fact that differed
 //! between them is stored as `varies` (with the values seen) and not
@@ -20,12 +19,41 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::driver::StepRecord;
 use crate::report::{CaseReport, Host, Report};
 
 /// Identifies baseline files, and their format version.
 pub const KIND: &str = "teardown-baseline";
-pub const FORMAT: u32 = 1;
+/// 2: facts are keyed by fact path (`steps.lclose.ret`), as expectations
+/// name them.
+pub const FORMAT: u32 = 2;
+
+/// Why a baseline could not be read or recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum BaselineError {
+    #[error("{0}")]
+    Input(#[from] crate::files::InputError),
+    #[error("{path}: not a teardown baseline (line {line}, column {column}): {message}")]
+    Json {
+        path: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error(
+        "{path}: not a teardown baseline this version reads (kind {kind:?}, format {format}; it reads {KIND:?} format {FORMAT}): re-record it with `just baseline`"
+    )]
+    Format {
+        path: String,
+        kind: String,
+        format: u32,
+    },
+    #[error("no report to record a baseline from")]
+    Empty,
+    #[error("run {run} has other cases than run {first}: record from runs of the same scenarios")]
+    DifferentCases { run: String, first: String },
+    #[error("run {0} was interrupted; record from complete runs")]
+    Interrupted(String),
+}
 
 /// One fact's recorded value.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -50,92 +78,30 @@ pub struct Baseline {
     pub cases: BTreeMap<String, BTreeMap<String, Recorded>>,
 }
 
-/// A case's behavioural facts as `path -> value`.
+/// A case's fingerprint: its behavioural facts and its verdict.
 pub fn fingerprint(c: &CaseReport) -> BTreeMap<String, Value> {
-    let mut f = BTreeMap::new();
-    let mut put = |k: String, v: Value| {
-        f.insert(k, v);
-    };
-    put("verdict".into(), json!(c.verdict.status.name()));
-    match &c.wire {
-        Some(w) => {
-            for (side, s) in [("client", &w.client), ("server", &w.server)] {
-                put(format!("wire.{side}.syn"), json!(s.syn));
-                put(format!("wire.{side}.distinct_fins"), json!(s.distinct_fins));
-                put(format!("wire.{side}.rst"), json!(s.rst));
-            }
-            put("wire.first_fin".into(), json!(w.first_fin));
-            put("wire.first_rst".into(), json!(w.first_rst));
-            put("wire.conn_state".into(), json!(w.conn_state));
-        }
-        None => put("wire".into(), Value::Null),
-    }
-    put("time_wait.side".into(), json!(c.time_wait.side));
-    put("final_state.client".into(), json!(c.final_state.client));
-    put("final_state.server".into(), json!(c.final_state.server));
-    for (dir, flow) in [
-        ("client_to_server", &c.data.client_to_server),
-        ("server_to_client", &c.data.server_to_client),
-    ] {
-        put(format!("data.{dir}.written"), json!(flow.written));
-        put(format!("data.{dir}.read"), json!(flow.read));
-        put(format!("data.{dir}.lost"), json!(flow.lost));
-        put(format!("data.{dir}.corrupted"), json!(flow.corrupted));
-    }
-    for (i, s) in c.steps.iter().enumerate() {
-        let key = step_key(i, s);
-        let r = &s.result;
-        // accept() returns a descriptor number, which depends on what else
-        // the process has open; that it succeeded is the behaviour.
-        let ret = match r.ret {
-            Some(fd) if fd >= 0 && step_verb(s) == Some("accept") => {
-                json!("fd")
-            }
-            other => json!(other),
-        };
-        put(format!("{key}.ret"), ret);
-        put(format!("{key}.errno"), json!(r.errno));
-        put(format!("{key}.timed_out"), json!(r.timed_out));
-    }
-    for (i, fault) in c.faults.iter().enumerate() {
-        put(
-            format!("faults[{}: {}].matched", i + 1, fault.rule),
-            json!(fault.matched),
-        );
-    }
+    let mut f = crate::facts::fingerprint(&c.facts());
+    f.insert("verdict".into(), json!(c.verdict.status.name()));
     f
-}
-
-/// A step's name in fingerprints: `steps[line 12: client close as lc]`
-/// (`setup N` for the implicit connection setup). `index` is its position.
-pub fn step_key(index: usize, s: &StepRecord) -> String {
-    let at = s
-        .line
-        .map_or(format!("setup {}", index + 1), |l| format!("line {l}"));
-    format!("steps[{at}: {}]", s.call)
-}
-
-/// The call a step made (`close`, `accept`, ...), after `bg` and the actor.
-pub fn step_verb(s: &StepRecord) -> Option<&str> {
-    let mut words = s.call.split_whitespace().skip_while(|w| *w == "bg");
-    words.next()?;
-    words.next()
 }
 
 impl Baseline {
     /// Records a baseline from one or more reports of the same cases.
-    pub fn record(reports: &[Report]) -> Result<Baseline, String> {
-        let first = reports.first().ok_or("no report to record from")?;
+    pub fn record(reports: &[Report]) -> Result<Baseline, BaselineError> {
+        let first = reports.first().ok_or(BaselineError::Empty)?;
+        if let Some(r) = reports.iter().find(|r| r.interrupted) {
+            return Err(BaselineError::Interrupted(r.run_id.clone()));
+        }
         let mut cases: BTreeMap<String, BTreeMap<String, Recorded>> = BTreeMap::new();
         let mut seen: BTreeMap<String, BTreeMap<String, Vec<Value>>> = BTreeMap::new();
         for r in reports {
             let ids: BTreeSet<&str> = r.cases.iter().map(|c| c.id.as_str()).collect();
             let first_ids: BTreeSet<&str> = first.cases.iter().map(|c| c.id.as_str()).collect();
             if ids != first_ids {
-                return Err(format!(
-                    "run {} has other cases than run {}: record from runs of the same scenarios",
-                    r.run_id, first.run_id
-                ));
+                return Err(BaselineError::DifferentCases {
+                    run: r.run_id.clone(),
+                    first: first.run_id.clone(),
+                });
             }
             for c in &r.cases {
                 let facts = seen.entry(c.id.clone()).or_default();
@@ -171,22 +137,47 @@ impl Baseline {
         })
     }
 
-    /// Parses a baseline file's text; the error says what is wrong with it.
-    pub fn parse(text: &str) -> Result<Baseline, String> {
-        let b: Baseline = serde_json::from_str(text).map_err(|e| {
-            format!(
-                "not a teardown baseline (line {}, column {}): {e}",
-                e.line(),
-                e.column()
-            )
-        })?;
-        if b.kind != KIND || b.format != FORMAT {
-            return Err(format!(
-                "a baseline of kind {:?} format {}; this teardown reads {KIND:?} format {FORMAT}: re-record it",
-                b.kind, b.format
-            ));
+    /// Reads a baseline file.
+    pub fn read(path: &std::path::Path) -> Result<Baseline, BaselineError> {
+        let text = crate::files::read_text(path, 1 << 30, "baseline")?;
+        Baseline::parse(&path.display().to_string(), &text)
+    }
+
+    /// Parses a baseline file's text (`path` names it in errors); the
+    /// error says what is wrong with it.
+    pub fn parse(path: &str, text: &str) -> Result<Baseline, BaselineError> {
+        /// The header alone, checked before the rest.
+        #[derive(Deserialize)]
+        struct Head {
+            #[serde(default)]
+            kind: String,
+            #[serde(default)]
+            format: u32,
         }
-        Ok(b)
+        let json = |e: serde_json::Error| BaselineError::Json {
+            path: path.to_string(),
+            line: e.line(),
+            column: e.column(),
+            message: e.to_string(),
+        };
+        let head: Head = serde_json::from_str(text).map_err(json)?;
+        if head.kind != KIND || head.format != FORMAT {
+            return Err(BaselineError::Format {
+                path: path.to_string(),
+                kind: head.kind,
+                format: head.format,
+            });
+        }
+        serde_json::from_str(text).map_err(json)
+    }
+
+    /// How many facts varied between the recorded runs (not checked).
+    pub fn varying(&self) -> usize {
+        self.cases
+            .values()
+            .flat_map(|f| f.values())
+            .filter(|r| matches!(r, Recorded::Varies { .. }))
+            .count()
     }
 
     /// The baseline of just these cases, for checking a run that selected
@@ -300,7 +291,7 @@ mod tests {
         let b = Baseline::record(&[report("a", 1, None), report("b", 1, None)]).unwrap();
         assert!(b.check(&report("c", 1, None)).is_empty());
         let text = serde_json::to_string(&b).unwrap();
-        assert_eq!(Baseline::parse(&text).unwrap(), b);
+        assert_eq!(Baseline::parse("b.json", &text).unwrap(), b);
     }
 
     #[test]
@@ -313,7 +304,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("steps[line 3: client close].errno") && text.contains("\"EPIPE\""),
+            text.contains("steps.line3.errno") && text.contains("\"EPIPE\""),
             "{text}"
         );
         assert_eq!(d.cases[0].1.len(), 2);
@@ -349,19 +340,6 @@ mod tests {
     }
 
     #[test]
-    fn step_verbs_skip_bg_and_the_actor() {
-        let mut s = report("a", 1, None).cases[0].steps[0].clone();
-        assert_eq!(step_verb(&s), Some("close"));
-        s.call = "bg client close as lc".into();
-        assert_eq!(step_verb(&s), Some("close"));
-        assert_eq!(step_key(0, &s), "steps[line 3: bg client close as lc]");
-        s.call = "sleep 10ms".into();
-        assert_eq!(step_verb(&s), Some("10ms"));
-        s.line = None;
-        assert_eq!(step_key(1, &s), "steps[setup 2: sleep 10ms]");
-    }
-
-    #[test]
     fn new_and_missing_cases_are_drift() {
         let b = Baseline::record(&[report("a", 1, None)]).unwrap();
         let mut r = report("c", 1, None);
@@ -369,10 +347,13 @@ mod tests {
         let d = b.check(&r);
         assert_eq!(d.new_cases, ["y/ipv4"]);
         assert_eq!(d.missing, ["x/ipv4"]);
+        let e = Baseline::parse("b.json", "{\"kind\": \"other\"}").unwrap_err();
         assert!(
-            Baseline::parse("{\"kind\": \"other\"}")
-                .unwrap_err()
-                .contains("not a teardown baseline")
+            e.to_string()
+                .contains("b.json: not a teardown baseline this version reads (kind \"other\""),
+            "{e}"
         );
+        let e = Baseline::parse("b.json", "{\"kind\": ").unwrap_err();
+        assert!(e.to_string().contains("not a teardown baseline"), "{e}");
     }
 }

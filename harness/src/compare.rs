@@ -2,19 +2,21 @@
 //! versions, side by side.
 //!
 //! Cases are aligned by id. For each case the behavioural facts of every
-//! report are compared (the [`baseline::fingerprint`]: FIN/RST per side, first
-//! FIN and RST, TIME-WAIT side, final states, every call's return value and
-//! errno, data lost, ...), plus how long each close() took, which counts as
-//! different only beyond a tolerance. Only facts that differ are shown.
+//! report are compared (the fingerprint of the fact model: FIN/RST per
+//! side, first FIN and RST, TIME-WAIT side, final states, every call's
+//! return value and errno, data lost, ...), plus how long each close()
+//! took, which counts as different only beyond a tolerance. Facts are named
+//! as expectations name them. Only facts that differ are shown; the table
+//! and Markdown forms are in `sinks::compare`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write as _;
 
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::baseline::{fingerprint, step_key, step_verb};
+use crate::baseline::fingerprint;
 use crate::report::{CaseReport, Report};
+use crate::scenario::Verb;
 
 /// One report taking part, as the header shows it.
 #[derive(Clone, Debug, Serialize)]
@@ -22,9 +24,12 @@ pub struct Column {
     /// `A`, `B`, ... in argument order.
     pub label: String,
     pub file: String,
+    /// The host, as `Host::name` prints it.
+    pub host: String,
     pub os: String,
     pub kernel: String,
     pub arch: String,
+    pub stack: String,
     pub tool_version: String,
     pub started_at: String,
 }
@@ -66,13 +71,8 @@ impl Comparison {
 /// The facts compared for one case: the fingerprint plus close() durations.
 fn facts(c: &CaseReport) -> BTreeMap<String, Value> {
     let mut f = fingerprint(c);
-    for (i, s) in c.steps.iter().enumerate() {
-        if step_verb(s) == Some("close") {
-            f.insert(
-                format!("{}.duration_ms", step_key(i, s)),
-                json!(s.duration_ms),
-            );
-        }
+    for s in c.steps.iter().filter(|s| s.verb == Verb::Close) {
+        f.insert(format!("steps.{}.duration_ms", s.key), json!(s.duration_ms));
     }
     f
 }
@@ -85,7 +85,9 @@ pub fn compare(reports: &[(String, Report)], tolerance_ms: f64) -> Comparison {
         .map(|(i, (file, r))| Column {
             label: label(i),
             file: file.clone(),
+            host: r.host.name(),
             os: r.host.os.clone(),
+            stack: r.host.stack.name.clone(),
             kernel: r.host.kernel.clone(),
             arch: r.host.arch.clone(),
             tool_version: r.tool.version.clone(),
@@ -154,122 +156,11 @@ pub fn compare(reports: &[(String, Report)], tolerance_ms: f64) -> Comparison {
     }
 }
 
-fn label(i: usize) -> String {
-    if i < 26 {
-        char::from(b'A' + i as u8).to_string()
-    } else {
-        format!("R{}", i + 1)
+pub(crate) fn label(i: usize) -> String {
+    match u8::try_from(i) {
+        Ok(n) if n < 26 => char::from(b'A' + n).to_string(),
+        _ => format!("R{}", i + 1),
     }
-}
-
-fn show(v: &Value) -> String {
-    match v {
-        Value::Null => "-".into(),
-        Value::String(s) => s.clone(),
-        Value::Number(n) => match n.as_f64() {
-            Some(f) if n.is_f64() => format!("{f:.1}"),
-            _ => n.to_string(),
-        },
-        other => other.to_string(),
-    }
-}
-
-/// For a terminal: a legend, then per case the differing facts in columns.
-pub fn table(c: &Comparison) -> String {
-    let mut out = legend(c, "");
-    for case in &c.cases {
-        let _ = writeln!(out, "\n{}", case.id);
-        let mut rows: Vec<Vec<String>> = vec![
-            std::iter::once("field".to_string())
-                .chain(c.columns.iter().map(|col| col.label.clone()))
-                .collect(),
-        ];
-        for d in &case.differences {
-            rows.push(
-                std::iter::once(d.field.clone())
-                    .chain(d.values.iter().map(show))
-                    .collect(),
-            );
-        }
-        let widths: Vec<usize> = (0..rows[0].len())
-            .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
-            .collect();
-        for r in rows {
-            let line: Vec<String> = r
-                .iter()
-                .zip(&widths)
-                .map(|(cell, w)| format!("{cell:<w$}"))
-                .collect();
-            let _ = writeln!(out, "  {}", line.join("  ").trim_end());
-        }
-    }
-    out.push_str(&summary(c));
-    out
-}
-
-/// The same as Markdown, for a pull request or the README.
-pub fn markdown(c: &Comparison) -> String {
-    let mut out = legend(c, "- ");
-    if !c.cases.is_empty() {
-        let head: Vec<&str> = c.columns.iter().map(|col| col.label.as_str()).collect();
-        let _ = writeln!(
-            out,
-            "\n| case | field | {} |\n|---|---|{}",
-            head.join(" | "),
-            "---|".repeat(head.len())
-        );
-        for case in &c.cases {
-            for d in &case.differences {
-                let vals: Vec<String> = d
-                    .values
-                    .iter()
-                    .map(|v| show(v).replace('|', "\\|"))
-                    .collect();
-                let _ = writeln!(
-                    out,
-                    "| {} | `{}` | {} |",
-                    case.id,
-                    d.field.replace('|', "\\|"),
-                    vals.join(" | ")
-                );
-            }
-        }
-    }
-    out.push('\n');
-    out.push_str(&summary(c));
-    out
-}
-
-fn legend(c: &Comparison, bullet: &str) -> String {
-    let mut out = String::new();
-    for col in &c.columns {
-        let _ = writeln!(
-            out,
-            "{bullet}{}: {} {} {}, teardown {}, {} ({})",
-            col.label, col.os, col.kernel, col.arch, col.tool_version, col.started_at, col.file
-        );
-    }
-    out
-}
-
-fn summary(c: &Comparison) -> String {
-    let mut out = String::new();
-    for (id, having) in &c.partial {
-        let _ = writeln!(out, "only in {}: {id}", having.join(", "));
-    }
-    let _ = writeln!(
-        out,
-        "{} of {} cases differ (close() durations within {} ms count as equal){}",
-        c.cases.len(),
-        c.compared,
-        c.tolerance_ms,
-        if c.partial.is_empty() {
-            String::new()
-        } else {
-            format!("; {} cases are not in every report", c.partial.len())
-        }
-    );
-    out
 }
 
 #[cfg(test)]
@@ -290,22 +181,8 @@ mod tests {
             .iter()
             .map(|d| d.field.as_str())
             .collect();
-        assert_eq!(
-            fields,
-            [
-                "steps[line 3: client close].errno",
-                "wire.client.distinct_fins"
-            ]
-        );
-        let t = table(&c);
-        assert!(t.contains("B: linux 6.1.0 x86_64"), "{t}");
-        assert!(t.contains("wire.client.distinct_fins"), "{t}");
-        assert!(t.contains("1 of 1 cases differ"), "{t}");
-        let md = markdown(&c);
-        assert!(
-            md.contains("| x/ipv4 | `wire.client.distinct_fins` | 1 | 2 |"),
-            "{md}"
-        );
+        assert_eq!(fields, ["steps.line3.errno", "wire.client.distinct_fins"]);
+        assert_eq!(c.columns[1].host, "linux 6.1.0 x86_64");
 
         let same = compare(
             &[("a.json".into(), a.clone()), ("a2.json".into(), a)],
@@ -322,10 +199,7 @@ mod tests {
         assert!(!compare(&[("a".into(), a.clone()), ("b".into(), b.clone())], 100.0).differs());
         b.cases[0].steps[0].duration_ms = 1000.0;
         let c = compare(&[("a".into(), a), ("b".into(), b)], 100.0);
-        assert_eq!(
-            c.cases[0].differences[0].field,
-            "steps[line 3: client close].duration_ms"
-        );
+        assert_eq!(c.cases[0].differences[0].field, "steps.line3.duration_ms");
     }
 
     #[test]
@@ -337,6 +211,5 @@ mod tests {
         assert_eq!(c.compared, 0);
         assert_eq!(c.partial["x/ipv4"], ["A"]);
         assert_eq!(c.partial["y/ipv4"], ["B"]);
-        assert!(table(&c).contains("only in B: y/ipv4"));
     }
 }

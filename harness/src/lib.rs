@@ -1,38 +1,52 @@
-//! `teardown`: shows, by experiment, what an OS's TCP stack does when a
+//! `teardown`: shows, by experiment, what a TCP stack does when a
 //! connection ends.
 //!
-//! Data flows one way through one module per stage:
+//! Data flows one way through one module per stage; no stage imports a
+//! later one:
 //!
 //! ```text
-//! scenario  files -> Scenario -> Case (one per parameter combination)
-//! sandbox   a fresh network namespace per case, lo up
-//! capture   libpcap on that lo, active before the first socket exists
-//! driver    runs the steps on real sockets, records every call
-//! observe   sock_diag snapshots of both ends' kernel states
-//! wire      link-layer frames -> TCP segments
-//! analyze   segments + calls -> Outcome (typed facts, nothing expected)
-//! verdict   Outcome vs. the scenario's expectations for this OS
-//! report    JSON report, console table; written atomically
+//! scenario   files -> Scenario -> Case (one per parameter combination)
+//! catalogue  scenarios loaded for the other stages, fact paths checked
+//! stack      the stack under test and its observation backends
+//! sandbox    a fresh network namespace per case, lo up, sysctls
+//! capture    libpcap or a raw packet socket on that lo, active first
+//! observe    the stack's socket states (sock_diag or TCP_INFO)
+//! fault      fault rules in the case's packet filter
+//! driver     runs the steps on real sockets, records every call
+//! wire       link-layer frames -> TCP segments
+//! analyze    segments -> connection facts; + driver records -> Outcome
+//! facts      the fact model: every fact's path, meaning and getter
+//! verdict    Outcome vs. the scenario's expectations for this stack
+//! report     the JSON report model, written atomically; reading it back
 //! ```
 //!
-//! `runner` wires the stages together for one case and for a whole run;
-//! `cli` parses arguments and nothing more.
+//! Readers of reports: `baseline` (drift in CI), `compare` (reports side by
+//! side). Outputs are sinks, one file each, in `sinks/`. `runner` wires the
+//! stages for one case and for a whole run; `cli` parses arguments and
+//! dispatches. `tcp` and `files` are shared leaves (TCP vocabulary; atomic
+//! writes and bounded reads).
+//!
+//! A new fact goes in `facts::KINDS` (and is computed in `analyze`); a new
+//! output format is a new file in `sinks/`; a new stack is a `stack::Stack`
+//! and, where it needs them, backends in `capture`, `observe` and `fault`.
 
 pub mod analyze;
 pub mod baseline;
 pub mod capture;
+pub mod catalogue;
 pub mod cli;
 pub mod compare;
 pub mod driver;
+pub mod facts;
 pub mod fault;
-pub mod junit;
-pub mod ladder;
+pub mod files;
 pub mod observe;
-pub mod render;
 pub mod report;
 pub mod runner;
 pub mod sandbox;
 pub mod scenario;
+pub mod sinks;
+pub mod stack;
 pub mod tcp;
 pub mod verdict;
 pub mod wire;

@@ -1,29 +1,31 @@
 //! Wires the stages together: one case on its own thread and namespace, and
 //! a run of many cases on a few worker threads.
 //!
-//! A case that fails inside the harness (capture, netlink, a panic) still
-//! yields a case report, with verdict `error` and the reason; the run goes
-//! on. Nothing here decides what a result should be.
+//! Per case: stack requirements -> sandbox -> capture + state source ->
+//! driver -> capture file -> wire -> analyze -> verdict. A case that fails
+//! inside the harness (capture, netlink, a panic) still yields a case
+//! report, with verdict `error` and the reason; a case the stack cannot run
+//! is `unsupported`, naming what is missing; the run goes on. Nothing here
+//! computes a fact or decides what a result should be.
+
+pub mod interrupt;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Instant, SystemTime};
 
-use crate::analyze::{self, Analysis};
+use crate::analyze::{self, Outcome};
 use crate::capture::{self, Capture, Reaper};
-use crate::driver::{self, DriverOutput};
+use crate::driver::{self, DriverOutput, Instruments};
 use crate::fault::Firewall;
-use crate::observe::{Observer, TimerKind};
-use crate::report::{
-    self, CaseReport, DataFlows, FinalState, Flow, Host, Report, Summary, TimeWait, TimeWaitSide,
-    Timing, Tool,
-};
+use crate::observe::Observer;
+use crate::report::{self, CaseReport, Host, Report, Summary, Timing, Tool};
 use crate::sandbox::{self, SandboxError};
 use crate::scenario::Case;
-use crate::tcp::{Side, TcpState};
-use crate::verdict;
+use crate::stack::{self, Stack};
+use crate::verdict::{self, Verdict};
 use crate::wire;
 
 /// Where a run puts its files, and how it runs.
@@ -34,17 +36,14 @@ pub struct RunOptions {
     pub run_id: String,
     /// Cases run at once, each on its own thread and namespace.
     pub jobs: usize,
+    /// The stack the cases run on, with its backends.
+    pub stack: Stack,
 }
 
 /// Cases in flight by default: 8 per CPU. A case spends most of its time
-/// waiting, not computing (see `capture::Reaper` and `Capture::start`).
+/// waiting, not computing (see `capture::Reaper`).
 pub fn default_jobs() -> usize {
     8 * std::thread::available_parallelism().map_or(2, |n| n.get())
-}
-
-/// This OS's family name, as expectations spell it.
-pub fn os_name() -> &'static str {
-    std::env::consts::OS
 }
 
 /// Fails fast, before any case, if this process cannot create a namespace,
@@ -58,11 +57,12 @@ pub fn check_privileges() -> Result<(), SandboxError> {
 }
 
 /// The host facts every report carries.
-pub fn host() -> Host {
+pub fn host(stack: &Stack) -> Host {
     Host {
-        os: os_name().to_string(),
+        os: std::env::consts::OS.to_string(),
         kernel: sandbox::kernel_release(),
         arch: std::env::consts::ARCH.to_string(),
+        stack: stack.info(),
         sysctls: sandbox::teardown_sysctls(),
     }
 }
@@ -108,21 +108,22 @@ pub fn run_all(
             None => not_run.push(case.id.clone()),
         }
     }
-    let cases = done;
     Report {
         schema_version: report::SCHEMA_VERSION,
         tool: Tool {
             name: "teardown".into(),
             version: env!("CARGO_PKG_VERSION").into(),
         },
-        host: host(),
+        host: host(&opts.stack),
         started_at: report::rfc3339(started),
         duration_ms: ms_since(t),
         run_id: opts.run_id.clone(),
-        summary: Summary::of(&cases),
-        interrupted: !not_run.is_empty(),
+        summary: Summary::of(&done),
+        // A stop that came after the last case started still interrupted
+        // the run: those cases finished, but the user asked to stop.
+        interrupted: stop.load(Ordering::SeqCst),
         not_run,
-        cases,
+        cases: done,
     }
 }
 
@@ -154,26 +155,47 @@ fn isolated(case: &Case, body: impl FnOnce() -> CaseReport + Send) -> CaseReport
                 )
             })
     });
-    let mut r = result.unwrap_or_else(|problem| empty_report(case, vec![problem]));
+    let mut r = result.unwrap_or_else(|problem| stopped(case, Stopped::Error(vec![problem])));
     r.duration_ms = ms_since(started);
     r
 }
 
+/// Why a case ended before it could observe anything.
+enum Stopped {
+    Error(Vec<String>),
+    Unsupported(Vec<String>),
+}
+
 /// The body of a case; must run on a thread of its own.
 fn run_case_here(case: &Case, opts: &RunOptions, reaper: &Reaper) -> CaseReport {
+    let missing = stack::requirements(case, &opts.stack);
+    if !missing.is_empty() {
+        return stopped(case, Stopped::Unsupported(missing));
+    }
     let phase = Instant::now();
     let ns = match sandbox::enter_fresh_namespace() {
         Ok(ns) => ns,
-        Err(e) => return empty_report(case, vec![e.to_string()]),
+        Err(e) => return stopped(case, Stopped::Error(vec![e.to_string()])),
     };
     for (name, value) in &case.sysctls {
-        if let Err(e) = sandbox::write_sysctl(&ns, name, value) {
-            return empty_report(
-                case,
-                vec![format!(
-                    "{e} (the case sets it in its [sysctl] table; only per-namespace net.* sysctls can be set)"
-                )],
-            );
+        match sandbox::write_sysctl(&ns, name, value) {
+            Ok(()) => {}
+            Err(e @ SandboxError::NoSuchSysctl { .. }) => {
+                return stopped(
+                    case,
+                    Stopped::Unsupported(vec![format!(
+                        "{e} (the case sets it in its [sysctl] table)"
+                    )]),
+                );
+            }
+            Err(e) => {
+                return stopped(
+                    case,
+                    Stopped::Error(vec![format!(
+                        "{e} (the case sets it in its [sysctl] table; only per-namespace net.* sysctls can be set)"
+                    )]),
+                );
+            }
         }
     }
     let mut sysctls = sandbox::teardown_sysctls();
@@ -184,72 +206,70 @@ fn run_case_here(case: &Case, opts: &RunOptions, reaper: &Reaper) -> CaseReport 
     }
     let sandbox_ms = ms_since(phase);
     let phase = Instant::now();
-    let mut capture = match Capture::start(&ns) {
+    let mut capture = match Capture::start(&ns, opts.stack.capture) {
         Ok(c) => c,
-        Err(e) => return empty_report(case, vec![e.to_string()]),
+        Err(e) => return stopped(case, Stopped::Error(vec![e.to_string()])),
     };
-    let mut observer = match Observer::open(&ns, case.family) {
+    let mut observer = match Observer::open(&ns, case.family, opts.stack.states) {
         Ok(o) => o,
-        Err(e) => return empty_report(case, vec![e.to_string()]),
+        Err(e) => return stopped(case, Stopped::Error(vec![e.to_string()])),
     };
     let observe_setup_ms = ms_since(phase);
     let t0 = Instant::now();
     let t0_wall_us = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64);
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
 
     let mut firewall = Firewall::new(&ns);
-    let (out, open_sockets) = driver::run(case, t0, &mut capture, &mut observer, &mut firewall);
+    let mut io = Instruments {
+        capture: &mut capture,
+        observer: &mut observer,
+        firewall: &mut firewall,
+    };
+    let (out, open_sockets) = driver::run(case, t0, &mut io);
     let run_ms = ms_since(t0);
     let phase = Instant::now();
     let mut problems = out.problems.clone();
     // No capture, no wire facts: zeros would claim an observation.
-    let captured = capture
-        .finish(reaper)
-        .map_err(|e| problems.push(e.to_string()))
-        .ok();
+    let captured = capture.finish(reaper).map_err(|e| e.to_string());
     // Only now may leftover sockets close: their FIN/RST is not part of the case.
     drop(open_sockets);
 
-    let mut findings = Vec::new();
-    if !out.settled {
-        findings.push(format!(
-            "some socket was still in a transient state after the settle bound ({:?})",
-            case.scenario.settle
-        ));
-    }
     let mut capture_file = None;
-    let analysis = captured.map(|captured| {
-        if captured.dropped > 0 {
-            problems.push(format!("the capture dropped {} packets", captured.dropped));
-        }
-        if let Some(dir) = &opts.captures_dir {
-            let path = dir
-                .join(&opts.run_id)
-                .join(format!("{}.pcap", case.file_stem()));
-            match std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))
-                .map_err(|e| format!("{}: {e}", path.display()))
-                .and_then(|()| capture::write_pcap(&path, &captured).map_err(|e| e.to_string()))
-            {
-                Ok(()) => capture_file = Some(path.display().to_string()),
-                Err(e) => problems.push(e),
+    let mut findings = Vec::new();
+    let analysis = match &captured {
+        Ok(captured) => {
+            match captured.dropped {
+                Some(0) | None => {}
+                Some(n) => problems.push(format!("the capture dropped {n} packets")),
             }
+            if let Some(dir) = &opts.captures_dir {
+                let path = dir
+                    .join(&opts.run_id)
+                    .join(format!("{}.pcap", case.file_stem()));
+                match capture::write_pcap(&path, captured) {
+                    Ok(()) => capture_file = Some(path.display().to_string()),
+                    Err(e) => problems.push(e.to_string()),
+                }
+            }
+            let (segments, malformed) = wire::segments(captured.linktype, &captured.packets);
+            findings.extend(malformed);
+            Some(analyze::analyze(&segments, out.ends.pair(), t0_wall_us))
         }
-        let (segments, malformed) = wire::segments(captured.linktype, &captured.packets);
-        findings.extend(malformed);
-        let ends = out.ends.client.map(|c| (c, out.ends.server));
-        let analysis = analyze::analyze(&segments, ends, t0_wall_us);
-        if analysis.foreign_segments > 0 {
-            findings.push(format!(
-                "{} segments belong to no side of the connection under test",
-                analysis.foreign_segments
-            ));
+        Err(e) => {
+            problems.push(e.clone());
+            None
         }
-        analysis
-    });
-    let mut r = build_report(case, Some(&out), analysis.as_ref(), sysctls, findings);
+    };
+    let outcome = analyze::outcome(
+        Some(&out),
+        analysis.as_ref(),
+        captured.as_ref().err().map(String::as_str),
+        findings,
+    );
+    let mut r = case_report(case, Some(&out), outcome, sysctls);
     r.capture = capture_file;
-    r.verdict = judge(case, &r, &problems);
+    r.verdict = verdict::judge(case, opts.stack.name, &r.facts(), &problems);
     r.timing = Timing {
         sandbox_ms,
         observe_setup_ms,
@@ -263,49 +283,14 @@ fn ms_since(t: Instant) -> f64 {
     driver::calls::ms(t.elapsed())
 }
 
-/// The case report from what was observed; `out` is None when the case
-/// stopped before its steps ran, and then no driver-side fact is claimed.
-fn build_report(
+/// The case report: the case's identity, the driver's records and the
+/// outcome. `out` is None when the case stopped before its steps ran.
+fn case_report(
     case: &Case,
     out: Option<&DriverOutput>,
-    analysis: Option<&Analysis>,
+    outcome: Outcome,
     sysctls: BTreeMap<String, String>,
-    findings: Vec<String>,
 ) -> CaseReport {
-    let flow = |app: driver::FlowCounts, side: usize| Flow {
-        written: app.written,
-        sent: analysis.map(|a| {
-            if side == 0 {
-                a.wire.client.data_bytes
-            } else {
-                a.wire.server.data_bytes
-            }
-        }),
-        acked: analysis.map(|a| a.acked[side]),
-        read: app.read,
-        lost: app.written.saturating_sub(app.read),
-        corrupted: app.corrupted,
-    };
-    // TIME-WAIT from the kernel's table at the end.
-    let tw = |side| {
-        out.and_then(|o| o.ends.find(&o.final_snapshot, side))
-            .filter(|e| e.state == TcpState::TimeWait)
-    };
-    let (ctw, stw) = (tw(Side::Client), tw(Side::Server));
-    let side = out.map(|_| match (ctw.is_some(), stw.is_some()) {
-        (true, true) => TimeWaitSide::Both,
-        (true, false) => TimeWaitSide::Client,
-        (false, true) => TimeWaitSide::Server,
-        (false, false) => TimeWaitSide::None,
-    });
-    let remaining_ms = [ctw, stw]
-        .into_iter()
-        .flatten()
-        .filter(|e| e.timer == Some(TimerKind::TimeWait))
-        .map(|e| e.timer_ms)
-        .min();
-    let timeline = out.map(|o| o.timeline.clone()).unwrap_or_default();
-    let app = |f: fn(&DriverOutput) -> driver::FlowCounts| out.map(f).unwrap_or_default();
     CaseReport {
         id: case.id.clone(),
         scenario: case.scenario.id.clone(),
@@ -319,39 +304,31 @@ fn build_report(
         timing: Timing::default(),
         steps: out.map(|o| o.steps.clone()).unwrap_or_default(),
         faults: out.map(|o| o.faults.clone()).unwrap_or_default(),
-        wire: analysis.map(|a| a.wire.clone()),
-        packets: analysis.map(|a| a.packets.clone()).unwrap_or_default(),
-        final_state: FinalState {
-            client: timeline.last(Side::Client),
-            server: timeline.last(Side::Server),
-        },
-        states: timeline,
-        time_wait: TimeWait { side, remaining_ms },
-        data: DataFlows {
-            client_to_server: flow(app(|o| o.client_to_server), 0),
-            server_to_client: flow(app(|o| o.server_to_client), 1),
-        },
+        outcome,
         sysctls,
-        settled: out.is_some_and(|o| o.settled),
-        findings,
-        verdict: verdict::Verdict {
-            status: verdict::Status::Unchecked,
-            mismatches: vec![],
-            checks: vec![],
-            error: None,
-        },
+        verdict: Verdict::unsupported(vec![]),
     }
 }
 
-fn judge(case: &Case, r: &CaseReport, problems: &[String]) -> verdict::Verdict {
-    let json = serde_json::to_value(r).expect("case reports serialise");
-    verdict::judge(case, os_name(), &json, problems)
-}
-
-/// A report for a case that could not run far enough to observe anything.
-fn empty_report(case: &Case, problems: Vec<String>) -> CaseReport {
-    let mut r = build_report(case, None, None, BTreeMap::new(), vec![]);
-    r.verdict = judge(case, &r, &problems);
+/// A report for a case that ended before it could observe anything.
+fn stopped(case: &Case, why: Stopped) -> CaseReport {
+    let reason = match &why {
+        Stopped::Error(_) => "the case stopped before its steps ran",
+        Stopped::Unsupported(_) => "the case did not run: the stack lacks what it needs",
+    };
+    let outcome = analyze::outcome(None, None, Some(reason), vec![]);
+    let mut r = case_report(case, None, outcome, BTreeMap::new());
+    r.verdict = match why {
+        Stopped::Error(problems) => {
+            let empty = crate::facts::CaseFacts {
+                steps: &[],
+                faults: &[],
+                outcome: &r.outcome,
+            };
+            verdict::judge(case, "", &empty, &problems)
+        }
+        Stopped::Unsupported(missing) => Verdict::unsupported(missing),
+    };
     r
 }
 
@@ -370,39 +347,45 @@ mod tests {
     use super::*;
     use std::time::{Duration, UNIX_EPOCH};
 
+    fn cases(text: &str) -> Vec<Case> {
+        crate::catalogue::parse(std::path::Path::new("t.toml"), text).unwrap()
+    }
+
+    fn opts(stack: Stack) -> RunOptions {
+        RunOptions {
+            captures_dir: None,
+            run_id: "r".into(),
+            jobs: 2,
+            stack,
+        }
+    }
+
     /// A case that stopped before its steps ran claims no observation: no
     /// wire facts, no states, no TIME-WAIT side; the verdict says why.
     #[test]
     fn a_case_that_never_ran_reports_nulls_not_zeros() {
-        let text = "title = \"t\"\nsteps = \"client close\"\n[[expect]]\nos = \"linux\"\nfacts = { \"time_wait.side\" = \"none\" }\n";
-        let (_, cases) = crate::scenario::parse(std::path::Path::new("t.toml"), text).unwrap();
-        let r = empty_report(&cases[0], vec!["libpcap on lo: refused".into()]);
-        assert!(r.wire.is_none() && r.steps.is_empty() && r.capture.is_none());
-        assert_eq!(r.time_wait.side, None);
-        assert_eq!((r.final_state.client, r.final_state.server), (None, None));
-        assert!(!r.settled);
-        assert_eq!(r.data.client_to_server.sent, None);
-        assert_eq!(r.verdict.status, crate::verdict::Status::Error);
+        let c = &cases(
+            "title = \"t\"\nsteps = \"client close\"\n[[expect]]\nos = \"linux\"\nfacts = { \"time_wait.side\" = \"none\" }\n",
+        )[0];
+        let r = stopped(c, Stopped::Error(vec!["libpcap on lo: refused".into()]));
+        assert!(r.outcome.wire.is_none() && r.steps.is_empty() && r.capture.is_none());
+        assert_eq!(r.outcome.time_wait.side, None);
+        assert_eq!(r.outcome.final_state, Default::default());
+        assert!(!r.outcome.settled);
+        assert_eq!(r.outcome.data.client_to_server.sent, None);
+        assert!(r.outcome.unobserved.contains_key("time_wait"));
+        assert_eq!(r.verdict.status, verdict::Status::Error);
         assert!(r.verdict.error.as_deref().unwrap().contains("refused"));
-        assert_eq!(
-            r.verdict.mismatches[0].observed,
-            serde_json::Value::Null,
-            "an unobserved side matches nothing"
-        );
     }
 
     /// A panic inside one case is that case's `error`, with the panic's
     /// message, and does not take the run down.
     #[test]
     fn a_panicking_case_becomes_an_error_report() {
-        let (_, cases) = crate::scenario::parse(
-            std::path::Path::new("t.toml"),
-            "title = \"t\"\nsteps = \"client close\"\n",
-        )
-        .unwrap();
-        let r = isolated(&cases[0], || panic!("driver bug"));
-        assert_eq!(r.id, cases[0].id);
-        assert_eq!(r.verdict.status, crate::verdict::Status::Error);
+        let c = &cases("title = \"t\"\nsteps = \"client close\"\n")[0];
+        let r = isolated(c, || panic!("driver bug"));
+        assert_eq!(r.id, c.id);
+        assert_eq!(r.verdict.status, verdict::Status::Error);
         let why = r.verdict.error.unwrap();
         assert!(why.contains("the harness panicked: driver bug"), "{why}");
     }
@@ -410,27 +393,33 @@ mod tests {
     /// A stopped run starts nothing and says so, instead of pretending.
     #[test]
     fn a_stopped_run_lists_what_did_not_run() {
-        let (_, cases) = crate::scenario::parse(
-            std::path::Path::new("t.toml"),
-            "title = \"t\"\nsteps = \"client close\"\n",
-        )
-        .unwrap();
-        let opts = RunOptions {
-            captures_dir: None,
-            run_id: "r".into(),
-            jobs: 2,
-        };
+        let cs = cases("title = \"t\"\nsteps = \"client close\"\n");
         let stop = AtomicBool::new(true);
-        let rep = run_all(&cases, &opts, &stop, &|_| panic!("no case may run"));
+        let rep = run_all(&cs, &opts(Stack::linux("test")), &stop, &|_| {
+            panic!("no case may run")
+        });
         assert!(rep.interrupted);
         assert!(rep.cases.is_empty());
         assert_eq!(rep.not_run, ["t/ipv4", "t/ipv6"]);
     }
 
+    /// A case with a fault step on a stack without a packet filter is
+    /// `unsupported`, naming the step, and nothing runs.
+    #[test]
+    fn a_case_the_stack_cannot_run_is_unsupported() {
+        let cs = cases(
+            "title = \"t\"\nsteps = '''\ndrop all\nclient close\n'''\nparams = { family = [\"ipv4\"] }\n",
+        );
+        let r = run_case(&cs[0], &opts(Stack::gvisor("test")), &Reaper::default());
+        assert_eq!(r.verdict.status, verdict::Status::Unsupported);
+        assert!(r.verdict.unsupported[0].contains("`drop all` needs a packet filter"));
+        assert!(r.steps.is_empty());
+    }
+
     #[test]
     fn run_ids_sort_by_time_and_differ_within_a_second() {
-        let t = UNIX_EPOCH + Duration::from_millis(1_795_258_861_007);
-        assert_eq!(run_id(t), "20261121T110101.007Z");
+        let t = UNIX_EPOCH + Duration::from_millis(1_795_258_861_907);
+        assert_eq!(run_id(t), "20261121T110101.907Z");
         assert_ne!(run_id(t), run_id(t + Duration::from_millis(1)));
     }
 }

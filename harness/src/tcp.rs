@@ -1,9 +1,10 @@
 //! TCP vocabulary shared by every stage: connection states with their RFC 9293
-//! spelling, and sides of a connection.
+//! spelling, header flags, and the two sides of a connection.
 //!
 //! This module only names things; it never talks to the kernel.
 
 use std::fmt;
+use std::ops::{Index, IndexMut};
 use std::str::FromStr;
 
 use schemars::JsonSchema;
@@ -155,9 +156,271 @@ impl fmt::Display for Side {
     }
 }
 
+/// A value per side of a connection: `counts[Side::Client]`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub struct PerSide<T> {
+    pub client: T,
+    pub server: T,
+}
+
+impl<T> PerSide<T> {
+    pub fn new(client: T, server: T) -> Self {
+        PerSide { client, server }
+    }
+
+    /// The same value for both sides.
+    pub fn both(v: T) -> Self
+    where
+        T: Clone,
+    {
+        PerSide {
+            client: v.clone(),
+            server: v,
+        }
+    }
+
+    pub fn map<U>(self, mut f: impl FnMut(Side, T) -> U) -> PerSide<U> {
+        PerSide {
+            client: f(Side::Client, self.client),
+            server: f(Side::Server, self.server),
+        }
+    }
+
+    /// `(Side::Client, &client), (Side::Server, &server)`.
+    pub fn iter(&self) -> impl Iterator<Item = (Side, &T)> {
+        [(Side::Client, &self.client), (Side::Server, &self.server)].into_iter()
+    }
+}
+
+impl<T> Index<Side> for PerSide<T> {
+    type Output = T;
+
+    fn index(&self, side: Side) -> &T {
+        match side {
+            Side::Client => &self.client,
+            Side::Server => &self.server,
+        }
+    }
+}
+
+impl<T> IndexMut<Side> for PerSide<T> {
+    fn index_mut(&mut self, side: Side) -> &mut T {
+        match side {
+            Side::Client => &mut self.client,
+            Side::Server => &mut self.server,
+        }
+    }
+}
+
+impl Side {
+    pub const BOTH: [Side; 2] = [Side::Client, Side::Server];
+}
+
+/// The TCP header's flag bits (RFC 9293 section 3.1, RFC 3168 for ECE and
+/// CWR): one type for segments on the wire, fault rules and pictures.
+///
+/// `Display` is tcpdump's spelling (`S.`, `F.`, `FP.`, `R`, `.` for a bare
+/// ACK); [`Flags::names`] the comma-separated names fault rules use
+/// (`FIN,ACK`). Reports carry the tcpdump spelling.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Flags(u8);
+
+impl Flags {
+    pub const FIN: Flags = Flags(0x01);
+    pub const SYN: Flags = Flags(0x02);
+    pub const RST: Flags = Flags(0x04);
+    pub const PSH: Flags = Flags(0x08);
+    pub const ACK: Flags = Flags(0x10);
+    pub const URG: Flags = Flags(0x20);
+    pub const ECE: Flags = Flags(0x40);
+    pub const CWR: Flags = Flags(0x80);
+    pub const NONE: Flags = Flags(0);
+
+    /// Name, flag and tcpdump letter, in tcpdump's printing order.
+    const TABLE: [(&'static str, Flags, char); 8] = [
+        ("FIN", Flags::FIN, 'F'),
+        ("SYN", Flags::SYN, 'S'),
+        ("RST", Flags::RST, 'R'),
+        ("PSH", Flags::PSH, 'P'),
+        ("ACK", Flags::ACK, '.'),
+        ("URG", Flags::URG, 'U'),
+        ("ECE", Flags::ECE, 'E'),
+        ("CWR", Flags::CWR, 'W'),
+    ];
+
+    /// The flags of a raw TCP header byte 13.
+    pub const fn from_bits(bits: u8) -> Flags {
+        Flags(bits)
+    }
+
+    pub const fn bits(self) -> u8 {
+        self.0
+    }
+
+    /// Whether every flag of `other` is set here.
+    pub const fn contains(self, other: Flags) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    pub fn syn(self) -> bool {
+        self.contains(Flags::SYN)
+    }
+    pub fn ack(self) -> bool {
+        self.contains(Flags::ACK)
+    }
+    pub fn fin(self) -> bool {
+        self.contains(Flags::FIN)
+    }
+    pub fn rst(self) -> bool {
+        self.contains(Flags::RST)
+    }
+    pub fn psh(self) -> bool {
+        self.contains(Flags::PSH)
+    }
+
+    /// `FIN,ACK`: the names of the set flags, or `none`.
+    pub fn names(self) -> String {
+        let names: Vec<&str> = Flags::TABLE
+            .iter()
+            .filter(|(_, f, _)| self.contains(*f))
+            .map(|(n, _, _)| *n)
+            .collect();
+        if names.is_empty() {
+            "none".into()
+        } else {
+            names.join(",")
+        }
+    }
+
+    /// Parses `FIN,ACK` (names, case-insensitive, joined by ',').
+    pub fn parse_names(text: &str) -> Result<Flags, String> {
+        text.split(',').try_fold(Flags::NONE, |acc, name| {
+            Flags::TABLE
+                .iter()
+                .find(|(n, _, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, f, _)| acc | *f)
+                .ok_or_else(|| {
+                    format!(
+                        "unknown TCP flag {name:?}; expected {}, joined by ','",
+                        Flags::TABLE.map(|(n, _, _)| n).join(", ")
+                    )
+                })
+        })
+    }
+
+    /// Parses tcpdump's spelling (`FP.`, `S.`, `R`; `none` for no flag).
+    pub fn parse_tcpdump(text: &str) -> Result<Flags, String> {
+        if text == "none" {
+            return Ok(Flags::NONE);
+        }
+        text.chars().try_fold(Flags::NONE, |acc, c| {
+            Flags::TABLE
+                .iter()
+                .find(|(_, _, l)| *l == c)
+                .map(|(_, f, _)| acc | *f)
+                .ok_or_else(|| format!("unknown tcpdump flag letter {c:?} in {text:?}"))
+        })
+    }
+}
+
+impl std::ops::BitOr for Flags {
+    type Output = Flags;
+
+    fn bitor(self, rhs: Flags) -> Flags {
+        Flags(self.0 | rhs.0)
+    }
+}
+
+impl fmt::Display for Flags {
+    /// tcpdump's spelling: `S`, `S.`, `F.`, `R`, `P.`, `.` for a bare ACK,
+    /// `none` for a segment without flags.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_empty() {
+            return f.write_str("none");
+        }
+        for (_, flag, letter) in Flags::TABLE {
+            if self.contains(flag) {
+                write!(f, "{letter}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Serialize for Flags {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Flags {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Flags::parse_tcpdump(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+impl JsonSchema for Flags {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Flags".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "TCP flags in tcpdump's spelling: F S R P . (ACK) U E W, e.g. `S.`, `FP.`, `R`; `none` for no flag",
+            "pattern": "^(none|F?S?R?P?\\.?U?E?W?)$"
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flags_print_like_tcpdump_and_parse_back() {
+        for (flags, text) in [
+            (Flags::SYN, "S"),
+            (Flags::SYN | Flags::ACK, "S."),
+            (Flags::FIN | Flags::PSH | Flags::ACK, "FP."),
+            (Flags::RST, "R"),
+            (Flags::ACK, "."),
+            (Flags::NONE, "none"),
+            (Flags::from_bits(0xff), "FSRP.UEW"),
+        ] {
+            assert_eq!(flags.to_string(), text);
+            assert_eq!(Flags::parse_tcpdump(text), Ok(flags));
+        }
+        assert!(Flags::parse_tcpdump("FX").is_err());
+    }
+
+    #[test]
+    fn flags_names_parse_and_print_both_ways() {
+        assert_eq!(Flags::parse_names("fin,ACK"), Ok(Flags::FIN | Flags::ACK));
+        assert_eq!((Flags::FIN | Flags::ACK).names(), "FIN,ACK");
+        assert!(
+            Flags::parse_names("FIN,EXE")
+                .unwrap_err()
+                .contains("\"EXE\"")
+        );
+        assert_eq!(
+            serde_json::to_value(Flags::FIN | Flags::ACK).unwrap(),
+            serde_json::json!("F.")
+        );
+    }
+
+    #[test]
+    fn per_side_indexes_by_side() {
+        let mut p = PerSide::new(1, 2);
+        p[Side::Server] += 10;
+        assert_eq!((p[Side::Client], p[Side::Server]), (1, 12));
+        assert_eq!(p.map(|s, v| (s, v * 2)).server, (Side::Server, 24));
+    }
 
     #[test]
     fn state_parses_rfc_and_linux_spellings() {

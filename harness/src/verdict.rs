@@ -1,35 +1,52 @@
-//! Verdicts: each expectation of the scenario, for this OS, against what the
-//! case report says was observed.
+//! Verdicts: each expectation of the scenario, for this stack, against what
+//! the case observed (read through the fact model).
 //!
 //! Both sides of every comparison go into the report: the expectation as
 //! written (with its claims and file line) and the observed value. A case
-//! with no expectation for this OS is `unchecked`; a case where the harness
+//! with no expectation for this stack is `unchecked`; a case that needs
+//! something the stack lacks is `unsupported`; a case where the harness
 //! itself failed is `error`, whatever the checks say. This module never
 //! supplies an expected value of its own.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::facts::{self, CaseFacts, FactPath};
 use crate::scenario::Case;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Pass,
     Fail,
+    /// No expectation for this stack: observed, not checked.
     Unchecked,
+    /// The case needs a capability the stack lacks (a fault step without a
+    /// packet filter, a sysctl that does not exist, a wait on a socket the
+    /// stack cannot see); `Verdict::unsupported` names what is missing.
+    Unsupported,
     Error,
 }
 
 impl Status {
+    pub const ALL: [Status; 5] = [
+        Status::Pass,
+        Status::Fail,
+        Status::Unchecked,
+        Status::Unsupported,
+        Status::Error,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Status::Pass => "pass",
             Status::Fail => "fail",
             Status::Unchecked => "unchecked",
+            Status::Unsupported => "unsupported",
             Status::Error => "error",
         }
     }
@@ -40,7 +57,11 @@ impl Status {
 pub struct Check {
     pub path: String,
     pub expected: Value,
+    /// Null where the fact was not observed (then `unobserved` says why).
     pub observed: Value,
+    /// Why the fact could not be observed on this stack or in this run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unobserved: Option<String>,
     pub ok: bool,
     /// The claims (behaviour.md ids) or references this expectation checks.
     pub claims: Vec<String>,
@@ -62,41 +83,74 @@ pub struct Verdict {
     pub checks: Vec<Check>,
     /// Why the harness could not give a verdict, when status is `error`.
     pub error: Option<String>,
+    /// What the stack lacks, when status is `unsupported`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unsupported: Vec<String>,
 }
 
-/// Looks up a fact path in a case report. `steps.<label>.<field>` finds the
-/// step with that label; other paths walk the JSON objects.
-pub fn resolve<'a>(case: &'a Value, path: &str) -> Option<&'a Value> {
-    let mut parts = path.split('.');
-    let mut cur = case;
-    // `steps.<label>...` and `faults.<label>...` pick a list item by label.
-    if path.starts_with("steps.") || path.starts_with("faults.") {
-        let list = parts.next()?;
-        let label = parts.next()?;
-        cur = case
-            .get(list)?
-            .as_array()?
-            .iter()
-            .find(|s| s.get("label").and_then(Value::as_str) == Some(label))?;
+impl Verdict {
+    /// The verdict of a case that did not run because the stack lacks
+    /// what it needs.
+    pub fn unsupported(missing: Vec<String>) -> Verdict {
+        Verdict {
+            status: Status::Unsupported,
+            mismatches: vec![],
+            checks: vec![],
+            error: None,
+            unsupported: missing,
+        }
     }
-    for p in parts {
-        cur = cur.get(p)?;
-    }
-    Some(cur)
 }
 
-/// Judges one case. `report` is the case report as JSON (without verdict);
-/// `problems` are harness-side failures that make any verdict unreliable.
-pub fn judge(case: &Case, os: &str, report: &Value, problems: &[String]) -> Verdict {
+/// A failed check as every sink prints it:
+/// `wire.client.rst: expected 1, observed 0 (scenarios/x.toml:12; C6)`.
+pub struct Mismatch<'a> {
+    pub check: &'a Check,
+    /// The scenario file the expectation is in.
+    pub file: &'a str,
+}
+
+impl fmt::Display for Mismatch<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = self.check;
+        write!(
+            f,
+            "{}: expected {}, observed {}",
+            c.path, c.expected, c.observed
+        )?;
+        if let Some(why) = &c.unobserved {
+            write!(f, " (not observed: {why})")?;
+        }
+        write!(f, " ({}:{}", self.file, c.line)?;
+        if !c.claims.is_empty() {
+            write!(f, "; {}", c.claims.join(" "))?;
+        }
+        f.write_str(")")
+    }
+}
+
+/// Judges one case on `stack`. `problems` are harness-side failures that
+/// make any verdict unreliable.
+pub fn judge(case: &Case, stack: &str, observed: &CaseFacts, problems: &[String]) -> Verdict {
+    let keys = facts::keys_of(observed);
     let mut checks = Vec::new();
-    for e in case.expectations_for(os) {
+    for e in case.expectations_for(stack) {
         for f in &e.facts {
-            let observed = resolve(report, &f.path).cloned().unwrap_or(Value::Null);
+            let seen = match FactPath::parse(&f.path, &keys) {
+                Ok(path) => facts::resolve(observed, &path),
+                // The catalogue checked the path against the scenario; a
+                // case that stopped early has no record of the step.
+                Err(why) => facts::Observed::Unobserved(why),
+            };
+            let unobserved = seen.reason().map(str::to_string);
+            let value = seen.value();
             checks.push(Check {
                 path: f.path.clone(),
                 expected: f.matcher.to_json(),
-                ok: f.matcher.matches(Some(&observed)),
-                observed,
+                // An unobserved fact matches nothing, not even `null`.
+                ok: unobserved.is_none() && f.matcher.matches(Some(&value)),
+                observed: value,
+                unobserved,
                 claims: e.claims.clone(),
                 claim_outcomes: e.outcomes.clone(),
                 why: e.why.clone(),
@@ -119,72 +173,83 @@ pub fn judge(case: &Case, os: &str, report: &Value, problems: &[String]) -> Verd
         mismatches,
         checks,
         error,
+        unsupported: vec![],
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::fixture::report;
     use serde_json::json;
     use std::path::Path;
 
-    const SCENARIO: &str = r#"title = "t"
-steps = '''
-client close as c
-'''
-[[expect]]
-os = "linux"
-claims = ["C6"]
-facts = { "wire.client.rst" = 1, "steps.c.errno" = { null = true } }
-"#;
+    const SCENARIO: &str = "title = \"t\"\nsteps = '''\nclient close as c\n'''\n[[expect]]\nos = \"linux\"\nclaims = [\"C6\"]\nfacts = { \"wire.client.rst\" = 1, \"steps.c.errno\" = { null = true } }\n";
 
     fn case() -> Case {
-        crate::scenario::parse(Path::new("t.toml"), SCENARIO)
+        crate::catalogue::parse(Path::new("t.toml"), SCENARIO)
             .unwrap()
-            .1
             .remove(0)
     }
 
-    fn report(rst: u32) -> Value {
-        json!({ "wire": { "client": { "rst": rst } }, "steps": [ { "label": null }, { "label": "c", "errno": null } ] })
+    /// The fixture report, with its step labelled `c` and `rst` client RSTs.
+    fn observed(rst: u32) -> crate::report::CaseReport {
+        let mut r = report("a", 1, None).cases.remove(0);
+        r.steps[0].key = "c".into();
+        r.steps[0].label = Some("c".into());
+        r.outcome.wire.as_mut().unwrap().sides.client.rst = rst;
+        r
     }
 
     #[test]
     fn pass_fail_and_both_sides_recorded() {
-        let v = judge(&case(), "linux", &report(1), &[]);
+        let v = judge(&case(), "linux", &observed(1).facts(), &[]);
         assert_eq!(v.status, Status::Pass);
         assert_eq!(v.checks.len(), 2);
-        let v = judge(&case(), "linux", &report(0), &[]);
+        let v = judge(&case(), "linux", &observed(0).facts(), &[]);
         assert_eq!(v.status, Status::Fail);
         assert_eq!(v.mismatches.len(), 1);
         assert_eq!(v.mismatches[0].expected, json!(1));
         assert_eq!(v.mismatches[0].observed, json!(0));
         assert_eq!(v.mismatches[0].claims, ["C6"]);
         assert_eq!(v.mismatches[0].line, 8);
+        let m = Mismatch {
+            check: &v.mismatches[0],
+            file: "t.toml",
+        };
+        assert_eq!(
+            m.to_string(),
+            "wire.client.rst: expected 1, observed 0 (t.toml:8; C6)"
+        );
     }
 
     #[test]
-    fn other_os_is_unchecked_and_harness_problems_are_errors() {
+    fn other_stacks_are_unchecked_and_harness_problems_are_errors() {
         assert_eq!(
-            judge(&case(), "freebsd", &report(1), &[]).status,
+            judge(&case(), "freebsd", &observed(1).facts(), &[]).status,
             Status::Unchecked
         );
         let v = judge(
             &case(),
             "linux",
-            &report(1),
+            &observed(1).facts(),
             &["capture: dropped 3 packets".into()],
         );
         assert_eq!(v.status, Status::Error);
         assert!(v.error.unwrap().contains("dropped"));
     }
 
+    /// An expectation on a fact the stack could not observe fails, with the
+    /// reason, even when it expects null.
     #[test]
-    fn resolve_finds_labelled_steps_and_nested_fields() {
-        let r = report(1);
-        assert_eq!(resolve(&r, "wire.client.rst"), Some(&json!(1)));
-        assert_eq!(resolve(&r, "steps.c.errno"), Some(&Value::Null));
-        assert_eq!(resolve(&r, "steps.x.errno"), None);
-        assert_eq!(resolve(&r, "wire.server.rst"), None);
+    fn an_unobserved_fact_matches_nothing() {
+        let mut r = observed(1);
+        r.outcome
+            .unobserved
+            .insert("steps".into(), "no steps ran".into());
+        let v = judge(&case(), "linux", &r.facts(), &[]);
+        let errno = v.checks.iter().find(|c| c.path == "steps.c.errno").unwrap();
+        assert!(!errno.ok);
+        assert_eq!(errno.unobserved.as_deref(), Some("no steps ran"));
     }
 }

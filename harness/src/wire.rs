@@ -6,15 +6,22 @@
 //! reason, never a panic. Payload lengths come from the IP header, so a
 //! capture with a short snaplen still counts every payload byte.
 
-use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
 use etherparse::{IpNumber, LaxNetSlice, LaxSlicedPacket, TcpSlice};
 
-use crate::capture::RawPacket;
+use crate::capture::{RawPacket, linktype};
+use crate::tcp::Flags;
 
 /// A TCP sequence number: 32 bits, compared with wrapping arithmetic
-/// (RFC 9293 section 3.4). SYN and FIN each occupy one unit.
+/// (RFC 9293 section 3.4, RFC 1982 serial numbers). SYN and FIN each occupy
+/// one unit.
+///
+/// The order is `PartialOrd`, not `Ord`: `a < b` means `b` is less than
+/// 2^31 ahead of `a`, which is what "later in the stream" means on the wire,
+/// but it is not transitive over the whole space (a < b < c < a is
+/// possible), so a total order would lie. Numbers exactly 2^31 apart are
+/// unordered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SeqNum(pub u32);
 
@@ -25,40 +32,20 @@ impl SeqNum {
     }
 }
 
+impl PartialOrd for SeqNum {
+    fn partial_cmp(&self, other: &SeqNum) -> Option<std::cmp::Ordering> {
+        // The signed distance; i32::MIN (exactly 2^31 apart) is ambiguous.
+        let d = self.0.wrapping_sub(other.0) as i32;
+        (d != i32::MIN).then(|| d.cmp(&0))
+    }
+}
+
 impl std::ops::Add<u32> for SeqNum {
     type Output = SeqNum;
 
     /// Advances by `n` units of sequence space, wrapping.
     fn add(self, n: u32) -> SeqNum {
         SeqNum(self.0.wrapping_add(n))
-    }
-}
-
-/// The TCP flags that matter here.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Flags {
-    pub syn: bool,
-    pub ack: bool,
-    pub fin: bool,
-    pub rst: bool,
-    pub psh: bool,
-}
-
-impl fmt::Display for Flags {
-    /// tcpdump's spelling: `S`, `S.`, `F.`, `R`, `P.`, `.` for a bare ACK.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (set, c) in [
-            (self.syn, 'S'),
-            (self.fin, 'F'),
-            (self.rst, 'R'),
-            (self.psh, 'P'),
-            (self.ack, '.'),
-        ] {
-            if set {
-                write!(f, "{c}")?;
-            }
-        }
-        Ok(())
     }
 }
 
@@ -82,7 +69,7 @@ pub struct Segment {
 impl Segment {
     /// Sequence space the segment occupies: payload plus one each for SYN, FIN.
     pub fn seq_len(&self) -> u32 {
-        self.len + u32::from(self.flags.syn) + u32::from(self.flags.fin)
+        self.len + u32::from(self.flags.syn()) + u32::from(self.flags.fin())
     }
 }
 
@@ -94,20 +81,6 @@ pub enum Frame {
     Other,
     /// Could not be parsed; the reason says why.
     Malformed(String),
-}
-
-/// pcap link types (LINKTYPE_*) this module understands.
-pub mod linktype {
-    pub const NULL: i32 = 0;
-    pub const ETHERNET: i32 = 1;
-    pub const RAW_BSD: i32 = 12;
-    pub const RAW_OPENBSD: i32 = 14;
-    pub const RAW: i32 = 101;
-    pub const LOOP: i32 = 108;
-    pub const LINUX_SLL: i32 = 113;
-    pub const IPV4: i32 = 228;
-    pub const IPV6: i32 = 229;
-    pub const LINUX_SLL2: i32 = 276;
 }
 
 /// Parses one captured frame.
@@ -182,7 +155,10 @@ pub fn parse_frame(linktype: i32, index: usize, packet: &RawPacket) -> Frame {
         Err(e) => return Frame::Malformed(format!("TCP header: {e}")),
     };
     let header_len = tcp.header_slice().len();
-    let Some(len) = full_len.checked_sub(header_len) else {
+    let Some(len) = full_len
+        .checked_sub(header_len)
+        .and_then(|l| u32::try_from(l).ok())
+    else {
         return Frame::Malformed(format!(
             "IP payload ({full_len} bytes) shorter than the TCP header ({header_len})"
         ));
@@ -194,15 +170,10 @@ pub fn parse_frame(linktype: i32, index: usize, packet: &RawPacket) -> Frame {
         dst: SocketAddr::new(dst_ip, tcp.destination_port()),
         seq: SeqNum(tcp.sequence_number()),
         ack: SeqNum(tcp.acknowledgment_number()),
-        flags: Flags {
-            syn: tcp.syn(),
-            ack: tcp.ack(),
-            fin: tcp.fin(),
-            rst: tcp.rst(),
-            psh: tcp.psh(),
-        },
+        // Byte 13 of the TCP header holds the eight flag bits.
+        flags: Flags::from_bits(tcp.slice()[13]),
         window: tcp.window_size(),
-        len: len as u32,
+        len,
     })
 }
 
@@ -309,6 +280,18 @@ mod tests {
     #[test]
     fn sequence_distance_wraps() {
         assert_eq!(SeqNum(5).since(SeqNum(u32::MAX - 4)), 10);
+    }
+
+    #[test]
+    fn sequence_order_wraps() {
+        assert!(
+            SeqNum(5) > SeqNum(u32::MAX - 4),
+            "5 comes 10 after 2^32 - 5"
+        );
+        assert!(SeqNum(u32::MAX) < SeqNum(0));
+        assert!(SeqNum(100) < SeqNum(200));
+        assert_eq!(SeqNum(0).partial_cmp(&SeqNum(1 << 31)), None);
+        assert!(SeqNum(7) <= SeqNum(7));
     }
 
     mod props {

@@ -19,7 +19,7 @@ fn analyze_fixture(name: &str) -> Analysis {
     let c = capture::read_pcap(&fixture(name)).unwrap();
     assert_eq!(
         c.linktype,
-        wire::linktype::ETHERNET,
+        capture::linktype::ETHERNET,
         "Linux captures lo as Ethernet"
     );
     let (segs, findings) = wire::segments(c.linktype, &c.packets);
@@ -33,19 +33,19 @@ fn close_graceful_three_segment_close() {
     let w = &a.wire;
     assert_eq!(
         (
-            w.client.syn,
-            w.client.fin,
-            w.client.rst,
-            w.client.data_bytes
+            w.sides.client.syn,
+            w.sides.client.fin,
+            w.sides.client.rst,
+            w.sides.client.data_bytes
         ),
         (1, 1, 0, 1000)
     );
     assert_eq!(
         (
-            w.server.syn,
-            w.server.fin,
-            w.server.rst,
-            w.server.data_bytes
+            w.sides.server.syn,
+            w.sides.server.fin,
+            w.sides.server.rst,
+            w.sides.server.data_bytes
         ),
         (1, 1, 0, 0)
     );
@@ -53,14 +53,14 @@ fn close_graceful_three_segment_close() {
     assert_eq!(w.close_segments, 3);
     assert_eq!(w.conn_state, "SF");
     assert_eq!(w.history, "ShADaFf");
-    assert_eq!(a.acked, [1000, 0]);
-    assert_eq!(a.server.unwrap().port(), 9000);
+    assert_eq!((a.acked.client, a.acked.server), (1000, 0));
+    assert_eq!(a.ends.unwrap().server.port(), 9000);
 }
 
 #[test]
 fn close_passive_first_ipv6() {
     let a = analyze_fixture("close-passive-first-ipv6.pcap");
-    assert!(a.client.unwrap().is_ipv6());
+    assert!(a.ends.unwrap().client.is_ipv6());
     assert_eq!(a.wire.first_fin, Some(FirstFin::Server));
     assert_eq!(a.wire.conn_state, "SF");
     assert_eq!(a.wire.history, "ShADafF");
@@ -69,11 +69,11 @@ fn close_passive_first_ipv6() {
 #[test]
 fn close_with_unread_data_is_a_reset_after_the_data_was_acked() {
     let a = analyze_fixture("close-unread-data-ipv4.pcap");
-    assert_eq!((a.wire.server.fin, a.wire.server.rst), (0, 1));
+    assert_eq!((a.wire.sides.server.fin, a.wire.sides.server.rst), (0, 1));
     assert_eq!(a.wire.first_rst, Some(Side::Server));
     assert_eq!(a.wire.first_fin, None);
     assert_eq!(a.wire.conn_state, "RSTR");
-    assert_eq!(a.acked[0], 1000, "acknowledged, yet never read");
+    assert_eq!(a.acked.client, 1000, "acknowledged, yet never read");
 }
 
 #[test]
@@ -81,17 +81,17 @@ fn linger_zero_reset_after_window_full() {
     let a = analyze_fixture("linger-zero-ipv4.pcap");
     assert_eq!(
         (
-            a.wire.client.fin,
-            a.wire.client.rst,
-            a.wire.client.data_bytes
+            a.wire.sides.client.fin,
+            a.wire.sides.client.rst,
+            a.wire.sides.client.data_bytes
         ),
         (0, 1, 24576)
     );
     assert_eq!(a.wire.conn_state, "RSTO");
-    assert_eq!(a.acked[0], 8192);
+    assert_eq!(a.acked.client, 8192);
     let rst = a.packets.last().unwrap();
     assert_eq!(
-        (rst.flags.as_str(), rst.seq),
+        (rst.flags.to_string().as_str(), rst.seq),
         ("R.", 24577),
         "RST at snd_nxt"
     );
@@ -100,9 +100,9 @@ fn linger_zero_reset_after_window_full() {
 #[test]
 fn linger_timeout_zero_window_probes_are_not_data() {
     let a = analyze_fixture("linger-timeout-blocking-ipv4.pcap");
-    assert_eq!(a.wire.client.data_bytes, 10240);
+    assert_eq!(a.wire.sides.client.data_bytes, 10240);
     assert_eq!(
-        a.wire.client.retransmits, 0,
+        a.wire.sides.client.retransmits, 0,
         "zero-window probes carry no payload"
     );
     assert!(
@@ -110,9 +110,9 @@ fn linger_timeout_zero_window_probes_are_not_data() {
         "the server advertised a zero window"
     );
     assert_eq!(a.wire.first_fin, Some(FirstFin::Client));
-    let fin = a.packets.iter().find(|p| p.flags.contains('F')).unwrap();
+    let fin = a.packets.iter().find(|p| p.flags.fin()).unwrap();
     assert_eq!(
-        (fin.flags.as_str(), fin.len),
+        (fin.flags.to_string().as_str(), fin.len),
         ("FP.", 2048),
         "the FIN rides on the last data"
     );
@@ -125,11 +125,11 @@ fn linger_timeout_zero_window_probes_are_not_data() {
 #[test]
 fn shutdown_rdwr_then_data_draws_a_bare_rst() {
     let a = analyze_fixture("shutdown-rdwr-ipv6.pcap");
-    assert_eq!((a.wire.server.fin, a.wire.server.rst), (1, 1));
-    assert_eq!(a.wire.client.data_bytes, 100);
-    assert_eq!(a.acked[0], 0);
+    assert_eq!((a.wire.sides.server.fin, a.wire.sides.server.rst), (1, 1));
+    assert_eq!(a.wire.sides.client.data_bytes, 100);
+    assert_eq!(a.acked.client, 0);
     let rst = a.packets.last().unwrap();
-    assert_eq!((rst.flags.as_str(), rst.ack), ("R", None));
+    assert_eq!((rst.flags.to_string().as_str(), rst.ack), ("R", None));
 }
 
 #[test]

@@ -150,10 +150,11 @@ fn invariants(seq: &[(Side, Op)], r: &CaseReport) -> Result<(), String> {
     if r.verdict.status == Status::Error {
         return Err(format!("harness error: {:?}", r.verdict.error));
     }
-    let wire = r.wire.as_ref().ok_or("no wire facts")?;
+    let o = &r.outcome;
+    let wire = o.wire.as_ref().ok_or("no wire facts")?;
     for (dir, f) in [
-        ("client->server", &r.data.client_to_server),
-        ("server->client", &r.data.server_to_client),
+        ("client->server", &o.data.client_to_server),
+        ("server->client", &o.data.server_to_client),
     ] {
         if f.corrupted != 0 {
             return Err(format!("{dir}: the reader got {} wrong bytes", f.corrupted));
@@ -168,10 +169,10 @@ fn invariants(seq: &[(Side, Op)], r: &CaseReport) -> Result<(), String> {
     let both_read_to_eof = !seq
         .iter()
         .any(|(_, op)| matches!(op, Op::Close | Op::Shutdown("RD" | "RDWR")));
-    if wire.client.rst == 0 && wire.server.rst == 0 && both_read_to_eof {
+    if wire.sides.client.rst == 0 && wire.sides.server.rst == 0 && both_read_to_eof {
         for (dir, f) in [
-            ("client->server", &r.data.client_to_server),
-            ("server->client", &r.data.server_to_client),
+            ("client->server", &o.data.client_to_server),
+            ("server->client", &o.data.server_to_client),
         ] {
             if f.lost != 0 {
                 return Err(format!(
@@ -181,17 +182,20 @@ fn invariants(seq: &[(Side, Op)], r: &CaseReport) -> Result<(), String> {
             }
         }
     }
-    use teardown::report::TimeWaitSide as Tw;
-    let tw = r.time_wait.side;
-    if wire.client.fin == 0 && matches!(tw, Some(Tw::Client | Tw::Both)) {
+    use teardown::analyze::TimeWaitSide as Tw;
+    let tw = o.time_wait.side;
+    if wire.sides.client.fin == 0 && matches!(tw, Some(Tw::Client | Tw::Both)) {
         return Err("the client is in TIME-WAIT without having sent a FIN".into());
     }
-    if wire.server.fin == 0 && matches!(tw, Some(Tw::Server | Tw::Both)) {
+    if wire.sides.server.fin == 0 && matches!(tw, Some(Tw::Server | Tw::Both)) {
         return Err("the server is in TIME-WAIT without having sent a FIN".into());
     }
     let pcap = r.capture.as_deref().ok_or("no pcap written")?;
     let counted = flags_in_pcap(Path::new(pcap));
-    for (i, s) in [&wire.client, &wire.server].into_iter().enumerate() {
+    for (i, s) in [&wire.sides.client, &wire.sides.server]
+        .into_iter()
+        .enumerate()
+    {
         let reported = [s.syn, s.fin, s.rst];
         if reported != counted[i] {
             return Err(format!(
@@ -277,10 +281,11 @@ fn random_sequences_keep_the_invariants() {
         captures_dir: Some(captures),
         run_id: "seq".into(),
         jobs: 1,
+        stack: teardown::stack::Stack::detect(),
     };
     let reaper = Reaper::default();
     let result = check_sequences("random-sequences", cases_from_env(), |seq, text| {
-        let (_, cases) = scenario::parse(Path::new("generated.toml"), text)
+        let cases = teardown::catalogue::parse(Path::new("generated.toml"), text)
             .map_err(|e| format!("the generator wrote an invalid scenario: {e}"))?;
         let report = runner::run_case(&cases[0], &opts, &reaper);
         invariants(seq, &report)

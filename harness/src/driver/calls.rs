@@ -15,7 +15,7 @@ use nix::errno::Errno;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::pattern;
+use super::{os, pattern};
 use crate::scenario::{How, IoctlQuery, Payload, ReadAmount, SockOpt};
 
 /// The raw result of one step's calls.
@@ -51,6 +51,14 @@ impl CallResult {
         }
     }
 
+    /// A call that returned `ret`.
+    pub fn ok(ret: i64) -> CallResult {
+        CallResult {
+            ret: Some(ret),
+            ..Default::default()
+        }
+    }
+
     pub fn failed(e: Errno) -> CallResult {
         CallResult {
             ret: Some(-1),
@@ -73,15 +81,19 @@ pub fn errno_name(e: Errno) -> String {
     format!("{e:?}")
 }
 
-/// What one direction of the connection carried, as the applications saw it.
-/// The writer appends what it hands to the kernel; the reader compares what
-/// it gets at the same offsets.
+/// What one direction of the connection carried, as the applications saw
+/// it. The writer records how many bytes the kernel accepted; the reader
+/// checks every byte it gets against what was written at that offset.
+///
+/// Pattern bytes are a function of their stream offset, so only literal
+/// text is kept: memory stays small whatever a scenario writes.
 #[derive(Debug, Default)]
 pub struct StreamLog {
     /// Distinguishes the two directions' patterns, so a byte delivered to
     /// the wrong side would not verify.
     seed: u8,
-    content: Vec<u8>,
+    /// Literal text the kernel accepted, by stream offset, in order.
+    texts: Vec<(u64, Vec<u8>)>,
     pub written: u64,
     pub read: u64,
     pub corrupted: u64,
@@ -95,35 +107,34 @@ impl StreamLog {
         }
     }
 
-    /// Bytes the writer is about to offer, starting at the current write offset.
-    fn stage(&mut self, bytes: &[u8]) {
-        self.content.truncate(self.written as usize);
-        self.content.extend_from_slice(bytes);
+    /// The byte written at stream offset `at`.
+    fn expected(&self, at: u64) -> u8 {
+        let i = self.texts.partition_point(|(start, _)| *start <= at);
+        if let Some((start, bytes)) = i.checked_sub(1).map(|i| &self.texts[i]) {
+            if let Some(b) = usize::try_from(at - start).ok().and_then(|o| bytes.get(o)) {
+                return *b;
+            }
+        }
+        pattern::byte_at(at, self.seed)
     }
 
-    /// After a write step: forget staged bytes the kernel did not take.
-    fn settle(&mut self) {
-        self.content.truncate(self.written as usize);
-    }
-
-    /// Checks bytes the reader got; returns how many differ from what was written.
+    /// Checks bytes the reader got; returns how many differ from what was
+    /// written (a byte beyond what was written differs by definition).
     fn verify(&mut self, got: &[u8]) -> u64 {
-        let start = self.read as usize;
+        let start = self.read;
         let bad = got
             .iter()
-            .enumerate()
-            .filter(|(i, b)| self.content.get(start + i) != Some(b))
+            .zip(start..)
+            .filter(|(b, at)| *at >= self.written || self.expected(*at) != **b)
             .count() as u64;
         self.read += got.len() as u64;
         self.corrupted += bad;
         bad
     }
-
-    /// Offset of the next byte to write.
-    pub fn write_offset(&self) -> u64 {
-        self.written
-    }
 }
+
+/// Bytes generated and offered to the kernel at a time by a pattern write.
+const WRITE_CHUNK: usize = 64 * 1024;
 
 fn poll_for(fd: RawFd, events: libc::c_short, deadline: Instant) -> Result<libc::c_short, Errno> {
     loop {
@@ -133,7 +144,7 @@ fn poll_for(fd: RawFd, events: libc::c_short, deadline: Instant) -> Result<libc:
             events,
             revents: 0,
         };
-        let ms = left.as_millis().min(i32::MAX as u128) as i32;
+        let ms = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
         // SAFETY: one valid pollfd.
         let n = unsafe { libc::poll(&mut pfd, 1, ms) };
         match n {
@@ -150,7 +161,7 @@ pub fn revents_names(revents: libc::c_short) -> String {
     let names: Vec<&str> = [
         (libc::POLLIN, "POLLIN"),
         (libc::POLLOUT, "POLLOUT"),
-        (libc::POLLRDHUP, "POLLRDHUP"),
+        (os::POLL_PEER_CLOSED, "POLLRDHUP"),
         (libc::POLLERR, "POLLERR"),
         (libc::POLLHUP, "POLLHUP"),
         (libc::POLLNVAL, "POLLNVAL"),
@@ -179,7 +190,7 @@ fn after_eagain(
     fd: RawFd,
     events: libc::c_short,
     wait: bool,
-    moved: usize,
+    moved: u64,
     deadline: Instant,
     progress: String,
 ) -> Option<CallResult> {
@@ -196,7 +207,7 @@ fn after_eagain(
     }
     Some(if moved > 0 {
         CallResult {
-            ret: Some(moved as i64),
+            ret: Some(count(moved)),
             note: Some(format!("EAGAIN after {progress}")),
             ..Default::default()
         }
@@ -206,7 +217,9 @@ fn after_eagain(
 }
 
 /// `write`: hands `payload` to the kernel, waiting (bounded) for buffer space
-/// unless the socket is non-blocking or `dontwait` was asked for.
+/// unless the socket is non-blocking or `dontwait` was asked for. A pattern
+/// payload is generated a chunk at a time, so a large write costs time, not
+/// memory.
 pub fn write(
     fd: RawFd,
     payload: &Payload,
@@ -215,37 +228,47 @@ pub fn write(
     log: &Mutex<StreamLog>,
     deadline: Instant,
 ) -> CallResult {
-    let bytes = {
-        let mut log = log.lock().expect("stream log");
-        let bytes = match payload {
-            Payload::Pattern(n) => pattern::bytes(log.write_offset(), *n, log.seed),
-            Payload::Text(t) => t.clone(),
-        };
-        log.stage(&bytes);
-        bytes
+    let (start, seed) = {
+        let log = log.lock().expect("stream log");
+        (log.written, log.seed)
     };
+    let total = payload.len();
     let wait = !dontwait && !is_nonblocking(fd);
     let flags = libc::MSG_DONTWAIT | if nosignal { libc::MSG_NOSIGNAL } else { 0 };
-    let mut sent = 0usize;
+    let mut sent = 0u64;
+    let mut chunk: Vec<u8> = Vec::new();
+    let mut chunk_at = 0u64; // offset of chunk[0] within the payload
     let mut result = loop {
-        if sent == bytes.len() {
+        if sent == total {
             break CallResult {
-                ret: Some(sent as i64),
+                ret: Some(count(sent)),
                 ..Default::default()
             };
         }
-        // SAFETY: pointer and length describe the unsent tail of `bytes`.
-        let n = unsafe { libc::send(fd, bytes[sent..].as_ptr().cast(), bytes.len() - sent, flags) };
+        // The unsent bytes at hand: refill the chunk once it is used up.
+        // Offsets into a chunk are below WRITE_CHUNK (or a text's length).
+        let in_chunk = |at: u64| usize::try_from(at).expect("an offset within a chunk");
+        if sent >= chunk_at + chunk.len() as u64 {
+            chunk_at = sent;
+            chunk = match payload {
+                Payload::Pattern(_) => {
+                    let n = (total - sent).min(WRITE_CHUNK as u64);
+                    pattern::bytes(start + sent, in_chunk(n), seed)
+                }
+                Payload::Text(t) => t[in_chunk(sent)..].to_vec(),
+            };
+        }
+        let unsent = &chunk[in_chunk(sent - chunk_at)..];
+        // SAFETY: pointer and length describe `unsent`.
+        let n = unsafe { libc::send(fd, unsent.as_ptr().cast(), unsent.len(), flags) };
         if n >= 0 {
-            sent += n as usize;
-            log.lock().expect("stream log").written += n as u64;
+            sent += n as u64;
             continue;
         }
-        let e = Errno::last();
-        match e {
+        match Errno::last() {
             Errno::EINTR => continue,
             Errno::EAGAIN => {
-                let progress = format!("{sent} of {} bytes written", bytes.len());
+                let progress = format!("{sent} of {total} bytes written");
                 match after_eagain(fd, libc::POLLOUT, wait, sent, deadline, progress) {
                     None => continue,
                     Some(r) => break r,
@@ -254,9 +277,23 @@ pub fn write(
             e => break CallResult::failed(e),
         }
     };
-    log.lock().expect("stream log").settle();
-    result.bytes = Some(sent as u64);
+    {
+        let mut log = log.lock().expect("stream log");
+        if let Payload::Text(t) = payload {
+            if sent > 0 {
+                let sent = usize::try_from(sent).expect("at most the text's length");
+                log.texts.push((start, t[..sent].to_vec()));
+            }
+        }
+        log.written += sent;
+    }
+    result.bytes = Some(sent);
     result
+}
+
+/// A byte count as a call's return value (counts here are far below 2^63).
+fn count(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// `read`: reads and verifies against what the peer wrote.
@@ -273,25 +310,28 @@ pub fn read(
     let mut bad = 0u64;
     let mut result = loop {
         let want = match amount {
-            ReadAmount::Exactly(n) if total as usize >= n => {
+            ReadAmount::Exactly(n) if total >= n => {
                 break CallResult {
-                    ret: Some(total as i64),
+                    ret: Some(count(total)),
                     ..Default::default()
                 };
             }
-            ReadAmount::Exactly(n) => (n - total as usize).min(buf.len()),
+            ReadAmount::Exactly(n) => {
+                usize::try_from(n - total).map_or(buf.len(), |left| left.min(buf.len()))
+            }
             _ => buf.len(),
         };
         // SAFETY: buf is valid for `want` bytes.
         let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), want, libc::MSG_DONTWAIT) };
         if n > 0 {
-            bad += log.lock().expect("stream log").verify(&buf[..n as usize]);
+            let n = n.unsigned_abs();
+            bad += log.lock().expect("stream log").verify(&buf[..n]);
             total += n as u64;
             continue;
         }
         if n == 0 {
             break CallResult {
-                ret: Some(total as i64),
+                ret: Some(count(total)),
                 note: Some(format!("EOF after {total} bytes")),
                 ..Default::default()
             };
@@ -302,9 +342,9 @@ pub fn read(
                 let progress = format!("{total} bytes read");
                 match after_eagain(
                     fd,
-                    libc::POLLIN | libc::POLLRDHUP,
+                    libc::POLLIN | os::POLL_PEER_CLOSED,
                     wait,
-                    total as usize,
+                    total,
                     deadline,
                     progress,
                 ) {
@@ -344,23 +384,11 @@ pub fn close(fd: RawFd) -> CallResult {
 }
 
 pub fn setsockopt(fd: RawFd, opt: SockOpt) -> CallResult {
-    fn int(fd: RawFd, level: libc::c_int, name: libc::c_int, v: libc::c_int) -> libc::c_int {
-        // SAFETY: pointer and length of a c_int.
-        unsafe {
-            libc::setsockopt(
-                fd,
-                level,
-                name,
-                (&v as *const libc::c_int).cast(),
-                size_of::<libc::c_int>() as u32,
-            )
-        }
-    }
     let ret = match opt {
         SockOpt::Linger(l) => {
             let lg = libc::linger {
-                l_onoff: l.is_some() as libc::c_int,
-                l_linger: l.unwrap_or(0) as libc::c_int,
+                l_onoff: libc::c_int::from(l.is_some()),
+                l_linger: l.unwrap_or(0),
             };
             // SAFETY: pointer and length of a struct linger.
             unsafe {
@@ -368,24 +396,11 @@ pub fn setsockopt(fd: RawFd, opt: SockOpt) -> CallResult {
                     fd,
                     libc::SOL_SOCKET,
                     libc::SO_LINGER,
-                    (&lg as *const libc::linger).cast(),
-                    size_of::<libc::linger>() as u32,
+                    (&raw const lg).cast(),
+                    socklen_of::<libc::linger>(),
                 )
             }
         }
-        SockOpt::RcvBuf(n) => int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, n as libc::c_int),
-        SockOpt::SndBuf(n) => int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, n as libc::c_int),
-        SockOpt::ReuseAddr(b) => int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, b.into()),
-        SockOpt::ReusePort(b) => int(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, b.into()),
-        SockOpt::KeepAlive(b) => int(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, b.into()),
-        SockOpt::NoDelay(b) => int(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, b.into()),
-        SockOpt::Linger2(s) => int(fd, libc::IPPROTO_TCP, libc::TCP_LINGER2, s),
-        SockOpt::UserTimeout(ms) => int(
-            fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_USER_TIMEOUT,
-            ms as libc::c_int,
-        ),
         SockOpt::NonBlocking(on) => {
             // SAFETY: F_GETFL/F_SETFL on an fd.
             unsafe {
@@ -402,19 +417,44 @@ pub fn setsockopt(fd: RawFd, opt: SockOpt) -> CallResult {
                 }
             }
         }
+        other => {
+            let Some((level, name)) = os::int_option(other) else {
+                return CallResult::failed(Errno::ENOPROTOOPT);
+            };
+            let v: libc::c_int = match other {
+                SockOpt::RcvBuf(n) | SockOpt::SndBuf(n) | SockOpt::Linger2(n) => n,
+                SockOpt::ReuseAddr(b)
+                | SockOpt::ReusePort(b)
+                | SockOpt::KeepAlive(b)
+                | SockOpt::NoDelay(b) => b.into(),
+                // TCP_USER_TIMEOUT takes an unsigned int: the same bits.
+                SockOpt::UserTimeout(ms) => libc::c_int::from_ne_bytes(ms.to_ne_bytes()),
+                SockOpt::Linger(_) | SockOpt::NonBlocking(_) => unreachable!("handled above"),
+            };
+            // SAFETY: pointer and length of a c_int.
+            unsafe {
+                libc::setsockopt(
+                    fd,
+                    level,
+                    name,
+                    (&raw const v).cast(),
+                    socklen_of::<libc::c_int>(),
+                )
+            }
+        }
     };
     CallResult::from_ret(ret)
 }
 
+/// `size_of::<T>()` as a `socklen_t`, for option values (a few bytes).
+fn socklen_of<T>() -> libc::socklen_t {
+    libc::socklen_t::try_from(size_of::<T>()).expect("an option value is a few bytes")
+}
+
 pub fn ioctl(fd: RawFd, q: IoctlQuery) -> CallResult {
-    let req = match q {
-        IoctlQuery::InQueue => libc::FIONREAD,
-        IoctlQuery::OutQueue => libc::TIOCOUTQ, // == SIOCOUTQ
-        IoctlQuery::OutQueueNotSent => 0x894B,  // SIOCOUTQNSD (linux/sockios.h)
-    };
     let mut v: libc::c_int = 0;
     // SAFETY: each request writes one c_int.
-    let ret = unsafe { libc::ioctl(fd, req as _, &mut v) };
+    let ret = unsafe { libc::ioctl(fd, os::ioctl_request(q), &mut v) };
     let mut r = CallResult::from_ret(ret);
     if ret == 0 {
         r.value = Some(v.into());
@@ -428,7 +468,7 @@ pub fn disconnect(fd: RawFd) -> CallResult {
     // SAFETY: a zeroed sockaddr with family AF_UNSPEC is a valid argument.
     let mut sa: libc::sockaddr = unsafe { std::mem::zeroed() };
     sa.sa_family = libc::AF_UNSPEC as libc::sa_family_t;
-    CallResult::from_ret(unsafe { libc::connect(fd, &sa, size_of::<libc::sockaddr>() as u32) })
+    CallResult::from_ret(unsafe { libc::connect(fd, &sa, socklen_of::<libc::sockaddr>()) })
 }
 
 /// Waits until `fd` polls ready for `events`, or the deadline.

@@ -2,15 +2,19 @@
 //!
 //! It owns the client, server and listener sockets, performs each step's
 //! calls (see [`calls`]), records what every call returned and how long it
-//! took, and after every step drains the capture and takes a sock_diag
-//! snapshot. Waits are on observable events (a TCP state, readability) and
-//! always bounded. At the end it waits, bounded, for transient TCP states to
-//! resolve, and takes the final snapshot. It never judges a result.
+//! took, and after every step drains the capture and takes a snapshot of the
+//! stack's socket states. Waits are on observable events (a TCP state,
+//! readability) and always bounded. At the end it waits, bounded, for
+//! transient TCP states to resolve, and takes the final snapshot. It never
+//! judges a result.
 
 pub mod calls;
+#[cfg(target_os = "linux")]
+#[path = "linux.rs"]
+mod os;
 pub mod pattern;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
 use std::sync::mpsc::{self, Receiver};
@@ -26,9 +30,9 @@ pub use calls::{CallResult, StreamLog};
 
 use crate::capture::Capture;
 use crate::fault::{FaultRecord, Firewall};
-use crate::observe::{Ends, Observer, SockEntry, Timeline};
-use crate::scenario::{Action, Actor, Case, Family, Step, WaitFor};
-use crate::tcp::Side;
+use crate::observe::{self, Ends, Observer, Snapshot, Timeline};
+use crate::scenario::{Actor, Call, Case, Control, Family, Role, Step, StepKind, Verb, WaitFor};
+use crate::tcp::{PerSide, Side, TcpState};
 
 /// The port the listener binds. Each case has its own namespace, so a fixed
 /// port never collides and keeps captures easy to read.
@@ -39,8 +43,13 @@ pub const SERVER_PORT: u16 = 9000;
 pub struct StepRecord {
     /// Line in the scenario file (null for the implicit connection setup).
     pub line: Option<usize>,
-    /// client | server | listener; null for sleep and join.
-    pub actor: Option<String>,
+    /// How facts name this step: its label, `lineN`, or `setupN` for the
+    /// implicit connection setup (`steps.KEY.ret`).
+    pub key: String,
+    /// Who made the call; null for sleep, join and fault steps.
+    pub actor: Option<Actor>,
+    /// The call made.
+    pub verb: Verb,
     /// The step as written.
     pub call: String,
     pub label: Option<String>,
@@ -67,13 +76,16 @@ pub struct FlowCounts {
 pub struct DriverOutput {
     pub steps: Vec<StepRecord>,
     pub ends: Ends,
-    pub client_to_server: FlowCounts,
-    pub server_to_client: FlowCounts,
+    /// Application byte counts by the side that wrote them.
+    pub flows: PerSide<FlowCounts>,
     pub timeline: Timeline,
-    /// The kernel's table at the end of the case.
-    pub final_snapshot: Vec<SockEntry>,
+    /// The stack's socket table at the end of the case.
+    pub final_snapshot: Snapshot,
+    /// Whether the application closed each side's socket.
+    pub closed: PerSide<bool>,
     /// Whether every transient state resolved within the settle bound.
     pub settled: bool,
+    pub settle_bound: Duration,
     /// Fault rules the steps put in place, with what each matched.
     pub faults: Vec<FaultRecord>,
     /// Problems of the harness or of the scenario as written (not of the OS).
@@ -91,38 +103,38 @@ struct Pending {
     deadline_hint: Duration,
 }
 
-struct Driver<'a> {
+/// The stages the driver feeds while it runs, all inside the case's
+/// namespace.
+pub struct Instruments<'a> {
+    pub capture: &'a mut Capture,
+    pub observer: &'a mut Observer,
+    pub firewall: &'a mut Firewall,
+}
+
+struct Driver<'a, 'i> {
     case: &'a Case,
     t0: Instant,
-    capture: &'a mut Capture,
-    observer: &'a mut Observer,
-    firewall: &'a mut Firewall,
+    io: &'a mut Instruments<'i>,
     /// Fault rules added so far; the handle while the rule is in place.
     faults: Vec<(FaultRecord, Option<u64>)>,
-    client: Option<Socket>,
-    server: Option<Socket>,
-    listener: Option<Socket>,
+    sockets: BTreeMap<Actor, Socket>,
+    /// Actors whose socket the application closed.
+    closed: Vec<Actor>,
     /// Whether `server accept` ever succeeded (for clearer misuse errors).
     accepted: bool,
     ends: Ends,
-    /// [client->server, server->client]
-    logs: Arc<[Mutex<StreamLog>; 2]>,
+    /// By writer: client->server, server->client.
+    logs: Arc<PerSide<Mutex<StreamLog>>>,
     records: Vec<StepRecord>,
     pending: HashMap<String, Pending>,
     timeline: Timeline,
-    last_snapshot: Vec<SockEntry>,
+    last_snapshot: Snapshot,
     problems: Vec<String>,
 }
 
 /// Runs every step of `case`. Call on the case thread, inside its namespace,
 /// with the capture already running.
-pub fn run(
-    case: &Case,
-    t0: Instant,
-    capture: &mut Capture,
-    observer: &mut Observer,
-    firewall: &mut Firewall,
-) -> (DriverOutput, OpenSockets) {
+pub fn run(case: &Case, t0: Instant, io: &mut Instruments) -> (DriverOutput, OpenSockets) {
     let ip = match case.family {
         Family::Ipv4 => IpAddr::V4(Ipv4Addr::LOCALHOST),
         Family::Ipv6 => IpAddr::V6(Ipv6Addr::LOCALHOST),
@@ -130,27 +142,27 @@ pub fn run(
     let mut d = Driver {
         case,
         t0,
-        capture,
-        observer,
-        firewall,
+        io,
         faults: Vec::new(),
-        client: None,
-        server: None,
-        listener: None,
+        sockets: BTreeMap::new(),
+        closed: Vec::new(),
         accepted: false,
         ends: Ends {
             client: None,
             server: SocketAddr::new(ip, SERVER_PORT),
         },
-        logs: Arc::new([Mutex::new(StreamLog::new(1)), Mutex::new(StreamLog::new(2))]),
+        logs: Arc::new(PerSide::new(
+            Mutex::new(StreamLog::new(1)),
+            Mutex::new(StreamLog::new(2)),
+        )),
         records: Vec::new(),
         pending: HashMap::new(),
         timeline: Timeline::default(),
-        last_snapshot: Vec::new(),
+        last_snapshot: Snapshot::default(),
         problems: Vec::new(),
     };
-    for step in &case.steps {
-        d.step(step);
+    for (i, step) in case.steps.iter().enumerate() {
+        d.step(i, step);
     }
     // bg steps nobody joined still finish before the case ends.
     let labels: Vec<String> = d.pending.keys().cloned().collect();
@@ -159,48 +171,49 @@ pub fn run(
     }
     let settled = d.settle(case.scenario.settle);
     d.count_faults(|_| true);
-    let flows = |i: usize| {
-        let log = d.logs[i].lock().expect("stream log");
+    let flows = PerSide::both(()).map(|side, ()| {
+        let log = d.logs[side].lock().expect("stream log");
         FlowCounts {
             written: log.written,
             read: log.read,
             corrupted: log.corrupted,
         }
-    };
-    let (c2s, s2c) = (flows(0), flows(1));
-    let open = OpenSockets(
-        [d.client.take(), d.server.take(), d.listener.take()]
-            .into_iter()
-            .flatten()
-            .collect(),
-    );
+    });
+    let closed = PerSide::both(()).map(|side, ()| {
+        d.closed
+            .iter()
+            .any(|a| a.side() == Some(side) && a.index == 1)
+    });
+    let open = OpenSockets(std::mem::take(&mut d.sockets).into_values().collect());
     let out = DriverOutput {
         steps: d.records,
         ends: d.ends,
-        client_to_server: c2s,
-        server_to_client: s2c,
+        flows,
         timeline: d.timeline,
         final_snapshot: d.last_snapshot,
+        closed,
         settled,
+        settle_bound: case.scenario.settle,
         faults: d.faults.into_iter().map(|(f, _)| f).collect(),
         problems: d.problems,
     };
     (out, open)
 }
 
-impl Driver<'_> {
+impl Driver<'_, '_> {
     fn elapsed_ms(&self, at: Instant) -> f64 {
         calls::ms(at.saturating_duration_since(self.t0))
     }
 
     fn observe(&mut self) {
-        if let Err(e) = self.capture.drain() {
+        if let Err(e) = self.io.capture.drain() {
             self.problem(format!("capture: {e}"));
         }
-        match self.observer.snapshot() {
+        let live: Vec<RawFd> = self.sockets.values().map(AsRawFd::as_raw_fd).collect();
+        match self.io.observer.snapshot(&live) {
             Ok(snap) => {
                 let t = self.elapsed_ms(Instant::now());
-                self.timeline.record(t, &snap, &self.ends);
+                observe::record(&mut self.timeline, t, &snap, &self.ends);
                 self.last_snapshot = snap;
             }
             Err(e) => self.problem(e.to_string()),
@@ -213,9 +226,9 @@ impl Driver<'_> {
         }
     }
 
-    fn step(&mut self, step: &Step) {
+    fn step(&mut self, index: usize, step: &Step) {
         let bound = step.within.unwrap_or(self.case.scenario.timeout);
-        let start = match step.since.as_deref() {
+        let start = match step.since() {
             None => Instant::now(),
             Some(label) => self.returned_at(label).unwrap_or_else(|| {
                 // The parser rejects this; a hand-built case could not.
@@ -226,22 +239,35 @@ impl Driver<'_> {
             }),
         };
         let deadline = start + bound;
-        let index = self.records.len();
+        let record_index = self.records.len();
         self.records.push(StepRecord {
             line: step.line,
-            actor: step.actor.map(|a| a.name().to_string()),
+            key: step.key(index),
+            actor: step.actor(),
+            verb: step.verb(),
             call: step.text.clone(),
             label: step.label.clone(),
-            background: step.background,
+            background: step.background(),
             start_ms: self.elapsed_ms(start),
             duration_ms: 0.0,
             result: CallResult::default(),
         });
-        if step.background {
-            self.spawn(step, index, deadline, bound);
-        } else {
-            let result = self.perform(step, deadline);
-            self.fill(index, start, Instant::now(), result);
+        match &step.kind {
+            StepKind::Socket {
+                actor,
+                call,
+                background: true,
+            } => self.spawn(*actor, call, step, record_index, deadline, bound),
+            StepKind::Socket { actor, call, .. } => {
+                let result = self
+                    .socket_call(*actor, call, deadline)
+                    .unwrap_or_else(|e| *e);
+                self.fill(record_index, start, Instant::now(), result);
+            }
+            StepKind::Control(c) => {
+                let result = self.control(c, step, deadline);
+                self.fill(record_index, start, Instant::now(), result);
+            }
         }
         self.observe();
     }
@@ -271,51 +297,55 @@ impl Driver<'_> {
         rec.result = r;
     }
 
-    fn slot(&mut self, actor: Actor) -> &mut Option<Socket> {
-        match actor {
-            Actor::Client => &mut self.client,
-            Actor::Server => &mut self.server,
-            Actor::Listener => &mut self.listener,
-        }
-    }
-
-    /// Takes the actor's socket out of the driver to close it: later steps
-    /// see it closed.
-    fn socket_to_close(&mut self, actor: Actor) -> Result<Socket, Box<CallResult>> {
-        self.existing(actor)?;
-        Ok(self.slot(actor).take().expect("existing() found it"))
-    }
-
     /// Files a result for a step that ended before it could start.
     fn fill_now(&mut self, index: usize, r: CallResult) {
         let now = Instant::now();
         self.fill(index, now, now, r);
     }
 
-    fn fd(&self, actor: Actor) -> Option<RawFd> {
-        match actor {
-            Actor::Client => self.client.as_ref(),
-            Actor::Server => self.server.as_ref(),
-            Actor::Listener => self.listener.as_ref(),
+    fn control(&mut self, c: &Control, step: &Step, deadline: Instant) -> CallResult {
+        match c {
+            Control::Sleep(d) => {
+                std::thread::sleep(*d);
+                CallResult::ok(0)
+            }
+            Control::Join(label) => {
+                let bound = deadline.saturating_duration_since(Instant::now());
+                self.join(label, bound)
+            }
+            Control::Fault(rule) => match self.io.firewall.add(rule, SERVER_PORT) {
+                Ok((handle, native)) => {
+                    let record = FaultRecord {
+                        line: step.line,
+                        key: step.key(self.records.len() - 1),
+                        label: step.label.clone(),
+                        rule: rule.to_string(),
+                        native,
+                        matched: None,
+                    };
+                    self.faults.push((record, Some(handle)));
+                    CallResult::ok(0)
+                }
+                Err(e) => CallResult::harness_error(e.to_string()),
+            },
+            Control::Heal(label) => self.heal(label.as_deref()),
         }
-        .map(|s| s.as_raw_fd())
+    }
+
+    fn fd(&self, actor: Actor) -> Option<RawFd> {
+        self.sockets.get(&actor).map(AsRawFd::as_raw_fd)
     }
 
     /// The actor's socket, created on first use for client and listener
-    /// (so options can be set before connect/listen).
+    /// (so options can be set before connect/listen), and again after a
+    /// close (a reconnect, a listener rebinding its port).
     fn ensure_socket(&mut self, actor: Actor) -> Result<RawFd, Box<CallResult>> {
         if let Some(fd) = self.fd(actor) {
             return Ok(fd);
         }
-        let slot = match actor {
-            Actor::Client => &mut self.client,
-            Actor::Listener => &mut self.listener,
-            Actor::Server => {
-                return Err(Box::new(CallResult::harness_error(
-                    "the server has no socket yet: `server accept` first",
-                )));
-            }
-        };
+        if actor.role == Role::Server {
+            return Err(self.missing(actor));
+        }
         let domain = match self.case.family {
             Family::Ipv4 => Domain::IPV4,
             Family::Ipv6 => Domain::IPV6,
@@ -323,131 +353,115 @@ impl Driver<'_> {
         match Socket::new(domain, Type::STREAM, Some(Protocol::TCP)) {
             Ok(s) => {
                 let fd = s.as_raw_fd();
-                *slot = Some(s);
+                self.sockets.insert(actor, s);
                 Ok(fd)
             }
             Err(e) => Err(Box::new(io_result(&e))),
         }
     }
 
+    /// The actor's open socket.
     fn existing(&self, actor: Actor) -> Result<RawFd, Box<CallResult>> {
-        self.fd(actor).ok_or_else(|| {
-            Box::new(CallResult::harness_error(match (actor, self.accepted) {
-                (Actor::Server, false) => {
+        self.fd(actor).ok_or_else(|| self.missing(actor))
+    }
+
+    /// Why `actor` has no socket to call on.
+    fn missing(&self, actor: Actor) -> Box<CallResult> {
+        Box::new(CallResult::harness_error(
+            match (actor.role, self.accepted) {
+                _ if self.closed.contains(&actor) => {
+                    format!("the {actor} has no open socket: it was already closed")
+                }
+                (Role::Server, false) => {
                     "the server has no socket yet: `server accept` first".to_string()
                 }
-                (Actor::Client, _) if self.ends.client.is_none() => {
+                (Role::Client, _) if self.ends.client.is_none() => {
                     "the client has no connected socket: `client connect` first".to_string()
                 }
-                _ => format!("the {actor} has no open socket: it was already closed"),
-            }))
+                _ => format!("the {actor} has no open socket"),
+            },
+        ))
+    }
+
+    /// Takes the actor's socket out of the driver to close it: later steps
+    /// see it closed.
+    fn socket_to_close(&mut self, actor: Actor) -> Result<Socket, Box<CallResult>> {
+        let sock = self
+            .sockets
+            .remove(&actor)
+            .ok_or_else(|| self.missing(actor))?;
+        self.closed.push(actor);
+        Ok(sock)
+    }
+
+    fn socket_call(
+        &mut self,
+        actor: Actor,
+        call: &Call,
+        deadline: Instant,
+    ) -> Result<CallResult, Box<CallResult>> {
+        Ok(match call {
+            Call::Listen { backlog } => {
+                self.ensure_socket(actor)?;
+                let sock = &self.sockets[&actor];
+                match sock
+                    .bind(&SockAddr::from(self.ends.server))
+                    .and_then(|()| sock.listen(*backlog))
+                {
+                    Ok(()) => CallResult::ok(0),
+                    Err(e) => io_result(&e),
+                }
+            }
+            Call::Bind(port) => {
+                self.ensure_socket(actor)?;
+                let addr = SocketAddr::new(self.ends.server.ip(), *port);
+                match self.sockets[&actor].bind(&SockAddr::from(addr)) {
+                    Ok(()) => CallResult::ok(0),
+                    Err(e) => io_result(&e),
+                }
+            }
+            Call::Connect => {
+                let fd = self.ensure_socket(actor)?;
+                self.connect(actor, fd, deadline)
+            }
+            Call::Accept => self.accept(actor, deadline)?,
+            Call::Wait {
+                what: WaitFor::State(want),
+                ..
+            } => self.wait_state(actor, *want, deadline),
+            Call::SetOption(opt) => {
+                let fd = self.ensure_socket(actor)?;
+                calls::setsockopt(fd, *opt)
+            }
+            Call::Close => calls::close(self.socket_to_close(actor)?.into_raw_fd()),
+            other => {
+                let fd = self.existing(actor)?;
+                fd_call(fd, other, actor, &self.logs, deadline)
+            }
         })
     }
 
-    fn perform(&mut self, step: &Step, deadline: Instant) -> CallResult {
-        let actor = step.actor;
-        let result = (|| -> Result<CallResult, Box<CallResult>> {
-            Ok(match (&step.action, actor) {
-                (Action::Sleep(d), _) => {
-                    std::thread::sleep(*d);
-                    CallResult {
-                        ret: Some(0),
-                        ..Default::default()
-                    }
-                }
-                (Action::Join(label), _) => {
-                    let bound = deadline.saturating_duration_since(Instant::now());
-                    self.join(label, bound)
-                }
-                (Action::Fault(rule), _) => match self.firewall.add(rule, SERVER_PORT) {
-                    Ok((handle, native)) => {
-                        let record = FaultRecord {
-                            line: step.line,
-                            label: step.label.clone(),
-                            rule: rule.to_string(),
-                            native,
-                            matched: None,
-                        };
-                        self.faults.push((record, Some(handle)));
-                        CallResult {
-                            ret: Some(0),
-                            ..Default::default()
-                        }
-                    }
-                    Err(e) => CallResult::harness_error(e.to_string()),
-                },
-                (Action::Heal(label), _) => self.heal(label.as_deref()),
-                (_, None) => unreachable!("only sleep, join and faults have no actor"),
-                (Action::Listen { backlog }, Some(a)) => {
-                    let fd = self.ensure_socket(a)?;
-                    let sock = self.listener.as_ref().expect("listener created");
-                    debug_assert_eq!(sock.as_raw_fd(), fd);
-                    match sock
-                        .bind(&SockAddr::from(self.ends.server))
-                        .and_then(|_| sock.listen(*backlog))
-                    {
-                        Ok(()) => CallResult {
-                            ret: Some(0),
-                            ..Default::default()
-                        },
-                        Err(e) => io_result(&e),
-                    }
-                }
-                (Action::Bind(port), Some(a)) => {
-                    self.ensure_socket(a)?;
-                    let sock = self.client.as_ref().expect("bind is a client step");
-                    let addr = SocketAddr::new(self.ends.server.ip(), *port);
-                    match sock.bind(&SockAddr::from(addr)) {
-                        Ok(()) => CallResult {
-                            ret: Some(0),
-                            ..Default::default()
-                        },
-                        Err(e) => io_result(&e),
-                    }
-                }
-                (Action::Connect, Some(a)) => {
-                    let fd = self.ensure_socket(a)?;
-                    self.connect(fd, deadline)
-                }
-                (Action::Accept, Some(_)) => {
-                    let lfd = self.fd(Actor::Listener).ok_or_else(|| {
-                        CallResult::harness_error("no listener: `listener listen` first")
-                    })?;
-                    if !calls::is_nonblocking(lfd) {
-                        let ready = calls::wait_ready(lfd, libc::POLLIN, deadline);
-                        if ready.timed_out || ready.errno.is_some() {
-                            return Ok(ready);
-                        }
-                    }
-                    let listener = self.listener.as_ref().expect("listener exists");
-                    match listener.accept() {
-                        Ok((sock, _peer)) => {
-                            let fd = sock.as_raw_fd();
-                            self.server = Some(sock);
-                            self.accepted = true;
-                            CallResult {
-                                ret: Some(fd.into()),
-                                ..Default::default()
-                            }
-                        }
-                        Err(e) => io_result(&e),
-                    }
-                }
-                (Action::Wait(WaitFor::State(want)), Some(a)) => {
-                    self.wait_state(a, *want, deadline)
-                }
-                (Action::SetOption(opt), Some(a)) => {
-                    let fd = self.ensure_socket(a)?;
-                    calls::setsockopt(fd, *opt)
-                }
-                (Action::Close, Some(a)) => calls::close(self.socket_to_close(a)?.into_raw_fd()),
-                (action, Some(a)) => {
-                    let fd = self.existing(a)?;
-                    fd_call(fd, action, a, &self.logs, deadline)
-                }
-            })
-        })();
-        result.unwrap_or_else(|e| *e)
+    fn accept(&mut self, actor: Actor, deadline: Instant) -> Result<CallResult, Box<CallResult>> {
+        let lfd = self.fd(Actor::LISTENER).ok_or_else(|| {
+            Box::new(CallResult::harness_error(
+                "no listener: `listener listen` first",
+            ))
+        })?;
+        if !calls::is_nonblocking(lfd) {
+            let ready = calls::wait_ready(lfd, libc::POLLIN, deadline);
+            if ready.timed_out || ready.errno.is_some() {
+                return Ok(ready);
+            }
+        }
+        Ok(match self.sockets[&Actor::LISTENER].accept() {
+            Ok((sock, _peer)) => {
+                let fd = sock.as_raw_fd();
+                self.sockets.insert(actor, sock);
+                self.accepted = true;
+                CallResult::ok(fd.into())
+            }
+            Err(e) => io_result(&e),
+        })
     }
 
     /// Reads the counters of the rules in place that `which` selects into
@@ -456,7 +470,7 @@ impl Driver<'_> {
         if !self.faults.iter().any(|(f, h)| h.is_some() && which(f)) {
             return Some(0);
         }
-        let counters = match self.firewall.counters() {
+        let counters = match self.io.firewall.counters() {
             Ok(c) => c,
             Err(e) => {
                 self.problem(e.to_string());
@@ -482,25 +496,21 @@ impl Driver<'_> {
             let (record, handle) = &mut self.faults[i];
             if let Some(h) = handle.filter(|_| which(record)) {
                 *handle = None;
-                if let Err(e) = self.firewall.remove(h) {
+                if let Err(e) = self.io.firewall.remove(h) {
                     return CallResult::harness_error(e.to_string());
                 }
             }
         }
         CallResult {
-            ret: Some(0),
-            value: matched.map(|m| m as i64),
-            ..Default::default()
+            value: matched.and_then(|m| i64::try_from(m).ok()),
+            ..CallResult::ok(0)
         }
     }
 
-    fn connect(&mut self, fd: RawFd, deadline: Instant) -> CallResult {
-        let sock = self.client.as_ref().expect("client created");
+    fn connect(&mut self, actor: Actor, fd: RawFd, deadline: Instant) -> CallResult {
+        let sock = &self.sockets[&actor];
         let mut r = match sock.connect(&SockAddr::from(self.ends.server)) {
-            Ok(()) => CallResult {
-                ret: Some(0),
-                ..Default::default()
-            },
+            Ok(()) => CallResult::ok(0),
             Err(e) => io_result(&e),
         };
         if r.errno.as_deref() == Some("EINPROGRESS") {
@@ -516,40 +526,34 @@ impl Driver<'_> {
                 (false, None) => "connected".into(),
             });
         }
-        if let Ok(local) = sock.local_addr() {
-            if let Some(addr) = local.as_socket() {
-                if addr.port() != 0 {
-                    self.ends.client = Some(addr);
-                }
+        if let Some(addr) = sock.local_addr().ok().and_then(|a| a.as_socket()) {
+            if addr.port() != 0 && actor.index == 1 {
+                self.ends.client = Some(addr);
             }
         }
         r
     }
 
-    fn wait_state(
-        &mut self,
-        actor: Actor,
-        want: crate::tcp::TcpState,
-        deadline: Instant,
-    ) -> CallResult {
+    fn wait_state(&mut self, actor: Actor, want: TcpState, deadline: Instant) -> CallResult {
         let mut backoff = Backoff::new();
         loop {
             self.observe();
-            let entry = match actor {
-                Actor::Client => self.ends.find(&self.last_snapshot, Side::Client),
-                Actor::Server => self.ends.find(&self.last_snapshot, Side::Server),
-                Actor::Listener => self.ends.find_listener(&self.last_snapshot),
+            let entry = match actor.side() {
+                Some(side) => self.ends.find(&self.last_snapshot, side),
+                None => self.ends.find_listener(&self.last_snapshot),
             };
             let now = entry.map(|e| e.state);
-            // A socket gone from the table is CLOSED for this purpose.
-            if now == Some(want) || (now.is_none() && want == crate::tcp::TcpState::Closed) {
-                return CallResult {
-                    ret: Some(0),
-                    ..Default::default()
-                };
+            // A socket gone from a complete table is CLOSED for this purpose.
+            let gone = now.is_none() && self.last_snapshot.sees_orphans;
+            if now == Some(want) || (gone && want == TcpState::Closed) {
+                return CallResult::ok(0);
             }
             if Instant::now() >= deadline {
-                let seen = now.map_or("not in the kernel's table".to_string(), |s| s.to_string());
+                let seen = match now {
+                    Some(s) => s.to_string(),
+                    None if self.last_snapshot.sees_orphans => "not in the kernel's table".into(),
+                    None => "out of sight of the stack's state source".into(),
+                };
                 return CallResult {
                     timed_out: true,
                     note: Some(format!("still {seen}")),
@@ -560,10 +564,20 @@ impl Driver<'_> {
         }
     }
 
-    fn spawn(&mut self, step: &Step, index: usize, deadline: Instant, bound: Duration) {
-        let actor = step.actor.expect("bg steps have an actor");
-        let label = step.label.clone().expect("bg steps have a label");
-        let is_close = step.action == Action::Close;
+    fn spawn(
+        &mut self,
+        actor: Actor,
+        call: &Call,
+        step: &Step,
+        index: usize,
+        deadline: Instant,
+        bound: Duration,
+    ) {
+        let label = step
+            .label
+            .clone()
+            .expect("the parser requires a label on bg steps");
+        let is_close = *call == Call::Close;
         let fd = if is_close {
             self.socket_to_close(actor).map(IntoRawFd::into_raw_fd)
         } else {
@@ -574,13 +588,13 @@ impl Driver<'_> {
             Err(r) => return self.fill_now(index, *r),
         };
         let (tx, rx) = mpsc::channel();
-        let action = step.action.clone();
+        let call = call.clone();
         let logs = Arc::clone(&self.logs);
         let spawned = std::thread::Builder::new()
             .name(format!("bg-{label}"))
             .spawn(move || {
                 let start = Instant::now();
-                let r = fd_call(fd, &action, actor, &logs, deadline);
+                let r = fd_call(fd, &call, actor, &logs, deadline);
                 let _ = tx.send((start, Instant::now(), r));
             });
         match spawned {
@@ -597,7 +611,9 @@ impl Driver<'_> {
                     // Not closed after all: give the socket back, so it is
                     // closed with the other leftovers once the capture stops.
                     // SAFETY: fd came from into_raw_fd above and nothing else owns it.
-                    *self.slot(actor) = Some(unsafe { Socket::from_raw_fd(fd) });
+                    self.sockets
+                        .insert(actor, unsafe { Socket::from_raw_fd(fd) });
+                    self.closed.retain(|a| *a != actor);
                 }
                 self.fill_now(
                     index,
@@ -617,10 +633,7 @@ impl Driver<'_> {
         match p.rx.recv_timeout(wait) {
             Ok((start, end, r)) => {
                 self.fill(p.record_index, start, end, r);
-                CallResult {
-                    ret: Some(0),
-                    ..Default::default()
-                }
+                CallResult::ok(0)
             }
             Err(_) => {
                 self.problem(format!("bg step {label:?} did not return within {wait:?}"));
@@ -633,14 +646,18 @@ impl Driver<'_> {
         }
     }
 
-    /// Waits, bounded, until no side of the connection is in a transient
-    /// state (a segment in flight), then keeps the final snapshot.
+    /// Waits, bounded, until no socket of the case is in a transient state
+    /// (a segment in flight), then keeps the final snapshot.
     fn settle(&mut self, bound: Duration) -> bool {
         let deadline = Instant::now() + bound;
         let mut backoff = Backoff::new();
         loop {
             self.observe();
-            let busy = self.last_snapshot.iter().any(|e| e.state.is_transient());
+            let busy = self
+                .last_snapshot
+                .entries
+                .iter()
+                .any(|e| e.state.is_transient());
             if !busy {
                 return true;
             }
@@ -674,34 +691,45 @@ impl Backoff {
 /// Calls that need only the fd; used for foreground and bg steps alike.
 fn fd_call(
     fd: RawFd,
-    action: &Action,
+    call: &Call,
     actor: Actor,
-    logs: &[Mutex<StreamLog>; 2],
+    logs: &PerSide<Mutex<StreamLog>>,
     deadline: Instant,
 ) -> CallResult {
-    let (outgoing, incoming) = match actor {
-        Actor::Server => (&logs[1], &logs[0]),
-        _ => (&logs[0], &logs[1]),
-    };
-    match action {
-        Action::Write {
+    // The stream this actor writes, and the one it reads.
+    let me = actor.side().unwrap_or(Side::Client);
+    let (outgoing, incoming) = (&logs[me], &logs[me.peer()]);
+    match call {
+        Call::Write {
             payload,
             nosignal,
             dontwait,
         } => calls::write(fd, payload, *nosignal, *dontwait, outgoing, deadline),
-        Action::Read { amount, dontwait } => {
-            calls::read(fd, *amount, *dontwait, incoming, deadline)
-        }
-        Action::Shutdown(how) => calls::shutdown(fd, *how),
-        Action::Close => calls::close(fd),
-        Action::SetOption(opt) => calls::setsockopt(fd, *opt),
-        Action::Ioctl(q) => calls::ioctl(fd, *q),
-        Action::Disconnect => calls::disconnect(fd),
-        Action::Wait(WaitFor::Readable) => {
-            calls::wait_ready(fd, libc::POLLIN | libc::POLLRDHUP, deadline)
-        }
-        Action::Wait(WaitFor::Writable) => calls::wait_ready(fd, libc::POLLOUT, deadline),
-        other => CallResult::harness_error(format!("{other:?} cannot run here")),
+        Call::Read { amount, dontwait } => calls::read(fd, *amount, *dontwait, incoming, deadline),
+        Call::Shutdown(how) => calls::shutdown(fd, *how),
+        Call::Close => calls::close(fd),
+        Call::SetOption(opt) => calls::setsockopt(fd, *opt),
+        Call::Ioctl(q) => calls::ioctl(fd, *q),
+        Call::Disconnect => calls::disconnect(fd),
+        Call::Wait {
+            what: WaitFor::Readable,
+            ..
+        } => calls::wait_ready(fd, libc::POLLIN | os::POLL_PEER_CLOSED, deadline),
+        Call::Wait {
+            what: WaitFor::Writable,
+            ..
+        } => calls::wait_ready(fd, libc::POLLOUT, deadline),
+        Call::Listen { .. }
+        | Call::Bind(_)
+        | Call::Connect
+        | Call::Accept
+        | Call::Wait {
+            what: WaitFor::State(_),
+            ..
+        } => CallResult::harness_error(format!(
+            "`{}` needs the driver, not just a descriptor",
+            call.verb().name()
+        )),
     }
 }
 

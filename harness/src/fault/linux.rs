@@ -14,7 +14,9 @@ use crate::sandbox::{self, Namespace};
 use std::collections::HashMap;
 use std::io::ErrorKind;
 
-use super::{Direction, FaultError, FlagMatch, Rule, Verdict, flags};
+use super::FaultError;
+use crate::scenario::rule::{Direction, EXACT_MATCH_FLAGS, Effect, FlagMatch, Rule};
+use crate::tcp::Flags;
 
 const TABLE: &str = "inet teardown";
 const CHAIN: &str = "faults";
@@ -124,20 +126,17 @@ pub fn native_rule(rule: &Rule, server_port: u16) -> String {
         Direction::ServerToClient => format!("tcp sport {server_port}"),
         Direction::Both => "meta l4proto tcp".to_string(),
     }];
-    let set = |mask: u8| {
-        flags::NAMES
-            .iter()
-            .filter(|(_, b)| mask & b != 0)
-            .map(|(n, _)| n.to_ascii_lowercase())
-            .collect::<Vec<_>>()
-            .join(" | ")
-    };
+    // nftables spells flags in lower case, joined by '|': `fin | ack`.
+    let set = |mask: Flags| mask.names().to_ascii_lowercase().replace(',', " | ");
     match rule.flags {
         FlagMatch::Any => {}
         FlagMatch::AllOf(m) => parts.push(format!("tcp flags & ({}) == {}", set(m), set(m))),
         FlagMatch::Exactly(m) => {
-            let want = if m == 0 { "0x0".into() } else { set(m) };
-            parts.push(format!("tcp flags & ({}) == {want}", set(flags::ALL)));
+            let want = if m.is_empty() { "0x0".into() } else { set(m) };
+            parts.push(format!(
+                "tcp flags & ({}) == {want}",
+                set(EXACT_MATCH_FLAGS)
+            ));
         }
     }
     if let Some(n) = rule.first {
@@ -146,9 +145,9 @@ pub fn native_rule(rule: &Rule, server_port: u16) -> String {
     }
     parts.push("counter".into());
     parts.push(
-        match rule.verdict {
-            Verdict::Drop => "drop",
-            Verdict::Reject => "reject with tcp reset",
+        match rule.effect {
+            Effect::Drop => "drop",
+            Effect::Reject => "reject with tcp reset",
         }
         .into(),
     );
@@ -180,9 +179,9 @@ mod tests {
     #[test]
     fn rules_render_as_nftables() {
         let r = Rule {
-            verdict: Verdict::Drop,
+            effect: Effect::Drop,
             direction: Direction::ClientToServer,
-            flags: FlagMatch::AllOf(flags::FIN),
+            flags: FlagMatch::AllOf(Flags::FIN),
             first: Some(1),
         };
         assert_eq!(
@@ -190,9 +189,9 @@ mod tests {
             "tcp dport 9000 tcp flags & (fin) == fin numgen inc mod 4294967295 < 1 counter drop"
         );
         let r = Rule {
-            verdict: Verdict::Reject,
+            effect: Effect::Reject,
             direction: Direction::ServerToClient,
-            flags: FlagMatch::Exactly(flags::ACK),
+            flags: FlagMatch::Exactly(Flags::ACK),
             first: None,
         };
         assert_eq!(
@@ -200,7 +199,7 @@ mod tests {
             "tcp sport 9000 tcp flags & (fin | syn | rst | psh | ack | urg) == ack counter reject with tcp reset"
         );
         let r = Rule {
-            verdict: Verdict::Drop,
+            effect: Effect::Drop,
             direction: Direction::Both,
             flags: FlagMatch::Any,
             first: None,

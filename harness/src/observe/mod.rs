@@ -1,19 +1,32 @@
-//! Kernel socket states, read from the kernel itself.
+//! Kernel socket states, read from the stack itself.
 //!
-//! A snapshot lists every TCP socket of the case's namespace with its state,
-//! active timer and queues. Sockets without a file descriptor (TIME-WAIT,
-//! LAST-ACK after close, orphans in FIN-WAIT) are only visible this way; the
-//! TIME-WAIT timer is read here, never waited out. This module reports what
-//! the kernel says and never infers a state.
+//! A snapshot lists the TCP sockets the stack lets the harness see, with
+//! their state and, where the stack says, their active timer and queues.
+//! Which sockets that is depends on the state source a stack offers:
+//!
+//! - [`StateSource::SockDiag`] (Linux): every socket of the case's
+//!   namespace, including those without a file descriptor (TIME-WAIT,
+//!   LAST-ACK after close, orphans in FIN-WAIT) and their timers. The
+//!   TIME-WAIT timer is read here, never waited out.
+//! - [`StateSource::TcpInfo`]: `TCP_INFO` on the descriptors the harness
+//!   still holds. A socket it closed is out of sight from then on.
+//!
+//! This module reports what the stack says and never infers a state; what a
+//! source cannot see is reported as not observed (see `analyze::outcome`).
 
 #[cfg(target_os = "linux")]
-mod linux;
-#[cfg(target_os = "linux")]
-pub use linux::*;
+mod sockdiag;
+mod tcpinfo;
 
 use std::net::SocketAddr;
+use std::os::fd::RawFd;
 
-use crate::tcp::TcpState;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::sandbox::Namespace;
+use crate::scenario::Family;
+use crate::tcp::{PerSide, Side, TcpState};
 
 /// The timer a socket has running, as the kernel names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,23 +44,116 @@ pub struct SockEntry {
     pub local: SocketAddr,
     pub remote: SocketAddr,
     pub timer: Option<TimerKind>,
-    /// Time left on `timer`, in milliseconds.
-    pub timer_ms: u32,
+    /// Time left on `timer`, in milliseconds; None where the source has no
+    /// timers (TCP_INFO) or no timer runs.
+    pub timer_ms: Option<u32>,
     /// Bytes queued for reading (listeners: pending connections).
     pub recv_queue: u32,
     /// Bytes not yet acknowledged (listeners: backlog).
     pub send_queue: u32,
 }
 
-/// Why the kernel's socket table could not be read.
+/// What a state source saw at one moment.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub entries: Vec<SockEntry>,
+    /// Whether sockets without a descriptor are listed too: if so, a socket
+    /// missing from the snapshot is gone (CLOSED); if not, it is merely out
+    /// of sight.
+    pub sees_orphans: bool,
+}
+
+/// Where socket states come from on a stack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum StateSource {
+    /// NETLINK_SOCK_DIAG: every socket of the namespace, with timers.
+    SockDiag,
+    /// TCP_INFO on the descriptors the harness holds.
+    TcpInfo,
+}
+
+impl StateSource {
+    pub fn name(self) -> &'static str {
+        match self {
+            StateSource::SockDiag => "sock-diag",
+            StateSource::TcpInfo => "tcp-info",
+        }
+    }
+
+    /// Whether sockets without a descriptor (orphans, TIME-WAIT after
+    /// close) can be seen.
+    pub fn sees_orphans(self) -> bool {
+        self == StateSource::SockDiag
+    }
+
+    /// Whether the source reads the kernel's timers (TIME-WAIT remaining).
+    pub fn sees_timers(self) -> bool {
+        self == StateSource::SockDiag
+    }
+}
+
+/// Why the stack's socket states could not be read.
 #[derive(Debug, thiserror::Error)]
-#[error("sock_diag: {0}")]
-pub struct ObserveError(pub String);
+pub enum ObserveError {
+    #[error("sock_diag: {0}")]
+    SockDiag(String),
+    #[error("TCP_INFO: {0}")]
+    TcpInfo(String),
+    #[error("{0} is not available on this OS")]
+    Unavailable(&'static str),
+}
 
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+enum Backend {
+    #[cfg(target_os = "linux")]
+    SockDiag(sockdiag::SockDiag),
+    TcpInfo,
+}
 
-use crate::tcp::Side;
+/// A state source opened for one case, on the case's thread.
+pub struct Observer {
+    backend: Backend,
+    source: StateSource,
+}
+
+impl Observer {
+    /// Opens `source` inside the case's namespace.
+    pub fn open(
+        ns: &Namespace,
+        family: Family,
+        source: StateSource,
+    ) -> Result<Observer, ObserveError> {
+        let backend = match source {
+            #[cfg(target_os = "linux")]
+            StateSource::SockDiag => Backend::SockDiag(sockdiag::SockDiag::open(ns, family)?),
+            #[cfg(not(target_os = "linux"))]
+            StateSource::SockDiag => {
+                let _ = (ns, family);
+                return Err(ObserveError::Unavailable("sock_diag"));
+            }
+            StateSource::TcpInfo => Backend::TcpInfo,
+        };
+        Ok(Observer { backend, source })
+    }
+
+    pub fn source(&self) -> StateSource {
+        self.source
+    }
+
+    /// The sockets the source sees now; `live` are the descriptors the
+    /// harness holds (what TCP_INFO can look at).
+    pub fn snapshot(&mut self, live: &[RawFd]) -> Result<Snapshot, ObserveError> {
+        let entries = match &mut self.backend {
+            #[cfg(target_os = "linux")]
+            Backend::SockDiag(s) => s.snapshot()?,
+            Backend::TcpInfo => tcpinfo::snapshot(live)?,
+        };
+        Ok(Snapshot {
+            entries,
+            sees_orphans: self.source.sees_orphans(),
+        })
+    }
+}
 
 /// The addresses that identify the connection under test in a snapshot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,23 +165,30 @@ pub struct Ends {
 }
 
 impl Ends {
-    /// The kernel's entry for one side of the connection, fd or not.
-    pub fn find<'a>(&self, snapshot: &'a [SockEntry], side: Side) -> Option<&'a SockEntry> {
+    /// The kernel's entry for one side of the connection.
+    pub fn find<'a>(&self, snapshot: &'a Snapshot, side: Side) -> Option<&'a SockEntry> {
         let client = self.client?;
         let (local, remote) = match side {
             Side::Client => (client, self.server),
             Side::Server => (self.server, client),
         };
         snapshot
+            .entries
             .iter()
             .find(|e| e.local == local && e.remote == remote)
     }
 
     /// The listening socket's entry.
-    pub fn find_listener<'a>(&self, snapshot: &'a [SockEntry]) -> Option<&'a SockEntry> {
+    pub fn find_listener<'a>(&self, snapshot: &'a Snapshot) -> Option<&'a SockEntry> {
         snapshot
+            .entries
             .iter()
             .find(|e| e.state == TcpState::Listen && e.local.port() == self.server.port())
+    }
+
+    /// Both addresses, once the client's is known.
+    pub fn pair(&self) -> Option<PerSide<SocketAddr>> {
+        self.client.map(|c| PerSide::new(c, self.server))
     }
 }
 
@@ -87,45 +200,82 @@ pub struct StateChange {
     pub state: TcpState,
 }
 
-/// Each side's states over the case, deduplicated. A socket that was seen
-/// and then vanished from the kernel's table is recorded as CLOSED.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct Timeline {
-    pub client: Vec<StateChange>,
-    pub server: Vec<StateChange>,
+/// Each side's states over the case, deduplicated. With a source that sees
+/// every socket, one that was seen and then vanished is recorded as
+/// CLOSED; with one that does not, nothing is recorded once it is out of
+/// sight.
+pub type Timeline = PerSide<Vec<StateChange>>;
+
+/// Folds one snapshot into a timeline.
+pub fn record(timeline: &mut Timeline, t_ms: f64, snapshot: &Snapshot, ends: &Ends) {
+    for side in Side::BOTH {
+        let now = ends.find(snapshot, side).map(|e| e.state);
+        let list = &mut timeline[side];
+        let last = list.last().map(|c| c.state);
+        let next = match (now, last) {
+            (Some(s), Some(l)) if s == l => None,
+            (Some(s), _) => Some(s),
+            (None, Some(l)) if l != TcpState::Closed && snapshot.sees_orphans => {
+                Some(TcpState::Closed)
+            }
+            (None, _) => None,
+        };
+        if let Some(state) = next {
+            list.push(StateChange { t_ms, state });
+        }
+    }
 }
 
-impl Timeline {
-    pub fn side(&self, side: Side) -> &[StateChange] {
-        match side {
-            Side::Client => &self.client,
-            Side::Server => &self.server,
+/// The last state seen for a side, if it was ever seen.
+pub fn last(timeline: &Timeline, side: Side) -> Option<TcpState> {
+    timeline[side].last().map(|c| c.state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(local: &str, remote: &str, state: TcpState) -> SockEntry {
+        SockEntry {
+            state,
+            local: local.parse().unwrap(),
+            remote: remote.parse().unwrap(),
+            timer: None,
+            timer_ms: None,
+            recv_queue: 0,
+            send_queue: 0,
         }
     }
 
-    /// Folds one snapshot into the timeline.
-    pub fn record(&mut self, t_ms: f64, snapshot: &[SockEntry], ends: &Ends) {
-        for side in [Side::Client, Side::Server] {
-            let now = ends.find(snapshot, side).map(|e| e.state);
-            let list = match side {
-                Side::Client => &mut self.client,
-                Side::Server => &mut self.server,
-            };
-            let last = list.last().map(|c| c.state);
-            let next = match (now, last) {
-                (Some(s), Some(l)) if s == l => None,
-                (Some(s), _) => Some(s),
-                (None, Some(l)) if l != TcpState::Closed => Some(TcpState::Closed),
-                (None, _) => None,
-            };
-            if let Some(state) = next {
-                list.push(StateChange { t_ms, state });
-            }
+    fn ends() -> Ends {
+        Ends {
+            client: Some("127.0.0.1:40000".parse().unwrap()),
+            server: "127.0.0.1:9000".parse().unwrap(),
         }
     }
 
-    /// The last state seen for a side, if it was ever seen.
-    pub fn last(&self, side: Side) -> Option<TcpState> {
-        self.side(side).last().map(|c| c.state)
+    #[test]
+    fn a_vanished_socket_is_closed_only_where_orphans_are_visible() {
+        let est = Snapshot {
+            entries: vec![
+                entry("127.0.0.1:40000", "127.0.0.1:9000", TcpState::Established),
+                entry("127.0.0.1:9000", "127.0.0.1:40000", TcpState::Established),
+            ],
+            sees_orphans: true,
+        };
+        for (sees, want) in [
+            (true, Some(TcpState::Closed)),
+            (false, Some(TcpState::Established)),
+        ] {
+            let mut t = Timeline::default();
+            record(&mut t, 0.0, &est, &ends());
+            let gone = Snapshot {
+                entries: vec![est.entries[1].clone()],
+                sees_orphans: sees,
+            };
+            record(&mut t, 1.0, &gone, &ends());
+            assert_eq!(last(&t, Side::Client), want, "sees orphans: {sees}");
+            assert_eq!(t.server.len(), 1, "unchanged states are recorded once");
+        }
     }
 }

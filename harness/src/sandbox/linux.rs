@@ -36,7 +36,8 @@ pub fn enter_fresh_namespace() -> Result<Namespace, SandboxError> {
 }
 
 /// `ip link set lo up`, with the classic SIOCGIFFLAGS/SIOCSIFFLAGS ioctls
-/// (a new namespace's lo starts DOWN: connect() would get ENETUNREACH).
+/// (a new Linux namespace's lo starts DOWN: connect() would get
+/// ENETUNREACH), unless it is up already.
 fn bring_up_loopback() -> Result<(), SandboxError> {
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)
         .map_err(|e| SandboxError::Setup(format!("socket for ioctl: {e}")))?;
@@ -53,7 +54,13 @@ fn bring_up_loopback() -> Result<(), SandboxError> {
                 std::io::Error::last_os_error()
             )));
         }
-        ifr.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        let up = (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        if ifr.ifr_ifru.ifru_flags & up == up {
+            // Already up: some stacks (gVisor) start it so, and refuse the
+            // ioctl that would set it.
+            return Ok(());
+        }
+        ifr.ifr_ifru.ifru_flags |= up;
         if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr) != 0 {
             let e = std::io::Error::last_os_error();
             return Err(if e.raw_os_error() == Some(libc::EPERM) {
@@ -101,12 +108,22 @@ pub fn read_sysctl(name: &str) -> Result<String, SandboxError> {
 }
 
 /// Writes a sysctl in the calling thread's namespace. Only call this inside a
-/// case namespace: on the host thread it would change the host.
+/// case namespace: on the host thread it would change the host. A sysctl
+/// this stack does not have, in a namespace or at all, is
+/// [`SandboxError::NoSuchSysctl`].
 pub fn write_sysctl(_ns: &Namespace, name: &str, value: &str) -> Result<(), SandboxError> {
-    std::fs::write(sysctl_path(name), value).map_err(|e| SandboxError::Sysctl {
-        name: name.into(),
-        message: e.to_string(),
+    std::fs::write(sysctl_path(name), value).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => SandboxError::NoSuchSysctl { name: name.into() },
+        _ => SandboxError::Sysctl {
+            name: name.into(),
+            message: e.to_string(),
+        },
     })
+}
+
+/// Whether a sysctl exists in the calling thread's namespace.
+pub fn sysctl_exists(name: &str) -> bool {
+    sysctl_path(name).exists()
 }
 
 /// The values of [`super::TEARDOWN_SYSCTLS`] in the calling thread's

@@ -23,6 +23,8 @@ pub enum SandboxError {
     Setup(String),
     #[error("sysctl {name}: {message}")]
     Sysctl { name: String, message: String },
+    #[error("sysctl {name} does not exist in a network namespace of this stack")]
+    NoSuchSysctl { name: String },
 }
 
 /// Sysctls that change how a connection ends; recorded in every report.

@@ -4,9 +4,13 @@
 //! Parameter axes (address family at least) expand it into [`Case`]s, one per
 //! combination, each with its own step list after `${param}` substitution.
 //! Every error names the file, line and column and says what was expected;
-//! unknown keys are errors. Nothing here touches a socket.
+//! unknown keys are errors, and so are values beyond the [`limits`]. Nothing
+//! here touches a socket. Fact paths in expectations are checked against
+//! the fact model by `catalogue`, which loads scenarios for the other stages.
 
 pub mod expect;
+pub mod limits;
+pub mod rule;
 pub mod steps;
 
 use std::collections::BTreeMap;
@@ -20,7 +24,12 @@ use serde::Deserialize;
 use toml::Spanned;
 
 pub use expect::Matcher;
-pub use steps::{Action, Actor, How, IoctlQuery, Payload, ReadAmount, SockOpt, Step, WaitFor};
+pub use steps::{
+    Actor, Call, Control, How, IoctlQuery, Payload, ReadAmount, Role, SockOpt, Step, StepKind,
+    Verb, WaitFor,
+};
+
+use crate::files::{self, InputError};
 
 /// Address family of a case.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -44,12 +53,15 @@ impl fmt::Display for Family {
     }
 }
 
-/// OS families an expectation can be written for.
-pub const OS_FAMILIES: &[&str] = &["linux", "freebsd", "macos", "windows"];
+/// Stacks an expectation can be written for (`os = "..."`): operating
+/// systems, and TCP/IP stacks that run on one (gVisor's netstack).
+pub const STACKS: &[&str] = &["linux", "gvisor", "freebsd", "macos", "windows"];
 
 /// A scenario file that could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
+    #[error("cannot read a scenario: {0}")]
+    Input(#[from] InputError),
     #[error("{}: cannot read: {source}", path.display())]
     Read {
         path: PathBuf,
@@ -223,10 +235,7 @@ impl Source<'_> {
 
 /// Reads and parses one scenario file, and expands it into its cases.
 pub fn load(path: &Path) -> Result<(Arc<Scenario>, Vec<Case>), ScenarioError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = files::read_text(path, limits::MAX_FILE_BYTES, "scenario")?;
     parse(path, &text)
 }
 
@@ -259,15 +268,24 @@ pub fn parse(path: &Path, text: &str) -> Result<(Arc<Scenario>, Vec<Case>), Scen
 
     let duration_field = |field: &Option<Spanned<String>>, default: Duration| match field {
         None => Ok(default),
-        Some(s) => steps::parse_duration(s.get_ref()).ok_or_else(|| {
-            src.error_at(
+        Some(s) => match steps::parse_duration(s.get_ref()) {
+            None => Err(src.error_at(
                 s.span(),
                 format!(
                     "expected a duration such as 500ms or 2s, found {:?}",
                     s.get_ref()
                 ),
-            )
-        }),
+            )),
+            Some(d) if d > limits::MAX_STEP_WAIT => Err(src.error_at(
+                s.span(),
+                format!(
+                    "{} is longer than the {} s limit; a run must stay stoppable",
+                    s.get_ref(),
+                    limits::MAX_STEP_WAIT.as_secs()
+                ),
+            )),
+            Some(d) => Ok(d),
+        },
     };
     let timeout = duration_field(&raw.timeout, Duration::from_secs(5))?;
     let settle = duration_field(&raw.settle, Duration::from_secs(2))?;
@@ -312,6 +330,25 @@ pub fn parse(path: &Path, text: &str) -> Result<(Arc<Scenario>, Vec<Case>), Scen
         expectations,
     });
 
+    let count = axes
+        .iter()
+        .try_fold(1u64, |n, (_, v)| n.checked_mul(v.len() as u64))
+        .filter(|n| *n <= limits::MAX_CASES);
+    if count.is_none() {
+        let span = raw.params.as_ref().map_or(0..0, |p| p.span());
+        return Err(src.error_at(
+            span,
+            format!(
+                "the parameter axes expand to more than {} cases ({}); split the scenario",
+                limits::MAX_CASES,
+                axes.iter()
+                    .map(|(n, v)| format!("{n}: {}", v.len()))
+                    .collect::<Vec<_>>()
+                    .join(" x ")
+            ),
+        ));
+    }
+
     let mut cases = Vec::new();
     for params in combinations(&axes) {
         let steps = parse_case_steps(&src, &step_lines, &params)?;
@@ -341,17 +378,6 @@ pub fn parse(path: &Path, text: &str) -> Result<(Arc<Scenario>, Vec<Case>), Scen
         });
     }
 
-    // Fact paths can only be checked against labels once steps are parsed.
-    let labels: Vec<&str> = cases[0]
-        .steps
-        .iter()
-        .filter_map(|s| s.label.as_deref())
-        .collect();
-    for e in &scenario.expectations {
-        for f in &e.facts {
-            expect::check_fact_path(&f.path, &labels).map_err(|m| src.error_line(f.line, 1, m))?;
-        }
-    }
     Ok((scenario, cases))
 }
 
@@ -389,6 +415,23 @@ fn parse_axes(
             }
             if vals.is_empty() {
                 return Err(err("an axis needs at least one value".into()));
+            }
+            if vals.len() > limits::MAX_AXIS_VALUES {
+                return Err(err(format!(
+                    "{} values; an axis has at most {}",
+                    vals.len(),
+                    limits::MAX_AXIS_VALUES
+                )));
+            }
+            if let Some(dup) = vals
+                .iter()
+                .enumerate()
+                .find(|(i, v)| vals[..*i].contains(v))
+                .map(|(_, v)| v)
+            {
+                return Err(err(format!(
+                    "{dup:?} is listed twice; each value makes one case, and case ids must be unique"
+                )));
             }
             if name == "family" {
                 if let Some(bad) = vals.iter().find(|v| !matches!(v.as_str(), "ipv4" | "ipv6")) {
@@ -512,9 +555,30 @@ fn parse_case_steps(
         let line = lines.first().map_or(1, |l| l.0);
         return Err(src.error_line(line, 1, "the scenario has no steps"));
     }
+    if steps.len() > limits::MAX_STEPS {
+        let line = lines.first().map_or(1, |l| l.0);
+        return Err(src.error_line(
+            line,
+            1,
+            format!(
+                "{} steps; a case has at most {}",
+                steps.len(),
+                limits::MAX_STEPS
+            ),
+        ));
+    }
 
     // Implicit connection setup unless the scenario connects by itself.
-    if !steps.iter().any(|s| s.action == Action::Connect) {
+    let connects = steps.iter().any(|s| {
+        matches!(
+            s.kind,
+            StepKind::Socket {
+                call: Call::Connect,
+                ..
+            }
+        )
+    });
+    if !connects {
         let setup = ["listener listen", "client connect", "server accept"].map(|t| {
             steps::parse_step(t, None)
                 .expect("built-in setup parses")
@@ -531,44 +595,47 @@ fn parse_case_steps(
     let mut faults: Vec<&str> = Vec::new();
     for s in &steps {
         let line = s.line.unwrap_or(0);
-        if let (Action::Fault(_), Some(l)) = (&s.action, &s.label) {
-            faults.push(l);
-        }
-        if let Action::Heal(Some(name)) = &s.action {
-            if !faults.contains(&name.as_str()) {
+        match &s.kind {
+            StepKind::Control(Control::Fault(_)) => {
+                if let Some(l) = &s.label {
+                    faults.push(l);
+                }
+            }
+            StepKind::Control(Control::Heal(Some(name))) if !faults.contains(&name.as_str()) => {
                 return Err(src.error_line(
                     line,
                     1,
                     format!("no earlier drop or reject step is labelled {name:?}"),
                 ));
             }
-        }
-        if let Action::Join(name) = &s.action {
-            match labels.iter().find(|(l, _)| l == name) {
-                Some((_, true)) if !joined.contains(&name.as_str()) => joined.push(name),
-                Some((_, true)) => {
-                    return Err(src.error_line(line, 1, format!("{name:?} is joined twice")));
-                }
-                Some((_, false)) => {
-                    return Err(src.error_line(
-                        line,
-                        1,
-                        format!("{name:?} is not a bg step; only bg steps can be joined"),
-                    ));
-                }
-                None => {
-                    return Err(src.error_line(
-                        line,
-                        1,
-                        format!("no earlier bg step is labelled {name:?}"),
-                    ));
+            StepKind::Control(Control::Join(name)) => {
+                match labels.iter().find(|(l, _)| l == name) {
+                    Some((_, true)) if !joined.contains(&name.as_str()) => joined.push(name),
+                    Some((_, true)) => {
+                        return Err(src.error_line(line, 1, format!("{name:?} is joined twice")));
+                    }
+                    Some((_, false)) => {
+                        return Err(src.error_line(
+                            line,
+                            1,
+                            format!("{name:?} is not a bg step; only bg steps can be joined"),
+                        ));
+                    }
+                    None => {
+                        return Err(src.error_line(
+                            line,
+                            1,
+                            format!("no earlier bg step is labelled {name:?}"),
+                        ));
+                    }
                 }
             }
+            _ => {}
         }
-        if let Some(name) = &s.since {
-            let returned = match labels.iter().find(|(l, _)| l == name) {
+        if let Some(name) = s.since() {
+            let returned = match labels.iter().find(|(l, _)| *l == name) {
                 Some((_, false)) => true,
-                Some((_, true)) => joined.contains(&name.as_str()),
+                Some((_, true)) => joined.contains(&name),
                 None => {
                     return Err(src.error_line(
                         line,
@@ -589,7 +656,7 @@ fn parse_case_steps(
             if labels.iter().any(|(x, _)| x == l) {
                 return Err(src.error_line(line, 1, format!("label {l:?} is used twice")));
             }
-            labels.push((l, s.background));
+            labels.push((l, s.background()));
         }
     }
     Ok(steps)
@@ -600,13 +667,13 @@ fn parse_expectation(
     e: &RawExpect,
     axes: &[(String, Vec<String>)],
 ) -> Result<Expectation, ScenarioError> {
-    if !OS_FAMILIES.contains(&e.os.get_ref().as_str()) {
+    if !STACKS.contains(&e.os.get_ref().as_str()) {
         return Err(src.error_at(
             e.os.span(),
             format!(
                 "unknown os {:?}; expected one of {}",
                 e.os.get_ref(),
-                OS_FAMILIES.join(", ")
+                STACKS.join(", ")
             ),
         ));
     }
@@ -767,6 +834,27 @@ facts = { "wire.client.rst" = 1, "steps.lc.errno" = { null = true } }
     }
 
     #[test]
+    fn duplicate_values_and_huge_axes_are_errors() {
+        let e = parse_err("title = \"t\"\nsteps = \"client close\"\nparams = { x = [1, 2, 1] }\n");
+        assert!(e.contains("params.x: \"1\" is listed twice"), "{e}");
+        let many: Vec<String> = (0..200).map(|i| i.to_string()).collect();
+        let text = format!(
+            "title = \"t\"\nsteps = \"client close\"\nparams = {{ a = [{0}], b = [{0}], c = [{0}] }}\n",
+            many.join(", ")
+        );
+        let e = parse_err(&text);
+        assert!(
+            e.contains("expand to more than 1024 cases (family: 2 x a: 200 x b: 200 x c: 200)"),
+            "{e}"
+        );
+        let e = parse_err("title = \"t\"\nsteps = \"client close\"\ntimeout = \"100000000s\"\n");
+        assert!(
+            e.contains("100000000s is longer than the 600 s limit"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn expectations_apply_by_os_and_params() {
         let (_, cases) = parse(Path::new("scenarios/abort.toml"), GOOD).unwrap();
         assert_eq!(cases[0].expectations_for("linux").count(), 1);
@@ -817,10 +905,6 @@ facts = { "wire.client.rst" = 1, "steps.lc.errno" = { null = true } }
             e.starts_with("scenarios/x.toml:3:32: unknown parameter ${lingr}"),
             "{e}"
         );
-        let e = parse_err(
-            "title = \"t\"\nsteps = '''\nclient close\n'''\n[[expect]]\nos = \"linux\"\nfacts = { \"steps.nope.ret\" = 0 }\n",
-        );
-        assert!(e.contains(":7:1: no step is labelled \"nope\""), "{e}");
         let e = parse_err("title = \"t\"\nsteps = '''\njoin x\n'''\n");
         assert!(e.contains("no earlier bg step"), "{e}");
         let e = parse_err(

@@ -14,35 +14,137 @@
 //! join lclose
 //! ```
 //!
+//! A line is either a *socket call* made by an actor (client, server,
+//! listener) or a *control* step of the harness itself (sleep, join, a fault
+//! rule, heal). The types keep the two apart, so a step that would need a
+//! socket it cannot have, or a modifier that means nothing for it, cannot be
+//! built. Numbers are converted with checks and an error names the column.
+//!
 //! This module turns text into [`Step`]s; it knows nothing about sockets.
 
 use std::fmt;
 use std::time::Duration;
 
-use crate::fault::{Direction, FlagMatch, Rule, Verdict};
-use crate::tcp::TcpState;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
-/// Who performs a step. The listener accepts; `server` is the accepted socket.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Actor {
+use super::limits;
+use super::rule::{Direction, Effect, FlagMatch, Rule};
+use crate::tcp::{Flags, TcpState};
+
+/// What an actor is: the connecting socket, the accepted one, or the
+/// listening socket that accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Role {
     Client,
     Server,
     Listener,
 }
 
-impl Actor {
+impl Role {
     pub fn name(self) -> &'static str {
         match self {
-            Actor::Client => "client",
-            Actor::Server => "server",
-            Actor::Listener => "listener",
+            Role::Client => "client",
+            Role::Server => "server",
+            Role::Listener => "listener",
+        }
+    }
+}
+
+/// Who performs a step. The listener accepts; `server` is the accepted
+/// socket. `index` numbers the connections of a case (1 for one-pair
+/// scenarios, written without `#1`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Actor {
+    pub role: Role,
+    pub index: u32,
+}
+
+impl Actor {
+    pub const CLIENT: Actor = Actor {
+        role: Role::Client,
+        index: 1,
+    };
+    pub const SERVER: Actor = Actor {
+        role: Role::Server,
+        index: 1,
+    };
+    pub const LISTENER: Actor = Actor {
+        role: Role::Listener,
+        index: 1,
+    };
+
+    /// The side of the connection this actor's socket is (None: listener).
+    pub fn side(self) -> Option<crate::tcp::Side> {
+        match self.role {
+            Role::Client => Some(crate::tcp::Side::Client),
+            Role::Server => Some(crate::tcp::Side::Server),
+            Role::Listener => None,
         }
     }
 }
 
 impl fmt::Display for Actor {
+    /// `client`, `server#3`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        f.write_str(self.role.name())?;
+        if self.index != 1 {
+            write!(f, "#{}", self.index)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::str::FromStr for Actor {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Actor, String> {
+        let (role, index) = match s.split_once('#') {
+            Some((r, i)) => (r, Some(i)),
+            None => (s, None),
+        };
+        let role = match role {
+            "client" => Role::Client,
+            "server" => Role::Server,
+            "listener" => Role::Listener,
+            other => return Err(format!("unknown actor {other:?}")),
+        };
+        let index =
+            match index {
+                None => 1,
+                Some(i) => i.parse::<u32>().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                    format!("expected a connection number after '#', found {i:?}")
+                })?,
+            };
+        Ok(Actor { role, index })
+    }
+}
+
+impl Serialize for Actor {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Actor {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl JsonSchema for Actor {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Actor".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "client | server | listener, with #N for connection N > 1",
+            "pattern": "^(client|server|listener)(#[1-9][0-9]*)?$"
+        })
     }
 }
 
@@ -58,16 +160,16 @@ pub enum How {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Payload {
     /// `n` bytes of the deterministic pattern (see `driver::pattern`).
-    Pattern(usize),
+    Pattern(u64),
     /// Literal bytes, written as a quoted string.
     Text(Vec<u8>),
 }
 
 impl Payload {
-    pub fn len(&self) -> usize {
+    pub fn len(&self) -> u64 {
         match self {
             Payload::Pattern(n) => *n,
-            Payload::Text(t) => t.len(),
+            Payload::Text(t) => t.len() as u64,
         }
     }
 
@@ -80,20 +182,21 @@ impl Payload {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReadAmount {
     /// Exactly `n` bytes, or fewer if EOF or an error comes first.
-    Exactly(usize),
+    Exactly(u64),
     /// Until `read()` returns 0 or fails.
     UntilEof,
     /// Whatever is queued now, without waiting.
     Available,
 }
 
-/// A socket option or file-status flag a step can set.
+/// A socket option or file-status flag a step can set. Values are already
+/// in the C types the call takes, range-checked by the parser.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SockOpt {
     /// `SO_LINGER`: `None` = off, `Some(secs)` = on with that timeout.
-    Linger(Option<u32>),
-    RcvBuf(usize),
-    SndBuf(usize),
+    Linger(Option<i32>),
+    RcvBuf(i32),
+    SndBuf(i32),
     ReuseAddr(bool),
     ReusePort(bool),
     KeepAlive(bool),
@@ -120,21 +223,21 @@ pub enum IoctlQuery {
 /// An observable event a step can wait for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WaitFor {
-    /// The actor's socket (found by sock_diag, fd or not) is in this state.
+    /// The actor's socket (found by the stack's state source) is in this state.
     State(TcpState),
     Readable,
     Writable,
 }
 
-/// What a step does.
+/// A socket call, made by an actor.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Action {
+pub enum Call {
     Listen {
         backlog: i32,
     },
-    Connect,
-    /// `bind()` to this local port before connect (client only).
+    /// `bind()` the client to this local port before connect.
     Bind(u16),
+    Connect,
     /// `connect()` with `AF_UNSPEC`: dissolve the association.
     Disconnect,
     Accept,
@@ -151,13 +254,39 @@ pub enum Action {
     Close,
     SetOption(SockOpt),
     Ioctl(IoctlQuery),
-    Wait(WaitFor),
+    /// `since LABEL`: the wait's clock - its duration and its `within`
+    /// bound - starts when step LABEL returned, not when the wait began. A
+    /// protocol timer starts at the call that armed it; measuring from
+    /// there keeps a descheduled harness thread out of the number.
+    Wait {
+        what: WaitFor,
+        since: Option<String>,
+    },
+}
+
+/// A step of the harness itself: no socket is involved.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Control {
     Sleep(Duration),
+    /// Wait for the bg step with this label.
     Join(String),
     /// Put a packet filter rule in place (`drop ...`, `reject ...`).
     Fault(Rule),
     /// Remove the fault labelled so, or every fault (`heal`).
     Heal(Option<String>),
+}
+
+/// What a step does.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StepKind {
+    /// `[bg] ACTOR CALL`: `background` runs it on a thread of its own,
+    /// joined later by label.
+    Socket {
+        actor: Actor,
+        call: Call,
+        background: bool,
+    },
+    Control(Control),
 }
 
 /// One parsed step line.
@@ -167,20 +296,164 @@ pub struct Step {
     pub line: Option<usize>,
     /// The step as written (after parameter substitution, comment removed).
     pub text: String,
-    /// `None` for `sleep`, `join` and fault steps.
-    pub actor: Option<Actor>,
-    pub action: Action,
     /// `as NAME`: lets expectations and `join` refer to this step.
     pub label: Option<String>,
-    /// `bg ...`: run on a separate thread; `join` waits for it.
-    pub background: bool,
     /// `within DUR`: bound on any waiting this step does.
     pub within: Option<Duration>,
-    /// `since LABEL` (wait steps): the step's clock - its duration and its
-    /// `within` bound - starts when step LABEL returned, not when the wait
-    /// began. A protocol timer starts at the call that armed it; measuring
-    /// from there keeps a descheduled harness thread out of the number.
-    pub since: Option<String>,
+    pub kind: StepKind,
+}
+
+/// The call a step makes, as reports name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Verb {
+    Listen,
+    Bind,
+    Connect,
+    Disconnect,
+    Accept,
+    Write,
+    Read,
+    Shutdown,
+    Close,
+    Setsockopt,
+    Ioctl,
+    Wait,
+    Sleep,
+    Join,
+    Drop,
+    Reject,
+    Heal,
+}
+
+impl Verb {
+    pub fn name(self) -> &'static str {
+        match self {
+            Verb::Listen => "listen",
+            Verb::Bind => "bind",
+            Verb::Connect => "connect",
+            Verb::Disconnect => "disconnect",
+            Verb::Accept => "accept",
+            Verb::Write => "write",
+            Verb::Read => "read",
+            Verb::Shutdown => "shutdown",
+            Verb::Close => "close",
+            Verb::Setsockopt => "setsockopt",
+            Verb::Ioctl => "ioctl",
+            Verb::Wait => "wait",
+            Verb::Sleep => "sleep",
+            Verb::Join => "join",
+            Verb::Drop => "drop",
+            Verb::Reject => "reject",
+            Verb::Heal => "heal",
+        }
+    }
+}
+
+impl Call {
+    pub fn verb(&self) -> Verb {
+        match self {
+            Call::Listen { .. } => Verb::Listen,
+            Call::Bind(_) => Verb::Bind,
+            Call::Connect => Verb::Connect,
+            Call::Disconnect => Verb::Disconnect,
+            Call::Accept => Verb::Accept,
+            Call::Write { .. } => Verb::Write,
+            Call::Read { .. } => Verb::Read,
+            Call::Shutdown(_) => Verb::Shutdown,
+            Call::Close => Verb::Close,
+            Call::SetOption(_) => Verb::Setsockopt,
+            Call::Ioctl(_) => Verb::Ioctl,
+            Call::Wait { .. } => Verb::Wait,
+        }
+    }
+
+    /// Whether the call may run on a thread of its own (`bg`): calls that
+    /// need only the socket's descriptor.
+    pub fn can_run_in_background(&self) -> bool {
+        matches!(
+            self,
+            Call::Write { .. }
+                | Call::Read { .. }
+                | Call::Shutdown(_)
+                | Call::Close
+                | Call::SetOption(_)
+                | Call::Ioctl(_)
+                | Call::Disconnect
+                | Call::Wait {
+                    what: WaitFor::Readable | WaitFor::Writable,
+                    ..
+                }
+        )
+    }
+}
+
+impl Step {
+    pub fn verb(&self) -> Verb {
+        match &self.kind {
+            StepKind::Socket { call, .. } => call.verb(),
+            StepKind::Control(Control::Sleep(_)) => Verb::Sleep,
+            StepKind::Control(Control::Join(_)) => Verb::Join,
+            StepKind::Control(Control::Fault(r)) => match r.effect {
+                Effect::Drop => Verb::Drop,
+                Effect::Reject => Verb::Reject,
+            },
+            StepKind::Control(Control::Heal(_)) => Verb::Heal,
+        }
+    }
+
+    pub fn actor(&self) -> Option<Actor> {
+        match &self.kind {
+            StepKind::Socket { actor, .. } => Some(*actor),
+            StepKind::Control(_) => None,
+        }
+    }
+
+    pub fn background(&self) -> bool {
+        matches!(
+            self.kind,
+            StepKind::Socket {
+                background: true,
+                ..
+            }
+        )
+    }
+
+    /// `since LABEL` of a wait step.
+    pub fn since(&self) -> Option<&str> {
+        match &self.kind {
+            StepKind::Socket {
+                call: Call::Wait { since, .. },
+                ..
+            } => since.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// How facts and reports name this step: its label, or `line12` for
+    /// the step on line 12, or `setup1`.. for the implicit connection setup.
+    pub fn key(&self, index: usize) -> String {
+        step_key(self.label.as_deref(), self.line, index)
+    }
+}
+
+/// See [`Step::key`]; `index` is the step's position in the case.
+pub fn step_key(label: Option<&str>, line: Option<usize>, index: usize) -> String {
+    match (label, line) {
+        (Some(l), _) => l.to_string(),
+        (None, Some(line)) => format!("line{line}"),
+        (None, None) => format!("setup{}", index + 1),
+    }
+}
+
+/// Whether `label` has the form of an implicit key (`line12`, `setup1`),
+/// which a label must not take.
+fn looks_like_implicit_key(label: &str) -> bool {
+    ["line", "setup"].iter().any(|p| {
+        label
+            .strip_prefix(p)
+            .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+    })
 }
 
 /// A parse error inside one step line: column (1-based, in characters) and
@@ -214,7 +487,8 @@ enum TokenKind {
 }
 
 /// Splits a line into words and quoted strings; `#` outside quotes starts a
-/// comment. Returns the tokens and the line text without the comment.
+/// comment unless it follows a word character (`client#2`). Returns the
+/// tokens and the line text without the comment.
 fn tokenize(line: &str) -> Result<(Vec<Token>, String), StepError> {
     let chars: Vec<char> = line.chars().collect();
     let mut tokens = Vec::new();
@@ -268,6 +542,15 @@ fn tokenize(line: &str) -> Result<(Vec<Token>, String), StepError> {
                     }
                 }
             }
+            if bytes.len() as u64 > limits::MAX_TEXT_PAYLOAD {
+                return Err(StepError::at(
+                    column,
+                    format!(
+                        "a quoted payload is at most {} bytes; write a byte count for more",
+                        limits::MAX_TEXT_PAYLOAD
+                    ),
+                ));
+            }
             tokens.push(Token {
                 column,
                 kind: TokenKind::Quoted(bytes),
@@ -275,7 +558,10 @@ fn tokenize(line: &str) -> Result<(Vec<Token>, String), StepError> {
         } else {
             let column = i + 1;
             let start = i;
-            while i < chars.len() && !chars[i].is_whitespace() && chars[i] != '#' && chars[i] != '"'
+            while i < chars.len()
+                && !chars[i].is_whitespace()
+                && chars[i] != '"'
+                && !(chars[i] == '#' && i == start)
             {
                 i += 1;
             }
@@ -370,26 +656,35 @@ pub fn parse_step(line: &str, line_no: Option<usize>) -> Result<Option<Step>, St
     let (col, head) = cur.word(
         "an actor (client, server, listener), sleep, join, or a fault (drop, reject, heal)",
     )?;
-    let (actor, action) = match head.as_str() {
-        "sleep" => (None, Action::Sleep(duration(&mut cur)?)),
-        "join" => (None, Action::Join(cur.word("the label of a bg step")?.1)),
-        "drop" => (None, Action::Fault(fault(Verdict::Drop, &mut cur)?)),
-        "reject" => (None, Action::Fault(fault(Verdict::Reject, &mut cur)?)),
+    let kind = match head.as_str() {
+        "sleep" => StepKind::Control(Control::Sleep(duration(&mut cur, limits::MAX_STEP_WAIT)?)),
+        "join" => StepKind::Control(Control::Join(cur.word("the label of a bg step")?.1)),
+        "drop" => StepKind::Control(Control::Fault(fault(Effect::Drop, &mut cur)?)),
+        "reject" => StepKind::Control(Control::Fault(fault(Effect::Reject, &mut cur)?)),
         "heal" => {
             // `heal` alone removes every fault; `heal LABEL` one of them.
             let label = match cur.peek_word() {
                 Some(w) if !MODIFIERS.contains(&w) => Some(cur.word("a fault's label")?.1),
                 _ => None,
             };
-            (None, Action::Heal(label))
+            StepKind::Control(Control::Heal(label))
         }
-        "client" | "server" | "listener" => {
-            let actor = match head.as_str() {
-                "client" => Actor::Client,
-                "server" => Actor::Server,
-                _ => Actor::Listener,
-            };
-            (Some(actor), action(actor, &mut cur)?)
+        word if word.starts_with("client")
+            || word.starts_with("server")
+            || word.starts_with("listener") =>
+        {
+            let actor: Actor = word.parse().map_err(|e| StepError::at(col, e))?;
+            if actor.role == Role::Listener && actor.index != 1 {
+                return Err(StepError::at(
+                    col,
+                    "a case has one listener: write `listener`",
+                ));
+            }
+            StepKind::Socket {
+                actor,
+                call: call(actor, &mut cur)?,
+                background,
+            }
         }
         other => {
             return Err(StepError::at(
@@ -400,6 +695,12 @@ pub fn parse_step(line: &str, line_no: Option<usize>) -> Result<Option<Step>, St
             ));
         }
     };
+    if background && !matches!(kind, StepKind::Socket { .. }) {
+        return Err(StepError::at(
+            1,
+            "only socket calls can run in the background, not sleep, join or fault steps",
+        ));
+    }
 
     let mut within = None;
     let mut label = None;
@@ -408,10 +709,19 @@ pub fn parse_step(line: &str, line_no: Option<usize>) -> Result<Option<Step>, St
         let expected = "`within DURATION`, `since LABEL` or `as LABEL`";
         let (col, w) = cur.word(expected)?;
         match w.as_str() {
-            "within" if within.is_none() => within = Some(duration(&mut cur)?),
+            "within" if within.is_none() => {
+                within = Some(duration(&mut cur, limits::MAX_STEP_WAIT)?)
+            }
             "as" if label.is_none() => label = Some(label_word(&mut cur)?),
             "since" if since.is_none() => {
-                if !matches!(action, Action::Wait(_)) {
+                let is_wait = matches!(
+                    kind,
+                    StepKind::Socket {
+                        call: Call::Wait { .. },
+                        ..
+                    }
+                );
+                if !is_wait {
                     return Err(StepError::at(
                         col,
                         "only a wait step can be timed `since` another step",
@@ -427,39 +737,41 @@ pub fn parse_step(line: &str, line_no: Option<usize>) -> Result<Option<Step>, St
             }
         }
     }
-    if background && label.is_none() {
-        return Err(StepError::at(
-            end_column,
-            "a bg step needs a label to join it: add `as NAME`",
-        ));
-    }
-    if background
-        && !matches!(
-            action,
-            Action::Write { .. }
-                | Action::Read { .. }
-                | Action::Shutdown(_)
-                | Action::Close
-                | Action::SetOption(_)
-                | Action::Ioctl(_)
-                | Action::Disconnect
-                | Action::Wait(WaitFor::Readable | WaitFor::Writable)
-        )
+    let kind = match kind {
+        StepKind::Socket {
+            actor,
+            call: Call::Wait { what, .. },
+            background,
+        } => StepKind::Socket {
+            actor,
+            call: Call::Wait { what, since },
+            background,
+        },
+        other => other,
+    };
+    if let StepKind::Socket {
+        call, background, ..
+    } = &kind
     {
-        return Err(StepError::at(
-            1,
-            "only write, read, shutdown, close, setsockopt, ioctl, connect AF_UNSPEC and wait readable/writable can run in the background",
-        ));
+        if *background && label.is_none() {
+            return Err(StepError::at(
+                end_column,
+                "a bg step needs a label to join it: add `as NAME`",
+            ));
+        }
+        if *background && !call.can_run_in_background() {
+            return Err(StepError::at(
+                1,
+                "only write, read, shutdown, close, setsockopt, ioctl, connect AF_UNSPEC and wait readable/writable can run in the background",
+            ));
+        }
     }
     Ok(Some(Step {
         line: line_no,
         text,
-        actor,
-        action,
         label,
-        background,
         within,
-        since,
+        kind,
     }))
 }
 
@@ -478,57 +790,76 @@ fn label_word(cur: &mut Cursor) -> Result<String, StepError> {
             "a label uses only letters, digits, '_' and '-'",
         ));
     }
+    if looks_like_implicit_key(&name) {
+        return Err(StepError::at(
+            col,
+            format!(
+                "{name:?} is how reports name an unlabelled step (lineN, setupN); choose another label"
+            ),
+        ));
+    }
     Ok(name)
 }
 
-fn action(actor: Actor, cur: &mut Cursor) -> Result<Action, StepError> {
+fn call(actor: Actor, cur: &mut Cursor) -> Result<Call, StepError> {
     let (col, verb) = cur.word(
-        "a call (connect, accept, write, read, shutdown, close, setsockopt, ioctl, wait, listen)",
+        "a call (connect, accept, write, read, shutdown, close, setsockopt, ioctl, wait, listen, bind)",
     )?;
-    let only = |allowed: &[Actor]| -> Result<(), StepError> {
-        if allowed.contains(&actor) {
+    let only = |allowed: &[Role]| -> Result<(), StepError> {
+        if allowed.contains(&actor.role) {
             Ok(())
         } else {
             let names: Vec<&str> = allowed.iter().map(|a| a.name()).collect();
             Err(StepError::at(
                 col,
                 format!(
-                    "`{verb}` is a {} step, not a {actor} step",
-                    names.join(" or ")
+                    "`{verb}` is a {} step, not a {} step",
+                    names.join(" or "),
+                    actor.role.name()
                 ),
             ))
         }
     };
-    let data_side = [Actor::Client, Actor::Server];
-    let action = match verb.as_str() {
+    let data_side = [Role::Client, Role::Server];
+    let call = match verb.as_str() {
         "listen" => {
-            only(&[Actor::Listener])?;
+            only(&[Role::Listener])?;
             let backlog = if cur.eat("backlog") {
-                int(cur, "a backlog length")? as i32
+                let col = cur.column();
+                let n = int(cur, "a backlog length")?;
+                i32::try_from(n)
+                    .ok()
+                    .filter(|n| i64::from(*n) <= limits::MAX_BACKLOG)
+                    .ok_or_else(|| {
+                        StepError::at(
+                            col,
+                            format!("backlog {n} is too long; at most {}", limits::MAX_BACKLOG),
+                        )
+                    })?
             } else {
                 16
             };
-            Action::Listen { backlog }
+            Call::Listen { backlog }
         }
         "connect" => {
-            only(&[Actor::Client])?;
+            only(&[Role::Client])?;
             if cur.eat("AF_UNSPEC") {
-                Action::Disconnect
+                Call::Disconnect
             } else {
-                Action::Connect
+                Call::Connect
             }
         }
         "accept" => {
-            only(&[Actor::Server])?;
-            Action::Accept
+            only(&[Role::Server])?;
+            Call::Accept
         }
         "bind" => {
-            only(&[Actor::Client])?;
+            only(&[Role::Client])?;
+            let col = cur.column();
             let port = int(cur, "a local port number")?;
-            Action::Bind(
-                u16::try_from(port).map_err(|_| {
-                    StepError::at(cur.column(), format!("port {port} is above 65535"))
-                })?,
+            Call::Bind(
+                u16::try_from(port)
+                    .map_err(|_| StepError::at(col, format!("port {port} is above 65535")))?,
             )
         }
         "write" => {
@@ -542,7 +873,20 @@ fn action(actor: Actor, cur: &mut Cursor) -> Result<Action, StepError> {
                     cur.pos += 1;
                     p
                 }
-                _ => Payload::Pattern(size(cur)?),
+                _ => {
+                    let col = cur.column();
+                    let n = size(cur)?;
+                    if n > limits::MAX_WRITE {
+                        return Err(StepError::at(
+                            col,
+                            format!(
+                                "a write of {n} bytes is more than the {} limit (1 GiB) of one step",
+                                limits::MAX_WRITE
+                            ),
+                        ));
+                    }
+                    Payload::Pattern(n)
+                }
             };
             let (mut nosignal, mut dontwait) = (false, false);
             loop {
@@ -554,7 +898,7 @@ fn action(actor: Actor, cur: &mut Cursor) -> Result<Action, StepError> {
                     break;
                 }
             }
-            Action::Write {
+            Call::Write {
                 payload,
                 nosignal,
                 dontwait,
@@ -573,7 +917,7 @@ fn action(actor: Actor, cur: &mut Cursor) -> Result<Action, StepError> {
                 })?)
             };
             let dontwait = cur.eat("dontwait") || cur.eat("MSG_DONTWAIT");
-            Action::Read { amount, dontwait }
+            Call::Read { amount, dontwait }
         }
         "shutdown" => {
             only(&data_side)?;
@@ -589,14 +933,14 @@ fn action(actor: Actor, cur: &mut Cursor) -> Result<Action, StepError> {
                     ));
                 }
             };
-            Action::Shutdown(how)
+            Call::Shutdown(how)
         }
-        "close" => Action::Close,
-        "setsockopt" => Action::SetOption(sockopt(cur)?),
+        "close" => Call::Close,
+        "setsockopt" => Call::SetOption(sockopt(cur)?),
         "ioctl" => {
             only(&data_side)?;
             let (col, q) = cur.word("FIONREAD, SIOCINQ, SIOCOUTQ or SIOCOUTQNSD")?;
-            Action::Ioctl(match q.to_ascii_uppercase().as_str() {
+            Call::Ioctl(match q.to_ascii_uppercase().as_str() {
                 "FIONREAD" | "SIOCINQ" => IoctlQuery::InQueue,
                 "SIOCOUTQ" => IoctlQuery::OutQueue,
                 "SIOCOUTQNSD" => IoctlQuery::OutQueueNotSent,
@@ -612,7 +956,7 @@ fn action(actor: Actor, cur: &mut Cursor) -> Result<Action, StepError> {
         }
         "wait" => {
             let (col, what) = cur.word("state STATE, readable or writable")?;
-            Action::Wait(match what.as_str() {
+            let what = match what.as_str() {
                 "state" => {
                     let (col, name) = cur.word("a TCP state such as FIN-WAIT-2")?;
                     WaitFor::State(name.parse().map_err(|e| StepError::at(col, e))?)
@@ -627,18 +971,19 @@ fn action(actor: Actor, cur: &mut Cursor) -> Result<Action, StepError> {
                         ),
                     ));
                 }
-            })
+            };
+            Call::Wait { what, since: None }
         }
         other => {
             return Err(StepError::at(
                 col,
                 format!(
-                    "unknown call {other:?}; expected one of listen, connect, accept, write, read, shutdown, close, setsockopt, ioctl, wait"
+                    "unknown call {other:?}; expected one of listen, bind, connect, accept, write, read, shutdown, close, setsockopt, ioctl, wait"
                 ),
             ));
         }
     };
-    Ok(action)
+    Ok(call)
 }
 
 fn sockopt(cur: &mut Cursor) -> Result<SockOpt, StepError> {
@@ -649,7 +994,22 @@ fn sockopt(cur: &mut Cursor) -> Result<SockOpt, StepError> {
             if cur.eat("off") {
                 SockOpt::Linger(None)
             } else if cur.eat("on") {
-                SockOpt::Linger(Some(int(cur, "the linger time in seconds")? as u32))
+                let col = cur.column();
+                let secs = int(cur, "the linger time in seconds")?;
+                SockOpt::Linger(Some(
+                    i32::try_from(secs)
+                        .ok()
+                        .filter(|s| i64::from(*s) <= limits::MAX_LINGER_SECS)
+                        .ok_or_else(|| {
+                            StepError::at(
+                                col,
+                                format!(
+                                    "SO_LINGER {secs} s is too long; at most {} s",
+                                    limits::MAX_LINGER_SECS
+                                ),
+                            )
+                        })?,
+                ))
             } else {
                 return Err(StepError::at(
                     cur.column(),
@@ -657,8 +1017,8 @@ fn sockopt(cur: &mut Cursor) -> Result<SockOpt, StepError> {
                 ));
             }
         }
-        "SO_RCVBUF" => SockOpt::RcvBuf(size(cur)?),
-        "SO_SNDBUF" => SockOpt::SndBuf(size(cur)?),
+        "SO_RCVBUF" => SockOpt::RcvBuf(buffer_size(cur)?),
+        "SO_SNDBUF" => SockOpt::SndBuf(buffer_size(cur)?),
         "SO_REUSEADDR" => SockOpt::ReuseAddr(flag(cur)?),
         "SO_REUSEPORT" => SockOpt::ReusePort(flag(cur)?),
         "SO_KEEPALIVE" => SockOpt::KeepAlive(flag(cur)?),
@@ -666,11 +1026,28 @@ fn sockopt(cur: &mut Cursor) -> Result<SockOpt, StepError> {
         "TCP_LINGER2" => {
             let (col, w) = cur.word("seconds (may be -1)")?;
             SockOpt::Linger2(
-                w.parse()
-                    .map_err(|_| StepError::at(col, format!("expected seconds, found {w:?}")))?,
+                w.parse::<i32>()
+                    .ok()
+                    .filter(|s| (-1..=limits::MAX_LINGER_SECS).contains(&i64::from(*s)))
+                    .ok_or_else(|| {
+                        StepError::at(
+                            col,
+                            format!(
+                                "expected seconds from -1 to {}, found {w:?}",
+                                limits::MAX_LINGER_SECS
+                            ),
+                        )
+                    })?,
             )
         }
-        "TCP_USER_TIMEOUT" => SockOpt::UserTimeout(duration(cur)?.as_millis() as u32),
+        "TCP_USER_TIMEOUT" => {
+            let col = cur.column();
+            let d = duration(cur, limits::MAX_STEP_WAIT)?;
+            SockOpt::UserTimeout(
+                u32::try_from(d.as_millis())
+                    .map_err(|_| StepError::at(col, "TCP_USER_TIMEOUT is at most 4294967295 ms"))?,
+            )
+        }
         "O_NONBLOCK" => SockOpt::NonBlocking(flag(cur)?),
         _ => {
             return Err(StepError::at(
@@ -682,7 +1059,7 @@ fn sockopt(cur: &mut Cursor) -> Result<SockOpt, StepError> {
 }
 
 /// `DIRECTION [flags FLAGS|=FLAGS] [first N]` after `drop` or `reject`.
-fn fault(verdict: Verdict, cur: &mut Cursor) -> Result<Rule, StepError> {
+fn fault(effect: Effect, cur: &mut Cursor) -> Result<Rule, StepError> {
     const DIRS: &str = "client->server, server->client, both or all";
     let (col, dir) = cur.word(&format!("a direction: {DIRS}"))?;
     let direction = match dir.as_str() {
@@ -697,7 +1074,7 @@ fn fault(verdict: Verdict, cur: &mut Cursor) -> Result<Rule, StepError> {
         }
     };
     let mut rule = Rule {
-        verdict,
+        effect,
         direction,
         flags: FlagMatch::Any,
         first: None,
@@ -705,18 +1082,16 @@ fn fault(verdict: Verdict, cur: &mut Cursor) -> Result<Rule, StepError> {
     if cur.eat("flags") {
         let (col, spec) = cur.word("flags such as FIN, FIN,ACK or =ACK (exactly)")?;
         rule.flags = match spec.strip_prefix('=') {
-            Some(exact) => crate::fault::parse_flags(exact).map(FlagMatch::Exactly),
-            None => crate::fault::parse_flags(&spec).map(FlagMatch::AllOf),
+            Some(exact) => Flags::parse_names(exact).map(FlagMatch::Exactly),
+            None => Flags::parse_names(&spec).map(FlagMatch::AllOf),
         }
         .map_err(|m| StepError::at(col, m))?;
     }
     if cur.eat("first") {
+        let col = cur.column();
         let n = int(cur, "how many matching segments (first N)")?;
         rule.first = Some(u32::try_from(n).map_err(|_| {
-            StepError::at(
-                cur.column(),
-                format!("first {n} is too many; at most 4294967295"),
-            )
+            StepError::at(col, format!("first {n} is too many; at most 4294967295"))
         })?);
     }
     Ok(rule)
@@ -740,7 +1115,7 @@ fn int(cur: &mut Cursor, what: &str) -> Result<u64, StepError> {
         .map_err(|_| StepError::at(col, format!("expected {what}, found {w:?}")))
 }
 
-fn size(cur: &mut Cursor) -> Result<usize, StepError> {
+fn size(cur: &mut Cursor) -> Result<u64, StepError> {
     let (col, w) = cur.word("a byte count such as 1000, 64KiB or 1MiB")?;
     parse_size(&w).ok_or_else(|| {
         StepError::at(
@@ -750,25 +1125,45 @@ fn size(cur: &mut Cursor) -> Result<usize, StepError> {
     })
 }
 
-fn duration(cur: &mut Cursor) -> Result<Duration, StepError> {
-    let (col, w) = cur.word("a duration such as 200ms or 2s")?;
-    parse_duration(&w).ok_or_else(|| {
+/// A socket buffer size: a byte count that fits the C `int` the option takes.
+fn buffer_size(cur: &mut Cursor) -> Result<i32, StepError> {
+    let col = cur.column();
+    let n = size(cur)?;
+    i32::try_from(n).map_err(|_| {
         StepError::at(
             col,
-            format!("expected a duration such as 200ms or 2s, found {w:?}"),
+            format!("a buffer of {n} bytes does not fit the option (at most 2147483647)"),
         )
     })
 }
 
+fn duration(cur: &mut Cursor, max: Duration) -> Result<Duration, StepError> {
+    let (col, w) = cur.word("a duration such as 200ms or 2s")?;
+    let d = parse_duration(&w).ok_or_else(|| {
+        StepError::at(
+            col,
+            format!("expected a duration such as 200ms or 2s, found {w:?}"),
+        )
+    })?;
+    if d > max {
+        return Err(StepError::at(
+            col,
+            format!("{w} is longer than the {} s a step may wait", max.as_secs()),
+        ));
+    }
+    Ok(d)
+}
+
 /// `1000`, `64KiB`, `1MiB`, `2KB` (decimal kilo) -> bytes.
-pub fn parse_size(s: &str) -> Option<usize> {
+pub fn parse_size(s: &str) -> Option<u64> {
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: usize = num.parse().ok()?;
+    let n: u64 = num.parse().ok()?;
     let mult = match unit {
         "" | "B" => 1,
         "KiB" => 1 << 10,
         "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
         "KB" | "kB" => 1000,
         "MB" => 1_000_000,
         _ => return None,
@@ -776,7 +1171,8 @@ pub fn parse_size(s: &str) -> Option<usize> {
     n.checked_mul(mult)
 }
 
-/// `200ms`, `2s`, `1.5s`, `500us` -> Duration.
+/// `200ms`, `2s`, `1.5s`, `500us`, `2min` -> Duration. `None` for anything
+/// else, including values too large for a `Duration` (about 1.8e19 s).
 pub fn parse_duration(s: &str) -> Option<Duration> {
     let split = s
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -790,7 +1186,7 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         "m" | "min" => n * 60.0,
         _ => return None,
     };
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+    Duration::try_from_secs_f64(secs).ok()
 }
 
 #[cfg(test)]
@@ -801,6 +1197,20 @@ mod tests {
         parse_step(line, Some(1)).unwrap().unwrap()
     }
 
+    fn call_of(line: &str) -> Call {
+        match step(line).kind {
+            StepKind::Socket { call, .. } => call,
+            other => panic!("not a socket call: {other:?}"),
+        }
+    }
+
+    fn control_of(line: &str) -> Control {
+        match step(line).kind {
+            StepKind::Control(c) => c,
+            other => panic!("not a control step: {other:?}"),
+        }
+    }
+
     fn err(line: &str) -> StepError {
         parse_step(line, Some(1)).unwrap_err()
     }
@@ -808,102 +1218,124 @@ mod tests {
     #[test]
     fn parses_the_seed_trace() {
         assert_eq!(
-            step("server write 100KiB").action,
-            Action::Write {
+            call_of("server write 100KiB"),
+            Call::Write {
                 payload: Payload::Pattern(100 * 1024),
                 nosignal: false,
                 dontwait: false
             }
         );
+        assert_eq!(call_of("server shutdown WR"), Call::Shutdown(How::Write));
         assert_eq!(
-            step("server shutdown WR").action,
-            Action::Shutdown(How::Write)
-        );
-        assert_eq!(
-            step("client read until-eof").action,
-            Action::Read {
+            call_of("client read until-eof"),
+            Call::Read {
                 amount: ReadAmount::UntilEof,
                 dontwait: false
             }
         );
         assert_eq!(
-            step(r#"client write "Thank you""#).action,
-            Action::Write {
+            call_of(r#"client write "Thank you""#),
+            Call::Write {
                 payload: Payload::Text(b"Thank you".to_vec()),
                 nosignal: false,
                 dontwait: false
             }
         );
         assert_eq!(
-            step("server read 9").action,
-            Action::Read {
+            call_of("server read 9"),
+            Call::Read {
                 amount: ReadAmount::Exactly(9),
                 dontwait: false
             }
         );
-        assert_eq!(step("client close").action, Action::Close);
+        let s = step("client close");
+        assert_eq!(s.actor(), Some(Actor::CLIENT));
+        assert_eq!(s.verb(), Verb::Close);
+        assert_eq!(s.key(0), "line1");
     }
 
     #[test]
     fn parses_background_labels_and_bounds() {
         let s = step("client wait state CLOSED since lc within 4s as gone");
-        assert_eq!(s.since.as_deref(), Some("lc"));
+        assert_eq!(s.since(), Some("lc"));
         assert_eq!(s.label.as_deref(), Some("gone"));
+        assert_eq!(s.key(0), "gone");
         assert_eq!(s.within, Some(Duration::from_secs(4)));
         let e = err("client close since lc");
         assert_eq!(e.column, 14, "{e:?}");
         assert!(e.message.contains("only a wait step"), "{e:?}");
         let s = step("bg client close as lc within 3s   # linger close blocks");
-        assert!(s.background);
+        assert!(s.background());
         assert_eq!(s.label.as_deref(), Some("lc"));
         assert_eq!(s.within, Some(Duration::from_secs(3)));
         assert_eq!(s.text, "bg client close as lc within 3s");
-        assert_eq!(step("join lc").action, Action::Join("lc".into()));
+        assert_eq!(control_of("join lc"), Control::Join("lc".into()));
     }
 
     #[test]
     fn parses_options_waits_and_ioctls() {
         assert_eq!(
-            step("client setsockopt SO_LINGER on 0").action,
-            Action::SetOption(SockOpt::Linger(Some(0)))
+            call_of("client setsockopt SO_LINGER on 0"),
+            Call::SetOption(SockOpt::Linger(Some(0)))
         );
         assert_eq!(
-            step("client setsockopt SO_LINGER off").action,
-            Action::SetOption(SockOpt::Linger(None))
+            call_of("client setsockopt SO_LINGER off"),
+            Call::SetOption(SockOpt::Linger(None))
         );
         assert_eq!(
-            step("client setsockopt SO_RCVBUF 4KiB").action,
-            Action::SetOption(SockOpt::RcvBuf(4096))
+            call_of("client setsockopt SO_RCVBUF 4KiB"),
+            Call::SetOption(SockOpt::RcvBuf(4096))
         );
         assert_eq!(
-            step("client setsockopt TCP_LINGER2 -1").action,
-            Action::SetOption(SockOpt::Linger2(-1))
+            call_of("client setsockopt TCP_LINGER2 -1"),
+            Call::SetOption(SockOpt::Linger2(-1))
         );
         assert_eq!(
-            step("client setsockopt TCP_USER_TIMEOUT 500ms").action,
-            Action::SetOption(SockOpt::UserTimeout(500))
+            call_of("client setsockopt TCP_USER_TIMEOUT 500ms"),
+            Call::SetOption(SockOpt::UserTimeout(500))
         );
         assert_eq!(
-            step("server setsockopt O_NONBLOCK on").action,
-            Action::SetOption(SockOpt::NonBlocking(true))
+            call_of("server setsockopt O_NONBLOCK on"),
+            Call::SetOption(SockOpt::NonBlocking(true))
         );
         assert_eq!(
-            step("client wait state FIN_WAIT2").action,
-            Action::Wait(WaitFor::State(TcpState::FinWait2))
+            call_of("client wait state FIN_WAIT2"),
+            Call::Wait {
+                what: WaitFor::State(TcpState::FinWait2),
+                since: None
+            }
         );
         assert_eq!(
-            step("server ioctl FIONREAD").action,
-            Action::Ioctl(IoctlQuery::InQueue)
+            call_of("server ioctl FIONREAD"),
+            Call::Ioctl(IoctlQuery::InQueue)
         );
-        assert_eq!(step("client connect AF_UNSPEC").action, Action::Disconnect);
+        assert_eq!(call_of("client connect AF_UNSPEC"), Call::Disconnect);
         assert_eq!(
-            step("listener listen backlog 1").action,
-            Action::Listen { backlog: 1 }
+            call_of("listener listen backlog 1"),
+            Call::Listen { backlog: 1 }
         );
         assert_eq!(
-            step("sleep 10ms").action,
-            Action::Sleep(Duration::from_millis(10))
+            control_of("sleep 10ms"),
+            Control::Sleep(Duration::from_millis(10))
         );
+    }
+
+    #[test]
+    fn actors_take_a_connection_number() {
+        let s = step("client#3 write 10 # a comment");
+        assert_eq!(
+            s.actor(),
+            Some(Actor {
+                role: Role::Client,
+                index: 3
+            })
+        );
+        assert_eq!(s.text, "client#3 write 10");
+        assert_eq!(s.actor().unwrap().to_string(), "client#3");
+        assert_eq!(Actor::SERVER.to_string(), "server");
+        assert_eq!("server#1".parse::<Actor>(), Ok(Actor::SERVER));
+        assert!(err("client#0 close").message.contains("connection number"));
+        assert!(err("listener#2 listen").message.contains("one listener"));
     }
 
     #[test]
@@ -914,55 +1346,82 @@ mod tests {
 
     #[test]
     fn parses_faults_heal_and_bind() {
-        use crate::fault::flags::{ACK, FIN};
         let s = step("drop client->server flags FIN first 1 as lost");
-        assert_eq!(s.actor, None);
+        assert_eq!(s.actor(), None);
+        assert_eq!(s.verb(), Verb::Drop);
         assert_eq!(s.label.as_deref(), Some("lost"));
         assert_eq!(
-            s.action,
-            Action::Fault(Rule {
-                verdict: Verdict::Drop,
+            control_of("drop client->server flags FIN first 1 as lost"),
+            Control::Fault(Rule {
+                effect: Effect::Drop,
                 direction: Direction::ClientToServer,
-                flags: FlagMatch::AllOf(FIN),
+                flags: FlagMatch::AllOf(Flags::FIN),
                 first: Some(1),
             })
         );
         assert_eq!(
-            step("reject server->client flags =ACK").action,
-            Action::Fault(Rule {
-                verdict: Verdict::Reject,
+            control_of("reject server->client flags =ACK"),
+            Control::Fault(Rule {
+                effect: Effect::Reject,
                 direction: Direction::ServerToClient,
-                flags: FlagMatch::Exactly(ACK),
+                flags: FlagMatch::Exactly(Flags::ACK),
                 first: None,
             })
         );
-        let all = step("drop all");
         assert!(matches!(
-            all.action,
-            Action::Fault(Rule {
+            control_of("drop all"),
+            Control::Fault(Rule {
                 direction: Direction::Both,
                 flags: FlagMatch::Any,
                 ..
             })
         ));
-        assert_eq!(step("heal").action, Action::Heal(None));
-        assert_eq!(step("heal lost").action, Action::Heal(Some("lost".into())));
-        assert_eq!(step("heal as h").action, Action::Heal(None));
-        assert_eq!(step("client bind 40000").action, Action::Bind(40000));
+        assert_eq!(control_of("heal"), Control::Heal(None));
+        assert_eq!(control_of("heal lost"), Control::Heal(Some("lost".into())));
+        assert_eq!(control_of("heal as h"), Control::Heal(None));
+        assert_eq!(call_of("client bind 40000"), Call::Bind(40000));
 
         let e = err("drop sideways");
         assert_eq!(e.column, 6);
         assert!(e.message.contains("client->server"), "{}", e.message);
-        let e = err("drop both flags FIN,ECE");
+        let e = err("drop both flags FIN,EXE");
         assert_eq!(e.column, 17);
         assert!(
-            e.message.contains("unknown TCP flag \"ECE\""),
+            e.message.contains("unknown TCP flag \"EXE\""),
             "{}",
             e.message
         );
         assert!(err("client bind 70000").message.contains("above 65535"));
         assert!(err("server bind 1").message.contains("client step"));
         assert!(err("bg drop all as x").message.contains("background"));
+    }
+
+    /// Regression: `as` casts let absurd numbers through `check` as other
+    /// numbers (`backlog 4294967296` became 0).
+    #[test]
+    fn numbers_that_do_not_fit_are_errors_at_their_column() {
+        let e = err("listener listen backlog 4294967296");
+        assert_eq!(e.column, 25);
+        assert!(e.message.contains("too long"), "{}", e.message);
+        let e = err("client setsockopt SO_LINGER on 4294967297");
+        assert_eq!(e.column, 32);
+        assert!(e.message.contains("too long"), "{}", e.message);
+        let e = err("client setsockopt TCP_USER_TIMEOUT 5000000000s");
+        assert_eq!(e.column, 36);
+        let e = err("client setsockopt SO_RCVBUF 4GiB");
+        assert!(e.message.contains("does not fit"), "{}", e.message);
+        let e = err("client setsockopt TCP_LINGER2 99999999999");
+        assert!(e.message.contains("from -1"), "{}", e.message);
+    }
+
+    #[test]
+    fn labels_cannot_take_the_form_of_implicit_keys() {
+        assert!(err("client close as line3").message.contains("lineN"));
+        assert!(err("client close as setup1").message.contains("lineN"));
+        assert_eq!(
+            step("client close as lineup").label.as_deref(),
+            Some("lineup")
+        );
     }
 
     #[test]
@@ -1006,11 +1465,16 @@ mod tests {
         assert_eq!(parse_size("64KiB"), Some(65536));
         assert_eq!(parse_size("2KB"), Some(2000));
         assert_eq!(parse_size("12"), Some(12));
-        assert_eq!(parse_size("1GiB"), None);
+        assert_eq!(parse_size("1GiB"), Some(1 << 30));
+        assert_eq!(parse_size("1TiB"), None);
         assert_eq!(parse_size("KiB"), None);
+        assert_eq!(parse_size("18446744073709551615MiB"), None);
         assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
         assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
         assert_eq!(parse_duration("5"), None);
+        // Regression: Duration::from_secs_f64 panicked at about 1.8e19 s.
+        assert_eq!(parse_duration("18446744073709551616s"), None);
+        assert_eq!(parse_duration("1e400s"), None);
     }
 
     mod props {
@@ -1030,9 +1494,10 @@ mod tests {
 
             /// Written sizes survive a round trip through the step text.
             #[test]
-            fn write_sizes_round_trip(n in 0usize..10_000_000) {
+            fn write_sizes_round_trip(n in 0u64..10_000_000) {
                 let s = parse_step(&format!("client write {n}"), None).unwrap().unwrap();
-                prop_assert_eq!(s.action, Action::Write { payload: Payload::Pattern(n), nosignal: false, dontwait: false });
+                let StepKind::Socket { call, .. } = s.kind else { panic!() };
+                prop_assert_eq!(call, Call::Write { payload: Payload::Pattern(n), nosignal: false, dontwait: false });
             }
         }
     }

@@ -1,7 +1,8 @@
 //! Linux: NETLINK_SOCK_DIAG `inet_diag` dumps.
 //!
 //! The netlink socket must be opened by a thread inside the case namespace:
-//! it then sees exactly that namespace's sockets.
+//! it then sees exactly that namespace's sockets, with or without a
+//! descriptor (orphans, TIME-WAIT), and their timers.
 
 use std::net::SocketAddr;
 
@@ -14,10 +15,10 @@ use netlink_packet_sock_diag::inet::{ExtensionFlags, InetRequest, SocketId, Stat
 use netlink_sys::protocols::NETLINK_SOCK_DIAG;
 use netlink_sys::{Socket, SocketAddr as NlAddr};
 
+use super::tcpinfo::linux_state;
 use super::{ObserveError, SockEntry, TimerKind};
 use crate::sandbox::Namespace;
 use crate::scenario::Family;
-use crate::tcp::TcpState;
 
 /// Offset of `idiag_expires` in a message: 16-byte nlmsghdr, then
 /// `inet_diag_msg` {family, state, timer, retrans: u8; id: 48 bytes}.
@@ -26,17 +27,16 @@ use crate::tcp::TcpState;
 const EXPIRES_OFFSET: usize = 16 + 4 + 48;
 
 /// A sock_diag socket bound to the case namespace.
-pub struct Observer {
+pub struct SockDiag {
     socket: Socket,
     buf: Vec<u8>,
     request: Vec<u8>,
-    family: Family,
 }
 
-impl Observer {
+impl SockDiag {
     /// Opens the netlink socket; call on the case thread, inside the namespace.
-    pub fn open(_ns: &Namespace, family: Family) -> Result<Observer, ObserveError> {
-        let err = |what: &str, e: std::io::Error| ObserveError(format!("{what}: {e}"));
+    pub fn open(_ns: &Namespace, family: Family) -> Result<SockDiag, ObserveError> {
+        let err = |what: &str, e: std::io::Error| ObserveError::SockDiag(format!("{what}: {e}"));
         let mut socket = Socket::new(NETLINK_SOCK_DIAG).map_err(|e| err("socket", e))?;
         socket.bind_auto().map_err(|e| err("bind", e))?;
         socket
@@ -63,11 +63,10 @@ impl Observer {
         msg.finalize();
         let mut request = vec![0; msg.buffer_len()];
         msg.serialize(&mut request);
-        Ok(Observer {
+        Ok(SockDiag {
             socket,
             buf: vec![0; 64 * 1024],
             request,
-            family,
         })
     }
 
@@ -75,23 +74,23 @@ impl Observer {
     pub fn snapshot(&mut self) -> Result<Vec<SockEntry>, ObserveError> {
         self.socket
             .send(&self.request, 0)
-            .map_err(|e| ObserveError(format!("send: {e}")))?;
+            .map_err(|e| ObserveError::SockDiag(format!("send: {e}")))?;
         let mut out = Vec::new();
         loop {
             let n = self
                 .socket
                 .recv(&mut &mut self.buf[..], 0)
-                .map_err(|e| ObserveError(format!("recv: {e}")))?;
+                .map_err(|e| ObserveError::SockDiag(format!("recv: {e}")))?;
             let mut offset = 0;
             while offset < n {
                 let bytes = &self.buf[offset..n];
                 let msg = NetlinkMessage::<SockDiagMessage>::deserialize(bytes)
-                    .map_err(|e| ObserveError(format!("malformed reply: {e}")))?;
+                    .map_err(|e| ObserveError::SockDiag(format!("malformed reply: {e}")))?;
                 let len = msg.header.length as usize;
                 match msg.payload {
                     NetlinkPayload::Done(_) => return Ok(out),
                     NetlinkPayload::Error(e) => {
-                        return Err(ObserveError(format!("kernel error: {e:?}")));
+                        return Err(ObserveError::SockDiag(format!("kernel error: {e:?}")));
                     }
                     NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(r)) => {
                         let h = &r.header;
@@ -100,17 +99,14 @@ impl Observer {
                             .map_or(0, |b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
                         let (timer, timer_ms) = match &h.timer {
                             Some(Timer::Retransmit(d, _)) => {
-                                (Some(TimerKind::Retransmit), d.as_millis() as u32)
+                                (Some(TimerKind::Retransmit), millis(*d))
                             }
-                            Some(Timer::KeepAlive(d)) => {
-                                (Some(TimerKind::KeepAlive), d.as_millis() as u32)
-                            }
+                            Some(Timer::KeepAlive(d)) => (Some(TimerKind::KeepAlive), millis(*d)),
                             Some(Timer::TimeWait) => (Some(TimerKind::TimeWait), raw_expires),
-                            Some(Timer::Probe(d)) => {
-                                (Some(TimerKind::ZeroWindowProbe), d.as_millis() as u32)
-                            }
+                            Some(Timer::Probe(d)) => (Some(TimerKind::ZeroWindowProbe), millis(*d)),
                             None => (None, 0),
                         };
+                        let timer_ms = timer.map(|_| timer_ms);
                         if let Some(state) = linux_state(h.state) {
                             let id = &h.socket_id;
                             out.push(SockEntry {
@@ -136,26 +132,9 @@ impl Observer {
             }
         }
     }
-
-    pub fn family(&self) -> Family {
-        self.family
-    }
 }
 
-/// `include/net/tcp_states.h`.
-fn linux_state(n: u8) -> Option<TcpState> {
-    Some(match n {
-        1 => TcpState::Established,
-        2 => TcpState::SynSent,
-        3 | 12 => TcpState::SynReceived, // 12: TCP_NEW_SYN_RECV (request socket)
-        4 => TcpState::FinWait1,
-        5 => TcpState::FinWait2,
-        6 => TcpState::TimeWait,
-        7 => TcpState::Closed,
-        8 => TcpState::CloseWait,
-        9 => TcpState::LastAck,
-        10 => TcpState::Listen,
-        11 => TcpState::Closing,
-        _ => return None,
-    })
+/// A kernel timer in milliseconds (the kernel's own field is 32 bits).
+fn millis(d: std::time::Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
 }

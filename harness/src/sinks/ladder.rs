@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 use crate::analyze::PacketRecord;
 use crate::driver::StepRecord;
 use crate::report::CaseReport;
+use crate::scenario::Role;
 use crate::tcp::{Side, TcpState};
 
 /// What happened.
@@ -36,21 +37,18 @@ pub struct Event<'a> {
 pub fn events(c: &CaseReport) -> Vec<Event<'_>> {
     let mut ev: Vec<Event> = Vec::new();
     for s in &c.steps {
-        let side = match s.actor.as_deref() {
-            Some("client") => Some(Side::Client),
-            Some("server" | "listener") => Some(Side::Server),
-            _ => None,
-        };
+        // The listener sits on the server's lifeline.
+        let side = s.actor.map(|a| match a.role {
+            Role::Client => Side::Client,
+            Role::Server | Role::Listener => Side::Server,
+        });
         ev.push(Event {
             t_ms: s.start_ms,
             side,
             what: What::Call(s),
         });
     }
-    for (side, changes) in [
-        (Side::Client, &c.states.client),
-        (Side::Server, &c.states.server),
-    ] {
+    for (side, changes) in c.outcome.states.iter() {
         for ch in changes {
             ev.push(Event {
                 t_ms: ch.t_ms,
@@ -59,7 +57,7 @@ pub fn events(c: &CaseReport) -> Vec<Event<'_>> {
             });
         }
     }
-    for p in &c.packets {
+    for p in &c.outcome.packets {
         ev.push(Event {
             t_ms: p.t_ms,
             side: Some(p.from),
@@ -171,28 +169,29 @@ pub fn text(c: &CaseReport) -> String {
         );
         let _ = writeln!(out, "{}", line.trim_end());
     }
-    let w = c.wire.as_ref();
+    let w = c.outcome.wire.as_ref();
     let _ = writeln!(
         out,
         "\nverdict: {}{}",
         c.verdict.status.name(),
         w.map_or(String::new(), |w| format!(
             "; FIN/RST client {}/{} server {}/{}; TIME-WAIT {}",
-            w.client.fin,
-            w.client.rst,
-            w.server.fin,
-            w.server.rst,
-            c.time_wait
+            w.sides.client.fin,
+            w.sides.client.rst,
+            w.sides.server.fin,
+            w.sides.server.rst,
+            c.outcome
+                .time_wait
                 .side
-                .map_or("unknown", crate::report::TimeWaitSide::name)
+                .map_or("unknown", crate::analyze::TimeWaitSide::name)
         ))
     );
     for m in &c.verdict.mismatches {
-        let _ = writeln!(
-            out,
-            "  mismatch: {} expected {} observed {} (line {})",
-            m.path, m.expected, m.observed, m.line
-        );
+        let m = crate::verdict::Mismatch {
+            check: m,
+            file: &c.scenario_file,
+        };
+        let _ = writeln!(out, "  mismatch: {m}");
     }
     out
 }
@@ -206,13 +205,13 @@ mod tests {
     fn the_text_ladder_has_a_line_per_event_in_time_order() {
         let mut r = report("a", 1, None);
         let c = &mut r.cases[0];
-        c.packets = serde_json::from_value(serde_json::json!([
+        c.outcome.packets = serde_json::from_value(serde_json::json!([
             { "t_ms": 0.5, "from": "client", "flags": "F.", "seq": 1, "ack": 1, "len": 0, "win": 512 },
             { "t_ms": 0.7, "from": "server", "flags": ".", "seq": 1, "ack": 2, "len": 0, "win": 512 }
         ]))
         .unwrap();
         c.steps[0].start_ms = 0.4;
-        c.states = serde_json::from_value(serde_json::json!({
+        c.outcome.states = serde_json::from_value(serde_json::json!({
             "client": [{ "t_ms": 0.6, "state": "FIN-WAIT-2" }], "server": []
         }))
         .unwrap();

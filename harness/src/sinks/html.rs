@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 
 use serde::Deserialize;
 
-use crate::ladder::{self, What};
+use super::ladder::{self, What};
 use crate::report::{CaseReport, Report};
 use crate::tcp::{Side, TcpState};
 
@@ -21,7 +21,7 @@ struct Claim {
 /// The claims of the source articles, C1-C13, in order.
 fn claims() -> Vec<(String, Claim)> {
     let mut c: Vec<(String, Claim)> =
-        toml::from_str::<BTreeMap<String, Claim>>(include_str!("../claims.toml"))
+        toml::from_str::<BTreeMap<String, Claim>>(include_str!("../../claims.toml"))
             .expect("harness/claims.toml is valid (a unit test checks it)")
             .into_iter()
             .collect();
@@ -49,7 +49,7 @@ fn anchor(host: usize, case_id: &str) -> String {
 }
 
 fn host_name(r: &Report) -> String {
-    format!("{} {} {}", r.host.os, r.host.kernel, r.host.arch)
+    r.host.name()
 }
 
 const STYLE: &str = r#"
@@ -123,12 +123,19 @@ fn overview(out: &mut String, reports: &[(String, Report)]) {
         for (j, (_, r)) in reports.iter().enumerate() {
             match r.cases.iter().find(|c| c.id == id) {
                 Some(c) => {
-                    let fr = c.wire.as_ref().map_or("no capture".to_string(), |w| {
-                        format!(
-                            "FIN/RST c {}/{} s {}/{}",
-                            w.client.fin, w.client.rst, w.server.fin, w.server.rst
-                        )
-                    });
+                    let fr = c
+                        .outcome
+                        .wire
+                        .as_ref()
+                        .map_or("no capture".to_string(), |w| {
+                            format!(
+                                "FIN/RST c {}/{} s {}/{}",
+                                w.sides.client.fin,
+                                w.sides.client.rst,
+                                w.sides.server.fin,
+                                w.sides.server.rst
+                            )
+                        });
                     let _ = write!(
                         out,
                         "<td class=\"{s}\"><a href=\"#{}\">{s}</a> {}</td>",
@@ -226,25 +233,26 @@ fn case_section(out: &mut String, j: usize, r: &Report, c: &CaseReport) {
         esc(&host_name(r)),
         esc(&c.title)
     );
-    let w = c.wire.as_ref();
+    let w = c.outcome.wire.as_ref();
     let _ = writeln!(
         out,
         "<p class=\"facts\">verdict <span class=\"{s}\">{s}</span>{}; TIME-WAIT {}; lost c&gt;s {} s&gt;c {}{}</p>",
         w.map_or(String::new(), |w| format!(
             "; client FIN/RST {}/{}, server FIN/RST {}/{}; first FIN {}; Zeek {} {}",
-            w.client.fin,
-            w.client.rst,
-            w.server.fin,
-            w.server.rst,
+            w.sides.client.fin,
+            w.sides.client.rst,
+            w.sides.server.fin,
+            w.sides.server.rst,
             w.first_fin.map_or("-", crate::analyze::FirstFin::name),
             esc(&w.conn_state),
             esc(&w.history)
         )),
-        c.time_wait
+        c.outcome
+            .time_wait
             .side
-            .map_or("unknown", crate::report::TimeWaitSide::name),
-        c.data.client_to_server.lost,
-        c.data.server_to_client.lost,
+            .map_or("unknown", crate::analyze::TimeWaitSide::name),
+        c.outcome.data.client_to_server.lost,
+        c.outcome.data.server_to_client.lost,
         c.capture.as_ref().map_or(String::new(), |p| format!(
             "; capture <code>{}</code>",
             esc(p)
@@ -252,14 +260,11 @@ fn case_section(out: &mut String, j: usize, r: &Report, c: &CaseReport) {
         s = c.verdict.status.name()
     );
     for m in &c.verdict.mismatches {
-        let _ = writeln!(
-            out,
-            "<p class=\"fail\">{}: expected {} observed {} (line {})</p>",
-            esc(&m.path),
-            esc(&m.expected.to_string()),
-            esc(&m.observed.to_string()),
-            m.line
-        );
+        let m = crate::verdict::Mismatch {
+            check: m,
+            file: &c.scenario_file,
+        };
+        let _ = writeln!(out, "<p class=\"fail\">{}</p>", esc(&m.to_string()));
     }
     svg(out, c);
     out.push_str("</div>\n");
@@ -296,12 +301,12 @@ fn state_color(s: TcpState) -> &'static str {
     }
 }
 
-fn packet_color(flags: &str) -> &'static str {
-    if flags.contains('R') {
+fn packet_color(flags: crate::tcp::Flags) -> &'static str {
+    if flags.rst() {
         "#c0392b"
-    } else if flags.contains('F') {
+    } else if flags.fin() {
         "#1f5fbf"
-    } else if flags.contains('S') {
+    } else if flags.syn() {
         "#2e8b57"
     } else {
         "#444"
@@ -364,7 +369,7 @@ fn svg(out: &mut String, c: &CaseReport) {
                 } else {
                     (XC, XS)
                 };
-                let color = packet_color(&p.flags);
+                let color = packet_color(p.flags);
                 let _ = writeln!(
                     out,
                     "<line class=\"segment\" x1=\"{x1}\" y1=\"{}\" x2=\"{x2}\" y2=\"{}\" stroke=\"{color}\" stroke-width=\"1.5\" marker-end=\"url(#arrow)\"/>\
@@ -441,6 +446,7 @@ mod tests {
             path: "steps.x.errno".into(),
             expected: serde_json::json!(null),
             observed: serde_json::json!(null),
+            unobserved: None,
             ok: true,
             claims: vec!["C8".into()],
             claim_outcomes: [("C8".to_string(), "does not hold".to_string())].into(),

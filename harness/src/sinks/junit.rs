@@ -1,8 +1,8 @@
 //! JUnit XML for CI systems: one test suite per scenario, one test case per
 //! case. A mismatch is a `failure` listing every failed check with its
 //! expected and observed value and the scenario line; a harness problem is
-//! an `error`; a case with no expectation for this OS is `skipped`, because
-//! nothing was checked.
+//! an `error`; a case with no expectation for this stack, or one the stack
+//! cannot run, is `skipped`, because nothing was checked.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -10,7 +10,7 @@ use std::time::Duration;
 use quick_junit::{NonSuccessKind, TestCase, TestCaseStatus, TestSuite};
 
 use crate::report::Report;
-use crate::verdict::Status;
+use crate::verdict::{Mismatch, Status};
 
 /// The report as JUnit XML.
 pub fn junit(report: &Report) -> String {
@@ -25,15 +25,14 @@ pub fn junit(report: &Report) -> String {
                     .mismatches
                     .iter()
                     .map(|m| {
-                        format!(
-                            "{}: expected {} observed {} ({}:{}){}",
-                            m.path,
-                            m.expected,
-                            m.observed,
-                            c.scenario_file,
-                            m.line,
-                            m.why.as_ref().map_or(String::new(), |w| format!(" - {w}"))
-                        )
+                        let mismatch = Mismatch {
+                            check: m,
+                            file: &c.scenario_file,
+                        };
+                        match &m.why {
+                            Some(w) => format!("{mismatch} - {w}"),
+                            None => mismatch.to_string(),
+                        }
                     })
                     .collect();
                 s.set_message(format!(
@@ -54,7 +53,16 @@ pub fn junit(report: &Report) -> String {
                 let mut s = TestCaseStatus::skipped();
                 s.set_message(format!(
                     "no expectation for {}: observed, not checked",
-                    report.host.os
+                    report.host.stack.name
+                ));
+                s
+            }
+            Status::Unsupported => {
+                let mut s = TestCaseStatus::skipped();
+                s.set_message(format!(
+                    "unsupported on {}: {}",
+                    report.host.stack.name,
+                    v.unsupported.join("; ")
                 ));
                 s
             }
@@ -101,6 +109,7 @@ mod tests {
             path: "wire.client.rst".into(),
             expected: serde_json::json!(1),
             observed: serde_json::json!(0),
+            unobserved: None,
             ok: false,
             claims: vec!["C6".into()],
             claim_outcomes: Default::default(),
@@ -110,16 +119,10 @@ mod tests {
         r.cases[0].verdict.status = Status::Fail;
         r.cases[0].verdict.mismatches = vec![check.clone()];
         r.cases[0].verdict.checks = vec![check];
-        let xml = junit(&r);
-        assert!(xml.contains("<failure"), "{xml}");
-        assert!(
-            xml.contains(
-                "wire.client.rst: expected 1 observed 0 (scenarios/x.toml:12) - abortive close"
-            ),
-            "{xml}"
-        );
+        insta::assert_snapshot!(junit(&r));
 
-        r.cases[0].verdict.status = Status::Unchecked;
-        assert!(junit(&r).contains("<skipped"));
+        r.cases[0].verdict.status = Status::Unsupported;
+        r.cases[0].verdict.unsupported = vec!["line 4: `drop all` needs a packet filter".into()];
+        assert!(junit(&r).contains("<skipped message=\"unsupported on linux: line 4"));
     }
 }

@@ -1,0 +1,726 @@
+//! Connection facts from the segments on the wire, and a case's outcome.
+//!
+//! [`Connection`] folds one TCP connection's segments, one at a time, into
+//! per-side facts: SYN/FIN/RST counts, distinct payload bytes in sequence
+//! space, retransmissions, how much the peer acknowledged; and connection
+//! facts: whose FIN came first (and whether the close was simultaneous),
+//! whose RST came first, Zeek's `conn_state` and `history`. It assumes
+//! nothing about how a close should look (three or four segments, FIN or
+//! RST) and knows nothing of any scenario.
+//!
+//! [`outcome`] joins those wire facts with what the driver observed (calls,
+//! kernel states, application byte counts) into a case's typed facts.
+
+pub mod outcome;
+pub mod zeek;
+
+use std::net::SocketAddr;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::tcp::{Flags, PerSide, Side};
+use crate::wire::{Segment, SeqNum};
+use zeek::{Endpoint, EndpointView, Letters};
+
+pub use outcome::{DataFlows, Flow, Outcome, TimeWait, TimeWaitSide, outcome};
+
+/// Segments one side sent, as seen in the capture.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SideCounts {
+    pub syn: u32,
+    /// FIN segments, retransmissions included.
+    pub fin: u32,
+    /// FINs with distinct sequence numbers: 1 for a side that closed its
+    /// direction, however often that FIN was retransmitted (a tail-loss
+    /// probe can repeat it when an ACK is merely late).
+    pub distinct_fins: u32,
+    pub rst: u32,
+    /// Distinct payload bytes in sequence space (a retransmission counts once).
+    pub data_bytes: u64,
+    /// Segments that only repeated sequence space already sent (SYN, data or FIN).
+    pub retransmits: u32,
+}
+
+/// Whose FIN appeared first on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FirstFin {
+    Client,
+    Server,
+    /// Each side sent its FIN before acknowledging the other's
+    /// (simultaneous close, RFC 9293 section 3.6 case 2).
+    Both,
+}
+
+impl FirstFin {
+    pub fn name(self) -> &'static str {
+        match self {
+            FirstFin::Client => "client",
+            FirstFin::Server => "server",
+            FirstFin::Both => "both",
+        }
+    }
+}
+
+impl From<Side> for FirstFin {
+    fn from(s: Side) -> FirstFin {
+        match s {
+            Side::Client => FirstFin::Client,
+            Side::Server => FirstFin::Server,
+        }
+    }
+}
+
+/// The `wire` object of a case report.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct WireFacts {
+    /// What each side sent: `client`, `server`.
+    #[serde(flatten)]
+    pub sides: PerSide<SideCounts>,
+    pub first_fin: Option<FirstFin>,
+    pub first_rst: Option<Side>,
+    /// Zeek `conn_state`, the client being the originator.
+    pub conn_state: String,
+    /// Zeek `history` (uppercase: client, lowercase: server).
+    pub history: String,
+    /// Segments of either side from the first FIN or RST to the end of the
+    /// capture: how many segments the close really took.
+    pub close_segments: u32,
+}
+
+/// One segment of the connection, for reading a case without Wireshark.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PacketRecord {
+    /// Milliseconds since the case started.
+    pub t_ms: f64,
+    pub from: Side,
+    /// tcpdump-style flags: `S`, `S.`, `.`, `P.`, `F.`, `R.`.
+    pub flags: Flags,
+    /// Sequence number relative to the sender's ISN (the SYN is 0).
+    pub seq: u32,
+    /// Acknowledgment relative to the receiver's ISN; null without ACK.
+    pub ack: Option<u32>,
+    pub len: u32,
+    pub win: u16,
+}
+
+/// Per-direction bookkeeping while walking the segments.
+#[derive(Default)]
+struct Dir {
+    isn: Option<SeqNum>,
+    /// Covered payload ranges, relative to ISN+1, merged and sorted.
+    covered: Vec<(u64, u64)>,
+    /// Sequence numbers of the FINs sent, first one first.
+    fin_seqs: Vec<SeqNum>,
+    counts: SideCounts,
+    /// Highest payload offset the peer acknowledged.
+    acked: u64,
+    first_fin_index: Option<usize>,
+    first_fin_ack: Option<SeqNum>,
+    state: Endpoint,
+    letters: Letters,
+}
+
+impl Dir {
+    fn base(&self, seg: &Segment) -> SeqNum {
+        self.isn.map_or(seg.seq, |i| i + 1)
+    }
+
+    /// The end of the covered payload (relative offset).
+    fn extent(&self) -> u64 {
+        self.covered.last().map_or(0, |r| r.1)
+    }
+
+    /// Adds [start, end) to the covered set; returns how many bytes were new.
+    fn cover(&mut self, start: u64, end: u64) -> u64 {
+        let before: u64 = self.covered.iter().map(|(a, b)| b - a).sum();
+        // Ranges are sorted; a new range almost always extends the last one.
+        match self.covered.last_mut() {
+            Some(last) if start >= last.0 && start <= last.1 => last.1 = last.1.max(end),
+            Some(last) if start > last.1 => self.covered.push((start, end)),
+            None => self.covered.push((start, end)),
+            Some(_) => {
+                self.covered.push((start, end));
+                self.covered.sort_unstable();
+                let mut merged: Vec<(u64, u64)> = Vec::with_capacity(self.covered.len());
+                for &(a, b) in &self.covered {
+                    match merged.last_mut() {
+                        Some(last) if a <= last.1 => last.1 = last.1.max(b),
+                        _ => merged.push((a, b)),
+                    }
+                }
+                self.covered = merged;
+            }
+        }
+        let after: u64 = self.covered.iter().map(|(a, b)| b - a).sum();
+        after - before
+    }
+
+    fn view(&self) -> EndpointView {
+        EndpointView {
+            state: self.state,
+            sent_data: self.counts.data_bytes > 0,
+        }
+    }
+}
+
+/// One TCP connection's analysis, fed a segment at a time.
+pub struct Connection {
+    ends: PerSide<SocketAddr>,
+    dirs: PerSide<Dir>,
+    history: String,
+    first_rst: Option<Side>,
+    handshake_acked: bool,
+    close_segments: u32,
+    t0_us: i64,
+    /// Keep a [`PacketRecord`] per segment (a case report's packet list).
+    keep_packets: bool,
+    packets: Vec<PacketRecord>,
+}
+
+/// What [`Connection::finish`] found.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConnectionFacts {
+    pub wire: WireFacts,
+    pub packets: Vec<PacketRecord>,
+    /// Payload bytes of each side that the peer acknowledged.
+    pub acked: PerSide<u64>,
+}
+
+impl Connection {
+    /// A connection between these addresses; packet times are relative to
+    /// `t0_us` (microseconds since the epoch).
+    pub fn new(ends: PerSide<SocketAddr>, t0_us: i64, keep_packets: bool) -> Connection {
+        Connection {
+            ends,
+            dirs: PerSide::default(),
+            history: String::new(),
+            first_rst: None,
+            handshake_acked: false,
+            close_segments: 0,
+            t0_us,
+            keep_packets,
+            packets: Vec::new(),
+        }
+    }
+
+    /// Which side sent `seg`, if it belongs to this connection.
+    pub fn side_of(&self, seg: &Segment) -> Option<Side> {
+        let PerSide { client, server } = self.ends;
+        if seg.src == client && seg.dst == server {
+            Some(Side::Client)
+        } else if seg.src == server && seg.dst == client {
+            Some(Side::Server)
+        } else {
+            None
+        }
+    }
+
+    /// Folds one segment sent by `side` into the facts.
+    pub fn push(&mut self, seg: &Segment, side: Side) {
+        let peer = side.peer();
+        let f = seg.flags;
+        let mut retransmit = false;
+        if self.close_segments > 0 || f.fin() || f.rst() {
+            self.close_segments += 1;
+        }
+
+        // Sequence space: SYN, payload, FIN.
+        let me = &mut self.dirs[side];
+        if f.syn() {
+            me.counts.syn += 1;
+            if me.isn == Some(seg.seq) {
+                retransmit = true;
+            }
+            me.isn.get_or_insert(seg.seq);
+        }
+        let base = me.base(seg);
+        let data_start = u64::from((seg.seq + u32::from(f.syn())).since(base));
+        if seg.len > 0 {
+            let new = me.cover(data_start, data_start + u64::from(seg.len));
+            me.counts.data_bytes += new;
+            if new == 0 {
+                retransmit = true;
+            }
+        }
+        if f.fin() {
+            me.counts.fin += 1;
+            let fin_seq = seg.seq + (u32::from(f.syn()) + seg.len);
+            if me.fin_seqs.contains(&fin_seq) {
+                retransmit |= seg.len == 0;
+            } else {
+                if me.fin_seqs.is_empty() {
+                    me.first_fin_index = Some(seg.index);
+                    me.first_fin_ack = f.ack().then_some(seg.ack);
+                }
+                me.fin_seqs.push(fin_seq);
+                me.counts.distinct_fins += 1;
+            }
+        }
+        if f.rst() {
+            me.counts.rst += 1;
+            self.first_rst.get_or_insert(side);
+        }
+        if retransmit {
+            me.counts.retransmits += 1;
+        }
+
+        // What this side acknowledges of the peer's payload.
+        if f.ack() && !f.rst() {
+            let theirs = &mut self.dirs[peer];
+            if let Some(peer_isn) = theirs.isn {
+                let rel = u64::from(seg.ack.since(peer_isn + 1));
+                let extent = theirs.extent();
+                if rel <= extent + 1 {
+                    theirs.acked = theirs.acked.max(rel.min(extent));
+                }
+            }
+        }
+
+        // Zeek endpoint states and history letters.
+        let orig = side == Side::Client;
+        let history = &mut self.history;
+        let me = &mut self.dirs[side];
+        let mut mark = |c: char| {
+            if me.letters.mark(c) {
+                history.push(if orig { c.to_ascii_uppercase() } else { c });
+            }
+        };
+        if f.syn() && !f.ack() {
+            mark('s');
+        } else if f.syn() && f.ack() {
+            mark('h');
+        }
+        if seg.len > 0 {
+            mark(if retransmit { 't' } else { 'd' });
+        }
+        if f.ack() && !f.syn() && !f.fin() && !f.rst() && seg.len == 0 {
+            mark('a');
+        }
+        if f.fin() {
+            mark('f');
+        }
+        if f.rst() {
+            mark('r');
+        }
+        if seg.window == 0 && !f.rst() {
+            mark('w');
+        }
+        if f.syn() && me.state == Endpoint::Inactive {
+            me.state = if f.ack() {
+                Endpoint::SynAckSent
+            } else {
+                Endpoint::SynSent
+            };
+        }
+        if !f.syn() && me.state == Endpoint::Inactive {
+            me.state = Endpoint::Partial;
+        }
+        if side == Side::Client
+            && f.ack()
+            && !f.syn()
+            && self.dirs.server.state == Endpoint::SynAckSent
+        {
+            self.handshake_acked = true;
+        }
+        if self.handshake_acked {
+            for s in Side::BOTH {
+                let d = &mut self.dirs[s];
+                if matches!(d.state, Endpoint::SynSent | Endpoint::SynAckSent) {
+                    d.state = Endpoint::Established;
+                }
+            }
+        }
+        let me = &mut self.dirs[side];
+        if f.fin() && me.state != Endpoint::Reset {
+            me.state = Endpoint::Closed;
+        }
+        if f.rst() {
+            me.state = Endpoint::Reset;
+        }
+
+        if self.keep_packets {
+            let me = &self.dirs[side];
+            self.packets.push(PacketRecord {
+                t_ms: (seg.ts_us - self.t0_us) as f64 / 1e3,
+                from: side,
+                flags: f,
+                seq: me.isn.map_or(0, |i| seg.seq.since(i)),
+                ack: f
+                    .ack()
+                    .then(|| self.dirs[peer].isn.map_or(0, |i| seg.ack.since(i))),
+                len: seg.len,
+                win: seg.window,
+            });
+        }
+    }
+
+    /// The facts of everything pushed so far.
+    pub fn finish(self) -> ConnectionFacts {
+        let first_fin = first_fin(&self.dirs);
+        let conn_state = zeek::conn_state(
+            self.dirs.client.view(),
+            self.dirs.server.view(),
+            &self.history,
+        )
+        .to_string();
+        ConnectionFacts {
+            wire: WireFacts {
+                sides: PerSide::new(self.dirs.client.counts, self.dirs.server.counts),
+                first_fin,
+                first_rst: self.first_rst,
+                conn_state,
+                history: self.history,
+                close_segments: self.close_segments,
+            },
+            packets: self.packets,
+            acked: PerSide::new(self.dirs.client.acked, self.dirs.server.acked),
+        }
+    }
+}
+
+fn first_fin(dirs: &PerSide<Dir>) -> Option<FirstFin> {
+    match (dirs.client.first_fin_index, dirs.server.first_fin_index) {
+        (None, None) => None,
+        (Some(_), None) => Some(FirstFin::Client),
+        (None, Some(_)) => Some(FirstFin::Server),
+        (Some(a), Some(b)) => {
+            let (early, late) = if a < b {
+                (Side::Client, Side::Server)
+            } else {
+                (Side::Server, Side::Client)
+            };
+            let early_fin = dirs[early].fin_seqs[0]; // it has a first FIN
+            // Did the later FIN acknowledge the earlier one? If not, its
+            // sender had not processed the peer's FIN: a simultaneous close.
+            let acks_it = dirs[late].first_fin_ack.is_some_and(|ack| ack > early_fin);
+            Some(if acks_it {
+                early.into()
+            } else {
+                FirstFin::Both
+            })
+        }
+    }
+}
+
+/// The connection under test, as found in a case's capture.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Analysis {
+    pub wire: WireFacts,
+    pub packets: Vec<PacketRecord>,
+    /// Payload bytes of each side that the peer acknowledged.
+    pub acked: PerSide<u64>,
+    /// The client and server addresses used (from the driver, or the
+    /// first SYN).
+    pub ends: Option<PerSide<SocketAddr>>,
+    /// Segments that belong to no side of the connection under test.
+    pub foreign_segments: usize,
+}
+
+/// Analyzes the connection between `ends` in `segments` (when the driver
+/// knows them; otherwise the first SYN without ACK names the client).
+pub fn analyze(segments: &[Segment], ends: Option<PerSide<SocketAddr>>, t0_us: i64) -> Analysis {
+    let ends = ends.or_else(|| {
+        segments
+            .iter()
+            .find(|s| s.flags.syn() && !s.flags.ack())
+            .or(segments.first())
+            .map(|s| PerSide::new(s.src, s.dst))
+    });
+    let placeholder: SocketAddr = ([0, 0, 0, 0], 0).into();
+    let mut conn = Connection::new(ends.unwrap_or(PerSide::both(placeholder)), t0_us, true);
+    let mut foreign = 0;
+    for seg in segments {
+        match ends.and(conn.side_of(seg)) {
+            Some(side) => conn.push(seg, side),
+            None => foreign += 1,
+        }
+    }
+    let facts = conn.finish();
+    Analysis {
+        wire: facts.wire,
+        packets: facts.packets,
+        acked: facts.acked,
+        ends,
+        foreign_segments: foreign,
+    }
+}
+
+/// What `teardown analyze` prints for a capture file: the connection facts
+/// of its first connection (the client is the first SYN's sender).
+#[derive(Clone, Debug, Serialize)]
+pub struct CaptureFacts {
+    pub wire: WireFacts,
+    pub acked: PerSide<u64>,
+    pub client: Option<String>,
+    pub server: Option<String>,
+    pub packets: Vec<PacketRecord>,
+    pub findings: Vec<String>,
+}
+
+/// Reads a capture file and analyzes it.
+pub fn capture_file(path: &std::path::Path) -> Result<CaptureFacts, crate::capture::CaptureError> {
+    let captured = crate::capture::read_pcap(path)?;
+    let (segments, findings) = crate::wire::segments(captured.linktype, &captured.packets);
+    let t0 = captured.packets.first().map_or(0, |p| p.ts_us);
+    let a = analyze(&segments, None, t0);
+    Ok(CaptureFacts {
+        wire: a.wire,
+        acked: a.acked,
+        client: a.ends.map(|e| e.client.to_string()),
+        server: a.ends.map(|e| e.server.to_string()),
+        packets: a.packets,
+        findings,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const C: &str = "127.0.0.1:40000";
+    const S: &str = "127.0.0.1:9000";
+
+    /// A tiny builder for segment sequences: `seg(from_client, flags, seq, ack, len)`.
+    fn seg(i: usize, client: bool, flags: &str, seq: u32, ack: u32, len: u32) -> Segment {
+        let (src, dst) = if client { (C, S) } else { (S, C) };
+        Segment {
+            index: i,
+            ts_us: i as i64 * 1000,
+            src: src.parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            seq: SeqNum(seq),
+            ack: SeqNum(ack),
+            flags: Flags::parse_tcpdump(flags).unwrap(),
+            window: 100,
+            len,
+        }
+    }
+
+    fn run(spec: &[(bool, &str, u32, u32, u32)]) -> Analysis {
+        let segs: Vec<Segment> = spec
+            .iter()
+            .enumerate()
+            .map(|(i, &(c, f, s, a, l))| seg(i, c, f, s, a, l))
+            .collect();
+        analyze(&segs, None, 0)
+    }
+
+    /// Handshake: client ISN 100, server ISN 500.
+    const HS: [(bool, &str, u32, u32, u32); 3] = [
+        (true, "S", 100, 0, 0),
+        (false, "S.", 500, 101, 0),
+        (true, ".", 101, 501, 0),
+    ];
+
+    #[test]
+    fn test_established_three_segment_close() {
+        let mut spec = HS.to_vec();
+        spec.extend([
+            (true, "P.", 101, 501, 10),
+            (false, ".", 501, 111, 0),
+            (true, "F.", 111, 501, 0),
+            (false, "F.", 501, 112, 0),
+            (true, ".", 112, 502, 0),
+        ]);
+        let a = run(&spec);
+        let w = &a.wire;
+        assert_eq!(
+            w.sides.client,
+            SideCounts {
+                syn: 1,
+                fin: 1,
+                distinct_fins: 1,
+                rst: 0,
+                data_bytes: 10,
+                retransmits: 0
+            }
+        );
+        assert_eq!(w.sides.server.fin, 1);
+        assert_eq!(w.first_fin, Some(FirstFin::Client));
+        assert_eq!(w.first_rst, None);
+        assert_eq!(w.conn_state, "SF");
+        assert_eq!(w.history, "ShADaFf", "each letter once per direction");
+        assert_eq!(w.close_segments, 3, "FIN, FIN+ACK, ACK");
+        assert_eq!(a.acked, PerSide::new(10, 0));
+        assert_eq!(
+            a.packets[3].seq, 1,
+            "relative sequence numbers start after the SYN"
+        );
+        assert_eq!(a.packets[4].ack, Some(11));
+    }
+
+    #[test]
+    fn test_established_abort_by_client_is_rsto() {
+        let mut spec = HS.to_vec();
+        spec.extend([(true, "P.", 101, 501, 1000), (true, "R.", 1101, 501, 0)]);
+        let a = run(&spec);
+        assert_eq!(a.wire.first_rst, Some(Side::Client));
+        assert_eq!(a.wire.first_fin, None);
+        assert_eq!(a.wire.conn_state, "RSTO");
+        assert_eq!(a.acked, PerSide::new(0, 0), "nothing was acknowledged");
+    }
+
+    #[test]
+    fn test_syn_sent_rejected_is_rej() {
+        let a = run(&[(true, "S", 100, 0, 0), (false, "R.", 0, 101, 0)]);
+        assert_eq!(a.wire.conn_state, "REJ");
+        assert_eq!(a.wire.first_rst, Some(Side::Server));
+    }
+
+    #[test]
+    fn test_syn_sent_abort_without_reply_is_rstos0() {
+        let a = run(&[(true, "S", 100, 0, 0), (true, "R", 101, 0, 0)]);
+        assert_eq!(a.wire.conn_state, "RSTOS0");
+    }
+
+    #[test]
+    fn test_syn_sent_no_reply_is_s0() {
+        let a = run(&[(true, "S", 100, 0, 0), (true, "S", 100, 0, 0)]);
+        assert_eq!(a.wire.conn_state, "S0");
+        assert_eq!(a.wire.sides.client.syn, 2);
+        assert_eq!(a.wire.sides.client.retransmits, 1);
+    }
+
+    #[test]
+    fn test_fin_wait_simultaneous_close_is_both() {
+        let mut spec = HS.to_vec();
+        // Each FIN acknowledges only the peer's SYN, not its FIN.
+        spec.extend([
+            (true, "F.", 101, 501, 0),
+            (false, "F.", 501, 101, 0),
+            (true, ".", 102, 502, 0),
+            (false, ".", 502, 102, 0),
+        ]);
+        assert_eq!(run(&spec).wire.first_fin, Some(FirstFin::Both));
+    }
+
+    #[test]
+    fn test_close_wait_server_closes_first() {
+        let mut spec = HS.to_vec();
+        spec.extend([
+            (false, "F.", 501, 101, 0),
+            (true, "F.", 101, 502, 0),
+            (false, ".", 502, 102, 0),
+        ]);
+        let a = run(&spec);
+        assert_eq!(a.wire.first_fin, Some(FirstFin::Server));
+        assert_eq!(a.wire.conn_state, "SF");
+    }
+
+    #[test]
+    fn test_established_retransmitted_data_counts_once() {
+        let mut spec = HS.to_vec();
+        spec.extend([
+            (true, "P.", 101, 501, 100),
+            (true, "P.", 101, 501, 100),
+            (true, "P.", 151, 501, 100),
+            (false, ".", 501, 251, 0),
+        ]);
+        let a = run(&spec);
+        assert_eq!(a.wire.sides.client.data_bytes, 150);
+        assert_eq!(
+            a.wire.sides.client.retransmits, 1,
+            "a partial overlap carries new bytes"
+        );
+        assert_eq!(a.acked.client, 150);
+        assert!(a.wire.history.contains('T'));
+    }
+
+    #[test]
+    fn test_established_out_of_order_data_is_merged() {
+        let mut spec = HS.to_vec();
+        spec.extend([
+            (true, "P.", 151, 501, 50),
+            (true, "P.", 101, 501, 50),
+            (true, "P.", 121, 501, 10),
+        ]);
+        let a = run(&spec);
+        assert_eq!(a.wire.sides.client.data_bytes, 100);
+        assert_eq!(a.wire.sides.client.retransmits, 1);
+    }
+
+    #[test]
+    fn test_fin_wait_1_fin_retransmission() {
+        let mut spec = HS.to_vec();
+        spec.extend([
+            (true, "F.", 101, 501, 0),
+            (true, "F.", 101, 501, 0),
+            (false, ".", 501, 102, 0),
+        ]);
+        let a = run(&spec);
+        assert_eq!(a.wire.sides.client.fin, 2);
+        assert_eq!(a.wire.sides.client.distinct_fins, 1);
+        assert_eq!(a.wire.sides.client.retransmits, 1);
+        assert_eq!(a.wire.conn_state, "S2");
+    }
+
+    #[test]
+    fn test_tail_loss_probe_repeats_the_last_data_with_its_fin() {
+        // Seen on loopback when the reader is slow to open its window: the
+        // probe resends the last segment, FIN included, and the late ACK
+        // then covers both. One FIN, sent twice.
+        let mut spec = HS.to_vec();
+        spec.extend([
+            (true, "FP.", 101, 501, 100),
+            (true, "FP.", 101, 501, 100),
+            (false, ".", 501, 202, 0),
+        ]);
+        let a = run(&spec);
+        assert_eq!(a.wire.sides.client.fin, 2);
+        assert_eq!(a.wire.sides.client.distinct_fins, 1);
+        assert_eq!(a.wire.sides.client.retransmits, 1);
+        assert_eq!(a.wire.sides.client.data_bytes, 100);
+    }
+
+    #[test]
+    fn test_distinct_fins_count_each_sequence_number_once() {
+        // Not valid TCP (a FIN is the last sequence number), but a capture
+        // can hold anything: F at 101, F at 111 (after data), F at 111 again.
+        let mut spec = HS.to_vec();
+        spec.extend([
+            (true, "F.", 101, 501, 0),
+            (true, "FP.", 101, 501, 10),
+            (true, "F.", 111, 501, 0),
+        ]);
+        let a = run(&spec);
+        assert_eq!(a.wire.sides.client.fin, 3);
+        assert_eq!(a.wire.sides.client.distinct_fins, 2);
+    }
+
+    #[test]
+    fn test_sequence_wraparound() {
+        let isn = u32::MAX - 5;
+        let a = run(&[
+            (true, "S", isn, 0, 0),
+            (false, "S.", 7, isn.wrapping_add(1), 0),
+            (true, ".", isn.wrapping_add(1), 8, 0),
+            (true, "P.", isn.wrapping_add(1), 8, 20),
+            (false, ".", 8, isn.wrapping_add(21), 0),
+        ]);
+        assert_eq!(a.wire.sides.client.data_bytes, 20);
+        assert_eq!(a.acked.client, 20);
+    }
+
+    #[test]
+    fn test_midstream_only_is_oth() {
+        let a = run(&[(true, "P.", 5, 9, 10), (false, ".", 9, 15, 0)]);
+        assert_eq!(a.wire.conn_state, "OTH");
+    }
+
+    #[test]
+    fn foreign_segments_are_counted_not_analyzed() {
+        let mut segs: Vec<Segment> = HS
+            .iter()
+            .enumerate()
+            .map(|(i, &(c, f, s, a, l))| seg(i, c, f, s, a, l))
+            .collect();
+        let mut other = seg(3, true, "S", 1, 0, 0);
+        other.src = "127.0.0.1:40001".parse().unwrap();
+        segs.push(other);
+        let a = analyze(&segs, None, 0);
+        assert_eq!(a.foreign_segments, 1);
+        assert_eq!(a.wire.sides.client.syn, 1);
+    }
+}

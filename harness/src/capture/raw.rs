@@ -1,0 +1,240 @@
+//! Live capture with a plain `AF_PACKET` socket, read with `recvmsg`.
+//!
+//! What libpcap does on Linux, minus the mmap'd ring that gVisor lacks: a
+//! packet socket bound to `lo`, frames cut to the snaplen with their
+//! original length (`MSG_TRUNC`), the kernel's receive timestamp
+//! (`SO_TIMESTAMP`), and each segment kept once (a loopback frame is seen
+//! leaving and arriving; the outgoing copy is skipped, as libpcap does).
+//! Only TCP over IPv4 and IPv6 is kept, like libpcap's `tcp` filter.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use super::{CaptureError, RawPacket, SNAPLEN};
+use crate::sandbox::Namespace;
+
+/// The socket's receive buffer: large enough that a case's packets wait
+/// for the next drain without loss (drops are counted where the stack can).
+const RCVBUF: libc::c_int = 8 << 20;
+
+pub struct RawCapture {
+    fd: OwnedFd,
+    /// Whether the stack counts drops (`PACKET_STATISTICS`).
+    counts_drops: bool,
+    dropped: u64,
+    buf: Vec<u8>,
+}
+
+impl RawCapture {
+    /// Opens a packet socket on `lo` in the calling thread's namespace.
+    pub fn start(_ns: &Namespace) -> Result<RawCapture, CaptureError> {
+        let os_err = |what: &str| {
+            let e = std::io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EPERM | libc::EACCES) => {
+                    CaptureError::NotPermitted(format!("{what}: {e}"))
+                }
+                _ => CaptureError::Open(format!("{what}: {e}")),
+            }
+        };
+        // Protocol 0: nothing is received until bound to lo below.
+        // SAFETY: plain socket(2).
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                0,
+            )
+        };
+        if fd < 0 {
+            return Err(os_err("packet socket"));
+        }
+        // SAFETY: fd is a new descriptor we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let raw = fd.as_raw_fd();
+        let set = |level, name, v: libc::c_int| {
+            // SAFETY: pointer and length of a c_int.
+            unsafe {
+                libc::setsockopt(
+                    raw,
+                    level,
+                    name,
+                    (&raw const v).cast(),
+                    size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            }
+        };
+        // Beyond rmem_max needs CAP_NET_ADMIN; fall back to what is allowed.
+        if set(libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, RCVBUF) != 0 {
+            set(libc::SOL_SOCKET, libc::SO_RCVBUF, RCVBUF);
+        }
+        if set(libc::SOL_SOCKET, libc::SO_TIMESTAMP, 1) != 0 {
+            return Err(os_err("SO_TIMESTAMP"));
+        }
+        // SAFETY: a NUL-terminated interface name.
+        let ifindex = unsafe { libc::if_nametoindex(c"lo".as_ptr()) };
+        if ifindex == 0 {
+            return Err(os_err("if_nametoindex(lo)"));
+        }
+        // SAFETY: sockaddr_ll is plain old data.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as libc::c_ushort;
+        sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+        sll.sll_ifindex = libc::c_int::try_from(ifindex)
+            .map_err(|_| CaptureError::Open(format!("lo has interface index {ifindex}")))?;
+        // SAFETY: pointer and length of a sockaddr_ll.
+        let r = unsafe {
+            libc::bind(
+                raw,
+                (&raw const sll).cast(),
+                size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            return Err(os_err("bind to lo"));
+        }
+        let mut c = RawCapture {
+            fd,
+            counts_drops: true,
+            dropped: 0,
+            buf: vec![0; SNAPLEN as usize],
+        };
+        // Reading the statistics also resets them: start from zero.
+        c.counts_drops = c.read_drops().is_some();
+        Ok(c)
+    }
+
+    /// Appends every TCP frame received so far; never blocks.
+    pub fn drain(&mut self, out: &mut Vec<RawPacket>) -> Result<(), CaptureError> {
+        let fd = self.fd.as_raw_fd();
+        loop {
+            // SAFETY: sockaddr_ll is plain old data.
+            let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            // Room for one SCM_TIMESTAMP control message (a timeval).
+            let mut control = [0u64; 8];
+            let mut iov = libc::iovec {
+                iov_base: self.buf.as_mut_ptr().cast(),
+                iov_len: self.buf.len(),
+            };
+            // SAFETY: msghdr is plain old data; every pointer set below is
+            // valid for the call.
+            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+            msg.msg_name = (&raw mut from).cast();
+            msg.msg_namelen = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+            msg.msg_iov = &raw mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = control.as_mut_ptr().cast();
+            msg.msg_controllen = size_of_val(&control);
+            // SAFETY: msg describes valid buffers.
+            let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_TRUNC | libc::MSG_DONTWAIT) };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                return match e.raw_os_error() {
+                    Some(libc::EAGAIN) => Ok(()),
+                    Some(libc::EINTR) => continue,
+                    _ => Err(CaptureError::Read(format!("recvmsg: {e}"))),
+                };
+            }
+            // On lo a frame is seen leaving and arriving: keep one copy.
+            if from.sll_pkttype == libc::PACKET_OUTGOING {
+                continue;
+            }
+            let orig_len = n.unsigned_abs();
+            let caplen = orig_len.min(self.buf.len());
+            let frame = &self.buf[..caplen];
+            if !is_tcp(frame) {
+                continue;
+            }
+            // A timestamp taken here would be the drain's time, not the
+            // packet's: without the kernel's, the capture fails.
+            let ts_us = timestamp_us(&msg).ok_or_else(|| {
+                CaptureError::Read(
+                    "a packet came without its receive timestamp (SO_TIMESTAMP)".into(),
+                )
+            })?;
+            out.push(RawPacket {
+                ts_us,
+                orig_len: u32::try_from(orig_len).unwrap_or(u32::MAX),
+                data: frame.to_vec(),
+            });
+        }
+    }
+
+    /// Packets the kernel dropped since the capture started, where the
+    /// stack counts them.
+    pub fn dropped(&mut self) -> Option<u64> {
+        if !self.counts_drops {
+            return None;
+        }
+        let d = self.read_drops()?;
+        self.dropped += d;
+        Some(self.dropped)
+    }
+
+    /// `PACKET_STATISTICS`: drops since the last read (the kernel resets
+    /// the counters on read); None if the stack does not have it.
+    fn read_drops(&self) -> Option<u64> {
+        let mut st = libc::tpacket_stats {
+            tp_packets: 0,
+            tp_drops: 0,
+        };
+        let mut len = size_of::<libc::tpacket_stats>() as libc::socklen_t;
+        // SAFETY: pointer and length of a tpacket_stats.
+        let r = unsafe {
+            libc::getsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_STATISTICS,
+                (&raw mut st).cast(),
+                &mut len,
+            )
+        };
+        (r == 0).then_some(u64::from(st.tp_drops))
+    }
+}
+
+/// An Ethernet frame carrying TCP over IPv4 or IPv6 (no extension headers:
+/// the same as libpcap's `tcp` filter).
+fn is_tcp(frame: &[u8]) -> bool {
+    match frame.get(12..14) {
+        Some([0x08, 0x00]) => frame.get(14 + 9) == Some(&6),
+        Some([0x86, 0xdd]) => frame.get(14 + 6) == Some(&6),
+        _ => false,
+    }
+}
+
+/// The kernel's receive timestamp from an SCM_TIMESTAMP control message.
+fn timestamp_us(msg: &libc::msghdr) -> Option<i64> {
+    // SAFETY: msg was filled by recvmsg; the CMSG macros walk its buffer.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(msg);
+        while !cmsg.is_null() {
+            let c = &*cmsg;
+            if c.cmsg_level == libc::SOL_SOCKET && c.cmsg_type == libc::SCM_TIMESTAMP {
+                let tv: libc::timeval = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+                return Some(tv.tv_sec * 1_000_000 + tv.tv_usec);
+            }
+            cmsg = libc::CMSG_NXTHDR(msg, cmsg);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_tcp_frames_are_kept() {
+        let mut v4 = vec![0u8; 40];
+        v4[12..14].copy_from_slice(&[0x08, 0x00]);
+        v4[23] = 6;
+        assert!(is_tcp(&v4));
+        v4[23] = 17;
+        assert!(!is_tcp(&v4), "UDP");
+        let mut v6 = vec![0u8; 60];
+        v6[12..14].copy_from_slice(&[0x86, 0xdd]);
+        v6[20] = 6;
+        assert!(is_tcp(&v6));
+        assert!(!is_tcp(&v6[..13]), "truncated");
+    }
+}

@@ -1,0 +1,162 @@
+//! The command line as clap sees it: arguments only, no behaviour.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "teardown",
+    version,
+    about = "Shows, by experiment, what a TCP stack does when a connection ends"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run scenarios: one namespace, capture and report entry per case.
+    Run(RunArgs),
+    /// Compare reports (other stacks, kernels, harness versions) case by
+    /// case; exits 1 when anything differs.
+    Compare {
+        /// Two or more report files; columns A, B, ... in this order.
+        #[arg(required = true, num_args = 2..)]
+        reports: Vec<PathBuf>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: CompareFormat,
+        /// close() durations that differ by at most this count as equal.
+        #[arg(long, default_value_t = 100.0, value_name = "MS")]
+        tolerance_ms: f64,
+    },
+    /// Write one self-contained HTML page for one or more reports: overview
+    /// matrix, claims C1-C13, a ladder diagram per case.
+    Render {
+        #[arg(required = true)]
+        reports: Vec<PathBuf>,
+        /// Where to write the page.
+        #[arg(long, short = 'o', default_value = "reports/teardown.html")]
+        out: PathBuf,
+    },
+    /// Print a case's ladder diagram (segments, calls, states) as text.
+    Explain {
+        /// A case id (`linger-zero/ipv4`), or text that names a few cases.
+        case: String,
+        /// The report to read [default: the newest reports/*.json with the case].
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
+    /// Record or check a baseline: the behaviour CI expects on this stack.
+    Baseline {
+        #[command(subcommand)]
+        action: BaselineAction,
+    },
+    /// List the cases the scenarios expand to.
+    List {
+        #[arg(default_value = "scenarios")]
+        paths: Vec<PathBuf>,
+        #[command(flatten)]
+        select: Select,
+    },
+    /// Check scenario files without running them (no privileges needed).
+    Check {
+        #[arg(default_value = "scenarios")]
+        paths: Vec<PathBuf>,
+    },
+    /// List every fact an expectation can name, with what it means.
+    Facts,
+    /// Analyze a pcap file and print its connection facts as JSON.
+    Analyze { pcap: PathBuf },
+    /// Print the JSON Schema of the report.
+    Schema,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// Scenario files or directories [default: scenarios]. Naming some,
+    /// like -f and -p, narrows a --baseline check to what ran.
+    pub paths: Vec<PathBuf>,
+    #[command(flatten)]
+    pub select: Select,
+    /// Where to write the JSON report [default: reports/<run-id>.json].
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Directory for pcaps; each run writes to <DIR>/<run-id>/.
+    #[arg(long, default_value = "captures")]
+    pub captures: PathBuf,
+    /// Do not write pcap files.
+    #[arg(long)]
+    pub no_captures: bool,
+    /// Cases to run at once [default: 8 x CPUs]. Cases mostly wait (on
+    /// protocol timers and on the kernel's RCU grace periods when a
+    /// capture ring is set up), so more cases than cores is efficient.
+    #[arg(long, short = 'j')]
+    pub jobs: Option<usize>,
+    /// Also write the results as JUnit XML, for CI systems.
+    #[arg(long, value_name = "PATH")]
+    pub junit: Option<PathBuf>,
+    /// After the run, compare it with this baseline; drift exits 5.
+    #[arg(long, value_name = "PATH")]
+    pub baseline: Option<PathBuf>,
+    /// Print only the final table.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    /// The stack to run on: auto (detect), linux, or gvisor.
+    #[arg(long, default_value = "auto")]
+    pub stack: String,
+    /// Capture backend instead of the stack's own: libpcap or raw-socket.
+    #[arg(long, value_name = "BACKEND")]
+    pub capture: Option<String>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum CompareFormat {
+    Table,
+    Markdown,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BaselineAction {
+    /// Record a baseline from one or more reports of the same cases; facts
+    /// that differ between them are marked `varies` and not checked.
+    Record {
+        #[arg(required = true)]
+        reports: Vec<PathBuf>,
+        /// Where to write it.
+        #[arg(long, short = 'o', default_value = "reports/baseline/linux.json")]
+        out: PathBuf,
+    },
+    /// Compare a report with a baseline; prints a per-case, per-field diff
+    /// and exits 5 when anything drifted.
+    Check { baseline: PathBuf, report: PathBuf },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Select {
+    /// Only cases whose id contains this text, e.g. `linger` or
+    /// `linger-zero/ipv6` (repeatable: any may match).
+    #[arg(long, short = 'f')]
+    pub filter: Vec<String>,
+    /// Only cases with this parameter value, e.g. `family=ipv6` or
+    /// `linger2=-1` (repeatable: all must match).
+    #[arg(long, short = 'p', value_name = "NAME=VALUE", value_parser = param_filter)]
+    pub param: Vec<(String, String)>,
+}
+
+fn param_filter(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("expected NAME=VALUE, e.g. family=ipv6, found {s:?}"))
+}
+
+impl Select {
+    pub fn selection(&self) -> crate::catalogue::Selection {
+        crate::catalogue::Selection {
+            filters: self.filter.clone(),
+            params: self.param.clone(),
+        }
+    }
+}

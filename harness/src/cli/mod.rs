@@ -1,0 +1,337 @@
+//! The command line: parses arguments, calls the library, prints what it
+//! returns, and maps outcomes and errors to exit codes in one place
+//! ([`CliError::exit_code`]). No logic of its own.
+
+pub mod args;
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use clap::Parser;
+
+use crate::baseline::{Baseline, BaselineError, Drift};
+use crate::capture::CaptureError;
+use crate::catalogue::{self, LoadError, SelectError};
+use crate::report::load::LoadError as ReportError;
+use crate::report::{self, Report};
+use crate::runner::{self, RunOptions};
+use crate::sandbox::SandboxError;
+use crate::sinks;
+use crate::stack::Stack;
+use crate::verdict::Status;
+use args::{BaselineAction, Cli, Command, CompareFormat, RunArgs};
+
+/// Exit codes of `teardown`. Documented in the README.
+pub mod exit {
+    /// Every case passed, or had no expectation for this stack, or needs
+    /// what the stack lacks (`unsupported`).
+    pub const OK: i32 = 0;
+    /// Some case's observation did not match its expectation.
+    pub const MISMATCH: i32 = 1;
+    /// `compare`: the reports differ.
+    pub const DIFFERS: i32 = 1;
+    /// Bad command line, or a selection that matched no case or names no
+    /// parameter, or an explain query matching no case (or too many).
+    pub const USAGE: i32 = 2;
+    /// The harness could not run or observe some case (see the report).
+    pub const HARNESS_ERROR: i32 = 3;
+    /// A scenario file is invalid (the message names file:line:column).
+    pub const INVALID_SCENARIO: i32 = 4;
+    /// Observed behaviour drifted from the baseline (`--baseline`,
+    /// `baseline check`).
+    pub const DRIFT: i32 = 5;
+    /// An input file (pcap, report, baseline) is unreadable, damaged, of
+    /// another version, or not what the command reads.
+    pub const BAD_INPUT: i32 = 65;
+    /// The report, captures or another output could not be written.
+    pub const IO_ERROR: i32 = 74;
+    /// No permission to create network namespaces or capture packets.
+    pub const NO_PERMISSION: i32 = 77;
+    /// The run was interrupted (Ctrl-C, SIGTERM); the report holds the
+    /// cases that finished.
+    pub const INTERRUPTED: i32 = 130;
+}
+
+/// Everything a command can fail with, each mapped to one exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Scenarios(#[from] LoadError),
+    #[error("{0}")]
+    Select(#[from] SelectError),
+    #[error("{0}")]
+    Report(#[from] ReportError),
+    #[error("{0}")]
+    Baseline(#[from] BaselineError),
+    #[error("{0}")]
+    Capture(#[from] CaptureError),
+    #[error("{0}")]
+    Privileges(SandboxError),
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CliError::Scenarios(_) => exit::INVALID_SCENARIO,
+            CliError::Select(_) | CliError::Usage(_) => exit::USAGE,
+            CliError::Report(ReportError::NoCase { .. } | ReportError::Ambiguous { .. }) => {
+                exit::USAGE
+            }
+            CliError::Report(_) | CliError::Baseline(_) | CliError::Capture(_) => exit::BAD_INPUT,
+            CliError::Privileges(_) => exit::NO_PERMISSION,
+            CliError::Write { .. } => exit::IO_ERROR,
+        }
+    }
+}
+
+fn write_err(path: &Path) -> impl FnOnce(std::io::Error) -> CliError + '_ {
+    move |source| CliError::Write {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Parses `std::env::args` and runs; returns the exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
+        }
+    };
+    match dispatch(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("teardown: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+fn dispatch(command: Command) -> Result<i32, CliError> {
+    match command {
+        Command::Run(args) => run(args),
+        Command::Compare {
+            reports,
+            format,
+            tolerance_ms,
+        } => {
+            let loaded = report::load::read_all(&reports)?;
+            let c = crate::compare::compare(&loaded, tolerance_ms);
+            say(&match format {
+                CompareFormat::Table => sinks::compare::table(&c),
+                CompareFormat::Markdown => sinks::compare::markdown(&c),
+                CompareFormat::Json => json(&c),
+            });
+            Ok(if c.differs() { exit::DIFFERS } else { exit::OK })
+        }
+        Command::Render { reports, out } => {
+            let loaded = report::load::read_all(&reports)?;
+            let page = sinks::html::html(&loaded);
+            crate::files::write_atomic(&out, page.as_bytes()).map_err(write_err(&out))?;
+            say(&format!("{}\n", out.display()));
+            Ok(exit::OK)
+        }
+        Command::Explain { case, report } => {
+            let (path, r, found) =
+                report::load::find_cases(&case, report.as_deref(), Path::new("reports"), 4)?;
+            let mut text = format!("report: {}\n", path.display());
+            for i in found {
+                text.push_str(&sinks::ladder::text(&r.cases[i]));
+                text.push('\n');
+            }
+            say(&text);
+            Ok(exit::OK)
+        }
+        Command::Baseline { action } => baseline(action),
+        Command::List { paths, select } => {
+            let cases = select.selection().apply(catalogue::load(&paths)?)?;
+            say(&sinks::console::list(&cases));
+            Ok(exit::OK)
+        }
+        Command::Check { paths } => {
+            let cases = catalogue::load(&paths)?;
+            say(&format!("ok: {} cases\n", cases.len()));
+            Ok(exit::OK)
+        }
+        Command::Analyze { pcap } => {
+            let a = crate::analyze::capture_file(&pcap)?;
+            say(&json(&a));
+            Ok(exit::OK)
+        }
+        Command::Facts => {
+            say(&sinks::console::facts());
+            Ok(exit::OK)
+        }
+        Command::Schema => {
+            say(&json(&report::schema()));
+            Ok(exit::OK)
+        }
+    }
+}
+
+fn run(a: RunArgs) -> Result<i32, CliError> {
+    // A run of some scenarios, or some cases, is checked against the
+    // baseline's entries for those only.
+    let selection = a.select.selection();
+    let subset = !a.paths.is_empty() || !selection.is_empty();
+    let paths = if a.paths.is_empty() {
+        vec![PathBuf::from("scenarios")]
+    } else {
+        a.paths
+    };
+    let cases = selection.apply(catalogue::load(&paths)?)?;
+    // Read the baseline before spending time on the run.
+    let baseline = match a.baseline.as_deref().map(Baseline::read).transpose()? {
+        Some(b) if subset => Some(b.only(cases.iter().map(|c| c.id.as_str()))),
+        b => b,
+    };
+    let mut stack = match a.stack.as_str() {
+        "auto" => Stack::detect(),
+        "linux" => Stack::linux("--stack linux"),
+        "gvisor" => Stack::gvisor("--stack gvisor"),
+        other => {
+            return Err(CliError::Usage(format!(
+                "unknown stack {other:?}; expected auto, linux or gvisor"
+            )));
+        }
+    };
+    if let Some(backend) = &a.capture {
+        stack.capture = backend.parse().map_err(CliError::Usage)?;
+    }
+    runner::check_privileges().map_err(CliError::Privileges)?;
+    let run_id = runner::run_id(SystemTime::now());
+    let opts = RunOptions {
+        captures_dir: (!a.no_captures).then_some(a.captures),
+        run_id: run_id.clone(),
+        jobs: a.jobs.unwrap_or_else(runner::default_jobs),
+        stack,
+    };
+    let stop = runner::interrupt::install();
+    let progress = sinks::progress::Progress::new(cases.len() as u64, a.quiet);
+    let rep = runner::run_all(&cases, &opts, stop, &|r| progress.done(r));
+    progress.finish();
+    // The report first: whatever happens to stdout, it is kept.
+    let path = a
+        .report
+        .unwrap_or_else(|| Path::new("reports").join(format!("{run_id}.json")));
+    report::write(&path, &rep).map_err(write_err(&path))?;
+    if let Some(junit) = &a.junit {
+        crate::files::write_atomic(junit, sinks::junit::junit(&rep).as_bytes())
+            .map_err(write_err(junit))?;
+    }
+    let mut text = sinks::console::table(&rep);
+    text.push_str(&format!("report: {}\n", path.display()));
+    if let Some(dir) = &opts.captures_dir {
+        text.push_str(&format!("captures: {}\n", dir.join(&run_id).display()));
+    }
+    if let Some(p) = &a.junit {
+        text.push_str(&format!("junit: {}\n", p.display()));
+    }
+    if rep.interrupted {
+        text.push_str(&format!(
+            "interrupted: {} case(s) did not run; the report holds the {} that finished\n",
+            rep.not_run.len(),
+            rep.cases.len()
+        ));
+    }
+    let drift = baseline.as_ref().map(|b| (b.check(&rep), b));
+    if let Some((d, b)) = &drift {
+        text.push_str(&drift_text(d, b, &rep));
+    }
+    say(&text);
+    Ok(run_exit_code(
+        &rep,
+        drift.is_some_and(|(d, _)| !d.is_empty()),
+    ))
+}
+
+/// The exit code of a finished run.
+fn run_exit_code(rep: &Report, drifted: bool) -> i32 {
+    if rep.interrupted {
+        return exit::INTERRUPTED;
+    }
+    match rep.worst() {
+        Some(Status::Error) => exit::HARNESS_ERROR,
+        Some(Status::Fail) => exit::MISMATCH,
+        _ if drifted => exit::DRIFT,
+        _ => exit::OK,
+    }
+}
+
+fn baseline(action: BaselineAction) -> Result<i32, CliError> {
+    match action {
+        BaselineAction::Record { reports, out } => {
+            let runs: Vec<Report> = report::load::read_all(&reports)?
+                .into_iter()
+                .map(|(_, r)| r)
+                .collect();
+            let b = Baseline::record(&runs)?;
+            let mut bytes = serde_json::to_vec_pretty(&b).expect("baselines serialise");
+            bytes.push(b'\n');
+            crate::files::write_atomic(&out, &bytes).map_err(write_err(&out))?;
+            say(&format!(
+                "baseline: {} ({} cases from {} run(s); {} fact(s) varied and are not checked)\n",
+                out.display(),
+                b.cases.len(),
+                b.runs.len(),
+                b.varying()
+            ));
+            Ok(exit::OK)
+        }
+        BaselineAction::Check { baseline, report } => {
+            let b = Baseline::read(&baseline)?;
+            let rep = report::load::read(&report)?;
+            let drift = b.check(&rep);
+            say(&drift_text(&drift, &b, &rep));
+            Ok(if drift.is_empty() {
+                exit::OK
+            } else {
+                exit::DRIFT
+            })
+        }
+    }
+}
+
+fn drift_text(drift: &Drift, b: &Baseline, rep: &Report) -> String {
+    if drift.is_empty() {
+        return format!(
+            "baseline: no drift ({} cases, recorded on {})\n",
+            b.cases.len(),
+            b.host.name()
+        );
+    }
+    format!(
+        "baseline: behaviour drifted (baseline recorded on {}, this run on {})\n{}if the change is real and intended, re-record: just baseline\n",
+        b.host.name(),
+        rep.host.name(),
+        drift.render()
+    )
+}
+
+fn json(v: &impl serde::Serialize) -> String {
+    format!(
+        "{}\n",
+        serde_json::to_string_pretty(v).expect("report types serialise")
+    )
+}
+
+/// Writes to stdout. A reader that went away (`teardown run | head`) is not
+/// an error worth a panic: the output just stops.
+fn say(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}

@@ -1,0 +1,34 @@
+//! Linux: the socket options, ioctls and poll events that are not POSIX.
+//! Another OS provides the same items in its own file, or reports the
+//! option as unsupported on that OS.
+
+use crate::scenario::{IoctlQuery, SockOpt};
+
+/// `poll(2)` event for "the peer closed its side" (half-close seen).
+pub const POLL_PEER_CLOSED: libc::c_short = libc::POLLRDHUP;
+
+/// Level and name of a socket option that takes an int, or None if this
+/// OS has no such option. (SO_LINGER and O_NONBLOCK are handled apart.)
+pub fn int_option(opt: SockOpt) -> Option<(libc::c_int, libc::c_int)> {
+    Some(match opt {
+        SockOpt::RcvBuf(_) => (libc::SOL_SOCKET, libc::SO_RCVBUF),
+        SockOpt::SndBuf(_) => (libc::SOL_SOCKET, libc::SO_SNDBUF),
+        SockOpt::ReuseAddr(_) => (libc::SOL_SOCKET, libc::SO_REUSEADDR),
+        SockOpt::ReusePort(_) => (libc::SOL_SOCKET, libc::SO_REUSEPORT),
+        SockOpt::KeepAlive(_) => (libc::SOL_SOCKET, libc::SO_KEEPALIVE),
+        SockOpt::NoDelay(_) => (libc::IPPROTO_TCP, libc::TCP_NODELAY),
+        SockOpt::Linger2(_) => (libc::IPPROTO_TCP, libc::TCP_LINGER2),
+        SockOpt::UserTimeout(_) => (libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT),
+        SockOpt::Linger(_) | SockOpt::NonBlocking(_) => return None,
+    })
+}
+
+/// The ioctl request for a queue query.
+pub fn ioctl_request(q: IoctlQuery) -> libc::Ioctl {
+    match q {
+        IoctlQuery::InQueue => libc::FIONREAD,
+        IoctlQuery::OutQueue => libc::TIOCOUTQ, // == SIOCOUTQ
+        // SIOCOUTQNSD, linux/sockios.h; not in the libc crate.
+        IoctlQuery::OutQueueNotSent => 0x894B,
+    }
+}

@@ -1,0 +1,661 @@
+//! The fact model: every fact a case report holds, each named by one path
+//! (`wire.client.rst`, `steps.lclose.duration_ms`) and read by one getter.
+//!
+//! This is the only place that knows which facts exist. Expectations check
+//! their paths here ([`FactPath::parse`]), verdicts read observed values
+//! here ([`resolve`]), baselines and `compare` fingerprint a case with the
+//! same paths ([`fingerprint`]), and every sink that shows a fact by name
+//! uses the same spelling. Adding a fact is one entry in [`KINDS`].
+//!
+//! A fact the stack could not observe resolves to [`Observed::Unobserved`]
+//! with the reason the outcome gives (`Outcome::unobserved`), never to a
+//! guess or a zero. This module reads facts; it never computes one.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde_json::{Value, json};
+
+use crate::analyze::Outcome;
+use crate::driver::StepRecord;
+use crate::fault::FaultRecord;
+use crate::scenario::Verb;
+use crate::tcp::Side;
+
+/// The parts of a case that hold facts: its calls, its fault rules and its
+/// outcome. A case report lends one (`CaseReport::facts`); so does a case
+/// being judged before its report exists.
+#[derive(Clone, Copy, Debug)]
+pub struct CaseFacts<'a> {
+    pub steps: &'a [StepRecord],
+    pub faults: &'a [FaultRecord],
+    pub outcome: &'a Outcome,
+}
+
+/// What a report says about one fact.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Observed {
+    /// The observed value; `null` where the fact is observed to be absent
+    /// (no errno, no FIN yet).
+    Value(Value),
+    /// The stack or the run could not observe it; why.
+    Unobserved(String),
+}
+
+impl Observed {
+    /// The value, with an unobserved fact as null.
+    pub fn value(&self) -> Value {
+        match self {
+            Observed::Value(v) => v.clone(),
+            Observed::Unobserved(_) => Value::Null,
+        }
+    }
+
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Observed::Value(_) => None,
+            Observed::Unobserved(r) => Some(r),
+        }
+    }
+}
+
+/// A data direction of the connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Direction {
+    ClientToServer,
+    ServerToClient,
+}
+
+impl Direction {
+    pub const BOTH: [Direction; 2] = [Direction::ClientToServer, Direction::ServerToClient];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Direction::ClientToServer => "client_to_server",
+            Direction::ServerToClient => "server_to_client",
+        }
+    }
+
+    /// The side that writes in this direction.
+    pub fn writer(self) -> Side {
+        match self {
+            Direction::ClientToServer => Side::Client,
+            Direction::ServerToClient => Side::Server,
+        }
+    }
+}
+
+/// How `compare` and baselines treat a fact.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Use {
+    /// Behaviour: part of a case's fingerprint (baselines, `compare`).
+    Behaviour,
+    /// Measured, machine-dependent: timings, retransmissions, timers,
+    /// byte counts on the wire. Expectations may use them (with ranges);
+    /// fingerprints leave them out.
+    Measurement,
+}
+
+/// The placeholders a fact pattern may hold, and what they bind.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Binding {
+    pub side: Option<Side>,
+    pub direction: Option<Direction>,
+    /// A step key (label, `lineN`, `setupN`) or a fault key.
+    pub key: Option<String>,
+}
+
+type Getter = fn(&CaseFacts, &Binding) -> Option<Value>;
+
+/// One kind of fact: its path pattern, what it means, and how to read it.
+pub struct FactKind {
+    /// `wire.<side>.rst`; placeholders `<side>`, `<direction>`, `<step>`, `<fault>`.
+    pub pattern: &'static str,
+    pub doc: &'static str,
+    pub used_as: Use,
+    /// The value in a report; `None` when the thing it is about does not
+    /// exist in that report (an unknown step key), which resolves to null.
+    get: Getter,
+}
+
+/// `steps.<step>.ret` of a step that returns a descriptor is "fd": the
+/// number depends on what else the process has open, that it succeeded is
+/// the behaviour.
+fn step_ret(c: &CaseFacts, b: &Binding) -> Option<Value> {
+    let s = step(c, b)?;
+    Some(match s.result.ret {
+        Some(fd) if fd >= 0 && s.verb == Verb::Accept => json!("fd"),
+        other => json!(other),
+    })
+}
+
+fn step<'a>(c: &CaseFacts<'a>, b: &Binding) -> Option<&'a StepRecord> {
+    let key = b.key.as_deref()?;
+    c.steps.iter().find(|s| s.key == key)
+}
+
+fn fault<'a>(c: &CaseFacts<'a>, b: &Binding) -> Option<&'a FaultRecord> {
+    let key = b.key.as_deref()?;
+    c.faults.iter().find(|f| f.key == key)
+}
+
+fn side(b: &Binding) -> Side {
+    b.side.unwrap_or(Side::Client)
+}
+
+fn flow<'a>(c: &CaseFacts<'a>, b: &Binding) -> &'a crate::analyze::Flow {
+    match b.direction.unwrap_or(Direction::ClientToServer) {
+        Direction::ClientToServer => &c.outcome.data.client_to_server,
+        Direction::ServerToClient => &c.outcome.data.server_to_client,
+    }
+}
+
+macro_rules! wire_side {
+    ($field:ident) => {
+        |c: &CaseFacts, b: &Binding| Some(json!(c.outcome.wire.as_ref()?.sides[side(b)].$field))
+    };
+}
+macro_rules! wire {
+    ($field:ident) => {
+        |c: &CaseFacts, _: &Binding| Some(json!(c.outcome.wire.as_ref()?.$field))
+    };
+}
+macro_rules! data {
+    ($field:ident) => {
+        |c: &CaseFacts, b: &Binding| Some(json!(flow(c, b).$field))
+    };
+}
+macro_rules! step_field {
+    ($field:ident) => {
+        |c: &CaseFacts, b: &Binding| Some(json!(step(c, b)?.result.$field))
+    };
+}
+
+/// Every fact a case report holds. Expectations, verdicts, baselines,
+/// `compare` and the README's list of paths all come from this table.
+pub static KINDS: &[FactKind] = &[
+    FactKind {
+        pattern: "wire.<side>.syn",
+        doc: "SYN segments the side sent",
+        used_as: Use::Behaviour,
+        get: wire_side!(syn),
+    },
+    FactKind {
+        pattern: "wire.<side>.fin",
+        doc: "FIN segments the side sent, retransmissions included",
+        used_as: Use::Measurement,
+        get: wire_side!(fin),
+    },
+    FactKind {
+        pattern: "wire.<side>.distinct_fins",
+        doc: "FINs with distinct sequence numbers: 1 for a side that closed, however often its FIN went out",
+        used_as: Use::Behaviour,
+        get: wire_side!(distinct_fins),
+    },
+    FactKind {
+        pattern: "wire.<side>.rst",
+        doc: "RST segments the side sent",
+        used_as: Use::Behaviour,
+        get: wire_side!(rst),
+    },
+    FactKind {
+        pattern: "wire.<side>.data_bytes",
+        doc: "distinct payload bytes the side sent (sequence space)",
+        used_as: Use::Measurement,
+        get: wire_side!(data_bytes),
+    },
+    FactKind {
+        pattern: "wire.<side>.retransmits",
+        doc: "segments that only repeated sequence space already sent",
+        used_as: Use::Measurement,
+        get: wire_side!(retransmits),
+    },
+    FactKind {
+        pattern: "wire.first_fin",
+        doc: "whose FIN came first: client, server, both (simultaneous close) or null",
+        used_as: Use::Behaviour,
+        get: wire!(first_fin),
+    },
+    FactKind {
+        pattern: "wire.first_rst",
+        doc: "whose RST came first, or null",
+        used_as: Use::Behaviour,
+        get: wire!(first_rst),
+    },
+    FactKind {
+        pattern: "wire.conn_state",
+        doc: "Zeek's conn_state, the client being the originator",
+        used_as: Use::Behaviour,
+        get: wire!(conn_state),
+    },
+    FactKind {
+        pattern: "wire.history",
+        doc: "Zeek's history string (uppercase: client)",
+        used_as: Use::Measurement,
+        get: wire!(history),
+    },
+    FactKind {
+        pattern: "wire.close_segments",
+        doc: "segments from the first FIN or RST to the end of the capture",
+        used_as: Use::Measurement,
+        get: wire!(close_segments),
+    },
+    FactKind {
+        pattern: "time_wait.side",
+        doc: "which end held a TIME-WAIT socket at the end: client, server, both or none",
+        used_as: Use::Behaviour,
+        get: |c, _| Some(json!(c.outcome.time_wait.side)),
+    },
+    FactKind {
+        pattern: "time_wait.remaining_ms",
+        doc: "the kernel's remaining TIME-WAIT timer at the end (the smaller, if both)",
+        used_as: Use::Measurement,
+        get: |c, _| Some(json!(c.outcome.time_wait.remaining_ms)),
+    },
+    FactKind {
+        pattern: "final_state.<side>",
+        doc: "the side's last TCP state (CLOSED once its socket is gone)",
+        used_as: Use::Behaviour,
+        get: |c, b| Some(json!(c.outcome.final_state[side(b)])),
+    },
+    FactKind {
+        pattern: "data.<direction>.written",
+        doc: "bytes write() accepted",
+        used_as: Use::Behaviour,
+        get: data!(written),
+    },
+    FactKind {
+        pattern: "data.<direction>.sent",
+        doc: "distinct payload bytes on the wire",
+        used_as: Use::Measurement,
+        get: data!(sent),
+    },
+    FactKind {
+        pattern: "data.<direction>.acked",
+        doc: "payload bytes the receiver acknowledged",
+        used_as: Use::Measurement,
+        get: data!(acked),
+    },
+    FactKind {
+        pattern: "data.<direction>.read",
+        doc: "bytes the peer application read",
+        used_as: Use::Behaviour,
+        get: data!(read),
+    },
+    FactKind {
+        pattern: "data.<direction>.lost",
+        doc: "written - read: never delivered to the peer application",
+        used_as: Use::Behaviour,
+        get: data!(lost),
+    },
+    FactKind {
+        pattern: "data.<direction>.corrupted",
+        doc: "bytes read that differ from what was written",
+        used_as: Use::Behaviour,
+        get: data!(corrupted),
+    },
+    FactKind {
+        pattern: "steps.<step>.ret",
+        doc: "the call's return value (\"fd\" for a descriptor)",
+        used_as: Use::Behaviour,
+        get: step_ret,
+    },
+    FactKind {
+        pattern: "steps.<step>.errno",
+        doc: "errno by name (ECONNRESET), or null",
+        used_as: Use::Behaviour,
+        get: step_field!(errno),
+    },
+    FactKind {
+        pattern: "steps.<step>.timed_out",
+        doc: "whether the step's bound ran out",
+        used_as: Use::Behaviour,
+        get: step_field!(timed_out),
+    },
+    FactKind {
+        pattern: "steps.<step>.duration_ms",
+        doc: "how long the call took",
+        used_as: Use::Measurement,
+        get: |c, b| Some(json!(step(c, b)?.duration_ms)),
+    },
+    FactKind {
+        pattern: "steps.<step>.bytes",
+        doc: "bytes a read or write moved (also when it then failed)",
+        used_as: Use::Measurement,
+        get: step_field!(bytes),
+    },
+    FactKind {
+        pattern: "steps.<step>.value",
+        doc: "a value the call reported (ioctl queue sizes, poll revents, matched segments)",
+        used_as: Use::Measurement,
+        get: step_field!(value),
+    },
+    FactKind {
+        pattern: "faults.<fault>.matched",
+        doc: "segments the fault rule matched (dropped or rejected)",
+        used_as: Use::Behaviour,
+        get: |c, b| Some(json!(fault(c, b)?.matched)),
+    },
+];
+
+/// A fact path, checked against [`KINDS`]: `wire.client.rst`.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FactPath {
+    kind: usize,
+    binding: Binding,
+}
+
+impl fmt::Debug for FactPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FactPath({self})")
+    }
+}
+
+/// The step and fault keys a case defines, for checking paths.
+#[derive(Clone, Debug, Default)]
+pub struct Keys {
+    /// Step keys: labels, `lineN`, `setupN`.
+    pub steps: Vec<String>,
+    /// Labelled steps only (named in "labels here: ...").
+    pub labels: Vec<String>,
+    /// Fault keys.
+    pub faults: Vec<String>,
+}
+
+impl FactPath {
+    pub fn kind(&self) -> &'static FactKind {
+        &KINDS[self.kind]
+    }
+
+    pub fn binding(&self) -> &Binding {
+        &self.binding
+    }
+
+    /// Parses `path` against the fact kinds, given the keys a case
+    /// defines. The error says what would have been accepted.
+    pub fn parse(path: &str, keys: &Keys) -> Result<FactPath, String> {
+        let parts: Vec<&str> = path.split('.').collect();
+        let mut near_key_miss = None;
+        for (i, kind) in KINDS.iter().enumerate() {
+            let pattern: Vec<&str> = kind.pattern.split('.').collect();
+            if pattern.len() != parts.len() {
+                continue;
+            }
+            let mut binding = Binding::default();
+            let mut ok = true;
+            for (p, got) in pattern.iter().zip(&parts) {
+                match *p {
+                    "<side>" => match *got {
+                        "client" => binding.side = Some(Side::Client),
+                        "server" => binding.side = Some(Side::Server),
+                        _ => ok = false,
+                    },
+                    "<direction>" => match Direction::BOTH.iter().find(|d| d.name() == *got) {
+                        Some(d) => binding.direction = Some(*d),
+                        None => ok = false,
+                    },
+                    "<step>" | "<fault>" => {
+                        let known = if *p == "<step>" {
+                            &keys.steps
+                        } else {
+                            &keys.faults
+                        };
+                        if known.iter().any(|k| k == got) {
+                            binding.key = Some(got.to_string());
+                        } else {
+                            ok = false;
+                            near_key_miss.get_or_insert((*p, got.to_string()));
+                        }
+                    }
+                    lit => ok &= lit == *got,
+                }
+                if !ok {
+                    break;
+                }
+            }
+            if ok {
+                return Ok(FactPath { kind: i, binding });
+            }
+        }
+        match near_key_miss {
+            Some(("<step>", key)) if parts.len() == 3 && parts[0] == "steps" => Err(format!(
+                "no step is labelled {key:?}; label a step with `as {key}` or name it by line (line12) (labels here: {})",
+                if keys.labels.is_empty() {
+                    "none".to_string()
+                } else {
+                    keys.labels.join(", ")
+                }
+            )),
+            Some(("<fault>", key)) if parts.len() == 3 && parts[0] == "faults" => Err(format!(
+                "no drop or reject step is labelled {key:?} (faults here: {})",
+                if keys.faults.is_empty() {
+                    "none".to_string()
+                } else {
+                    keys.faults.join(", ")
+                }
+            )),
+            _ => Err(format!(
+                "unknown fact {path:?}; expected one of {}",
+                KINDS
+                    .iter()
+                    .map(|k| k.pattern)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        }
+    }
+
+    /// A path for `kind` with `binding` (used when enumerating facts).
+    fn new(kind: usize, binding: Binding) -> FactPath {
+        FactPath { kind, binding }
+    }
+}
+
+impl fmt::Display for FactPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut first = true;
+        for p in self.kind().pattern.split('.') {
+            if !first {
+                f.write_str(".")?;
+            }
+            first = false;
+            match p {
+                "<side>" => f.write_str(self.binding.side.map_or("?", Side::name))?,
+                "<direction>" => {
+                    f.write_str(self.binding.direction.map_or("?", Direction::name))?
+                }
+                "<step>" | "<fault>" => f.write_str(self.binding.key.as_deref().unwrap_or("?"))?,
+                lit => f.write_str(lit)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The keys `case` defines (for checking expectations against a report).
+pub fn keys_of(case: &CaseFacts) -> Keys {
+    Keys {
+        steps: case.steps.iter().map(|s| s.key.clone()).collect(),
+        labels: case.steps.iter().filter_map(|s| s.label.clone()).collect(),
+        faults: case.faults.iter().map(|f| f.key.clone()).collect(),
+    }
+}
+
+/// What the case says about `path`.
+pub fn resolve(case: &CaseFacts, path: &FactPath) -> Observed {
+    let text = path.to_string();
+    // The most specific unobserved entry that covers this path.
+    let covered = case
+        .outcome
+        .unobserved
+        .iter()
+        .filter(|(prefix, _)| {
+            text == **prefix
+                || text
+                    .strip_prefix(prefix.as_str())
+                    .is_some_and(|rest| rest.starts_with('.'))
+        })
+        .max_by_key(|(prefix, _)| prefix.len());
+    if let Some((_, reason)) = covered {
+        return Observed::Unobserved(reason.clone());
+    }
+    Observed::Value((path.kind().get)(case, &path.binding).unwrap_or(Value::Null))
+}
+
+/// Every fact of a case, in table order, with placeholders expanded over
+/// both sides, both directions, and the case's steps and faults.
+pub fn all(case: &CaseFacts) -> Vec<(FactPath, Observed)> {
+    let keys = keys_of(case);
+    let mut out = Vec::new();
+    for (i, kind) in KINDS.iter().enumerate() {
+        for binding in expand(kind.pattern, &keys) {
+            let path = FactPath::new(i, binding);
+            let v = resolve(case, &path);
+            out.push((path, v));
+        }
+    }
+    out
+}
+
+fn expand(pattern: &str, keys: &Keys) -> Vec<Binding> {
+    let mut out = vec![Binding::default()];
+    for p in pattern.split('.') {
+        out = match p {
+            "<side>" => out
+                .into_iter()
+                .flat_map(|b| {
+                    Side::BOTH.map(|s| Binding {
+                        side: Some(s),
+                        ..b.clone()
+                    })
+                })
+                .collect(),
+            "<direction>" => out
+                .into_iter()
+                .flat_map(|b| {
+                    Direction::BOTH.map(|d| Binding {
+                        direction: Some(d),
+                        ..b.clone()
+                    })
+                })
+                .collect(),
+            "<step>" | "<fault>" => {
+                let list = if p == "<step>" {
+                    &keys.steps
+                } else {
+                    &keys.faults
+                };
+                out.into_iter()
+                    .flat_map(|b| {
+                        list.iter().map(move |k| Binding {
+                            key: Some(k.clone()),
+                            ..b.clone()
+                        })
+                    })
+                    .collect()
+            }
+            _ => out,
+        };
+    }
+    out
+}
+
+/// A case's behavioural facts as `path -> value` (unobserved as null): what
+/// baselines record and `compare` lines up. Measurements are left out:
+/// they measure the machine as much as the stack.
+pub fn fingerprint(case: &CaseFacts) -> BTreeMap<String, Value> {
+    all(case)
+        .into_iter()
+        .filter(|(p, _)| p.kind().used_as == Use::Behaviour)
+        .map(|(p, v)| (p.to_string(), v.value()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::fixture::report;
+
+    fn keys(steps: &[&str]) -> Keys {
+        Keys {
+            steps: steps.iter().map(|s| s.to_string()).collect(),
+            labels: steps.iter().map(|s| s.to_string()).collect(),
+            faults: vec!["lost".into()],
+        }
+    }
+
+    #[test]
+    fn paths_parse_print_and_say_what_was_expected() {
+        let k = keys(&["lc"]);
+        for p in [
+            "wire.client.rst",
+            "data.server_to_client.lost",
+            "steps.lc.errno",
+            "faults.lost.matched",
+            "final_state.server",
+        ] {
+            assert_eq!(FactPath::parse(p, &k).unwrap().to_string(), p);
+        }
+        let e = FactPath::parse("steps.nope.errno", &k).unwrap_err();
+        assert!(
+            e.contains("no step is labelled \"nope\"") && e.contains("labels here: lc"),
+            "{e}"
+        );
+        let e = FactPath::parse("faults.x.matched", &k).unwrap_err();
+        assert!(e.contains("faults here: lost"), "{e}");
+        let e = FactPath::parse("wire.clinet.rst", &k).unwrap_err();
+        assert!(
+            e.contains("unknown fact") && e.contains("wire.<side>.rst"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn facts_resolve_from_the_typed_report() {
+        let r = report("a", 1, Some("EPIPE"));
+        let c = r.cases[0].facts();
+        let k = keys_of(&c);
+        let get = |p: &str| resolve(&c, &FactPath::parse(p, &k).unwrap());
+        assert_eq!(get("wire.client.distinct_fins"), Observed::Value(json!(1)));
+        assert_eq!(get("steps.line3.errno"), Observed::Value(json!("EPIPE")));
+        assert_eq!(get("time_wait.side"), Observed::Value(json!("client")));
+        assert_eq!(
+            get("final_state.client"),
+            Observed::Value(json!("TIME-WAIT"))
+        );
+    }
+
+    #[test]
+    fn unobserved_facts_carry_their_reason() {
+        let mut r = report("a", 1, None);
+        r.cases[0]
+            .outcome
+            .unobserved
+            .insert("time_wait".into(), "no sock_diag on this stack".into());
+        let c = r.cases[0].facts();
+        let k = keys_of(&c);
+        let tw = resolve(&c, &FactPath::parse("time_wait.side", &k).unwrap());
+        assert_eq!(tw.reason(), Some("no sock_diag on this stack"));
+        assert_eq!(tw.value(), Value::Null);
+        let w = resolve(&c, &FactPath::parse("wire.client.rst", &k).unwrap());
+        assert_eq!(w.reason(), None);
+    }
+
+    #[test]
+    fn every_kind_enumerates_and_fingerprints_leave_measurements_out() {
+        let r = report("a", 1, None);
+        let facts = all(&r.cases[0].facts());
+        for (i, kind) in KINDS.iter().enumerate() {
+            // The fixture has one step and no fault.
+            if kind.pattern.contains("<fault>") {
+                continue;
+            }
+            assert!(facts.iter().any(|(p, _)| p.kind == i), "{}", kind.pattern);
+        }
+        let f = fingerprint(&r.cases[0].facts());
+        assert!(f.contains_key("wire.server.distinct_fins"));
+        assert!(f.contains_key("steps.line3.ret"));
+        assert!(!f.contains_key("wire.client.fin"));
+        assert!(!f.contains_key("steps.line3.duration_ms"));
+    }
+}

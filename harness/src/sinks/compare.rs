@@ -1,0 +1,146 @@
+//! A comparison of reports (`teardown compare`) as a terminal table or as
+//! Markdown for a pull request or the README. The JSON form is the
+//! comparison itself, serialised.
+
+use std::fmt::Write as _;
+
+use serde_json::Value;
+
+use crate::compare::Comparison;
+
+fn show(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if n.is_f64() => format!("{f:.1}"),
+            _ => n.to_string(),
+        },
+        other => other.to_string(),
+    }
+}
+
+/// For a terminal: a legend, then per case the differing facts in columns.
+pub fn table(c: &Comparison) -> String {
+    let mut out = legend(c, "");
+    for case in &c.cases {
+        let _ = writeln!(out, "\n{}", case.id);
+        let mut rows: Vec<Vec<String>> = vec![
+            std::iter::once("field".to_string())
+                .chain(c.columns.iter().map(|col| col.label.clone()))
+                .collect(),
+        ];
+        for d in &case.differences {
+            rows.push(
+                std::iter::once(d.field.clone())
+                    .chain(d.values.iter().map(show))
+                    .collect(),
+            );
+        }
+        let widths: Vec<usize> = (0..rows[0].len())
+            .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+            .collect();
+        for r in rows {
+            let line: Vec<String> = r
+                .iter()
+                .zip(&widths)
+                .map(|(cell, w)| format!("{cell:<w$}"))
+                .collect();
+            let _ = writeln!(out, "  {}", line.join("  ").trim_end());
+        }
+    }
+    out.push_str(&summary(c));
+    out
+}
+
+/// The same as Markdown, for a pull request or the README.
+pub fn markdown(c: &Comparison) -> String {
+    let mut out = legend(c, "- ");
+    if !c.cases.is_empty() {
+        let head: Vec<&str> = c.columns.iter().map(|col| col.label.as_str()).collect();
+        let _ = writeln!(
+            out,
+            "\n| case | field | {} |\n|---|---|{}",
+            head.join(" | "),
+            "---|".repeat(head.len())
+        );
+        for case in &c.cases {
+            for d in &case.differences {
+                let vals: Vec<String> = d
+                    .values
+                    .iter()
+                    .map(|v| show(v).replace('|', "\\|"))
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "| {} | `{}` | {} |",
+                    case.id,
+                    d.field.replace('|', "\\|"),
+                    vals.join(" | ")
+                );
+            }
+        }
+    }
+    out.push('\n');
+    out.push_str(&summary(c));
+    out
+}
+
+fn legend(c: &Comparison, bullet: &str) -> String {
+    let mut out = String::new();
+    for col in &c.columns {
+        let _ = writeln!(
+            out,
+            "{bullet}{}: {}, teardown {}, {} ({})",
+            col.label, col.host, col.tool_version, col.started_at, col.file
+        );
+    }
+    out
+}
+
+fn summary(c: &Comparison) -> String {
+    let mut out = String::new();
+    for (id, having) in &c.partial {
+        let _ = writeln!(out, "only in {}: {id}", having.join(", "));
+    }
+    let _ = writeln!(
+        out,
+        "{} of {} cases differ (close() durations within {} ms count as equal){}",
+        c.cases.len(),
+        c.compared,
+        c.tolerance_ms,
+        if c.partial.is_empty() {
+            String::new()
+        } else {
+            format!("; {} cases are not in every report", c.partial.len())
+        }
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compare::compare;
+    use crate::report::fixture::report;
+
+    fn comparison() -> Comparison {
+        let a = report("a", 1, None);
+        let mut b = report("b", 2, Some("EPIPE"));
+        b.host.kernel = "6.1.0".into();
+        let mut extra = b.cases[0].clone();
+        extra.id = "y/ipv4".into();
+        b.cases.push(extra);
+        compare(&[("a.json".into(), a), ("b.json".into(), b)], 100.0)
+    }
+
+    #[test]
+    fn table_form() {
+        insta::assert_snapshot!(table(&comparison()));
+    }
+
+    #[test]
+    fn markdown_form() {
+        insta::assert_snapshot!(markdown(&comparison()));
+    }
+}

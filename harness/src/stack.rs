@@ -1,0 +1,240 @@
+//! The TCP/IP stack a run observes, and what it lets the harness see.
+//!
+//! Each capability the harness needs from a stack sits behind one seam with
+//! a backend per stack:
+//!
+//! | capability | Linux | gVisor (netstack) |
+//! |---|---|---|
+//! | capture | libpcap (or a raw packet socket) | raw packet socket, `recvfrom` |
+//! | socket states | sock_diag: every socket, timers | TCP_INFO on held descriptors |
+//! | faults | nftables in the case namespace | none |
+//! | sysctls | per namespace, as the kernel has them | the few netstack has |
+//!
+//! A stack declares its backends here; what a backend cannot observe is
+//! null with a reason in the report (`Outcome::unobserved`), and a case
+//! that needs a missing capability is `unsupported` (see [`requirements`]).
+//! A FreeBSD, macOS or Windows port adds a [`Stack`] and the backends it
+//! has: none of them has sock_diag or network namespaces, all have some
+//! form of TCP_INFO.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::capture::CaptureBackend;
+use crate::observe::StateSource;
+use crate::scenario::{Call, Case, Control, StepKind, WaitFor};
+
+/// How fault rules are put in place, if at all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum FaultBackend {
+    /// nftables rules in the case's namespace (the `nft` tool).
+    Nftables,
+    /// The stack has no packet filter the harness can drive.
+    None,
+}
+
+impl FaultBackend {
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultBackend::Nftables => "nftables",
+            FaultBackend::None => "none",
+        }
+    }
+}
+
+/// A TCP/IP stack and the backends the harness observes it with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stack {
+    /// What expectations call it: `os = "linux"`, `os = "gvisor"`.
+    pub name: &'static str,
+    /// The stack's own version where known (gVisor: the runsc release).
+    pub version: Option<String>,
+    /// How the stack was identified.
+    pub detected_by: String,
+    pub capture: CaptureBackend,
+    pub states: StateSource,
+    pub faults: FaultBackend,
+    /// Whether a new namespace's `lo` is down and must be brought up.
+    pub lo_starts_down: bool,
+}
+
+impl Stack {
+    /// The Linux kernel's own stack.
+    pub fn linux(detected_by: impl Into<String>) -> Stack {
+        Stack {
+            name: "linux",
+            version: None,
+            detected_by: detected_by.into(),
+            capture: CaptureBackend::Libpcap,
+            states: StateSource::SockDiag,
+            faults: FaultBackend::Nftables,
+            lo_starts_down: true,
+        }
+    }
+
+    /// gVisor's netstack, seen from inside the sandbox: no mmap'd packet
+    /// ring (so no libpcap live capture), no sock_diag, no netfilter; lo is
+    /// up in a new namespace and cannot be set up by ioctl.
+    pub fn gvisor(detected_by: impl Into<String>) -> Stack {
+        Stack {
+            name: "gvisor",
+            version: std::env::var("TEARDOWN_STACK_VERSION").ok(),
+            detected_by: detected_by.into(),
+            capture: CaptureBackend::RawSocket,
+            states: StateSource::TcpInfo,
+            faults: FaultBackend::None,
+            lo_starts_down: false,
+        }
+    }
+
+    /// Identifies the stack this process runs on.
+    pub fn detect() -> Stack {
+        match gvisor_marker() {
+            Some(m) => Stack::gvisor(format!("kernel log: {m:?}")),
+            None => Stack::linux(format!(
+                "{} kernel, no gVisor marker in the kernel log",
+                std::env::consts::OS
+            )),
+        }
+    }
+
+    /// The stack as the report records it.
+    pub fn info(&self) -> StackInfo {
+        StackInfo {
+            name: self.name.to_string(),
+            version: self.version.clone(),
+            detected_by: self.detected_by.clone(),
+            capture: self.capture.name().to_string(),
+            states: self.states.name().to_string(),
+            faults: self.faults.name().to_string(),
+        }
+    }
+}
+
+/// gVisor's `syslog(2)` greets with "Starting gVisor..."; Linux's kernel
+/// log never says that. Returns the line that identifies gVisor.
+fn gvisor_marker() -> Option<String> {
+    let mut buf = vec![0u8; 16 * 1024];
+    let len = libc::c_int::try_from(buf.len()).ok()?;
+    // SAFETY: SYSLOG_ACTION_READ_ALL (3) writes at most `len` bytes.
+    let n = unsafe { libc::klogctl(3, buf.as_mut_ptr().cast(), len) };
+    let n = usize::try_from(n).ok()?;
+    let log = String::from_utf8_lossy(&buf[..n.min(buf.len())]);
+    log.lines()
+        .find(|l| l.contains("Starting gVisor"))
+        .map(|l| l.trim().to_string())
+}
+
+/// The stack of a report's host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct StackInfo {
+    /// linux | gvisor | ...: what expectations call it.
+    pub name: String,
+    /// The stack's own version, where known (gVisor: the runsc release).
+    pub version: Option<String>,
+    /// How the stack was identified (or "--stack" when given).
+    pub detected_by: String,
+    /// Capture backend: libpcap | raw-socket.
+    pub capture: String,
+    /// Socket-state source: sock-diag | tcp-info.
+    pub states: String,
+    /// Fault backend: nftables | none.
+    pub faults: String,
+}
+
+/// What a case needs from a stack that the stack lacks, each said in a
+/// sentence; empty if the stack can run it. Sysctls are checked when the
+/// case runs (only the stack knows which exist); this is what can be known
+/// from the steps.
+pub fn requirements(case: &Case, stack: &Stack) -> Vec<String> {
+    let mut missing = Vec::new();
+    let mut closed = Vec::new();
+    for s in &case.steps {
+        let at = s.line.map_or("setup".to_string(), |l| format!("line {l}"));
+        match &s.kind {
+            StepKind::Control(Control::Fault(_)) if stack.faults == FaultBackend::None => {
+                missing.push(format!(
+                    "{at}: `{}` needs a packet filter; {} has none the harness can drive",
+                    s.text, stack.name
+                ));
+            }
+            StepKind::Socket {
+                actor,
+                call:
+                    Call::Wait {
+                        what: WaitFor::State(state),
+                        ..
+                    },
+                ..
+            } if !stack.states.sees_orphans() && closed.contains(actor) => {
+                missing.push(format!(
+                    "{at}: `{}` waits for {state} on a socket the application closed; {} shows states only through descriptors ({})",
+                    s.text,
+                    stack.name,
+                    stack.states.name()
+                ));
+            }
+            StepKind::Socket {
+                actor,
+                call: Call::Close,
+                ..
+            } => closed.push(*actor),
+            // A client or listener step after close opens a new socket.
+            StepKind::Socket {
+                actor,
+                call: Call::Connect | Call::Bind(_) | Call::SetOption(_) | Call::Listen { .. },
+                ..
+            } => closed.retain(|a| a != actor),
+            _ => {}
+        }
+    }
+    missing
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn case(steps: &str) -> Case {
+        crate::catalogue::parse(
+            Path::new("t.toml"),
+            &format!("title = \"t\"\nsteps = '''\n{steps}\n'''\n"),
+        )
+        .unwrap()
+        .remove(0)
+    }
+
+    #[test]
+    fn gvisor_cannot_run_faults_or_watch_closed_sockets() {
+        let gv = Stack::gvisor("test");
+        let linux = Stack::linux("test");
+        let c = case(
+            "drop all as d\nclient close as c\nclient wait state TIME-WAIT\nserver wait state CLOSE-WAIT",
+        );
+        assert!(requirements(&c, &linux).is_empty());
+        let missing = requirements(&c, &gv);
+        assert_eq!(missing.len(), 2, "{missing:?}");
+        assert!(
+            missing[0].contains("line 3: `drop all as d` needs a packet filter"),
+            "{missing:?}"
+        );
+        assert!(
+            missing[1].contains("line 5") && missing[1].contains("tcp-info"),
+            "{missing:?}"
+        );
+        // A wait on a socket still open is fine on either, and so is one on
+        // a client socket opened again after close.
+        assert!(requirements(&case("server wait state ESTABLISHED"), &gv).is_empty());
+        let reopened = case("client close\nclient connect as again\nclient wait state ESTABLISHED");
+        assert!(requirements(&reopened, &gv).is_empty());
+    }
+
+    #[test]
+    fn this_machine_is_linux_unless_the_kernel_log_says_gvisor() {
+        let s = Stack::detect();
+        assert!(s.name == "linux" || s.name == "gvisor");
+        assert_eq!(s.info().states, s.states.name());
+    }
+}
