@@ -467,5 +467,6 @@ mod tests {
         // Self-contained: nothing to fetch.
         assert!(!page.contains("src=") && !page.contains("href=\"http"));
         assert!(!page.contains("<script"));
+        insta::assert_snapshot!(page);
     }
 }

@@ -231,5 +231,6 @@ mod tests {
             t.contains("verdict: pass; FIN/RST client 1/0 server 1/0"),
             "{t}"
         );
+        insta::assert_snapshot!(t);
     }
 }
