@@ -43,21 +43,26 @@ run-scenarios *args: build
 matrix *args: build
     {{bin}} run --report reports/matrix.json --junit reports/junit.xml --baseline reports/baseline/{{os()}}.json {{args}}
 
-# Re-record reports/baseline/<os>.json from 3 full runs (facts that differ between them are not checked)
-baseline runs="3": build
+# Re-record reports/baseline/<os>.json from N runs at rest and N under CPU hogs (a fact that
+# differs between them, such as how much a small buffer takes under load, is not checked)
+baseline runs="4": build
     #!/usr/bin/env bash
     set -euo pipefail
     dir=$(mktemp -d)
-    trap 'rm -rf "$dir"' EXIT
-    for i in $(seq {{runs}}); do
-        echo "run $i of {{runs}}" >&2
-        if ! {{bin}} run --quiet --no-captures --report "$dir/run$i.json" > "$dir/out$i.txt" 2>&1; then
-            grep -v "^[a-z0-9-]* *ipv[46] .* pass$" "$dir/out$i.txt" >&2 || true
-            echo "run $i did not pass (above); fix that before recording a baseline" >&2
+    hogs=()
+    trap 'kill "${hogs[@]}" 2>/dev/null || true; rm -rf "$dir"' EXIT
+    record() {
+        if ! nice -n "$2" {{bin}} run --quiet --no-captures --report "$dir/$1.json" > "$dir/$1.txt" 2>&1; then
+            grep -v "^[a-z0-9-]* *ipv[46] .* pass$" "$dir/$1.txt" >&2 || true
+            echo "run $1 did not pass (above); fix that before recording a baseline" >&2
             exit 1
         fi
-    done
-    {{bin}} baseline record "$dir"/run*.json -o reports/baseline/{{os()}}.json
+    }
+    for i in $(seq {{runs}}); do echo "run $i of {{runs}} at rest" >&2; record rest$i 0; done
+    for i in 1 2; do nice -n -10 sh -c 'while :; do :; done' & hogs+=($!); done
+    for i in $(seq {{runs}}); do echo "run $i of {{runs}} under 2 CPU hogs" >&2; record load$i 5; done
+    kill "${hogs[@]}"; hogs=()
+    {{bin}} baseline record "$dir"/rest*.json "$dir"/load*.json -o reports/baseline/{{os()}}.json
 
 # Run the catalogue N times with CPU hogs outranking it, and check every run against its
 # expectations and the baseline: a new expectation must survive this before it is committed
@@ -84,9 +89,28 @@ stress runs="10" hogs="2" *args: build
 list *args: build
     {{bin}} list {{args}}
 
-# Run the test suite (end-to-end tests need root; tshark is the independent witness, chromium loads the HTML)
-test: (deps "libpcap-dev" "pkg-config" "nftables" "tshark" "chromium")
+# Run the test suite (end-to-end tests need root; tshark is the independent witness, chromium loads
+# the HTML, runsc runs the catalogue on gVisor)
+test: (deps "libpcap-dev" "pkg-config" "nftables" "tshark" "chromium") runsc
     cargo test --workspace --locked
+
+# Fetch gVisor's runsc into target/gvisor/ (Debian trixie's build, through a private apt
+# configuration; nothing is installed)
+runsc: (deps "debian-archive-keyring")
+    harness/gvisor/fetch-runsc.sh
+
+# The catalogue on gVisor's netstack, e.g. just gvisor -f linger. Without arguments it records
+# the reference report and pcaps in reports/stacks/gvisor-<runsc version>(.json)
+gvisor *args: build runsc
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if [ -n "{{args}}" ]; then
+        exec {{bin}} run --stack gvisor {{args}}
+    fi
+    version=$(target/gvisor/runsc --version | awk 'NR == 1 { sub(/^0\.0~/, "", $3); print $3 }')
+    out=reports/stacks/gvisor-$version
+    rm -rf "$out" && mkdir -p reports/stacks
+    {{bin}} run --stack gvisor --report "$out.json" --captures "$out"
 
 # Every scenario on Debian's 6.1 and 6.12 kernels under qemu (fetched, never installed): reports/kernels/
 kernel-matrix *series: build (deps "libpcap-dev" "pkg-config" "nftables" "qemu-system-x86" "cpio" "kmod" "xz-utils")

@@ -16,9 +16,9 @@ use std::fmt;
 
 use serde_json::{Value, json};
 
-use crate::analyze::Outcome;
 use crate::driver::StepRecord;
 use crate::fault::FaultRecord;
+use crate::outcome::Outcome;
 use crate::scenario::Verb;
 use crate::tcp::Side;
 
@@ -113,9 +113,27 @@ pub struct FactKind {
     pub pattern: &'static str,
     pub doc: &'static str,
     pub used_as: Use,
+    /// When a behaviour fact is a measurement after all in a given case
+    /// (the byte counts of a write that filled a buffer).
+    measured_when: Option<fn(&CaseFacts, &Binding) -> bool>,
     /// The value in a report; `None` when the thing it is about does not
     /// exist in that report (an unknown step key), which resolves to null.
     get: Getter,
+}
+
+/// A step that moved fewer bytes than it asked for (a `dontwait` fill):
+/// how much it moved measures the buffers at that moment.
+fn partial_step(c: &CaseFacts, b: &Binding) -> bool {
+    step(c, b).is_some_and(|s| s.result.partial)
+}
+
+/// A direction some partial write went into: its written, read and lost
+/// totals measure the buffers too.
+fn partial_direction(c: &CaseFacts, b: &Binding) -> bool {
+    let writer = b.direction.unwrap_or(Direction::ClientToServer).writer();
+    c.steps.iter().any(|s| {
+        s.verb == Verb::Write && s.result.partial && s.actor.and_then(|a| a.side()) == Some(writer)
+    })
 }
 
 /// `steps.<step>.ret` of a step that returns a descriptor is "fd": the
@@ -143,7 +161,7 @@ fn side(b: &Binding) -> Side {
     b.side.unwrap_or(Side::Client)
 }
 
-fn flow<'a>(c: &CaseFacts<'a>, b: &Binding) -> &'a crate::analyze::Flow {
+fn flow<'a>(c: &CaseFacts<'a>, b: &Binding) -> &'a crate::outcome::Flow {
     match b.direction.unwrap_or(Direction::ClientToServer) {
         Direction::ClientToServer => &c.outcome.data.client_to_server,
         Direction::ServerToClient => &c.outcome.data.server_to_client,
@@ -178,162 +196,196 @@ pub static KINDS: &[FactKind] = &[
         pattern: "wire.<side>.syn",
         doc: "SYN segments the side sent",
         used_as: Use::Behaviour,
+        measured_when: None,
         get: wire_side!(syn),
     },
     FactKind {
         pattern: "wire.<side>.fin",
         doc: "FIN segments the side sent, retransmissions included",
         used_as: Use::Measurement,
+        measured_when: None,
         get: wire_side!(fin),
     },
     FactKind {
         pattern: "wire.<side>.distinct_fins",
         doc: "FINs with distinct sequence numbers: 1 for a side that closed, however often its FIN went out",
         used_as: Use::Behaviour,
+        measured_when: None,
         get: wire_side!(distinct_fins),
     },
     FactKind {
         pattern: "wire.<side>.rst",
-        doc: "RST segments the side sent",
-        used_as: Use::Behaviour,
+        doc: "RST segments the side sent (each stray segment after a reset can draw another)",
+        used_as: Use::Measurement,
+        measured_when: None,
         get: wire_side!(rst),
+    },
+    FactKind {
+        pattern: "wire.<side>.reset",
+        doc: "whether the side sent a RST at all",
+        used_as: Use::Behaviour,
+        measured_when: None,
+        get: |c, b| Some(json!(c.outcome.wire.as_ref()?.sides[side(b)].rst > 0)),
     },
     FactKind {
         pattern: "wire.<side>.data_bytes",
         doc: "distinct payload bytes the side sent (sequence space)",
         used_as: Use::Measurement,
+        measured_when: None,
         get: wire_side!(data_bytes),
     },
     FactKind {
         pattern: "wire.<side>.retransmits",
         doc: "segments that only repeated sequence space already sent",
         used_as: Use::Measurement,
+        measured_when: None,
         get: wire_side!(retransmits),
     },
     FactKind {
         pattern: "wire.first_fin",
         doc: "whose FIN came first: client, server, both (simultaneous close) or null",
         used_as: Use::Behaviour,
+        measured_when: None,
         get: wire!(first_fin),
     },
     FactKind {
         pattern: "wire.first_rst",
         doc: "whose RST came first, or null",
         used_as: Use::Behaviour,
+        measured_when: None,
         get: wire!(first_rst),
     },
     FactKind {
         pattern: "wire.conn_state",
         doc: "Zeek's conn_state, the client being the originator",
         used_as: Use::Behaviour,
+        measured_when: None,
         get: wire!(conn_state),
     },
     FactKind {
         pattern: "wire.history",
         doc: "Zeek's history string (uppercase: client)",
         used_as: Use::Measurement,
+        measured_when: None,
         get: wire!(history),
     },
     FactKind {
         pattern: "wire.close_segments",
         doc: "segments from the first FIN or RST to the end of the capture",
         used_as: Use::Measurement,
+        measured_when: None,
         get: wire!(close_segments),
     },
     FactKind {
         pattern: "time_wait.side",
         doc: "which end held a TIME-WAIT socket at the end: client, server, both or none",
         used_as: Use::Behaviour,
+        measured_when: None,
         get: |c, _| Some(json!(c.outcome.time_wait.side)),
     },
     FactKind {
         pattern: "time_wait.remaining_ms",
         doc: "the kernel's remaining TIME-WAIT timer at the end (the smaller, if both)",
         used_as: Use::Measurement,
+        measured_when: None,
         get: |c, _| Some(json!(c.outcome.time_wait.remaining_ms)),
     },
     FactKind {
         pattern: "final_state.<side>",
         doc: "the side's last TCP state (CLOSED once its socket is gone)",
         used_as: Use::Behaviour,
+        measured_when: None,
         get: |c, b| Some(json!(c.outcome.final_state[side(b)])),
     },
     FactKind {
         pattern: "data.<direction>.written",
         doc: "bytes write() accepted",
         used_as: Use::Behaviour,
+        measured_when: Some(partial_direction),
         get: data!(written),
     },
     FactKind {
         pattern: "data.<direction>.sent",
         doc: "distinct payload bytes on the wire",
         used_as: Use::Measurement,
+        measured_when: None,
         get: data!(sent),
     },
     FactKind {
         pattern: "data.<direction>.acked",
         doc: "payload bytes the receiver acknowledged",
         used_as: Use::Measurement,
+        measured_when: None,
         get: data!(acked),
     },
     FactKind {
         pattern: "data.<direction>.read",
         doc: "bytes the peer application read",
         used_as: Use::Behaviour,
+        measured_when: Some(partial_direction),
         get: data!(read),
     },
     FactKind {
         pattern: "data.<direction>.lost",
         doc: "written - read: never delivered to the peer application",
         used_as: Use::Behaviour,
+        measured_when: Some(partial_direction),
         get: data!(lost),
     },
     FactKind {
         pattern: "data.<direction>.corrupted",
         doc: "bytes read that differ from what was written",
         used_as: Use::Behaviour,
+        measured_when: None,
         get: data!(corrupted),
     },
     FactKind {
         pattern: "steps.<step>.ret",
         doc: "the call's return value (\"fd\" for a descriptor)",
         used_as: Use::Behaviour,
+        measured_when: Some(partial_step),
         get: step_ret,
     },
     FactKind {
         pattern: "steps.<step>.errno",
         doc: "errno by name (ECONNRESET), or null",
         used_as: Use::Behaviour,
+        measured_when: None,
         get: step_field!(errno),
     },
     FactKind {
         pattern: "steps.<step>.timed_out",
         doc: "whether the step's bound ran out",
         used_as: Use::Behaviour,
+        measured_when: None,
         get: step_field!(timed_out),
     },
     FactKind {
         pattern: "steps.<step>.duration_ms",
         doc: "how long the call took",
         used_as: Use::Measurement,
+        measured_when: None,
         get: |c, b| Some(json!(step(c, b)?.duration_ms)),
     },
     FactKind {
         pattern: "steps.<step>.bytes",
         doc: "bytes a read or write moved (also when it then failed)",
         used_as: Use::Measurement,
+        measured_when: None,
         get: step_field!(bytes),
     },
     FactKind {
         pattern: "steps.<step>.value",
         doc: "a value the call reported (ioctl queue sizes, poll revents, matched segments)",
         used_as: Use::Measurement,
+        measured_when: None,
         get: step_field!(value),
     },
     FactKind {
         pattern: "faults.<fault>.matched",
         doc: "segments the fault rule matched (dropped or rejected)",
         used_as: Use::Behaviour,
+        measured_when: None,
         get: |c, b| Some(json!(fault(c, b)?.matched)),
     },
 ];
@@ -365,6 +417,16 @@ pub struct Keys {
 impl FactPath {
     pub fn kind(&self) -> &'static FactKind {
         &KINDS[self.kind]
+    }
+
+    /// How this fact is used in `case`: a behaviour fact whose value
+    /// measures the machine there (see [`FactKind`]) is a measurement.
+    pub fn used_as(&self, case: &CaseFacts) -> Use {
+        let kind = self.kind();
+        match kind.measured_when {
+            Some(measured) if measured(case, &self.binding) => Use::Measurement,
+            _ => kind.used_as,
+        }
     }
 
     pub fn binding(&self) -> &Binding {
@@ -562,11 +624,13 @@ fn expand(pattern: &str, keys: &Keys) -> Vec<Binding> {
 
 /// A case's behavioural facts as `path -> value` (unobserved as null): what
 /// baselines record and `compare` lines up. Measurements are left out:
-/// they measure the machine as much as the stack.
+/// they measure the machine as much as the stack. So are the byte counts
+/// of a write that filled a buffer (a `dontwait` fill): under load the same
+/// kernel takes 10240 or 12288 bytes into the same 4 KiB buffers.
 pub fn fingerprint(case: &CaseFacts) -> BTreeMap<String, Value> {
     all(case)
         .into_iter()
-        .filter(|(p, _)| p.kind().used_as == Use::Behaviour)
+        .filter(|(p, _)| p.used_as(case) == Use::Behaviour)
         .map(|(p, v)| (p.to_string(), v.value()))
         .collect()
 }
@@ -639,6 +703,30 @@ mod tests {
         assert_eq!(tw.value(), Value::Null);
         let w = resolve(&c, &FactPath::parse("wire.client.rst", &k).unwrap());
         assert_eq!(w.reason(), None);
+    }
+
+    /// A write that filled a buffer (stopped at EAGAIN) moved what the
+    /// buffers held at that moment: its byte counts, and its direction's
+    /// totals, are measurements; a complete write's are behaviour.
+    #[test]
+    fn a_buffer_fill_is_a_measurement() {
+        let mut r = report("a", 1, None);
+        let c = &mut r.cases[0];
+        let mut w = c.steps[0].clone();
+        w.key = "fill".into();
+        w.verb = Verb::Write;
+        w.result.ret = Some(10240);
+        c.steps.push(w);
+        let complete = fingerprint(&c.facts());
+        assert!(complete.contains_key("steps.fill.ret"));
+        assert!(complete.contains_key("data.client_to_server.written"));
+        c.steps[1].result.partial = true;
+        let filled = fingerprint(&c.facts());
+        assert!(!filled.contains_key("steps.fill.ret"));
+        assert!(!filled.contains_key("data.client_to_server.written"));
+        assert!(!filled.contains_key("data.client_to_server.lost"));
+        assert!(filled.contains_key("data.server_to_client.written"));
+        assert!(filled.contains_key("steps.fill.errno"));
     }
 
     #[test]

@@ -10,11 +10,12 @@
 //! stack      the stack under test and its observation backends
 //! sandbox    a fresh network namespace per case, lo up, sysctls
 //! capture    libpcap or a raw packet socket on that lo, active first
+//! wire       link-layer frames -> TCP segments
+//! analyze    segments -> connection facts (streaming, per connection)
 //! observe    the stack's socket states (sock_diag or TCP_INFO)
 //! fault      fault rules in the case's packet filter
 //! driver     runs the steps on real sockets, records every call
-//! wire       link-layer frames -> TCP segments
-//! analyze    segments -> connection facts; + driver records -> Outcome
+//! outcome    driver records + connection facts -> a case's Outcome
 //! facts      the fact model: every fact's path, meaning and getter
 //! verdict    Outcome vs. the scenario's expectations for this stack
 //! report     the JSON report model, written atomically; reading it back
@@ -26,7 +27,7 @@
 //! dispatches. `tcp` and `files` are shared leaves (TCP vocabulary; atomic
 //! writes and bounded reads).
 //!
-//! A new fact goes in `facts::KINDS` (and is computed in `analyze`); a new
+//! A new fact goes in `facts::KINDS` (computed in `analyze` or `outcome`); a new
 //! output format is a new file in `sinks/`; a new stack is a `stack::Stack`
 //! and, where it needs them, backends in `capture`, `observe` and `fault`.
 
@@ -41,6 +42,7 @@ pub mod facts;
 pub mod fault;
 pub mod files;
 pub mod observe;
+pub mod outcome;
 pub mod report;
 pub mod runner;
 pub mod sandbox;

@@ -16,11 +16,12 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Instant, SystemTime};
 
-use crate::analyze::{self, Outcome};
+use crate::analyze;
 use crate::capture::{self, Capture, Reaper};
 use crate::driver::{self, DriverOutput, Instruments};
 use crate::fault::Firewall;
 use crate::observe::Observer;
+use crate::outcome::{self, Outcome};
 use crate::report::{self, CaseReport, Host, Report, Summary, Timing, Tool};
 use crate::sandbox::{self, SandboxError};
 use crate::scenario::Case;
@@ -178,6 +179,10 @@ fn run_case_here(case: &Case, opts: &RunOptions, reaper: &Reaper) -> CaseReport 
         Err(e) => return stopped(case, Stopped::Error(vec![e.to_string()])),
     };
     for (name, value) in &case.sysctls {
+        // "default" leaves the stack's own value (an axis can include it).
+        if value == "default" {
+            continue;
+        }
         match sandbox::write_sysctl(&ns, name, value) {
             Ok(()) => {}
             Err(e @ SandboxError::NoSuchSysctl { .. }) => {
@@ -261,7 +266,7 @@ fn run_case_here(case: &Case, opts: &RunOptions, reaper: &Reaper) -> CaseReport 
             None
         }
     };
-    let outcome = analyze::outcome(
+    let outcome = outcome::outcome(
         Some(&out),
         analysis.as_ref(),
         captured.as_ref().err().map(String::as_str),
@@ -316,7 +321,7 @@ fn stopped(case: &Case, why: Stopped) -> CaseReport {
         Stopped::Error(_) => "the case stopped before its steps ran",
         Stopped::Unsupported(_) => "the case did not run: the stack lacks what it needs",
     };
-    let outcome = analyze::outcome(None, None, Some(reason), vec![]);
+    let outcome = outcome::outcome(None, None, Some(reason), vec![]);
     let mut r = case_report(case, None, outcome, BTreeMap::new());
     r.verdict = match why {
         Stopped::Error(problems) => {

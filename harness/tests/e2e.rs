@@ -4,7 +4,8 @@
 //! The catalogue runs once per test binary; the tests then look at that one
 //! report and its captures from different angles.
 
-use std::collections::BTreeMap;
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -230,76 +231,7 @@ fn every_kind_of_fact_is_observed_somewhere_in_the_catalogue() {
 #[test]
 fn tshark_agrees_with_the_report_on_every_case() {
     let run = catalogue(); // see host_ruleset: no fork while the catalogue runs here
-    let tshark = Command::new("tshark").arg("--version").output();
-    assert!(
-        tshark.is_ok_and(|o| o.status.success()),
-        "tshark is the witness: install it (apt-get install tshark)"
-    );
-    let mut disagreements = Vec::new();
-    for c in &run.report.cases {
-        let pcap = c.capture.as_deref().unwrap();
-        let out = Command::new("tshark")
-            .args(["-r", pcap, "-T", "fields", "-E", "separator=,"])
-            .args([
-                "-e",
-                "tcp.srcport",
-                "-e",
-                "tcp.flags.syn",
-                "-e",
-                "tcp.flags.fin",
-                "-e",
-                "tcp.flags.reset",
-                "-e",
-                "tcp.len",
-            ])
-            .args([
-                "-e",
-                "tcp.analysis.retransmission",
-                "-e",
-                "tcp.analysis.spurious_retransmission",
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "tshark -r {pcap}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        // side -> [syn, fin, rst, payload bytes not retransmitted]
-        let mut seen: BTreeMap<&str, [u64; 4]> = BTreeMap::new();
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            let f: Vec<&str> = line.split(',').collect();
-            let set = |s: &str| s == "1" || s == "True";
-            let side = if f[0] == teardown::driver::SERVER_PORT.to_string() {
-                "server"
-            } else {
-                "client"
-            };
-            let e = seen.entry(side).or_default();
-            e[0] += u64::from(set(f[1]));
-            e[1] += u64::from(set(f[2]));
-            e[2] += u64::from(set(f[3]));
-            if f[5].is_empty() && f[6].is_empty() {
-                e[3] += f[4].parse::<u64>().unwrap_or(0);
-            }
-        }
-        let w = c.outcome.wire.as_ref().unwrap();
-        for (side, counts) in [("client", &w.sides.client), ("server", &w.sides.server)] {
-            let ours = [
-                u64::from(counts.syn),
-                u64::from(counts.fin),
-                u64::from(counts.rst),
-                counts.data_bytes,
-            ];
-            let theirs = seen.get(side).copied().unwrap_or_default();
-            if ours != theirs {
-                disagreements.push(format!(
-                    "{} {side}: report [syn fin rst bytes] {ours:?}, tshark {theirs:?}",
-                    c.id
-                ));
-            }
-        }
-    }
+    let disagreements = common::tshark_disagreements(&run.report);
     assert!(disagreements.is_empty(), "{disagreements:#?}");
 }
 

@@ -182,7 +182,7 @@ fn invariants(seq: &[(Side, Op)], r: &CaseReport) -> Result<(), String> {
             }
         }
     }
-    use teardown::analyze::TimeWaitSide as Tw;
+    use teardown::outcome::TimeWaitSide as Tw;
     let tw = o.time_wait.side;
     if wire.sides.client.fin == 0 && matches!(tw, Some(Tw::Client | Tw::Both)) {
         return Err("the client is in TIME-WAIT without having sent a FIN".into());

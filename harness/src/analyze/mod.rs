@@ -1,4 +1,4 @@
-//! Connection facts from the segments on the wire, and a case's outcome.
+//! Connection facts from the segments on the wire.
 //!
 //! [`Connection`] folds one TCP connection's segments, one at a time, into
 //! per-side facts: SYN/FIN/RST counts, distinct payload bytes in sequence
@@ -8,10 +8,10 @@
 //! nothing about how a close should look (three or four segments, FIN or
 //! RST) and knows nothing of any scenario.
 //!
-//! [`outcome`] joins those wire facts with what the driver observed (calls,
-//! kernel states, application byte counts) into a case's typed facts.
+//! The driver folds segments in while a case runs (`wait wire closed`,
+//! the settle of a stack without orphan visibility); `outcome` joins the
+//! facts with what the driver observed into a case's typed facts.
 
-pub mod outcome;
 pub mod zeek;
 
 use std::net::SocketAddr;
@@ -22,8 +22,6 @@ use serde::{Deserialize, Serialize};
 use crate::tcp::{Flags, PerSide, Side};
 use crate::wire::{Segment, SeqNum};
 use zeek::{Endpoint, EndpointView, Letters};
-
-pub use outcome::{DataFlows, Flow, Outcome, TimeWait, TimeWaitSide, outcome};
 
 /// Segments one side sent, as seen in the capture.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -118,6 +116,10 @@ struct Dir {
     acked: u64,
     first_fin_index: Option<usize>,
     first_fin_ack: Option<SeqNum>,
+    /// The end of the sequence space sent so far (SYN, data, FIN).
+    snd_max: Option<SeqNum>,
+    /// The highest acknowledgment the peer sent for this direction.
+    acked_by_peer: Option<SeqNum>,
     state: Endpoint,
     letters: Letters,
 }
@@ -155,6 +157,23 @@ impl Dir {
         }
         let after: u64 = self.covered.iter().map(|(a, b)| b - a).sum();
         after - before
+    }
+
+    /// Whether the peer acknowledged everything this side sent.
+    fn all_acked(&self) -> bool {
+        match (self.snd_max, self.acked_by_peer) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(end), Some(ack)) => ack >= end,
+        }
+    }
+
+    /// Whether this side sent a FIN and the peer acknowledged it.
+    fn fin_acked(&self) -> bool {
+        match (self.fin_seqs.first(), self.acked_by_peer) {
+            (Some(fin), Some(ack)) => ack > *fin,
+            _ => false,
+        }
     }
 
     fn view(&self) -> EndpointView {
@@ -265,6 +284,16 @@ impl Connection {
         if retransmit {
             me.counts.retransmits += 1;
         }
+        let end = seg.seq + seg.seq_len();
+        if seg.seq_len() > 0 && me.snd_max.is_none_or(|m| end > m) {
+            me.snd_max = Some(end);
+        }
+        if f.ack() && !f.rst() {
+            let theirs = &mut self.dirs[peer];
+            if theirs.acked_by_peer.is_none_or(|a| seg.ack > a) {
+                theirs.acked_by_peer = Some(seg.ack);
+            }
+        }
 
         // What this side acknowledges of the peer's payload.
         if f.ack() && !f.rst() {
@@ -354,6 +383,29 @@ impl Connection {
                 win: seg.window,
             });
         }
+    }
+
+    /// Whether the close is complete on the wire: both sides sent a FIN
+    /// and the peer acknowledged it, or a RST ended the connection.
+    pub fn closed_on_wire(&self) -> bool {
+        self.first_rst.is_some() || (self.dirs.client.fin_acked() && self.dirs.server.fin_acked())
+    }
+
+    /// Whether some side has sequence space on the wire that its peer has
+    /// not acknowledged (and no RST ended the connection): what the
+    /// transient TCP states mean, seen from the wire.
+    pub fn in_flight(&self) -> bool {
+        self.first_rst.is_none() && !(self.dirs.client.all_acked() && self.dirs.server.all_acked())
+    }
+
+    /// Payload bytes of `side` that its peer acknowledged so far.
+    pub fn acked(&self, side: Side) -> u64 {
+        self.dirs[side].acked
+    }
+
+    /// Whether a RST ended the connection.
+    pub fn reset(&self) -> bool {
+        self.first_rst.is_some()
     }
 
     /// The facts of everything pushed so far.
@@ -549,6 +601,34 @@ mod tests {
             "relative sequence numbers start after the SYN"
         );
         assert_eq!(a.packets[4].ack, Some(11));
+    }
+
+    /// The wire's view of "done": what `wait wire closed` and the settle
+    /// of a stack without orphan visibility wait for.
+    #[test]
+    fn test_fin_wait_the_wire_shows_when_nothing_is_in_flight() {
+        let ends = PerSide::new(C.parse().unwrap(), S.parse().unwrap());
+        let mut conn = Connection::new(ends, 0, false);
+        let steps = [
+            (true, "S", 100, 0, 0, true, false),
+            (false, "S.", 500, 101, 0, true, false),
+            (true, ".", 101, 501, 0, false, false),
+            (true, "P.", 101, 501, 10, true, false),
+            (false, ".", 501, 111, 0, false, false),
+            (true, "F.", 111, 501, 0, true, false),
+            (false, "F.", 501, 112, 0, true, false),
+            (true, ".", 112, 502, 0, false, true),
+        ];
+        for (i, (c, f, s, a, l, in_flight, closed)) in steps.into_iter().enumerate() {
+            let seg = seg(i, c, f, s, a, l);
+            let side = conn.side_of(&seg).unwrap();
+            conn.push(&seg, side);
+            assert_eq!(conn.in_flight(), in_flight, "after {f} #{i}");
+            assert_eq!(conn.closed_on_wire(), closed, "after {f} #{i}");
+        }
+        let mut rst = Connection::new(ends, 0, false);
+        rst.push(&seg(0, true, "R", 100, 0, 0), Side::Client);
+        assert!(rst.closed_on_wire() && !rst.in_flight());
     }
 
     #[test]

@@ -164,6 +164,11 @@ impl Capture {
         Ok(self.packets.len() - before)
     }
 
+    /// The link type of the captured frames.
+    pub fn linktype(&self) -> i32 {
+        self.linktype
+    }
+
     /// Packets captured so far.
     pub fn packets(&self) -> &[RawPacket] {
         &self.packets

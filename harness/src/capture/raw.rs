@@ -3,7 +3,7 @@
 //! What libpcap does on Linux, minus the mmap'd ring that gVisor lacks: a
 //! packet socket bound to `lo`, frames cut to the snaplen with their
 //! original length (`MSG_TRUNC`), the kernel's receive timestamp
-//! (`SO_TIMESTAMP`), and each segment kept once (a loopback frame is seen
+//! (`SO_TIMESTAMPNS`, or `SO_TIMESTAMP`), and each segment kept once (a loopback frame is seen
 //! leaving and arriving; the outgoing copy is skipped, as libpcap does).
 //! Only TCP over IPv4 and IPv6 is kept, like libpcap's `tcp` filter.
 
@@ -67,9 +67,14 @@ impl RawCapture {
         if set(libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, RCVBUF) != 0 {
             set(libc::SOL_SOCKET, libc::SO_RCVBUF, RCVBUF);
         }
+        // Microseconds everywhere; nanoseconds where the stack has them
+        // (Linux: the same clock libpcap's ring reads). gVisor accepts
+        // SO_TIMESTAMPNS but delivers only SO_TIMESTAMP's timeval, so both
+        // are asked for and either is read.
         if set(libc::SOL_SOCKET, libc::SO_TIMESTAMP, 1) != 0 {
             return Err(os_err("SO_TIMESTAMP"));
         }
+        let _ = set(libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1);
         // SAFETY: a NUL-terminated interface name.
         let ifindex = unsafe { libc::if_nametoindex(c"lo".as_ptr()) };
         if ifindex == 0 {
@@ -109,7 +114,7 @@ impl RawCapture {
         loop {
             // SAFETY: sockaddr_ll is plain old data.
             let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-            // Room for one SCM_TIMESTAMP control message (a timeval).
+            // Room for an SCM_TIMESTAMP(NS) control message.
             let mut control = [0u64; 8];
             let mut iov = libc::iovec {
                 iov_base: self.buf.as_mut_ptr().cast(),
@@ -202,13 +207,19 @@ fn is_tcp(frame: &[u8]) -> bool {
     }
 }
 
-/// The kernel's receive timestamp from an SCM_TIMESTAMP control message.
+/// The kernel's receive timestamp from an SCM_TIMESTAMPNS control message
+/// (nanoseconds, cut to microseconds the way libpcap cuts them) or an
+/// SCM_TIMESTAMP one.
 fn timestamp_us(msg: &libc::msghdr) -> Option<i64> {
     // SAFETY: msg was filled by recvmsg; the CMSG macros walk its buffer.
     unsafe {
         let mut cmsg = libc::CMSG_FIRSTHDR(msg);
         while !cmsg.is_null() {
             let c = &*cmsg;
+            if c.cmsg_level == libc::SOL_SOCKET && c.cmsg_type == libc::SCM_TIMESTAMPNS {
+                let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+                return Some(ts.tv_sec * 1_000_000 + ts.tv_nsec / 1000);
+            }
             if c.cmsg_level == libc::SOL_SOCKET && c.cmsg_type == libc::SCM_TIMESTAMP {
                 let tv: libc::timeval = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
                 return Some(tv.tv_sec * 1_000_000 + tv.tv_usec);

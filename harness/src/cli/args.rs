@@ -27,9 +27,13 @@ pub enum Command {
         reports: Vec<PathBuf>,
         #[arg(long, value_enum, default_value = "table")]
         format: CompareFormat,
-        /// close() durations that differ by at most this count as equal.
+        /// Durations that differ by at most this count as equal.
         #[arg(long, default_value_t = 100.0, value_name = "MS")]
         tolerance_ms: f64,
+        /// Also compare the facts that measure the machine as much as the
+        /// stack: byte counts of buffer fills, FIN transmissions, timers.
+        #[arg(long)]
+        measurements: bool,
     },
     /// Write one self-contained HTML page for one or more reports: overview
     /// matrix, claims C1-C13, a ladder diagram per case.

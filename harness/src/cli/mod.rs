@@ -74,6 +74,8 @@ pub enum CliError {
     },
     #[error("{0}")]
     Usage(String),
+    #[error("{0}")]
+    Gvisor(crate::stack::gvisor::GvisorError),
 }
 
 impl CliError {
@@ -86,6 +88,7 @@ impl CliError {
             }
             CliError::Report(_) | CliError::Baseline(_) | CliError::Capture(_) => exit::BAD_INPUT,
             CliError::Privileges(_) => exit::NO_PERMISSION,
+            CliError::Gvisor(_) => exit::HARNESS_ERROR,
             CliError::Write { .. } => exit::IO_ERROR,
         }
     }
@@ -127,9 +130,10 @@ fn dispatch(command: Command) -> Result<i32, CliError> {
             reports,
             format,
             tolerance_ms,
+            measurements,
         } => {
             let loaded = report::load::read_all(&reports)?;
-            let c = crate::compare::compare(&loaded, tolerance_ms);
+            let c = crate::compare::compare(&loaded, tolerance_ms, measurements);
             say(&match format {
                 CompareFormat::Table => sinks::compare::table(&c),
                 CompareFormat::Markdown => sinks::compare::markdown(&c),
@@ -200,8 +204,18 @@ fn run(a: RunArgs) -> Result<i32, CliError> {
     };
     let mut stack = match a.stack.as_str() {
         "auto" => Stack::detect(),
+        "linux" if Stack::inside_gvisor() => {
+            return Err(CliError::Usage(
+                "--stack linux, but this process runs on gVisor".into(),
+            ));
+        }
         "linux" => Stack::linux("--stack linux"),
-        "gvisor" => Stack::gvisor("--stack gvisor"),
+        // From the host: the same command again, inside a gVisor sandbox.
+        "gvisor" if !Stack::inside_gvisor() => {
+            let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+            return crate::stack::gvisor::run_inside(&args).map_err(CliError::Gvisor);
+        }
+        "gvisor" => Stack::detect(),
         other => {
             return Err(CliError::Usage(format!(
                 "unknown stack {other:?}; expected auto, linux or gvisor"

@@ -32,11 +32,21 @@ pub struct CallResult {
     pub value: Option<i64>,
     /// The harness's bound ran out while waiting for the socket.
     pub timed_out: bool,
+    /// A read or write moved fewer bytes than it asked for: it stopped at
+    /// EAGAIN, an error, EOF or its bound. How much a buffer takes before
+    /// that depends on timing and memory as much as on the stack.
+    #[serde(default)]
+    pub partial: bool,
     /// Plain-language detail (e.g. "EOF after 65536 bytes", "revents POLLIN|POLLRDHUP").
     pub note: Option<String>,
     /// The step could not be attempted (a scenario mistake such as reading
     /// before `accept`, or a harness failure): not an observation.
     pub harness_error: Option<String>,
+    /// The step's event is out of sight on this stack (an `optional` wait
+    /// on a socket the state source cannot see): skipped, and its facts are
+    /// not observed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unobserved: Option<String>,
 }
 
 impl CallResult {
@@ -277,6 +287,7 @@ pub fn write(
             e => break CallResult::failed(e),
         }
     };
+    result.partial = sent < total;
     {
         let mut log = log.lock().expect("stream log");
         if let Payload::Text(t) = payload {
@@ -356,6 +367,7 @@ pub fn read(
         }
     };
     result.bytes = Some(total);
+    result.partial = matches!(amount, ReadAmount::Exactly(n) if total < n);
     if bad > 0 {
         let note = format!("{bad} bytes differ from what the peer wrote");
         result.note = Some(match result.note.take() {

@@ -28,11 +28,15 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 pub use calls::{CallResult, StreamLog};
 
+use crate::analyze::Connection;
 use crate::capture::Capture;
 use crate::fault::{FaultRecord, Firewall};
 use crate::observe::{self, Ends, Observer, Snapshot, Timeline};
-use crate::scenario::{Actor, Call, Case, Control, Family, Role, Step, StepKind, Verb, WaitFor};
+use crate::scenario::{
+    Actor, Call, Case, Control, Family, Role, Step, StepKind, Verb, WaitFor, WireEvent,
+};
 use crate::tcp::{PerSide, Side, TcpState};
+use crate::wire::{self, Frame};
 
 /// The port the listener binds. Each case has its own namespace, so a fixed
 /// port never collides and keeps captures easy to read.
@@ -83,6 +87,9 @@ pub struct DriverOutput {
     pub final_snapshot: Snapshot,
     /// Whether the application closed each side's socket.
     pub closed: PerSide<bool>,
+    /// Whether the harness ever held a descriptor for each side (a
+    /// connection never accepted has no server descriptor).
+    pub held: PerSide<bool>,
     /// Whether every transient state resolved within the settle bound.
     pub settled: bool,
     pub settle_bound: Duration,
@@ -120,6 +127,8 @@ struct Driver<'a, 'i> {
     sockets: BTreeMap<Actor, Socket>,
     /// Actors whose socket the application closed.
     closed: Vec<Actor>,
+    /// Whether connection 1's sides ever had a descriptor.
+    held: PerSide<bool>,
     /// Whether `server accept` ever succeeded (for clearer misuse errors).
     accepted: bool,
     ends: Ends,
@@ -129,7 +138,36 @@ struct Driver<'a, 'i> {
     pending: HashMap<String, Pending>,
     timeline: Timeline,
     last_snapshot: Snapshot,
+    /// The connection under test as the wire shows it so far.
+    wire: WireWatch,
     problems: Vec<String>,
+}
+
+/// The connection under test, folded in from the capture as it grows.
+#[derive(Default)]
+struct WireWatch {
+    conn: Option<Connection>,
+    /// Packets of the capture already folded in.
+    seen: usize,
+}
+
+impl WireWatch {
+    /// Folds in the packets captured since the last call (once the client's
+    /// address is known, from the start of the capture).
+    fn update(&mut self, capture: &Capture, ends: &Ends) {
+        let Some(pair) = ends.pair() else { return };
+        let conn = self
+            .conn
+            .get_or_insert_with(|| Connection::new(pair, 0, false));
+        for (i, p) in capture.packets().iter().enumerate().skip(self.seen) {
+            if let Frame::Tcp(seg) = wire::parse_frame(capture.linktype(), i, p) {
+                if let Some(side) = conn.side_of(&seg) {
+                    conn.push(&seg, side);
+                }
+            }
+        }
+        self.seen = capture.packets().len();
+    }
 }
 
 /// Runs every step of `case`. Call on the case thread, inside its namespace,
@@ -146,10 +184,12 @@ pub fn run(case: &Case, t0: Instant, io: &mut Instruments) -> (DriverOutput, Ope
         faults: Vec::new(),
         sockets: BTreeMap::new(),
         closed: Vec::new(),
+        held: PerSide::default(),
         accepted: false,
         ends: Ends {
             client: None,
             server: SocketAddr::new(ip, SERVER_PORT),
+            fds: PerSide::default(),
         },
         logs: Arc::new(PerSide::new(
             Mutex::new(StreamLog::new(1)),
@@ -159,6 +199,7 @@ pub fn run(case: &Case, t0: Instant, io: &mut Instruments) -> (DriverOutput, Ope
         pending: HashMap::new(),
         timeline: Timeline::default(),
         last_snapshot: Snapshot::default(),
+        wire: WireWatch::default(),
         problems: Vec::new(),
     };
     for (i, step) in case.steps.iter().enumerate() {
@@ -192,6 +233,7 @@ pub fn run(case: &Case, t0: Instant, io: &mut Instruments) -> (DriverOutput, Ope
         timeline: d.timeline,
         final_snapshot: d.last_snapshot,
         closed,
+        held: d.held,
         settled,
         settle_bound: case.scenario.settle,
         faults: d.faults.into_iter().map(|(f, _)| f).collect(),
@@ -205,10 +247,20 @@ impl Driver<'_, '_> {
         calls::ms(at.saturating_duration_since(self.t0))
     }
 
+    /// The descriptors of connection 1's sides, as the driver holds them now.
+    fn sync_fds(&mut self) {
+        self.ends.fds = PerSide::new(self.fd(Actor::CLIENT), self.fd(Actor::SERVER));
+        for side in Side::BOTH {
+            self.held[side] |= self.ends.fds[side].is_some();
+        }
+    }
+
     fn observe(&mut self) {
+        self.sync_fds();
         if let Err(e) = self.io.capture.drain() {
             self.problem(format!("capture: {e}"));
         }
+        self.wire.update(self.io.capture, &self.ends);
         let live: Vec<RawFd> = self.sockets.values().map(AsRawFd::as_raw_fd).collect();
         match self.io.observer.snapshot(&live) {
             Ok(snap) => {
@@ -329,6 +381,41 @@ impl Driver<'_, '_> {
                 Err(e) => CallResult::harness_error(e.to_string()),
             },
             Control::Heal(label) => self.heal(label.as_deref()),
+            Control::WaitWire(event) => self.wait_wire(*event, deadline),
+        }
+    }
+
+    /// `wait wire closed|acked`: until the capture shows the event.
+    fn wait_wire(&mut self, event: WireEvent, deadline: Instant) -> CallResult {
+        let mut backoff = Backoff::new();
+        loop {
+            self.observe();
+            let seen = match (event, self.wire.conn.as_ref()) {
+                (_, None) => false,
+                (WireEvent::Closed, Some(c)) => c.closed_on_wire(),
+                (WireEvent::Acked, Some(c)) => {
+                    c.reset()
+                        || (!c.in_flight()
+                            && Side::BOTH.iter().all(|s| {
+                                c.acked(*s) >= self.logs[*s].lock().expect("stream log").written
+                            }))
+                }
+            };
+            if seen {
+                return CallResult::ok(0);
+            }
+            if Instant::now() >= deadline {
+                let what = match event {
+                    WireEvent::Closed => "the close complete",
+                    WireEvent::Acked => "everything written acknowledged",
+                };
+                return CallResult {
+                    timed_out: true,
+                    note: Some(format!("the wire did not show {what}")),
+                    ..Default::default()
+                };
+            }
+            backoff.sleep(deadline);
         }
     }
 
@@ -427,8 +514,20 @@ impl Driver<'_, '_> {
             Call::Accept => self.accept(actor, deadline)?,
             Call::Wait {
                 what: WaitFor::State(want),
+                optional,
                 ..
-            } => self.wait_state(actor, *want, deadline),
+            } => {
+                if *optional && self.out_of_sight(actor) {
+                    return Ok(CallResult {
+                        unobserved: Some(format!(
+                            "{want} of the {actor}'s closed socket is out of sight of this stack's state source ({}); the optional wait was skipped",
+                            self.io.observer.source().name()
+                        )),
+                        ..Default::default()
+                    });
+                }
+                self.wait_state(actor, *want, deadline)
+            }
             Call::SetOption(opt) => {
                 let fd = self.ensure_socket(actor)?;
                 calls::setsockopt(fd, *opt)
@@ -527,11 +626,25 @@ impl Driver<'_, '_> {
             });
         }
         if let Some(addr) = sock.local_addr().ok().and_then(|a| a.as_socket()) {
-            if addr.port() != 0 && actor.index == 1 {
-                self.ends.client = Some(addr);
+            if addr.port() != 0 {
+                // The port the stack chose (or the one bound): an observation.
+                r.value = Some(addr.port().into());
+                // The first connection is the one under test; a reconnect
+                // on another 4-tuple is another connection.
+                if actor.index == 1 && self.ends.client.is_none() {
+                    self.ends.client = Some(addr);
+                }
             }
         }
         r
+    }
+
+    /// Whether the stack's state source cannot see `actor`'s socket: it was
+    /// closed, and only descriptors can be looked at.
+    fn out_of_sight(&self, actor: Actor) -> bool {
+        !self.io.observer.source().sees_orphans()
+            && self.closed.contains(&actor)
+            && !self.sockets.contains_key(&actor)
     }
 
     fn wait_state(&mut self, actor: Actor, want: TcpState, deadline: Instant) -> CallResult {
@@ -647,7 +760,9 @@ impl Driver<'_, '_> {
     }
 
     /// Waits, bounded, until no socket of the case is in a transient state
-    /// (a segment in flight), then keeps the final snapshot.
+    /// (a segment in flight), then keeps the final snapshot. Where the
+    /// state source cannot see closed sockets, the wire must also show
+    /// nothing in flight.
     fn settle(&mut self, bound: Duration) -> bool {
         let deadline = Instant::now() + bound;
         let mut backoff = Backoff::new();
@@ -657,7 +772,9 @@ impl Driver<'_, '_> {
                 .last_snapshot
                 .entries
                 .iter()
-                .any(|e| e.state.is_transient());
+                .any(|e| e.state.is_transient())
+                || (!self.last_snapshot.sees_orphans
+                    && self.wire.conn.as_ref().is_some_and(Connection::in_flight));
             if !busy {
                 return true;
             }

@@ -12,7 +12,7 @@
 //!   still holds. A socket it closed is out of sight from then on.
 //!
 //! This module reports what the stack says and never infers a state; what a
-//! source cannot see is reported as not observed (see `analyze::outcome`).
+//! source cannot see is reported as not observed (see `outcome`).
 
 #[cfg(target_os = "linux")]
 mod sockdiag;
@@ -51,6 +51,8 @@ pub struct SockEntry {
     pub recv_queue: u32,
     /// Bytes not yet acknowledged (listeners: backlog).
     pub send_queue: u32,
+    /// The descriptor it was read through (TCP_INFO), if any.
+    pub fd: Option<RawFd>,
 }
 
 /// What a state source saw at one moment.
@@ -155,18 +157,28 @@ impl Observer {
     }
 }
 
-/// The addresses that identify the connection under test in a snapshot.
+/// What identifies the connection under test in a snapshot: its addresses,
+/// and the descriptors of its sides while the application holds them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ends {
     /// The client's local address, known once it has connected.
     pub client: Option<SocketAddr>,
     /// The listener's address (also the server socket's local address).
     pub server: SocketAddr,
+    /// Each side's descriptor while it is open. A socket read through its
+    /// descriptor is found by it: after a reset, a stack may no longer
+    /// report the peer's address.
+    pub fds: PerSide<Option<RawFd>>,
 }
 
 impl Ends {
-    /// The kernel's entry for one side of the connection.
+    /// The stack's entry for one side of the connection.
     pub fn find<'a>(&self, snapshot: &'a Snapshot, side: Side) -> Option<&'a SockEntry> {
+        if let Some(fd) = self.fds[side] {
+            if let Some(e) = snapshot.entries.iter().find(|e| e.fd == Some(fd)) {
+                return Some(e);
+            }
+        }
         let client = self.client?;
         let (local, remote) = match side {
             Side::Client => (client, self.server),
@@ -244,6 +256,7 @@ mod tests {
             timer_ms: None,
             recv_queue: 0,
             send_queue: 0,
+            fd: None,
         }
     }
 
@@ -251,7 +264,27 @@ mod tests {
         Ends {
             client: Some("127.0.0.1:40000".parse().unwrap()),
             server: "127.0.0.1:9000".parse().unwrap(),
+            fds: PerSide::default(),
         }
+    }
+
+    /// After a reset a stack may report no peer address; the descriptor
+    /// still names the socket.
+    #[test]
+    fn a_descriptor_finds_its_socket_whatever_its_addresses() {
+        let mut e = entry("127.0.0.1:40000", "127.0.0.1:0", TcpState::Closed);
+        e.fd = Some(7);
+        let snap = Snapshot {
+            entries: vec![e],
+            sees_orphans: false,
+        };
+        let mut ends = ends();
+        assert_eq!(ends.find(&snap, Side::Client), None);
+        ends.fds.client = Some(7);
+        assert_eq!(
+            ends.find(&snap, Side::Client).map(|e| e.state),
+            Some(TcpState::Closed)
+        );
     }
 
     #[test]

@@ -120,6 +120,7 @@ impl SockDiag {
                                 timer_ms,
                                 recv_queue: h.recv_queue,
                                 send_queue: h.send_queue,
+                                fd: None,
                             });
                         }
                     }

@@ -26,9 +26,10 @@ pub fn snapshot(live: &[RawFd]) -> Result<Vec<SockEntry>, ObserveError> {
         let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
         let sock = SockRef::from(&borrowed);
         let addr = |a: std::io::Result<socket2::SockAddr>| a.ok().and_then(|a| a.as_socket());
-        let Some(local) = addr(sock.local_addr()) else {
-            continue;
-        };
+        // A reset socket may have lost its addresses; it is still found
+        // by its descriptor.
+        let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+        let local = addr(sock.local_addr()).unwrap_or(unspecified);
         // A listener or an unconnected socket has no peer.
         let remote = addr(sock.peer_addr()).unwrap_or_else(|| SocketAddr::new(local.ip(), 0));
         out.push(SockEntry {
@@ -39,6 +40,7 @@ pub fn snapshot(live: &[RawFd]) -> Result<Vec<SockEntry>, ObserveError> {
             timer_ms: None,
             recv_queue: queue(fd, libc::FIONREAD),
             send_queue: queue(fd, libc::TIOCOUTQ),
+            fd: Some(fd),
         });
     }
     Ok(out)

@@ -15,10 +15,10 @@ use std::path::Path;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::analyze::Outcome;
 use crate::driver::StepRecord;
 use crate::facts::CaseFacts;
 use crate::fault::FaultRecord;
+use crate::outcome::Outcome;
 use crate::verdict::{Status, Verdict};
 
 /// Bumped when a field of the contract changes name or meaning.

@@ -112,12 +112,17 @@ pub fn read_sysctl(name: &str) -> Result<String, SandboxError> {
 /// this stack does not have, in a namespace or at all, is
 /// [`SandboxError::NoSuchSysctl`].
 pub fn write_sysctl(_ns: &Namespace, name: &str, value: &str) -> Result<(), SandboxError> {
-    std::fs::write(sysctl_path(name), value).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => SandboxError::NoSuchSysctl { name: name.into() },
-        _ => SandboxError::Sysctl {
-            name: name.into(),
-            message: e.to_string(),
-        },
+    let path = sysctl_path(name);
+    std::fs::write(&path, value).map_err(|e| {
+        // Linux says ENOENT; gVisor says EPERM for a file that is not there.
+        if e.kind() == std::io::ErrorKind::NotFound || !path.exists() {
+            SandboxError::NoSuchSysctl { name: name.into() }
+        } else {
+            SandboxError::Sysctl {
+                name: name.into(),
+                message: e.to_string(),
+            }
+        }
     })
 }
 

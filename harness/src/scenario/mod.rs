@@ -26,7 +26,7 @@ use toml::Spanned;
 pub use expect::Matcher;
 pub use steps::{
     Actor, Call, Control, How, IoctlQuery, Payload, ReadAmount, Role, SockOpt, Step, StepKind,
-    Verb, WaitFor,
+    Verb, WaitFor, WireEvent,
 };
 
 use crate::files::{self, InputError};

@@ -261,13 +261,32 @@ pub enum Call {
     Wait {
         what: WaitFor,
         since: Option<String>,
+        /// `optional`: on a stack whose state source cannot see the socket
+        /// (a closed one, without sock_diag) the wait is skipped and its
+        /// facts are not observed, instead of the case being unsupported.
+        optional: bool,
     },
+}
+
+/// An event on the wire (the capture) a step can wait for: observable on
+/// every stack, whatever its socket-state source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WireEvent {
+    /// Both sides sent a FIN and the peer acknowledged it, or a RST ended
+    /// the connection.
+    Closed,
+    /// Every byte the applications wrote so far, and every FIN sent, was
+    /// acknowledged by the peer (or a RST ended the connection): the data
+    /// is in the peer's receive queue, whatever the stack's timing.
+    Acked,
 }
 
 /// A step of the harness itself: no socket is involved.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Control {
     Sleep(Duration),
+    /// `wait wire closed`: until the capture shows the event.
+    WaitWire(WireEvent),
     /// Wait for the bg step with this label.
     Join(String),
     /// Put a packet filter rule in place (`drop ...`, `reject ...`).
@@ -393,6 +412,7 @@ impl Step {
         match &self.kind {
             StepKind::Socket { call, .. } => call.verb(),
             StepKind::Control(Control::Sleep(_)) => Verb::Sleep,
+            StepKind::Control(Control::WaitWire(_)) => Verb::Wait,
             StepKind::Control(Control::Join(_)) => Verb::Join,
             StepKind::Control(Control::Fault(r)) => match r.effect {
                 Effect::Drop => Verb::Drop,
@@ -658,6 +678,29 @@ pub fn parse_step(line: &str, line_no: Option<usize>) -> Result<Option<Step>, St
     )?;
     let kind = match head.as_str() {
         "sleep" => StepKind::Control(Control::Sleep(duration(&mut cur, limits::MAX_STEP_WAIT)?)),
+        "wait" => {
+            let (col, what) =
+                cur.word("`wire` (a step's actor comes first: client wait state ...)")?;
+            if what != "wire" {
+                return Err(StepError::at(
+                    col,
+                    format!(
+                        "expected `wait wire closed`, or an actor first (client wait state ...), found {what:?}"
+                    ),
+                ));
+            }
+            let (col, event) = cur.word("an event on the wire: closed or acked")?;
+            match event.as_str() {
+                "closed" => StepKind::Control(Control::WaitWire(WireEvent::Closed)),
+                "acked" => StepKind::Control(Control::WaitWire(WireEvent::Acked)),
+                other => {
+                    return Err(StepError::at(
+                        col,
+                        format!("unknown wire event {other:?}; expected closed or acked"),
+                    ));
+                }
+            }
+        }
         "join" => StepKind::Control(Control::Join(cur.word("the label of a bg step")?.1)),
         "drop" => StepKind::Control(Control::Fault(fault(Effect::Drop, &mut cur)?)),
         "reject" => StepKind::Control(Control::Fault(fault(Effect::Reject, &mut cur)?)),
@@ -705,10 +748,30 @@ pub fn parse_step(line: &str, line_no: Option<usize>) -> Result<Option<Step>, St
     let mut within = None;
     let mut label = None;
     let mut since = None;
+    let mut optional = false;
     while !cur.at_end() {
-        let expected = "`within DURATION`, `since LABEL` or `as LABEL`";
+        let expected = "`within DURATION`, `since LABEL`, `as LABEL` or `optional`";
         let (col, w) = cur.word(expected)?;
         match w.as_str() {
+            "optional" if !optional => {
+                let state_wait = matches!(
+                    kind,
+                    StepKind::Socket {
+                        call: Call::Wait {
+                            what: WaitFor::State(_),
+                            ..
+                        },
+                        ..
+                    }
+                );
+                if !state_wait {
+                    return Err(StepError::at(
+                        col,
+                        "only a `wait state` step can be optional",
+                    ));
+                }
+                optional = true;
+            }
             "within" if within.is_none() => {
                 within = Some(duration(&mut cur, limits::MAX_STEP_WAIT)?)
             }
@@ -744,7 +807,11 @@ pub fn parse_step(line: &str, line_no: Option<usize>) -> Result<Option<Step>, St
             background,
         } => StepKind::Socket {
             actor,
-            call: Call::Wait { what, since },
+            call: Call::Wait {
+                what,
+                since,
+                optional,
+            },
             background,
         },
         other => other,
@@ -972,7 +1039,11 @@ fn call(actor: Actor, cur: &mut Cursor) -> Result<Call, StepError> {
                     ));
                 }
             };
-            Call::Wait { what, since: None }
+            Call::Wait {
+                what,
+                since: None,
+                optional: false,
+            }
         }
         other => {
             return Err(StepError::at(
@@ -1302,9 +1373,33 @@ mod tests {
             call_of("client wait state FIN_WAIT2"),
             Call::Wait {
                 what: WaitFor::State(TcpState::FinWait2),
-                since: None
+                since: None,
+                optional: false
             }
         );
+        assert_eq!(
+            call_of("client wait state FIN-WAIT-1 within 1s as o optional"),
+            Call::Wait {
+                what: WaitFor::State(TcpState::FinWait1),
+                since: None,
+                optional: true
+            }
+        );
+        assert_eq!(
+            control_of("wait wire closed within 2s"),
+            Control::WaitWire(WireEvent::Closed)
+        );
+        assert_eq!(
+            control_of("wait wire acked"),
+            Control::WaitWire(WireEvent::Acked)
+        );
+        assert!(
+            err("client close optional")
+                .message
+                .contains("only a `wait state`")
+        );
+        assert!(err("wait wire open").message.contains("unknown wire event"));
+        assert!(err("wait state CLOSED").message.contains("actor first"));
         assert_eq!(
             call_of("server ioctl FIONREAD"),
             Call::Ioctl(IoctlQuery::InQueue)

@@ -23,7 +23,7 @@ fn show(v: &Value) -> String {
 /// For a terminal: a legend, then per case the differing facts in columns.
 pub fn table(c: &Comparison) -> String {
     let mut out = legend(c, "");
-    for case in &c.cases {
+    for case in c.differing() {
         let _ = writeln!(out, "\n{}", case.id);
         let mut rows: Vec<Vec<String>> = vec![
             std::iter::once("field".to_string())
@@ -48,6 +48,13 @@ pub fn table(c: &Comparison) -> String {
                 .collect();
             let _ = writeln!(out, "  {}", line.join("  ").trim_end());
         }
+        if !case.unobserved.is_empty() {
+            let _ = writeln!(
+                out,
+                "  not observed in every report: {}",
+                case.unobserved.join(", ")
+            );
+        }
     }
     out.push_str(&summary(c));
     out
@@ -56,7 +63,7 @@ pub fn table(c: &Comparison) -> String {
 /// The same as Markdown, for a pull request or the README.
 pub fn markdown(c: &Comparison) -> String {
     let mut out = legend(c, "- ");
-    if !c.cases.is_empty() {
+    if c.differs() {
         let head: Vec<&str> = c.columns.iter().map(|col| col.label.as_str()).collect();
         let _ = writeln!(
             out,
@@ -64,7 +71,7 @@ pub fn markdown(c: &Comparison) -> String {
             head.join(" | "),
             "---|".repeat(head.len())
         );
-        for case in &c.cases {
+        for case in c.differing() {
             for d in &case.differences {
                 let vals: Vec<String> = d
                     .values
@@ -103,11 +110,28 @@ fn summary(c: &Comparison) -> String {
     for (id, having) in &c.partial {
         let _ = writeln!(out, "only in {}: {id}", having.join(", "));
     }
+    for (id, not_run) in &c.unsupported {
+        for (label, why) in not_run {
+            let _ = writeln!(out, "unsupported in {label}: {id}: {why}");
+        }
+    }
+    let unobserved = c.cases.iter().filter(|d| !d.unobserved.is_empty()).count();
+    if unobserved > 0 {
+        let _ = writeln!(
+            out,
+            "{unobserved} case(s) have facts some report could not observe (not compared)"
+        );
+    }
     let _ = writeln!(
         out,
-        "{} of {} cases differ (close() durations within {} ms count as equal){}",
-        c.cases.len(),
+        "{} of {} cases differ ({}; durations within {} ms count as equal){}",
+        c.differing().count(),
         c.compared,
+        if c.measurements {
+            "every fact"
+        } else {
+            "behaviour and close() durations; --measurements for every fact"
+        },
         c.tolerance_ms,
         if c.partial.is_empty() {
             String::new()
@@ -131,7 +155,7 @@ mod tests {
         let mut extra = b.cases[0].clone();
         extra.id = "y/ipv4".into();
         b.cases.push(extra);
-        compare(&[("a.json".into(), a), ("b.json".into(), b)], 100.0)
+        compare(&[("a.json".into(), a), ("b.json".into(), b)], 100.0, false)
     }
 
     #[test]

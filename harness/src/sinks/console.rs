@@ -3,7 +3,8 @@
 
 use std::fmt::Write as _;
 
-use crate::analyze::{SideCounts, TimeWaitSide};
+use crate::analyze::SideCounts;
+use crate::outcome::TimeWaitSide;
 use crate::report::Report;
 use crate::verdict::{Mismatch, Status};
 
@@ -43,7 +44,7 @@ pub fn table(report: &Report) -> String {
                 .filter(|(k, _)| *k != "family")
                 .map(|(k, v)| format!("{k}={v}")),
         );
-        let lost = |f: &crate::analyze::Flow, key: &str| {
+        let lost = |f: &crate::outcome::Flow, key: &str| {
             if o.unobserved.contains_key("data") || o.unobserved.contains_key(key) {
                 "-".to_string()
             } else {

@@ -250,7 +250,7 @@ fn case_section(out: &mut String, j: usize, r: &Report, c: &CaseReport) {
         c.outcome
             .time_wait
             .side
-            .map_or("unknown", crate::analyze::TimeWaitSide::name),
+            .map_or("unknown", crate::outcome::TimeWaitSide::name),
         c.outcome.data.client_to_server.lost,
         c.outcome.data.server_to_client.lost,
         c.capture.as_ref().map_or(String::new(), |p| format!(

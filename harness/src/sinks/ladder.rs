@@ -183,7 +183,7 @@ pub fn text(c: &CaseReport) -> String {
             c.outcome
                 .time_wait
                 .side
-                .map_or("unknown", crate::analyze::TimeWaitSide::name)
+                .map_or("unknown", crate::outcome::TimeWaitSide::name)
         ))
     );
     for m in &c.verdict.mismatches {

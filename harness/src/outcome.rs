@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Analysis, PacketRecord, WireFacts};
+use crate::analyze::{Analysis, PacketRecord, WireFacts};
 use crate::driver::DriverOutput;
 use crate::observe::{self, Snapshot, Timeline, TimerKind};
 use crate::tcp::{PerSide, Side, TcpState};
@@ -70,6 +70,10 @@ pub struct DataFlows {
 /// The observed facts of one case.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Outcome {
+    /// The addresses of the connection under test (`ip:port`; the client
+    /// connects): null before any connect.
+    #[serde(default)]
+    pub endpoints: Option<PerSide<String>>,
     /// Null when there was no capture to analyze.
     pub wire: Option<WireFacts>,
     /// The connection's segments in capture order.
@@ -97,6 +101,20 @@ pub struct Outcome {
 
 /// Why a fact is out of sight of a TCP_INFO state source.
 const OUT_OF_SIGHT: &str = "the stack's state source (TCP_INFO on descriptors) cannot see a socket after the application closed it";
+const NEVER_HELD: &str = "the stack's state source (TCP_INFO on descriptors) cannot see a socket the application never held (a connection never accepted)";
+
+/// Why a side's socket is out of sight of the state source, if it is.
+fn out_of_sight(out: &DriverOutput, side: Side) -> Option<&'static str> {
+    if out.final_snapshot.sees_orphans {
+        None
+    } else if out.closed[side] {
+        Some(OUT_OF_SIGHT)
+    } else if !out.held[side] {
+        Some(NEVER_HELD)
+    } else {
+        None
+    }
+}
 
 /// The outcome of a case. `driver` is None when the case stopped before
 /// its steps ran; `analysis` is None without a capture (`no_capture` says
@@ -143,6 +161,11 @@ pub fn outcome(
         ));
     }
 
+    for s in &out.steps {
+        if let Some(why) = &s.result.unobserved {
+            unobserved.insert(format!("steps.{}", s.key), why.clone());
+        }
+    }
     let final_state = final_states(out, &mut unobserved);
     let time_wait = time_wait(out, &mut unobserved);
     let flow = |writer: Side| {
@@ -157,6 +180,7 @@ pub fn outcome(
         }
     };
     Outcome {
+        endpoints: out.ends.pair().map(|p| p.map(|_, a| a.to_string())),
         wire: analysis.map(|a| a.wire.clone()),
         packets: analysis.map(|a| a.packets.clone()).unwrap_or_default(),
         states: out.timeline.clone(),
@@ -179,8 +203,8 @@ fn final_states(
     unobserved: &mut BTreeMap<String, String>,
 ) -> PerSide<Option<TcpState>> {
     PerSide::both(()).map(|side, ()| {
-        if !out.final_snapshot.sees_orphans && out.closed[side] {
-            unobserved.insert(format!("final_state.{side}"), OUT_OF_SIGHT.into());
+        if let Some(why) = out_of_sight(out, side) {
+            unobserved.insert(format!("final_state.{side}"), why.into());
             return None;
         }
         observe::last(&out.timeline, side)
@@ -196,10 +220,11 @@ fn time_wait(out: &DriverOutput, unobserved: &mut BTreeMap<String, String>) -> T
             .filter(|e| e.state == TcpState::TimeWait)
     };
     let (ctw, stw) = (tw(Side::Client), tw(Side::Server));
-    let side = if !snap.sees_orphans && (out.closed.client || out.closed.server) {
+    let hidden = out_of_sight(out, Side::Client).or(out_of_sight(out, Side::Server));
+    let side = if let Some(why) = hidden {
         unobserved.insert(
             "time_wait".into(),
-            format!("{OUT_OF_SIGHT}, and a socket enters TIME-WAIT after it is closed"),
+            format!("{why}; a socket enters TIME-WAIT after it is closed"),
         );
         None
     } else {
@@ -236,6 +261,7 @@ mod tests {
             ends: Ends {
                 client: Some("127.0.0.1:40000".parse().unwrap()),
                 server: "127.0.0.1:9000".parse().unwrap(),
+                fds: PerSide::default(),
             },
             flows: PerSide::new(
                 FlowCounts {
@@ -251,6 +277,7 @@ mod tests {
                 sees_orphans,
             },
             closed,
+            held: PerSide::both(true),
             settled: true,
             settle_bound: std::time::Duration::from_secs(1),
             faults: vec![],
@@ -267,6 +294,7 @@ mod tests {
             timer_ms: Some(59_000),
             recv_queue: 0,
             send_queue: 0,
+            fd: None,
         }
     }
 
