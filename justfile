@@ -112,9 +112,11 @@ gvisor *args: build runsc
     rm -rf "$out" && mkdir -p reports/stacks
     {{bin}} run --stack gvisor --report "$out.json" --captures "$out"
 
-# Every scenario on Debian's 6.1 and 6.12 kernels under qemu (fetched, never installed): reports/kernels/
-kernel-matrix *series: build (deps "libpcap-dev" "pkg-config" "nftables" "qemu-system-x86" "cpio" "kmod" "xz-utils")
-    harness/kernels/kernel-matrix.sh {{series}}
+# Every scenario on Debian's kernels, one per series from 5.10 to the newest, under qemu (fetched,
+# never installed), then on this host, compared. Writes a fresh target/kernel-matrix/results/<time>/;
+# `just kernel-matrix --update` refreshes reports/kernels/. Exits non-zero if any kernel failed.
+kernel-matrix *args: build (deps "libpcap-dev" "pkg-config" "nftables" "qemu-system-x86" "cpio" "kmod" "xz-utils" "zstd" "debian-archive-keyring")
+    harness/kernels/kernel-matrix.sh {{args}}
 
 # Property-based sequences, longer than in `just test` (needs root); a failure is written as a scenario file
 proptest cases="1000" seed="random": (deps "libpcap-dev" "pkg-config")
