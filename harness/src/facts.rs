@@ -96,6 +96,16 @@ pub enum Use {
     Measurement,
 }
 
+impl Use {
+    /// The word `teardown facts` and the README use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Use::Behaviour => "behaviour",
+            Use::Measurement => "measurement",
+        }
+    }
+}
+
 /// The placeholders a fact pattern may hold, and what they bind.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Binding {
@@ -242,6 +252,48 @@ pub static KINDS: &[FactKind] = &[
         get: wire_side!(retransmits),
     },
     FactKind {
+        pattern: "wire.<side>.fins_with_data",
+        doc: "distinct FINs that rode on a segment carrying data (FP.)",
+        used_as: Use::Behaviour,
+        measured_when: None,
+        get: wire_side!(fins_with_data),
+    },
+    FactKind {
+        pattern: "wire.<side>.rst_with_ack",
+        doc: "RST segments with the ACK flag (R.)",
+        used_as: Use::Measurement,
+        measured_when: None,
+        get: wire_side!(rst_with_ack),
+    },
+    FactKind {
+        pattern: "wire.<side>.rst_without_ack",
+        doc: "RST segments without the ACK flag (R)",
+        used_as: Use::Measurement,
+        measured_when: None,
+        get: wire_side!(rst_without_ack),
+    },
+    FactKind {
+        pattern: "wire.<side>.challenge_acks",
+        doc: "pure ACKs answering a SYN after the handshake, or an unexpected RST (RFC 5961)",
+        used_as: Use::Measurement,
+        measured_when: None,
+        get: wire_side!(challenge_acks),
+    },
+    FactKind {
+        pattern: "wire.<side>.keepalives",
+        doc: "keepalive probes: 0 or 1 byte one below the next sequence number, the peer's window open",
+        used_as: Use::Measurement,
+        measured_when: None,
+        get: wire_side!(keepalives),
+    },
+    FactKind {
+        pattern: "wire.<side>.window_probes",
+        doc: "zero-window probes: keepalive-shaped segments while the peer's window is zero",
+        used_as: Use::Measurement,
+        measured_when: None,
+        get: wire_side!(window_probes),
+    },
+    FactKind {
         pattern: "wire.first_fin",
         doc: "whose FIN came first: client, server, both (simultaneous close) or null",
         used_as: Use::Behaviour,
@@ -275,6 +327,13 @@ pub static KINDS: &[FactKind] = &[
         used_as: Use::Measurement,
         measured_when: None,
         get: wire!(close_segments),
+    },
+    FactKind {
+        pattern: "wire.trace",
+        doc: "every segment in order, one token each: c:S s:S. c:. c:P.100 ... (use { matches = \"REGEX\" })",
+        used_as: Use::Measurement,
+        measured_when: None,
+        get: wire!(trace),
     },
     FactKind {
         pattern: "time_wait.side",
@@ -373,6 +432,27 @@ pub static KINDS: &[FactKind] = &[
         used_as: Use::Measurement,
         measured_when: None,
         get: step_field!(bytes),
+    },
+    FactKind {
+        pattern: "steps.<step>.signal",
+        doc: "a signal the call raised (SIGPIPE from a write without nosignal), or null",
+        used_as: Use::Behaviour,
+        measured_when: None,
+        get: step_field!(signal),
+    },
+    FactKind {
+        pattern: "steps.<step>.so_error",
+        doc: "SO_ERROR by name (\"0\" for none): a non-blocking connect's outcome, getsockopt SO_ERROR",
+        used_as: Use::Behaviour,
+        measured_when: None,
+        get: step_field!(so_error),
+    },
+    FactKind {
+        pattern: "steps.<step>.tcp_state",
+        doc: "the TCP state getsockopt TCP_INFO read",
+        used_as: Use::Behaviour,
+        measured_when: None,
+        get: step_field!(tcp_state),
     },
     FactKind {
         pattern: "steps.<step>.value",

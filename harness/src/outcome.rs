@@ -180,7 +180,11 @@ pub fn outcome(
         }
     };
     Outcome {
-        endpoints: out.ends.pair().map(|p| p.map(|_, a| a.to_string())),
+        // The wire's view where the capture resolved them.
+        endpoints: analysis
+            .and_then(|a| a.ends)
+            .or(out.ends.pair())
+            .map(|p| p.map(|_, a| a.to_string())),
         wire: analysis.map(|a| a.wire.clone()),
         packets: analysis.map(|a| a.packets.clone()).unwrap_or_default(),
         states: out.timeline.clone(),

@@ -174,6 +174,10 @@ fn run_case_here(case: &Case, opts: &RunOptions, reaper: &Reaper) -> CaseReport 
         return stopped(case, Stopped::Unsupported(missing));
     }
     let phase = Instant::now();
+    // A write that raises SIGPIPE leaves it pending here, for the record.
+    if let Err(e) = driver::calls::block_sigpipe() {
+        return stopped(case, Stopped::Error(vec![format!("blocking SIGPIPE: {e}")]));
+    }
     let ns = match sandbox::enter_fresh_namespace() {
         Ok(ns) => ns,
         Err(e) => return stopped(case, Stopped::Error(vec![e.to_string()])),

@@ -118,8 +118,12 @@ fn every_case_is_observed_completely() {
             "{}: pcap missing",
             c.id
         );
+        // A connection exists once the server answered a SYN; a refused
+        // connect never had one, and its client was CLOSED again within
+        // microseconds.
+        let connection = o.wire.as_ref().is_some_and(|w| w.sides.server.syn > 0);
         assert!(
-            !o.states.client.is_empty() && !o.states.server.is_empty(),
+            !connection || (!o.states.client.is_empty() && !o.states.server.is_empty()),
             "{}: no states",
             c.id
         );

@@ -67,7 +67,14 @@ fn chromium_dom(page: &Path) -> String {
 #[test]
 fn chromium_shows_overview_claims_and_ladders() {
     let reports = kernel_reports();
-    assert_eq!(reports.len(), 3, "6.1, 6.12 and the host: {reports:?}");
+    assert!(
+        reports.len() >= 3,
+        "several kernels and the host: {reports:?}"
+    );
+    let loaded: Vec<teardown::report::Report> = reports
+        .iter()
+        .map(|p| teardown::report::load::read(p).unwrap())
+        .collect();
     let page = std::env::temp_dir().join(format!("teardown-render-{}.html", std::process::id()));
     let o = Command::new(env!("CARGO_BIN_EXE_teardown"))
         .arg("render")
@@ -80,18 +87,17 @@ fn chromium_shows_overview_claims_and_ladders() {
     let dom = chromium_dom(&page);
     let _ = std::fs::remove_file(&page);
 
-    let cases = 78;
     // The overview: a row per case, a column per host.
-    assert!(
-        dom.contains("<th>linux 6.1.0-50-amd64 x86_64</th>"),
-        "overview header"
-    );
-    assert!(dom.contains("<th>linux 6.12.95+deb12-amd64 x86_64</th>"));
-    assert!(dom.matches("href=\"#h0-").count() >= cases);
+    for r in &loaded {
+        let header = format!("<th>{}</th>", r.host.name());
+        assert!(dom.contains(&header), "overview header {header}");
+    }
+    assert!(dom.matches("href=\"#h0-").count() >= loaded[0].cases.len());
     // A ladder per case and host, each with its lifelines and arrows.
-    assert_eq!(dom.matches("<svg").count(), 3 * cases);
-    assert!(dom.matches("class=\"segment\"").count() > 3 * cases * 5);
-    // Claims: every one listed; C8 and C9 do not hold on any of the three
+    let ladders: usize = loaded.iter().map(|r| r.cases.len()).sum();
+    assert_eq!(dom.matches("<svg").count(), ladders);
+    assert!(dom.matches("class=\"segment\"").count() > ladders * 5);
+    // Claims: every one listed; C8 and C9 do not hold on any of the
     // kernels, each with links to its evidence.
     for i in 1..=13 {
         assert!(dom.contains(&format!("id=\"claim-C{i}\"")), "claim C{i}");
@@ -103,7 +109,11 @@ fn chromium_shows_overview_claims_and_ladders() {
     };
     for id in ["C8", "C9"] {
         let r = row(id);
-        assert_eq!(r.matches("class=\"does-not-hold\"").count(), 3, "{r}");
+        assert_eq!(
+            r.matches("class=\"does-not-hold\"").count(),
+            loaded.len(),
+            "{r}"
+        );
         assert!(r.contains("href=\"#h2-linger-timeout"), "{r}");
     }
     assert!(row("C13").contains("not tested"));

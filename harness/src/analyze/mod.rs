@@ -36,8 +36,56 @@ pub struct SideCounts {
     pub rst: u32,
     /// Distinct payload bytes in sequence space (a retransmission counts once).
     pub data_bytes: u64,
-    /// Segments that only repeated sequence space already sent (SYN, data or FIN).
+    /// Segments that only repeated sequence space already sent (SYN, data or
+    /// FIN); keepalives and window probes are counted apart.
     pub retransmits: u32,
+    /// Distinct FINs that rode on a segment carrying data (`FP.`).
+    #[serde(default)]
+    pub fins_with_data: u32,
+    /// RST segments with the ACK flag (`R.`) and without (`R`).
+    #[serde(default)]
+    pub rst_with_ack: u32,
+    #[serde(default)]
+    pub rst_without_ack: u32,
+    /// Pure ACKs answering a SYN after the handshake, or a RST at a sequence
+    /// number other than the one expected (RFC 5961 challenge ACKs).
+    #[serde(default)]
+    pub challenge_acks: u32,
+    /// Keepalive-shaped segments (0 or 1 byte at one below the next
+    /// sequence number) while the peer's window was open...
+    #[serde(default)]
+    pub keepalives: u32,
+    /// ...and while the peer advertised a zero window: window probes.
+    #[serde(default)]
+    pub window_probes: u32,
+}
+
+/// What a segment was, beyond its flags (as Wireshark's expert notes say).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum SegmentNote {
+    /// Repeats sequence space already sent.
+    Retransmission,
+    /// Keepalive-shaped, the peer's window open.
+    Keepalive,
+    /// Keepalive-shaped, the peer's window zero.
+    WindowProbe,
+    /// A pure ACK answering an unexpected SYN or RST (RFC 5961).
+    ChallengeAck,
+    /// Advertises a zero receive window.
+    ZeroWindow,
+}
+
+impl SegmentNote {
+    pub fn name(self) -> &'static str {
+        match self {
+            SegmentNote::Retransmission => "retransmission",
+            SegmentNote::Keepalive => "keepalive",
+            SegmentNote::WindowProbe => "window probe",
+            SegmentNote::ChallengeAck => "challenge ACK",
+            SegmentNote::ZeroWindow => "zero window",
+        }
+    }
 }
 
 /// Whose FIN appeared first on the wire.
@@ -85,7 +133,16 @@ pub struct WireFacts {
     /// Segments of either side from the first FIN or RST to the end of the
     /// capture: how many segments the close really took.
     pub close_segments: u32,
+    /// Every segment in capture order, one token each: side (`c`, `s`),
+    /// flags in tcpdump's spelling and the payload length if any, e.g.
+    /// `c:S s:S. c:. c:P.100 s:. c:FP.4096 s:. s:F. c:.`. Past
+    /// [`TRACE_TOKENS`] tokens it ends with `...+N` (N more segments).
+    #[serde(default)]
+    pub trace: String,
 }
+
+/// Tokens a trace holds before it says how many more there were.
+pub const TRACE_TOKENS: usize = 10_000;
 
 /// One segment of the connection, for reading a case without Wireshark.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -101,6 +158,10 @@ pub struct PacketRecord {
     pub ack: Option<u32>,
     pub len: u32,
     pub win: u16,
+    /// What the segment was beyond its flags (retransmission, window
+    /// probe, ...); empty for an ordinary segment.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<SegmentNote>,
 }
 
 /// Per-direction bookkeeping while walking the segments.
@@ -120,6 +181,13 @@ struct Dir {
     snd_max: Option<SeqNum>,
     /// The highest acknowledgment the peer sent for this direction.
     acked_by_peer: Option<SeqNum>,
+    /// The acknowledgment this side sent last (what it expects next).
+    last_ack_sent: Option<SeqNum>,
+    /// Whether this side's last segment advertised a zero window.
+    window_zero: bool,
+    /// This side just received a SYN after the handshake, or a RST at an
+    /// unexpected sequence number: its next pure ACK is a challenge ACK.
+    challenge_due: bool,
     state: Endpoint,
     letters: Letters,
 }
@@ -196,6 +264,8 @@ pub struct Connection {
     /// Keep a [`PacketRecord`] per segment (a case report's packet list).
     keep_packets: bool,
     packets: Vec<PacketRecord>,
+    trace: String,
+    trace_tokens: usize,
 }
 
 /// What [`Connection::finish`] found.
@@ -221,6 +291,8 @@ impl Connection {
             t0_us,
             keep_packets,
             packets: Vec::new(),
+            trace: String::new(),
+            trace_tokens: 0,
         }
     }
 
@@ -245,8 +317,34 @@ impl Connection {
             self.close_segments += 1;
         }
 
-        // Sequence space: SYN, payload, FIN.
+        let mut notes = Vec::new();
+        // Keepalive-shaped: 0 or 1 byte at one below the next sequence
+        // number (Wireshark's definition); a window probe while the peer
+        // advertises a zero window. Neither is a retransmission.
+        let peer_window_zero = self.dirs[peer].window_zero;
         let me = &mut self.dirs[side];
+        let probe = !f.syn()
+            && !f.fin()
+            && !f.rst()
+            && seg.len <= 1
+            && me.snd_max.is_some_and(|m| seg.seq + 1 == m);
+        if probe {
+            if peer_window_zero {
+                me.counts.window_probes += 1;
+                notes.push(SegmentNote::WindowProbe);
+            } else {
+                me.counts.keepalives += 1;
+                notes.push(SegmentNote::Keepalive);
+            }
+        }
+        let pure_ack = f.ack() && !f.syn() && !f.fin() && !f.rst() && seg.len == 0;
+        if me.challenge_due && pure_ack && !probe {
+            me.counts.challenge_acks += 1;
+            notes.push(SegmentNote::ChallengeAck);
+        }
+        me.challenge_due = false;
+
+        // Sequence space: SYN, payload, FIN.
         if f.syn() {
             me.counts.syn += 1;
             if me.isn == Some(seg.seq) {
@@ -275,15 +373,41 @@ impl Connection {
                 }
                 me.fin_seqs.push(fin_seq);
                 me.counts.distinct_fins += 1;
+                if seg.len > 0 {
+                    me.counts.fins_with_data += 1;
+                }
             }
         }
         if f.rst() {
             me.counts.rst += 1;
+            if f.ack() {
+                me.counts.rst_with_ack += 1;
+            } else {
+                me.counts.rst_without_ack += 1;
+            }
             self.first_rst.get_or_insert(side);
         }
+        let retransmit = retransmit && !probe;
         if retransmit {
             me.counts.retransmits += 1;
+            notes.push(SegmentNote::Retransmission);
         }
+        if seg.window == 0 && !f.rst() {
+            notes.push(SegmentNote::ZeroWindow);
+        }
+        me.window_zero = seg.window == 0 && !f.rst();
+        if f.ack() && !f.rst() {
+            me.last_ack_sent = Some(seg.ack);
+        }
+        // RFC 5961: once synchronized, a SYN, or a RST whose sequence number
+        // is not the receiver's next expected one, is answered with an ACK.
+        if self.handshake_acked {
+            let expected = self.dirs[peer].last_ack_sent;
+            if (f.syn() && !f.ack()) || (f.rst() && expected != Some(seg.seq)) {
+                self.dirs[peer].challenge_due = true;
+            }
+        }
+        let me = &mut self.dirs[side];
         let end = seg.seq + seg.seq_len();
         if seg.seq_len() > 0 && me.snd_max.is_none_or(|m| end > m) {
             me.snd_max = Some(end);
@@ -369,6 +493,20 @@ impl Connection {
             me.state = Endpoint::Reset;
         }
 
+        if self.trace_tokens < TRACE_TOKENS {
+            if !self.trace.is_empty() {
+                self.trace.push(' ');
+            }
+            self.trace
+                .push(if side == Side::Client { 'c' } else { 's' });
+            self.trace.push(':');
+            self.trace.push_str(&f.to_string());
+            if seg.len > 0 {
+                self.trace.push_str(&seg.len.to_string());
+            }
+        }
+        self.trace_tokens += 1;
+
         if self.keep_packets {
             let me = &self.dirs[side];
             self.packets.push(PacketRecord {
@@ -381,6 +519,7 @@ impl Connection {
                     .then(|| self.dirs[peer].isn.map_or(0, |i| seg.ack.since(i))),
                 len: seg.len,
                 win: seg.window,
+                notes,
             });
         }
     }
@@ -425,6 +564,11 @@ impl Connection {
                 conn_state,
                 history: self.history,
                 close_segments: self.close_segments,
+                trace: if self.trace_tokens > TRACE_TOKENS {
+                    format!("{} ...+{}", self.trace, self.trace_tokens - TRACE_TOKENS)
+                } else {
+                    self.trace
+                },
             },
             packets: self.packets,
             acked: PerSide::new(self.dirs.client.acked, self.dirs.server.acked),
@@ -470,16 +614,35 @@ pub struct Analysis {
     pub foreign_segments: usize,
 }
 
+/// The client's address as the wire shows it. After a failed connect a
+/// stack may report its local address as `0.0.0.0:port` (`[::]:port`):
+/// the address is then the source of the first segment sent from that port
+/// to the server.
+pub fn resolve_ends<'a>(
+    ends: PerSide<SocketAddr>,
+    segments: impl IntoIterator<Item = &'a Segment>,
+) -> Option<PerSide<SocketAddr>> {
+    if !ends.client.ip().is_unspecified() {
+        return Some(ends);
+    }
+    segments
+        .into_iter()
+        .find(|s| s.dst == ends.server && s.src.port() == ends.client.port())
+        .map(|s| PerSide::new(s.src, ends.server))
+}
+
 /// Analyzes the connection between `ends` in `segments` (when the driver
 /// knows them; otherwise the first SYN without ACK names the client).
 pub fn analyze(segments: &[Segment], ends: Option<PerSide<SocketAddr>>, t0_us: i64) -> Analysis {
-    let ends = ends.or_else(|| {
-        segments
-            .iter()
-            .find(|s| s.flags.syn() && !s.flags.ack())
-            .or(segments.first())
-            .map(|s| PerSide::new(s.src, s.dst))
-    });
+    let ends = ends
+        .map(|e| resolve_ends(e, segments).unwrap_or(e))
+        .or_else(|| {
+            segments
+                .iter()
+                .find(|s| s.flags.syn() && !s.flags.ack())
+                .or(segments.first())
+                .map(|s| PerSide::new(s.src, s.dst))
+        });
     let placeholder: SocketAddr = ([0, 0, 0, 0], 0).into();
     let mut conn = Connection::new(ends.unwrap_or(PerSide::both(placeholder)), t0_us, true);
     let mut foreign = 0;
@@ -586,7 +749,8 @@ mod tests {
                 distinct_fins: 1,
                 rst: 0,
                 data_bytes: 10,
-                retransmits: 0
+                retransmits: 0,
+                ..SideCounts::default()
             }
         );
         assert_eq!(w.sides.server.fin, 1);
@@ -629,6 +793,65 @@ mod tests {
         let mut rst = Connection::new(ends, 0, false);
         rst.push(&seg(0, true, "R", 100, 0, 0), Side::Client);
         assert!(rst.closed_on_wire() && !rst.in_flight());
+    }
+
+    #[test]
+    fn test_established_the_trace_has_a_token_per_segment() {
+        let mut spec = HS.to_vec();
+        spec.extend([(true, "FP.", 101, 501, 100), (false, "F.", 501, 202, 0)]);
+        let a = run(&spec);
+        assert_eq!(a.wire.trace, "c:S s:S. c:. c:FP.100 s:F.");
+        assert_eq!(a.wire.sides.client.fins_with_data, 1);
+        assert_eq!(a.wire.sides.server.fins_with_data, 0);
+    }
+
+    /// Linux probes a zero window with an empty segment one below the next
+    /// sequence number, gVisor with one old byte there: both are window
+    /// probes, neither a retransmission; with the window open, keepalives.
+    #[test]
+    fn test_established_window_probes_and_keepalives() {
+        let mut spec = HS.to_vec();
+        spec.extend([
+            (true, "P.", 101, 501, 100),
+            (false, ".", 501, 201, 0), // window 100 in `seg`: set to 0 below
+            (true, ".", 200, 501, 0),  // Linux's probe
+            (true, ".", 200, 501, 1),  // gVisor's probe
+            (false, ".", 501, 201, 0), // the window opens again
+            (true, ".", 200, 501, 0),  // now a keepalive
+        ]);
+        let mut segs: Vec<Segment> = spec
+            .iter()
+            .enumerate()
+            .map(|(i, &(c, f, s, a, l))| seg(i, c, f, s, a, l))
+            .collect();
+        segs[4].window = 0;
+        let a = analyze(&segs, None, 0);
+        let c = a.wire.sides.client;
+        assert_eq!((c.window_probes, c.keepalives, c.retransmits), (2, 1, 0));
+        assert_eq!(c.data_bytes, 100);
+        assert_eq!(a.packets[5].notes, [SegmentNote::WindowProbe]);
+        assert_eq!(a.packets[4].notes, [SegmentNote::ZeroWindow]);
+        assert_eq!(a.packets[8].notes, [SegmentNote::Keepalive]);
+    }
+
+    /// RFC 5961: a SYN on an established connection, or a RST at a sequence
+    /// number other than the expected one, draws a challenge ACK.
+    #[test]
+    fn test_established_challenge_acks() {
+        let mut spec = HS.to_vec();
+        spec.extend([
+            (true, "S", 9000, 0, 0),   // a new SYN on the 4-tuple
+            (false, ".", 501, 101, 0), // the challenge ACK
+            (true, "R", 9000, 0, 0),   // the client resets it: not expected
+            (false, ".", 501, 101, 0), // another challenge ACK
+            (true, "R", 101, 0, 0),    // the expected RST: no challenge
+            (false, "R", 501, 0, 0),
+        ]);
+        let a = run(&spec);
+        assert_eq!(a.wire.sides.server.challenge_acks, 2);
+        assert_eq!(a.packets[4].notes, [SegmentNote::ChallengeAck]);
+        assert_eq!(a.wire.sides.client.rst_without_ack, 2);
+        assert_eq!(a.wire.sides.server.rst_with_ack, 0);
     }
 
     #[test]
@@ -787,6 +1010,19 @@ mod tests {
     fn test_midstream_only_is_oth() {
         let a = run(&[(true, "P.", 5, 9, 10), (false, ".", 9, 15, 0)]);
         assert_eq!(a.wire.conn_state, "OTH");
+    }
+
+    /// Regression: a refused connect left the client at 0.0.0.0:port, and
+    /// its SYN and the RST "belonged to no side".
+    #[test]
+    fn an_unspecified_client_address_is_resolved_from_the_wire() {
+        let segs = vec![seg(0, true, "S", 100, 0, 0), seg(1, false, "R.", 0, 101, 0)];
+        let ends = PerSide::new("0.0.0.0:40000".parse().unwrap(), S.parse().unwrap());
+        let a = analyze(&segs, Some(ends), 0);
+        assert_eq!(a.foreign_segments, 0);
+        assert_eq!(a.ends.unwrap().client, C.parse().unwrap());
+        assert_eq!((a.wire.sides.client.syn, a.wire.sides.server.rst), (1, 1));
+        assert_eq!(a.wire.conn_state, "REJ");
     }
 
     #[test]

@@ -28,8 +28,21 @@ pub struct CallResult {
     pub errno: Option<String>,
     /// Bytes moved by read/write calls.
     pub bytes: Option<u64>,
-    /// A value the call reported (ioctl queue sizes, poll revents).
+    /// A value the call reported (ioctl queue sizes, poll revents, the local
+    /// port a connect got).
     pub value: Option<i64>,
+    /// The socket's pending error (SO_ERROR) by name, where the step read
+    /// it: the outcome of a non-blocking connect, `getsockopt SO_ERROR`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub so_error: Option<String>,
+    /// A signal the call raised for this thread (`SIGPIPE` from a write to
+    /// a broken connection without MSG_NOSIGNAL), taken while it was
+    /// blocked, so the harness lives to record it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
+    /// The socket's TCP state as `getsockopt TCP_INFO` read it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_state: Option<crate::tcp::TcpState>,
     /// The harness's bound ran out while waiting for the socket.
     pub timed_out: bool,
     /// A read or write moved fewer bytes than it asked for: it stopped at
@@ -128,15 +141,19 @@ impl StreamLog {
         pattern::byte_at(at, self.seed)
     }
 
-    /// Checks bytes the reader got; returns how many differ from what was
-    /// written (a byte beyond what was written differs by definition).
-    fn verify(&mut self, got: &[u8]) -> u64 {
-        let start = self.read;
-        let bad = got
-            .iter()
-            .zip(start..)
+    /// How many of `got`, the bytes at the reader's offset, differ from
+    /// what was written (a byte beyond what was written differs by
+    /// definition).
+    fn differing(&self, got: &[u8]) -> u64 {
+        got.iter()
+            .zip(self.read..)
             .filter(|(b, at)| *at >= self.written || self.expected(*at) != **b)
-            .count() as u64;
+            .count() as u64
+    }
+
+    /// Checks bytes the reader got and consumed; returns how many differ.
+    fn verify(&mut self, got: &[u8]) -> u64 {
+        let bad = self.differing(got);
         self.read += got.len() as u64;
         self.corrupted += bad;
         bad
@@ -163,6 +180,32 @@ fn poll_for(fd: RawFd, events: libc::c_short, deadline: Instant) -> Result<libc:
             _ if Errno::last() == Errno::EINTR => continue,
             _ => return Err(Errno::last()),
         }
+    }
+}
+
+/// Blocks SIGPIPE for the calling thread (and the threads it starts), so
+/// that a write which raises it leaves it pending instead of ending the
+/// process: [`take_pending_sigpipe`] then says whether it was raised. (The
+/// process ignores SIGPIPE, but an ignored signal that is blocked is still
+/// made pending.)
+pub fn block_sigpipe() -> Result<(), Errno> {
+    let mut set = nix::sys::signal::SigSet::empty();
+    set.add(nix::sys::signal::Signal::SIGPIPE);
+    nix::sys::signal::pthread_sigmask(nix::sys::signal::SigmaskHow::SIG_BLOCK, Some(&set), None)
+}
+
+/// Whether a SIGPIPE is pending for this thread; takes it if so.
+pub fn take_pending_sigpipe() -> bool {
+    // SAFETY: sigset_t is plain data, filled by the calls below.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGPIPE);
+        let zero = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        libc::sigtimedwait(&set, std::ptr::null_mut(), &zero) == libc::SIGPIPE
     }
 }
 
@@ -233,18 +276,24 @@ fn after_eagain(
 pub fn write(
     fd: RawFd,
     payload: &Payload,
-    nosignal: bool,
-    dontwait: bool,
+    flags: WriteFlags,
     log: &Mutex<StreamLog>,
     deadline: Instant,
 ) -> CallResult {
+    let WriteFlags {
+        nosignal,
+        dontwait,
+        more,
+    } = flags;
     let (start, seed) = {
         let log = log.lock().expect("stream log");
         (log.written, log.seed)
     };
     let total = payload.len();
     let wait = !dontwait && !is_nonblocking(fd);
-    let flags = libc::MSG_DONTWAIT | if nosignal { libc::MSG_NOSIGNAL } else { 0 };
+    let flags = libc::MSG_DONTWAIT
+        | if nosignal { libc::MSG_NOSIGNAL } else { 0 }
+        | if more { libc::MSG_MORE } else { 0 };
     let mut sent = 0u64;
     let mut chunk: Vec<u8> = Vec::new();
     let mut chunk_at = 0u64; // offset of chunk[0] within the payload
@@ -288,6 +337,7 @@ pub fn write(
         }
     };
     result.partial = sent < total;
+    result.signal = take_pending_sigpipe().then(|| "SIGPIPE".to_string());
     {
         let mut log = log.lock().expect("stream log");
         if let Payload::Text(t) = payload {
@@ -300,6 +350,108 @@ pub fn write(
     }
     result.bytes = Some(sent);
     result
+}
+
+/// The flags of a write step.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WriteFlags {
+    /// `MSG_NOSIGNAL`: EPIPE without SIGPIPE.
+    pub nosignal: bool,
+    /// Stop at the first EAGAIN instead of waiting for buffer space.
+    pub dontwait: bool,
+    /// `MSG_MORE`: more data follows.
+    pub more: bool,
+}
+
+/// `recv(MSG_PEEK)`: the queued bytes (up to what `amount` asks), checked
+/// against what the peer wrote but not consumed. Waits (bounded) for data
+/// like a read unless non-blocking, `dontwait` or `available`.
+pub fn peek(
+    fd: RawFd,
+    amount: ReadAmount,
+    dontwait: bool,
+    log: &Mutex<StreamLog>,
+    deadline: Instant,
+) -> CallResult {
+    let wait = !dontwait && !is_nonblocking(fd) && amount != ReadAmount::Available;
+    if wait {
+        let ready = wait_ready(fd, libc::POLLIN | os::POLL_PEER_CLOSED, deadline);
+        if ready.timed_out || ready.errno.is_some() {
+            return ready;
+        }
+    }
+    let want = match amount {
+        ReadAmount::Exactly(n) => usize::try_from(n).unwrap_or(usize::MAX).min(64 * 1024),
+        _ => 64 * 1024,
+    };
+    let mut buf = vec![0u8; want];
+    // SAFETY: buf is valid for `want` bytes.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            buf.as_mut_ptr().cast(),
+            want,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        return CallResult::failed(Errno::last());
+    }
+    let got = &buf[..n.unsigned_abs()];
+    let bad = log.lock().expect("stream log").differing(got);
+    CallResult {
+        ret: Some(count(got.len() as u64)),
+        bytes: Some(got.len() as u64),
+        partial: matches!(amount, ReadAmount::Exactly(n) if (got.len() as u64) < n),
+        note: (bad > 0).then(|| format!("{bad} peeked bytes differ from what the peer wrote")),
+        ..Default::default()
+    }
+}
+
+/// `getsockopt(SO_ERROR)`: the pending error by name ("0" for none).
+pub fn so_error(fd: RawFd) -> CallResult {
+    let mut v: libc::c_int = 0;
+    let mut len = socklen_of::<libc::c_int>();
+    // SAFETY: pointer and length of a c_int.
+    let ret = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&raw mut v).cast(),
+            &mut len,
+        )
+    };
+    let mut r = CallResult::from_ret(ret);
+    if ret == 0 {
+        r.so_error = Some(if v == 0 {
+            "0".into()
+        } else {
+            errno_name(Errno::from_raw(v))
+        });
+    }
+    r
+}
+
+/// `getsockopt(TCP_INFO)`: the socket's TCP state.
+pub fn tcp_state(fd: RawFd) -> CallResult {
+    let mut buf = [0u8; 8];
+    let mut len = libc::socklen_t::try_from(buf.len()).expect("8 bytes");
+    // SAFETY: buf and len describe a writable buffer.
+    let ret = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            buf.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    let mut r = CallResult::from_ret(ret);
+    if ret == 0 {
+        r.tcp_state = crate::observe::linux_state(buf[0]);
+    }
+    r
 }
 
 /// A byte count as a call's return value (counts here are far below 2^63).
@@ -434,11 +586,17 @@ pub fn setsockopt(fd: RawFd, opt: SockOpt) -> CallResult {
                 return CallResult::failed(Errno::ENOPROTOOPT);
             };
             let v: libc::c_int = match other {
-                SockOpt::RcvBuf(n) | SockOpt::SndBuf(n) | SockOpt::Linger2(n) => n,
+                SockOpt::RcvBuf(n)
+                | SockOpt::SndBuf(n)
+                | SockOpt::Linger2(n)
+                | SockOpt::KeepIdle(n)
+                | SockOpt::KeepIntvl(n)
+                | SockOpt::KeepCnt(n) => n,
                 SockOpt::ReuseAddr(b)
                 | SockOpt::ReusePort(b)
                 | SockOpt::KeepAlive(b)
-                | SockOpt::NoDelay(b) => b.into(),
+                | SockOpt::NoDelay(b)
+                | SockOpt::Cork(b) => b.into(),
                 // TCP_USER_TIMEOUT takes an unsigned int: the same bits.
                 SockOpt::UserTimeout(ms) => libc::c_int::from_ne_bytes(ms.to_ne_bytes()),
                 SockOpt::Linger(_) | SockOpt::NonBlocking(_) => unreachable!("handled above"),

@@ -19,6 +19,10 @@ pub fn int_option(opt: SockOpt) -> Option<(libc::c_int, libc::c_int)> {
         SockOpt::NoDelay(_) => (libc::IPPROTO_TCP, libc::TCP_NODELAY),
         SockOpt::Linger2(_) => (libc::IPPROTO_TCP, libc::TCP_LINGER2),
         SockOpt::UserTimeout(_) => (libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT),
+        SockOpt::Cork(_) => (libc::IPPROTO_TCP, libc::TCP_CORK),
+        SockOpt::KeepIdle(_) => (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE),
+        SockOpt::KeepIntvl(_) => (libc::IPPROTO_TCP, libc::TCP_KEEPINTVL),
+        SockOpt::KeepCnt(_) => (libc::IPPROTO_TCP, libc::TCP_KEEPCNT),
         SockOpt::Linger(_) | SockOpt::NonBlocking(_) => return None,
     })
 }

@@ -33,7 +33,7 @@ use crate::capture::Capture;
 use crate::fault::{FaultRecord, Firewall};
 use crate::observe::{self, Ends, Observer, Snapshot, Timeline};
 use crate::scenario::{
-    Actor, Call, Case, Control, Family, Role, Step, StepKind, Verb, WaitFor, WireEvent,
+    Actor, Call, Case, Control, Family, GetOpt, Role, Step, StepKind, Verb, WaitFor, WireEvent,
 };
 use crate::tcp::{PerSide, Side, TcpState};
 use crate::wire::{self, Frame};
@@ -156,9 +156,24 @@ impl WireWatch {
     /// address is known, from the start of the capture).
     fn update(&mut self, capture: &Capture, ends: &Ends) {
         let Some(pair) = ends.pair() else { return };
-        let conn = self
-            .conn
-            .get_or_insert_with(|| Connection::new(pair, 0, false));
+        if self.conn.is_none() {
+            let segments: Vec<_> = capture
+                .packets()
+                .iter()
+                .enumerate()
+                .filter_map(|(i, p)| match wire::parse_frame(capture.linktype(), i, p) {
+                    Frame::Tcp(s) => Some(s),
+                    _ => None,
+                })
+                .collect();
+            // Not yet on the wire: try again after the next drain.
+            let Some(pair) = crate::analyze::resolve_ends(pair, &segments) else {
+                return;
+            };
+            self.conn = Some(Connection::new(pair, 0, false));
+            self.seen = 0;
+        }
+        let conn = self.conn.as_mut().expect("set above");
         for (i, p) in capture.packets().iter().enumerate().skip(self.seen) {
             if let Frame::Tcp(seg) = wire::parse_frame(capture.linktype(), i, p) {
                 if let Some(side) = conn.side_of(&seg) {
@@ -491,17 +506,30 @@ impl Driver<'_, '_> {
             Call::Listen { backlog } => {
                 self.ensure_socket(actor)?;
                 let sock = &self.sockets[&actor];
-                match sock
-                    .bind(&SockAddr::from(self.ends.server))
-                    .and_then(|()| sock.listen(*backlog))
-                {
+                // Bound already by a `listener bind` step, or bound here.
+                let bound = sock
+                    .local_addr()
+                    .ok()
+                    .and_then(|a| a.as_socket())
+                    .is_some_and(|a| a.port() != 0);
+                let bind = || {
+                    if bound {
+                        Ok(())
+                    } else {
+                        sock.bind(&SockAddr::from(self.ends.server))
+                    }
+                };
+                match bind().and_then(|()| sock.listen(*backlog)) {
                     Ok(()) => CallResult::ok(0),
                     Err(e) => io_result(&e),
                 }
             }
             Call::Bind(port) => {
                 self.ensure_socket(actor)?;
-                let addr = SocketAddr::new(self.ends.server.ip(), *port);
+                let addr = match port {
+                    Some(p) => SocketAddr::new(self.ends.server.ip(), *p),
+                    None => self.ends.server,
+                };
                 match self.sockets[&actor].bind(&SockAddr::from(addr)) {
                     Ok(()) => CallResult::ok(0),
                     Err(e) => io_result(&e),
@@ -606,24 +634,66 @@ impl Driver<'_, '_> {
         }
     }
 
+    /// `connect()`. A blocking connect blocks in the kernel until the
+    /// handshake ends, which can take minutes; so it is made non-blocking
+    /// and waited for with poll, bounded by the step's deadline, and its
+    /// record says what the blocking call would have returned (or that the
+    /// bound ran out first). A non-blocking connect reports EINPROGRESS as
+    /// the application sees it; its outcome, waited for the same way, is
+    /// its `so_error`.
     fn connect(&mut self, actor: Actor, fd: RawFd, deadline: Instant) -> CallResult {
+        let app_nonblocking = calls::is_nonblocking(fd);
         let sock = &self.sockets[&actor];
+        if !app_nonblocking {
+            if let Err(e) = sock.set_nonblocking(true) {
+                return io_result(&e);
+            }
+        }
         let mut r = match sock.connect(&SockAddr::from(self.ends.server)) {
             Ok(()) => CallResult::ok(0),
             Err(e) => io_result(&e),
         };
         if r.errno.as_deref() == Some("EINPROGRESS") {
-            // Non-blocking connect: wait (bounded) for the handshake's outcome.
             let ready = calls::wait_ready(fd, libc::POLLOUT, deadline);
-            let so_error = sock.take_error().ok().flatten();
-            r.note = Some(match (ready.timed_out, so_error) {
-                (true, _) => "handshake did not finish before the deadline".into(),
-                (false, Some(e)) => format!(
-                    "connect failed later: SO_ERROR {}",
-                    io_result(&e).errno.unwrap_or_default()
-                ),
-                (false, None) => "connected".into(),
-            });
+            let outcome = if ready.timed_out {
+                None
+            } else {
+                Some(match sock.take_error() {
+                    Ok(None) => None,
+                    Ok(Some(e)) | Err(e) => io_result(&e).errno,
+                })
+            };
+            r = match (app_nonblocking, outcome) {
+                // Still connecting when the bound ran out.
+                (_, None) => CallResult {
+                    ret: app_nonblocking.then_some(-1),
+                    errno: app_nonblocking.then(|| "EINPROGRESS".to_string()),
+                    timed_out: true,
+                    note: Some(
+                        "the handshake had not finished when the step's bound ran out".into(),
+                    ),
+                    ..Default::default()
+                },
+                (true, Some(err)) => CallResult {
+                    so_error: Some(err.clone().unwrap_or_else(|| "0".into())),
+                    note: Some(match err {
+                        Some(e) => format!("connect failed later: SO_ERROR {e}"),
+                        None => "connected".into(),
+                    }),
+                    ..r
+                },
+                (false, Some(None)) => CallResult::ok(0),
+                (false, Some(Some(e))) => CallResult {
+                    ret: Some(-1),
+                    errno: Some(e),
+                    ..Default::default()
+                },
+            };
+        }
+        if !app_nonblocking {
+            if let Err(e) = sock.set_nonblocking(false) {
+                return io_result(&e);
+            }
         }
         if let Some(addr) = sock.local_addr().ok().and_then(|a| a.as_socket()) {
             if addr.port() != 0 {
@@ -821,8 +891,27 @@ fn fd_call(
             payload,
             nosignal,
             dontwait,
-        } => calls::write(fd, payload, *nosignal, *dontwait, outgoing, deadline),
-        Call::Read { amount, dontwait } => calls::read(fd, *amount, *dontwait, incoming, deadline),
+            more,
+        } => {
+            let flags = calls::WriteFlags {
+                nosignal: *nosignal,
+                dontwait: *dontwait,
+                more: *more,
+            };
+            calls::write(fd, payload, flags, outgoing, deadline)
+        }
+        Call::Read {
+            amount,
+            dontwait,
+            peek: false,
+        } => calls::read(fd, *amount, *dontwait, incoming, deadline),
+        Call::Read {
+            amount,
+            dontwait,
+            peek: true,
+        } => calls::peek(fd, *amount, *dontwait, incoming, deadline),
+        Call::GetOption(GetOpt::SoError) => calls::so_error(fd),
+        Call::GetOption(GetOpt::TcpInfo) => calls::tcp_state(fd),
         Call::Shutdown(how) => calls::shutdown(fd, *how),
         Call::Close => calls::close(fd),
         Call::SetOption(opt) => calls::setsockopt(fd, *opt),

@@ -18,6 +18,8 @@
 mod sockdiag;
 mod tcpinfo;
 
+pub use tcpinfo::linux_state;
+
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
 

@@ -25,6 +25,19 @@ pub enum Matcher {
     AnyOf(Vec<Value>),
     /// The field is null: not observed / not applicable (e.g. no errno).
     Null,
+    /// A string matching this regular expression (anywhere in it; anchor
+    /// with ^ and $).
+    Matches(Pattern),
+}
+
+/// A compiled regular expression that compares by its source text.
+#[derive(Clone, Debug)]
+pub struct Pattern(pub regex::Regex);
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Pattern) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
 }
 
 impl Matcher {
@@ -36,6 +49,7 @@ impl Matcher {
                 let mut max = None;
                 let mut any_of = None;
                 let mut null = false;
+                let mut matches = None;
                 for (k, v) in t {
                     match k.as_str() {
                         "min" => min = Some(number(v, "min")?),
@@ -50,18 +64,28 @@ impl Matcher {
                             toml::Value::Boolean(true) => null = true,
                             _ => return Err("write { null = true } to expect a field that was not observed".into()),
                         },
+                        "matches" => match v {
+                            toml::Value::String(re) => {
+                                matches = Some(Pattern(regex::Regex::new(re).map_err(|e| {
+                                    format!("matches: not a regular expression: {e}")
+                                })?));
+                            }
+                            _ => return Err("matches takes a regular expression, e.g. { matches = \"c:FP\\\\.\" }".into()),
+                        },
                         other => {
-                            return Err(format!("unknown matcher key {other:?}; expected min, max, any_of or null"));
+                            return Err(format!("unknown matcher key {other:?}; expected min, max, any_of, null or matches"));
                         }
                     }
                 }
-                match (min.is_some() || max.is_some(), any_of, null) {
-                    (true, None, false) => Matcher::Range { min, max },
-                    (false, Some(values), false) => Matcher::AnyOf(values),
-                    (false, None, true) => Matcher::Null,
+                match (min.is_some() || max.is_some(), any_of, null, matches) {
+                    (true, None, false, None) => Matcher::Range { min, max },
+                    (false, Some(values), false, None) => Matcher::AnyOf(values),
+                    (false, None, true, None) => Matcher::Null,
+                    (false, None, false, Some(re)) => Matcher::Matches(re),
                     _ => {
                         return Err(
-                            "a matcher table holds either min/max, any_of, or null = true".into(),
+                            "a matcher table holds one of: min/max, any_of, null = true, matches"
+                                .into(),
                         );
                     }
                 }
@@ -80,6 +104,7 @@ impl Matcher {
             Matcher::Equals(want) => same(want, observed),
             Matcher::AnyOf(wants) => wants.iter().any(|w| same(w, observed)),
             Matcher::Null => observed.is_null(),
+            Matcher::Matches(re) => observed.as_str().is_some_and(|s| re.0.is_match(s)),
             Matcher::Range { min, max } => observed
                 .as_f64()
                 .is_some_and(|x| min.is_none_or(|m| x >= m) && max.is_none_or(|m| x <= m)),
@@ -92,6 +117,7 @@ impl Matcher {
             Matcher::Equals(v) => v.clone(),
             Matcher::AnyOf(vs) => serde_json::json!({ "any_of": vs }),
             Matcher::Null => Value::Null,
+            Matcher::Matches(re) => serde_json::json!({ "matches": re.0.as_str() }),
             Matcher::Range { min, max } => {
                 let mut m = serde_json::Map::new();
                 if let Some(v) = min {
@@ -235,6 +261,20 @@ mod tests {
     }
 
     #[test]
+    fn matches_is_a_regular_expression_over_strings() {
+        let t = m("{ matches = \"c:FP\\\\.[0-9]+ s:\\\\.\" }").unwrap();
+        assert!(t.matches(Some(&json!("c:S s:S. c:FP.2048 s:. s:F."))));
+        assert!(!t.matches(Some(&json!("c:S s:S. c:F. s:."))));
+        assert!(!t.matches(Some(&json!(1))));
+        assert_eq!(t.to_json(), json!({ "matches": "c:FP\\.[0-9]+ s:\\." }));
+        assert!(
+            m("{ matches = \"(\" }")
+                .unwrap_err()
+                .contains("not a regular expression")
+        );
+    }
+
+    #[test]
     fn bad_matchers_say_what_to_write() {
         assert!(m("[1, 2]").unwrap_err().contains("any_of"));
         assert!(
@@ -245,7 +285,7 @@ mod tests {
         assert!(
             m("{ min = 1, null = true }")
                 .unwrap_err()
-                .contains("either")
+                .contains("one of")
         );
     }
 

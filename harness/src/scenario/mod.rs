@@ -25,8 +25,8 @@ use toml::Spanned;
 
 pub use expect::Matcher;
 pub use steps::{
-    Actor, Call, Control, How, IoctlQuery, Payload, ReadAmount, Role, SockOpt, Step, StepKind,
-    Verb, WaitFor, WireEvent,
+    Actor, Call, Control, GetOpt, How, IoctlQuery, Payload, ReadAmount, Role, SockOpt, Step,
+    StepKind, Verb, WaitFor, WireEvent,
 };
 
 use crate::files::{self, InputError};
@@ -587,6 +587,8 @@ fn parse_case_steps(
         steps.splice(0..0, setup);
     }
 
+    check_lifecycle(src, &steps)?;
+
     // Labels are unique; joins name an earlier bg step, once; heal names an
     // earlier fault; since names an earlier step that has returned (a bg
     // step only once joined).
@@ -660,6 +662,86 @@ fn parse_case_steps(
         }
     }
     Ok(steps)
+}
+
+/// Where an actor's socket is in its life, as the steps so far make it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Life {
+    None,
+    /// Created by an option or a bind (client, listener).
+    Created,
+    /// Connected (client), listening (listener) or accepted (server).
+    Open,
+    Closed,
+}
+
+/// Checks that every step has the socket it needs, in the order written:
+/// no server call before `server accept`, no accept before
+/// `listener listen`, no data call on the client before `client connect`.
+/// A client or listener step that creates a socket after its close opens a
+/// new one (a reconnect, a rebind).
+fn check_lifecycle(src: &Source, steps: &[Step]) -> Result<(), ScenarioError> {
+    use std::collections::HashMap;
+    let mut life: HashMap<Actor, Life> = HashMap::new();
+    for s in steps {
+        let StepKind::Socket { actor, call, .. } = &s.kind else {
+            continue;
+        };
+        let now = life.get(actor).copied().unwrap_or(Life::None);
+        let listening = life.get(&Actor::LISTENER) == Some(&Life::Open);
+        let client_connected = matches!(life.get(&Actor::CLIENT), Some(Life::Open | Life::Closed));
+        let fail = |why: String| {
+            let at = s.line.unwrap_or(1);
+            Err(src.error_line(at, 1, format!("`{}`: {why}", s.text)))
+        };
+        let next = match (actor.role, call) {
+            // A wait on a state also watches a closed socket (an orphan).
+            (
+                _,
+                Call::Wait {
+                    what: WaitFor::State(_),
+                    ..
+                },
+            ) if now != Life::None => now,
+            // ... and the server end of a connection nobody accepted (in
+            // the accept queue, or half-open in SYN-RECV).
+            (
+                Role::Server,
+                Call::Wait {
+                    what: WaitFor::State(_),
+                    ..
+                },
+            ) if client_connected => now,
+            (Role::Server, Call::Accept) if !listening => {
+                return fail("no listener is listening: add `listener listen` before it".into());
+            }
+            (Role::Server, Call::Accept) => Life::Open,
+            (Role::Server, _) if now == Life::None => {
+                return fail(format!(
+                    "the {actor} has no socket yet: add `{actor} accept` before it"
+                ));
+            }
+            (Role::Client | Role::Listener, Call::SetOption(_) | Call::Bind(_)) => match now {
+                Life::None | Life::Closed => Life::Created,
+                other => other,
+            },
+            (Role::Client, Call::Connect) => Life::Open,
+            (Role::Listener, Call::Listen { .. }) => Life::Open,
+            (Role::Client, Call::Close) | (Role::Listener, Call::Close) if now == Life::None => {
+                return fail(format!("the {actor} has no socket to close"));
+            }
+            (Role::Client, _) if now != Life::Open && now != Life::Closed => {
+                return fail("the client is not connected: add `client connect` before it".into());
+            }
+            (_, Call::Close) => Life::Closed,
+            _ if now == Life::Closed => {
+                return fail(format!("the {actor}'s socket was already closed"));
+            }
+            _ => now,
+        };
+        life.insert(*actor, next);
+    }
+    Ok(())
 }
 
 fn parse_expectation(
@@ -831,6 +913,58 @@ facts = { "wire.client.rst" = 1, "steps.lc.errno" = { null = true } }
         assert_eq!(c.steps[4].text, "client setsockopt SO_LINGER on 2");
         assert_eq!(c.steps[4].line, Some(6));
         assert_eq!(cases[1].file_stem(), "abort-ipv4-linger-2");
+    }
+
+    /// Regression: `check` accepted steps that use the server before any
+    /// listener exists, which `run` then refused.
+    #[test]
+    fn steps_need_their_socket_in_the_order_written() {
+        let steps = |s: &str| format!("title = \"t\"\nsteps = '''\n{s}\n'''\n");
+        let e = parse_err(&steps("client connect\nserver accept"));
+        assert!(
+            e.contains(":4:1: `server accept`: no listener is listening"),
+            "{e}"
+        );
+        let e = parse_err(&steps("listener listen\nclient connect\nserver read 1"));
+        assert!(
+            e.contains(":5:1: `server read 1`: the server has no socket yet: add `server accept`"),
+            "{e}"
+        );
+        let e = parse_err(&steps(
+            "client setsockopt SO_LINGER on 0\nclient write 1\nclient connect",
+        ));
+        assert!(
+            e.contains(":4:1: `client write 1`: the client is not connected"),
+            "{e}"
+        );
+        let e = parse_err(&steps(
+            "listener listen\nclient connect\nserver accept\nserver close\nserver write 1",
+        ));
+        assert!(
+            e.contains("`server write 1`: the server's socket was already closed"),
+            "{e}"
+        );
+        let e = parse_err(&steps(
+            "listener listen\nserver wait state CLOSED\nclient connect",
+        ));
+        assert!(
+            e.contains("`server wait state CLOSED`: the server has no socket yet"),
+            "{e}"
+        );
+        // Reopening a client or listener after close is a new socket; a wait
+        // on a state may watch a closed socket (an orphan).
+        for ok in [
+            "listener listen\nclient connect\nserver accept\nclient close\nclient wait state TIME-WAIT\nclient setsockopt SO_REUSEADDR on\nclient bind 40000\nclient connect",
+            "listener listen\nlistener close\nlistener setsockopt SO_REUSEADDR on\nlistener listen",
+            "client write 1\nclient close",
+            // The server end of a connection nobody accepted.
+            "listener listen\nclient connect\nserver wait state SYN-RECV",
+        ] {
+            assert!(
+                parse(Path::new("scenarios/x.toml"), &steps(ok)).is_ok(),
+                "{ok}"
+            );
+        }
     }
 
     #[test]

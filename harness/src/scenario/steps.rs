@@ -207,6 +207,23 @@ pub enum SockOpt {
     UserTimeout(u32),
     /// `O_NONBLOCK` via `fcntl(2)`.
     NonBlocking(bool),
+    /// `TCP_CORK`: hold partial segments until uncorked (or 200 ms).
+    Cork(bool),
+    /// `TCP_KEEPIDLE`: idle seconds before the first keepalive probe.
+    KeepIdle(i32),
+    /// `TCP_KEEPINTVL`: seconds between keepalive probes.
+    KeepIntvl(i32),
+    /// `TCP_KEEPCNT`: unanswered probes before the connection is dropped.
+    KeepCnt(i32),
+}
+
+/// A socket option read back with `getsockopt(2)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GetOpt {
+    /// `SO_ERROR`: the pending error, by name (the step's `so_error`).
+    SoError,
+    /// `TCP_INFO`: the socket's TCP state (the step's `tcp_state`).
+    TcpInfo,
 }
 
 /// `ioctl(2)` queries on a connected socket.
@@ -235,8 +252,9 @@ pub enum Call {
     Listen {
         backlog: i32,
     },
-    /// `bind()` the client to this local port before connect.
-    Bind(u16),
+    /// `bind()`: the client to this local port before connect, the
+    /// listener to the server's address before listen.
+    Bind(Option<u16>),
     Connect,
     /// `connect()` with `AF_UNSPEC`: dissolve the association.
     Disconnect,
@@ -245,14 +263,19 @@ pub enum Call {
         payload: Payload,
         nosignal: bool,
         dontwait: bool,
+        /// `MSG_MORE`: more data follows; hold a partial segment.
+        more: bool,
     },
     Read {
         amount: ReadAmount,
         dontwait: bool,
+        /// `MSG_PEEK`: look at queued bytes without consuming them.
+        peek: bool,
     },
     Shutdown(How),
     Close,
     SetOption(SockOpt),
+    GetOption(GetOpt),
     Ioctl(IoctlQuery),
     /// `since LABEL`: the wait's clock - its duration and its `within`
     /// bound - starts when step LABEL returned, not when the wait began. A
@@ -336,6 +359,7 @@ pub enum Verb {
     Shutdown,
     Close,
     Setsockopt,
+    Getsockopt,
     Ioctl,
     Wait,
     Sleep,
@@ -358,6 +382,7 @@ impl Verb {
             Verb::Shutdown => "shutdown",
             Verb::Close => "close",
             Verb::Setsockopt => "setsockopt",
+            Verb::Getsockopt => "getsockopt",
             Verb::Ioctl => "ioctl",
             Verb::Wait => "wait",
             Verb::Sleep => "sleep",
@@ -382,6 +407,7 @@ impl Call {
             Call::Shutdown(_) => Verb::Shutdown,
             Call::Close => Verb::Close,
             Call::SetOption(_) => Verb::Setsockopt,
+            Call::GetOption(_) => Verb::Getsockopt,
             Call::Ioctl(_) => Verb::Ioctl,
             Call::Wait { .. } => Verb::Wait,
         }
@@ -397,6 +423,7 @@ impl Call {
                 | Call::Shutdown(_)
                 | Call::Close
                 | Call::SetOption(_)
+                | Call::GetOption(_)
                 | Call::Ioctl(_)
                 | Call::Disconnect
                 | Call::Wait {
@@ -921,13 +948,17 @@ fn call(actor: Actor, cur: &mut Cursor) -> Result<Call, StepError> {
             Call::Accept
         }
         "bind" => {
-            only(&[Role::Client])?;
-            let col = cur.column();
-            let port = int(cur, "a local port number")?;
-            Call::Bind(
-                u16::try_from(port)
-                    .map_err(|_| StepError::at(col, format!("port {port} is above 65535")))?,
-            )
+            only(&[Role::Client, Role::Listener])?;
+            if actor.role == Role::Listener {
+                // The listener binds the server's address (port 9000).
+                Call::Bind(None)
+            } else {
+                let col = cur.column();
+                let port = int(cur, "a local port number")?;
+                Call::Bind(Some(u16::try_from(port).map_err(|_| {
+                    StepError::at(col, format!("port {port} is above 65535"))
+                })?))
+            }
         }
         "write" => {
             only(&data_side)?;
@@ -955,12 +986,14 @@ fn call(actor: Actor, cur: &mut Cursor) -> Result<Call, StepError> {
                     Payload::Pattern(n)
                 }
             };
-            let (mut nosignal, mut dontwait) = (false, false);
+            let (mut nosignal, mut dontwait, mut more) = (false, false, false);
             loop {
                 if cur.eat("nosignal") || cur.eat("MSG_NOSIGNAL") {
                     nosignal = true;
                 } else if cur.eat("dontwait") || cur.eat("MSG_DONTWAIT") {
                     dontwait = true;
+                } else if cur.eat("more") || cur.eat("MSG_MORE") {
+                    more = true;
                 } else {
                     break;
                 }
@@ -969,6 +1002,7 @@ fn call(actor: Actor, cur: &mut Cursor) -> Result<Call, StepError> {
                 payload,
                 nosignal,
                 dontwait,
+                more,
             }
         }
         "read" => {
@@ -983,8 +1017,21 @@ fn call(actor: Actor, cur: &mut Cursor) -> Result<Call, StepError> {
                     ..e
                 })?)
             };
-            let dontwait = cur.eat("dontwait") || cur.eat("MSG_DONTWAIT");
-            Call::Read { amount, dontwait }
+            let (mut dontwait, mut peek) = (false, false);
+            loop {
+                if cur.eat("dontwait") || cur.eat("MSG_DONTWAIT") {
+                    dontwait = true;
+                } else if cur.eat("peek") || cur.eat("MSG_PEEK") {
+                    peek = true;
+                } else {
+                    break;
+                }
+            }
+            Call::Read {
+                amount,
+                dontwait,
+                peek,
+            }
         }
         "shutdown" => {
             only(&data_side)?;
@@ -1004,6 +1051,20 @@ fn call(actor: Actor, cur: &mut Cursor) -> Result<Call, StepError> {
         }
         "close" => Call::Close,
         "setsockopt" => Call::SetOption(sockopt(cur)?),
+        "getsockopt" => {
+            only(&data_side)?;
+            let (col, name) = cur.word("SO_ERROR or TCP_INFO")?;
+            Call::GetOption(match name.to_ascii_uppercase().as_str() {
+                "SO_ERROR" => GetOpt::SoError,
+                "TCP_INFO" => GetOpt::TcpInfo,
+                other => {
+                    return Err(StepError::at(
+                        col,
+                        format!("cannot read {other:?}; expected SO_ERROR or TCP_INFO"),
+                    ));
+                }
+            })
+        }
         "ioctl" => {
             only(&data_side)?;
             let (col, q) = cur.word("FIONREAD, SIOCINQ, SIOCOUTQ or SIOCOUTQNSD")?;
@@ -1049,7 +1110,7 @@ fn call(actor: Actor, cur: &mut Cursor) -> Result<Call, StepError> {
             return Err(StepError::at(
                 col,
                 format!(
-                    "unknown call {other:?}; expected one of listen, bind, connect, accept, write, read, shutdown, close, setsockopt, ioctl, wait"
+                    "unknown call {other:?}; expected one of listen, bind, connect, accept, write, read, shutdown, close, setsockopt, getsockopt, ioctl, wait"
                 ),
             ));
         }
@@ -1058,7 +1119,7 @@ fn call(actor: Actor, cur: &mut Cursor) -> Result<Call, StepError> {
 }
 
 fn sockopt(cur: &mut Cursor) -> Result<SockOpt, StepError> {
-    const NAMES: &str = "SO_LINGER, SO_RCVBUF, SO_SNDBUF, SO_REUSEADDR, SO_REUSEPORT, SO_KEEPALIVE, TCP_NODELAY, TCP_LINGER2, TCP_USER_TIMEOUT or O_NONBLOCK";
+    const NAMES: &str = "SO_LINGER, SO_RCVBUF, SO_SNDBUF, SO_REUSEADDR, SO_REUSEPORT, SO_KEEPALIVE, TCP_NODELAY, TCP_CORK, TCP_LINGER2, TCP_USER_TIMEOUT, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT or O_NONBLOCK";
     let (col, name) = cur.word(&format!("an option: {NAMES}"))?;
     Ok(match name.to_ascii_uppercase().as_str() {
         "SO_LINGER" => {
@@ -1094,6 +1155,21 @@ fn sockopt(cur: &mut Cursor) -> Result<SockOpt, StepError> {
         "SO_REUSEPORT" => SockOpt::ReusePort(flag(cur)?),
         "SO_KEEPALIVE" => SockOpt::KeepAlive(flag(cur)?),
         "TCP_NODELAY" => SockOpt::NoDelay(flag(cur)?),
+        "TCP_CORK" => SockOpt::Cork(flag(cur)?),
+        "TCP_KEEPIDLE" => SockOpt::KeepIdle(whole_seconds(cur, "TCP_KEEPIDLE")?),
+        "TCP_KEEPINTVL" => SockOpt::KeepIntvl(whole_seconds(cur, "TCP_KEEPINTVL")?),
+        "TCP_KEEPCNT" => {
+            let col = cur.column();
+            let n = int(cur, "a probe count")?;
+            SockOpt::KeepCnt(
+                i32::try_from(n)
+                    .ok()
+                    .filter(|n| (1..=127).contains(n))
+                    .ok_or_else(|| {
+                        StepError::at(col, format!("TCP_KEEPCNT {n}: expected 1 to 127"))
+                    })?,
+            )
+        }
         "TCP_LINGER2" => {
             let (col, w) = cur.word("seconds (may be -1)")?;
             SockOpt::Linger2(
@@ -1166,6 +1242,19 @@ fn fault(effect: Effect, cur: &mut Cursor) -> Result<Rule, StepError> {
         })?);
     }
     Ok(rule)
+}
+
+/// A duration in whole seconds, at least 1 (TCP_KEEPIDLE, TCP_KEEPINTVL).
+fn whole_seconds(cur: &mut Cursor, what: &str) -> Result<i32, StepError> {
+    let col = cur.column();
+    let d = duration(cur, limits::MAX_STEP_WAIT)?;
+    if d.subsec_nanos() != 0 || d.as_secs() == 0 {
+        return Err(StepError::at(
+            col,
+            format!("{what} takes whole seconds, at least 1s"),
+        ));
+    }
+    i32::try_from(d.as_secs()).map_err(|_| StepError::at(col, format!("{what} is too long")))
 }
 
 fn flag(cur: &mut Cursor) -> Result<bool, StepError> {
@@ -1293,7 +1382,8 @@ mod tests {
             Call::Write {
                 payload: Payload::Pattern(100 * 1024),
                 nosignal: false,
-                dontwait: false
+                dontwait: false,
+                more: false
             }
         );
         assert_eq!(call_of("server shutdown WR"), Call::Shutdown(How::Write));
@@ -1301,7 +1391,8 @@ mod tests {
             call_of("client read until-eof"),
             Call::Read {
                 amount: ReadAmount::UntilEof,
-                dontwait: false
+                dontwait: false,
+                peek: false
             }
         );
         assert_eq!(
@@ -1309,14 +1400,16 @@ mod tests {
             Call::Write {
                 payload: Payload::Text(b"Thank you".to_vec()),
                 nosignal: false,
-                dontwait: false
+                dontwait: false,
+                more: false
             }
         );
         assert_eq!(
             call_of("server read 9"),
             Call::Read {
                 amount: ReadAmount::Exactly(9),
-                dontwait: false
+                dontwait: false,
+                peek: false
             }
         );
         let s = step("client close");
@@ -1474,7 +1567,8 @@ mod tests {
         assert_eq!(control_of("heal"), Control::Heal(None));
         assert_eq!(control_of("heal lost"), Control::Heal(Some("lost".into())));
         assert_eq!(control_of("heal as h"), Control::Heal(None));
-        assert_eq!(call_of("client bind 40000"), Call::Bind(40000));
+        assert_eq!(call_of("client bind 40000"), Call::Bind(Some(40000)));
+        assert_eq!(call_of("listener bind"), Call::Bind(None));
 
         let e = err("drop sideways");
         assert_eq!(e.column, 6);
@@ -1487,7 +1581,11 @@ mod tests {
             e.message
         );
         assert!(err("client bind 70000").message.contains("above 65535"));
-        assert!(err("server bind 1").message.contains("client step"));
+        assert!(
+            err("server bind 1")
+                .message
+                .contains("client or listener step")
+        );
         assert!(err("bg drop all as x").message.contains("background"));
     }
 
@@ -1592,7 +1690,7 @@ mod tests {
             fn write_sizes_round_trip(n in 0u64..10_000_000) {
                 let s = parse_step(&format!("client write {n}"), None).unwrap().unwrap();
                 let StepKind::Socket { call, .. } = s.kind else { panic!() };
-                prop_assert_eq!(call, Call::Write { payload: Payload::Pattern(n), nosignal: false, dontwait: false });
+                prop_assert_eq!(call, Call::Write { payload: Payload::Pattern(n), nosignal: false, dontwait: false, more: false });
             }
         }
     }

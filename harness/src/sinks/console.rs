@@ -120,10 +120,7 @@ pub fn facts() -> String {
         .unwrap_or(0);
     let mut out = String::new();
     for k in crate::facts::KINDS {
-        let class = match k.used_as {
-            crate::facts::Use::Behaviour => "behaviour",
-            crate::facts::Use::Measurement => "measurement",
-        };
+        let class = k.used_as.name();
         let _ = writeln!(out, "{:<width$}  {class:<11}  {}", k.pattern, k.doc);
     }
     out

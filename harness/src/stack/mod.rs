@@ -235,7 +235,9 @@ mod tests {
         // A wait on a socket still open is fine on either, and so is one on
         // a client socket opened again after close.
         assert!(requirements(&case("server wait state ESTABLISHED"), &gv).is_empty());
-        let reopened = case("client close\nclient connect as again\nclient wait state ESTABLISHED");
+        let reopened = case(
+            "client connect\nclient close\nclient connect as again\nclient wait state ESTABLISHED",
+        );
         assert!(requirements(&reopened, &gv).is_empty());
         let optional = case("client close\nclient wait state TIME-WAIT optional");
         assert!(requirements(&optional, &gv).is_empty());
