@@ -122,6 +122,11 @@ kernel-matrix *args: build (deps "libpcap-dev" "pkg-config" "nftables" "qemu-sys
 proptest cases="1000" seed="random": (deps "libpcap-dev" "pkg-config")
     TEARDOWN_PROPTEST_CASES={{cases}} TEARDOWN_PROPTEST_SEED={{seed}} cargo test --release --locked --test sequences -- --nocapture
 
+# Mutated scenario files, pcaps and reports through check, analyze, compare, render and explain:
+# a long randomised round (`just test` runs 200 of each with a fixed seed); no root needed
+fuzz cases="20000" seed="random": (deps "libpcap-dev" "pkg-config")
+    TEARDOWN_FUZZ_CASES={{cases}} TEARDOWN_PROPTEST_SEED={{seed}} cargo test --release --locked --test fuzz -- --nocapture
+
 # Formatting and lints, as CI checks them
 lint:
     cargo fmt --all -- --check

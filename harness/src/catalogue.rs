@@ -84,6 +84,71 @@ pub fn load(paths: &[PathBuf]) -> Result<Vec<Case>, LoadError> {
     }
 }
 
+/// What `check` could learn about the `[sysctl]` tables from this stack.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SysctlCheck {
+    /// Every name was looked up in a fresh namespace; those this stack does
+    /// not have at all are listed (cases setting them will be unsupported).
+    Checked { absent: Vec<String> },
+    /// The lookup needs a namespace, and this process may not make one.
+    NotChecked(String),
+}
+
+/// Checks that every sysctl the cases set exists in a network namespace of
+/// this stack. One that exists only in the host's initial namespace (such
+/// as net.ipv4.tcp_max_orphans) is an error naming its file and line: no
+/// case can set it without changing the host.
+pub fn check_sysctls(cases: &[Case]) -> Result<SysctlCheck, LoadError> {
+    use crate::sandbox::{self, SandboxError, SysctlScope};
+    let mut names: Vec<(&str, &Path, usize)> = Vec::new();
+    for c in cases {
+        for (name, line) in &c.scenario.sysctl_lines {
+            if !names
+                .iter()
+                .any(|(n, p, _)| n == name && *p == c.scenario.path)
+            {
+                names.push((name, &c.scenario.path, *line));
+            }
+        }
+    }
+    if names.is_empty() {
+        return Ok(SysctlCheck::Checked { absent: vec![] });
+    }
+    let list: Vec<String> = names.iter().map(|(n, _, _)| n.to_string()).collect();
+    let scopes = match sandbox::sysctl_scopes(&list) {
+        Ok(s) => s,
+        Err(e @ SandboxError::NotPermitted(_)) => {
+            return Ok(SysctlCheck::NotChecked(e.to_string()));
+        }
+        Err(e) => return Ok(SysctlCheck::NotChecked(e.to_string())),
+    };
+    let mut errors = Vec::new();
+    let mut absent = Vec::new();
+    for ((name, path, line), scope) in names.iter().zip(scopes) {
+        match scope {
+            SysctlScope::PerNamespace => {}
+            SysctlScope::InitialOnly => errors.push(ScenarioError::Invalid {
+                path: path.to_path_buf(),
+                line: *line,
+                column: 1,
+                message: format!(
+                    "sysctl.{name}: this kernel has it only in the host's initial network namespace, so a case cannot set it without changing the host; remove it"
+                ),
+            }),
+            SysctlScope::Absent => {
+                if !absent.iter().any(|a| a == name) {
+                    absent.push(name.to_string());
+                }
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(SysctlCheck::Checked { absent })
+    } else {
+        Err(LoadError { errors })
+    }
+}
+
 /// Which cases to run: by id text and by parameter value.
 #[derive(Clone, Debug, Default)]
 pub struct Selection {

@@ -83,6 +83,24 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     write_atomic_with(path, |w| w.write_all(bytes))
 }
 
+/// Makes sure outputs can be written into `dir` before any work is done:
+/// creates it, writes and removes a probe file, and removes the temporary
+/// files a killed process left there ([`remove_stale_temps`]). A run that
+/// could not keep its results is refused before it starts, not after.
+pub fn prepare_output_dir(dir: &Path) -> io::Result<()> {
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    std::fs::create_dir_all(dir)?;
+    let probe = temp_path_for(&dir.join("probe"));
+    File::create(&probe)?;
+    std::fs::remove_file(&probe)?;
+    remove_stale_temps(dir);
+    Ok(())
+}
+
 /// Removes temporary files that a process killed mid-write left in `dir`
 /// (`.NAME.PID.N.tmp` whose PID is no longer running). Returns how many.
 pub fn remove_stale_temps(dir: &Path) -> usize {

@@ -47,6 +47,37 @@ pub fn default_jobs() -> usize {
     8 * std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
+/// Raises this process's soft limit on open files to its hard limit: every
+/// case in flight holds sockets, a capture, netlink sockets and pipes, and
+/// the soft limit (often 1024) is a default, not a decision. Returns the
+/// limit now in force.
+pub fn raise_open_file_limit() -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+                hard
+            } else {
+                soft
+            }
+        }
+        Ok((soft, _)) => soft,
+        Err(_) => 0,
+    }
+}
+
+/// A problem that comes down to the descriptor limit says so, and what to
+/// do about it: the raw errno names neither the limit nor the remedy.
+fn explain(problem: String) -> String {
+    if problem.contains("os error 24") || problem.contains("Too many open files") {
+        format!(
+            "{problem} (this process ran out of file descriptors: run fewer cases at once with -j, or raise the hard limit, ulimit -Hn)"
+        )
+    } else {
+        problem
+    }
+}
+
 /// Fails fast, before any case, if this process cannot create a namespace,
 /// bring its lo up, or capture in it.
 pub fn check_privileges() -> Result<(), SandboxError> {
@@ -81,6 +112,7 @@ pub fn run_all(
 ) -> Report {
     let started = SystemTime::now();
     let t = Instant::now();
+    raise_open_file_limit();
     let next = AtomicUsize::new(0);
     let reaper = Reaper::default();
     let slots: Vec<Mutex<Option<CaseReport>>> = cases.iter().map(|_| Mutex::new(None)).collect();
@@ -278,6 +310,7 @@ fn run_case_here(case: &Case, opts: &RunOptions, reaper: &Reaper) -> CaseReport 
     );
     let mut r = case_report(case, Some(&out), outcome, sysctls);
     r.capture = capture_file;
+    let problems: Vec<String> = problems.into_iter().map(explain).collect();
     r.verdict = verdict::judge(case, opts.stack.name, &r.facts(), &problems);
     r.timing = Timing {
         sandbox_ms,
@@ -329,6 +362,7 @@ fn stopped(case: &Case, why: Stopped) -> CaseReport {
     let mut r = case_report(case, None, outcome, BTreeMap::new());
     r.verdict = match why {
         Stopped::Error(problems) => {
+            let problems: Vec<String> = problems.into_iter().map(explain).collect();
             let empty = crate::facts::CaseFacts {
                 steps: &[],
                 faults: &[],

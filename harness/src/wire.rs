@@ -83,6 +83,32 @@ pub enum Frame {
     Malformed(String),
 }
 
+/// The link types [`parse_frame`] decodes, by name.
+pub const DECODED_LINKTYPES: &[(i32, &str)] = &[
+    (linktype::ETHERNET, "Ethernet"),
+    (linktype::LINUX_SLL, "Linux cooked (SLL)"),
+    (linktype::LINUX_SLL2, "Linux cooked v2 (SLL2)"),
+    (linktype::NULL, "BSD loopback (NULL)"),
+    (linktype::LOOP, "OpenBSD loopback (LOOP)"),
+    (linktype::RAW, "raw IP"),
+    (linktype::RAW_BSD, "raw IP (BSD)"),
+    (linktype::RAW_OPENBSD, "raw IP (OpenBSD)"),
+    (linktype::IPV4, "raw IPv4"),
+    (linktype::IPV6, "raw IPv6"),
+];
+
+/// Why a capture's link type cannot be decoded, or None if it can.
+pub fn undecodable_linktype(linktype: i32) -> Option<String> {
+    if DECODED_LINKTYPES.iter().any(|(lt, _)| *lt == linktype) {
+        return None;
+    }
+    let known: Vec<&str> = DECODED_LINKTYPES.iter().map(|(_, n)| *n).collect();
+    Some(format!(
+        "link type {linktype} is not one teardown decodes; it reads {}",
+        known.join(", ")
+    ))
+}
+
 /// Parses one captured frame.
 pub fn parse_frame(linktype: i32, index: usize, packet: &RawPacket) -> Frame {
     let data = packet.data.as_slice();

@@ -95,6 +95,36 @@ fn a_truncated_pcap_exits_65_naming_the_file() {
     assert!(stderr(&o).contains("short.pcap"), "{}", stderr(&o));
 }
 
+/// Regression: a capture of a link type teardown cannot decode (here
+/// 802.11, 105) gave exit 0 and all-zero facts, as if it held nothing.
+#[test]
+fn a_pcap_of_an_undecodable_link_type_exits_65() {
+    let mut pcap = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/close-graceful-ipv4.pcap"),
+    )
+    .unwrap();
+    // The link type is the global header's last field (offset 20, little-endian).
+    assert_eq!(
+        &pcap[..4],
+        &[0xd4, 0xc3, 0xb2, 0xa1],
+        "a little-endian pcap"
+    );
+    pcap[20..24].copy_from_slice(&105u32.to_le_bytes());
+    let dir = std::env::temp_dir().join(format!("teardown-cli-lt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join("wifi.pcap");
+    std::fs::write(&p, &pcap).unwrap();
+    let o = teardown(&["analyze", p.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(65), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("wifi.pcap: link type 105 is not one teardown decodes"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(o.stdout.is_empty(), "no facts printed");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 #[test]
 fn analyze_prints_the_wire_facts_of_a_pcap() {
     let p =
@@ -117,9 +147,12 @@ fn missing_privileges_exit_77_with_advice() {
         })
         .unwrap_or(false);
     let setpriv = Path::new("/usr/bin/setpriv");
+    // Outputs are checked first (exit 74): put the report where anyone may write.
+    let report = std::env::temp_dir().join(format!("teardown-priv-{}.json", std::process::id()));
+    let report = report.to_str().unwrap();
     if !is_root || !setpriv.exists() {
         // A non-root user already lacks the privilege: run directly.
-        let o = teardown(&["run", "--no-captures"]);
+        let o = teardown(&["run", "--no-captures", "--report", report]);
         assert_eq!(o.status.code(), Some(77), "{}", stderr(&o));
         return;
     }
@@ -133,7 +166,8 @@ fn missing_privileges_exit_77_with_advice() {
             "--bounding-set=-all",
         ])
         .arg(env!("CARGO_BIN_EXE_teardown"))
-        .args(["run", "--no-captures", scenarios.to_str().unwrap()])
+        .args(["run", "--no-captures", "--report", report])
+        .arg(scenarios)
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(77), "{}", stderr(&o));
@@ -347,4 +381,74 @@ fn explain_prints_a_ladder_or_says_what_to_run() {
     let o = teardown(&["explain", "ipv4", "--report", host.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("name one"), "{}", stderr(&o));
+}
+
+/// Regression: an unwritable captures directory gave exit 3 after the whole
+/// run, case by case. Outputs are checked before anything runs (exit 74),
+/// and temporary files that a killed run left beside the report are removed.
+#[test]
+fn unwritable_outputs_stop_the_run_before_it_starts_with_exit_74() {
+    let dir = std::env::temp_dir().join(format!("teardown-outputs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // PID 2^22 + 1 is above Linux's pid_max: a temp file no live process owns.
+    let stale = dir.join(".r.json.4194305.0.tmp");
+    std::fs::write(&stale, "{").unwrap();
+    let not_a_dir = dir.join("file");
+    std::fs::write(&not_a_dir, "").unwrap();
+    let report = dir.join("r.json");
+    let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/close-graceful.toml");
+    let o = teardown(&[
+        "run",
+        scenario.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+        "--captures",
+        not_a_dir.join("captures").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(74), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!(
+            "cannot write {}",
+            not_a_dir.join("captures").display()
+        )),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!report.exists(), "no run, no report");
+    assert!(!stale.exists(), "a dead run's temp file is removed");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Regression: `check` accepted a sysctl that exists only in the host's
+/// initial namespace, which `run` then refused case by case. Looking it up
+/// needs a namespace; without the privilege, check says it did not look.
+#[test]
+fn check_refuses_a_sysctl_no_namespace_has() {
+    let p = temp_file(
+        "orphans.toml",
+        "title = \"t\"\nsteps = \"client close\"\n\n[sysctl]\n\"net.ipv4.tcp_fin_timeout\" = 2\n\"net.ipv4.tcp_max_orphans\" = 10\n",
+    );
+    let o = teardown(&["check", p.to_str().unwrap()]);
+    // CAP_SYS_ADMIN (bit 21) makes namespaces.
+    let privileged = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1 << 21) != 0);
+    if privileged {
+        assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains("orphans.toml:6:1: sysctl.net.ipv4.tcp_max_orphans: this kernel has it only in the host's initial network namespace"),
+            "{}",
+            stderr(&o)
+        );
+    } else {
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(
+            out.contains("note: [sysctl] names were not checked"),
+            "{out}"
+        );
+    }
 }

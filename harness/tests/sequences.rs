@@ -20,6 +20,10 @@ use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
+
+#[path = "support/seed.rs"]
+mod seed;
+use seed::seed_from_env;
 use teardown::capture::{self, Reaper};
 use teardown::report::CaseReport;
 use teardown::runner::{self, RunOptions};
@@ -242,26 +246,6 @@ fn check_sequences(
         })
     });
     result.map_err(|e| (format!("{e} (TEARDOWN_PROPTEST_SEED={seed})"), path))
-}
-
-/// The seed `just test` uses unless told otherwise.
-const FIXED_SEED: u64 = 0x7ea2_d0e1;
-
-fn seed_from_env() -> u64 {
-    match std::env::var("TEARDOWN_PROPTEST_SEED").as_deref() {
-        Err(_) | Ok("") => FIXED_SEED,
-        Ok("random") => {
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default();
-            t.as_secs()
-                ^ u64::from(t.subsec_nanos()).rotate_left(32)
-                ^ u64::from(std::process::id())
-        }
-        Ok(n) => n.parse().unwrap_or_else(|_| {
-            panic!("TEARDOWN_PROPTEST_SEED={n}: expected a number or `random`")
-        }),
-    }
 }
 
 fn cases_from_env() -> u32 {

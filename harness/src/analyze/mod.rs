@@ -677,6 +677,14 @@ pub struct CaptureFacts {
 /// Reads a capture file and analyzes it.
 pub fn capture_file(path: &std::path::Path) -> Result<CaptureFacts, crate::capture::CaptureError> {
     let captured = crate::capture::read_pcap(path)?;
+    // Analysing frames it cannot decode would print empty facts, as if the
+    // capture held no connection.
+    if let Some(message) = crate::wire::undecodable_linktype(captured.linktype) {
+        return Err(crate::capture::CaptureError::File {
+            path: path.to_path_buf(),
+            message,
+        });
+    }
     let (segments, findings) = crate::wire::segments(captured.linktype, &captured.packets);
     let t0 = captured.packets.first().map_or(0, |p| p.ts_us);
     let a = analyze(&segments, None, t0);

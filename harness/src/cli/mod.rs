@@ -167,7 +167,8 @@ fn dispatch(command: Command) -> Result<i32, CliError> {
         }
         Command::Check { paths } => {
             let cases = catalogue::load(&paths)?;
-            say(&format!("ok: {} cases\n", cases.len()));
+            let sysctls = catalogue::check_sysctls(&cases)?;
+            say(&sinks::console::checked(cases.len(), &sysctls));
             Ok(exit::OK)
         }
         Command::Analyze { pcap } => {
@@ -197,6 +198,7 @@ fn run(a: RunArgs) -> Result<i32, CliError> {
         a.paths
     };
     let cases = selection.apply(catalogue::load(&paths)?)?;
+    catalogue::check_sysctls(&cases)?;
     // Read the baseline before spending time on the run.
     let baseline = match a.baseline.as_deref().map(Baseline::read).transpose()? {
         Some(b) if subset => Some(b.only(cases.iter().map(|c| c.id.as_str()))),
@@ -225,8 +227,24 @@ fn run(a: RunArgs) -> Result<i32, CliError> {
     if let Some(backend) = &a.capture {
         stack.capture = backend.parse().map_err(CliError::Usage)?;
     }
-    runner::check_privileges().map_err(CliError::Privileges)?;
     let run_id = runner::run_id(SystemTime::now());
+    let path = a
+        .report
+        .unwrap_or_else(|| Path::new("reports").join(format!("{run_id}.json")));
+    // Where the results go must be writable before the run starts.
+    let mut outputs = vec![path.parent().unwrap_or(Path::new("")).to_path_buf()];
+    outputs.extend(
+        a.junit
+            .iter()
+            .map(|j| j.parent().unwrap_or(Path::new("")).to_path_buf()),
+    );
+    if !a.no_captures {
+        outputs.push(a.captures.clone());
+    }
+    for dir in &outputs {
+        crate::files::prepare_output_dir(dir).map_err(write_err(dir))?;
+    }
+    runner::check_privileges().map_err(CliError::Privileges)?;
     let opts = RunOptions {
         captures_dir: (!a.no_captures).then_some(a.captures),
         run_id: run_id.clone(),
@@ -238,9 +256,6 @@ fn run(a: RunArgs) -> Result<i32, CliError> {
     let rep = runner::run_all(&cases, &opts, stop, &|r| progress.done(r));
     progress.finish();
     // The report first: whatever happens to stdout, it is kept.
-    let path = a
-        .report
-        .unwrap_or_else(|| Path::new("reports").join(format!("{run_id}.json")));
     report::write(&path, &rep).map_err(write_err(&path))?;
     if let Some(junit) = &a.junit {
         crate::files::write_atomic(junit, sinks::junit::junit(&rep).as_bytes())

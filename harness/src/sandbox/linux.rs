@@ -131,6 +131,30 @@ pub fn sysctl_exists(name: &str) -> bool {
     sysctl_path(name).exists()
 }
 
+/// Where each of `names` exists: probed from this thread's namespace (the
+/// host's, for the main thread) and from a fresh namespace made for the
+/// probe and gone with it. Needs the privileges a run needs.
+pub fn sysctl_scopes(names: &[String]) -> Result<Vec<super::SysctlScope>, SandboxError> {
+    use super::SysctlScope;
+    let here: Vec<bool> = names.iter().map(|n| sysctl_exists(n)).collect();
+    let names = names.to_vec();
+    let fresh = std::thread::spawn(move || {
+        let _ns = enter_fresh_namespace()?;
+        Ok::<_, SandboxError>(names.iter().map(|n| sysctl_exists(n)).collect::<Vec<_>>())
+    })
+    .join()
+    .unwrap_or_else(|_| Err(SandboxError::Setup("the sysctl probe panicked".into())))?;
+    Ok(here
+        .into_iter()
+        .zip(fresh)
+        .map(|(here, fresh)| match (here, fresh) {
+            (_, true) => SysctlScope::PerNamespace,
+            (true, false) => SysctlScope::InitialOnly,
+            (false, false) => SysctlScope::Absent,
+        })
+        .collect())
+}
+
 /// The values of [`super::TEARDOWN_SYSCTLS`] in the calling thread's
 /// namespace; unreadable ones are left out (not guessed).
 pub fn teardown_sysctls() -> BTreeMap<String, String> {

@@ -27,6 +27,18 @@ pub enum SandboxError {
     NoSuchSysctl { name: String },
 }
 
+/// Where a sysctl exists on this stack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SysctlScope {
+    /// In every network namespace: a case can set it for itself.
+    PerNamespace,
+    /// Only in the initial namespace (e.g. net.ipv4.tcp_max_orphans): one
+    /// value for the whole host, which a case must not touch.
+    InitialOnly,
+    /// Not at all (an older kernel, another stack).
+    Absent,
+}
+
 /// Sysctls that change how a connection ends; recorded in every report.
 pub const TEARDOWN_SYSCTLS: &[&str] = &[
     "net.ipv4.tcp_fin_timeout",

@@ -117,6 +117,8 @@ pub struct Scenario {
     /// Bound on the end-of-case wait for transient TCP states (default 2 s).
     pub settle: Duration,
     pub expectations: Vec<Expectation>,
+    /// The `[sysctl]` names in file order, each with the line it is on.
+    pub sysctl_lines: Vec<(String, usize)>,
 }
 
 /// A scenario with one value per axis: the unit that runs.
@@ -328,6 +330,18 @@ pub fn parse(path: &Path, text: &str) -> Result<(Arc<Scenario>, Vec<Case>), Scen
         timeout,
         settle,
         expectations,
+        sysctl_lines: sysctls
+            .iter()
+            .map(|(name, _, span)| {
+                // The key's own line: the first mention of the name after
+                // the table's header (the span covers the header only).
+                let rest = &text[span.start.min(text.len())..];
+                let at = rest
+                    .find(name.as_str())
+                    .map_or(span.start, |i| span.start + i);
+                (name.clone(), src.line_col(at).0)
+            })
+            .collect(),
     });
 
     let count = axes

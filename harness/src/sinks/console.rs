@@ -112,6 +112,30 @@ pub fn list(cases: &[crate::scenario::Case]) -> String {
 /// `teardown facts`: every fact path an expectation can name. `<step>` is
 /// a step's label, or `lineN` for the step on line N; `<fault>` a fault
 /// step's label or `lineN`.
+/// What `teardown check` found: the case count, and how far the sysctls
+/// could be checked.
+pub fn checked(cases: usize, sysctls: &crate::catalogue::SysctlCheck) -> String {
+    use crate::catalogue::SysctlCheck;
+    let mut out = format!("ok: {cases} cases\n");
+    match sysctls {
+        SysctlCheck::Checked { absent } => {
+            for name in absent {
+                let _ = writeln!(
+                    out,
+                    "note: this kernel has no {name}; cases that set it will be unsupported here"
+                );
+            }
+        }
+        SysctlCheck::NotChecked(why) => {
+            let _ = writeln!(
+                out,
+                "note: [sysctl] names were not checked against a network namespace ({why})"
+            );
+        }
+    }
+    out
+}
+
 pub fn facts() -> String {
     let width = crate::facts::KINDS
         .iter()
