@@ -452,3 +452,37 @@ fn check_refuses_a_sysctl_no_namespace_has() {
         );
     }
 }
+
+/// Regression: running out of file descriptors was reported as "needs root
+/// or CAP_NET_RAW". With a hard limit of 6 descriptors the cases fail, and
+/// each says it was the descriptor limit, and what to do.
+#[test]
+fn running_out_of_descriptors_says_so() {
+    let report = std::env::temp_dir().join(format!("teardown-emfile-{}.json", std::process::id()));
+    let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/close-graceful.toml");
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(r#"ulimit -n 6 && exec "$0" run --no-captures --report "$1" "$2""#)
+        .arg(env!("CARGO_BIN_EXE_teardown"))
+        .arg(&report)
+        .arg(&scenario)
+        .output()
+        .unwrap();
+    if o.status.code() == Some(77) {
+        // Not root: the privilege check comes first, and says so.
+        assert!(stderr(&o).contains("CAP_NET_ADMIN"), "{}", stderr(&o));
+        return;
+    }
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let r = teardown::report::load::read(&report).unwrap();
+    let _ = std::fs::remove_file(&report);
+    for c in &r.cases {
+        let why = c.verdict.error.as_deref().unwrap_or_default();
+        assert!(
+            why.contains("ran out of file descriptors"),
+            "{}: {why}",
+            c.id
+        );
+        assert!(!why.contains("CAP_NET_RAW"), "{}: {why}", c.id);
+    }
+}

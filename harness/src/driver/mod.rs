@@ -357,6 +357,15 @@ impl Driver<'_, '_> {
                 .map_or("implicit setup".to_string(), |l| format!("line {l}"));
             self.problem(format!("{at}: `{}`: {why}", rec.call));
         }
+        if let Some(e @ ("EMFILE" | "ENFILE")) = r.errno.as_deref() {
+            // The descriptor table is the harness's: a call that ran out of
+            // it (accept, most likely) observed the harness, not the stack.
+            let rec = &self.records[index];
+            let at = rec
+                .line
+                .map_or("implicit setup".to_string(), |l| format!("line {l}"));
+            self.problem(format!("{at}: `{}`: {e}: Too many open files", rec.call));
+        }
         let t0 = self.t0;
         let rec = &mut self.records[index];
         rec.start_ms = calls::ms(start.saturating_duration_since(t0));
@@ -458,7 +467,11 @@ impl Driver<'_, '_> {
                 self.sockets.insert(actor, s);
                 Ok(fd)
             }
-            Err(e) => Err(Box::new(io_result(&e))),
+            // The harness makes the socket, not a step: its failure
+            // (EMFILE, ENOBUFS) is the harness's, not an observation.
+            Err(e) => Err(Box::new(CallResult::harness_error(format!(
+                "creating the {actor}'s socket: {e}"
+            )))),
         }
     }
 
