@@ -282,3 +282,35 @@ fn every_gvisor_case_meets_its_gvisor_expectations() {
         .collect();
     assert!(failed.is_empty(), "{failed:#?}");
 }
+
+/// `check --stack gvisor` says in advance which cases gVisor cannot run:
+/// exactly the ones the run then reports `unsupported`.
+#[test]
+fn check_names_in_advance_the_cases_gvisor_cannot_run() {
+    let r = gvisor_catalogue();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_teardown"))
+        .args(["check", "--stack", "gvisor"])
+        .arg(scenarios_dir())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut predicted: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("  ")?.split(": ").next())
+        .collect();
+    let mut ran: Vec<&str> = r
+        .cases
+        .iter()
+        .filter(|c| c.verdict.status == Status::Unsupported)
+        .map(|c| c.id.as_str())
+        .collect();
+    predicted.sort_unstable();
+    ran.sort_unstable();
+    assert!(!ran.is_empty());
+    assert_eq!(predicted, ran, "{text}");
+}

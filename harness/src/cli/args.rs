@@ -64,10 +64,16 @@ pub enum Command {
         #[command(flatten)]
         select: Select,
     },
-    /// Check scenario files without running them (no privileges needed).
+    /// Check scenario files without running them, and say which cases the
+    /// stack cannot run (no privileges needed; with them, every [sysctl]
+    /// name is also looked up in a fresh namespace of the stack).
     Check {
         #[arg(default_value = "scenarios")]
         paths: Vec<PathBuf>,
+        /// The stack to check for: auto (this one), linux, or gvisor (runs
+        /// the check inside a gVisor sandbox).
+        #[arg(long, value_enum, default_value = "auto")]
+        stack: StackArg,
     },
     /// List every fact an expectation can name, with what it means.
     Facts,
@@ -107,12 +113,30 @@ pub struct RunArgs {
     /// Print only the final table.
     #[arg(long, short = 'q')]
     pub quiet: bool,
-    /// The stack to run on: auto (detect), linux, or gvisor.
-    #[arg(long, default_value = "auto")]
-    pub stack: String,
+    /// The stack to run on: auto (detect), linux, or gvisor (runs this
+    /// command again inside a gVisor sandbox).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub stack: StackArg,
     /// Capture backend instead of the stack's own: libpcap or raw-socket.
     #[arg(long, value_name = "BACKEND")]
     pub capture: Option<String>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum StackArg {
+    Auto,
+    Linux,
+    Gvisor,
+}
+
+impl From<StackArg> for crate::stack::Choice {
+    fn from(a: StackArg) -> Self {
+        match a {
+            StackArg::Auto => crate::stack::Choice::Auto,
+            StackArg::Linux => crate::stack::Choice::Linux,
+            StackArg::Gvisor => crate::stack::Choice::Gvisor,
+        }
+    }
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]

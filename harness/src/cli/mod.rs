@@ -17,7 +17,7 @@ use crate::report::{self, Report};
 use crate::runner::{self, RunOptions};
 use crate::sandbox::SandboxError;
 use crate::sinks;
-use crate::stack::Stack;
+use crate::stack::Placement;
 use crate::verdict::Status;
 use args::{BaselineAction, Cli, Command, CompareFormat, RunArgs};
 
@@ -94,6 +94,16 @@ impl CliError {
     }
 }
 
+fn place(choice: crate::stack::Choice) -> Result<Placement, CliError> {
+    crate::stack::place(choice).map_err(CliError::Usage)
+}
+
+/// This same command line, inside a gVisor sandbox; its exit code.
+fn again_inside_gvisor() -> Result<i32, CliError> {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    crate::stack::gvisor::run_inside(&args).map_err(CliError::Gvisor)
+}
+
 fn write_err(path: &Path) -> impl FnOnce(std::io::Error) -> CliError + '_ {
     move |source| CliError::Write {
         path: path.to_path_buf(),
@@ -165,10 +175,24 @@ fn dispatch(command: Command) -> Result<i32, CliError> {
             say(&sinks::console::list(&cases));
             Ok(exit::OK)
         }
-        Command::Check { paths } => {
+        Command::Check { paths, stack } => {
+            let stack = match place(stack.into())? {
+                Placement::Here(s) => s,
+                Placement::InsideGvisor => return again_inside_gvisor(),
+            };
             let cases = catalogue::load(&paths)?;
             let sysctls = catalogue::check_sysctls(&cases)?;
-            say(&sinks::console::checked(cases.len(), &sysctls));
+            let absent = match &sysctls {
+                catalogue::SysctlCheck::Checked { absent } => absent.as_slice(),
+                catalogue::SysctlCheck::NotChecked(_) => &[],
+            };
+            let unsupported = crate::stack::unsupported(&cases, &stack, absent);
+            say(&sinks::console::checked(
+                cases.len(),
+                &sysctls,
+                &stack,
+                &unsupported,
+            ));
             Ok(exit::OK)
         }
         Command::Analyze { pcap } => {
@@ -204,25 +228,9 @@ fn run(a: RunArgs) -> Result<i32, CliError> {
         Some(b) if subset => Some(b.only(cases.iter().map(|c| c.id.as_str()))),
         b => b,
     };
-    let mut stack = match a.stack.as_str() {
-        "auto" => Stack::detect(),
-        "linux" if Stack::inside_gvisor() => {
-            return Err(CliError::Usage(
-                "--stack linux, but this process runs on gVisor".into(),
-            ));
-        }
-        "linux" => Stack::linux("--stack linux"),
-        // From the host: the same command again, inside a gVisor sandbox.
-        "gvisor" if !Stack::inside_gvisor() => {
-            let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
-            return crate::stack::gvisor::run_inside(&args).map_err(CliError::Gvisor);
-        }
-        "gvisor" => Stack::detect(),
-        other => {
-            return Err(CliError::Usage(format!(
-                "unknown stack {other:?}; expected auto, linux or gvisor"
-            )));
-        }
+    let mut stack = match place(a.stack.into())? {
+        Placement::Here(s) => s,
+        Placement::InsideGvisor => return again_inside_gvisor(),
     };
     if let Some(backend) = &a.capture {
         stack.capture = backend.parse().map_err(CliError::Usage)?;

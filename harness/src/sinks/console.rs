@@ -114,16 +114,29 @@ pub fn list(cases: &[crate::scenario::Case]) -> String {
 /// step's label or `lineN`.
 /// What `teardown check` found: the case count, and how far the sysctls
 /// could be checked.
-pub fn checked(cases: usize, sysctls: &crate::catalogue::SysctlCheck) -> String {
+pub fn checked(
+    cases: usize,
+    sysctls: &crate::catalogue::SysctlCheck,
+    stack: &crate::stack::Stack,
+    unsupported: &[(&crate::scenario::Case, Vec<String>)],
+) -> String {
     use crate::catalogue::SysctlCheck;
     let mut out = format!("ok: {cases} cases\n");
+    if !unsupported.is_empty() {
+        let _ = writeln!(
+            out,
+            "on {}, {} of {cases} cases would be unsupported:",
+            stack.name,
+            unsupported.len()
+        );
+        for (c, missing) in unsupported {
+            let _ = writeln!(out, "  {}: {}", c.id, missing.join("; "));
+        }
+    }
     match sysctls {
         SysctlCheck::Checked { absent } => {
             for name in absent {
-                let _ = writeln!(
-                    out,
-                    "note: this kernel has no {name}; cases that set it will be unsupported here"
-                );
+                let _ = writeln!(out, "note: {} has no {name}", stack.name);
             }
         }
         SysctlCheck::NotChecked(why) => {

@@ -119,6 +119,37 @@ impl Stack {
     }
 }
 
+/// Which stack a command was asked to run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Choice {
+    /// Whatever this process runs on.
+    Auto,
+    Linux,
+    Gvisor,
+}
+
+/// Where a command runs for a [`Choice`].
+#[derive(Debug)]
+pub enum Placement {
+    /// In this process, on this stack.
+    Here(Stack),
+    /// The same command again, inside a gVisor sandbox ([`gvisor::run_inside`]).
+    InsideGvisor,
+}
+
+/// Decides where a command asked to run on `choice` runs.
+pub fn place(choice: Choice) -> Result<Placement, String> {
+    match choice {
+        Choice::Auto => Ok(Placement::Here(Stack::detect())),
+        Choice::Linux if Stack::inside_gvisor() => {
+            Err("--stack linux, but this process runs on gVisor".into())
+        }
+        Choice::Linux => Ok(Placement::Here(Stack::linux("--stack linux"))),
+        Choice::Gvisor if Stack::inside_gvisor() => Ok(Placement::Here(Stack::detect())),
+        Choice::Gvisor => Ok(Placement::InsideGvisor),
+    }
+}
+
 /// gVisor's `syslog(2)` greets with "Starting gVisor..."; Linux's kernel
 /// log never says that. Returns the line that identifies gVisor.
 fn gvisor_marker() -> Option<String> {
@@ -150,6 +181,29 @@ pub struct StackInfo {
     pub faults: String,
 }
 
+/// Cases that would be `unsupported` on `stack`, each with what it lacks:
+/// what [`requirements`] finds in the steps, and `[sysctl]` names that
+/// `absent` says the stack does not have.
+pub fn unsupported<'a>(
+    cases: &'a [Case],
+    stack: &Stack,
+    absent: &[String],
+) -> Vec<(&'a Case, Vec<String>)> {
+    cases
+        .iter()
+        .filter_map(|c| {
+            let mut missing = requirements(c, stack);
+            for (name, value) in &c.sysctls {
+                // "default" leaves the stack's own value: nothing to set.
+                if value != "default" && absent.contains(name) {
+                    missing.push(format!("sysctl {name}: {} has no such sysctl", stack.name));
+                }
+            }
+            (!missing.is_empty()).then_some((c, missing))
+        })
+        .collect()
+}
+
 /// What a case needs from a stack that the stack lacks, each said in a
 /// sentence; empty if the stack can run it. Sysctls are checked when the
 /// case runs (only the stack knows which exist); this is what can be known
@@ -157,6 +211,7 @@ pub struct StackInfo {
 pub fn requirements(case: &Case, stack: &Stack) -> Vec<String> {
     let mut missing = Vec::new();
     let mut closed = Vec::new();
+    let mut accepted = false;
     for s in &case.steps {
         let at = s.line.map_or("setup".to_string(), |l| format!("line {l}"));
         match &s.kind {
@@ -183,6 +238,31 @@ pub fn requirements(case: &Case, stack: &Stack) -> Vec<String> {
                     stack.states.name()
                 ));
             }
+            // The server end of a connection nobody accepted has no
+            // descriptor to ask.
+            StepKind::Socket {
+                actor,
+                call:
+                    Call::Wait {
+                        what: WaitFor::State(state),
+                        optional: false,
+                        ..
+                    },
+                ..
+            } if !stack.states.sees_orphans()
+                && actor.role == crate::scenario::Role::Server
+                && !accepted =>
+            {
+                missing.push(format!(
+                    "{at}: `{}` waits for {state} on a connection no one accepted; {} shows states only through descriptors ({})",
+                    s.text,
+                    stack.name,
+                    stack.states.name()
+                ));
+            }
+            StepKind::Socket {
+                call: Call::Accept, ..
+            } => accepted = true,
             StepKind::Socket {
                 actor,
                 call: Call::Close,
@@ -241,6 +321,31 @@ mod tests {
         assert!(requirements(&reopened, &gv).is_empty());
         let optional = case("client close\nclient wait state TIME-WAIT optional");
         assert!(requirements(&optional, &gv).is_empty());
+        // The server end of a connection in the accept queue has no
+        // descriptor yet.
+        let queued = case("listener listen\nclient connect\nserver wait state ESTABLISHED");
+        assert!(requirements(&queued, &linux).is_empty());
+        let missing = requirements(&queued, &gv);
+        assert!(
+            missing.len() == 1
+                && missing[0].contains("line 5")
+                && missing[0].contains("no one accepted"),
+            "{missing:?}"
+        );
+    }
+
+    #[test]
+    fn a_stack_is_chosen_here_or_in_a_sandbox() {
+        let inside = Stack::inside_gvisor();
+        match place(Choice::Gvisor).unwrap() {
+            Placement::InsideGvisor => assert!(!inside),
+            Placement::Here(s) => assert!(inside && s.name == "gvisor"),
+        }
+        match place(Choice::Linux) {
+            Ok(Placement::Here(s)) => assert!(!inside && s.name == "linux"),
+            Ok(Placement::InsideGvisor) => panic!("linux never runs in a sandbox"),
+            Err(e) => assert!(inside && e.contains("runs on gVisor"), "{e}"),
+        }
     }
 
     #[test]
