@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::baseline::{Baseline, Recorded};
 use crate::facts::{Observed, Use};
 use crate::report::{CaseReport, Report};
 use crate::scenario::Verb;
@@ -86,6 +87,129 @@ impl Comparison {
     }
 }
 
+/// What `compare` reads: a report, or a baseline (the behaviour facts of
+/// every case, as recorded over several runs).
+#[derive(Clone, Debug)]
+pub enum Input {
+    Report(Report),
+    Baseline(Baseline),
+}
+
+/// Why an input could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error("{0}")]
+    Report(#[from] crate::report::load::LoadError),
+    #[error("{0}")]
+    Baseline(#[from] crate::baseline::BaselineError),
+    #[error("{0}")]
+    File(#[from] crate::files::InputError),
+}
+
+/// Reads reports and baselines (told apart by a baseline's `kind`).
+pub fn read_inputs(paths: &[std::path::PathBuf]) -> Result<Vec<(String, Input)>, InputError> {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        #[serde(default)]
+        kind: String,
+    }
+    paths
+        .iter()
+        .map(|p| {
+            let name = p.display().to_string();
+            let text = crate::files::read_text(p, 1 << 30, "report or baseline")?;
+            let is_baseline =
+                serde_json::from_str::<Head>(&text).is_ok_and(|h| h.kind == crate::baseline::KIND);
+            Ok((
+                name.clone(),
+                if is_baseline {
+                    Input::Baseline(Baseline::parse(&name, &text)?)
+                } else {
+                    Input::Report(crate::report::load::parse(p, &text)?)
+                },
+            ))
+        })
+        .collect()
+}
+
+/// One case of one input, as compared.
+struct CaseView {
+    /// Why the stack could not run it, if it could not.
+    unsupported: Option<String>,
+    facts: BTreeMap<String, Observed>,
+}
+
+impl Input {
+    fn column(&self, label: String, file: &str) -> Column {
+        let (host, tool_version, started_at) = match self {
+            Input::Report(r) => (&r.host, r.tool.version.clone(), r.started_at.clone()),
+            Input::Baseline(b) => (
+                &b.host,
+                b.tool_version.clone(),
+                format!("baseline of {} runs", b.runs.len()),
+            ),
+        };
+        Column {
+            label,
+            file: file.to_string(),
+            host: host.name(),
+            os: host.os.clone(),
+            stack: host.stack.name.clone(),
+            kernel: host.kernel.clone(),
+            arch: host.arch.clone(),
+            tool_version,
+            started_at,
+        }
+    }
+
+    fn cases(&self, measurements: bool) -> BTreeMap<String, CaseView> {
+        match self {
+            Input::Report(r) => r
+                .cases
+                .iter()
+                .map(|c| {
+                    let view = CaseView {
+                        unsupported: (c.verdict.status == Status::Unsupported)
+                            .then(|| c.verdict.unsupported.join("; ")),
+                        facts: facts(c, measurements),
+                    };
+                    (c.id.clone(), view)
+                })
+                .collect(),
+            Input::Baseline(b) => b
+                .cases
+                .iter()
+                .map(|(id, recorded)| {
+                    let unsupported = matches!(
+                        recorded.get("verdict"),
+                        Some(Recorded::Value(Value::String(s))) if s == "unsupported"
+                    );
+                    let facts = recorded
+                        .iter()
+                        .filter(|(k, _)| k.as_str() != "verdict")
+                        .map(|(k, r)| {
+                            let o = match r {
+                                Recorded::Value(v) => Observed::Value(v.clone()),
+                                Recorded::Varies { varies } => Observed::Unobserved(format!(
+                                    "varied across the baseline's runs: {}",
+                                    Value::from(varies.clone())
+                                )),
+                            };
+                            (k.clone(), o)
+                        })
+                        .collect();
+                    let view = CaseView {
+                        unsupported: unsupported
+                            .then(|| "unsupported when the baseline was recorded".to_string()),
+                        facts,
+                    };
+                    (id.clone(), view)
+                })
+                .collect(),
+        }
+    }
+}
+
 /// The facts compared for one case: its behavioural facts plus close()
 /// durations (or, with `measurements`, every fact), named as expectations
 /// name them.
@@ -110,32 +234,39 @@ fn facts(c: &CaseReport, measurements: bool) -> BTreeMap<String, Observed> {
 /// also compares the facts that measure the machine (byte counts of buffer
 /// fills, FIN transmissions, timers).
 pub fn compare(reports: &[(String, Report)], tolerance_ms: f64, measurements: bool) -> Comparison {
-    let columns: Vec<Column> = reports
+    let inputs: Vec<(String, Input)> = reports
+        .iter()
+        .map(|(f, r)| (f.clone(), Input::Report(r.clone())))
+        .collect();
+    compare_inputs(&inputs, tolerance_ms, measurements)
+}
+
+/// [`compare`] over reports and baselines. A baseline holds behaviour facts
+/// only: a fact it did not record, or recorded as varying, is listed as
+/// not compared, like a fact a stack could not observe.
+pub fn compare_inputs(
+    inputs: &[(String, Input)],
+    tolerance_ms: f64,
+    measurements: bool,
+) -> Comparison {
+    let columns: Vec<Column> = inputs
         .iter()
         .enumerate()
-        .map(|(i, (file, r))| Column {
-            label: label(i),
-            file: file.clone(),
-            host: r.host.name(),
-            os: r.host.os.clone(),
-            stack: r.host.stack.name.clone(),
-            kernel: r.host.kernel.clone(),
-            arch: r.host.arch.clone(),
-            tool_version: r.tool.version.clone(),
-            started_at: r.started_at.clone(),
-        })
+        .map(|(i, (file, input))| input.column(label(i), file))
         .collect();
-    let by_id: Vec<BTreeMap<&str, &CaseReport>> = reports
+    let mut by_id: Vec<BTreeMap<String, CaseView>> =
+        inputs.iter().map(|(_, i)| i.cases(measurements)).collect();
+    let baselines: Vec<bool> = inputs
         .iter()
-        .map(|(_, r)| r.cases.iter().map(|c| (c.id.as_str(), c)).collect())
+        .map(|(_, i)| matches!(i, Input::Baseline(_)))
         .collect();
-    let all_ids: BTreeSet<&str> = by_id.iter().flat_map(|m| m.keys().copied()).collect();
+    let all_ids: BTreeSet<String> = by_id.iter().flat_map(|m| m.keys().cloned()).collect();
     let mut cases = Vec::new();
     let mut partial = BTreeMap::new();
     let mut unsupported = BTreeMap::new();
     let mut compared = 0;
     for id in all_ids {
-        let present: Vec<Option<&CaseReport>> = by_id.iter().map(|m| m.get(id).copied()).collect();
+        let present: Vec<Option<CaseView>> = by_id.iter_mut().map(|m| m.remove(&id)).collect();
         if present.iter().any(Option::is_none) {
             let having = present
                 .iter()
@@ -143,28 +274,35 @@ pub fn compare(reports: &[(String, Report)], tolerance_ms: f64, measurements: bo
                 .filter(|(_, c)| c.is_some())
                 .map(|(i, _)| label(i))
                 .collect();
-            partial.insert(id.to_string(), having);
+            partial.insert(id.clone(), having);
             continue;
         }
-        let present: Vec<&CaseReport> = present.into_iter().flatten().collect();
+        let present: Vec<CaseView> = present.into_iter().flatten().collect();
         let not_run: Vec<(String, String)> = present
             .iter()
             .enumerate()
-            .filter(|(_, c)| c.verdict.status == Status::Unsupported)
-            .map(|(i, c)| (label(i), c.verdict.unsupported.join("; ")))
+            .filter_map(|(i, c)| Some((label(i), c.unsupported.clone()?)))
             .collect();
         if !not_run.is_empty() {
-            unsupported.insert(id.to_string(), not_run);
+            unsupported.insert(id.clone(), not_run);
             continue;
         }
         compared += 1;
-        let facts: Vec<BTreeMap<String, Observed>> =
-            present.iter().map(|c| facts(c, measurements)).collect();
+        let facts: Vec<BTreeMap<String, Observed>> = present.into_iter().map(|c| c.facts).collect();
         let keys: BTreeSet<&String> = facts.iter().flat_map(|f| f.keys()).collect();
         let mut differences = Vec::new();
         let mut unobserved = Vec::new();
         for k in keys {
             let seen: Vec<Option<&Observed>> = facts.iter().map(|f| f.get(k)).collect();
+            // A baseline keeps behaviour facts only: one it lacks was not
+            // recorded, which says nothing about the behaviour.
+            let unrecorded = seen
+                .iter()
+                .zip(&baselines)
+                .any(|(o, baseline)| *baseline && o.is_none());
+            if unrecorded {
+                continue;
+            }
             if seen
                 .iter()
                 .any(|o| matches!(o, Some(Observed::Unobserved(_))))
@@ -194,7 +332,7 @@ pub fn compare(reports: &[(String, Report)], tolerance_ms: f64, measurements: bo
         }
         if !differences.is_empty() || !unobserved.is_empty() {
             cases.push(CaseDiff {
-                id: id.to_string(),
+                id: id.clone(),
                 differences,
                 unobserved,
             });
@@ -282,6 +420,45 @@ mod tests {
         assert_eq!(
             c.unsupported["x/ipv4"],
             [("B".to_string(), "needs nft".to_string())]
+        );
+    }
+
+    /// A baseline compares like a report, on the behaviour facts it keeps:
+    /// a fact it did not record (a duration) or recorded as varying is not
+    /// a difference.
+    #[test]
+    fn a_baseline_compares_on_the_facts_it_recorded() {
+        let a = report("a", 1, None);
+        let b = report("b", 2, Some("EPIPE"));
+        let varied = Baseline::record(&[a.clone(), b.clone()]).unwrap();
+        let steady = Baseline::record(std::slice::from_ref(&a)).unwrap();
+        let mut slow = a.clone();
+        slow.cases[0].steps[0].duration_ms = 5000.0;
+        let inputs = |base: &Baseline, r: &Report| {
+            vec![
+                ("base.json".to_string(), Input::Baseline(base.clone())),
+                ("r.json".to_string(), Input::Report(r.clone())),
+            ]
+        };
+        // Durations are not in a baseline; equal behaviour is no difference.
+        let c = compare_inputs(&inputs(&steady, &slow), 100.0, false);
+        assert!(!c.differs(), "{:?}", c.cases);
+        assert_eq!(c.columns[0].started_at, "baseline of 1 runs");
+        // A behaviour fact that differs from the baseline's value does.
+        let c = compare_inputs(&inputs(&steady, &b), 100.0, false);
+        let fields: Vec<&str> = c.cases[0]
+            .differences
+            .iter()
+            .map(|d| d.field.as_str())
+            .collect();
+        assert_eq!(fields, ["steps.line3.errno", "wire.client.distinct_fins"]);
+        // Facts that varied between the baseline's runs are not compared.
+        let c = compare_inputs(&inputs(&varied, &b), 100.0, false);
+        assert!(!c.differs());
+        assert!(
+            c.cases[0]
+                .unobserved
+                .contains(&"steps.line3.errno".to_string())
         );
     }
 

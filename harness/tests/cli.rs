@@ -329,6 +329,18 @@ fn compare_shows_what_differs_and_exits_1() {
 
     let o = teardown(&["compare", a]);
     assert_eq!(o.status.code(), Some(2), "one report is a usage error");
+
+    // The committed baseline is an input too, told apart by its kind.
+    let baseline = Path::new(env!("CARGO_MANIFEST_DIR")).join("../reports/baseline/linux.json");
+    let o = teardown(&["compare", "--format", "json", baseline.to_str().unwrap(), b]);
+    assert!(matches!(o.status.code(), Some(0 | 1)), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        v["columns"][0]["started_at"]
+            .as_str()
+            .unwrap()
+            .starts_with("baseline of")
+    );
 }
 
 #[test]

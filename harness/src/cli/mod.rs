@@ -64,6 +64,8 @@ pub enum CliError {
     #[error("{0}")]
     Baseline(#[from] BaselineError),
     #[error("{0}")]
+    CompareInput(#[from] crate::compare::InputError),
+    #[error("{0}")]
     Capture(#[from] CaptureError),
     #[error("{0}")]
     Privileges(SandboxError),
@@ -86,7 +88,10 @@ impl CliError {
             CliError::Report(ReportError::NoCase { .. } | ReportError::Ambiguous { .. }) => {
                 exit::USAGE
             }
-            CliError::Report(_) | CliError::Baseline(_) | CliError::Capture(_) => exit::BAD_INPUT,
+            CliError::Report(_)
+            | CliError::Baseline(_)
+            | CliError::CompareInput(_)
+            | CliError::Capture(_) => exit::BAD_INPUT,
             CliError::Privileges(_) => exit::NO_PERMISSION,
             CliError::Gvisor(_) => exit::HARNESS_ERROR,
             CliError::Write { .. } => exit::IO_ERROR,
@@ -142,8 +147,13 @@ fn dispatch(command: Command) -> Result<i32, CliError> {
             tolerance_ms,
             measurements,
         } => {
-            let loaded = report::load::read_all(&reports)?;
-            let c = crate::compare::compare(&loaded, tolerance_ms, measurements);
+            if reports.len() < 2 {
+                return Err(CliError::Usage(
+                    "compare needs at least two reports or baselines".into(),
+                ));
+            }
+            let inputs = crate::compare::read_inputs(&reports)?;
+            let c = crate::compare::compare_inputs(&inputs, tolerance_ms, measurements);
             say(&match format {
                 CompareFormat::Table => sinks::compare::table(&c),
                 CompareFormat::Markdown => sinks::compare::markdown(&c),
