@@ -11,6 +11,10 @@
 //! 4. The matrix through the real binary (`teardown run`), 3 times: wall
 //!    time and the peak resident memory of that process.
 //! 5. Peak resident memory of this bench process.
+//! 6. Capture backends: the latency of (1) with libpcap and with the raw
+//!    packet socket, interleaved run by run, so both see the same machine.
+//! 7. The catalogue on gVisor (`teardown run --stack gvisor`), if runsc is
+//!    there (`just runsc`): wall time, and how many cases ran.
 
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
@@ -217,6 +221,74 @@ fn main() {
         "\n5. peak RSS of this bench process: {} KiB",
         peak_rss_kib()
     );
+
+    // 6. capture backends, interleaved
+    println!(
+        "\n6. {} alone with each capture backend, {RUNS} runs each, interleaved:",
+        case.id
+    );
+    let mut raw_stack = stack.clone();
+    raw_stack.capture = teardown::capture::CaptureBackend::RawSocket;
+    let with = |s: &Stack| RunOptions {
+        captures_dir: Some(captures.clone()),
+        run_id: "bench".into(),
+        jobs: 1,
+        stack: s.clone(),
+    };
+    let (mut libpcap, mut raw) = (Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        for (s, out) in [(&stack, &mut libpcap), (&raw_stack, &mut raw)] {
+            let r = runner::run_case(&case, &with(s), &reaper);
+            assert_eq!(
+                r.verdict.status,
+                teardown::verdict::Status::Pass,
+                "{}",
+                r.id
+            );
+            out.push((r.duration_ms, r.timing.observe_setup_ms));
+        }
+    }
+    reaper.wait();
+    summary("libpcap case", libpcap.iter().map(|x| x.0).collect());
+    summary("  capture setup", libpcap.iter().map(|x| x.1).collect());
+    summary("raw-socket case", raw.iter().map(|x| x.0).collect());
+    summary("  capture setup", raw.iter().map(|x| x.1).collect());
+
+    // 7. gVisor
+    match teardown::stack::gvisor::find_runsc() {
+        None => println!("\n7. gVisor: runsc not found (just runsc), skipped"),
+        Some(runsc) => {
+            let out_dir = captures.join("gvisor");
+            let report = out_dir.join("report.json");
+            let t = Instant::now();
+            let status = std::process::Command::new(env!("CARGO_BIN_EXE_teardown"))
+                .args([
+                    "run",
+                    "--stack",
+                    "gvisor",
+                    "--quiet",
+                    "--no-captures",
+                    "--report",
+                ])
+                .arg(&report)
+                .arg(&scenarios)
+                .stdout(std::process::Stdio::null())
+                .status()
+                .expect("run teardown");
+            let wall = t.elapsed().as_secs_f64() * 1e3;
+            let r = teardown::report::load::read(&report).expect("the gVisor report");
+            println!(
+                "\n7. the catalogue on gVisor ({}): {wall:.1} ms wall, exit {:?}; {} cases: {} pass, {} unsupported, {} fail, {} error",
+                runsc.display(),
+                status.code(),
+                r.cases.len(),
+                r.summary.pass,
+                r.summary.unsupported,
+                r.summary.fail,
+                r.summary.error
+            );
+        }
+    }
     let _ = std::fs::remove_dir_all(&captures);
 }
 

@@ -28,17 +28,19 @@ pub enum GvisorError {
 }
 
 /// Where runsc is: `$TEARDOWN_RUNSC`, then `target/gvisor/runsc` (what
-/// `just runsc` fetches; looked for beside this executable's
-/// `target/{debug,release}/` and in the working directory), then PATH.
+/// `just runsc` fetches; looked for above this executable, which lives in
+/// `target/{debug,release}/` or, for tests and benches, a `deps/` below
+/// it, and in the working directory), then PATH.
 pub fn find_runsc() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("TEARDOWN_RUNSC") {
         return Some(PathBuf::from(p));
     }
-    let beside_exe = std::env::current_exe()
-        .ok()
-        .and_then(|e| Some(e.parent()?.parent()?.join("gvisor/runsc")));
-    let fetched = beside_exe
-        .into_iter()
+    let exe = std::env::current_exe().ok();
+    let above_exe = exe
+        .iter()
+        .flat_map(|e| e.ancestors().skip(1).take(3))
+        .map(|dir| dir.join("gvisor/runsc"));
+    let fetched = above_exe
         .chain([PathBuf::from("target/gvisor/runsc")])
         .find(|p| p.is_file());
     if fetched.is_some() {
