@@ -91,8 +91,18 @@ list *args: build
 
 # Run the test suite (end-to-end tests need root; tshark is the independent witness, chromium loads
 # the HTML, runsc runs the catalogue on gVisor)
-test: (deps "libpcap-dev" "pkg-config" "nftables" "tshark" "chromium") runsc
+test: (deps "libpcap-dev" "pkg-config" "nftables" "tshark") browser runsc
     cargo test --workspace --locked
+
+# A headless browser for the HTML test: one already on PATH (Ubuntu's runners have google-chrome),
+# else Debian's chromium
+browser:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    for b in ${TEARDOWN_CHROMIUM:-} chromium chromium-browser google-chrome; do
+        command -v "$b" >/dev/null && exit 0
+    done
+    just deps chromium
 
 # Fetch gVisor's runsc into target/gvisor/ (Debian trixie's build, through a private apt
 # configuration; nothing is installed)
