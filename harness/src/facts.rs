@@ -294,6 +294,51 @@ pub static KINDS: &[FactKind] = &[
         get: wire_side!(window_probes),
     },
     FactKind {
+        pattern: "wire.<side>.fin_retransmits",
+        doc: "FIN transmissions beyond one per distinct FIN",
+        used_as: Use::Measurement,
+        measured_when: None,
+        get: |c, b| {
+            let s = &c.outcome.wire.as_ref()?.sides[side(b)];
+            Some(json!(s.fin - s.distinct_fins))
+        },
+    },
+    FactKind {
+        pattern: "wire.<side>.data_after_peer_fin",
+        doc: "new payload bytes the side sent after the peer's FIN (what a half-closed peer still receives)",
+        used_as: Use::Measurement,
+        measured_when: None,
+        get: wire_side!(data_after_peer_fin),
+    },
+    FactKind {
+        pattern: "wire.<side>.rst_with_unacked_data",
+        doc: "the side's first RST went out with some of its data unacknowledged (an abort that discarded data in flight)",
+        used_as: Use::Behaviour,
+        measured_when: None,
+        get: wire_side!(rst_with_unacked_data),
+    },
+    FactKind {
+        pattern: "wire.<side>.rst_for_data_after_close",
+        doc: "the side's first RST answered data that arrived after its own FIN",
+        used_as: Use::Behaviour,
+        measured_when: None,
+        get: wire_side!(rst_for_data_after_close),
+    },
+    FactKind {
+        pattern: "wire.<side>.zero_window_at_close",
+        doc: "the side's last window before the connection's first FIN or RST was zero",
+        used_as: Use::Measurement,
+        measured_when: None,
+        get: wire_side!(zero_window_at_close),
+    },
+    FactKind {
+        pattern: "wire.time_wait_side",
+        doc: "who should hold TIME-WAIT, from the wire: the first FIN's sender once both FINs are acked, both after crossed FINs, none after a RST, null before the close completes",
+        used_as: Use::Behaviour,
+        measured_when: None,
+        get: wire!(time_wait_side),
+    },
+    FactKind {
         pattern: "wire.first_fin",
         doc: "whose FIN came first: client, server, both (simultaneous close) or null",
         used_as: Use::Behaviour,

@@ -11,28 +11,8 @@ use serde::{Deserialize, Serialize};
 use crate::analyze::{Analysis, PacketRecord, WireFacts};
 use crate::driver::DriverOutput;
 use crate::observe::{self, Snapshot, Timeline, TimerKind};
+pub use crate::tcp::TimeWaitSide;
 use crate::tcp::{PerSide, Side, TcpState};
-
-/// Which end held a TIME-WAIT socket at the end of the case.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum TimeWaitSide {
-    Client,
-    Server,
-    Both,
-    None,
-}
-
-impl TimeWaitSide {
-    pub fn name(self) -> &'static str {
-        match self {
-            TimeWaitSide::Client => "client",
-            TimeWaitSide::Server => "server",
-            TimeWaitSide::Both => "both",
-            TimeWaitSide::None => "none",
-        }
-    }
-}
 
 /// Who held a TIME-WAIT socket at the end of the case, from the stack's
 /// socket table.

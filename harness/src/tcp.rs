@@ -156,6 +156,29 @@ impl fmt::Display for Side {
     }
 }
 
+/// Which end holds (or held, or should hold) a TIME-WAIT socket: the side
+/// that sent the last ACK of the FIN exchange, both after a simultaneous
+/// close, none after a reset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TimeWaitSide {
+    Client,
+    Server,
+    Both,
+    None,
+}
+
+impl TimeWaitSide {
+    pub fn name(self) -> &'static str {
+        match self {
+            TimeWaitSide::Client => "client",
+            TimeWaitSide::Server => "server",
+            TimeWaitSide::Both => "both",
+            TimeWaitSide::None => "none",
+        }
+    }
+}
+
 /// A value per side of a connection: `counts[Side::Client]`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub struct PerSide<T> {

@@ -64,6 +64,8 @@ pub struct Segment {
     pub window: u16,
     /// Payload bytes, from the IP header (not limited by the snaplen).
     pub len: u32,
+    /// The IP packet's length, headers included (Zeek's `ip_bytes`).
+    pub ip_len: u32,
 }
 
 impl Segment {
@@ -123,15 +125,17 @@ pub fn parse_frame(linktype: i32, index: usize, packet: &RawPacket) -> Frame {
         | linktype::RAW_OPENBSD
         | linktype::IPV4
         | linktype::IPV6 => ip_after(data, 0),
-        linktype::LINUX_SLL => ip_after(data, 16),
-        linktype::LINUX_SLL2 => ip_after(data, 20),
+        // Linux cooked captures: the protocol (an EtherType, so VLAN tags
+        // are followed too) at bytes 14..16 (SLL) or 0..2 (SLL2).
+        linktype::LINUX_SLL => after_ether_type(data, 14, 16),
+        linktype::LINUX_SLL2 => after_ether_type(data, 0, 20),
         other => return Frame::Malformed(format!("unsupported link type {other}")),
     };
     let parsed = match parsed {
         Ok(p) => p,
         Err(e) => return Frame::Malformed(e),
     };
-    let (src_ip, dst_ip, ip_payload, full_len) = match &parsed.net {
+    let (src_ip, dst_ip, ip_payload, full_len, ip_len) = match &parsed.net {
         Some(LaxNetSlice::Ipv4(v4)) => {
             let h = v4.header();
             if h.is_fragmenting_payload() {
@@ -149,6 +153,7 @@ pub fn parse_frame(linktype: i32, index: usize, packet: &RawPacket) -> Frame {
                 IpAddr::V4(h.destination_addr()),
                 v4.payload(),
                 total.saturating_sub(header_len),
+                total,
             )
         }
         Some(LaxNetSlice::Ipv6(v6)) => {
@@ -163,6 +168,7 @@ pub fn parse_frame(linktype: i32, index: usize, packet: &RawPacket) -> Frame {
                 IpAddr::V6(h.destination_addr()),
                 v6.payload(),
                 payload_len.saturating_sub(ext_len),
+                payload_len + 40,
             )
         }
         Some(_) => return Frame::Other,
@@ -200,7 +206,23 @@ pub fn parse_frame(linktype: i32, index: usize, packet: &RawPacket) -> Frame {
         flags: Flags::from_bits(tcp.slice()[13]),
         window: tcp.window_size(),
         len,
+        ip_len: u32::try_from(ip_len).unwrap_or(u32::MAX),
     })
+}
+
+fn after_ether_type(
+    data: &[u8],
+    type_at: usize,
+    skip: usize,
+) -> (Result<LaxSlicedPacket<'_>, String>, usize) {
+    let parsed = match (data.get(type_at..type_at + 2), data.get(skip..)) {
+        (Some(t), Some(rest)) => Ok(LaxSlicedPacket::from_ether_type(
+            etherparse::EtherType(u16::from_be_bytes([t[0], t[1]])),
+            rest,
+        )),
+        _ => Err(format!("frame shorter than its {skip}-byte link header")),
+    };
+    (parsed, skip)
 }
 
 fn ip_after(data: &[u8], skip: usize) -> (Result<LaxSlicedPacket<'_>, String>, usize) {

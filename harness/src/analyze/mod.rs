@@ -58,6 +58,22 @@ pub struct SideCounts {
     /// ...and while the peer advertised a zero window: window probes.
     #[serde(default)]
     pub window_probes: u32,
+    /// New payload bytes the side sent after the peer's FIN: what a
+    /// half-closed peer still receives.
+    #[serde(default)]
+    pub data_after_peer_fin: u64,
+    /// The side's first RST went out while some of its own data was not yet
+    /// acknowledged: an abort that discarded data in flight.
+    #[serde(default)]
+    pub rst_with_unacked_data: bool,
+    /// The side's first RST answered data that arrived after the side had
+    /// sent its FIN: the answer of a closed socket to late data.
+    #[serde(default)]
+    pub rst_for_data_after_close: bool,
+    /// The side's last window before the connection's first FIN or RST was
+    /// zero: the close came while its receive buffer was full.
+    #[serde(default)]
+    pub zero_window_at_close: bool,
 }
 
 /// What a segment was, beyond its flags (as Wireshark's expert notes say).
@@ -133,6 +149,12 @@ pub struct WireFacts {
     /// Segments of either side from the first FIN or RST to the end of the
     /// capture: how many segments the close really took.
     pub close_segments: u32,
+    /// Which side should hold TIME-WAIT, from the wire: the one that sent
+    /// the last ACK of the FIN exchange (the first FIN's sender), both after
+    /// a simultaneous close, none when a RST ended the connection; null
+    /// while the FIN exchange is incomplete.
+    #[serde(default)]
+    pub time_wait_side: Option<crate::tcp::TimeWaitSide>,
     /// Every segment in capture order, one token each: side (`c`, `s`),
     /// flags in tcpdump's spelling and the payload length if any, e.g.
     /// `c:S s:S. c:. c:P.100 s:. c:FP.4096 s:. s:F. c:.`. Past
@@ -188,6 +210,8 @@ struct Dir {
     /// This side just received a SYN after the handshake, or a RST at an
     /// unexpected sequence number: its next pure ACK is a challenge ACK.
     challenge_due: bool,
+    /// The peer sent data after this side's FIN.
+    data_after_own_fin: bool,
     state: Endpoint,
     letters: Letters,
 }
@@ -313,8 +337,18 @@ impl Connection {
         let peer = side.peer();
         let f = seg.flags;
         let mut retransmit = false;
+        if self.close_segments == 0 && (f.fin() || f.rst()) {
+            // The connection's first FIN or RST: whose window was shut then.
+            for s in Side::BOTH {
+                let d = &mut self.dirs[s];
+                d.counts.zero_window_at_close = d.window_zero;
+            }
+        }
         if self.close_segments > 0 || f.fin() || f.rst() {
             self.close_segments += 1;
+        }
+        if seg.len > 0 && !self.dirs[peer].fin_seqs.is_empty() {
+            self.dirs[peer].data_after_own_fin = true;
         }
 
         let mut notes = Vec::new();
@@ -322,6 +356,7 @@ impl Connection {
         // number (Wireshark's definition); a window probe while the peer
         // advertises a zero window. Neither is a retransmission.
         let peer_window_zero = self.dirs[peer].window_zero;
+        let peer_fin_seen = !self.dirs[peer].fin_seqs.is_empty();
         let me = &mut self.dirs[side];
         let probe = !f.syn()
             && !f.fin()
@@ -360,6 +395,9 @@ impl Connection {
             if new == 0 {
                 retransmit = true;
             }
+            if peer_fin_seen {
+                me.counts.data_after_peer_fin += new;
+            }
         }
         if f.fin() {
             me.counts.fin += 1;
@@ -379,6 +417,10 @@ impl Connection {
             }
         }
         if f.rst() {
+            if me.counts.rst == 0 {
+                me.counts.rst_with_unacked_data = me.extent() > me.acked;
+                me.counts.rst_for_data_after_close = me.data_after_own_fin;
+            }
             me.counts.rst += 1;
             if f.ack() {
                 me.counts.rst_with_ack += 1;
@@ -556,9 +598,21 @@ impl Connection {
             &self.history,
         )
         .to_string();
+        let time_wait_side = if self.first_rst.is_some() {
+            Some(crate::tcp::TimeWaitSide::None)
+        } else if self.dirs.client.fin_acked() && self.dirs.server.fin_acked() {
+            first_fin.map(|f| match f {
+                FirstFin::Client => crate::tcp::TimeWaitSide::Client,
+                FirstFin::Server => crate::tcp::TimeWaitSide::Server,
+                FirstFin::Both => crate::tcp::TimeWaitSide::Both,
+            })
+        } else {
+            None
+        };
         ConnectionFacts {
             wire: WireFacts {
                 sides: PerSide::new(self.dirs.client.counts, self.dirs.server.counts),
+                time_wait_side,
                 first_fin,
                 first_rst: self.first_rst,
                 conn_state,
@@ -718,6 +772,7 @@ mod tests {
             flags: Flags::parse_tcpdump(flags).unwrap(),
             window: 100,
             len,
+            ip_len: len + 52,
         }
     }
 
@@ -736,6 +791,77 @@ mod tests {
         (false, "S.", 500, 101, 0),
         (true, ".", 101, 501, 0),
     ];
+
+    /// The teardown facts: data after a peer's FIN, a RST answering data
+    /// that came after close, a RST with data in flight, a shut window at
+    /// close, and who should hold TIME-WAIT.
+    #[test]
+    fn teardown_facts_from_the_wire() {
+        // Half-close: the client's FIN, then 9 bytes from the server, then
+        // its FIN; the client sent the first FIN, so TIME-WAIT is its.
+        let mut spec = HS.to_vec();
+        spec.extend([
+            (true, "F.", 101, 501, 0),
+            (false, ".", 501, 102, 0),
+            (false, "P.", 501, 102, 9),
+            (true, ".", 102, 510, 0),
+            (false, "F.", 510, 102, 0),
+            (true, ".", 102, 511, 0),
+        ]);
+        let w = run(&spec).wire;
+        assert_eq!(w.sides.server.data_after_peer_fin, 9);
+        assert_eq!(w.sides.client.data_after_peer_fin, 0);
+        assert_eq!(w.time_wait_side, Some(crate::tcp::TimeWaitSide::Client));
+        assert!(!w.sides.server.rst_for_data_after_close);
+
+        // Close instead of shutdown: the server's FIN, the client's late 9
+        // bytes, the server's RST: a closed socket answering data.
+        let mut spec = HS.to_vec();
+        spec.extend([
+            (false, "F.", 501, 101, 0),
+            (true, ".", 101, 502, 0),
+            (true, "P.", 101, 502, 9),
+            (false, "R", 502, 0, 0),
+        ]);
+        let w = run(&spec).wire;
+        assert!(w.sides.server.rst_for_data_after_close);
+        assert!(!w.sides.server.rst_with_unacked_data, "its FIN was acked");
+        assert_eq!(w.time_wait_side, Some(crate::tcp::TimeWaitSide::None));
+
+        // SO_LINGER {1, 0} with 100 bytes unacknowledged, the reader's
+        // window shut: a RST that discards data in flight.
+        let mut segs: Vec<Segment> = HS
+            .iter()
+            .enumerate()
+            .map(|(i, &(c, f, s, a, l))| seg(i, c, f, s, a, l))
+            .collect();
+        segs.push(seg(3, true, "P.", 101, 501, 100));
+        let mut shut = seg(4, false, ".", 501, 101, 0);
+        shut.window = 0;
+        segs.push(shut);
+        segs.push(seg(5, true, "R.", 201, 501, 0));
+        let w = analyze(&segs, None, 0).wire;
+        assert!(w.sides.client.rst_with_unacked_data);
+        assert!(!w.sides.client.rst_for_data_after_close);
+        assert!(w.sides.server.zero_window_at_close);
+        assert!(!w.sides.client.zero_window_at_close);
+
+        // Crossed FINs: both hold TIME-WAIT. An unfinished close: unknown.
+        let mut spec = HS.to_vec();
+        spec.extend([
+            (true, "F.", 101, 501, 0),
+            (false, "F.", 501, 101, 0),
+            (true, ".", 102, 502, 0),
+            (false, ".", 502, 102, 0),
+        ]);
+        assert_eq!(
+            run(&spec).wire.time_wait_side,
+            Some(crate::tcp::TimeWaitSide::Both)
+        );
+        let mut spec = HS.to_vec();
+        spec.push((true, "F.", 101, 501, 0));
+        assert_eq!(run(&spec).wire.time_wait_side, None);
+    }
 
     #[test]
     fn test_established_three_segment_close() {
