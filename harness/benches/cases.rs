@@ -184,33 +184,16 @@ fn main() {
     println!("\n4. full matrix through `teardown run` (separate process):");
     for round in 1..=3 {
         let out_dir = captures.join(format!("binary-{round}"));
-        let t = Instant::now();
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_teardown"))
-            .arg("run")
-            .arg("--quiet")
-            .arg("--report")
-            .arg(out_dir.join("report.json"))
-            .arg("--captures")
-            .arg(&out_dir)
-            .arg(&scenarios)
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("run teardown");
-        // VmHWM only grows; sampled every 5 ms it misses at most the last
-        // few milliseconds of the run. (getrusage's ru_maxrss cannot be used:
-        // it counts this big parent's memory, which the child had before exec.)
-        let status_file = format!("/proc/{}/status", child.id());
-        let mut peak = 0;
-        let status = loop {
-            if let Some(kib) = vm_hwm_kib(&status_file) {
-                peak = peak.max(kib);
-            }
-            if let Some(s) = child.try_wait().expect("wait for teardown") {
-                break s;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        };
-        let wall = t.elapsed().as_secs_f64() * 1e3;
+        let (wall, status, peak) = run_measured(
+            std::process::Command::new(env!("CARGO_BIN_EXE_teardown"))
+                .arg("run")
+                .arg("--quiet")
+                .arg("--report")
+                .arg(out_dir.join("report.json"))
+                .arg("--captures")
+                .arg(&out_dir)
+                .arg(&scenarios),
+        );
         println!(
             "  run {round}: {wall:.1} ms wall, exit {:?}, peak RSS {peak} KiB",
             status.code()
@@ -289,7 +272,128 @@ fn main() {
             );
         }
     }
+
+    // 8. many connections in one case, through the binary
+    println!(
+        "\n8. one case of 1,000 and one of 10,000 connections closing at once (harness/benches/ten-thousand.toml):"
+    );
+    let many = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/ten-thousand.toml");
+    for n in ["1000", "10000"] {
+        let out_dir = captures.join(format!("many-{n}"));
+        let report = out_dir.join("report.json");
+        let (wall, status, peak) = run_measured(
+            std::process::Command::new(env!("CARGO_BIN_EXE_teardown"))
+                .args(["run", "--quiet", "-j", "1", "-p"])
+                .arg(format!("n={n}"))
+                .arg("--report")
+                .arg(&report)
+                .arg("--captures")
+                .arg(&out_dir)
+                .arg(&many),
+        );
+        let r = teardown::report::load::read(&report).expect("the many-connection report");
+        let c = &r.cases[0];
+        let stats = c.outcome.capture_stats.as_ref();
+        let records = c
+            .outcome
+            .connections_file
+            .as_ref()
+            .map(|f| std::fs::read_to_string(f).expect("the connections file"))
+            .unwrap_or_default();
+        // Exact accounting: every connection a SYN, a FIN and no RST each
+        // way, and the client in TIME-WAIT.
+        let exact = records
+            .lines()
+            .filter(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).expect("a JSON line");
+                ["client", "server"].iter().all(|s| {
+                    let w = &v["wire"][s];
+                    w["syn"] == 1 && w["fin"] == 1 && w["rst"] == 0
+                }) && v["final_state"]["client"] == "TIME-WAIT"
+            })
+            .count();
+        println!(
+            "  {n} connections: {wall:.1} ms wall (case {:.1} ms), exit {:?}, verdict {:?}, peak RSS {peak} KiB; \
+             {} packets, capture dropped {:?}, loopback dropped {:?}; {exact} of {} connections exactly SYN+FIN each way, no RST, client TIME-WAIT",
+            c.duration_ms,
+            status.code(),
+            c.verdict.status,
+            stats.map_or(0, |s| s.packets),
+            stats.and_then(|s| s.dropped),
+            stats.and_then(|s| s.loopback_dropped),
+            records.lines().count(),
+        );
+    }
+
+    // 9. teardown analyze on a capture of 20,000 connections, against tshark
+    println!(
+        "\n9. `teardown analyze` on the churn capture (harness/benches/churn.toml), against tshark -z conv,tcp:"
+    );
+    let churn = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/churn.toml");
+    let out_dir = captures.join("churn");
+    let (_, status, _) = run_measured(
+        std::process::Command::new(env!("CARGO_BIN_EXE_teardown"))
+            .args(["run", "--quiet", "--report"])
+            .arg(out_dir.join("report.json"))
+            .arg("--captures")
+            .arg(&out_dir)
+            .arg(&churn),
+    );
+    let pcap = std::fs::read_dir(&out_dir)
+        .ok()
+        .and_then(|mut d| d.find_map(|e| e.ok().filter(|e| e.path().is_dir())))
+        .map(|run| run.path().join("churn-ipv4.pcap"));
+    match pcap.filter(|p| p.exists()) {
+        None => println!(
+            "  the churn case did not write its pcap (exit {:?}), skipped",
+            status.code()
+        ),
+        Some(pcap) => {
+            for round in 1..=3 {
+                let (wall, status, peak) = run_measured(
+                    std::process::Command::new(env!("CARGO_BIN_EXE_teardown"))
+                        .args(["analyze", "--format", "jsonl"])
+                        .arg(&pcap),
+                );
+                let (t_wall, t_status, t_peak) = run_measured(
+                    std::process::Command::new("tshark")
+                        .args(["-q", "-z", "conv,tcp", "-r"])
+                        .arg(&pcap),
+                );
+                println!(
+                    "  round {round}: teardown analyze {wall:.1} ms, peak RSS {peak} KiB (exit {:?}); tshark {t_wall:.1} ms, peak RSS {t_peak} KiB (exit {:?})",
+                    status.code(),
+                    t_status.code()
+                );
+            }
+        }
+    }
     let _ = std::fs::remove_dir_all(&captures);
+}
+
+/// Runs a command (stdout discarded): its wall time in ms, exit status and
+/// peak RSS in KiB. VmHWM only grows; sampled every 5 ms it misses at most
+/// the last few milliseconds of the run. (getrusage's ru_maxrss cannot be
+/// used: it counts this big parent's memory, which the child had before
+/// exec.)
+fn run_measured(cmd: &mut std::process::Command) -> (f64, std::process::ExitStatus, u64) {
+    let t = Instant::now();
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("run the command");
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak = 0;
+    let status = loop {
+        if let Some(kib) = vm_hwm_kib(&status_file) {
+            peak = peak.max(kib);
+        }
+        if let Some(s) = child.try_wait().expect("wait for the command") {
+            break s;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    (t.elapsed().as_secs_f64() * 1e3, status, peak)
 }
 
 fn num_cpus() -> usize {

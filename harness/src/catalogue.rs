@@ -30,6 +30,9 @@ pub fn keys(case: &Case) -> Keys {
         if matches!(s.kind, StepKind::Control(Control::Fault(_))) {
             k.faults.push(s.key(i));
         }
+        if matches!(s.kind, StepKind::Socket { group: Some(_), .. }) {
+            k.groups.push(s.key(i));
+        }
     }
     k
 }

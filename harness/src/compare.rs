@@ -140,6 +140,34 @@ struct CaseView {
 }
 
 impl Input {
+    /// The stack the input was observed on (`linux`, `gvisor`).
+    pub fn stack(&self) -> &str {
+        match self {
+            Input::Report(r) => &r.host.stack.name,
+            Input::Baseline(b) => &b.host.stack.name,
+        }
+    }
+
+    /// Every case the stack ran, with its observed behavioural facts
+    /// (unobserved and varying facts left out).
+    pub fn observed_facts(&self) -> BTreeMap<String, BTreeMap<String, Value>> {
+        self.cases(false)
+            .into_iter()
+            .filter(|(_, view)| view.unsupported.is_none())
+            .map(|(id, view)| {
+                let facts = view
+                    .facts
+                    .into_iter()
+                    .filter_map(|(k, o)| match o {
+                        Observed::Value(v) => Some((k, v)),
+                        Observed::Unobserved(_) => None,
+                    })
+                    .collect();
+                (id, facts)
+            })
+            .collect()
+    }
+
     fn column(&self, label: String, file: &str) -> Column {
         let (host, tool_version, started_at) = match self {
             Input::Report(r) => (&r.host, r.tool.version.clone(), r.started_at.clone()),

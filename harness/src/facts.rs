@@ -113,13 +113,17 @@ pub struct Binding {
     pub direction: Option<Direction>,
     /// A step key (label, `lineN`, `setupN`) or a fault key.
     pub key: Option<String>,
+    /// An errno, TCP state, ending, TIME-WAIT side or counter name.
+    pub name: Option<String>,
 }
 
 type Getter = fn(&CaseFacts, &Binding) -> Option<Value>;
 
 /// One kind of fact: its path pattern, what it means, and how to read it.
 pub struct FactKind {
-    /// `wire.<side>.rst`; placeholders `<side>`, `<direction>`, `<step>`, `<fault>`.
+    /// `wire.<side>.rst`; placeholders `<side>`, `<direction>`, `<step>`,
+    /// `<fault>`, `<group>` (a step on several sockets), and names:
+    /// `<errno>`, `<state>`, `<ending>`, `<tw>`, `<counter>`.
     pub pattern: &'static str,
     pub doc: &'static str,
     pub used_as: Use,
@@ -176,6 +180,26 @@ fn flow<'a>(c: &CaseFacts<'a>, b: &Binding) -> &'a crate::outcome::Flow {
         Direction::ClientToServer => &c.outcome.data.client_to_server,
         Direction::ServerToClient => &c.outcome.data.server_to_client,
     }
+}
+
+/// A step on several sockets' counts.
+fn group<'a>(c: &CaseFacts<'a>, b: &Binding) -> Option<&'a crate::driver::GroupResult> {
+    step(c, b)?.result.group.as_ref()
+}
+
+fn summary<'a>(c: &CaseFacts<'a>) -> Option<&'a crate::outcome::ConnectionSummary> {
+    c.outcome.connection_summary.as_ref()
+}
+
+/// A count by name: 0 where nothing was counted under the name.
+fn count_of(m: &BTreeMap<String, u32>, b: &Binding) -> Value {
+    json!(
+        b.name
+            .as_deref()
+            .and_then(|n| m.get(n))
+            .copied()
+            .unwrap_or(0)
+    )
 }
 
 macro_rules! wire_side {
@@ -507,6 +531,95 @@ pub static KINDS: &[FactKind] = &[
         get: step_field!(value),
     },
     FactKind {
+        pattern: "steps.<group>.sockets",
+        doc: "sockets a step on several (client#1..100, every server) acted on",
+        used_as: Use::Behaviour,
+        measured_when: None,
+        get: |c, b| Some(json!(group(c, b)?.sockets)),
+    },
+    FactKind {
+        pattern: "steps.<group>.ok",
+        doc: "of those, calls that returned without an error and in time",
+        used_as: Use::Behaviour,
+        measured_when: None,
+        get: |c, b| Some(json!(group(c, b)?.ok)),
+    },
+    FactKind {
+        pattern: "steps.<group>.timeouts",
+        doc: "of those, calls whose bound ran out",
+        used_as: Use::Behaviour,
+        measured_when: None,
+        get: |c, b| Some(json!(group(c, b)?.timed_out)),
+    },
+    FactKind {
+        pattern: "steps.<group>.errnos.<errno>",
+        doc: "of those, calls that failed with this errno (a non-blocking connect: its SO_ERROR)",
+        used_as: Use::Behaviour,
+        measured_when: None,
+        get: |c, b| Some(count_of(&group(c, b)?.errnos, b)),
+    },
+    FactKind {
+        pattern: "connections.count",
+        doc: "connections of a case with several, as the capture shows them (a reused port starts a new one)",
+        used_as: Use::Behaviour,
+        measured_when: None,
+        get: |c, _| Some(json!(summary(c)?.count)),
+    },
+    FactKind {
+        pattern: "connections.final_state.<side>.<state>",
+        doc: "of those, how many ended with the side in this state (TIME-WAIT, CLOSED, ...)",
+        used_as: Use::Behaviour,
+        measured_when: None,
+        get: |c, b| Some(count_of(&summary(c)?.final_state[side(b)], b)),
+    },
+    FactKind {
+        pattern: "connections.ended_by.<ending>",
+        doc: "of those, how many the wire shows ending by fin (FINs, no RST), rst, or none",
+        used_as: Use::Behaviour,
+        measured_when: None,
+        get: |c, b| Some(count_of(&summary(c)?.ended_by, b)),
+    },
+    FactKind {
+        pattern: "connections.time_wait.<tw>",
+        doc: "of those, how many had TIME-WAIT held by the client, server, both or none at the end",
+        used_as: Use::Behaviour,
+        measured_when: None,
+        get: |c, b| Some(count_of(&summary(c)?.time_wait, b)),
+    },
+    FactKind {
+        pattern: "netstat.<counter>",
+        doc: "how much one of the stack's TCP counters (ListenOverflows, TCPTimeWaitOverflow, ...) grew during the case",
+        used_as: Use::Measurement,
+        measured_when: None,
+        get: |c, b| {
+            let n = b.name.as_deref()?;
+            // Counters that were read and did not move are absent: 0. (Ones
+            // that could not be read are `unobserved`, so never get here.)
+            Some(json!(c.outcome.netstat.get(n).copied().unwrap_or(0)))
+        },
+    },
+    FactKind {
+        pattern: "capture.packets",
+        doc: "packets the capture holds",
+        used_as: Use::Measurement,
+        measured_when: None,
+        get: |c, _| Some(json!(c.outcome.capture_stats.as_ref()?.packets)),
+    },
+    FactKind {
+        pattern: "capture.dropped",
+        doc: "packets the capture lost (its buffer was full); null where the backend cannot count them",
+        used_as: Use::Measurement,
+        measured_when: None,
+        get: |c, _| Some(json!(c.outcome.capture_stats.as_ref()?.dropped)),
+    },
+    FactKind {
+        pattern: "capture.loopback_dropped",
+        doc: "packets the loopback dropped before the capture saw them (its backlog queue was full); null where the stack does not count them",
+        used_as: Use::Measurement,
+        measured_when: None,
+        get: |c, _| Some(json!(c.outcome.capture_stats.as_ref()?.loopback_dropped)),
+    },
+    FactKind {
         pattern: "faults.<fault>.matched",
         doc: "segments the fault rule matched (dropped or rejected)",
         used_as: Use::Behaviour,
@@ -537,7 +650,49 @@ pub struct Keys {
     pub labels: Vec<String>,
     /// Fault keys.
     pub faults: Vec<String>,
+    /// Keys of steps on several sockets.
+    pub groups: Vec<String>,
+    /// Names a report holds, for listing its facts (a path may name any
+    /// valid one; these are the ones with a count).
+    pub names: Names,
 }
+
+/// The names behind `<errno>`, `<state>`, `<ending>`, `<tw>` and
+/// `<counter>` in one report.
+#[derive(Clone, Debug, Default)]
+pub struct Names {
+    /// Per step on several sockets, the errnos its calls failed with.
+    pub errnos: BTreeMap<String, Vec<String>>,
+    /// Per side, the final states its connections ended in.
+    pub states: crate::tcp::PerSide<Vec<String>>,
+    pub endings: Vec<String>,
+    pub time_wait: Vec<String>,
+    pub counters: Vec<String>,
+}
+
+/// Whether `got` is a name the placeholder `p` accepts, and in which
+/// spelling it is kept.
+fn valid_name(p: &str, got: &str) -> Option<String> {
+    let word = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric());
+    match p {
+        "<errno>" => (got.starts_with('E') && word(got) && got.to_ascii_uppercase() == got)
+            .then(|| got.to_string()),
+        "<state>" => got
+            .parse::<crate::tcp::TcpState>()
+            .ok()
+            .map(|s| s.to_string()),
+        "<ending>" => ["fin", "rst", "none"]
+            .contains(&got)
+            .then(|| got.to_string()),
+        "<tw>" => ["client", "server", "both", "none"]
+            .contains(&got)
+            .then(|| got.to_string()),
+        "<counter>" => word(got).then(|| got.to_string()),
+        _ => None,
+    }
+}
+
+const NAME_PLACEHOLDERS: [&str; 5] = ["<errno>", "<state>", "<ending>", "<tw>", "<counter>"];
 
 impl FactPath {
     pub fn kind(&self) -> &'static FactKind {
@@ -581,11 +736,15 @@ impl FactPath {
                         Some(d) => binding.direction = Some(*d),
                         None => ok = false,
                     },
-                    "<step>" | "<fault>" => {
-                        let known = if *p == "<step>" {
-                            &keys.steps
-                        } else {
-                            &keys.faults
+                    name if NAME_PLACEHOLDERS.contains(&name) => match valid_name(name, got) {
+                        Some(n) => binding.name = Some(n),
+                        None => ok = false,
+                    },
+                    "<step>" | "<fault>" | "<group>" => {
+                        let known = match *p {
+                            "<step>" => &keys.steps,
+                            "<fault>" => &keys.faults,
+                            _ => &keys.groups,
                         };
                         if known.iter().any(|k| k == got) {
                             binding.key = Some(got.to_string());
@@ -613,6 +772,11 @@ impl FactPath {
                     keys.labels.join(", ")
                 }
             )),
+            Some(("<group>", key)) if parts[0] == "steps" && keys.steps.contains(&key) => {
+                Err(format!(
+                    "step {key:?} acts on one socket: {path:?} needs a step on several (client#1..10, every server)"
+                ))
+            }
             Some(("<fault>", key)) if parts.len() == 3 && parts[0] == "faults" => Err(format!(
                 "no drop or reject step is labelled {key:?} (faults here: {})",
                 if keys.faults.is_empty() {
@@ -651,7 +815,12 @@ impl fmt::Display for FactPath {
                 "<direction>" => {
                     f.write_str(self.binding.direction.map_or("?", Direction::name))?
                 }
-                "<step>" | "<fault>" => f.write_str(self.binding.key.as_deref().unwrap_or("?"))?,
+                "<step>" | "<fault>" | "<group>" => {
+                    f.write_str(self.binding.key.as_deref().unwrap_or("?"))?
+                }
+                name if NAME_PLACEHOLDERS.contains(&name) => {
+                    f.write_str(self.binding.name.as_deref().unwrap_or("?"))?
+                }
                 lit => f.write_str(lit)?,
             }
         }
@@ -661,10 +830,33 @@ impl fmt::Display for FactPath {
 
 /// The keys `case` defines (for checking expectations against a report).
 pub fn keys_of(case: &CaseFacts) -> Keys {
+    let groups: Vec<&StepRecord> = case
+        .steps
+        .iter()
+        .filter(|s| s.result.group.is_some())
+        .collect();
+    let mut names = Names {
+        errnos: groups
+            .iter()
+            .map(|s| {
+                let g = s.result.group.as_ref().expect("filtered");
+                (s.key.clone(), g.errnos.keys().cloned().collect())
+            })
+            .collect(),
+        counters: case.outcome.netstat.keys().cloned().collect(),
+        ..Names::default()
+    };
+    if let Some(s) = &case.outcome.connection_summary {
+        names.states = s.final_state.clone().map(|_, m| m.into_keys().collect());
+        names.endings = s.ended_by.keys().cloned().collect();
+        names.time_wait = s.time_wait.keys().cloned().collect();
+    }
     Keys {
         steps: case.steps.iter().map(|s| s.key.clone()).collect(),
         labels: case.steps.iter().filter_map(|s| s.label.clone()).collect(),
         faults: case.faults.iter().map(|f| f.key.clone()).collect(),
+        groups: groups.iter().map(|s| s.key.clone()).collect(),
+        names,
     }
 }
 
@@ -726,11 +918,11 @@ fn expand(pattern: &str, keys: &Keys) -> Vec<Binding> {
                     })
                 })
                 .collect(),
-            "<step>" | "<fault>" => {
-                let list = if p == "<step>" {
-                    &keys.steps
-                } else {
-                    &keys.faults
+            "<step>" | "<fault>" | "<group>" => {
+                let list = match p {
+                    "<step>" => &keys.steps,
+                    "<fault>" => &keys.faults,
+                    _ => &keys.groups,
                 };
                 out.into_iter()
                     .flat_map(|b| {
@@ -741,6 +933,29 @@ fn expand(pattern: &str, keys: &Keys) -> Vec<Binding> {
                     })
                     .collect()
             }
+            name if NAME_PLACEHOLDERS.contains(&name) => out
+                .into_iter()
+                .flat_map(|b| {
+                    let n = &keys.names;
+                    let list: &[String] = match name {
+                        "<errno>" => b
+                            .key
+                            .as_ref()
+                            .and_then(|k| n.errnos.get(k))
+                            .map_or(&[], Vec::as_slice),
+                        "<state>" => &n.states[b.side.unwrap_or(Side::Client)],
+                        "<ending>" => &n.endings,
+                        "<tw>" => &n.time_wait,
+                        _ => &n.counters,
+                    };
+                    list.iter()
+                        .map(|x| Binding {
+                            name: Some(x.clone()),
+                            ..b.clone()
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .collect(),
             _ => out,
         };
     }
@@ -770,7 +985,21 @@ mod tests {
             steps: steps.iter().map(|s| s.to_string()).collect(),
             labels: steps.iter().map(|s| s.to_string()).collect(),
             faults: vec!["lost".into()],
+            ..Keys::default()
         }
+    }
+
+    #[test]
+    fn a_count_of_several_sockets_needs_a_step_on_several() {
+        let mut k = keys(&["lc"]);
+        let e = FactPath::parse("steps.lc.ok", &k).unwrap_err();
+        assert!(e.contains("step \"lc\" acts on one socket"), "{e}");
+        k.groups.push("lc".into());
+        assert!(FactPath::parse("steps.lc.ok", &k).is_ok());
+        assert!(FactPath::parse("steps.lc.errnos.EADDRNOTAVAIL", &k).is_ok());
+        assert!(FactPath::parse("connections.final_state.server.TIME_WAIT", &k).is_ok());
+        assert!(FactPath::parse("connections.final_state.server.WAITING", &k).is_err());
+        assert!(FactPath::parse("connections.ended_by.timeout", &k).is_err());
     }
 
     #[test]
@@ -856,15 +1085,53 @@ mod tests {
 
     #[test]
     fn every_kind_enumerates_and_fingerprints_leave_measurements_out() {
-        let r = report("a", 1, None);
+        let mut r = report("a", 1, None);
+        // A step on several sockets, connections and counters, so that
+        // every name placeholder has something to list.
+        let c = &mut r.cases[0];
+        c.steps[0].result.group = Some(crate::driver::GroupResult {
+            target: "client#1..2".into(),
+            sockets: 2,
+            ok: 1,
+            timed_out: 0,
+            errnos: [("ECONNREFUSED".to_string(), 1)].into(),
+        });
+        let mut s = crate::outcome::ConnectionSummary {
+            count: 2,
+            ..Default::default()
+        };
+        s.final_state.client.insert("TIME-WAIT".into(), 2);
+        s.final_state.server.insert("CLOSED".into(), 2);
+        s.ended_by.insert("fin".into(), 2);
+        s.time_wait.insert("client".into(), 2);
+        c.outcome.connection_summary = Some(s);
+        c.outcome.netstat.insert("TCPTimeWaitOverflow".into(), 3);
         let facts = all(&r.cases[0].facts());
         for (i, kind) in KINDS.iter().enumerate() {
-            // The fixture has one step and no fault.
+            // The fixture has no fault.
             if kind.pattern.contains("<fault>") {
                 continue;
             }
             assert!(facts.iter().any(|(p, _)| p.kind == i), "{}", kind.pattern);
         }
+        let get = |path: &str| {
+            facts
+                .iter()
+                .find(|(p, _)| p.to_string() == path)
+                .map(|(_, v)| v.value())
+        };
+        assert_eq!(get("steps.line3.errnos.ECONNREFUSED"), Some(json!(1)));
+        assert_eq!(
+            get("connections.final_state.client.TIME-WAIT"),
+            Some(json!(2))
+        );
+        assert_eq!(get("netstat.TCPTimeWaitOverflow"), Some(json!(3)));
+        // A path may name what the report has no count for: that is 0.
+        let k = keys_of(&r.cases[0].facts());
+        let p = FactPath::parse("connections.ended_by.rst", &k).unwrap();
+        assert_eq!(resolve(&r.cases[0].facts(), &p).value(), json!(0));
+        let e = FactPath::parse("steps.line3.errnos.econnrefused", &k).unwrap_err();
+        assert!(e.contains("unknown fact"), "{e}");
         let f = fingerprint(&r.cases[0].facts());
         assert!(f.contains_key("wire.server.distinct_fins"));
         assert!(f.contains_key("steps.line3.ret"));

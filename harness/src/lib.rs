@@ -37,6 +37,7 @@ pub mod capture;
 pub mod catalogue;
 pub mod cli;
 pub mod compare;
+pub mod diagnosis;
 pub mod driver;
 pub mod facts;
 pub mod fault;

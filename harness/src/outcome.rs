@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::analyze::flows::FlowFacts;
 use crate::analyze::{Analysis, PacketRecord, WireFacts};
 use crate::driver::DriverOutput;
 use crate::observe::{self, Snapshot, Timeline, TimerKind};
@@ -47,6 +48,57 @@ pub struct DataFlows {
     pub server_to_client: Flow,
 }
 
+/// One connection of a case that has several.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ConnectionRecord {
+    /// The connection's number (`client#3` made connection 3), or null for
+    /// one no client step made.
+    pub number: Option<u32>,
+    /// What the wire shows of it.
+    #[serde(flatten)]
+    pub flow: FlowFacts,
+    /// Each side's state in the stack's table at the end (CLOSED once
+    /// gone); null where the state source cannot see it.
+    pub final_state: PerSide<Option<TcpState>>,
+    /// Who held TIME-WAIT for it at the end, by the stack's table.
+    pub time_wait: Option<TimeWaitSide>,
+    /// What the applications wrote and read on it; null when its number
+    /// made more than one connection (the counts are per number).
+    pub data: Option<DataFlows>,
+}
+
+/// Counts over a case's connections, which expectations can name
+/// (`connections.final_state.client.TIME-WAIT`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ConnectionSummary {
+    pub count: u32,
+    /// By each side's final state.
+    pub final_state: PerSide<BTreeMap<String, u32>>,
+    /// By how the wire shows them ending: `fin` (FINs, no RST), `rst`
+    /// (a RST), `none` (neither by the end of the case).
+    pub ended_by: BTreeMap<String, u32>,
+    /// By who held TIME-WAIT at the end: client, server, both, none.
+    pub time_wait: BTreeMap<String, u32>,
+}
+
+/// What the capture says of itself.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CaptureStats {
+    /// Packets captured.
+    pub packets: u64,
+    /// Packets the kernel dropped (buffer full); null where the capture
+    /// backend cannot count them.
+    pub dropped: Option<u64>,
+    /// Packets the loopback itself dropped during the case, before the
+    /// capture could see them (its backlog queue was full); null where the
+    /// stack does not count them.
+    pub loopback_dropped: Option<u64>,
+}
+
+/// Connections a report holds inline; a case with more writes them to a
+/// JSON Lines file beside its pcap (`connections_file`).
+pub const INLINE_CONNECTIONS: usize = 256;
+
 /// The observed facts of one case.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Outcome {
@@ -77,10 +129,31 @@ pub struct Outcome {
     /// Those facts are null in the report, never guessed.
     #[serde(default)]
     pub unobserved: BTreeMap<String, String>,
+    /// Every connection of a case with several (split by 4-tuple, a reused
+    /// port starting a new one); empty for a case with one. Beyond
+    /// [`INLINE_CONNECTIONS`] they are in `connections_file` instead.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub connections: Vec<ConnectionRecord>,
+    /// The JSON Lines file (one connection per line) that holds the
+    /// connections of a case with too many to inline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections_file: Option<String>,
+    /// Counts over the connections of a case with several.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_summary: Option<ConnectionSummary>,
+    /// The stack's own TCP counters in the case's namespace that changed
+    /// during the case (Linux: /proc/net/netstat and /proc/net/snmp), by
+    /// name: after minus before.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub netstat: BTreeMap<String, i64>,
+    /// What the capture says of itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture_stats: Option<CaptureStats>,
 }
 
 /// Why a fact is out of sight of a TCP_INFO state source.
 const OUT_OF_SIGHT: &str = "the stack's state source (TCP_INFO on descriptors) cannot see a socket after the application closed it";
+const SOME_UNSEEN: &str = "the stack's state source (TCP_INFO on descriptors) cannot see the sockets of some connections (closed, or never accepted), so a count over all of them would be short";
 const NEVER_HELD: &str = "the stack's state source (TCP_INFO on descriptors) cannot see a socket the application never held (a connection never accepted)";
 
 /// Why a side's socket is out of sight of the state source, if it is.
@@ -98,12 +171,14 @@ fn out_of_sight(out: &DriverOutput, side: Side) -> Option<&'static str> {
 
 /// The outcome of a case. `driver` is None when the case stopped before
 /// its steps ran; `analysis` is None without a capture (`no_capture` says
-/// why). `findings` are what parsing the capture noticed.
+/// why). `findings` are what parsing the capture noticed; `flows` every
+/// connection of a case with several.
 pub fn outcome(
     driver: Option<&DriverOutput>,
     analysis: Option<&Analysis>,
     no_capture: Option<&str>,
     mut findings: Vec<String>,
+    flows: Option<Vec<FlowFacts>>,
 ) -> Outcome {
     let mut unobserved = BTreeMap::new();
     if let Some(why) = no_capture.filter(|_| analysis.is_none()) {
@@ -126,7 +201,7 @@ pub fn outcome(
             ..Outcome::default()
         };
     };
-    if let Some(a) = analysis {
+    if let Some(a) = analysis.filter(|_| flows.is_none()) {
         if a.foreign_segments > 0 {
             findings.push(format!(
                 "{} segments belong to no side of the connection under test",
@@ -159,7 +234,29 @@ pub fn outcome(
             corrupted: app.corrupted,
         }
     };
+    let (connections, connection_summary) = match flows {
+        Some(flows) => {
+            let (records, summary) = connections(out, flows);
+            // A count over connections is observed only if every one was:
+            // one unseen state would make a count short, not wrong-looking.
+            for side in Side::BOTH {
+                if records.iter().any(|r| r.final_state[side].is_none()) {
+                    unobserved.insert(
+                        format!("connections.final_state.{side}"),
+                        SOME_UNSEEN.into(),
+                    );
+                }
+            }
+            if records.iter().any(|r| r.time_wait.is_none()) {
+                unobserved.insert("connections.time_wait".into(), SOME_UNSEEN.into());
+            }
+            (records, Some(summary))
+        }
+        None => (Vec::new(), None),
+    };
     Outcome {
+        connections,
+        connection_summary,
         // The wire's view where the capture resolved them.
         endpoints: analysis
             .and_then(|a| a.ends)
@@ -177,7 +274,121 @@ pub fn outcome(
         settled: out.settled,
         findings,
         unobserved,
+        ..Outcome::default()
     }
+}
+
+/// Each connection's record, and the counts over them. The stack's table
+/// at the end says each side's final state and who holds TIME-WAIT; the
+/// driver, which connection number made it and what the applications
+/// wrote and read.
+fn connections(
+    out: &DriverOutput,
+    flows: Vec<FlowFacts>,
+) -> (Vec<ConnectionRecord>, ConnectionSummary) {
+    let table = out.final_snapshot.by_addresses();
+    let sees_all = out.final_snapshot.sees_orphans;
+    let mut number_of = std::collections::HashMap::new();
+    for (n, app) in &out.connections {
+        for addr in &app.clients {
+            number_of.insert(*addr, *n);
+        }
+    }
+    let flows_per_number = flows.iter().filter_map(|f| number_of.get(&f.client)).fold(
+        BTreeMap::<u32, u32>::new(),
+        |mut m, n| {
+            *m.entry(*n).or_default() += 1;
+            m
+        },
+    );
+    // The kernel keeps one socket per 4-tuple and side, so the socket a
+    // snapshot shows on a reused 4-tuple is its latest connection's; the
+    // earlier ones are gone.
+    let latest: std::collections::HashMap<_, usize> = flows
+        .iter()
+        .enumerate()
+        .map(|(i, f)| ((f.client, f.server), i))
+        .collect();
+    let mut summary = ConnectionSummary::default();
+    let records: Vec<ConnectionRecord> = flows
+        .into_iter()
+        .enumerate()
+        .map(|(i, flow)| {
+            let number = number_of.get(&flow.client).copied();
+            let superseded = latest[&(flow.client, flow.server)] != i;
+            let state = |local, remote| -> Option<TcpState> {
+                match table.get(&(local, remote)) {
+                    Some(_) if superseded && sees_all => Some(TcpState::Closed),
+                    Some(_) if superseded => None,
+                    Some(e) => Some(e.state),
+                    None if sees_all => Some(TcpState::Closed),
+                    None => None,
+                }
+            };
+            let final_state = PerSide::new(
+                state(flow.client, flow.server),
+                state(flow.server, flow.client),
+            );
+            let time_wait =
+                sees_all.then(
+                    || match final_state.map(|_, s| s == Some(TcpState::TimeWait)) {
+                        PerSide {
+                            client: true,
+                            server: true,
+                        } => TimeWaitSide::Both,
+                        PerSide { client: true, .. } => TimeWaitSide::Client,
+                        PerSide { server: true, .. } => TimeWaitSide::Server,
+                        _ => TimeWaitSide::None,
+                    },
+                );
+            let data = number
+                .filter(|n| flows_per_number.get(n) == Some(&1))
+                .and_then(|n| out.connections.get(&n))
+                .map(|app| {
+                    let flow_of = |writer: Side| {
+                        let c = app.flows[writer];
+                        Flow {
+                            written: c.written,
+                            sent: Some(flow.wire.sides[writer].data_bytes),
+                            acked: Some(flow.acked[writer]),
+                            read: c.read,
+                            lost: c.written.saturating_sub(c.read),
+                            corrupted: c.corrupted,
+                        }
+                    };
+                    DataFlows {
+                        client_to_server: flow_of(Side::Client),
+                        server_to_client: flow_of(Side::Server),
+                    }
+                });
+            summary.count += 1;
+            for side in Side::BOTH {
+                if let Some(s) = final_state[side] {
+                    *summary.final_state[side].entry(s.to_string()).or_default() += 1;
+                }
+            }
+            let w = &flow.wire;
+            let ended = if w.first_rst.is_some() {
+                "rst"
+            } else if w.sides.client.distinct_fins + w.sides.server.distinct_fins > 0 {
+                "fin"
+            } else {
+                "none"
+            };
+            *summary.ended_by.entry(ended.into()).or_default() += 1;
+            if let Some(tw) = time_wait {
+                *summary.time_wait.entry(tw.name().into()).or_default() += 1;
+            }
+            ConnectionRecord {
+                number,
+                flow,
+                final_state,
+                time_wait,
+                data,
+            }
+        })
+        .collect();
+    (records, summary)
 }
 
 /// Each side's last state: the timeline's last entry, unless the state
@@ -255,6 +466,7 @@ mod tests {
                 },
                 FlowCounts::default(),
             ),
+            connections: Default::default(),
             timeline: Timeline::default(),
             final_snapshot: Snapshot {
                 entries,
@@ -289,6 +501,7 @@ mod tests {
             None,
             Some("no capture"),
             vec![],
+            None,
         );
         assert_eq!(o.time_wait.side, Some(TimeWaitSide::Client));
         assert_eq!(o.time_wait.remaining_ms, Some(59_000));
@@ -307,6 +520,7 @@ mod tests {
             None,
             None,
             vec![],
+            None,
         );
         assert_eq!(o.time_wait.side, None);
         assert!(o.unobserved["time_wait"].contains("TCP_INFO"));
@@ -322,6 +536,7 @@ mod tests {
             None,
             None,
             vec![],
+            None,
         );
         assert_eq!(o.time_wait.side, Some(TimeWaitSide::Client));
         assert!(o.unobserved["time_wait.remaining_ms"].contains("timers"));
@@ -329,7 +544,7 @@ mod tests {
 
     #[test]
     fn a_case_that_never_ran_observes_nothing() {
-        let o = outcome(None, None, Some("libpcap refused"), vec![]);
+        let o = outcome(None, None, Some("libpcap refused"), vec![], None);
         assert_eq!(o.time_wait.side, None);
         assert!(o.unobserved.contains_key("time_wait"));
         assert!(o.unobserved.contains_key("data"));

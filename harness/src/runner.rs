@@ -12,8 +12,8 @@ pub mod interrupt;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex};
 use std::time::{Instant, SystemTime};
 
 use crate::analyze;
@@ -25,7 +25,7 @@ use crate::outcome::{self, Outcome};
 use crate::report::{self, CaseReport, Host, Report, Summary, Timing, Tool};
 use crate::sandbox::{self, SandboxError};
 use crate::scenario::Case;
-use crate::stack::{self, Stack};
+use crate::stack::{self, CounterScope, Stack};
 use crate::verdict::{self, Verdict};
 use crate::wire;
 
@@ -47,22 +47,75 @@ pub fn default_jobs() -> usize {
     8 * std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
-/// Raises this process's soft limit on open files to its hard limit: every
-/// case in flight holds sockets, a capture, netlink sockets and pipes, and
-/// the soft limit (often 1024) is a default, not a decision. Returns the
-/// limit now in force.
-pub fn raise_open_file_limit() -> u64 {
+/// Raises this process's limit on open files so that `needed` fit: every
+/// case in flight holds sockets, a capture, netlink sockets and pipes, a
+/// case of 10,000 connections 20,000 sockets, and the soft limit (often
+/// 1024) is a default, not a decision. The soft limit goes to the hard
+/// one; if that is still short of `needed` and this process may raise
+/// the hard limit (CAP_SYS_RESOURCE), it goes up to `needed`, within the
+/// kernel's ceiling (`fs.nr_open`). Returns the limit now in force.
+pub fn raise_open_file_limit(needed: u64) -> u64 {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    match getrlimit(Resource::RLIMIT_NOFILE) {
-        Ok((soft, hard)) if soft < hard => {
-            if setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
-                hard
-            } else {
-                soft
-            }
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return 0;
+    };
+    let ceiling = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(hard);
+    let above_hard = needed.min(ceiling);
+    for want in [above_hard, hard] {
+        if want > soft && setrlimit(Resource::RLIMIT_NOFILE, want, want.max(hard)).is_ok() {
+            return want;
         }
-        Ok((soft, _)) => soft,
-        Err(_) => 0,
+    }
+    soft
+}
+
+/// Descriptors one case may hold at once: a few hundred for the case
+/// itself (capture, netlink, pipes of `nft`, the sockets of a one-pair
+/// case), and two per connection.
+fn case_descriptors(case: &Case) -> u64 {
+    256 + 2 * u64::from(case.connections())
+}
+
+/// Descriptors a run of `cases`, `jobs` at a time, may hold at once.
+fn descriptors_needed(cases: &[Case], jobs: usize) -> u64 {
+    let mut sizes: Vec<u64> = cases.iter().map(case_descriptors).collect();
+    sizes.sort_unstable_by(|a, b| b.cmp(a));
+    sizes.iter().take(jobs.max(1)).sum()
+}
+
+/// The descriptor limit shared by the cases in flight: a case starts only
+/// when its descriptors fit beside those of the cases already running (or
+/// when it runs alone), so that two large cases never starve each other
+/// into EMFILE.
+struct DescriptorBudget {
+    limit: u64,
+    in_use: Mutex<u64>,
+    freed: Condvar,
+}
+
+impl DescriptorBudget {
+    fn new(limit: u64) -> Self {
+        Self {
+            limit,
+            in_use: Mutex::new(0),
+            freed: Condvar::new(),
+        }
+    }
+
+    fn acquire(&self, n: u64) {
+        let mut in_use = self.in_use.lock().expect("budget");
+        while *in_use > 0 && *in_use + n > self.limit {
+            in_use = self.freed.wait(in_use).expect("budget");
+        }
+        *in_use += n;
+    }
+
+    fn release(&self, n: u64) {
+        *self.in_use.lock().expect("budget") -= n;
+        self.freed.notify_all();
     }
 }
 
@@ -70,8 +123,14 @@ pub fn raise_open_file_limit() -> u64 {
 /// do about it: the raw errno names neither the limit nor the remedy.
 fn explain(problem: String) -> String {
     if problem.contains("os error 24") || problem.contains("Too many open files") {
+        let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .map_or_else(
+                |_| "its limit".to_string(),
+                |(soft, _)| format!("its limit of {soft}"),
+            );
         format!(
-            "{problem} (this process ran out of file descriptors: run fewer cases at once with -j, or raise the hard limit, ulimit -Hn)"
+            "{problem} (this process ran out of file descriptors at {limit}; a case holds about two per connection: \
+             use fewer connections, or raise the hard limit with ulimit -Hn, which needs CAP_SYS_RESOURCE)"
         )
     } else {
         problem
@@ -112,7 +171,7 @@ pub fn run_all(
 ) -> Report {
     let started = SystemTime::now();
     let t = Instant::now();
-    raise_open_file_limit();
+    let budget = DescriptorBudget::new(raise_open_file_limit(descriptors_needed(cases, opts.jobs)));
     let next = AtomicUsize::new(0);
     let reaper = Reaper::default();
     let slots: Vec<Mutex<Option<CaseReport>>> = cases.iter().map(|_| Mutex::new(None)).collect();
@@ -125,7 +184,10 @@ pub fn run_all(
                     }
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(case) = cases.get(i) else { break };
+                    let descriptors = case_descriptors(case);
+                    budget.acquire(descriptors);
                     let r = run_case(case, opts, &reaper);
+                    budget.release(descriptors);
                     on_done(&r);
                     *slots[i].lock().expect("slot") = Some(r);
                 }
@@ -247,7 +309,8 @@ fn run_case_here(case: &Case, opts: &RunOptions, reaper: &Reaper) -> CaseReport 
     }
     let sandbox_ms = ms_since(phase);
     let phase = Instant::now();
-    let mut capture = match Capture::start(&ns, opts.stack.capture) {
+    let buffer = capture::buffer_for(case.connections());
+    let mut capture = match Capture::start(&ns, opts.stack.capture, buffer) {
         Ok(c) => c,
         Err(e) => return stopped(case, Stopped::Error(vec![e.to_string()])),
     };
@@ -267,7 +330,16 @@ fn run_case_here(case: &Case, opts: &RunOptions, reaper: &Reaper) -> CaseReport 
         observer: &mut observer,
         firewall: &mut firewall,
     };
+    let counters_before = sandbox::tcp_counters(&ns);
+    let lo_drops_before = sandbox::loopback_drops(&ns).ok();
     let (out, open_sockets) = driver::run(case, t0, &mut io);
+    let counters_after = sandbox::tcp_counters(&ns);
+    // Counters shared with cases running at the same time are not this case's.
+    let counters_shared = opts.stack.counters == CounterScope::Stack && opts.jobs > 1;
+    let loopback_dropped = lo_drops_before
+        .zip(sandbox::loopback_drops(&ns).ok())
+        .filter(|_| !counters_shared)
+        .map(|(before, after)| after.saturating_sub(before));
     let run_ms = ms_since(t0);
     let phase = Instant::now();
     let mut problems = out.problems.clone();
@@ -278,12 +350,26 @@ fn run_case_here(case: &Case, opts: &RunOptions, reaper: &Reaper) -> CaseReport 
 
     let mut capture_file = None;
     let mut findings = Vec::new();
+    let mut flows = None;
+    // A capture that lost packets cannot vouch for counts: its wire facts
+    // are not observed, rather than counted short.
+    let lossy = match &captured {
+        Ok(c) => c
+            .dropped
+            .filter(|n| *n > 0)
+            .map(|n| {
+                format!("the capture dropped {n} packets (its buffer was full): wire facts would be counted short")
+            })
+            .or_else(|| loopback_dropped.filter(|n| *n > 0).map(|n| {
+                format!("the loopback dropped {n} packets before the capture saw them (its backlog queue, net.core.netdev_max_backlog, was full): wire facts would be counted short")
+            })),
+        Err(_) => None,
+    };
+    if let Some(why) = &lossy {
+        findings.push(why.clone());
+    }
     let analysis = match &captured {
         Ok(captured) => {
-            match captured.dropped {
-                Some(0) | None => {}
-                Some(n) => problems.push(format!("the capture dropped {n} packets")),
-            }
             if let Some(dir) = &opts.captures_dir {
                 let path = dir
                     .join(&opts.run_id)
@@ -295,19 +381,87 @@ fn run_case_here(case: &Case, opts: &RunOptions, reaper: &Reaper) -> CaseReport 
             }
             let (segments, malformed) = wire::segments(captured.linktype, &captured.packets);
             findings.extend(malformed);
-            Some(analyze::analyze(&segments, out.ends.pair(), t0_wall_us))
+            let split = analyze::flows::split(&segments);
+            if split.len() > 1 {
+                flows = Some(split);
+            }
+            lossy
+                .is_none()
+                .then(|| analyze::analyze(&segments, out.ends.pair(), t0_wall_us))
         }
         Err(e) => {
             problems.push(e.clone());
             None
         }
     };
-    let outcome = outcome::outcome(
+    let no_capture = captured.as_ref().err().cloned().or(lossy.clone());
+    let mut outcome = outcome::outcome(
         Some(&out),
         analysis.as_ref(),
-        captured.as_ref().err().map(String::as_str),
+        no_capture.as_deref(),
         findings,
+        flows.filter(|_| lossy.is_none()),
     );
+    if let Ok(c) = &captured {
+        outcome.capture_stats = Some(outcome::CaptureStats {
+            packets: c.packets.len() as u64,
+            dropped: c.dropped,
+            loopback_dropped,
+        });
+    }
+    match (&counters_before, &counters_after) {
+        _ if counters_shared => {
+            let why = format!(
+                "{} keeps its TCP counters for the whole stack, not per namespace, and other cases ran at the same time (run with -j 1 to observe them)",
+                opts.stack.name
+            );
+            outcome.unobserved.insert("netstat".into(), why);
+        }
+        (Ok(before), Ok(after)) => {
+            outcome.netstat = after
+                .iter()
+                .filter_map(|(k, v)| {
+                    let d = v - before.get(k).copied().unwrap_or(0);
+                    (d != 0).then(|| (k.clone(), d))
+                })
+                .collect();
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            outcome
+                .unobserved
+                .insert("netstat".into(), format!("the stack's TCP counters: {e}"));
+        }
+    }
+    if outcome.connections.len() > outcome::INLINE_CONNECTIONS {
+        let n = outcome.connections.len();
+        match &opts.captures_dir {
+            Some(dir) => {
+                let path = dir
+                    .join(&opts.run_id)
+                    .join(format!("{}.connections.jsonl", case.file_stem()));
+                let records = std::mem::take(&mut outcome.connections);
+                let written = crate::files::write_atomic_with(&path, |w| {
+                    for c in &records {
+                        serde_json::to_writer(&mut *w, c).map_err(std::io::Error::other)?;
+                        w.write_all(b"\n")?;
+                    }
+                    Ok(())
+                });
+                match written {
+                    Ok(()) => outcome.connections_file = Some(path.display().to_string()),
+                    Err(e) => problems.push(format!("cannot write {}: {e}", path.display())),
+                }
+            }
+            None => {
+                outcome.connections.clear();
+                // The summary stays: only the per-connection records need a file.
+                outcome.unobserved.insert(
+                    "connections_file".into(),
+                    format!("{n} connections are too many to list in the report; run with captures to write them beside the pcap"),
+                );
+            }
+        }
+    }
     let mut r = case_report(case, Some(&out), outcome, sysctls);
     r.capture = capture_file;
     let problems: Vec<String> = problems.into_iter().map(explain).collect();
@@ -358,7 +512,7 @@ fn stopped(case: &Case, why: Stopped) -> CaseReport {
         Stopped::Error(_) => "the case stopped before its steps ran",
         Stopped::Unsupported(_) => "the case did not run: the stack lacks what it needs",
     };
-    let outcome = outcome::outcome(None, None, Some(reason), vec![]);
+    let outcome = outcome::outcome(None, None, Some(reason), vec![], None);
     let mut r = case_report(case, None, outcome, BTreeMap::new());
     r.verdict = match why {
         Stopped::Error(problems) => {

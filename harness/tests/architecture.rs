@@ -25,6 +25,7 @@ const ORDER: &[&str] = &[
     "report", // the stages and the report model
     "baseline",
     "compare",
+    "diagnosis",
     "sinks", // readers of reports
     "runner",
     "cli", // wiring and the command line

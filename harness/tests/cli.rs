@@ -126,14 +126,21 @@ fn a_pcap_of_an_undecodable_link_type_exits_65() {
 }
 
 #[test]
-fn analyze_prints_the_wire_facts_of_a_pcap() {
+fn analyze_prints_the_wire_facts_and_the_scenario_that_ends_alike() {
     let p =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/close-unread-data-ipv4.pcap");
-    let o = teardown(&["analyze", p.to_str().unwrap()]);
+    let o = teardown(&["analyze", "--format", "json", p.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(v["wire"]["server"]["rst"], 1);
-    assert_eq!(v["wire"]["conn_state"], "RSTR");
+    assert_eq!(v["stats"]["connections"], 1);
+    let c = &v["connections"][0];
+    assert_eq!(c["wire"]["server"]["rst"], 1);
+    assert_eq!(c["wire"]["conn_state"], "RSTR");
+    let matches = c["diagnosis"]["matches"].as_array().unwrap();
+    assert!(
+        matches.iter().any(|m| m == "close-unread-data on linux"),
+        "{c:#}"
+    );
 }
 
 /// Without CAP_NET_ADMIN the run stops before any case, with exit 77 and
@@ -472,8 +479,14 @@ fn check_refuses_a_sysctl_no_namespace_has() {
 fn running_out_of_descriptors_says_so() {
     let report = std::env::temp_dir().join(format!("teardown-emfile-{}.json", std::process::id()));
     let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/close-graceful.toml");
-    let o = Command::new("sh")
-        .arg("-c")
+    // Without CAP_SYS_RESOURCE, so that the limit stays where it was set.
+    let o = Command::new("setpriv")
+        .args([
+            "--bounding-set=-sys_resource",
+            "--inh-caps=-sys_resource",
+            "sh",
+            "-c",
+        ])
         .arg(r#"ulimit -n 6 && exec "$0" run --no-captures --report "$1" "$2""#)
         .arg(env!("CARGO_BIN_EXE_teardown"))
         .arg(&report)

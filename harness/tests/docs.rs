@@ -58,3 +58,33 @@ fn the_readme_example_scenario_is_valid() {
         .unwrap_or_else(|e| panic!("README's example scenario is invalid: {e}"));
     assert_eq!(cases.len(), 2, "the example has one case per family");
 }
+
+/// The signatures `teardown analyze` embeds are what `just signatures`
+/// derives from the committed baseline and reference reports: a baseline
+/// re-recorded without them would leave the diagnosis describing old runs.
+#[test]
+fn the_committed_signatures_are_derived_from_the_committed_reports() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut inputs = vec![root.join("reports/baseline/linux.json")];
+    let mut stacks: Vec<_> = std::fs::read_dir(root.join("reports/stacks"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    stacks.sort();
+    inputs.extend(stacks);
+    let read = teardown::compare::read_inputs(&inputs).unwrap();
+    let cases = teardown::catalogue::load(&[root.join("scenarios")]).unwrap();
+    let mut derived = teardown::diagnosis::generate(&read, &cases);
+    let committed = teardown::diagnosis::embedded();
+    // Sources are named as the recipe names them, relative to the root.
+    derived.sources = committed.sources.clone();
+    assert!(
+        committed.signatures == derived.signatures && committed.facts == derived.facts,
+        "reports/signatures.json is stale: run `just signatures`"
+    );
+    assert!(
+        committed.signatures.len() > 5,
+        "too few signatures to diagnose anything"
+    );
+}

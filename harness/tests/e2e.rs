@@ -235,7 +235,17 @@ fn every_kind_of_fact_is_observed_somewhere_in_the_catalogue() {
 #[test]
 fn tshark_agrees_with_the_report_on_every_case() {
     let run = catalogue(); // see host_ruleset: no fork while the catalogue runs here
-    let disagreements = common::tshark_disagreements(&run.report);
+    let mut disagreements = common::tshark_disagreements(&run.report);
+    disagreements.extend(common::tshark_connection_disagreements(&run.report));
+    let many = run
+        .report
+        .cases
+        .iter()
+        .filter(|c| c.outcome.connection_summary.is_some());
+    assert!(
+        many.count() > 0,
+        "no case with several connections was compared"
+    );
     assert!(disagreements.is_empty(), "{disagreements:#?}");
 }
 
@@ -445,4 +455,66 @@ fn ctrl_c_writes_a_valid_report_of_the_finished_cases() {
         );
     }
     assert!(!host_ruleset().contains("teardown"));
+}
+
+/// `explain` never cuts a call's result short: long text wraps onto the
+/// next lines of its column. Every step's full label is in the ladder, read
+/// back column by column.
+#[test]
+fn explain_shows_every_call_result_in_full() {
+    use teardown::sinks::ladder;
+    for c in &catalogue().report.cases {
+        let text = ladder::text(c);
+        // The client column: 39 characters of text (and a space) after the
+        // 12 of the time; a wrapped label goes on in the next line's.
+        let left: String = text
+            .lines()
+            .map(|l| l.chars().skip(12).take(39).collect::<String>())
+            .collect();
+        for s in &c.steps {
+            let label = ladder::call_label(s);
+            assert!(
+                text.contains(&label) || left.contains(&label),
+                "{}: `{label}` is not in the ladder:\n{text}",
+                c.id
+            );
+        }
+    }
+}
+
+/// `teardown analyze` on a case's own pcap names that case's scenario
+/// among the endings it matches: the diagnosis comes from the catalogue's
+/// observations, so the catalogue must recognise itself. (A case whose
+/// ending varied between the baseline's runs has no signature to match.)
+#[test]
+fn analyze_diagnoses_each_catalogue_pcap_as_its_own_scenario() {
+    use teardown::diagnosis::{self, Filter};
+    let signatures = diagnosis::embedded();
+    let signed: std::collections::BTreeSet<&str> = signatures
+        .signatures
+        .iter()
+        .flat_map(|s| {
+            s.matches
+                .iter()
+                .flat_map(|m| m.cases.iter().map(String::as_str))
+        })
+        .collect();
+    let mut checked = 0;
+    for c in &catalogue().report.cases {
+        if c.outcome.connection_summary.is_some() || !signed.contains(c.id.as_str()) {
+            continue;
+        }
+        let pcap = Path::new(c.capture.as_deref().unwrap());
+        let mut found = Vec::new();
+        diagnosis::analyze_file(pcap, signatures, &Filter::default(), |d| found.push(d)).unwrap();
+        assert_eq!(found.len(), 1, "{}: {found:#?}", c.id);
+        assert!(
+            found[0].diagnosis.names(&c.scenario),
+            "{}: diagnosed as {:?}",
+            c.id,
+            found[0].diagnosis
+        );
+        checked += 1;
+    }
+    assert!(checked > 20, "only {checked} cases had a signature");
 }

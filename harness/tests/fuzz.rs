@@ -343,12 +343,23 @@ fn mutated_pcaps_are_analysed_or_refused_by_name() {
             apply_bytes(&mut data, e);
         }
         let path = scratch(name, &data);
-        let result = teardown::analyze::capture_file(&path);
+        let mut connections = Vec::new();
+        let result = teardown::diagnosis::analyze_file(
+            &path,
+            teardown::diagnosis::embedded(),
+            &teardown::diagnosis::Filter::default(),
+            |c| connections.push(c),
+        );
         let _ = std::fs::remove_file(&path);
         match result {
-            Ok(facts) => serde_json::to_string(&facts)
+            Ok(stats) if stats.connections != connections.len() as u64 => Err(format!(
+                "{} connections counted, {} handed out",
+                stats.connections,
+                connections.len()
+            )),
+            Ok(_) => serde_json::to_string(&connections)
                 .map(|_| true)
-                .map_err(|e| format!("facts do not serialise: {e}")),
+                .map_err(|e| format!("connections do not serialise: {e}")),
             Err(e) if e.to_string().contains(&path.display().to_string()) => Ok(false),
             Err(e) => Err(format!("the error does not name the file: {e}")),
         }

@@ -12,6 +12,8 @@
 //! the settle of a stack without orphan visibility); `outcome` joins the
 //! facts with what the driver observed into a case's typed facts.
 
+pub mod file;
+pub mod flows;
 pub mod zeek;
 
 use std::net::SocketAddr;
@@ -290,6 +292,8 @@ pub struct Connection {
     packets: Vec<PacketRecord>,
     trace: String,
     trace_tokens: usize,
+    /// Segments pushed so far: their order, whatever the capture numbers.
+    pushed: usize,
 }
 
 /// What [`Connection::finish`] found.
@@ -317,6 +321,7 @@ impl Connection {
             packets: Vec::new(),
             trace: String::new(),
             trace_tokens: 0,
+            pushed: 0,
         }
     }
 
@@ -406,7 +411,7 @@ impl Connection {
                 retransmit |= seg.len == 0;
             } else {
                 if me.fin_seqs.is_empty() {
-                    me.first_fin_index = Some(seg.index);
+                    me.first_fin_index = Some(self.pushed);
                     me.first_fin_ack = f.ack().then_some(seg.ack);
                 }
                 me.fin_seqs.push(fin_seq);
@@ -548,6 +553,7 @@ impl Connection {
             }
         }
         self.trace_tokens += 1;
+        self.pushed += 1;
 
         if self.keep_packets {
             let me = &self.dirs[side];
@@ -569,7 +575,12 @@ impl Connection {
     /// Whether the close is complete on the wire: both sides sent a FIN
     /// and the peer acknowledged it, or a RST ended the connection.
     pub fn closed_on_wire(&self) -> bool {
-        self.first_rst.is_some() || (self.dirs.client.fin_acked() && self.dirs.server.fin_acked())
+        self.first_rst.is_some() || self.fins_acked()
+    }
+
+    /// Whether both FINs are acknowledged.
+    pub fn fins_acked(&self) -> bool {
+        self.dirs.client.fin_acked() && self.dirs.server.fin_acked()
     }
 
     /// Whether some side has sequence space on the wire that its peer has
@@ -714,42 +725,6 @@ pub fn analyze(segments: &[Segment], ends: Option<PerSide<SocketAddr>>, t0_us: i
         ends,
         foreign_segments: foreign,
     }
-}
-
-/// What `teardown analyze` prints for a capture file: the connection facts
-/// of its first connection (the client is the first SYN's sender).
-#[derive(Clone, Debug, Serialize)]
-pub struct CaptureFacts {
-    pub wire: WireFacts,
-    pub acked: PerSide<u64>,
-    pub client: Option<String>,
-    pub server: Option<String>,
-    pub packets: Vec<PacketRecord>,
-    pub findings: Vec<String>,
-}
-
-/// Reads a capture file and analyzes it.
-pub fn capture_file(path: &std::path::Path) -> Result<CaptureFacts, crate::capture::CaptureError> {
-    let captured = crate::capture::read_pcap(path)?;
-    // Analysing frames it cannot decode would print empty facts, as if the
-    // capture held no connection.
-    if let Some(message) = crate::wire::undecodable_linktype(captured.linktype) {
-        return Err(crate::capture::CaptureError::File {
-            path: path.to_path_buf(),
-            message,
-        });
-    }
-    let (segments, findings) = crate::wire::segments(captured.linktype, &captured.packets);
-    let t0 = captured.packets.first().map_or(0, |p| p.ts_us);
-    let a = analyze(&segments, None, t0);
-    Ok(CaptureFacts {
-        wire: a.wire,
-        acked: a.acked,
-        client: a.ends.map(|e| e.client.to_string()),
-        server: a.ends.map(|e| e.server.to_string()),
-        packets: a.packets,
-        findings,
-    })
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ impl LibpcapCapture {
     /// Takes 10-25 ms here, nearly all of it idle: setting up the packet
     /// ring (`PACKET_RX_RING`) waits for an RCU grace period in the kernel
     /// (`packet_set_ring` -> `synchronize_net`), whatever the buffer size.
-    pub fn start(_ns: &Namespace) -> Result<LibpcapCapture, CaptureError> {
+    pub fn start(_ns: &Namespace, buffer: usize) -> Result<LibpcapCapture, CaptureError> {
         let open = |e: pcap::Error| {
             let text = e.to_string();
             if text.contains("permitted") || text.contains("permission") {
@@ -29,7 +29,7 @@ impl LibpcapCapture {
             .map_err(open)?
             .immediate_mode(true)
             .snaplen(snaplen)
-            .buffer_size(1 << 20)
+            .buffer_size(i32::try_from(buffer).unwrap_or(i32::MAX))
             .open()
             .map_err(open)?;
         handle.filter("tcp", true).map_err(open)?;

@@ -130,14 +130,28 @@ pub struct Capture {
     packets: Vec<RawPacket>,
 }
 
+/// The kernel buffer a capture asks for, given how many connections the
+/// case may open: 1 MiB, and 8 KiB more per connection, so a case whose
+/// thousands of connections all close at once drops nothing before the
+/// driver drains it (a close is 4 to 10 segments of at most 256 captured
+/// bytes each, plus the ring's per-frame header).
+pub fn buffer_for(connections: u32) -> usize {
+    (1 << 20) + 8 * 1024 * connections as usize
+}
+
 impl Capture {
-    /// Opens `lo` in the calling thread's namespace, filtered to TCP.
-    pub fn start(ns: &Namespace, backend: CaptureBackend) -> Result<Capture, CaptureError> {
+    /// Opens `lo` in the calling thread's namespace, filtered to TCP, with
+    /// a kernel buffer of `buffer` bytes (see [`buffer_for`]).
+    pub fn start(
+        ns: &Namespace,
+        backend: CaptureBackend,
+        buffer: usize,
+    ) -> Result<Capture, CaptureError> {
         let live = match backend {
             #[cfg(target_os = "linux")]
-            CaptureBackend::Libpcap => Live::Libpcap(libpcap::LibpcapCapture::start(ns)?),
+            CaptureBackend::Libpcap => Live::Libpcap(libpcap::LibpcapCapture::start(ns, buffer)?),
             #[cfg(target_os = "linux")]
-            CaptureBackend::RawSocket => Live::Raw(raw::RawCapture::start(ns)?),
+            CaptureBackend::RawSocket => Live::Raw(raw::RawCapture::start(ns, buffer)?),
         };
         let linktype = match &live {
             #[cfg(target_os = "linux")]

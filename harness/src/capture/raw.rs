@@ -26,7 +26,7 @@ pub struct RawCapture {
 
 impl RawCapture {
     /// Opens a packet socket on `lo` in the calling thread's namespace.
-    pub fn start(_ns: &Namespace) -> Result<RawCapture, CaptureError> {
+    pub fn start(_ns: &Namespace, buffer: usize) -> Result<RawCapture, CaptureError> {
         let os_err = |what: &str| {
             let e = std::io::Error::last_os_error();
             match e.raw_os_error() {
@@ -64,8 +64,12 @@ impl RawCapture {
             }
         };
         // Beyond rmem_max needs CAP_NET_ADMIN; fall back to what is allowed.
-        if set(libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, RCVBUF) != 0 {
-            set(libc::SOL_SOCKET, libc::SO_RCVBUF, RCVBUF);
+        // The kernel counts each queued frame at its full allocation (about
+        // 2 KiB for a small loopback segment), so ask for more than a ring.
+        let rcvbuf = libc::c_int::try_from(buffer.saturating_mul(4).max(RCVBUF as usize))
+            .unwrap_or(libc::c_int::MAX);
+        if set(libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, rcvbuf) != 0 {
+            set(libc::SOL_SOCKET, libc::SO_RCVBUF, rcvbuf);
         }
         // Microseconds everywhere; nanoseconds where the stack has them
         // (Linux: the same clock libpcap's ring reads). gVisor accepts

@@ -44,13 +44,19 @@ pub enum Command {
         #[arg(long, short = 'o', default_value = "reports/teardown.html")]
         out: PathBuf,
     },
-    /// Print a case's ladder diagram (segments, calls, states) as text.
+    /// Print a case's ladder diagram (segments, calls, states) as text; with
+    /// --pcap, one connection of any capture.
     Explain {
-        /// A case id (`linger-zero/ipv4`), or text that names a few cases.
+        /// A case id (`linger-zero/ipv4`), or text that names a few cases;
+        /// with --pcap, a connection's number (`12`) or ends
+        /// (`127.0.0.1:40000 127.0.0.1:9000`), as `analyze` lists them.
         case: String,
         /// The report to read [default: the newest reports/*.json with the case].
-        #[arg(long)]
+        #[arg(long, conflicts_with = "pcap")]
         report: Option<PathBuf>,
+        /// A capture file (pcap or pcapng) to take the connection from.
+        #[arg(long)]
+        pcap: Option<PathBuf>,
     },
     /// Record or check a baseline: the behaviour CI expects on this stack.
     Baseline {
@@ -63,6 +69,9 @@ pub enum Command {
         paths: Vec<PathBuf>,
         #[command(flatten)]
         select: Select,
+        /// table, or json (one object per case: id, scenario, title, params).
+        #[arg(long, value_enum, default_value = "table")]
+        format: RunFormat,
     },
     /// Check scenario files without running them, and say which cases the
     /// stack cannot run (no privileges needed; with them, every [sysctl]
@@ -77,10 +86,70 @@ pub enum Command {
     },
     /// List every fact an expectation can name, with what it means.
     Facts,
-    /// Analyze a pcap file and print its connection facts as JSON.
-    Analyze { pcap: PathBuf },
+    /// Every connection of a capture (pcap or pcapng): its wire facts, Zeek
+    /// conn_state and history, and a diagnosis of how it ended from the
+    /// catalogue's observed signatures.
+    Analyze(AnalyzeArgs),
+    /// Derive the diagnosis signatures (reports/signatures.json) from
+    /// observed reports and baselines, and the scenarios' titles and whys.
+    Signatures {
+        /// Reports or baselines, e.g. reports/baseline/linux.json
+        /// reports/stacks/gvisor-*.json.
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// The scenarios the cases came from.
+        #[arg(long, default_value = "scenarios")]
+        scenarios: PathBuf,
+        /// Where to write the signatures.
+        #[arg(long, short = 'o', default_value = "reports/signatures.json")]
+        out: PathBuf,
+    },
     /// Print the JSON Schema of the report.
     Schema,
+    /// Print a shell completion script (e.g. `teardown completions bash >
+    /// /etc/bash_completion.d/teardown`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `teardown man | man -l -`.
+    Man,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct AnalyzeArgs {
+    /// The capture file.
+    pub pcap: PathBuf,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: AnalyzeFormat,
+    /// Only connections with this port at either end.
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Only connections with this address at either end.
+    #[arg(long)]
+    pub host: Option<std::net::IpAddr>,
+    /// Only connections in this Zeek conn_state (SF, RSTO, RSTR, S0, ...).
+    #[arg(long)]
+    pub state: Option<String>,
+    /// Only connections with this diagnosis (a scenario name, `unknown`, `open`).
+    #[arg(long)]
+    pub diagnosis: Option<String>,
+    /// Connections the table lists one by one (its summary counts them all).
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+}
+
+/// How `analyze` prints.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AnalyzeFormat {
+    /// Counts by conn_state and by diagnosis, then the first connections.
+    Table,
+    /// One document: file statistics, summary, every connection.
+    Json,
+    /// One JSON object per connection, as each ends (streams).
+    Jsonl,
+    /// Zeek conn.log (TSV, with a teardown_diagnosis column).
+    Zeek,
 }
 
 #[derive(clap::Args, Debug)]
@@ -90,9 +159,14 @@ pub struct RunArgs {
     pub paths: Vec<PathBuf>,
     #[command(flatten)]
     pub select: Select,
-    /// Where to write the JSON report [default: reports/<run-id>.json].
+    /// Where to write the JSON report [default: reports/<run-id>.json]; `-`
+    /// prints it on stdout instead (the table then goes to stderr).
     #[arg(long)]
     pub report: Option<PathBuf>,
+    /// table, or json: the report on stdout (as well as in its file), the
+    /// table on stderr, so `teardown run --format json | jq` works.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: RunFormat,
     /// Directory for pcaps; each run writes to <DIR>/<run-id>/.
     #[arg(long, default_value = "captures")]
     pub captures: PathBuf,
@@ -120,6 +194,13 @@ pub struct RunArgs {
     /// Capture backend instead of the stack's own: libpcap or raw-socket.
     #[arg(long, value_name = "BACKEND")]
     pub capture: Option<String>,
+}
+
+/// How `run` and `list` print.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunFormat {
+    Table,
+    Json,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]

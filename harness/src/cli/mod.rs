@@ -168,7 +168,30 @@ fn dispatch(command: Command) -> Result<i32, CliError> {
             say(&format!("{}\n", out.display()));
             Ok(exit::OK)
         }
-        Command::Explain { case, report } => {
+        Command::Explain {
+            case,
+            pcap: Some(pcap),
+            ..
+        } => {
+            let selector: crate::diagnosis::Selector = case.parse().map_err(CliError::Usage)?;
+            let found =
+                crate::diagnosis::explain_file(&pcap, crate::diagnosis::embedded(), &selector)?;
+            if found.is_empty() {
+                return Err(CliError::Usage(format!(
+                    "{}: no connection matches `{case}` (teardown analyze {} lists them)",
+                    pcap.display(),
+                    pcap.display()
+                )));
+            }
+            for (c, packets) in &found {
+                say(&format!(
+                    "{}\n",
+                    sinks::analysis::connection_ladder(c, packets)
+                ));
+            }
+            Ok(exit::OK)
+        }
+        Command::Explain { case, report, .. } => {
             let (path, r, found) =
                 report::load::find_cases(&case, report.as_deref(), Path::new("reports"), 4)?;
             let mut text = format!("report: {}\n", path.display());
@@ -180,9 +203,16 @@ fn dispatch(command: Command) -> Result<i32, CliError> {
             Ok(exit::OK)
         }
         Command::Baseline { action } => baseline(action),
-        Command::List { paths, select } => {
+        Command::List {
+            paths,
+            select,
+            format,
+        } => {
             let cases = select.selection().apply(catalogue::load(&paths)?)?;
-            say(&sinks::console::list(&cases));
+            match format {
+                args::RunFormat::Table => say(&sinks::console::list(&cases)),
+                args::RunFormat::Json => say(&json(&sinks::console::list_json(&cases))),
+            }
             Ok(exit::OK)
         }
         Command::Check { paths, stack } => {
@@ -205,9 +235,26 @@ fn dispatch(command: Command) -> Result<i32, CliError> {
             ));
             Ok(exit::OK)
         }
-        Command::Analyze { pcap } => {
-            let a = crate::analyze::capture_file(&pcap)?;
-            say(&json(&a));
+        Command::Analyze(a) => analyze(a),
+        Command::Signatures {
+            inputs,
+            scenarios,
+            out,
+        } => {
+            let read = crate::compare::read_inputs(&inputs)?;
+            let cases = catalogue::load(&[scenarios])?;
+            let signatures = crate::diagnosis::generate(&read, &cases);
+            crate::files::write_atomic_with(&out, |w| w.write_all(json(&signatures).as_bytes()))
+                .map_err(|source| CliError::Write {
+                    path: out.clone(),
+                    source,
+                })?;
+            say(&format!(
+                "signatures: {} ({} endings from {} input(s))\n",
+                out.display(),
+                signatures.signatures.len(),
+                inputs.len()
+            ));
             Ok(exit::OK)
         }
         Command::Facts => {
@@ -216,6 +263,28 @@ fn dispatch(command: Command) -> Result<i32, CliError> {
         }
         Command::Schema => {
             say(&json(&report::schema()));
+            Ok(exit::OK)
+        }
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "teardown",
+                &mut out,
+            );
+            say(&String::from_utf8_lossy(&out));
+            Ok(exit::OK)
+        }
+        Command::Man => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+                .render(&mut out)
+                .map_err(|source| CliError::Write {
+                    path: "stdout".into(),
+                    source,
+                })?;
+            say(&String::from_utf8_lossy(&out));
             Ok(exit::OK)
         }
     }
@@ -246,11 +315,19 @@ fn run(a: RunArgs) -> Result<i32, CliError> {
         stack.capture = backend.parse().map_err(CliError::Usage)?;
     }
     let run_id = runner::run_id(SystemTime::now());
+    // `--report -` is the report on stdout, and no file; so is `--format
+    // json` besides the file. Either way the table goes to stderr.
+    let to_stdout = a.report.as_deref() == Some(Path::new("-"));
+    let json_out = to_stdout || a.format == args::RunFormat::Json;
     let path = a
         .report
+        .filter(|_| !to_stdout)
         .unwrap_or_else(|| Path::new("reports").join(format!("{run_id}.json")));
     // Where the results go must be writable before the run starts.
-    let mut outputs = vec![path.parent().unwrap_or(Path::new("")).to_path_buf()];
+    let mut outputs = Vec::new();
+    if !to_stdout {
+        outputs.push(path.parent().unwrap_or(Path::new("")).to_path_buf());
+    }
     outputs.extend(
         a.junit
             .iter()
@@ -274,13 +351,17 @@ fn run(a: RunArgs) -> Result<i32, CliError> {
     let rep = runner::run_all(&cases, &opts, stop, &|r| progress.done(r));
     progress.finish();
     // The report first: whatever happens to stdout, it is kept.
-    report::write(&path, &rep).map_err(write_err(&path))?;
+    if !to_stdout {
+        report::write(&path, &rep).map_err(write_err(&path))?;
+    }
     if let Some(junit) = &a.junit {
         crate::files::write_atomic(junit, sinks::junit::junit(&rep).as_bytes())
             .map_err(write_err(junit))?;
     }
     let mut text = sinks::console::table(&rep);
-    text.push_str(&format!("report: {}\n", path.display()));
+    if !to_stdout {
+        text.push_str(&format!("report: {}\n", path.display()));
+    }
     if let Some(dir) = &opts.captures_dir {
         text.push_str(&format!("captures: {}\n", dir.join(&run_id).display()));
     }
@@ -298,7 +379,12 @@ fn run(a: RunArgs) -> Result<i32, CliError> {
     if let Some((d, b)) = &drift {
         text.push_str(&drift_text(d, b, &rep));
     }
-    say(&text);
+    if json_out {
+        eprint!("{text}");
+        say(&json(&rep));
+    } else {
+        say(&text);
+    }
     Ok(run_exit_code(
         &rep,
         drift.is_some_and(|(d, _)| !d.is_empty()),
@@ -366,6 +452,65 @@ fn drift_text(drift: &Drift, b: &Baseline, rep: &Report) -> String {
         rep.host.name(),
         drift.render()
     )
+}
+
+/// `teardown analyze`: every connection of a capture, diagnosed, in the
+/// chosen format. JSON Lines and Zeek stream as connections end; a file that
+/// breaks off part-way prints what was read, says where it stopped, and
+/// exits 65.
+fn analyze(a: args::AnalyzeArgs) -> Result<i32, CliError> {
+    use crate::diagnosis::{self, Filter};
+    use args::AnalyzeFormat;
+    use sinks::analysis::{self as out, Summary};
+    let filter = Filter {
+        port: a.port,
+        host: a.host,
+        state: a.state.clone(),
+        diagnosis: a.diagnosis.clone(),
+    };
+    let file = a.pcap.display().to_string();
+    let signatures = diagnosis::embedded();
+    let mut summary = Summary::default();
+    // The table lists the first connections by number; JSON keeps them all.
+    let mut kept = std::collections::BTreeMap::new();
+    if a.format == AnalyzeFormat::Zeek {
+        say(&out::zeek_header(&file));
+    }
+    let stats = diagnosis::analyze_file(&a.pcap, signatures, &filter, |c| {
+        summary.add(&c);
+        match a.format {
+            AnalyzeFormat::Jsonl => say(&format!("{}\n", out::json_line(&c))),
+            AnalyzeFormat::Zeek => say(&format!("{}\n", out::zeek_line(&c))),
+            AnalyzeFormat::Json => {
+                kept.insert(c.flow.index, c);
+            }
+            AnalyzeFormat::Table => {
+                kept.insert(c.flow.index, c);
+                if kept.len() > a.limit {
+                    kept.pop_last();
+                }
+            }
+        }
+    })?;
+    let kept: Vec<_> = kept.into_values().collect();
+    match a.format {
+        AnalyzeFormat::Table => say(&out::table(&file, &stats, &summary, &kept)),
+        AnalyzeFormat::Json => say(&json(&out::Document {
+            file: file.clone(),
+            stats: &stats,
+            summary: &summary,
+            connections: &kept,
+        })),
+        AnalyzeFormat::Zeek => say(out::zeek_footer()),
+        AnalyzeFormat::Jsonl => {}
+    }
+    match &stats.stopped {
+        Some(why) => {
+            eprintln!("warning: analysis stopped early: {why}");
+            Ok(exit::BAD_INPUT)
+        }
+        None => Ok(exit::OK),
+    }
 }
 
 fn json(v: &impl serde::Serialize) -> String {

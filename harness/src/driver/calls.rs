@@ -60,6 +60,27 @@ pub struct CallResult {
     /// not observed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unobserved: Option<String>,
+    /// A step on several sockets (`client#1..100`, `every server`): how
+    /// its calls ended. `ret`, `errno` and the like are then the value all
+    /// calls agree on, or null where they differ.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<GroupResult>,
+}
+
+/// How the calls of a step on several sockets ended.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct GroupResult {
+    /// The group as written: `client#1..100`, `every server`.
+    pub target: String,
+    /// Sockets the call was made on.
+    pub sockets: u32,
+    /// Calls that returned without an error and in time.
+    pub ok: u32,
+    /// Calls whose bound ran out.
+    pub timed_out: u32,
+    /// Calls that failed, by errno (a non-blocking connect's later
+    /// failure by its SO_ERROR).
+    pub errnos: std::collections::BTreeMap<String, u32>,
 }
 
 impl CallResult {
@@ -181,6 +202,20 @@ fn poll_for(fd: RawFd, events: libc::c_short, deadline: Instant) -> Result<libc:
             _ => return Err(Errno::last()),
         }
     }
+}
+
+/// Which of `fds` are ready now (a zero-timeout poll(2)): their revents,
+/// in order (0 where not ready, or where the poll itself failed).
+pub fn poll_now(mut fds: Vec<libc::pollfd>) -> Vec<libc::c_short> {
+    let n = libc::nfds_t::try_from(fds.len()).unwrap_or(libc::nfds_t::MAX);
+    loop {
+        // SAFETY: `fds` holds `n` valid pollfd structs.
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), n, 0) };
+        if r >= 0 || Errno::last() != Errno::EINTR {
+            break;
+        }
+    }
+    fds.iter().map(|p| p.revents).collect()
 }
 
 /// Blocks SIGPIPE for the calling thread (and the threads it starts), so

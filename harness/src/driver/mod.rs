@@ -9,6 +9,7 @@
 //! judges a result.
 
 pub mod calls;
+mod group;
 #[cfg(target_os = "linux")]
 #[path = "linux.rs"]
 mod os;
@@ -26,7 +27,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-pub use calls::{CallResult, StreamLog};
+pub use calls::{CallResult, GroupResult, StreamLog};
 
 use crate::analyze::Connection;
 use crate::capture::Capture;
@@ -75,13 +76,27 @@ pub struct FlowCounts {
     pub corrupted: u64,
 }
 
+/// What the driver knows of one connection, by its number (`client#3`'s).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ConnectionApp {
+    /// The client addresses it connected from, first one first (a
+    /// reconnect adds one).
+    pub clients: Vec<SocketAddr>,
+    /// Application byte counts, by the side that wrote them.
+    pub flows: PerSide<FlowCounts>,
+}
+
 /// What the driver observed.
 #[derive(Debug)]
 pub struct DriverOutput {
     pub steps: Vec<StepRecord>,
+    /// Connection 1's addresses: the connection under test of a one-pair
+    /// case.
     pub ends: Ends,
-    /// Application byte counts by the side that wrote them.
+    /// Connection 1's application byte counts by the side that wrote them.
     pub flows: PerSide<FlowCounts>,
+    /// Every connection a client made, by number.
+    pub connections: BTreeMap<u32, ConnectionApp>,
     pub timeline: Timeline,
     /// The stack's socket table at the end of the case.
     pub final_snapshot: Snapshot,
@@ -132,8 +147,10 @@ struct Driver<'a, 'i> {
     /// Whether `server accept` ever succeeded (for clearer misuse errors).
     accepted: bool,
     ends: Ends,
-    /// By writer: client->server, server->client.
-    logs: Arc<PerSide<Mutex<StreamLog>>>,
+    conns: Conns,
+    /// Server sockets a newer connection of the same number displaced;
+    /// still open, closed with the other leftovers after the capture.
+    displaced: Vec<Socket>,
     records: Vec<StepRecord>,
     pending: HashMap<String, Pending>,
     timeline: Timeline,
@@ -141,6 +158,53 @@ struct Driver<'a, 'i> {
     /// The connection under test as the wire shows it so far.
     wire: WireWatch,
     problems: Vec<String>,
+}
+
+/// What the driver knows of each connection, by its number (client#N's;
+/// server#N is the socket `accept` returned for that connection).
+#[derive(Default)]
+struct Conns {
+    /// The client addresses each number connected from (a reconnect adds
+    /// one), in order.
+    addrs: BTreeMap<u32, Vec<SocketAddr>>,
+    by_addr: HashMap<SocketAddr, u32>,
+    /// Application byte counts, by writer: client->server, server->client.
+    logs: BTreeMap<u32, Arc<PerSide<Mutex<StreamLog>>>>,
+}
+
+impl Conns {
+    /// Numbers of every connection a client made.
+    fn numbers(&self) -> Vec<u32> {
+        self.addrs.keys().copied().collect()
+    }
+
+    fn logs(&mut self, index: u32) -> Arc<PerSide<Mutex<StreamLog>>> {
+        Arc::clone(self.logs.entry(index).or_insert_with(|| {
+            // Seeds tell the two directions' patterns apart.
+            Arc::new(PerSide::new(
+                Mutex::new(StreamLog::new(1)),
+                Mutex::new(StreamLog::new(2)),
+            ))
+        }))
+    }
+
+    fn connected(&mut self, index: u32, addr: SocketAddr) {
+        let list = self.addrs.entry(index).or_default();
+        if !list.contains(&addr) {
+            list.push(addr);
+        }
+        self.by_addr.insert(addr, index);
+    }
+
+    /// The number of the connection a peer address belongs to.
+    fn number_of(&self, peer: SocketAddr) -> Option<u32> {
+        self.by_addr.get(&peer).copied()
+    }
+
+    /// The client address a number connected from last.
+    fn latest(&self, index: u32) -> Option<SocketAddr> {
+        self.addrs.get(&index).and_then(|a| a.last().copied())
+    }
 }
 
 /// The connection under test, folded in from the capture as it grows.
@@ -206,10 +270,8 @@ pub fn run(case: &Case, t0: Instant, io: &mut Instruments) -> (DriverOutput, Ope
             server: SocketAddr::new(ip, SERVER_PORT),
             fds: PerSide::default(),
         },
-        logs: Arc::new(PerSide::new(
-            Mutex::new(StreamLog::new(1)),
-            Mutex::new(StreamLog::new(2)),
-        )),
+        conns: Conns::default(),
+        displaced: Vec::new(),
         records: Vec::new(),
         pending: HashMap::new(),
         timeline: Timeline::default(),
@@ -227,24 +289,48 @@ pub fn run(case: &Case, t0: Instant, io: &mut Instruments) -> (DriverOutput, Ope
     }
     let settled = d.settle(case.scenario.settle);
     d.count_faults(|_| true);
-    let flows = PerSide::both(()).map(|side, ()| {
-        let log = d.logs[side].lock().expect("stream log");
-        FlowCounts {
-            written: log.written,
-            read: log.read,
-            corrupted: log.corrupted,
-        }
-    });
+    let counts = |logs: &PerSide<Mutex<StreamLog>>| {
+        PerSide::both(()).map(|side, ()| {
+            let log = logs[side].lock().expect("stream log");
+            FlowCounts {
+                written: log.written,
+                read: log.read,
+                corrupted: log.corrupted,
+            }
+        })
+    };
+    let flows = counts(&d.conns.logs(1));
+    let connections = d
+        .conns
+        .addrs
+        .iter()
+        .map(|(&index, clients)| {
+            let flows = d
+                .conns
+                .logs
+                .get(&index)
+                .map(|l| counts(l))
+                .unwrap_or_default();
+            let app = ConnectionApp {
+                clients: clients.clone(),
+                flows,
+            };
+            (index, app)
+        })
+        .collect();
     let closed = PerSide::both(()).map(|side, ()| {
         d.closed
             .iter()
             .any(|a| a.side() == Some(side) && a.index == 1)
     });
-    let open = OpenSockets(std::mem::take(&mut d.sockets).into_values().collect());
+    let mut open: Vec<Socket> = std::mem::take(&mut d.sockets).into_values().collect();
+    open.append(&mut d.displaced);
+    let open = OpenSockets(open);
     let out = DriverOutput {
         steps: d.records,
         ends: d.ends,
         flows,
+        connections,
         timeline: d.timeline,
         final_snapshot: d.last_snapshot,
         closed,
@@ -323,7 +409,17 @@ impl Driver<'_, '_> {
             StepKind::Socket {
                 actor,
                 call,
+                group: Some(group),
+                ..
+            } => {
+                let result = self.group_call(*actor, *group, call, deadline);
+                self.fill(record_index, start, Instant::now(), result);
+            }
+            StepKind::Socket {
+                actor,
+                call,
                 background: true,
+                ..
             } => self.spawn(*actor, call, step, record_index, deadline, bound),
             StepKind::Socket { actor, call, .. } => {
                 let result = self
@@ -418,10 +514,11 @@ impl Driver<'_, '_> {
                 (_, None) => false,
                 (WireEvent::Closed, Some(c)) => c.closed_on_wire(),
                 (WireEvent::Acked, Some(c)) => {
+                    let logs = self.conns.logs(1);
                     c.reset()
                         || (!c.in_flight()
                             && Side::BOTH.iter().all(|s| {
-                                c.acked(*s) >= self.logs[*s].lock().expect("stream log").written
+                                c.acked(*s) >= logs[*s].lock().expect("stream log").written
                             }))
                 }
             };
@@ -576,32 +673,126 @@ impl Driver<'_, '_> {
             Call::Close => calls::close(self.socket_to_close(actor)?.into_raw_fd()),
             other => {
                 let fd = self.existing(actor)?;
-                fd_call(fd, other, actor, &self.logs, deadline)
+                let logs = self.conns.logs(actor.index);
+                fd_call(fd, other, actor, &logs, deadline)
             }
         })
     }
 
+    /// `server#N accept`: accepts until connection N's server socket is
+    /// accepted. Connections of other numbers that come first are accepted
+    /// too, each as its own server#M. On a non-blocking listener, an empty
+    /// queue is EAGAIN, as the application would see it.
     fn accept(&mut self, actor: Actor, deadline: Instant) -> Result<CallResult, Box<CallResult>> {
         let lfd = self.fd(Actor::LISTENER).ok_or_else(|| {
             Box::new(CallResult::harness_error(
                 "no listener: `listener listen` first",
             ))
         })?;
-        if !calls::is_nonblocking(lfd) {
+        let app_nonblocking = calls::is_nonblocking(lfd);
+        loop {
+            match self.accept_one_for(Some(actor.index)) {
+                Ok(Some((index, r))) if index == actor.index => return Ok(r),
+                Ok(Some(_)) => continue,
+                Ok(None) if app_nonblocking => return Ok(CallResult::failed(Errno::EAGAIN)),
+                Ok(None) => {}
+                Err(r) => return Ok(*r),
+            }
             let ready = calls::wait_ready(lfd, libc::POLLIN, deadline);
             if ready.timed_out || ready.errno.is_some() {
                 return Ok(ready);
             }
         }
-        Ok(match self.sockets[&Actor::LISTENER].accept() {
-            Ok((sock, _peer)) => {
-                let fd = sock.as_raw_fd();
-                self.sockets.insert(actor, sock);
-                self.accepted = true;
-                CallResult::ok(fd.into())
-            }
-            Err(e) => io_result(&e),
-        })
+    }
+
+    /// Accepts one connection if one is queued: `Some((its number, the
+    /// result))`, `None` if the queue is empty.
+    fn accept_one(&mut self) -> Result<Option<(u32, CallResult)>, Box<CallResult>> {
+        self.accept_one_for(None)
+    }
+
+    /// [`Self::accept_one`]; a connection from an address no client
+    /// connected from takes number `fallback` (or the next unused one).
+    fn accept_one_for(
+        &mut self,
+        fallback: Option<u32>,
+    ) -> Result<Option<(u32, CallResult)>, Box<CallResult>> {
+        let lfd = self.fd(Actor::LISTENER).ok_or_else(|| {
+            Box::new(CallResult::harness_error(
+                "no listener: `listener listen` first",
+            ))
+        })?;
+        let ready = calls::poll_now(vec![libc::pollfd {
+            fd: lfd,
+            events: libc::POLLIN,
+            revents: 0,
+        }]);
+        if ready[0] == 0 {
+            return Ok(None);
+        }
+        let (sock, peer) = match self.sockets[&Actor::LISTENER].accept() {
+            Ok(x) => x,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(None),
+            // EMFILE and the like: the queue stays as it is, so trying
+            // again would spin.
+            Err(e) => return Err(Box::new(io_result(&e))),
+        };
+        let peer = peer.as_socket();
+        let index = peer
+            .and_then(|p| self.conns.number_of(p))
+            .or(fallback)
+            .unwrap_or_else(|| self.conns.addrs.keys().max().map_or(1, |m| m + 1));
+        let fd = sock.as_raw_fd();
+        let server = Actor {
+            role: Role::Server,
+            index,
+        };
+        let mut r = CallResult::ok(fd.into());
+        if let Some(old) = self.sockets.insert(server, sock) {
+            self.displaced.push(old);
+            r.note = Some(format!(
+                "{server} now names this newer connection; the socket accepted before stays open until the case ends"
+            ));
+        }
+        self.closed.retain(|a| *a != server);
+        self.accepted = true;
+        Ok(Some((index, r)))
+    }
+
+    /// The state of one side of connection `index` in the last snapshot.
+    fn state_of(&self, index: u32, side: Side) -> Option<TcpState> {
+        let role = match side {
+            Side::Client => Role::Client,
+            Side::Server => Role::Server,
+        };
+        let ends = Ends {
+            client: self.conns.latest(index),
+            server: self.ends.server,
+            fds: PerSide::both(()).map(|s, ()| {
+                (s == side)
+                    .then(|| self.fd(Actor { role, index }))
+                    .flatten()
+            }),
+        };
+        ends.find(&self.last_snapshot, side).map(|e| e.state)
+    }
+
+    /// Records the local address a client socket got from connect().
+    fn note_connected(&mut self, actor: Actor) {
+        let Some(addr) = self.sockets[&actor]
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .filter(|a| a.port() != 0)
+        else {
+            return;
+        };
+        self.conns.connected(actor.index, addr);
+        // The first connection is the one under test; a reconnect on
+        // another 4-tuple is another connection.
+        if actor.index == 1 && self.ends.client.is_none() {
+            self.ends.client = Some(addr);
+        }
     }
 
     /// Reads the counters of the rules in place that `which` selects into
@@ -712,13 +903,9 @@ impl Driver<'_, '_> {
             if addr.port() != 0 {
                 // The port the stack chose (or the one bound): an observation.
                 r.value = Some(addr.port().into());
-                // The first connection is the one under test; a reconnect
-                // on another 4-tuple is another connection.
-                if actor.index == 1 && self.ends.client.is_none() {
-                    self.ends.client = Some(addr);
-                }
             }
         }
+        self.note_connected(actor);
         r
     }
 
@@ -785,7 +972,7 @@ impl Driver<'_, '_> {
         };
         let (tx, rx) = mpsc::channel();
         let call = call.clone();
-        let logs = Arc::clone(&self.logs);
+        let logs = self.conns.logs(actor.index);
         let spawned = std::thread::Builder::new()
             .name(format!("bg-{label}"))
             .spawn(move || {

@@ -67,6 +67,18 @@ pub struct Snapshot {
     pub sees_orphans: bool,
 }
 
+impl Snapshot {
+    /// Each socket's state by (local, remote) address: for looking up
+    /// thousands of connections in one snapshot.
+    pub fn by_addresses(&self) -> std::collections::HashMap<(SocketAddr, SocketAddr), &SockEntry> {
+        self.entries
+            .iter()
+            .filter(|e| e.state != TcpState::Listen)
+            .map(|e| ((e.local, e.remote), e))
+            .collect()
+    }
+}
+
 /// Where socket states come from on a stack.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]

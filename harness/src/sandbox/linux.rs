@@ -155,6 +155,65 @@ pub fn sysctl_scopes(names: &[String]) -> Result<Vec<super::SysctlScope>, Sandbo
         .collect())
 }
 
+/// The stack's TCP counters in the calling thread's namespace, by name:
+/// `TcpExt` of /proc/net/netstat (TCPTimeWaitOverflow, ListenOverflows,
+/// TCPAbortOnClose, ...) and `Tcp` of /proc/net/snmp (ActiveOpens,
+/// EstabResets, ...). Read through /proc/thread-self: /proc/net is the
+/// process's namespace, not this thread's.
+pub fn tcp_counters(_ns: &Namespace) -> Result<BTreeMap<String, i64>, SandboxError> {
+    let mut out = BTreeMap::new();
+    for (file, prefixes) in [
+        ("/proc/thread-self/net/netstat", &["TcpExt:"][..]),
+        ("/proc/thread-self/net/snmp", &["Tcp:"][..]),
+    ] {
+        let text = std::fs::read_to_string(file).map_err(|e| SandboxError::Sysctl {
+            name: file.into(),
+            message: e.to_string(),
+        })?;
+        // Pairs of lines: "Prefix: Name1 Name2 ..." then "Prefix: 1 2 ...".
+        let lines: Vec<&str> = text.lines().collect();
+        for pair in lines.chunks(2) {
+            let [names, values] = pair else { continue };
+            let Some(prefix) = prefixes.iter().find(|p| names.starts_with(**p)) else {
+                continue;
+            };
+            let names = names[prefix.len()..].split_whitespace();
+            let values = values[prefix.len()..].split_whitespace();
+            for (n, v) in names.zip(values) {
+                if let Ok(v) = v.parse::<i64>() {
+                    out.insert(n.to_string(), v);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Packets the namespace's loopback dropped, received and sent (the drop
+/// columns of /proc/net/dev): a full backlog queue (netdev_max_backlog)
+/// drops a packet before any capture on lo sees it.
+pub fn loopback_drops(_ns: &Namespace) -> Result<u64, SandboxError> {
+    let file = "/proc/thread-self/net/dev";
+    let unreadable = |message: String| SandboxError::Sysctl {
+        name: file.into(),
+        message,
+    };
+    let text = std::fs::read_to_string(file).map_err(|e| unreadable(e.to_string()))?;
+    let line = text
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("lo:"))
+        .ok_or_else(|| unreadable("no line for lo".into()))?;
+    // Receive: bytes packets errs drop ...; transmit: the same, from column 8.
+    let columns: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    match (columns.get(3), columns.get(11)) {
+        (Some(rx), Some(tx)) => Ok(rx + tx),
+        _ => Err(unreadable(format!("unexpected columns: {line}"))),
+    }
+}
+
 /// The values of [`super::TEARDOWN_SYSCTLS`] in the calling thread's
 /// namespace; unreadable ones are left out (not guessed).
 pub fn teardown_sysctls() -> BTreeMap<String, String> {
@@ -265,6 +324,12 @@ pub fn run_isolated(program: &str, args: &[&str]) -> std::io::Result<ProgramOutp
                 || libc::open(a.out, libc::O_WRONLY | libc::O_APPEND) != 1
                 || libc::dup(1) != 2
             {
+                libc::_exit(126);
+            }
+            // A process group of its own: Ctrl-C in the terminal goes to the
+            // foreground group, and must stop the harness (which finishes
+            // its cases), not kill `nft` half-way through a case's rule.
+            if libc::setpgid(0, 0) != 0 {
                 libc::_exit(126);
             }
             libc::execve(a.path, a.argv, a.envp);

@@ -17,6 +17,10 @@ pub const MAX_AXIS_VALUES: usize = 256;
 /// Steps of one case (after expansion).
 pub const MAX_STEPS: usize = 10_000;
 
+/// Connections one case may open (`client#N`, `client#1..N`): each holds
+/// two descriptors and a few kilobytes of kernel memory.
+pub const MAX_CONNECTIONS: u32 = 20_000;
+
 /// Bytes one `write` step may hand to the kernel (1 GiB). Writes are
 /// streamed in chunks, so this bounds the time a step takes, not memory.
 pub const MAX_WRITE: u64 = 1 << 30;

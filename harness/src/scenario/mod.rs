@@ -25,7 +25,7 @@ use toml::Spanned;
 
 pub use expect::Matcher;
 pub use steps::{
-    Actor, Call, Control, GetOpt, How, IoctlQuery, Payload, ReadAmount, Role, SockOpt, Step,
+    Actor, Call, Control, GetOpt, Group, How, IoctlQuery, Payload, ReadAmount, Role, SockOpt, Step,
     StepKind, Verb, WaitFor, WireEvent,
 };
 
@@ -147,6 +147,23 @@ impl Case {
                     .iter()
                     .all(|(k, v)| self.params.iter().any(|(pk, pv)| pk == k && pv == v))
         })
+    }
+
+    /// How many connections the case may open: the highest connection
+    /// number its steps name (1 for a one-pair case).
+    pub fn connections(&self) -> u32 {
+        self.steps
+            .iter()
+            .filter_map(|s| match &s.kind {
+                StepKind::Socket {
+                    group: Some(Group::Range(_, b)),
+                    ..
+                } => Some(*b),
+                StepKind::Socket { actor, .. } => Some(actor.index),
+                StepKind::Control(_) => None,
+            })
+            .max()
+            .unwrap_or(1)
     }
 
     /// The case id with `/` replaced, for file names.
@@ -698,64 +715,114 @@ fn check_lifecycle(src: &Source, steps: &[Step]) -> Result<(), ScenarioError> {
     use std::collections::HashMap;
     let mut life: HashMap<Actor, Life> = HashMap::new();
     for s in steps {
-        let StepKind::Socket { actor, call, .. } = &s.kind else {
+        let StepKind::Socket {
+            actor, call, group, ..
+        } = &s.kind
+        else {
             continue;
         };
-        let now = life.get(actor).copied().unwrap_or(Life::None);
-        let listening = life.get(&Actor::LISTENER) == Some(&Life::Open);
-        let client_connected = matches!(life.get(&Actor::CLIENT), Some(Life::Open | Life::Closed));
-        let fail = |why: String| {
+        let error = |why: String| {
             let at = s.line.unwrap_or(1);
-            Err(src.error_line(at, 1, format!("`{}`: {why}", s.text)))
+            src.error_line(at, 1, format!("`{}`: {why}", s.text))
         };
-        let next = match (actor.role, call) {
-            // A wait on a state also watches a closed socket (an orphan).
-            (
-                _,
-                Call::Wait {
-                    what: WaitFor::State(_),
-                    ..
-                },
-            ) if now != Life::None => now,
-            // ... and the server end of a connection nobody accepted (in
-            // the accept queue, or half-open in SYN-RECV).
-            (
-                Role::Server,
-                Call::Wait {
-                    what: WaitFor::State(_),
-                    ..
-                },
-            ) if client_connected => now,
-            (Role::Server, Call::Accept) if !listening => {
-                return fail("no listener is listening: add `listener listen` before it".into());
+        let members: Vec<Actor> = match group {
+            None => vec![*actor],
+            Some(Group::Range(a, b)) => (*a..=*b)
+                .map(|index| Actor {
+                    role: actor.role,
+                    index,
+                })
+                .collect(),
+            Some(Group::Every) => {
+                // `every server accept`: the server end of every connection
+                // a client made; otherwise every socket of the role open here.
+                // A wait on a state watches closed sockets too.
+                let (role, alive): (Role, &[Life]) = match call {
+                    Call::Accept => (Role::Client, &[Life::Open, Life::Closed]),
+                    Call::Wait {
+                        what: WaitFor::State(_),
+                        ..
+                    } => (actor.role, &[Life::Open, Life::Created, Life::Closed]),
+                    _ => (actor.role, &[Life::Open, Life::Created]),
+                };
+                let mut m: Vec<Actor> = life
+                    .iter()
+                    .filter(|(a, l)| a.role == role && alive.contains(l))
+                    .map(|(a, _)| Actor {
+                        role: actor.role,
+                        index: a.index,
+                    })
+                    .collect();
+                m.sort();
+                if m.is_empty() {
+                    return Err(error(format!("no {} has a socket here", actor.role.name())));
+                }
+                m
             }
-            (Role::Server, Call::Accept) => Life::Open,
-            (Role::Server, _) if now == Life::None => {
-                return fail(format!(
-                    "the {actor} has no socket yet: add `{actor} accept` before it"
-                ));
-            }
-            (Role::Client | Role::Listener, Call::SetOption(_) | Call::Bind(_)) => match now {
-                Life::None | Life::Closed => Life::Created,
-                other => other,
-            },
-            (Role::Client, Call::Connect) => Life::Open,
-            (Role::Listener, Call::Listen { .. }) => Life::Open,
-            (Role::Client, Call::Close) | (Role::Listener, Call::Close) if now == Life::None => {
-                return fail(format!("the {actor} has no socket to close"));
-            }
-            (Role::Client, _) if now != Life::Open && now != Life::Closed => {
-                return fail("the client is not connected: add `client connect` before it".into());
-            }
-            (_, Call::Close) => Life::Closed,
-            _ if now == Life::Closed => {
-                return fail(format!("the {actor}'s socket was already closed"));
-            }
-            _ => now,
         };
-        life.insert(*actor, next);
+        for a in &members {
+            let next = lifecycle_step(&life, *a, call).map_err(error)?;
+            life.insert(*a, next);
+        }
     }
     Ok(())
+}
+
+/// What `call` makes of `actor`'s socket, or why it cannot be made here.
+fn lifecycle_step(
+    life: &std::collections::HashMap<Actor, Life>,
+    actor: Actor,
+    call: &Call,
+) -> Result<Life, String> {
+    let now = life.get(&actor).copied().unwrap_or(Life::None);
+    let listening = life.get(&Actor::LISTENER) == Some(&Life::Open);
+    let its_client = Actor {
+        role: Role::Client,
+        index: actor.index,
+    };
+    let client_connected = matches!(life.get(&its_client), Some(Life::Open | Life::Closed));
+    let state_wait = matches!(
+        call,
+        Call::Wait {
+            what: WaitFor::State(_),
+            ..
+        }
+    );
+    Ok(match (actor.role, call) {
+        // A wait on a state also watches a closed socket (an orphan)...
+        _ if state_wait && now != Life::None => now,
+        // ... and the server end of a connection nobody accepted (in the
+        // accept queue, or half-open in SYN-RECV).
+        (Role::Server, _) if state_wait && client_connected => now,
+        (Role::Server, Call::Accept) if !listening => {
+            return Err("no listener is listening: add `listener listen` before it".into());
+        }
+        (Role::Server, Call::Accept) => Life::Open,
+        (Role::Server, _) if now == Life::None => {
+            return Err(format!(
+                "the {actor} has no socket yet: add `{actor} accept` before it"
+            ));
+        }
+        (Role::Client | Role::Listener, Call::SetOption(_) | Call::Bind(_)) => match now {
+            Life::None | Life::Closed => Life::Created,
+            other => other,
+        },
+        (Role::Client, Call::Connect) => Life::Open,
+        (Role::Listener, Call::Listen { .. }) => Life::Open,
+        (Role::Client, Call::Close) | (Role::Listener, Call::Close) if now == Life::None => {
+            return Err(format!("the {actor} has no socket to close"));
+        }
+        (Role::Client, _) if now != Life::Open && now != Life::Closed => {
+            return Err(format!(
+                "the {actor} is not connected: add `{actor} connect` before it"
+            ));
+        }
+        (_, Call::Close) => Life::Closed,
+        _ if now == Life::Closed => {
+            return Err(format!("the {actor}'s socket was already closed"));
+        }
+        _ => now,
+    })
 }
 
 fn parse_expectation(

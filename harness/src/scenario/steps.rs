@@ -95,6 +95,75 @@ impl fmt::Display for Actor {
     }
 }
 
+/// Several connections' sockets at once: a group step acts on each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Group {
+    /// `client#3..10`: connections 3 to 10.
+    Range(u32, u32),
+    /// `every client`: every connection the role has an open socket for;
+    /// `every server accept`: every connection a client made.
+    Every,
+}
+
+impl Group {
+    /// As written: `client#1..10`, `every server`.
+    pub fn describe(self, role: Role) -> String {
+        match self {
+            Group::Range(a, b) => format!("{}#{a}..{b}", role.name()),
+            Group::Every => format!("every {}", role.name()),
+        }
+    }
+}
+
+/// `client`, `client#3`, `client#1..100`: the actor, and the group when the
+/// word names a range.
+fn target(word: &str, col: usize) -> Result<(Actor, Option<Group>), StepError> {
+    let Some((role, range)) = word.split_once('#').filter(|(_, i)| i.contains("..")) else {
+        let actor: Actor = word.parse().map_err(|e| StepError::at(col, e))?;
+        if actor.index > limits::MAX_CONNECTIONS {
+            return Err(StepError::at(
+                col,
+                format!(
+                    "connection {} is beyond the {} connections a case may have",
+                    actor.index,
+                    limits::MAX_CONNECTIONS
+                ),
+            ));
+        }
+        return Ok((actor, None));
+    };
+    let first: Actor = role.parse().map_err(|e| StepError::at(col, e))?;
+    let (a, b) = range.split_once("..").expect("checked above");
+    let n = |s: &str| {
+        s.parse::<u32>()
+            .ok()
+            .filter(|n| (1..=limits::MAX_CONNECTIONS).contains(n))
+            .ok_or_else(|| {
+                StepError::at(
+                    col,
+                    format!(
+                        "expected connection numbers 1 to {} in {word:?}, found {s:?}",
+                        limits::MAX_CONNECTIONS
+                    ),
+                )
+            })
+    };
+    let (a, b) = (n(a)?, n(b)?);
+    if a > b {
+        return Err(StepError::at(
+            col,
+            format!("{word:?}: the range is empty ({a} > {b})"),
+        ));
+    }
+    Ok((
+        Actor {
+            role: first.role,
+            index: a,
+        },
+        Some(Group::Range(a, b)),
+    ))
+}
+
 impl std::str::FromStr for Actor {
     type Err = String;
 
@@ -323,10 +392,15 @@ pub enum Control {
 pub enum StepKind {
     /// `[bg] ACTOR CALL`: `background` runs it on a thread of its own,
     /// joined later by label.
+    ///
+    /// With a `group` the call is made on each socket of the group in turn
+    /// (connects and accepts all at once, waits for all together), and
+    /// `actor` is the group's first member.
     Socket {
         actor: Actor,
         call: Call,
         background: bool,
+        group: Option<Group>,
     },
     Control(Control),
 }
@@ -739,21 +813,56 @@ pub fn parse_step(line: &str, line_no: Option<usize>) -> Result<Option<Step>, St
             };
             StepKind::Control(Control::Heal(label))
         }
-        word if word.starts_with("client")
+        word if word == "every"
+            || word.starts_with("client")
             || word.starts_with("server")
             || word.starts_with("listener") =>
         {
-            let actor: Actor = word.parse().map_err(|e| StepError::at(col, e))?;
-            if actor.role == Role::Listener && actor.index != 1 {
+            let (actor, group) = if word == "every" {
+                let (col, role) =
+                    cur.word("client or server (every client ..., every server ...)")?;
+                match role.as_str() {
+                    "client" => (Actor::CLIENT, Some(Group::Every)),
+                    "server" => (Actor::SERVER, Some(Group::Every)),
+                    other => {
+                        return Err(StepError::at(
+                            col,
+                            format!("`every` takes client or server, not {other:?}"),
+                        ));
+                    }
+                }
+            } else {
+                target(word, col)?
+            };
+            if actor.role == Role::Listener && (actor.index != 1 || group.is_some()) {
                 return Err(StepError::at(
                     col,
                     "a case has one listener: write `listener`",
                 ));
             }
+            let call = call(actor, &mut cur)?;
+            if let Some(g) = group {
+                if background {
+                    return Err(StepError::at(
+                        1,
+                        "a step on several sockets cannot run in the background",
+                    ));
+                }
+                if matches!(call, Call::Bind(_) | Call::Listen { .. }) {
+                    return Err(StepError::at(
+                        col,
+                        format!(
+                            "`{}` binds one socket at a time; name one connection (client#3)",
+                            g.describe(actor.role)
+                        ),
+                    ));
+                }
+            }
             StepKind::Socket {
                 actor,
-                call: call(actor, &mut cur)?,
+                call,
                 background,
+                group,
             }
         }
         other => {
@@ -832,6 +941,7 @@ pub fn parse_step(line: &str, line_no: Option<usize>) -> Result<Option<Step>, St
             actor,
             call: Call::Wait { what, .. },
             background,
+            group,
         } => StepKind::Socket {
             actor,
             call: Call::Wait {
@@ -840,6 +950,7 @@ pub fn parse_step(line: &str, line_no: Option<usize>) -> Result<Option<Step>, St
                 optional,
             },
             background,
+            group,
         },
         other => other,
     };

@@ -109,6 +109,26 @@ pub fn list(cases: &[crate::scenario::Case]) -> String {
     out
 }
 
+/// `teardown list --format json`: each case's id (as `-f` takes it),
+/// scenario, title, claims and parameters, in the id's order.
+pub fn list_json(cases: &[crate::scenario::Case]) -> serde_json::Value {
+    serde_json::Value::Array(
+        cases
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "id": c.id,
+                    "scenario": c.scenario.id,
+                    "title": c.scenario.title,
+                    "claims": c.scenario.claims,
+                    "family": c.family.to_string(),
+                    "params": c.params.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+                })
+            })
+            .collect(),
+    )
+}
+
 /// `teardown facts`: every fact path an expectation can name. `<step>` is
 /// a step's label, or `lineN` for the step on line N; `<fault>` a fault
 /// step's label or `lineN`.

@@ -68,10 +68,19 @@ pub fn events(c: &CaseReport) -> Vec<Event<'_>> {
     ev
 }
 
-/// `F. seq=1001 ack=1 len=0`.
+/// `F. seq=1001 ack=1 len=0 win=512`, with what the analyzer noted about
+/// the segment: `. seq=4096 ack=1 len=0 win=0 [window probe]`.
 pub fn packet_label(p: &PacketRecord) -> String {
     let ack = p.ack.map_or("-".to_string(), |a| a.to_string());
-    format!("{} seq={} ack={ack} len={}", p.flags, p.seq, p.len)
+    let mut out = format!(
+        "{} seq={} ack={ack} len={} win={}",
+        p.flags, p.seq, p.len, p.win
+    );
+    if !p.notes.is_empty() {
+        let notes: Vec<&str> = p.notes.iter().map(|n| n.name()).collect();
+        let _ = write!(out, " [{}]", notes.join(", "));
+    }
+    out
 }
 
 /// `client close as lclose -> 0 (1002.31 ms)`, `-> -1 ECONNRESET`, `timed out`.
@@ -83,6 +92,15 @@ pub fn call_label(s: &StepRecord) -> String {
         return out;
     }
     match (r.ret, &r.errno) {
+        // A read or write that moved bytes before it failed says so: the
+        // bytes are part of the result.
+        (Some(ret), Some(errno)) if r.bytes.is_some_and(|b| b > 0) => {
+            let _ = write!(
+                out,
+                " -> {} bytes, then {ret} {errno}",
+                r.bytes.unwrap_or(0)
+            );
+        }
         (Some(ret), Some(errno)) => {
             let _ = write!(out, " -> {ret} {errno}");
         }
@@ -96,6 +114,19 @@ pub fn call_label(s: &StepRecord) -> String {
     }
     if let Some(v) = r.value {
         let _ = write!(out, " value={v}");
+    }
+    if let Some(sig) = &r.signal {
+        let _ = write!(out, " {sig}");
+    }
+    if let Some(g) = &r.group {
+        let _ = write!(out, " [{} sockets: {} ok", g.sockets, g.ok);
+        if g.timed_out > 0 {
+            let _ = write!(out, ", {} timed out", g.timed_out);
+        }
+        for (errno, n) in &g.errnos {
+            let _ = write!(out, ", {n} {errno}");
+        }
+        out.push(']');
     }
     if r.timed_out {
         out.push_str(" TIMED OUT");
@@ -119,20 +150,20 @@ pub fn text(c: &CaseReport) -> String {
         "\n{:>10}  {:<LEFT$}{:^MIDDLE$}  server",
         "t (ms)", "client", ""
     );
-    let fit = |s: String, w: usize| -> String {
-        if s.chars().count() > w {
-            let mut t: String = s.chars().take(w.saturating_sub(1)).collect();
-            t.push('~');
-            t
-        } else {
-            s
+    // Text too long for its column wraps onto the following lines: a
+    // result is never cut short.
+    let wrap = |s: &str, w: usize| -> Vec<String> {
+        let chars: Vec<char> = s.chars().collect();
+        if chars.is_empty() {
+            return vec![String::new()];
         }
+        chars.chunks(w).map(|c| c.iter().collect()).collect()
     };
     for e in events(c) {
         let (left, middle, right) = match (e.what, e.side) {
             (What::Packet(p), Some(Side::Client)) => {
                 let label = format!("-- {} ", packet_label(p));
-                let bar = MIDDLE.saturating_sub(label.chars().count() + 2);
+                let bar = MIDDLE.saturating_sub(label.chars().count() + 2).max(2);
                 (
                     String::new(),
                     format!("|{label}{}>|", "-".repeat(bar)),
@@ -141,7 +172,7 @@ pub fn text(c: &CaseReport) -> String {
             }
             (What::Packet(p), _) => {
                 let label = format!(" {} --", packet_label(p));
-                let bar = MIDDLE.saturating_sub(label.chars().count() + 2);
+                let bar = MIDDLE.saturating_sub(label.chars().count() + 2).max(2);
                 (
                     String::new(),
                     format!("|<{}{label}|", "-".repeat(bar)),
@@ -160,14 +191,13 @@ pub fn text(c: &CaseReport) -> String {
         } else {
             middle
         };
-        let line = format!(
-            "{:>10.3}  {:<LEFT$}{}  {}",
-            e.t_ms,
-            fit(left, LEFT - 1),
-            middle,
-            right
-        );
+        let lefts = wrap(&left, LEFT - 1);
+        let line = format!("{:>10.3}  {:<LEFT$}{}  {}", e.t_ms, lefts[0], middle, right);
         let _ = writeln!(out, "{}", line.trim_end());
+        for more in &lefts[1..] {
+            let line = format!("{:>10}  {more:<LEFT$}|{}|", "", " ".repeat(MIDDLE - 2));
+            let _ = writeln!(out, "{}", line.trim_end());
+        }
     }
     let w = c.outcome.wire.as_ref();
     let _ = writeln!(
@@ -226,7 +256,10 @@ mod tests {
         assert!(at("client close -> 0") < at("|-- F. seq=1 ack=1 len=0"));
         assert!(at("F. seq=1") < at("[FIN-WAIT-2]"));
         assert!(at("[FIN-WAIT-2]") < at("<-"));
-        assert!(lines[at("<-")].contains(". seq=1 ack=2 len=0 --|"), "{t}");
+        assert!(
+            lines[at("<-")].contains(". seq=1 ack=2 len=0 win=512 --|"),
+            "{t}"
+        );
         assert!(
             t.contains("verdict: pass; FIN/RST client 1/0 server 1/0"),
             "{t}"

@@ -10,10 +10,12 @@
 //! | [`ladder`] | a case as a ladder diagram, as text (`teardown explain`) |
 //! | [`html`] | one self-contained page: overview, claims, SVG ladders |
 //! | [`compare`] | a comparison of reports as a table or Markdown |
+//! | [`analysis`] | `teardown analyze`: a capture's connections as a table, JSON, JSON Lines or Zeek conn.log |
 //!
 //! The JSON report itself is written by `report::write`. A new output form
 //! is a new file here.
 
+pub mod analysis;
 pub mod compare;
 pub mod console;
 pub mod html;

@@ -1,0 +1,537 @@
+//! How a connection ended, explained by the catalogue: each connection of a
+//! capture is matched against the wire signatures of the cases the harness
+//! observed (the baseline, and other stacks' reports), never against
+//! hand-written rules.
+//!
+//! A signature is a handful of the report's own wire facts about the
+//! ending ([`SIGNATURE_FACTS`]). `teardown signatures` (`just signatures`)
+//! derives the committed `reports/signatures.json` from the observed
+//! reports, with each scenario's title and the `why` of its expectation;
+//! the binary embeds that file.
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use crate::analyze::PacketRecord;
+use crate::analyze::file::FileStats;
+use crate::analyze::flows::FlowFacts;
+use crate::capture::CaptureError;
+use crate::compare::Input;
+use crate::scenario::Case;
+
+/// The wire facts that make up a signature: how the connection ended, not
+/// how much it carried.
+pub const SIGNATURE_FACTS: &[&str] = &[
+    "wire.conn_state",
+    "wire.first_fin",
+    "wire.first_rst",
+    "wire.time_wait_side",
+    "wire.client.reset",
+    "wire.server.reset",
+    "wire.client.distinct_fins",
+    "wire.server.distinct_fins",
+    "wire.client.rst_with_unacked_data",
+    "wire.server.rst_with_unacked_data",
+    "wire.client.rst_for_data_after_close",
+    "wire.server.rst_for_data_after_close",
+];
+
+/// The format of the signature file.
+pub const FORMAT: u32 = 1;
+
+/// The committed signature file.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Signatures {
+    pub format: u32,
+    /// The reports and baselines it was derived from.
+    pub sources: Vec<String>,
+    /// The facts each signature holds, in order.
+    pub facts: Vec<String>,
+    pub signatures: Vec<Signature>,
+    /// Each signature's diagnosis, by its key: built once, on first use.
+    #[serde(skip)]
+    diagnoses: OnceLock<std::collections::HashMap<String, Diagnosis>>,
+}
+
+/// One ending, and the catalogue's cases that end that way.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Signature {
+    pub facts: BTreeMap<String, Value>,
+    pub matches: Vec<Match>,
+}
+
+/// A scenario whose cases, on one stack, ended with a signature.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Match {
+    pub scenario: String,
+    pub stack: String,
+    pub title: String,
+    /// The `why` of the scenario's expectation for that stack, if it has one.
+    pub why: Option<String>,
+    /// How many steps the scenario takes: the fewer, the plainer the
+    /// example of this ending, and the sooner it is named.
+    pub steps: usize,
+    pub cases: Vec<String>,
+}
+
+/// A signature's facts as one comparable key.
+fn key(facts: &BTreeMap<String, Value>) -> String {
+    serde_json::to_string(facts).unwrap_or_default()
+}
+
+/// Derives the signatures from observed reports and baselines, and the
+/// scenarios that give their cases a meaning. Cases with several
+/// connections are left out: their case-level wire facts describe only
+/// the first.
+pub fn generate(inputs: &[(String, Input)], cases: &[Case]) -> Signatures {
+    let by_id: BTreeMap<&str, &Case> = cases.iter().map(|c| (c.id.as_str(), c)).collect();
+    // Signature key -> its facts, and its matches by (scenario, stack).
+    type Found = BTreeMap<String, (BTreeMap<String, Value>, BTreeMap<(String, String), Match>)>;
+    let mut found = Found::new();
+    for (_, input) in inputs {
+        let stack = input.stack().to_string();
+        for (id, facts) in input.observed_facts() {
+            if facts.get("connections.count").is_some_and(|n| !n.is_null()) {
+                continue;
+            }
+            let Some(signature) = SIGNATURE_FACTS
+                .iter()
+                .map(|p| facts.get(*p).map(|v| (p.to_string(), v.clone())))
+                .collect::<Option<BTreeMap<_, _>>>()
+            else {
+                continue;
+            };
+            let scenario = id.split('/').next().unwrap_or(&id).to_string();
+            let case = by_id.get(id.as_str());
+            let entry = found
+                .entry(key(&signature))
+                .or_insert_with(|| (signature, BTreeMap::new()));
+            entry
+                .1
+                .entry((scenario.clone(), stack.clone()))
+                .or_insert_with(|| Match {
+                    scenario,
+                    stack: stack.clone(),
+                    title: case.map(|c| c.scenario.title.clone()).unwrap_or_default(),
+                    why: case.and_then(|c| c.expectations_for(&stack).find_map(|e| e.why.clone())),
+                    steps: case.map_or(usize::MAX, |c| c.steps.len()),
+                    cases: Vec::new(),
+                })
+                .cases
+                .push(id.clone());
+        }
+    }
+    Signatures {
+        format: FORMAT,
+        sources: inputs.iter().map(|(name, _)| name.clone()).collect(),
+        facts: SIGNATURE_FACTS.iter().map(|s| s.to_string()).collect(),
+        signatures: found
+            .into_values()
+            .map(|(facts, matches)| Signature {
+                facts,
+                matches: matches.into_values().collect(),
+            })
+            .collect(),
+        diagnoses: OnceLock::new(),
+    }
+}
+
+/// The signature file the binary was built with.
+pub fn embedded() -> &'static Signatures {
+    static SIGNATURES: OnceLock<Signatures> = OnceLock::new();
+    SIGNATURES.get_or_init(|| {
+        // Checked by a test against what `generate` makes of the committed
+        // reports; a damaged file would only mean no diagnosis.
+        serde_json::from_str(include_str!("../../reports/signatures.json")).unwrap_or_default()
+    })
+}
+
+/// A connection's signature, read from its wire facts the way the report
+/// names them.
+pub fn signature_of(flow: &FlowFacts) -> BTreeMap<String, Value> {
+    let wire = serde_json::to_value(&flow.wire).unwrap_or_default();
+    SIGNATURE_FACTS
+        .iter()
+        .map(|path| {
+            let parts: Vec<&str> = path.split('.').skip(1).collect();
+            let v = match parts.as_slice() {
+                [side, "reset"] => json!(wire[side]["rst"].as_u64().unwrap_or(0) > 0),
+                [side, field] => wire[side][field].clone(),
+                [field] => wire[field].clone(),
+                _ => Value::Null,
+            };
+            (path.to_string(), v)
+        })
+        .collect()
+}
+
+/// How one connection ended, in the catalogue's terms.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Diagnosis {
+    /// The plainest matching scenario (fewest steps), or
+    /// `open` (the capture ended first), or `unknown`.
+    pub name: String,
+    /// One sentence: what the match means, or why there is none.
+    pub explanation: String,
+    /// Every match, as `scenario on stack`, the first first.
+    pub matches: Vec<String>,
+}
+
+impl Diagnosis {
+    /// Whether `scenario` is among the matches.
+    pub fn names(&self, scenario: &str) -> bool {
+        self.name == scenario
+            || self
+                .matches
+                .iter()
+                .any(|m| m.split(" on ").next() == Some(scenario))
+    }
+}
+
+impl Signature {
+    fn diagnosis(&self) -> Diagnosis {
+        let mut matches = self.matches.clone();
+        matches.sort_by(|a, b| {
+            (a.steps, a.stack != "linux", &a.scenario).cmp(&(
+                b.steps,
+                b.stack != "linux",
+                &b.scenario,
+            ))
+        });
+        let Some(first) = matches.first() else {
+            return unknown(&self.facts);
+        };
+        let mut explanation = format!(
+            "matches {} on {}: {}",
+            first.scenario, first.stack, first.title
+        );
+        if let Some(why) = &first.why {
+            explanation.push_str(&format!(" ({why})"));
+        }
+        let named: Vec<String> = matches
+            .iter()
+            .map(|m| format!("{} on {}", m.scenario, m.stack))
+            .collect();
+        if named.len() > 1 {
+            explanation.push_str(&format!("; also ends like {}", named[1..].join(", ")));
+        }
+        Diagnosis {
+            name: first.scenario.clone(),
+            explanation,
+            matches: named,
+        }
+    }
+}
+
+fn unknown(signature: &BTreeMap<String, Value>) -> Diagnosis {
+    Diagnosis {
+        name: "unknown".into(),
+        explanation: format!(
+            "no case of the catalogue ends like this ({})",
+            describe(signature)
+        ),
+        matches: Vec::new(),
+    }
+}
+
+impl Signatures {
+    /// Matches `flow`'s ending against the signatures. A connection still
+    /// open when the capture ended can match too (a SYN nobody answered
+    /// ends that way in the catalogue); one that matches nothing is `open`,
+    /// not `unknown`: its ending was never captured.
+    pub fn diagnose(&self, flow: &FlowFacts) -> Diagnosis {
+        let diagnoses = self.diagnoses.get_or_init(|| {
+            self.signatures
+                .iter()
+                .map(|s| (key(&s.facts), s.diagnosis()))
+                .collect()
+        });
+        let signature = signature_of(flow);
+        match diagnoses.get(&key(&signature)) {
+            Some(d) => d.clone(),
+            None if flow.open_at_end => Diagnosis {
+                name: "open".into(),
+                explanation: "still open when the capture ended: its ending was not captured"
+                    .into(),
+                matches: Vec::new(),
+            },
+            None => unknown(&signature),
+        }
+    }
+}
+
+/// A signature in a line: the facts that are set.
+fn describe(signature: &BTreeMap<String, Value>) -> String {
+    signature
+        .iter()
+        .filter(|(_, v)| !matches!(v, Value::Null | Value::Bool(false)) && *v != &json!(0))
+        .map(|(k, v)| format!("{}={v}", k.trim_start_matches("wire.")))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A connection of an analyzed capture, with its diagnosis.
+#[derive(Clone, Debug, Serialize)]
+pub struct Diagnosed {
+    #[serde(flatten)]
+    pub flow: FlowFacts,
+    pub diagnosis: Diagnosis,
+}
+
+/// Which connections to show.
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    /// Either end's port.
+    pub port: Option<u16>,
+    /// Either end's address.
+    pub host: Option<std::net::IpAddr>,
+    /// Zeek's conn_state (SF, RSTO, ...).
+    pub state: Option<String>,
+    /// A diagnosis name, or any scenario among its matches.
+    pub diagnosis: Option<String>,
+}
+
+impl Filter {
+    pub fn keeps(&self, c: &Diagnosed) -> bool {
+        let ends = [c.flow.client, c.flow.server];
+        self.port.is_none_or(|p| ends.iter().any(|a| a.port() == p))
+            && self.host.is_none_or(|h| ends.iter().any(|a| a.ip() == h))
+            && self
+                .state
+                .as_ref()
+                .is_none_or(|s| c.flow.wire.conn_state.eq_ignore_ascii_case(s))
+            && self.diagnosis.as_ref().is_none_or(|d| c.diagnosis.names(d))
+    }
+}
+
+/// Reads a capture, diagnoses each connection as it ends, and hands the
+/// ones `filter` keeps to `on`.
+pub fn analyze_file(
+    path: &Path,
+    signatures: &Signatures,
+    filter: &Filter,
+    mut on: impl FnMut(Diagnosed),
+) -> Result<FileStats, CaptureError> {
+    crate::analyze::file::each_connection(path, |flow| {
+        let c = Diagnosed {
+            diagnosis: signatures.diagnose(&flow),
+            flow,
+        };
+        if filter.keeps(&c) {
+            on(c);
+        }
+    })
+}
+
+/// Which connection of a capture `teardown explain --pcap` shows: its
+/// number (`12`, `#12`), or its ends (`127.0.0.1:40000 127.0.0.1:9000`;
+/// one end is enough when it names a single connection).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Selector {
+    Index(usize),
+    Ends(Vec<SocketAddr>),
+}
+
+impl std::str::FromStr for Selector {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if let Ok(i) = s.trim_start_matches('#').parse() {
+            return Ok(Selector::Index(i));
+        }
+        s.split(|c: char| c.is_whitespace() || c == ',')
+            .filter(|p| !p.is_empty())
+            .map(|p| p.parse::<SocketAddr>())
+            .collect::<Result<Vec<_>, _>>()
+            .ok()
+            .filter(|ends| (1..=2).contains(&ends.len()))
+            .map(Selector::Ends)
+            .ok_or_else(|| {
+                format!("`{s}` names no connection: give its number (12) or its ends (127.0.0.1:40000 127.0.0.1:9000)")
+            })
+    }
+}
+
+impl Selector {
+    fn picks(&self, f: &FlowFacts) -> bool {
+        match self {
+            Selector::Index(i) => f.index == *i,
+            Selector::Ends(ends) => ends.iter().all(|a| *a == f.client || *a == f.server),
+        }
+    }
+}
+
+/// The connections of a capture `selector` names, each with its segments
+/// as a case report lists them (read again from the file, that connection
+/// only).
+pub fn explain_file(
+    path: &Path,
+    signatures: &Signatures,
+    selector: &Selector,
+) -> Result<Vec<(Diagnosed, Vec<PacketRecord>)>, CaptureError> {
+    let mut picked = Vec::new();
+    analyze_file(path, signatures, &Filter::default(), |c| {
+        if selector.picks(&c.flow) {
+            picked.push(c);
+        }
+    })?;
+    picked.sort_by_key(|c| c.flow.index);
+    picked
+        .into_iter()
+        .map(|c| {
+            let packets = crate::analyze::file::connection_packets(path, &c.flow)?;
+            Ok((c, packets))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analyze::flows::split;
+    use crate::tcp::Flags;
+    use crate::wire::{Segment, SeqNum};
+
+    fn seg(t: i64, from_client: bool, flags: &str, seq: u32, ack: u32) -> Segment {
+        let (c, s) = ("127.0.0.1:40000", "127.0.0.1:9000");
+        let (src, dst) = if from_client { (c, s) } else { (s, c) };
+        Segment {
+            index: t as usize,
+            ts_us: t,
+            src: src.parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            seq: SeqNum(seq),
+            ack: SeqNum(ack),
+            flags: Flags::parse_tcpdump(flags).unwrap(),
+            window: 100,
+            len: 0,
+            ip_len: 40,
+        }
+    }
+
+    fn graceful() -> FlowFacts {
+        let segs = [
+            seg(0, true, "S", 100, 0),
+            seg(1, false, "S.", 500, 101),
+            seg(2, true, ".", 101, 501),
+            seg(3, true, "F.", 101, 501),
+            seg(4, false, "F.", 501, 102),
+            seg(5, true, ".", 102, 502),
+        ];
+        split(&segs).remove(0)
+    }
+
+    fn signatures_with(flow: &FlowFacts, scenario: &str) -> Signatures {
+        Signatures {
+            format: FORMAT,
+            signatures: vec![Signature {
+                facts: signature_of(flow),
+                matches: vec![Match {
+                    scenario: scenario.into(),
+                    stack: "linux".into(),
+                    title: "A graceful close".into(),
+                    why: Some("FIN both ways".into()),
+                    steps: 6,
+                    cases: vec![format!("{scenario}/ipv4")],
+                }],
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_signature_uses_the_report_s_fact_names_and_values() {
+        let s = signature_of(&graceful());
+        assert_eq!(s.len(), SIGNATURE_FACTS.len());
+        assert_eq!(s["wire.conn_state"], json!("SF"));
+        assert_eq!(s["wire.first_fin"], json!("client"));
+        assert_eq!(s["wire.client.reset"], json!(false));
+        assert_eq!(s["wire.client.distinct_fins"], json!(1));
+        assert_eq!(s["wire.time_wait_side"], json!("client"));
+    }
+
+    #[test]
+    fn a_matching_ending_names_its_scenario_and_what_it_means() {
+        let flow = graceful();
+        let d = signatures_with(&flow, "close-graceful").diagnose(&flow);
+        assert_eq!(d.name, "close-graceful");
+        assert!(
+            d.explanation.contains("A graceful close"),
+            "{}",
+            d.explanation
+        );
+        assert!(d.explanation.contains("FIN both ways"), "{}", d.explanation);
+    }
+
+    #[test]
+    fn an_ending_the_catalogue_lacks_is_unknown_and_says_what_it_was() {
+        let mut other = graceful();
+        other.wire.sides.server.rst = 1;
+        let d = signatures_with(&graceful(), "close-graceful").diagnose(&other);
+        assert_eq!(d.name, "unknown");
+        assert!(
+            d.explanation.contains("server.reset=true"),
+            "{}",
+            d.explanation
+        );
+    }
+
+    #[test]
+    fn an_open_connection_that_matches_nothing_is_open_not_unknown() {
+        let mut open = graceful();
+        open.open_at_end = true;
+        open.wire.first_fin = None;
+        let d = signatures_with(&graceful(), "close-graceful").diagnose(&open);
+        assert_eq!(d.name, "open");
+    }
+
+    #[test]
+    fn filters_pick_by_port_host_state_and_diagnosis() {
+        let flow = graceful();
+        let c = Diagnosed {
+            diagnosis: signatures_with(&flow, "close-graceful").diagnose(&flow),
+            flow,
+        };
+        let keeps = |f: Filter| f.keeps(&c);
+        assert!(keeps(Filter::default()));
+        assert!(keeps(Filter {
+            port: Some(9000),
+            ..Default::default()
+        }));
+        assert!(!keeps(Filter {
+            port: Some(80),
+            ..Default::default()
+        }));
+        assert!(keeps(Filter {
+            host: "127.0.0.1".parse().ok(),
+            ..Default::default()
+        }));
+        assert!(!keeps(Filter {
+            host: "::1".parse().ok(),
+            ..Default::default()
+        }));
+        assert!(keeps(Filter {
+            state: Some("sf".into()),
+            ..Default::default()
+        }));
+        assert!(!keeps(Filter {
+            state: Some("RSTO".into()),
+            ..Default::default()
+        }));
+        assert!(keeps(Filter {
+            diagnosis: Some("close-graceful".into()),
+            ..Default::default()
+        }));
+        assert!(!keeps(Filter {
+            diagnosis: Some("linger-zero".into()),
+            ..Default::default()
+        }));
+    }
+}

@@ -1,0 +1,208 @@
+//! `teardown analyze`: a capture's connections as a summary table, JSON,
+//! JSON Lines, or Zeek's conn.log (TSV), so Zeek's own tools read it.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::analyze::file::FileStats;
+use crate::diagnosis::Diagnosed;
+
+/// Counts over the connections a filter kept.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Summary {
+    pub connections: u64,
+    pub by_conn_state: BTreeMap<String, u64>,
+    pub by_diagnosis: BTreeMap<String, u64>,
+}
+
+impl Summary {
+    pub fn add(&mut self, c: &Diagnosed) {
+        self.connections += 1;
+        *self
+            .by_conn_state
+            .entry(c.flow.wire.conn_state.clone())
+            .or_default() += 1;
+        *self
+            .by_diagnosis
+            .entry(c.diagnosis.name.clone())
+            .or_default() += 1;
+    }
+}
+
+/// The whole analysis as one JSON document.
+#[derive(Serialize)]
+pub struct Document<'a> {
+    pub file: String,
+    pub stats: &'a FileStats,
+    pub summary: &'a Summary,
+    pub connections: &'a [Diagnosed],
+}
+
+/// The summary by ending, then the first connections, one per line.
+pub fn table(file: &str, stats: &FileStats, summary: &Summary, shown: &[Diagnosed]) -> String {
+    let mut out = format!(
+        "{file}: {} packets, {} TCP segments, {} connections ({} shown by the filter)\n",
+        stats.packets, stats.segments, stats.connections, summary.connections
+    );
+    out.push_str("\nconn_state  connections\n");
+    for (state, n) in &summary.by_conn_state {
+        out.push_str(&format!("{state:<10}  {n:>11}\n"));
+    }
+    out.push_str("\ndiagnosis                              connections\n");
+    let mut by_count: Vec<_> = summary.by_diagnosis.iter().collect();
+    by_count.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    for (name, n) in by_count {
+        out.push_str(&format!("{name:<37}  {n:>11}\n"));
+    }
+    if !shown.is_empty() {
+        out.push_str("\n    # client                                   server                                   state   history     diagnosis\n");
+        for c in shown {
+            out.push_str(&format!(
+                "{:>5} {:<40} {:<40} {:<7} {:<11} {}\n",
+                c.flow.index,
+                c.flow.client.to_string(),
+                c.flow.server.to_string(),
+                c.flow.wire.conn_state,
+                c.flow.wire.history,
+                c.diagnosis.name
+            ));
+        }
+        let more = summary.connections.saturating_sub(shown.len() as u64);
+        if more > 0 {
+            out.push_str(&format!(
+                "... and {more} more (--limit, a filter, or --format jsonl|zeek for all)\n"
+            ));
+        }
+        out.push_str("\nteardown explain --pcap FILE <#> shows one connection; --format json gives each diagnosis in full\n");
+    }
+    for f in &stats.findings {
+        out.push_str(&format!("finding: {f}\n"));
+    }
+    out
+}
+
+/// One connection as a JSON line.
+pub fn json_line(c: &Diagnosed) -> String {
+    serde_json::to_string(c).unwrap_or_default()
+}
+
+/// Zeek conn.log's header, with one extra field: the diagnosis.
+pub fn zeek_header(file: &str) -> String {
+    let fields = [
+        ("ts", "time"),
+        ("uid", "string"),
+        ("id.orig_h", "addr"),
+        ("id.orig_p", "port"),
+        ("id.resp_h", "addr"),
+        ("id.resp_p", "port"),
+        ("proto", "enum"),
+        ("service", "string"),
+        ("duration", "interval"),
+        ("orig_bytes", "count"),
+        ("resp_bytes", "count"),
+        ("conn_state", "string"),
+        ("local_orig", "bool"),
+        ("local_resp", "bool"),
+        ("missed_bytes", "count"),
+        ("history", "string"),
+        ("orig_pkts", "count"),
+        ("orig_ip_bytes", "count"),
+        ("resp_pkts", "count"),
+        ("resp_ip_bytes", "count"),
+        ("tunnel_parents", "set[string]"),
+        ("teardown_diagnosis", "string"),
+    ];
+    let names: Vec<&str> = fields.iter().map(|f| f.0).collect();
+    let types: Vec<&str> = fields.iter().map(|f| f.1).collect();
+    format!(
+        "#separator \\x09\n#set_separator\t,\n#empty_field\t(empty)\n#unset_field\t-\n#path\tconn\n#open\t{file}\n#fields\t{}\n#types\t{}\n",
+        names.join("\t"),
+        types.join("\t")
+    )
+}
+
+/// One connection as a conn.log line. Zeek's `missed_bytes` (gaps in the
+/// sequence space) is not computed here, so it is unset (`-`), not 0.
+pub fn zeek_line(c: &Diagnosed) -> String {
+    let f = &c.flow;
+    let w = &f.wire;
+    let secs = |us: i64| {
+        format!(
+            "{}.{:06}",
+            us.div_euclid(1_000_000),
+            us.rem_euclid(1_000_000)
+        )
+    };
+    let fields = [
+        secs(f.start_us),
+        format!("CT{}", f.index),
+        f.client.ip().to_string(),
+        f.client.port().to_string(),
+        f.server.ip().to_string(),
+        f.server.port().to_string(),
+        "tcp".into(),
+        "-".into(),
+        secs(f.duration_us),
+        w.sides.client.data_bytes.to_string(),
+        w.sides.server.data_bytes.to_string(),
+        w.conn_state.clone(),
+        "-".into(),
+        "-".into(),
+        "-".into(),
+        if w.history.is_empty() {
+            "-".into()
+        } else {
+            w.history.clone()
+        },
+        f.packets.client.to_string(),
+        f.ip_bytes.client.to_string(),
+        f.packets.server.to_string(),
+        f.ip_bytes.server.to_string(),
+        "-".into(),
+        c.diagnosis.name.replace(['\t', '\n'], " "),
+    ];
+    fields.join("\t")
+}
+
+/// Zeek's closing line.
+pub fn zeek_footer() -> &'static str {
+    "#close\n"
+}
+
+/// One connection of a capture, segment by segment, with its diagnosis.
+pub fn connection_ladder(c: &Diagnosed, packets: &[crate::analyze::PacketRecord]) -> String {
+    use crate::tcp::Side;
+    let f = &c.flow;
+    let mut out = format!(
+        "connection {}: client {} server {}, {} {}{}{}\n{}\n",
+        f.index,
+        f.client,
+        f.server,
+        f.wire.conn_state,
+        f.wire.history,
+        if f.began_before_capture {
+            ", begun before the capture"
+        } else {
+            ""
+        },
+        if f.open_at_end {
+            ", still open at its end"
+        } else {
+            ""
+        },
+        c.diagnosis.explanation
+    );
+    for p in packets {
+        let (arrow, pad) = match p.from {
+            Side::Client => ("client ──►", ""),
+            Side::Server => ("◄── server", "          "),
+        };
+        out.push_str(&format!(
+            "{:>12.3} ms  {arrow}  {pad}{}\n",
+            p.t_ms,
+            crate::sinks::ladder::packet_label(p)
+        ));
+    }
+    out
+}
