@@ -146,6 +146,11 @@ lint:
 bench: deps
     cargo bench --locked --bench cases
 
+# Regenerate reports/signatures.json, the endings `teardown analyze` diagnoses, from the baseline
+# and the other stacks' reference reports (after `just baseline` or `just gvisor`)
+signatures: build
+    {{bin}} signatures reports/baseline/linux.json reports/stacks/*.json
+
 # Regenerate the committed JSON Schema of the report
 schema: build
     {{bin}} schema > harness/schema/report.schema.json
