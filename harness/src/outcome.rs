@@ -221,6 +221,21 @@ pub fn outcome(
             unobserved.insert(format!("steps.{}", s.key), why.clone());
         }
     }
+    // Which captured segments the fault rules took. Where the filter's own
+    // counter disagrees (other connections' segments, or a segment at the
+    // very moment a rule came or went), the markers are not vouched for.
+    let mut packets = analysis.map(|a| a.packets.clone()).unwrap_or_default();
+    let taken = crate::fault::attribute(&mut packets, &out.placed);
+    for f in &out.faults {
+        let marked = taken.get(&f.key).copied().unwrap_or(0);
+        if f.matched.is_some_and(|m| m != marked) && flows.is_none() {
+            findings.push(format!(
+                "fault {}: the packet filter counted {} segments, the capture shows {marked} it would have taken",
+                f.key,
+                f.matched.unwrap_or(0)
+            ));
+        }
+    }
     let final_state = final_states(out, &mut unobserved);
     let time_wait = time_wait(out, &mut unobserved);
     let flow = |writer: Side| {
@@ -263,7 +278,7 @@ pub fn outcome(
             .or(out.ends.pair())
             .map(|p| p.map(|_, a| a.to_string())),
         wire: analysis.map(|a| a.wire.clone()),
-        packets: analysis.map(|a| a.packets.clone()).unwrap_or_default(),
+        packets,
         states: out.timeline.clone(),
         final_state,
         time_wait,
@@ -477,6 +492,7 @@ mod tests {
             settled: true,
             settle_bound: std::time::Duration::from_secs(1),
             faults: vec![],
+            placed: vec![],
             problems: vec![],
         }
     }

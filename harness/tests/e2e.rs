@@ -518,3 +518,58 @@ fn analyze_diagnoses_each_catalogue_pcap_as_its_own_scenario() {
     }
     assert!(checked > 20, "only {checked} cases had a signature");
 }
+
+/// Every segment a fault rule took is marked in the report's packets, in
+/// `explain` and in the HTML, and the marks add up to the packet filter's
+/// own counter, rule by rule.
+#[test]
+fn dropped_segments_are_marked_as_often_as_the_filter_counted() {
+    use teardown::sinks::{html, ladder};
+    let mut checked = 0;
+    for c in &catalogue().report.cases {
+        if c.faults.is_empty() || c.outcome.connection_summary.is_some() {
+            continue;
+        }
+        let text = ladder::text(c);
+        for f in &c.faults {
+            let marked = c
+                .outcome
+                .packets
+                .iter()
+                .filter(|p| p.dropped_by.as_deref() == Some(f.key.as_str()))
+                .count() as u64;
+            assert_eq!(Some(marked), f.matched, "{}: fault {}", c.id, f.key);
+            let in_text = text.matches(&format!("dropped by {}]", f.key)).count() as u64;
+            assert_eq!(
+                in_text, marked,
+                "{}: fault {} in explain:\n{text}",
+                c.id, f.key
+            );
+            checked += 1;
+        }
+        let drawn = text.matches("X |").count() + text.matches("| X").count();
+        let all: usize = c
+            .outcome
+            .packets
+            .iter()
+            .filter(|p| p.dropped_by.is_some())
+            .count();
+        assert_eq!(drawn, all, "{}: X arrows in explain:\n{text}", c.id);
+    }
+    assert!(checked >= 5, "only {checked} fault rules checked");
+    let report = &catalogue().report;
+    let page = html::html(&[(String::from("r.json"), report.clone())]);
+    let dropped: usize = report
+        .cases
+        .iter()
+        .map(|c| {
+            c.outcome
+                .packets
+                .iter()
+                .filter(|p| p.dropped_by.is_some())
+                .count()
+        })
+        .sum();
+    assert!(dropped > 0);
+    assert_eq!(page.matches("class=\"dropped\"").count(), dropped);
+}

@@ -186,6 +186,10 @@ pub struct PacketRecord {
     /// probe, ...); empty for an ordinary segment.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<SegmentNote>,
+    /// The fault rule (its key) that dropped or rejected this segment on
+    /// its way in: the capture saw it, the peer's stack did not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropped_by: Option<String>,
 }
 
 /// Per-direction bookkeeping while walking the segments.
@@ -568,6 +572,7 @@ impl Connection {
                 len: seg.len,
                 win: seg.window,
                 notes,
+                dropped_by: None,
             });
         }
     }

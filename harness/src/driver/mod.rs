@@ -110,6 +110,8 @@ pub struct DriverOutput {
     pub settle_bound: Duration,
     /// Fault rules the steps put in place, with what each matched.
     pub faults: Vec<FaultRecord>,
+    /// The same rules, with what they match and when they were in place.
+    pub placed: Vec<crate::fault::Placed>,
     /// Problems of the harness or of the scenario as written (not of the OS).
     pub problems: Vec<String>,
 }
@@ -139,6 +141,8 @@ struct Driver<'a, 'i> {
     io: &'a mut Instruments<'i>,
     /// Fault rules added so far; the handle while the rule is in place.
     faults: Vec<(FaultRecord, Option<u64>)>,
+    /// The same rules, with what they match and when they were in place.
+    placed: Vec<crate::fault::Placed>,
     sockets: BTreeMap<Actor, Socket>,
     /// Actors whose socket the application closed.
     closed: Vec<Actor>,
@@ -261,6 +265,7 @@ pub fn run(case: &Case, t0: Instant, io: &mut Instruments) -> (DriverOutput, Ope
         t0,
         io,
         faults: Vec::new(),
+        placed: Vec::new(),
         sockets: BTreeMap::new(),
         closed: Vec::new(),
         held: PerSide::default(),
@@ -338,6 +343,7 @@ pub fn run(case: &Case, t0: Instant, io: &mut Instruments) -> (DriverOutput, Ope
         settled,
         settle_bound: case.scenario.settle,
         faults: d.faults.into_iter().map(|(f, _)| f).collect(),
+        placed: d.placed,
         problems: d.problems,
     };
     (out, open)
@@ -495,6 +501,12 @@ impl Driver<'_, '_> {
                         native,
                         matched: None,
                     };
+                    self.placed.push(crate::fault::Placed {
+                        key: record.key.clone(),
+                        rule: *rule,
+                        from_ms: self.elapsed_ms(Instant::now()),
+                        until_ms: None,
+                    });
                     self.faults.push((record, Some(handle)));
                     CallResult::ok(0)
                 }
@@ -827,7 +839,14 @@ impl Driver<'_, '_> {
             let (record, handle) = &mut self.faults[i];
             if let Some(h) = handle.filter(|_| which(record)) {
                 *handle = None;
-                if let Err(e) = self.io.firewall.remove(h) {
+                // In place until it is gone: the end of its removal.
+                let key = record.key.clone();
+                let removed = self.io.firewall.remove(h);
+                let now = self.elapsed_ms(Instant::now());
+                if let Some(p) = self.placed.iter_mut().find(|p| p.key == key) {
+                    p.until_ms = Some(now);
+                }
+                if let Err(e) = removed {
                     return CallResult::harness_error(e.to_string());
                 }
             }

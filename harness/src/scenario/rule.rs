@@ -35,6 +35,30 @@ pub enum FlagMatch {
     Exactly(Flags),
 }
 
+impl FlagMatch {
+    /// Whether a segment with `flags` matches, as the packet filter decides.
+    pub fn matches(self, flags: Flags) -> bool {
+        match self {
+            FlagMatch::Any => true,
+            FlagMatch::AllOf(f) => flags.contains(f),
+            FlagMatch::Exactly(f) => Flags::from_bits(flags.bits() & EXACT_MATCH_FLAGS.bits()) == f,
+        }
+    }
+}
+
+impl Direction {
+    /// Whether a segment `from` this side goes this way.
+    pub fn from_side(self, from: crate::tcp::Side) -> bool {
+        use crate::tcp::Side;
+        matches!(
+            (self, from),
+            (Direction::Both, _)
+                | (Direction::ClientToServer, Side::Client)
+                | (Direction::ServerToClient, Side::Server)
+        )
+    }
+}
+
 /// The flags `flags =...` compares; ECE and CWR are left out, so that ECN
 /// does not change what "a pure ACK" means.
 pub const EXACT_MATCH_FLAGS: Flags = Flags::from_bits(0x3f);

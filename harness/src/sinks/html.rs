@@ -370,9 +370,29 @@ fn svg(out: &mut String, c: &CaseReport) {
                     (XC, XS)
                 };
                 let color = packet_color(p.flags);
+                // A segment a fault rule took stops at two thirds of the
+                // way, dashed, with an X where it was dropped.
+                let (x2, dash) = if p.dropped_by.is_some() {
+                    (x1 + (x2 - x1) * 2.0 / 3.0, " stroke-dasharray=\"4 3\"")
+                } else {
+                    (x2, "")
+                };
+                let head = if p.dropped_by.is_some() {
+                    format!(
+                        "<text class=\"dropped\" x=\"{x2}\" y=\"{}\" text-anchor=\"middle\" fill=\"#c0392b\" font-weight=\"bold\">X</text>",
+                        y + 8.0
+                    )
+                } else {
+                    String::new()
+                };
+                let marker = if p.dropped_by.is_some() {
+                    ""
+                } else {
+                    " marker-end=\"url(#arrow)\""
+                };
                 let _ = writeln!(
                     out,
-                    "<line class=\"segment\" x1=\"{x1}\" y1=\"{}\" x2=\"{x2}\" y2=\"{}\" stroke=\"{color}\" stroke-width=\"1.5\" marker-end=\"url(#arrow)\"/>\
+                    "<line class=\"segment\" x1=\"{x1}\" y1=\"{}\" x2=\"{x2}\" y2=\"{}\" stroke=\"{color}\" stroke-width=\"1.5\"{dash}{marker}/>{head}\
                      <text x=\"{}\" y=\"{}\" text-anchor=\"middle\" fill=\"{color}\">{}</text>",
                     y - 4.0,
                     y + 4.0,

@@ -76,8 +76,11 @@ pub fn packet_label(p: &PacketRecord) -> String {
         "{} seq={} ack={ack} len={} win={}",
         p.flags, p.seq, p.len, p.win
     );
-    if !p.notes.is_empty() {
-        let notes: Vec<&str> = p.notes.iter().map(|n| n.name()).collect();
+    let mut notes: Vec<String> = p.notes.iter().map(|n| n.name().to_string()).collect();
+    if let Some(rule) = &p.dropped_by {
+        notes.push(format!("dropped by {rule}"));
+    }
+    if !notes.is_empty() {
         let _ = write!(out, " [{}]", notes.join(", "));
     }
     out
@@ -161,21 +164,25 @@ pub fn text(c: &CaseReport) -> String {
     };
     for e in events(c) {
         let (left, middle, right) = match (e.what, e.side) {
+            // A segment a fault rule took never reaches the peer: its
+            // arrow stops short with an X.
             (What::Packet(p), Some(Side::Client)) => {
                 let label = format!("-- {} ", packet_label(p));
                 let bar = MIDDLE.saturating_sub(label.chars().count() + 2).max(2);
+                let head = if p.dropped_by.is_some() { "X " } else { "->" };
                 (
                     String::new(),
-                    format!("|{label}{}>|", "-".repeat(bar)),
+                    format!("|{label}{}{head}|", "-".repeat(bar - 1)),
                     String::new(),
                 )
             }
             (What::Packet(p), _) => {
                 let label = format!(" {} --", packet_label(p));
                 let bar = MIDDLE.saturating_sub(label.chars().count() + 2).max(2);
+                let head = if p.dropped_by.is_some() { " X" } else { "<-" };
                 (
                     String::new(),
-                    format!("|<{}{label}|", "-".repeat(bar)),
+                    format!("|{head}{}{label}|", "-".repeat(bar - 1)),
                     String::new(),
                 )
             }
