@@ -36,8 +36,6 @@ pub const SIGNATURE_FACTS: &[&str] = &[
     "wire.server.reset",
     "wire.client.distinct_fins",
     "wire.server.distinct_fins",
-    "wire.client.rst_with_unacked_data",
-    "wire.server.rst_with_unacked_data",
     "wire.client.rst_for_data_after_close",
     "wire.server.rst_for_data_after_close",
 ];

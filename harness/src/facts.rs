@@ -336,8 +336,8 @@ pub static KINDS: &[FactKind] = &[
     },
     FactKind {
         pattern: "wire.<side>.rst_with_unacked_data",
-        doc: "the side's first RST went out with some of its data unacknowledged (an abort that discarded data in flight)",
-        used_as: Use::Behaviour,
+        doc: "the side's first RST went out with some of its data unacknowledged (whether the last ACK beat the abort is timing, not policy)",
+        used_as: Use::Measurement,
         measured_when: None,
         get: wire_side!(rst_with_unacked_data),
     },
