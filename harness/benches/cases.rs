@@ -194,9 +194,25 @@ fn main() {
                 .arg(&out_dir)
                 .arg(&scenarios),
         );
+        // A run that did not pass names its cases: the report goes with the
+        // bench's temporary directory.
+        let failed: Vec<String> = teardown::report::load::read(&out_dir.join("report.json"))
+            .map(|r| {
+                r.cases
+                    .iter()
+                    .filter(|c| c.verdict.status != teardown::verdict::Status::Pass)
+                    .map(|c| format!("{} ({})", c.id, c.verdict.status.name()))
+                    .collect()
+            })
+            .unwrap_or_default();
         println!(
-            "  run {round}: {wall:.1} ms wall, exit {:?}, peak RSS {peak} KiB",
-            status.code()
+            "  run {round}: {wall:.1} ms wall, exit {:?}, peak RSS {peak} KiB{}",
+            status.code(),
+            if failed.is_empty() {
+                String::new()
+            } else {
+                format!("; not passed: {}", failed.join(", "))
+            }
         );
     }
 
