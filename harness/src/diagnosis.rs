@@ -394,24 +394,12 @@ pub fn explain_file(
 mod tests {
     use super::*;
     use crate::analyze::flows::split;
-    use crate::tcp::Flags;
-    use crate::wire::{Segment, SeqNum};
+    use crate::wire::Segment;
 
     fn seg(t: i64, from_client: bool, flags: &str, seq: u32, ack: u32) -> Segment {
         let (c, s) = ("127.0.0.1:40000", "127.0.0.1:9000");
         let (src, dst) = if from_client { (c, s) } else { (s, c) };
-        Segment {
-            index: t as usize,
-            ts_us: t,
-            src: src.parse().unwrap(),
-            dst: dst.parse().unwrap(),
-            seq: SeqNum(seq),
-            ack: SeqNum(ack),
-            flags: Flags::parse_tcpdump(flags).unwrap(),
-            window: 100,
-            len: 0,
-            ip_len: 40,
-        }
+        Segment::example(t, src, dst, flags, seq, ack, 0)
     }
 
     fn graceful() -> FlowFacts {

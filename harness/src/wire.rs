@@ -68,6 +68,34 @@ pub struct Segment {
     pub ip_len: u32,
 }
 
+#[cfg(test)]
+impl Segment {
+    /// A segment for tests: `flags` as tcpdump prints them (`S.`, `F.`),
+    /// the index its timestamp, a 100-byte window, IPv4 lengths.
+    pub fn example(
+        ts_us: i64,
+        src: &str,
+        dst: &str,
+        flags: &str,
+        seq: u32,
+        ack: u32,
+        len: u32,
+    ) -> Segment {
+        Segment {
+            index: usize::try_from(ts_us).unwrap_or(0),
+            ts_us,
+            src: src.parse().expect("an address"),
+            dst: dst.parse().expect("an address"),
+            seq: SeqNum(seq),
+            ack: SeqNum(ack),
+            flags: Flags::parse_tcpdump(flags).expect("tcpdump flags"),
+            window: 100,
+            len,
+            ip_len: 52 + len,
+        }
+    }
+}
+
 impl Segment {
     /// Sequence space the segment occupies: payload plus one each for SYN, FIN.
     pub fn seq_len(&self) -> u32 {

@@ -511,3 +511,34 @@ fn running_out_of_descriptors_says_so() {
         assert!(!why.contains("CAP_NET_RAW"), "{}: {why}", c.id);
     }
 }
+
+/// `analyze --format zeek` is conn.log: a #fields header, and every line
+/// with as many tab-separated values as it names; jsonl is one object per
+/// connection.
+#[test]
+fn analyze_writes_zeek_conn_log_and_json_lines() {
+    let p =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/close-unread-data-ipv4.pcap");
+    let o = teardown(&["analyze", "--format", "zeek", p.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    let fields = text
+        .lines()
+        .find_map(|l| l.strip_prefix("#fields\t"))
+        .expect("a #fields line")
+        .split('\t')
+        .count();
+    let rows: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(rows.len(), 1, "{text}");
+    assert_eq!(rows[0].split('\t').count(), fields, "{text}");
+    assert!(rows[0].contains("\tRSTR\t"), "{text}");
+    assert!(text.ends_with("#close\n"), "{text}");
+
+    let o = teardown(&["analyze", "--format", "jsonl", p.to_str().unwrap()]);
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["wire"]["conn_state"], "RSTR");
+}

@@ -266,22 +266,10 @@ pub fn split(segments: &[Segment]) -> Vec<FlowFacts> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tcp::{Flags, TimeWaitSide};
-    use crate::wire::SeqNum;
+    use crate::tcp::TimeWaitSide;
 
     fn seg(t: i64, from: &str, to: &str, flags: &str, seq: u32, ack: u32, len: u32) -> Segment {
-        Segment {
-            index: 0,
-            ts_us: t,
-            src: from.parse().unwrap(),
-            dst: to.parse().unwrap(),
-            seq: SeqNum(seq),
-            ack: SeqNum(ack),
-            flags: Flags::parse_tcpdump(flags).unwrap(),
-            window: 100,
-            len,
-            ip_len: 52 + len,
-        }
+        Segment::example(t, from, to, flags, seq, ack, len)
     }
 
     const C: &str = "10.0.0.1:40000";

@@ -744,15 +744,7 @@ mod tests {
         let (src, dst) = if client { (C, S) } else { (S, C) };
         Segment {
             index: i,
-            ts_us: i as i64 * 1000,
-            src: src.parse().unwrap(),
-            dst: dst.parse().unwrap(),
-            seq: SeqNum(seq),
-            ack: SeqNum(ack),
-            flags: Flags::parse_tcpdump(flags).unwrap(),
-            window: 100,
-            len,
-            ip_len: len + 52,
+            ..Segment::example(i as i64 * 1000, src, dst, flags, seq, ack, len)
         }
     }
 

@@ -461,49 +461,27 @@ fn drift_text(drift: &Drift, b: &Baseline, rep: &Report) -> String {
 fn analyze(a: args::AnalyzeArgs) -> Result<i32, CliError> {
     use crate::diagnosis::{self, Filter};
     use args::AnalyzeFormat;
-    use sinks::analysis::{self as out, Summary};
+    use sinks::analysis::{Format, Printer};
     let filter = Filter {
         port: a.port,
         host: a.host,
         state: a.state.clone(),
         diagnosis: a.diagnosis.clone(),
     };
-    let file = a.pcap.display().to_string();
-    let signatures = diagnosis::embedded();
-    let mut summary = Summary::default();
-    // The table lists the first connections by number; JSON keeps them all.
-    let mut kept = std::collections::BTreeMap::new();
-    if a.format == AnalyzeFormat::Zeek {
-        say(&out::zeek_header(&file));
-    }
-    let stats = diagnosis::analyze_file(&a.pcap, signatures, &filter, |c| {
-        summary.add(&c);
-        match a.format {
-            AnalyzeFormat::Jsonl => say(&format!("{}\n", out::json_line(&c))),
-            AnalyzeFormat::Zeek => say(&format!("{}\n", out::zeek_line(&c))),
-            AnalyzeFormat::Json => {
-                kept.insert(c.flow.index, c);
-            }
-            AnalyzeFormat::Table => {
-                kept.insert(c.flow.index, c);
-                if kept.len() > a.limit {
-                    kept.pop_last();
-                }
-            }
+    let format = match a.format {
+        AnalyzeFormat::Table => Format::Table,
+        AnalyzeFormat::Json => Format::Json,
+        AnalyzeFormat::Jsonl => Format::Jsonl,
+        AnalyzeFormat::Zeek => Format::Zeek,
+    };
+    let (mut printer, head) = Printer::new(format, a.limit, &a.pcap.display().to_string());
+    say(&head);
+    let stats = diagnosis::analyze_file(&a.pcap, diagnosis::embedded(), &filter, |c| {
+        if let Some(text) = printer.add(c) {
+            say(&text);
         }
     })?;
-    let kept: Vec<_> = kept.into_values().collect();
-    match a.format {
-        AnalyzeFormat::Table => say(&out::table(&file, &stats, &summary, &kept)),
-        AnalyzeFormat::Json => say(&json(&out::Document {
-            file: file.clone(),
-            stats: &stats,
-            summary: &summary,
-            connections: &kept,
-        })),
-        AnalyzeFormat::Zeek => say(out::zeek_footer()),
-        AnalyzeFormat::Jsonl => {}
-    }
+    say(&printer.finish(&stats));
     match &stats.stopped {
         Some(why) => {
             eprintln!("warning: analysis stopped early: {why}");

@@ -30,6 +30,90 @@ impl Summary {
     }
 }
 
+/// How `teardown analyze` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Counts by conn_state and by diagnosis, then the first connections.
+    Table,
+    /// One document: file statistics, summary, every connection.
+    Json,
+    /// One JSON object per connection, as each ends (streams).
+    Jsonl,
+    /// Zeek conn.log (TSV, with a teardown_diagnosis column).
+    Zeek,
+}
+
+/// Prints a capture's connections in one format as they arrive: JSON Lines
+/// and Zeek stream each one out; the table keeps the first `limit` by
+/// number and JSON keeps them all, for [`Printer::finish`].
+pub struct Printer {
+    format: Format,
+    limit: usize,
+    file: String,
+    summary: Summary,
+    kept: BTreeMap<usize, Diagnosed>,
+}
+
+impl Printer {
+    /// A printer for `file`; the text to print first (Zeek's header).
+    pub fn new(format: Format, limit: usize, file: &str) -> (Printer, String) {
+        let head = if format == Format::Zeek {
+            zeek_header(file)
+        } else {
+            String::new()
+        };
+        let p = Printer {
+            format,
+            limit,
+            file: file.to_string(),
+            summary: Summary::default(),
+            kept: BTreeMap::new(),
+        };
+        (p, head)
+    }
+
+    /// One connection; the text to print now, if any.
+    pub fn add(&mut self, c: Diagnosed) -> Option<String> {
+        self.summary.add(&c);
+        match self.format {
+            Format::Jsonl => return Some(format!("{}\n", json_line(&c))),
+            Format::Zeek => return Some(format!("{}\n", zeek_line(&c))),
+            Format::Json => {
+                self.kept.insert(c.flow.index, c);
+            }
+            Format::Table => {
+                self.kept.insert(c.flow.index, c);
+                if self.kept.len() > self.limit {
+                    self.kept.pop_last();
+                }
+            }
+        }
+        None
+    }
+
+    /// The text to print last.
+    pub fn finish(self, stats: &FileStats) -> String {
+        let kept: Vec<Diagnosed> = self.kept.into_values().collect();
+        match self.format {
+            Format::Table => table(&self.file, stats, &self.summary, &kept),
+            Format::Json => {
+                let doc = Document {
+                    file: self.file.clone(),
+                    stats,
+                    summary: &self.summary,
+                    connections: &kept,
+                };
+                format!(
+                    "{}\n",
+                    serde_json::to_string_pretty(&doc).unwrap_or_default()
+                )
+            }
+            Format::Zeek => zeek_footer().to_string(),
+            Format::Jsonl => String::new(),
+        }
+    }
+}
+
 /// The whole analysis as one JSON document.
 #[derive(Serialize)]
 pub struct Document<'a> {
