@@ -79,6 +79,7 @@ impl RawCapture {
             return Err(os_err("SO_TIMESTAMP"));
         }
         let _ = set(libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1);
+        await_arrival_timestamps();
         // SAFETY: a NUL-terminated interface name.
         let ifindex = unsafe { libc::if_nametoindex(c"lo".as_ptr()) };
         if ifindex == 0 {
@@ -209,6 +210,74 @@ fn is_tcp(frame: &[u8]) -> bool {
         Some([0x86, 0xdd]) => frame.get(14 + 6) == Some(&6),
         _ => false,
     }
+}
+
+/// Waits, once per process, until the stack stamps packets as they arrive.
+///
+/// Linux turns receive timestamps on for everyone lazily: the first socket
+/// that asks flips a static key from a work queue, and a packet that
+/// arrives before that is stamped when it is *read* (seen: a capture's
+/// first SYN 100 ms late, the drain's time). A UDP socket that asks for
+/// timestamps is kept open for the life of the process, so the key stays
+/// on, and a datagram to itself, read 2 ms after it was sent, shows when
+/// the key is in effect: its stamp is then the sending time, not the
+/// reading time. Bounded at 100 tries (about 0.3 s); if the stack never
+/// stamps on arrival, captures carry read times, as before.
+fn await_arrival_timestamps() {
+    static DONE: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    DONE.get_or_init(|| {
+        let Ok(keeper) = std::net::UdpSocket::bind("127.0.0.1:0") else {
+            return;
+        };
+        let Ok(me) = keeper.local_addr() else { return };
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&keeper);
+        let on: libc::c_int = 1;
+        // SAFETY: pointer and length of a c_int.
+        let set = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_TIMESTAMP,
+                (&raw const on).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if set != 0 {
+            return;
+        }
+        let now_us = || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        };
+        for _ in 0..100 {
+            if keeper.send_to(b"t", me).is_err() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            let mut byte = [0u8; 8];
+            let mut iov = libc::iovec {
+                iov_base: byte.as_mut_ptr().cast(),
+                iov_len: byte.len(),
+            };
+            let mut control = [0u64; 8];
+            // SAFETY: msghdr is plain old data; its buffers outlive the call.
+            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+            msg.msg_iov = &raw mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = control.as_mut_ptr().cast();
+            msg.msg_controllen = size_of_val(&control) as _;
+            // SAFETY: a valid descriptor and msghdr; does not block long (the datagram is queued).
+            if unsafe { libc::recvmsg(fd, &raw mut msg, libc::MSG_DONTWAIT) } < 0 {
+                continue;
+            }
+            if timestamp_us(&msg).is_some_and(|ts| now_us() - ts >= 1_000) {
+                break;
+            }
+        }
+        // The key stays on while a socket wants timestamps.
+        std::mem::forget(keeper);
+    });
 }
 
 /// The kernel's receive timestamp from an SCM_TIMESTAMPNS control message
