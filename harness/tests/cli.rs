@@ -215,6 +215,7 @@ fn list_selects_by_parameter_and_id() {
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
     let ids: Vec<&str> = out
         .lines()
+        .skip(1)
         .filter_map(|l| l.split_whitespace().next())
         .collect();
     assert!(!ids.is_empty());
@@ -541,4 +542,116 @@ fn analyze_writes_zeek_conn_log_and_json_lines() {
         .collect();
     assert_eq!(lines.len(), 1);
     assert_eq!(lines[0]["wire"]["conn_state"], "RSTR");
+}
+
+/// What `teardown ARGS` writes to a terminal: stdout and stderr on the
+/// slave side of a fresh pseudo-terminal (80 columns), read from the master
+/// until the child is gone.
+fn on_a_terminal(args: &[&str], env: &[(&str, &str)]) -> String {
+    use nix::pty::{Winsize, openpty};
+    use std::io::Read;
+    let size = Winsize {
+        ws_row: 40,
+        ws_col: 80,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let pty = openpty(Some(&size), None).expect("a pseudo-terminal");
+    // Not inherited by other tests' children, which would keep the
+    // terminal open after this child is gone.
+    for fd in [&pty.master, &pty.slave] {
+        nix::fcntl::fcntl(
+            fd,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        )
+        .unwrap();
+    }
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_teardown"));
+    cmd.args(args)
+        .env_remove("NO_COLOR")
+        .env_remove("CLICOLOR_FORCE")
+        .env_remove("COLUMNS")
+        .env("TERM", "xterm")
+        .stdin(std::process::Stdio::null())
+        .stdout(pty.slave.try_clone().unwrap())
+        .stderr(pty.slave.try_clone().unwrap());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("run teardown");
+    // Only the child may hold the slave now (the Command keeps its copies).
+    drop(cmd);
+    drop(pty.slave);
+    let mut master = std::fs::File::from(pty.master);
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    // The master reads EIO once the child and every copy of the slave are
+    // gone: that is the end of the output.
+    while let Ok(n) = master.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    child.wait().unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Colour on a terminal, none when NO_COLOR is set, none in a pipe unless
+/// asked for; and on a terminal the table fits its width.
+#[test]
+fn tables_are_coloured_on_a_terminal_only() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let linux = root.join("reports/kernels/6.1.0-50-amd64.json");
+    let gvisor = root.join("reports/stacks/gvisor-20240729.0.json");
+    let args = ["compare", linux.to_str().unwrap(), gvisor.to_str().unwrap()];
+    let esc = '\u{1b}';
+
+    let tty = on_a_terminal(&args, &[]);
+    assert!(tty.contains(esc), "no colour on a terminal:\n{tty}");
+    // Table rows (two spaces of indent) stay within the 80 columns.
+    let plain_tty = on_a_terminal(&args, &[("NO_COLOR", "1")]);
+    assert!(!plain_tty.contains(esc), "NO_COLOR=1 still coloured");
+    let rows = plain_tty
+        .lines()
+        .filter(|l| l.starts_with("  ") && !l.starts_with("  not observed"));
+    for row in rows {
+        assert!(row.trim_end().chars().count() <= 80, "too wide: {row}");
+    }
+
+    let piped = teardown(&args);
+    assert_eq!(piped.status.code(), Some(1), "the stacks differ");
+    assert!(!String::from_utf8_lossy(&piped.stdout).contains(esc));
+    let mut forced = args.to_vec();
+    forced.extend(["--color", "always"]);
+    let forced = teardown(&forced);
+    assert!(String::from_utf8_lossy(&forced.stdout).contains(esc));
+    let never = on_a_terminal(&[&args[..], &["--color", "never"]].concat(), &[]);
+    assert!(!never.contains(esc));
+}
+
+/// Every id `list` prints selects that case with `-f`.
+#[test]
+fn listed_ids_select_their_case() {
+    let scenarios = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    let o = teardown(&["list", scenarios.to_str().unwrap(), "-f", "linger-zero"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let ids: Vec<&str> = out
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(ids.len() >= 2, "{out}");
+    for id in ids {
+        let o = teardown(&["list", scenarios.to_str().unwrap(), "-f", id]);
+        let again = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(
+            again
+                .lines()
+                .skip(1)
+                .any(|l| l.split_whitespace().next() == Some(id)),
+            "-f {id} does not select it:\n{again}"
+        );
+    }
 }

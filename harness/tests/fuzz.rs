@@ -548,7 +548,7 @@ fn mutated_reports_are_refused_by_name_or_rendered_whole() {
             ("b.json".to_string(), report.clone()),
         ];
         let c = teardown::compare::compare(&loaded, 100.0, true);
-        let _ = teardown::sinks::compare::table(&c);
+        let _ = teardown::sinks::compare::table(&c, &teardown::sinks::terminal::Terminal::PLAIN);
         let _ = teardown::sinks::compare::markdown(&c);
         let _ = teardown::sinks::html::html(&loaded);
         for case in &report.cases {

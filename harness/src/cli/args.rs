@@ -13,6 +13,16 @@ use clap::{Parser, Subcommand};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Colour in tables: auto (on a terminal, unless NO_COLOR is set),
+    /// always, never.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "auto",
+        value_name = "WHEN"
+    )]
+    pub color: crate::sinks::terminal::ColorChoice,
 }
 
 #[derive(Subcommand, Debug)]

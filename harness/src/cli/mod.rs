@@ -17,6 +17,7 @@ use crate::report::{self, Report};
 use crate::runner::{self, RunOptions};
 use crate::sandbox::SandboxError;
 use crate::sinks;
+use crate::sinks::terminal::{ColorChoice, Terminal};
 use crate::stack::Placement;
 use crate::verdict::Status;
 use args::{BaselineAction, Cli, Command, CompareFormat, RunArgs};
@@ -129,7 +130,7 @@ pub fn main() -> i32 {
             };
         }
     };
-    match dispatch(cli.command) {
+    match dispatch(cli.command, cli.color) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("teardown: {e}");
@@ -138,9 +139,9 @@ pub fn main() -> i32 {
     }
 }
 
-fn dispatch(command: Command) -> Result<i32, CliError> {
+fn dispatch(command: Command, color: ColorChoice) -> Result<i32, CliError> {
     match command {
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(args, color),
         Command::Compare {
             reports,
             format,
@@ -155,7 +156,7 @@ fn dispatch(command: Command) -> Result<i32, CliError> {
             let inputs = crate::compare::read_inputs(&reports)?;
             let c = crate::compare::compare_inputs(&inputs, tolerance_ms, measurements);
             say(&match format {
-                CompareFormat::Table => sinks::compare::table(&c),
+                CompareFormat::Table => sinks::compare::table(&c, &Terminal::stdout(color)),
                 CompareFormat::Markdown => sinks::compare::markdown(&c),
                 CompareFormat::Json => json(&c),
             });
@@ -210,7 +211,9 @@ fn dispatch(command: Command) -> Result<i32, CliError> {
         } => {
             let cases = select.selection().apply(catalogue::load(&paths)?)?;
             match format {
-                args::RunFormat::Table => say(&sinks::console::list(&cases)),
+                args::RunFormat::Table => {
+                    say(&sinks::console::list(&cases, &Terminal::stdout(color)))
+                }
                 args::RunFormat::Json => say(&json(&sinks::console::list_json(&cases))),
             }
             Ok(exit::OK)
@@ -290,7 +293,7 @@ fn dispatch(command: Command) -> Result<i32, CliError> {
     }
 }
 
-fn run(a: RunArgs) -> Result<i32, CliError> {
+fn run(a: RunArgs, color: ColorChoice) -> Result<i32, CliError> {
     // A run of some scenarios, or some cases, is checked against the
     // baseline's entries for those only.
     let selection = a.select.selection();
@@ -358,7 +361,13 @@ fn run(a: RunArgs) -> Result<i32, CliError> {
         crate::files::write_atomic(junit, sinks::junit::junit(&rep).as_bytes())
             .map_err(write_err(junit))?;
     }
-    let mut text = sinks::console::table(&rep);
+    // With JSON on stdout, the table goes to stderr.
+    let term = if json_out {
+        Terminal::stderr(color)
+    } else {
+        Terminal::stdout(color)
+    };
+    let mut text = sinks::console::table(&rep, &term);
     if !to_stdout {
         text.push_str(&format!("report: {}\n", path.display()));
     }

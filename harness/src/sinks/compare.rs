@@ -6,6 +6,9 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
+use comfy_table::{Cell, Color};
+
+use super::terminal::{Terminal, keep_whole, lines};
 use crate::compare::Comparison;
 
 fn show(v: &Value) -> String {
@@ -20,33 +23,38 @@ fn show(v: &Value) -> String {
     }
 }
 
-/// For a terminal: a legend, then per case the differing facts in columns.
-pub fn table(c: &Comparison) -> String {
+/// For a terminal: a legend, then per case the differing facts in columns
+/// (on a terminal, a value that differs from column A's in yellow).
+pub fn table(c: &Comparison, term: &Terminal) -> String {
     let mut out = legend(c, "");
     for case in c.differing() {
         let _ = writeln!(out, "\n{}", case.id);
-        let mut rows: Vec<Vec<String>> = vec![
-            std::iter::once("field".to_string())
-                .chain(c.columns.iter().map(|col| col.label.clone()))
-                .collect(),
-        ];
+        let head: Vec<&str> = std::iter::once("field")
+            .chain(c.columns.iter().map(|col| col.label.as_str()))
+            .collect();
+        // Two columns of indent.
+        let term = Terminal {
+            width: term.width.map(|w| w.saturating_sub(2)),
+            ..*term
+        };
+        let mut t = term.table(&head);
         for d in &case.differences {
-            rows.push(
-                std::iter::once(d.field.clone())
-                    .chain(d.values.iter().map(show))
-                    .collect(),
+            let first = d.values.first();
+            t.add_row(
+                std::iter::once(Cell::new(&d.field))
+                    .chain(d.values.iter().map(|v| {
+                        if Some(v) == first {
+                            Cell::new(show(v))
+                        } else {
+                            term.paint(&show(v), Color::Yellow)
+                        }
+                    }))
+                    .collect::<Vec<_>>(),
             );
         }
-        let widths: Vec<usize> = (0..rows[0].len())
-            .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
-            .collect();
-        for r in rows {
-            let line: Vec<String> = r
-                .iter()
-                .zip(&widths)
-                .map(|(cell, w)| format!("{cell:<w$}"))
-                .collect();
-            let _ = writeln!(out, "  {}", line.join("  ").trim_end());
+        keep_whole(&mut t, 0);
+        for l in lines(&t).lines() {
+            let _ = writeln!(out, "  {l}");
         }
         if !case.unobserved.is_empty() {
             let _ = writeln!(
@@ -160,7 +168,7 @@ mod tests {
 
     #[test]
     fn table_form() {
-        insta::assert_snapshot!(table(&comparison()));
+        insta::assert_snapshot!(table(&comparison(), &super::Terminal::PLAIN));
     }
 
     #[test]

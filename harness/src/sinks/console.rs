@@ -8,20 +8,22 @@ use crate::outcome::TimeWaitSide;
 use crate::report::Report;
 use crate::verdict::{Mismatch, Status};
 
-/// One row per case: what a person scans first.
-pub fn table(report: &Report) -> String {
-    let head = [
-        "scenario",
-        "params",
+use super::terminal::{Terminal, fit_by_hiding, keep_whole, lines};
+use comfy_table::{Cell, Color};
+
+/// One row per case, the verdict first and the id exactly as `-f` takes
+/// it, fitted to the terminal's width; then every problem and the summary.
+pub fn table(report: &Report, term: &Terminal) -> String {
+    let mut t = term.table(&[
+        "verdict",
+        "case",
         "client F/R",
         "server F/R",
         "first FIN",
         "TIME-WAIT",
         "lost c>s",
         "lost s>c",
-        "verdict",
-    ];
-    let mut rows: Vec<[String; 9]> = Vec::new();
+    ]);
     for c in &report.cases {
         let o = &c.outcome;
         let fr = |s: Option<&SideCounts>| s.map_or("-".into(), |s| format!("{}/{}", s.fin, s.rst));
@@ -31,19 +33,6 @@ pub fn table(report: &Report) -> String {
             .map_or("-", |f| f.name())
             .to_string();
         let tw = o.time_wait.side.map_or("-", TimeWaitSide::name).to_string();
-        let status = match c.verdict.status {
-            Status::Fail => format!("FAIL ({})", c.verdict.mismatches.len()),
-            Status::Error => "ERROR".to_string(),
-            other => other.name().to_string(),
-        };
-        // family first, then the other axes as name=value
-        let mut params: Vec<String> = c.params.get("family").cloned().into_iter().collect();
-        params.extend(
-            c.params
-                .iter()
-                .filter(|(k, _)| *k != "family")
-                .map(|(k, v)| format!("{k}={v}")),
-        );
         let lost = |f: &crate::outcome::Flow, key: &str| {
             if o.unobserved.contains_key("data") || o.unobserved.contains_key(key) {
                 "-".to_string()
@@ -51,37 +40,31 @@ pub fn table(report: &Report) -> String {
                 f.lost.to_string()
             }
         };
-        rows.push([
-            c.scenario.clone(),
-            params.join(" "),
-            fr(w.map(|w| &w.sides.client)),
-            fr(w.map(|w| &w.sides.server)),
-            first,
-            tw,
-            lost(&o.data.client_to_server, "data.client_to_server"),
-            lost(&o.data.server_to_client, "data.server_to_client"),
-            status,
+        t.add_row(vec![
+            verdict_cell(c, term),
+            Cell::new(&c.id),
+            Cell::new(fr(w.map(|w| &w.sides.client))),
+            Cell::new(fr(w.map(|w| &w.sides.server))),
+            Cell::new(first),
+            Cell::new(tw),
+            Cell::new(lost(&o.data.client_to_server, "data.client_to_server")),
+            Cell::new(lost(&o.data.server_to_client, "data.server_to_client")),
         ]);
     }
-    let mut widths = head.map(str::len);
-    for r in &rows {
-        for (w, cell) in widths.iter_mut().zip(r) {
-            *w = (*w).max(cell.len());
-        }
+    for i in 0..8 {
+        keep_whole(&mut t, i);
     }
-    let mut out = String::new();
-    let line = |cells: &[&str], out: &mut String| {
-        let parts: Vec<String> = cells
-            .iter()
-            .zip(widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        out.push_str(parts.join("  ").trim_end());
-        out.push('\n');
-    };
-    line(&head, &mut out);
-    for r in &rows {
-        line(&r.each_ref().map(String::as_str), &mut out);
+    // Values are never split; on a narrow terminal the least needed
+    // columns go, and a note says which.
+    let hidden = fit_by_hiding(&mut t, term.width, &[7, 6, 4, 5, 3, 2]);
+    let mut out = lines(&t);
+    if !hidden.is_empty() {
+        let _ = writeln!(
+            out,
+            "(to fit {} columns, not shown: {}; the report has them)",
+            term.width.unwrap_or(0),
+            hidden.join(", ")
+        );
     }
     out.push_str(&problems(report));
     out.push_str(&report.summary.line(report.cases.len()));
@@ -89,24 +72,32 @@ pub fn table(report: &Report) -> String {
     out
 }
 
-/// `teardown list`: one line per case, id, claims, title.
-pub fn list(cases: &[crate::scenario::Case]) -> String {
-    let width = cases
-        .iter()
-        .map(|c| c.id.chars().count())
-        .max()
-        .unwrap_or(0);
-    let mut out = String::new();
+/// `pass`, `FAIL`, `ERROR`, ...: one word a script can split on, coloured
+/// on a terminal (failures red, errors magenta, the rest dim).
+fn verdict_cell(c: &crate::report::CaseReport, term: &Terminal) -> Cell {
+    let (text, colour) = match c.verdict.status {
+        Status::Pass => ("pass".to_string(), Color::Green),
+        Status::Fail => ("FAIL".to_string(), Color::Red),
+        Status::Error => ("ERROR".to_string(), Color::Magenta),
+        other => (other.name().to_string(), Color::Yellow),
+    };
+    term.paint(&text, colour)
+}
+
+/// `teardown list`: one row per case, id (as `-f` takes it), claims,
+/// title; the title wraps within the terminal's width.
+pub fn list(cases: &[crate::scenario::Case], term: &Terminal) -> String {
+    let mut t = term.table(&["case", "claims", "title"]);
     for c in cases {
-        let _ = writeln!(
-            out,
-            "{:<width$}  {:<10} {}",
-            c.id,
-            c.scenario.claims.join(" "),
-            c.scenario.title
-        );
+        t.add_row(vec![
+            c.id.as_str(),
+            &c.scenario.claims.join(" "),
+            &c.scenario.title,
+        ]);
     }
-    out
+    keep_whole(&mut t, 0);
+    keep_whole(&mut t, 1);
+    lines(&t)
 }
 
 /// `teardown list --format json`: each case's id (as `-f` takes it),
@@ -234,6 +225,6 @@ mod tests {
         }];
         r.cases.push(failed);
         r.summary = crate::report::Summary::of(&r.cases);
-        insta::assert_snapshot!(table(&r));
+        insta::assert_snapshot!(table(&r, &Terminal::PLAIN));
     }
 }

@@ -10,6 +10,7 @@
 //! | [`ladder`] | a case as a ladder diagram, as text (`teardown explain`) |
 //! | [`html`] | one self-contained page: overview, claims, SVG ladders |
 //! | [`compare`] | a comparison of reports as a table or Markdown |
+//! | [`terminal`] | not an output: what stdout or stderr can show (colour, width), for the others |
 //! | [`analysis`] | `teardown analyze`: a capture's connections as a table, JSON, JSON Lines or Zeek conn.log |
 //!
 //! The JSON report itself is written by `report::write`. A new output form
@@ -22,3 +23,4 @@ pub mod html;
 pub mod junit;
 pub mod ladder;
 pub mod progress;
+pub mod terminal;
