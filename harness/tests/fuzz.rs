@@ -550,7 +550,10 @@ fn mutated_reports_are_refused_by_name_or_rendered_whole() {
         let c = teardown::compare::compare(&loaded, 100.0, true);
         let _ = teardown::sinks::compare::table(&c, &teardown::sinks::terminal::Terminal::PLAIN);
         let _ = teardown::sinks::compare::markdown(&c);
-        let _ = teardown::sinks::html::html(&loaded);
+        let _ = teardown::sinks::html::html(
+            &loaded,
+            &teardown::compare::compare(&loaded, 100.0, false),
+        );
         for case in &report.cases {
             let _ = teardown::sinks::ladder::text(case);
         }

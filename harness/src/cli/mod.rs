@@ -164,7 +164,8 @@ fn dispatch(command: Command, color: ColorChoice) -> Result<i32, CliError> {
         }
         Command::Render { reports, out } => {
             let loaded = report::load::read_all(&reports)?;
-            let page = sinks::html::html(&loaded);
+            let diff = crate::compare::compare(&loaded, 100.0, false);
+            let page = sinks::html::html(&loaded, &diff);
             crate::files::write_atomic(&out, page.as_bytes()).map_err(write_err(&out))?;
             say(&format!("{}\n", out.display()));
             Ok(exit::OK)

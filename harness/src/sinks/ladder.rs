@@ -21,6 +21,61 @@ pub enum What<'a> {
     Call(&'a StepRecord),
     /// The side's socket entered this state (sock_diag).
     State(TcpState),
+    /// A call that spanned other events returned: the end of its span.
+    Return(&'a StepRecord),
+}
+
+/// A call lasting at least this long is drawn as a span from its start to
+/// its return.
+pub const SPAN_MIN_MS: f64 = 1.0;
+
+/// Gaps up to this long are drawn to scale; longer ones are cut, and say
+/// how long they were.
+pub const SCALE_LIMIT_MS: f64 = 100.0;
+
+/// How the time between two consecutive rows is drawn.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Gap {
+    /// Under a millisecond: rows just follow each other.
+    None,
+    /// Drawn to scale (milliseconds).
+    Scaled(f64),
+    /// Longer than [`SCALE_LIMIT_MS`]: cut, with its length (milliseconds).
+    Cut(f64),
+}
+
+/// The gap from the row at `before` to the row at `t` (milliseconds).
+pub fn gap(before: f64, t: f64) -> Gap {
+    let d = t - before;
+    if d < 1.0 {
+        Gap::None
+    } else if d <= SCALE_LIMIT_MS {
+        Gap::Scaled(d)
+    } else {
+        Gap::Cut(d)
+    }
+}
+
+/// `1.997 s` or `250 ms`: an idle gap's length.
+pub fn duration_text(ms: f64) -> String {
+    if ms >= 1000.0 {
+        format!("{:.3} s", ms / 1000.0)
+    } else {
+        format!("{ms:.0} ms")
+    }
+}
+
+/// The side a call's actor sits on (the listener on the server's).
+pub fn call_side(s: &StepRecord) -> Option<Side> {
+    s.actor.map(|a| match a.role {
+        Role::Client => Side::Client,
+        Role::Server | Role::Listener => Side::Server,
+    })
+}
+
+/// Whether `s` is drawn as a span (it has a side and lasted long enough).
+pub fn is_span(s: &StepRecord) -> bool {
+    s.actor.is_some() && s.duration_ms >= SPAN_MIN_MS
 }
 
 /// One row of the ladder.
@@ -32,21 +87,24 @@ pub struct Event<'a> {
     pub what: What<'a>,
 }
 
-/// Packets, calls and state changes of a case, in time order (a call at its
-/// start; ties keep calls before the packets they cause).
+/// Packets, calls, returns and state changes of a case, in time order (a
+/// call at its start; ties keep calls before the packets they cause).
 pub fn events(c: &CaseReport) -> Vec<Event<'_>> {
     let mut ev: Vec<Event> = Vec::new();
     for s in &c.steps {
-        // The listener sits on the server's lifeline.
-        let side = s.actor.map(|a| match a.role {
-            Role::Client => Side::Client,
-            Role::Server | Role::Listener => Side::Server,
-        });
+        let side = call_side(s);
         ev.push(Event {
             t_ms: s.start_ms,
             side,
             what: What::Call(s),
         });
+        if is_span(s) {
+            ev.push(Event {
+                t_ms: s.start_ms + s.duration_ms,
+                side,
+                what: What::Return(s),
+            });
+        }
     }
     for (side, changes) in c.outcome.states.iter() {
         for ch in changes {
@@ -139,9 +197,105 @@ pub fn call_label(s: &StepRecord) -> String {
 }
 
 const LEFT: usize = 40;
-const MIDDLE: usize = 44;
+const MIDDLE: usize = 56;
+/// A blank row of the text ladder stands for this much of a gap drawn to
+/// scale.
+const ROW_MS: f64 = 20.0;
 
-/// The ladder as text for a terminal.
+/// What the text ladder's marks mean; printed under every ladder.
+pub const TEXT_LEGEND: &str = "\
+legend: --> delivered segment; --X | segment dropped by the named fault rule (counted by the
+        packet filter, not inferred); ┏┃┗ a call in progress, from its start to its return;
+        [STATE] the socket's TCP state (sock_diag); a blank row is 20 ms; ~~ a longer idle
+        gap, cut, with its length";
+
+/// The ladder without its times: the segments in order (side, flags,
+/// length, notes, drop), and each side's calls (text and result) and
+/// states in order. Two runs with the same shape drew the same ladder but
+/// for times, and for how events of different lanes interleave, which is
+/// timing too.
+pub fn shape(c: &CaseReport) -> String {
+    // Lanes: segments, client, server, calls of no side.
+    let mut lanes = [String::new(), String::new(), String::new(), String::new()];
+    for e in events(c) {
+        let lane = match (e.what, e.side) {
+            (What::Packet(_), _) => 0,
+            (_, Some(Side::Client)) => 1,
+            (_, Some(Side::Server)) => 2,
+            (_, None) => 3,
+        };
+        let out = &mut lanes[lane];
+        let _ = match e.what {
+            What::Packet(p) => writeln!(
+                out,
+                "{:?} {} len={} {:?} {:?}",
+                e.side, p.flags, p.len, p.notes, p.dropped_by
+            ),
+            What::Call(s) => {
+                // Not the shape: how long it took, the ephemeral port a
+                // connect got, the descriptor number accept returned.
+                let mut s = s.clone();
+                s.duration_ms = 0.0;
+                match s.verb {
+                    crate::scenario::Verb::Connect => s.result.value = None,
+                    crate::scenario::Verb::Accept => s.result.ret = s.result.ret.map(|r| r.min(0)),
+                    _ => {}
+                }
+                writeln!(out, "{}", call_label(&s))
+            }
+            // Whether a call lasted long enough to be a span is timing.
+            What::Return(_) => Ok(()),
+            What::State(st) => writeln!(out, "{st}"),
+        };
+    }
+    lanes.join("\n")
+}
+
+/// `close as lclose returned (1002.31 ms)`: the end of a span.
+pub fn return_label(s: &StepRecord) -> String {
+    let call = s
+        .call
+        .split_once(' ')
+        .map_or(s.call.as_str(), |(_, rest)| rest);
+    format!("{call} returned ({:.2} ms)", s.duration_ms)
+}
+
+/// `s` in lines of at most `n` characters, broken at spaces where it can be.
+pub fn wrap(s: &str, n: usize) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    let mut line = String::new();
+    for word in s.split(' ') {
+        let mut word: Vec<char> = word.chars().collect();
+        while !word.is_empty() {
+            let room = n.saturating_sub(line.chars().count() + usize::from(!line.is_empty()));
+            if word.len() <= room {
+                if !line.is_empty() {
+                    line.push(' ');
+                }
+                line.extend(word.drain(..));
+            } else if line.is_empty() {
+                line.extend(word.drain(..n));
+                lines.push(std::mem::take(&mut line));
+            } else {
+                lines.push(std::mem::take(&mut line));
+            }
+        }
+    }
+    if !line.is_empty() || lines.is_empty() {
+        lines.push(line);
+    }
+    lines
+}
+
+/// The side of a call made in the span column: nothing, the start of a
+/// span, one going on, its end.
+fn gutter(open: usize, mark: Option<char>) -> char {
+    mark.unwrap_or(if open > 0 { '┃' } else { ' ' })
+}
+
+/// The ladder as text for a terminal: one row per event, gaps to scale (a
+/// blank row per [`ROW_MS`]) up to [`SCALE_LIMIT_MS`], longer ones cut and
+/// marked; calls that last are spans beside their lifeline.
 pub fn text(c: &CaseReport) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{}: {}", c.id, c.title);
@@ -153,16 +307,48 @@ pub fn text(c: &CaseReport) -> String {
         "\n{:>10}  {:<LEFT$}{:^MIDDLE$}  server",
         "t (ms)", "client", ""
     );
-    // Text too long for its column wraps onto the following lines: a
-    // result is never cut short.
-    let wrap = |s: &str, w: usize| -> Vec<String> {
-        let chars: Vec<char> = s.chars().collect();
-        if chars.is_empty() {
-            return vec![String::new()];
-        }
-        chars.chunks(w).map(|c| c.iter().collect()).collect()
-    };
+    let blank_middle = format!("|{}|", " ".repeat(MIDDLE - 2));
+    // Calls in progress on the client's and the server's side.
+    let mut open = [0usize; 2];
+    let idx = |side: Option<Side>| usize::from(side == Some(Side::Server));
+    let row =
+        |out: &mut String, t: &str, left: &str, lg: char, middle: &str, rg: char, right: &str| {
+            let line = format!("{t:>10}  {left:<w$}{lg}{middle}{rg} {right}", w = LEFT - 1);
+            let _ = writeln!(out, "{}", line.trim_end());
+        };
+    let mut before: Option<f64> = None;
     for e in events(c) {
+        match before.map(|b| gap(b, e.t_ms)) {
+            Some(Gap::Scaled(d)) => {
+                for _ in 0..(d / ROW_MS) as usize {
+                    row(
+                        &mut out,
+                        "",
+                        "",
+                        gutter(open[0], None),
+                        &blank_middle,
+                        gutter(open[1], None),
+                        "",
+                    );
+                }
+            }
+            Some(Gap::Cut(d)) => {
+                let cut = format!("~~ {} idle, cut ~~", duration_text(d));
+                row(
+                    &mut out,
+                    "",
+                    "",
+                    gutter(open[0], None),
+                    &format!("{cut:~^MIDDLE$}"),
+                    gutter(open[1], None),
+                    "",
+                );
+            }
+            Some(Gap::None) | None => {}
+        }
+        before = Some(e.t_ms);
+        let side = idx(e.side);
+        let mut mark = None;
         let (left, middle, right) = match (e.what, e.side) {
             // A segment a fault rule took never reaches the peer: its
             // arrow stops short with an X.
@@ -186,26 +372,65 @@ pub fn text(c: &CaseReport) -> String {
                     String::new(),
                 )
             }
-            (What::Call(s), Some(Side::Server)) => (String::new(), String::new(), call_label(s)),
-            (What::Call(s), _) => (call_label(s), String::new(), String::new()),
+            (What::Call(s), side_of) => {
+                if is_span(s) {
+                    open[side] += 1;
+                    mark = Some('┏');
+                }
+                match side_of {
+                    Some(Side::Server) => (String::new(), String::new(), call_label(s)),
+                    _ => (call_label(s), String::new(), String::new()),
+                }
+            }
+            (What::Return(s), side_of) => {
+                open[side] = open[side].saturating_sub(1);
+                mark = Some('┗');
+                match side_of {
+                    Some(Side::Server) => (String::new(), String::new(), return_label(s)),
+                    _ => (return_label(s), String::new(), String::new()),
+                }
+            }
             (What::State(st), Some(Side::Server)) => {
                 (String::new(), String::new(), format!("[{st}]"))
             }
             (What::State(st), _) => (format!("[{st}]"), String::new(), String::new()),
         };
         let middle = if middle.is_empty() {
-            format!("|{}|", " ".repeat(MIDDLE - 2))
+            blank_middle.clone()
         } else {
             middle
         };
-        let lefts = wrap(&left, LEFT - 1);
-        let line = format!("{:>10.3}  {:<LEFT$}{}  {}", e.t_ms, lefts[0], middle, right);
-        let _ = writeln!(out, "{}", line.trim_end());
+        // The mark goes on the event's side; the other keeps its span.
+        let (lg, rg) = if e.side == Some(Side::Server) {
+            (gutter(open[0], None), gutter(open[1], mark))
+        } else {
+            (gutter(open[0], mark), gutter(open[1], None))
+        };
+        // Text too long for its column wraps onto the following lines: a
+        // result is never cut short.
+        let lefts = wrap(&left, LEFT - 2);
+        row(
+            &mut out,
+            &format!("{:.3}", e.t_ms),
+            &lefts[0],
+            lg,
+            &middle,
+            rg,
+            &right,
+        );
         for more in &lefts[1..] {
-            let line = format!("{:>10}  {more:<LEFT$}|{}|", "", " ".repeat(MIDDLE - 2));
-            let _ = writeln!(out, "{}", line.trim_end());
+            row(
+                &mut out,
+                "",
+                more,
+                gutter(open[0], None),
+                &blank_middle,
+                gutter(open[1], None),
+                "",
+            );
         }
     }
+    let _ = writeln!(out, "\n{TEXT_LEGEND}");
     let w = c.outcome.wire.as_ref();
     let _ = writeln!(
         out,
