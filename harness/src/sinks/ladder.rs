@@ -498,4 +498,36 @@ mod tests {
         );
         insta::assert_snapshot!(t);
     }
+
+    #[test]
+    fn long_calls_are_spans_and_long_gaps_are_cut_with_their_length() {
+        let mut r = report("a", 1, None);
+        let c = &mut r.cases[0];
+        c.outcome.packets = serde_json::from_value(serde_json::json!([
+            { "t_ms": 1.0, "from": "client", "flags": ".", "seq": 1, "ack": 1, "len": 0, "win": 0 },
+            { "t_ms": 41.0, "from": "server", "flags": ".", "seq": 1, "ack": 1, "len": 0, "win": 0 },
+            { "t_ms": 1041.0, "from": "client", "flags": "F.", "seq": 1, "ack": 1, "len": 0, "win": 0 }
+        ]))
+        .unwrap();
+        c.steps[0].start_ms = 0.5;
+        c.steps[0].duration_ms = 1040.0;
+        let t = text(&r.cases[0]);
+        let lines: Vec<&str> = t.lines().collect();
+        let at = |needle: &str| {
+            lines
+                .iter()
+                .position(|l| l.contains(needle))
+                .unwrap_or_else(|| panic!("{needle:?} not in\n{t}"))
+        };
+        // 40 ms drawn to scale: two blank rows of 20 ms, inside the span.
+        assert_eq!(at("<-") - at("|-- . seq=1"), 3, "{t}");
+        assert!(lines[at("|-- . seq=1") + 1].contains('┃'), "{t}");
+        // 1000 ms cut, with its length, before the return.
+        assert!(at("1000 ms idle, cut") < at("returned (1040.00 ms)"), "{t}");
+        assert!(lines[at("client close -> 0")].contains('┏'), "{t}");
+        assert!(lines[at("returned (1040.00 ms)")].contains('┗'), "{t}");
+        assert_eq!(gap(0.0, 0.5), Gap::None);
+        assert_eq!(gap(0.0, 100.0), Gap::Scaled(100.0));
+        assert_eq!(gap(0.0, 100.5), Gap::Cut(100.5));
+    }
 }
