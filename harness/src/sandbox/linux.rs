@@ -251,6 +251,62 @@ pub struct ProgramOutput {
 /// under parallel load. Here the child shares the table (`CLONE_FILES`, no
 /// references taken) and replaces it with an empty one before it opens
 /// anything: `close_range(0, ~0, CLOSE_RANGE_UNSHARE)` copies no descriptor.
+const CAP_NET_ADMIN: u32 = 12;
+
+/// Makes capability `cap` (held in the permitted set) ambient, so that a
+/// program this thread execs keeps it: first inheritable (capset), then
+/// ambient (prctl). Only system calls: safe between clone and exec.
+///
+/// # Safety
+/// Changes the calling thread's capabilities; call it in a child about to
+/// exec.
+unsafe fn raise_ambient(cap: u32) {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: libc::c_int,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    let mut header = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let mut data = [Data {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: the kernel reads the header and writes two Data (version 3).
+    unsafe {
+        if libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) != 0 {
+            return;
+        }
+        let (word, bit) = ((cap / 32) as usize, 1u32 << (cap % 32));
+        if data[word].permitted & bit == 0 {
+            return;
+        }
+        data[word].inheritable |= bit;
+        header.version = VERSION_3;
+        if libc::syscall(libc::SYS_capset, &header, data.as_ptr()) != 0 {
+            return;
+        }
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
+            libc::c_ulong::from(cap),
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        );
+    }
+}
+
 pub fn run_isolated(program: &str, args: &[&str]) -> std::io::Result<ProgramOutput> {
     use std::ffi::{CString, c_void};
     use std::io::{Error, ErrorKind};
@@ -331,6 +387,12 @@ pub fn run_isolated(program: &str, args: &[&str]) -> std::io::Result<ProgramOutp
             // its cases), not kill `nft` half-way through a case's rule.
             if libc::setpgid(0, 0) != 0 {
                 libc::_exit(126);
+            }
+            // Run with file capabilities instead of root (the README's
+            // setcap), the child loses CAP_NET_ADMIN at exec unless it is
+            // ambient. Failing that, nft says "Operation not permitted".
+            if libc::geteuid() != 0 {
+                raise_ambient(CAP_NET_ADMIN);
             }
             libc::execve(a.path, a.argv, a.envp);
             libc::_exit(127)
