@@ -81,10 +81,8 @@ pub struct Baseline {
 /// A case's fingerprint: its behavioural facts and its verdict.
 pub fn fingerprint(c: &CaseReport) -> BTreeMap<String, Value> {
     let mut f = crate::facts::fingerprint(&c.facts());
-    // A case that drives groups of connections is about all of them: its
-    // first connection's own facts (which of a hundred got a TIME-WAIT
-    // bucket, say) are chance, and its behaviour is in `connections.*`.
-    // How many bytes a read or write moved measures buffers and timing (a
+    // A case that drives groups of connections is about all of them (see
+    // `CaseReport::drives_groups`). How many bytes a read or write moved measures buffers and timing (a
     // buffer drained while the peer was still sending): the count is not
     // behaviour, whether it returned 0 or failed is.
     for s in &c.steps {
@@ -96,12 +94,8 @@ pub fn fingerprint(c: &CaseReport) -> BTreeMap<String, Value> {
             f.remove(&format!("steps.{}.ret", s.key));
         }
     }
-    if c.steps.iter().any(|s| s.result.group.is_some()) {
-        f.retain(|path, _| {
-            !["wire.", "final_state.", "time_wait.", "data."]
-                .iter()
-                .any(|p| path.starts_with(p))
-        });
+    if c.drives_groups() {
+        f.retain(|path, _| !CaseReport::first_connection_fact(path));
     }
     f.insert("verdict".into(), json!(c.verdict.status.name()));
     f

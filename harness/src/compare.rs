@@ -243,8 +243,11 @@ impl Input {
 /// name them.
 fn facts(c: &CaseReport, measurements: bool) -> BTreeMap<String, Observed> {
     let view = c.facts();
+    let groups = c.drives_groups();
     crate::facts::all(&view)
         .into_iter()
+        // A group case's first-connection facts are chance: not compared.
+        .filter(|(p, _)| !(groups && CaseReport::first_connection_fact(&p.to_string())))
         .filter(|(p, _)| {
             measurements
                 || p.used_as(&view) == Use::Behaviour

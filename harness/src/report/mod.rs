@@ -133,6 +133,23 @@ pub struct CaseReport {
 }
 
 impl CaseReport {
+    /// Whether the case drives groups of connections (`client#1..100`).
+    /// Its case-level wire, state and data facts then describe its first
+    /// connection only, and which connection that is, or how it fared (got a
+    /// TIME-WAIT bucket, say), is chance: its behaviour is in
+    /// `connections.*`. See [`CaseReport::first_connection_fact`].
+    pub fn drives_groups(&self) -> bool {
+        self.steps.iter().any(|s| s.result.group.is_some())
+    }
+
+    /// Whether the fact at `path` is one of those that describe a case's
+    /// first connection only.
+    pub fn first_connection_fact(path: &str) -> bool {
+        ["wire.", "final_state.", "time_wait.", "data."]
+            .iter()
+            .any(|p| path.starts_with(p))
+    }
+
     /// The case's facts, for the fact model.
     pub fn facts(&self) -> CaseFacts<'_> {
         CaseFacts {
@@ -263,6 +280,7 @@ mod tests {
             ip_bytes: crate::tcp::PerSide::new(156, 104),
             wire: c.outcome.wire.clone().unwrap(),
             acked: crate::tcp::PerSide::new(0, 0),
+            missed: crate::tcp::PerSide::new(Some(0), Some(0)),
         };
         c.outcome
             .connections
