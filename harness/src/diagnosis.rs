@@ -10,7 +10,7 @@
 //! the binary embeds that file.
 
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -54,7 +54,7 @@ pub struct Signatures {
     pub signatures: Vec<Signature>,
     /// Each signature's diagnosis, by its key: built once, on first use.
     #[serde(skip)]
-    diagnoses: OnceLock<std::collections::HashMap<String, Diagnosis>>,
+    diagnoses: OnceLock<std::collections::HashMap<String, Arc<Diagnosis>>>,
 }
 
 /// One ending, and the catalogue's cases that end that way.
@@ -78,15 +78,33 @@ pub struct Match {
     pub cases: Vec<String>,
 }
 
-/// A signature's facts as one comparable key.
+/// A signature's facts as one comparable key: their values in
+/// [`SIGNATURE_FACTS`] order (a fact missing from `facts` as null).
 fn key(facts: &BTreeMap<String, Value>) -> String {
-    serde_json::to_string(facts).unwrap_or_default()
+    let values: Vec<Value> = SIGNATURE_FACTS
+        .iter()
+        .map(|p| facts.get(*p).cloned().unwrap_or(Value::Null))
+        .collect();
+    key_of(&values)
+}
+
+/// The key of values in [`SIGNATURE_FACTS`] order.
+fn key_of(values: &[Value]) -> String {
+    use std::fmt::Write as _;
+    let mut key = String::with_capacity(64);
+    for v in values {
+        let _ = write!(key, "{v}\u{1f}");
+    }
+    key
 }
 
 /// Derives the signatures from observed reports and baselines, and the
-/// scenarios that give their cases a meaning. Cases with several
-/// connections are left out: their case-level wire facts describe only
-/// the first.
+/// scenarios that give their cases a meaning. A case's wire facts describe
+/// its first connection: in a case with a few numbered connections (a port
+/// reused) that is always the same one, and its signature counts; a case
+/// that drives groups has no case-level wire facts in a baseline or a
+/// comparison (which of its connections is first is chance), so it gives
+/// none.
 pub fn generate(inputs: &[(String, Input)], cases: &[Case]) -> Signatures {
     let by_id: BTreeMap<&str, &Case> = cases.iter().map(|c| (c.id.as_str(), c)).collect();
     // Signature key -> its facts, and its matches by (scenario, stack).
@@ -95,9 +113,6 @@ pub fn generate(inputs: &[(String, Input)], cases: &[Case]) -> Signatures {
     for (_, input) in inputs {
         let stack = input.stack().to_string();
         for (id, facts) in input.observed_facts() {
-            if facts.get("connections.count").is_some_and(|n| !n.is_null()) {
-                continue;
-            }
             let Some(signature) = SIGNATURE_FACTS
                 .iter()
                 .map(|p| facts.get(*p).map(|v| (p.to_string(), v.clone())))
@@ -153,18 +168,43 @@ pub fn embedded() -> &'static Signatures {
 /// A connection's signature, read from its wire facts the way the report
 /// names them.
 pub fn signature_of(flow: &FlowFacts) -> BTreeMap<String, Value> {
-    let wire = serde_json::to_value(&flow.wire).unwrap_or_default();
+    SIGNATURE_FACTS
+        .iter()
+        .map(|p| p.to_string())
+        .zip(signature_values(flow))
+        .collect()
+}
+
+/// The signature's values in [`SIGNATURE_FACTS`] order, read field by
+/// field, not through the whole of the wire facts as JSON: this runs once
+/// per connection of a capture (a test checks it against that).
+fn signature_values(flow: &FlowFacts) -> Vec<Value> {
+    fn json_of<T: Serialize>(v: &T) -> Value {
+        serde_json::to_value(v).unwrap_or_default()
+    }
+    let w = &flow.wire;
     SIGNATURE_FACTS
         .iter()
         .map(|path| {
-            let parts: Vec<&str> = path.split('.').skip(1).collect();
-            let v = match parts.as_slice() {
-                [side, "reset"] => json!(wire[side]["rst"].as_u64().unwrap_or(0) > 0),
-                [side, field] => wire[side][field].clone(),
-                [field] => wire[field].clone(),
+            match *path {
+                "wire.conn_state" => json!(w.conn_state),
+                "wire.first_fin" => json_of(&w.first_fin),
+                "wire.first_rst" => json_of(&w.first_rst),
+                "wire.time_wait_side" => json_of(&w.time_wait_side),
+                "wire.client.reset" => json!(w.sides.client.rst > 0),
+                "wire.server.reset" => json!(w.sides.server.rst > 0),
+                "wire.client.distinct_fins" => json!(w.sides.client.distinct_fins),
+                "wire.server.distinct_fins" => json!(w.sides.server.distinct_fins),
+                "wire.client.rst_for_data_after_close" => {
+                    json!(w.sides.client.rst_for_data_after_close)
+                }
+                "wire.server.rst_for_data_after_close" => {
+                    json!(w.sides.server.rst_for_data_after_close)
+                }
+                // A fact added to SIGNATURE_FACTS without a line here: the
+                // test against the JSON form fails.
                 _ => Value::Null,
-            };
-            (path.to_string(), v)
+            }
         })
         .collect()
 }
@@ -212,13 +252,12 @@ impl Signature {
         if let Some(why) = &first.why {
             explanation.push_str(&format!(" ({why})"));
         }
+        // The other matches are in `matches`, not repeated here: a
+        // capture's JSON Lines carry this once per connection.
         let named: Vec<String> = matches
             .iter()
             .map(|m| format!("{} on {}", m.scenario, m.stack))
             .collect();
-        if named.len() > 1 {
-            explanation.push_str(&format!("; also ends like {}", named[1..].join(", ")));
-        }
         Diagnosis {
             name: first.scenario.clone(),
             explanation,
@@ -243,23 +282,27 @@ impl Signatures {
     /// open when the capture ended can match too (a SYN nobody answered
     /// ends that way in the catalogue); one that matches nothing is `open`,
     /// not `unknown`: its ending was never captured.
-    pub fn diagnose(&self, flow: &FlowFacts) -> Diagnosis {
+    /// The diagnosis is shared between the connections that end alike.
+    pub fn diagnose(&self, flow: &FlowFacts) -> Arc<Diagnosis> {
+        static OPEN: OnceLock<Arc<Diagnosis>> = OnceLock::new();
         let diagnoses = self.diagnoses.get_or_init(|| {
             self.signatures
                 .iter()
-                .map(|s| (key(&s.facts), s.diagnosis()))
+                .map(|s| (key(&s.facts), Arc::new(s.diagnosis())))
                 .collect()
         });
-        let signature = signature_of(flow);
-        match diagnoses.get(&key(&signature)) {
-            Some(d) => d.clone(),
-            None if flow.open_at_end => Diagnosis {
-                name: "open".into(),
-                explanation: "still open when the capture ended: its ending was not captured"
-                    .into(),
-                matches: Vec::new(),
-            },
-            None => unknown(&signature),
+        let values = signature_values(flow);
+        match diagnoses.get(&key_of(&values)) {
+            Some(d) => Arc::clone(d),
+            None if flow.open_at_end => Arc::clone(OPEN.get_or_init(|| {
+                Arc::new(Diagnosis {
+                    name: "open".into(),
+                    explanation: "still open when the capture ended: its ending was not captured"
+                        .into(),
+                    matches: Vec::new(),
+                })
+            })),
+            None => Arc::new(unknown(&signature_of(flow))),
         }
     }
 }
@@ -279,7 +322,7 @@ fn describe(signature: &BTreeMap<String, Value>) -> String {
 pub struct Diagnosed {
     #[serde(flatten)]
     pub flow: FlowFacts,
-    pub diagnosis: Diagnosis,
+    pub diagnosis: Arc<Diagnosis>,
 }
 
 /// Which connections to show.
@@ -429,6 +472,35 @@ mod tests {
                 }],
             }],
             ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_signature_reads_each_fact_as_the_wire_facts_json_names_it() {
+        // The slow, general way: the wire facts as JSON, read by path.
+        let by_json = |flow: &FlowFacts| -> BTreeMap<String, Value> {
+            let wire = serde_json::to_value(&flow.wire).unwrap();
+            SIGNATURE_FACTS
+                .iter()
+                .map(|path| {
+                    let parts: Vec<&str> = path.split('.').skip(1).collect();
+                    let v = match parts.as_slice() {
+                        [side, "reset"] => json!(wire[side]["rst"].as_u64().unwrap() > 0),
+                        [side, field] => wire[side][field].clone(),
+                        [field] => wire[field].clone(),
+                        _ => panic!("{path}"),
+                    };
+                    (path.to_string(), v)
+                })
+                .collect()
+        };
+        let mut reset = graceful();
+        reset.wire.sides.server.rst = 2;
+        reset.wire.first_rst = Some(crate::tcp::Side::Server);
+        reset.wire.sides.client.rst_for_data_after_close = true;
+        reset.wire.conn_state = "RSTR".into();
+        for flow in [graceful(), reset] {
+            assert_eq!(signature_of(&flow), by_json(&flow));
         }
     }
 

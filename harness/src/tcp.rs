@@ -367,7 +367,7 @@ impl fmt::Display for Flags {
         }
         for (_, flag, letter) in Flags::TABLE {
             if self.contains(flag) {
-                write!(f, "{letter}")?;
+                fmt::Write::write_char(f, letter)?;
             }
         }
         Ok(())

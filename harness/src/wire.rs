@@ -140,8 +140,8 @@ pub fn undecodable_linktype(linktype: i32) -> Option<String> {
 }
 
 /// Parses one captured frame.
-pub fn parse_frame(linktype: i32, index: usize, packet: &RawPacket) -> Frame {
-    let data = packet.data.as_slice();
+pub fn parse_frame<D: AsRef<[u8]>>(linktype: i32, index: usize, packet: &RawPacket<D>) -> Frame {
+    let data = packet.data.as_ref();
     let (parsed, link_len) = match linktype {
         linktype::ETHERNET => (
             LaxSlicedPacket::from_ethernet(data).map_err(|e| e.to_string()),

@@ -525,6 +525,63 @@ fn analyze_diagnoses_each_catalogue_pcap_as_its_own_scenario() {
     assert!(checked > 20, "only {checked} cases had a signature");
 }
 
+/// The mixed capture (tests/fixtures/mixed-endings.toml): seven
+/// connections in one pcap, each ending the way one catalogue scenario
+/// does, two of them on the same 4-tuple one after the other. `analyze`
+/// finds all seven and names, for each, the scenario it repeats; tshark
+/// counts the same segments per connection.
+#[test]
+fn analyze_names_the_scenario_behind_each_connection_of_a_mixed_capture() {
+    use teardown::diagnosis::{self, Filter};
+    require_privileges();
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mixed-endings.toml");
+    let cases = teardown::catalogue::load(&[file]).unwrap();
+    let dir = std::env::temp_dir().join(format!("teardown-mixed-{}", std::process::id()));
+    let opts = RunOptions {
+        captures_dir: Some(dir.clone()),
+        run_id: "mixed".into(),
+        jobs: 1,
+        stack: Stack::detect(),
+    };
+    let report = runner::run_all(&cases, &opts, &AtomicBool::new(false), &|_| {});
+    let c = &report.cases[0];
+    assert_eq!(c.verdict.status, Status::Pass, "{:?}", c.verdict);
+    let pcap = Path::new(c.capture.as_deref().unwrap());
+    let mut found = Vec::new();
+    diagnosis::analyze_file(pcap, diagnosis::embedded(), &Filter::default(), |d| {
+        found.push(d)
+    })
+    .unwrap();
+    found.sort_by_key(|d| d.flow.index);
+    // In the order the connections began (6 and 7 share a 4-tuple).
+    let want = [
+        "close-graceful",
+        "linger-zero",
+        "close-unread-data",
+        "half-close-thank-you",
+        "reset-in-close-wait",
+        "reconnect-bound-port-from-time-wait",
+        "close-graceful",
+    ];
+    assert_eq!(found.len(), want.len(), "{found:#?}");
+    assert_eq!(found[5].flow.client, found[6].flow.client);
+    assert_eq!(found[5].flow.server, found[6].flow.server);
+    for (d, scenario) in found.iter().zip(want) {
+        assert!(
+            d.diagnosis.names(scenario),
+            "connection {} ({} {}): {scenario} not among {:?}",
+            d.flow.index,
+            d.flow.wire.conn_state,
+            d.flow.wire.history,
+            d.diagnosis.matches
+        );
+    }
+    let mut disagreements = common::tshark_disagreements(&report);
+    disagreements.extend(common::tshark_connection_disagreements(&report));
+    assert!(disagreements.is_empty(), "{disagreements:#?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Every segment a fault rule took is marked in the report's packets, in
 /// `explain` and in the HTML, and the marks add up to the packet filter's
 /// own counter, rule by rule.

@@ -50,6 +50,12 @@ pub struct FlowFacts {
     pub wire: WireFacts,
     /// Payload bytes of each side that the peer acknowledged.
     pub acked: PerSide<u64>,
+    /// Payload each side sent that the peer acknowledged but the capture
+    /// did not see: gaps in the captured data, and data acknowledged beyond
+    /// it (Zeek's `missed_bytes` is the sum). Null for a side whose SYN was
+    /// not captured: there is no sequence base to count from.
+    #[serde(default)]
+    pub missed: PerSide<Option<u64>>,
 }
 
 /// A 4-tuple, the same whichever way a segment goes.
@@ -143,6 +149,7 @@ impl Flow {
         };
         if self.ended_us.is_none() && over {
             self.ended_us = Some(seg.ts_us);
+            self.conn.shrink();
         }
     }
 
@@ -161,6 +168,7 @@ impl Flow {
             ip_bytes: self.ip_bytes,
             wire: facts.wire,
             acked: facts.acked,
+            missed: facts.missed,
         }
     }
 }
@@ -168,7 +176,9 @@ impl Flow {
 /// The connections of a capture, folded in segment by segment.
 #[derive(Default)]
 pub struct FlowTable {
-    active: HashMap<Key, Flow>,
+    /// Boxed: a flow is large, and the table moves its values when it
+    /// grows (and keeps empty slots of their size).
+    active: HashMap<Key, Box<Flow>>,
     /// Connections over on the wire, in the order they ended: the oldest
     /// are handed out first once they have lingered long enough.
     ended: VecDeque<(i64, Key, usize)>,
@@ -210,7 +220,7 @@ impl FlowTable {
         let flow = self.active.entry(key).or_insert_with(|| {
             let f = Flow::new(*next, seg);
             *next += 1;
-            f
+            Box::new(f)
         });
         let was_over = flow.ended_us.is_some();
         flow.push(seg);
@@ -243,7 +253,7 @@ impl FlowTable {
 
     /// Every connection still in the table, in capture order.
     pub fn finish(self, out: &mut impl FnMut(FlowFacts)) {
-        let mut rest: Vec<Flow> = self.active.into_values().collect();
+        let mut rest: Vec<Box<Flow>> = self.active.into_values().collect();
         rest.sort_by_key(|f| f.index);
         for f in rest {
             out(f.finish());
@@ -372,5 +382,28 @@ mod tests {
         table.finish(&mut |f| out.push(f));
         assert_eq!(out.len(), 2);
         assert!(out[1].open_at_end);
+    }
+
+    #[test]
+    fn acknowledged_data_the_capture_missed_is_counted_per_side() {
+        let full = split(&conn(0, 100));
+        assert_eq!(full[0].missed, PerSide::new(Some(0), Some(0)));
+        // Bytes 10..20 and 30..40 of the client's 40 were not captured; the
+        // server acknowledged all 40 and the FIN (which is not payload).
+        let gappy = split(&[
+            seg(0, C, S, "S", 100, 0, 0),
+            seg(1, S, C, "S.", 900, 101, 0),
+            seg(2, C, S, ".", 101, 901, 0),
+            seg(3, C, S, "P.", 101, 901, 10),
+            seg(4, C, S, "P.", 121, 901, 10),
+            seg(5, S, C, ".", 901, 141, 0),
+            seg(6, C, S, "F.", 141, 901, 0),
+            seg(7, S, C, "F.", 901, 142, 0),
+            seg(8, C, S, ".", 142, 902, 0),
+        ]);
+        assert_eq!(gappy[0].missed, PerSide::new(Some(20), Some(0)));
+        // No SYN, no sequence base: not counted.
+        let mid = split(&[seg(0, C, S, "P.", 5, 7, 10)]);
+        assert_eq!(mid[0].missed, PerSide::new(None, None));
     }
 }

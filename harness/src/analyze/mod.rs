@@ -16,6 +16,7 @@ pub mod file;
 pub mod flows;
 pub mod zeek;
 
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 
 use schemars::JsonSchema;
@@ -203,6 +204,10 @@ struct Dir {
     counts: SideCounts,
     /// Highest payload offset the peer acknowledged.
     acked: u64,
+    /// The highest acknowledgment the peer sent, as an offset like
+    /// `acked` but not capped at what the capture saw: beyond it, data the
+    /// capture missed.
+    acked_any: u64,
     first_fin_index: Option<usize>,
     first_fin_ack: Option<SeqNum>,
     /// The end of the sequence space sent so far (SYN, data, FIN).
@@ -257,6 +262,29 @@ impl Dir {
         after - before
     }
 
+    /// Payload the peer acknowledged that the capture never saw: the gaps
+    /// in `covered` below the highest acknowledgment (Zeek's
+    /// `missed_bytes`). The acknowledgment of this side's FIN counts one
+    /// sequence number beyond the payload.
+    /// None without the side's SYN: no sequence base to count from.
+    fn missed(&self) -> Option<u64> {
+        let isn = self.isn?;
+        let fin_at = self
+            .fin_seqs
+            .first()
+            .map(|fin| u64::from(fin.since(isn + 1)));
+        let end = match fin_at {
+            Some(f) if self.acked_any > f => f,
+            _ => self.acked_any,
+        };
+        let seen: u64 = self
+            .covered
+            .iter()
+            .map(|&(a, b)| b.min(end).saturating_sub(a))
+            .sum();
+        Some(end.saturating_sub(seen))
+    }
+
     /// Whether the peer acknowledged everything this side sent.
     fn all_acked(&self) -> bool {
         match (self.snd_max, self.acked_by_peer) {
@@ -307,6 +335,10 @@ pub struct ConnectionFacts {
     pub packets: Vec<PacketRecord>,
     /// Payload bytes of each side that the peer acknowledged.
     pub acked: PerSide<u64>,
+    /// Payload bytes of each side that the peer acknowledged but the
+    /// capture did not see (Zeek's `missed_bytes`, per side); None without
+    /// the side's SYN.
+    pub missed: PerSide<Option<u64>>,
 }
 
 impl Connection {
@@ -479,6 +511,11 @@ impl Connection {
                 if rel <= extent + 1 {
                     theirs.acked = theirs.acked.max(rel.min(extent));
                 }
+                // An acknowledgment ahead of the data seen (by less than
+                // half the sequence space: not one from behind it).
+                if rel < 1 << 31 {
+                    theirs.acked_any = theirs.acked_any.max(rel);
+                }
             }
         }
 
@@ -550,10 +587,10 @@ impl Connection {
             }
             self.trace
                 .push(if side == Side::Client { 'c' } else { 's' });
-            self.trace.push(':');
-            self.trace.push_str(&f.to_string());
+            // Written in place: this runs for every segment of a capture.
+            let _ = write!(self.trace, ":{f}");
             if seg.len > 0 {
-                self.trace.push_str(&seg.len.to_string());
+                let _ = write!(self.trace, "{}", seg.len);
             }
         }
         self.trace_tokens += 1;
@@ -574,6 +611,19 @@ impl Connection {
                 notes,
                 dropped_by: None,
             });
+        }
+    }
+
+    /// Gives back the spare capacity of what grew while the connection was
+    /// open: an ended connection waits in a capture's flow table for late
+    /// segments, thousands of them at a time.
+    pub fn shrink(&mut self) {
+        self.history.shrink_to_fit();
+        self.trace.shrink_to_fit();
+        for side in Side::BOTH {
+            let d = &mut self.dirs[side];
+            d.covered.shrink_to_fit();
+            d.fin_seqs.shrink_to_fit();
         }
     }
 
@@ -642,6 +692,7 @@ impl Connection {
             },
             packets: self.packets,
             acked: PerSide::new(self.dirs.client.acked, self.dirs.server.acked),
+            missed: PerSide::new(self.dirs.client.missed(), self.dirs.server.missed()),
         }
     }
 }

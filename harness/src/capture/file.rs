@@ -87,16 +87,12 @@ impl PcapReader {
 
     /// Where reading stopped, for error messages.
     pub fn position(&self) -> String {
-        if self.classic {
-            format!("after packet {} (byte offset {})", self.count, self.offset)
-        } else {
-            format!("after packet {}", self.count)
-        }
+        position(self.classic, self.count, self.offset)
     }
 
     /// The next packet, None at the end, or an error naming where the file
     /// broke off.
-    pub fn next_packet(&mut self) -> Option<Result<RawPacket, CaptureError>> {
+    pub fn next_packet(&mut self) -> Option<Result<RawPacket<&[u8]>, CaptureError>> {
         match self.cap.next_packet() {
             Ok(p) => {
                 self.count += 1;
@@ -104,18 +100,29 @@ impl PcapReader {
                 Some(Ok(RawPacket {
                     ts_us: p.header.ts.tv_sec * 1_000_000 + p.header.ts.tv_usec,
                     orig_len: p.header.len,
-                    data: p.data.to_vec(),
+                    data: p.data,
                 }))
             }
             Err(pcap::Error::NoMorePackets) => None,
             Err(e) => Some(Err(CaptureError::File {
                 path: self.path.clone(),
+                // Fields, not `self.position()`: the packet above borrows
+                // the reader.
                 message: format!(
                     "damaged or truncated {}: {e}; the packets before it were read",
-                    self.position()
+                    position(self.classic, self.count, self.offset)
                 ),
             })),
         }
+    }
+}
+
+/// `after packet 12 (byte offset 3456)`; a pcapng file has no offset to name.
+fn position(classic: bool, count: u64, offset: u64) -> String {
+    if classic {
+        format!("after packet {count} (byte offset {offset})")
+    } else {
+        format!("after packet {count}")
     }
 }
 
@@ -125,7 +132,7 @@ pub fn read_pcap(path: &Path) -> Result<Captured, CaptureError> {
     let mut r = PcapReader::open(path)?;
     let mut packets = Vec::new();
     while let Some(p) = r.next_packet() {
-        packets.push(p?);
+        packets.push(p?.to_owned());
     }
     Ok(Captured {
         linktype: r.linktype,

@@ -42,13 +42,27 @@ pub mod linktype {
     pub const LINUX_SLL2: i32 = 276;
 }
 
-/// A captured frame: timestamp, original length and the captured bytes.
+/// A captured frame: timestamp, original length and the captured bytes,
+/// owned (`RawPacket`) or borrowed from a reader's buffer
+/// (`RawPacket<&[u8]>`, what [`PcapReader`] hands out: a capture is read
+/// without a copy per packet).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RawPacket {
+pub struct RawPacket<D = Vec<u8>> {
     /// Microseconds since the Unix epoch (the kernel's packet timestamp).
     pub ts_us: i64,
     pub orig_len: u32,
-    pub data: Vec<u8>,
+    pub data: D,
+}
+
+impl RawPacket<&[u8]> {
+    /// An owned copy.
+    pub fn to_owned(&self) -> RawPacket {
+        RawPacket {
+            ts_us: self.ts_us,
+            orig_len: self.orig_len,
+            data: self.data.to_vec(),
+        }
+    }
 }
 
 /// Everything captured for one case, or read from a pcap file.

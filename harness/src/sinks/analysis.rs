@@ -206,8 +206,9 @@ pub fn zeek_header(file: &str) -> String {
     )
 }
 
-/// One connection as a conn.log line. Zeek's `missed_bytes` (gaps in the
-/// sequence space) is not computed here, so it is unset (`-`), not 0.
+/// One connection as a conn.log line. `missed_bytes` is payload the peers
+/// acknowledged that the capture did not see, both ways (unset, `-`, when
+/// a SYN was not captured and there is nothing to count from).
 pub fn zeek_line(c: &Diagnosed) -> String {
     let f = &c.flow;
     let w = &f.wire;
@@ -233,7 +234,10 @@ pub fn zeek_line(c: &Diagnosed) -> String {
         w.conn_state.clone(),
         "-".into(),
         "-".into(),
-        "-".into(),
+        f.missed
+            .client
+            .zip(f.missed.server)
+            .map_or("-".into(), |(c, s)| (c + s).to_string()),
         if w.history.is_empty() {
             "-".into()
         } else {
@@ -277,6 +281,12 @@ pub fn connection_ladder(c: &Diagnosed, packets: &[crate::analyze::PacketRecord]
         },
         c.diagnosis.explanation
     );
+    if c.diagnosis.matches.len() > 1 {
+        out.push_str(&format!(
+            "also ends like {}\n",
+            c.diagnosis.matches[1..].join(", ")
+        ));
+    }
     for p in packets {
         let (arrow, pad) = match p.from {
             Side::Client => ("client ──►", ""),

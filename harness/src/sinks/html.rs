@@ -465,7 +465,9 @@ fn case_section(out: &mut String, reports: &[(String, Report)], id: &str, d: Opt
         esc(&first.title)
     );
     // Facts side by side.
-    let rows: [(&str, fn(&CaseReport) -> String); 5] = [
+    /// A row of the facts table: its name, and how a case shows it.
+    type Row = (&'static str, fn(&CaseReport) -> String);
+    let rows: [Row; 5] = [
         ("verdict", |c| c.verdict.status.name().to_string()),
         ("FIN/RST", fin_rst),
         ("first FIN", |c| {
