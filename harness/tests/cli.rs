@@ -377,8 +377,12 @@ fn explain_prints_a_ladder_or_says_what_to_run() {
         "{out}"
     );
     assert!(out.contains("[LAST-ACK]"), "{out}");
+    // Every segment is an arrow: delivered, or cut short with an X where
+    // the fault rule dropped it (two ACKs here).
+    let dropped = out.matches("X |").count() + out.matches("| X").count();
+    assert_eq!(dropped, 2, "{out}");
     assert_eq!(
-        out.matches("|<-").count() + out.matches("->|").count(),
+        out.matches("|<-").count() + out.matches("->|").count() + dropped,
         out.lines().filter(|l| l.contains(" seq=")).count()
     );
     assert!(

@@ -100,7 +100,7 @@ fn chromium_shows_overview_claims_and_ladders() {
 
     // The overview: a row per case, a column per host.
     for r in &loaded {
-        let header = format!("<th>{}</th>", r.host.name());
+        let header = format!("<th title=\"{}\">", r.host.name());
         assert!(dom.contains(&header), "overview header {header}");
     }
     assert!(dom.matches("href=\"#h0-").count() >= loaded[0].cases.len());

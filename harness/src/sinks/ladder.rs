@@ -204,8 +204,8 @@ const ROW_MS: f64 = 20.0;
 
 /// What the text ladder's marks mean; printed under every ladder.
 pub const TEXT_LEGEND: &str = "\
-legend: --> delivered segment; --X | segment dropped by the named fault rule (counted by the
-        packet filter, not inferred); ┏┃┗ a call in progress, from its start to its return;
+legend: --> delivered segment; an arrow ending in X: dropped by the named fault rule (counted
+        by the packet filter, not inferred); ┏┃┗ a call in progress, from its start to its return;
         [STATE] the socket's TCP state (sock_diag); a blank row is 20 ms; ~~ a longer idle
         gap, cut, with its length";
 
