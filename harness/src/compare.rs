@@ -260,6 +260,15 @@ fn facts(c: &CaseReport, measurements: bool) -> BTreeMap<String, Observed> {
         .collect()
 }
 
+/// Whether two values of fact `field` count as the same: durations
+/// (`*_ms`) within `tolerance_ms`, anything else exactly.
+pub fn agree(field: &str, a: &Value, b: &Value, tolerance_ms: f64) -> bool {
+    match (field.ends_with("_ms"), a.as_f64(), b.as_f64()) {
+        (true, Some(x), Some(y)) => (x - y).abs() <= tolerance_ms,
+        _ => a == b,
+    }
+}
+
 /// Compares reports (at least two), given with the file each came from.
 /// Durations (`*_ms`) count as equal within `tolerance_ms`; `measurements`
 /// also compares the facts that measure the machine (byte counts of buffer
@@ -352,7 +361,9 @@ pub fn compare_inputs(
                         - ms.iter().copied().fold(f64::MAX, f64::min)
                         <= tolerance_ms
             } else {
-                values.windows(2).all(|w| w[0] == w[1])
+                values
+                    .windows(2)
+                    .all(|w| agree(k, &w[0], &w[1], tolerance_ms))
             };
             if !same {
                 differences.push(Difference {

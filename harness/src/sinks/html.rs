@@ -200,12 +200,18 @@ pub fn html(reports: &[(String, Report)], diff: &Comparison) -> String {
         );
     }
     let ids = case_ids(reports);
-    overview(&mut out, reports, &ids, &differing);
+    overview(&mut out, reports, &ids, &differing, diff.tolerance_ms);
     claims_page(&mut out, reports);
     out.push_str("<h2 id=\"cases\">Cases</h2>\n");
     legend(&mut out);
     for id in &ids {
-        case_section(&mut out, reports, id, differing.get(id).copied());
+        case_section(
+            &mut out,
+            reports,
+            id,
+            differing.get(id).copied(),
+            diff.tolerance_ms,
+        );
     }
     out.push_str("</main></body></html>\n");
     out
@@ -254,6 +260,7 @@ fn overview(
     reports: &[(String, Report)],
     ids: &[&str],
     differing: &BTreeMap<&str, &CaseDiff>,
+    tolerance_ms: f64,
 ) {
     out.push_str(
         "<h2 id=\"overview\">Overview</h2>\n<div class=\"scroll\"><table><tr><th>case</th>",
@@ -295,7 +302,7 @@ fn overview(
                     x.values
                         .iter()
                         .enumerate()
-                        .filter(|(_, v)| Some(*v) != x.values.first())
+                        .filter(|(_, v)| !agrees_with_first(&x.field, &x.values, v, tolerance_ms))
                         .map(|(j, _)| j)
                 })
                 .collect()
@@ -339,6 +346,19 @@ fn host_th(out: &mut String, r: &Report) {
         esc(&host_name(r)),
         esc(&short)
     );
+}
+
+/// Whether `v` counts as the first host's value of `field` (durations
+/// within the comparison's tolerance).
+fn agrees_with_first(
+    field: &str,
+    values: &[serde_json::Value],
+    v: &serde_json::Value,
+    tolerance_ms: f64,
+) -> bool {
+    values
+        .first()
+        .is_none_or(|first| crate::compare::agree(field, first, v, tolerance_ms))
 }
 
 /// How a check bears on a claim: the outcome its expectation names, or,
@@ -439,7 +459,13 @@ fn claims_page(out: &mut String, reports: &[(String, Report)]) {
 /// the first host's outlined), the mismatches, and the ladders side by side;
 /// hosts whose ladder has the same shape (same segments, calls, results and
 /// states in the same order; only times differ) share one.
-fn case_section(out: &mut String, reports: &[(String, Report)], id: &str, d: Option<&CaseDiff>) {
+fn case_section(
+    out: &mut String,
+    reports: &[(String, Report)],
+    id: &str,
+    d: Option<&CaseDiff>,
+    tolerance_ms: f64,
+) {
     let cases: Vec<Option<&CaseReport>> = reports
         .iter()
         .map(|(_, r)| r.cases.iter().find(|c| c.id == id))
@@ -525,10 +551,10 @@ fn case_section(out: &mut String, reports: &[(String, Report)], id: &str, d: Opt
         for x in &d.differences {
             let _ = write!(out, "<tr><th>{}</th>", esc(&x.field));
             for v in &x.values {
-                let other = if Some(v) != x.values.first() {
-                    " class=\"other\""
-                } else {
+                let other = if agrees_with_first(&x.field, &x.values, v, tolerance_ms) {
                     ""
+                } else {
+                    " class=\"other\""
                 };
                 let _ = write!(out, "<td{other}>{}</td>", esc(&show_value(v)));
             }
