@@ -85,6 +85,46 @@ stress runs="10" hogs="2" *args: build
     echo "{{runs}} runs under {{hogs}} CPU hogs: $bad failed"
     [ "$bad" -eq 0 ]
 
+# A churn capture for `teardown analyze`: N short connections (100 bytes each way, then the
+# client closes; the first third of every 5,000 abort with SO_LINGER {1, 0}), run in a network
+# namespace like any case; prints where the pcap is (captures/churn/<run>/churn-ipv4.pcap)
+churn-capture n="20000": build
+    #!/usr/bin/env bash
+    set -euo pipefail
+    n={{n}}
+    if ! [[ "$n" =~ ^[1-9][0-9]{0,5}$ ]] || [ "$n" -gt 100000 ]; then
+        echo "churn-capture: n is a count of connections from 1 to 100000, not '$n'" >&2; exit 2
+    fi
+    mkdir -p target/churn
+    f=target/churn/churn.toml
+    {
+        echo "title = \"Churn: $n short connections, a third of them aborted\""
+        echo 'params = { family = ["ipv4"] }'
+        echo "steps = '''"
+        echo "listener listen backlog 8192"
+        # Rounds of 5,000: a round's sockets close before the next opens (descriptors).
+        for ((a = 1; a <= n; a += 5000)); do
+            b=$((a + 4999 < n ? a + 4999 : n)); r="$a..$b"; aborts=$(((b - a + 1) / 3))
+            echo "client#$r connect within 30s"
+            echo "server#$r accept within 30s"
+            echo "client#$r write 100"
+            echo "server#$r read 100 within 10s"
+            echo "server#$r write 100"
+            echo "client#$r read 100 within 10s"
+            [ "$aborts" -gt 0 ] && echo "client#$a..$((a + aborts - 1)) setsockopt SO_LINGER on 0"
+            echo "client#$r close"
+            echo "server#$r read until-eof within 10s"
+            echo "server#$r close"
+        done
+        echo "'''"
+        echo '[sysctl]'
+        echo '"net.ipv4.ip_local_port_range" = "10000 60999"'
+        echo '"net.core.somaxconn" = 8192'
+        echo '"net.ipv4.tcp_max_tw_buckets" = 65536'
+    } > "$f"
+    {{bin}} run --quiet --report target/churn/report.json --captures captures/churn "$f" | tail -n 3
+    ls -t captures/churn/*/churn-ipv4.pcap | head -n 1
+
 # List the cases the scenarios expand to
 list *args: build
     {{bin}} list {{args}}

@@ -239,7 +239,7 @@ fn dispatch(command: Command, color: ColorChoice) -> Result<i32, CliError> {
             ));
             Ok(exit::OK)
         }
-        Command::Analyze(a) => analyze(a),
+        Command::Analyze(a) => analyze(a, color),
         Command::Signatures {
             inputs,
             scenarios,
@@ -468,7 +468,7 @@ fn drift_text(drift: &Drift, b: &Baseline, rep: &Report) -> String {
 /// chosen format. JSON Lines and Zeek stream as connections end; a file that
 /// breaks off part-way prints what was read, says where it stopped, and
 /// exits 65.
-fn analyze(a: args::AnalyzeArgs) -> Result<i32, CliError> {
+fn analyze(a: args::AnalyzeArgs, color: ColorChoice) -> Result<i32, CliError> {
     use crate::diagnosis::{self, Filter};
     use args::AnalyzeFormat;
     use sinks::analysis::{Format, Printer};
@@ -484,7 +484,12 @@ fn analyze(a: args::AnalyzeArgs) -> Result<i32, CliError> {
         AnalyzeFormat::Jsonl => Format::Jsonl,
         AnalyzeFormat::Zeek => Format::Zeek,
     };
-    let (mut printer, head) = Printer::new(format, a.limit, &a.pcap.display().to_string());
+    let (mut printer, head) = Printer::new(
+        format,
+        a.limit,
+        &a.pcap.display().to_string(),
+        Terminal::stdout(color),
+    );
     say(&head);
     let stats = diagnosis::analyze_file(&a.pcap, diagnosis::embedded(), &filter, |c| {
         if let Some(text) = printer.add(c) {

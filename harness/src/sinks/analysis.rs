@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use super::terminal::{Terminal, keep_whole, lines};
+
 use serde::Serialize;
 
 use crate::analyze::file::FileStats;
@@ -52,11 +54,12 @@ pub struct Printer {
     file: String,
     summary: Summary,
     kept: BTreeMap<usize, Diagnosed>,
+    term: Terminal,
 }
 
 impl Printer {
     /// A printer for `file`; the text to print first (Zeek's header).
-    pub fn new(format: Format, limit: usize, file: &str) -> (Printer, String) {
+    pub fn new(format: Format, limit: usize, file: &str, term: Terminal) -> (Printer, String) {
         let head = if format == Format::Zeek {
             zeek_header(file)
         } else {
@@ -68,6 +71,7 @@ impl Printer {
             file: file.to_string(),
             summary: Summary::default(),
             kept: BTreeMap::new(),
+            term,
         };
         (p, head)
     }
@@ -95,7 +99,7 @@ impl Printer {
     pub fn finish(self, stats: &FileStats) -> String {
         let kept: Vec<Diagnosed> = self.kept.into_values().collect();
         match self.format {
-            Format::Table => table(&self.file, stats, &self.summary, &kept),
+            Format::Table => table(&self.file, stats, &self.summary, &kept, &self.term),
             Format::Json => {
                 let doc = Document {
                     file: self.file.clone(),
@@ -124,34 +128,56 @@ pub struct Document<'a> {
 }
 
 /// The summary by ending, then the first connections, one per line.
-pub fn table(file: &str, stats: &FileStats, summary: &Summary, shown: &[Diagnosed]) -> String {
+pub fn table(
+    file: &str,
+    stats: &FileStats,
+    summary: &Summary,
+    shown: &[Diagnosed],
+    term: &Terminal,
+) -> String {
     let mut out = format!(
         "{file}: {} packets, {} TCP segments, {} connections ({} shown by the filter)\n",
         stats.packets, stats.segments, stats.connections, summary.connections
     );
-    out.push_str("\nconn_state  connections\n");
-    for (state, n) in &summary.by_conn_state {
-        out.push_str(&format!("{state:<10}  {n:>11}\n"));
-    }
-    out.push_str("\ndiagnosis                              connections\n");
+    let counts = |head: &str, rows: Vec<(&String, &u64)>| {
+        let mut t = term.table(&[head, "connections"]);
+        for (name, n) in rows {
+            t.add_row(vec![name.clone(), n.to_string()]);
+        }
+        if let Some(c) = t.column_mut(1) {
+            c.set_cell_alignment(comfy_table::CellAlignment::Right);
+        }
+        lines(&t)
+    };
+    out.push('\n');
+    out.push_str(&counts(
+        "conn_state",
+        summary.by_conn_state.iter().collect(),
+    ));
     let mut by_count: Vec<_> = summary.by_diagnosis.iter().collect();
     by_count.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
-    for (name, n) in by_count {
-        out.push_str(&format!("{name:<37}  {n:>11}\n"));
-    }
+    out.push('\n');
+    out.push_str(&counts("diagnosis", by_count));
     if !shown.is_empty() {
-        out.push_str("\n    # client                                   server                                   state   history     diagnosis\n");
+        let mut t = term.table(&["#", "client", "server", "state", "history", "diagnosis"]);
         for c in shown {
-            out.push_str(&format!(
-                "{:>5} {:<40} {:<40} {:<7} {:<11} {}\n",
-                c.flow.index,
+            t.add_row(vec![
+                c.flow.index.to_string(),
                 c.flow.client.to_string(),
                 c.flow.server.to_string(),
-                c.flow.wire.conn_state,
-                c.flow.wire.history,
-                c.diagnosis.name
-            ));
+                c.flow.wire.conn_state.clone(),
+                c.flow.wire.history.clone(),
+                c.diagnosis.name.clone(),
+            ]);
         }
+        for i in 0..6 {
+            keep_whole(&mut t, i);
+        }
+        if let Some(c) = t.column_mut(0) {
+            c.set_cell_alignment(comfy_table::CellAlignment::Right);
+        }
+        out.push('\n');
+        out.push_str(&lines(&t));
         let more = summary.connections.saturating_sub(shown.len() as u64);
         if more > 0 {
             out.push_str(&format!(
