@@ -201,7 +201,28 @@ fn main() {
                 r.cases
                     .iter()
                     .filter(|c| c.verdict.status != teardown::verdict::Status::Pass)
-                    .map(|c| format!("{} ({})", c.id, c.verdict.status.name()))
+                    .map(|c| {
+                        // What differed, so a rare failure can be read
+                        // from the bench's output alone.
+                        let what: Vec<String> = c
+                            .verdict
+                            .mismatches
+                            .iter()
+                            .map(|m| {
+                                format!(
+                                    "{}: expected {}, observed {}",
+                                    m.path, m.expected, m.observed
+                                )
+                            })
+                            .chain(c.verdict.error.clone())
+                            .collect();
+                        format!(
+                            "{} ({}: {})",
+                            c.id,
+                            c.verdict.status.name(),
+                            what.join("; ")
+                        )
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -366,6 +387,17 @@ fn main() {
         ),
         Some(pcap) => {
             for round in 1..=3 {
+                // The summary table (what tshark -z conv prints is a
+                // summary too), then every connection as a JSON line.
+                let (s_wall, s_status, s_peak) = run_measured(
+                    std::process::Command::new(env!("CARGO_BIN_EXE_teardown"))
+                        .arg("analyze")
+                        .arg(&pcap),
+                );
+                println!(
+                    "  round {round}: teardown analyze (table) {s_wall:.1} ms, peak RSS {s_peak} KiB (exit {:?})",
+                    s_status.code()
+                );
                 let (wall, status, peak) = run_measured(
                     std::process::Command::new(env!("CARGO_BIN_EXE_teardown"))
                         .args(["analyze", "--format", "jsonl"])
@@ -377,7 +409,7 @@ fn main() {
                         .arg(&pcap),
                 );
                 println!(
-                    "  round {round}: teardown analyze {wall:.1} ms, peak RSS {peak} KiB (exit {:?}); tshark {t_wall:.1} ms, peak RSS {t_peak} KiB (exit {:?})",
+                    "  round {round}: teardown analyze --format jsonl {wall:.1} ms, peak RSS {peak} KiB (exit {:?}); tshark {t_wall:.1} ms, peak RSS {t_peak} KiB (exit {:?})",
                     status.code(),
                     t_status.code()
                 );

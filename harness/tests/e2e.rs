@@ -492,6 +492,52 @@ fn explain_shows_every_call_result_in_full() {
     }
 }
 
+/// The HTML ladder never cuts a call's result short either: each call's
+/// label is in a `call-label` text element, wrapped over lines (tspans),
+/// and reads back whole once the markup and the line breaks are gone.
+#[test]
+fn the_html_ladder_shows_every_call_result_in_full() {
+    use teardown::sinks::{html, ladder};
+    let report = &catalogue().report;
+    let reports = [(String::from("r.json"), report.clone())];
+    let page = html::html(
+        &reports,
+        &teardown::compare::compare(&reports, 100.0, false),
+    );
+    let squeeze = |s: &str| s.split_whitespace().collect::<String>();
+    // Every call label's text, markup and whitespace removed.
+    let mut labels = std::collections::BTreeSet::new();
+    for (i, _) in page.match_indices("class=\"call-label\"") {
+        let body = &page[i..];
+        let body = &body[body.find('>').unwrap() + 1..];
+        let body = &body[..body.find("</text>").unwrap()];
+        let text = body
+            .split('<')
+            .map(|part| part.split_once('>').map_or(part, |(_, t)| t))
+            .collect::<String>();
+        labels.insert(squeeze(&text));
+    }
+    let escape = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    };
+    let mut checked = 0;
+    for c in &report.cases {
+        for s in &c.steps {
+            let label = squeeze(&escape(&ladder::call_label(s)));
+            assert!(
+                labels.contains(&label),
+                "{}: `{label}` is not in the HTML",
+                c.id
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 500, "only {checked} calls");
+}
+
 /// `teardown analyze` on a case's own pcap names that case's scenario
 /// among the endings it matches: the diagnosis comes from the catalogue's
 /// observations, so the catalogue must recognise itself. (A case whose
