@@ -11,7 +11,8 @@ use comfy_table::{Cell, Color};
 use super::terminal::{Terminal, keep_whole, lines};
 use crate::compare::Comparison;
 
-fn show(v: &Value) -> String {
+/// A fact's value as the comparison tables print it (`-` for null).
+pub(super) fn show(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),
         Value::String(s) => s.clone(),

@@ -42,12 +42,22 @@ fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-fn anchor(host: usize, case_id: &str) -> String {
-    let id: String = case_id
+/// A case id as an HTML id: letters and digits kept, the rest `-`.
+fn slug(case_id: &str) -> String {
+    case_id
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .collect();
-    format!("h{host}-{id}")
+        .collect()
+}
+
+/// Where one host's ladder of a case is.
+fn anchor(host: usize, case_id: &str) -> String {
+    format!("h{host}-{}", slug(case_id))
+}
+
+/// Where a case's section (all hosts) is.
+fn case_anchor(case_id: &str) -> String {
+    format!("case-{}", slug(case_id))
 }
 
 fn host_name(r: &Report) -> String {
@@ -243,13 +253,14 @@ fn is_problem(reports: &[(String, Report)], id: &str, differs: bool) -> bool {
         })
 }
 
+/// FIN and RST segments each side sent: `c 1/0 s 1/0`.
 fn fin_rst(c: &CaseReport) -> String {
     c.outcome
         .wire
         .as_ref()
         .map_or("no capture".to_string(), |w| {
             format!(
-                "FIN/RST c {}/{} s {}/{}",
+                "c {}/{} s {}/{}",
                 w.sides.client.fin, w.sides.client.rst, w.sides.server.fin, w.sides.server.rst
             )
         })
@@ -315,7 +326,7 @@ fn overview(
                         out,
                         "<td class=\"{s}{other}\"><a href=\"#{}\">{s}</a> {}</td>",
                         anchor(j, id),
-                        esc(&fin_rst(c).replace("FIN/RST ", "")),
+                        esc(&fin_rst(c)),
                         s = c.verdict.status.name()
                     );
                 }
@@ -556,7 +567,7 @@ fn case_section(
                 } else {
                     " class=\"other\""
                 };
-                let _ = write!(out, "<td{other}>{}</td>", esc(&show_value(v)));
+                let _ = write!(out, "<td{other}>{}</td>", esc(&super::compare::show(v)));
             }
             out.push_str("</tr>\n");
         }
@@ -627,22 +638,6 @@ fn case_section(
         out.push_str("</div>\n");
     }
     out.push_str("</div>\n<p><a href=\"#top\">↑ back to top</a> · <a href=\"#overview\">overview</a></p></section>\n");
-}
-
-fn show_value(v: &serde_json::Value) -> String {
-    match v {
-        serde_json::Value::Null => "-".into(),
-        serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
-fn case_anchor(id: &str) -> String {
-    let id: String = id
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .collect();
-    format!("case-{id}")
 }
 
 const WIDTH: f64 = 1040.0;
