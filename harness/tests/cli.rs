@@ -14,6 +14,15 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// The case ids in `teardown list`'s output (the first column, under the
+/// header).
+fn listed_ids(out: &str) -> Vec<&str> {
+    out.lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect()
+}
+
 fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("teardown-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -213,11 +222,7 @@ fn list_selects_by_parameter_and_id() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    let ids: Vec<&str> = out
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split_whitespace().next())
-        .collect();
+    let ids = listed_ids(&out);
     assert!(!ids.is_empty());
     assert!(
         ids.iter()
@@ -641,11 +646,7 @@ fn listed_ids_select_their_case() {
     let o = teardown(&["list", scenarios.to_str().unwrap(), "-f", "linger-zero"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    let ids: Vec<&str> = out
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split_whitespace().next())
-        .collect();
+    let ids = listed_ids(&out);
     assert!(ids.len() >= 2, "{out}");
     for id in ids {
         let o = teardown(&["list", scenarios.to_str().unwrap(), "-f", id]);

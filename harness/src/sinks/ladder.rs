@@ -463,6 +463,13 @@ mod tests {
     use super::*;
     use crate::report::fixture::report;
 
+    /// The number of the first line of `t` that contains `needle`.
+    fn line_of(t: &str, needle: &str) -> usize {
+        t.lines()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("{needle:?} not in\n{t}"))
+    }
+
     #[test]
     fn the_text_ladder_has_a_line_per_event_in_time_order() {
         let mut r = report("a", 1, None);
@@ -479,12 +486,7 @@ mod tests {
         .unwrap();
         let t = text(&r.cases[0]);
         let lines: Vec<&str> = t.lines().collect();
-        let at = |needle: &str| {
-            lines
-                .iter()
-                .position(|l| l.contains(needle))
-                .unwrap_or_else(|| panic!("{needle:?} not in\n{t}"))
-        };
+        let at = |needle: &str| line_of(&t, needle);
         assert!(at("client close -> 0") < at("|-- F. seq=1 ack=1 len=0"));
         assert!(at("F. seq=1") < at("[FIN-WAIT-2]"));
         assert!(at("[FIN-WAIT-2]") < at("<-"));
@@ -513,12 +515,7 @@ mod tests {
         c.steps[0].duration_ms = 1040.0;
         let t = text(&r.cases[0]);
         let lines: Vec<&str> = t.lines().collect();
-        let at = |needle: &str| {
-            lines
-                .iter()
-                .position(|l| l.contains(needle))
-                .unwrap_or_else(|| panic!("{needle:?} not in\n{t}"))
-        };
+        let at = |needle: &str| line_of(&t, needle);
         // 40 ms drawn to scale: two blank rows of 20 ms, inside the span.
         assert_eq!(at("<-") - at("|-- . seq=1"), 3, "{t}");
         assert!(lines[at("|-- . seq=1") + 1].contains('┃'), "{t}");
