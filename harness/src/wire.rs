@@ -1,14 +1,20 @@
 //! Captured frames to TCP segments.
 //!
-//! Parses link layers (Ethernet, as Linux uses on lo; BSD loopback; raw IP;
-//! Linux cooked captures) and IPv4/IPv6 with etherparse, tolerantly: a frame
-//! that is truncated or odd becomes a [`Frame::Malformed`] finding with a
-//! reason, never a panic. Payload lengths come from the IP header, so a
-//! capture with a short snaplen still counts every payload byte.
+//! Parses link layers (Ethernet, as Linux uses on lo, with or without VLAN
+//! tags; BSD loopback; raw IP; Linux cooked captures) and IPv4/IPv6 with
+//! etherparse, tolerantly: a frame that is truncated or odd becomes a
+//! [`Frame::Malformed`] finding with a reason, never a panic. Payload
+//! lengths come from the IP header, so a capture with a short snaplen still
+//! counts every payload byte.
+//!
+//! Each layer is sliced on its own (Ethernet, VLAN tags, IP, TCP), straight
+//! to the TCP header: this runs for every packet of a capture, and
+//! etherparse's whole-packet slicer would also copy out the layers this
+//! does not read.
 
 use std::net::{IpAddr, SocketAddr};
 
-use etherparse::{IpNumber, LaxNetSlice, LaxSlicedPacket, TcpSlice};
+use etherparse::{EtherType, Ethernet2Slice, IpNumber, LaxIpSlice, SingleVlanSlice, TcpSlice};
 
 use crate::capture::{RawPacket, linktype};
 use crate::tcp::Flags;
@@ -142,29 +148,20 @@ pub fn undecodable_linktype(linktype: i32) -> Option<String> {
 /// Parses one captured frame.
 pub fn parse_frame<D: AsRef<[u8]>>(linktype: i32, index: usize, packet: &RawPacket<D>) -> Frame {
     let data = packet.data.as_ref();
-    let (parsed, link_len) = match linktype {
-        linktype::ETHERNET => (
-            LaxSlicedPacket::from_ethernet(data).map_err(|e| e.to_string()),
-            14,
-        ),
-        linktype::NULL | linktype::LOOP => ip_after(data, 4),
-        linktype::RAW
-        | linktype::RAW_BSD
-        | linktype::RAW_OPENBSD
-        | linktype::IPV4
-        | linktype::IPV6 => ip_after(data, 0),
-        // Linux cooked captures: the protocol (an EtherType, so VLAN tags
-        // are followed too) at bytes 14..16 (SLL) or 0..2 (SLL2).
-        linktype::LINUX_SLL => after_ether_type(data, 14, 16),
-        linktype::LINUX_SLL2 => after_ether_type(data, 0, 20),
-        other => return Frame::Malformed(format!("unsupported link type {other}")),
-    };
-    let parsed = match parsed {
-        Ok(p) => p,
+    let ip = match ip_of(linktype, data) {
+        Ok(Some(ip)) => ip,
+        Ok(None) => return Frame::Other,
         Err(e) => return Frame::Malformed(e),
     };
-    let (src_ip, dst_ip, ip_payload, full_len, ip_len) = match &parsed.net {
-        Some(LaxNetSlice::Ipv4(v4)) => {
+    // What came before the IP header (link header, VLAN tags): the frame's
+    // length less this is the IP packet's, where its header says 0.
+    let link_len = data.len() - ip.len();
+    let parsed = match LaxIpSlice::from_slice(ip) {
+        Ok((parsed, _)) => parsed,
+        Err(e) => return Frame::Malformed(format!("IP header: {e}")),
+    };
+    let (src_ip, dst_ip, ip_payload, full_len, ip_len) = match &parsed {
+        LaxIpSlice::Ipv4(v4) => {
             let h = v4.header();
             if h.is_fragmenting_payload() {
                 return Frame::Malformed("IPv4 fragment".into());
@@ -184,7 +181,7 @@ pub fn parse_frame<D: AsRef<[u8]>>(linktype: i32, index: usize, packet: &RawPack
                 total,
             )
         }
-        Some(LaxNetSlice::Ipv6(v6)) => {
+        LaxIpSlice::Ipv6(v6) => {
             let h = v6.header();
             let ext_len = v6.extensions().slice().len();
             let payload_len = match h.payload_length() as usize {
@@ -198,13 +195,6 @@ pub fn parse_frame<D: AsRef<[u8]>>(linktype: i32, index: usize, packet: &RawPack
                 payload_len.saturating_sub(ext_len),
                 payload_len + 40,
             )
-        }
-        Some(_) => return Frame::Other,
-        None => {
-            return match parsed.stop_err {
-                Some((e, layer)) => Frame::Malformed(format!("{layer:?}: {e}")),
-                None => Frame::Other,
-            };
         }
     };
     if ip_payload.ip_number != IpNumber::TCP {
@@ -238,27 +228,59 @@ pub fn parse_frame<D: AsRef<[u8]>>(linktype: i32, index: usize, packet: &RawPack
     })
 }
 
-fn after_ether_type(
-    data: &[u8],
-    type_at: usize,
-    skip: usize,
-) -> (Result<LaxSlicedPacket<'_>, String>, usize) {
-    let parsed = match (data.get(type_at..type_at + 2), data.get(skip..)) {
-        (Some(t), Some(rest)) => Ok(LaxSlicedPacket::from_ether_type(
-            etherparse::EtherType(u16::from_be_bytes([t[0], t[1]])),
-            rest,
-        )),
-        _ => Err(format!("frame shorter than its {skip}-byte link header")),
-    };
-    (parsed, skip)
+/// The IP packet a frame carries (to the end of the frame), None for a
+/// frame that carries something else (ARP, ...).
+fn ip_of(linktype: i32, data: &[u8]) -> Result<Option<&[u8]>, String> {
+    match linktype {
+        linktype::ETHERNET => {
+            let eth = Ethernet2Slice::from_slice_without_fcs(data)
+                .map_err(|e| format!("Ethernet header: {e}"))?;
+            after_ether_type(eth.ether_type(), eth.payload_slice())
+        }
+        linktype::NULL | linktype::LOOP => after_link_header(data, 4).map(Some),
+        linktype::RAW
+        | linktype::RAW_BSD
+        | linktype::RAW_OPENBSD
+        | linktype::IPV4
+        | linktype::IPV6 => Ok(Some(data)),
+        // Linux cooked captures: the protocol (an EtherType, so VLAN tags
+        // are followed too) at bytes 14..16 (SLL) or 0..2 (SLL2).
+        linktype::LINUX_SLL => cooked(data, 14, 16),
+        linktype::LINUX_SLL2 => cooked(data, 0, 20),
+        other => Err(format!("unsupported link type {other}")),
+    }
 }
 
-fn ip_after(data: &[u8], skip: usize) -> (Result<LaxSlicedPacket<'_>, String>, usize) {
-    let parsed = match data.get(skip..) {
-        Some(rest) => LaxSlicedPacket::from_ip(rest).map_err(|e| e.to_string()),
-        None => Err(format!("frame shorter than its {skip}-byte link header")),
-    };
-    (parsed, skip)
+/// What follows a link header of `len` bytes.
+fn after_link_header(data: &[u8], len: usize) -> Result<&[u8], String> {
+    data.get(len..)
+        .ok_or_else(|| format!("frame shorter than its {len}-byte link header"))
+}
+
+/// A Linux cooked frame: its EtherType at `type_at`, its header `len` long.
+fn cooked(data: &[u8], type_at: usize, len: usize) -> Result<Option<&[u8]>, String> {
+    let rest = after_link_header(data, len)?;
+    let ether_type = EtherType(u16::from_be_bytes([data[type_at], data[type_at + 1]]));
+    after_ether_type(ether_type, rest)
+}
+
+/// The IP packet after an EtherType, past any VLAN tags (802.1Q, 802.1ad,
+/// and the older QinQ 0x9100).
+fn after_ether_type(mut ether_type: EtherType, mut rest: &[u8]) -> Result<Option<&[u8]>, String> {
+    loop {
+        match ether_type {
+            EtherType::IPV4 | EtherType::IPV6 => return Ok(Some(rest)),
+            EtherType::VLAN_TAGGED_FRAME
+            | EtherType::PROVIDER_BRIDGING
+            | EtherType::VLAN_DOUBLE_TAGGED_FRAME => {
+                let tag =
+                    SingleVlanSlice::from_slice(rest).map_err(|e| format!("VLAN tag: {e}"))?;
+                ether_type = tag.ether_type();
+                rest = tag.payload_slice();
+            }
+            _ => return Ok(None),
+        }
+    }
 }
 
 /// Parses every frame; returns the TCP segments and the problems found.
@@ -351,6 +373,91 @@ mod tests {
         assert!(
             matches!(parse_frame(999, 0, &p), Frame::Malformed(m) if m.contains("link type 999"))
         );
+    }
+
+    /// The same IP packet under every link layer teardown decodes, and
+    /// behind one and two VLAN tags, is the same segment; Ethernet's
+    /// padding of a short frame is not payload; other EtherTypes are not
+    /// TCP.
+    #[test]
+    fn every_link_type_gives_the_same_segment() {
+        for (ip, ether_type) in [
+            (
+                PacketBuilder::ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64),
+                [0x08, 0x00],
+            ),
+            (PacketBuilder::ipv6([1; 16], [2; 16], 64), [0x86, 0xdd]),
+        ] {
+            let mut packet = Vec::new();
+            ip.tcp(40000, 9000, 1000, 512)
+                .fin()
+                .ack(77)
+                .write(&mut packet, b"hello")
+                .unwrap();
+            let raw = |link: Vec<u8>, trailer: usize| {
+                let mut data = link;
+                data.extend_from_slice(&packet);
+                data.extend(std::iter::repeat_n(0, trailer));
+                RawPacket {
+                    ts_us: 5,
+                    orig_len: data.len() as u32,
+                    data,
+                }
+            };
+            let macs = [0u8; 12].to_vec();
+            let ether = |tags: &[[u8; 2]]| {
+                let mut h = macs.clone();
+                for tpid in tags {
+                    h.extend_from_slice(tpid);
+                    h.extend_from_slice(&[0x00, 0x2a]); // VLAN 42
+                }
+                h.extend_from_slice(&ether_type);
+                h
+            };
+            let mut sll = vec![0, 0, 0, 1, 0, 6];
+            sll.extend_from_slice(&[0; 8]);
+            sll.extend_from_slice(&ether_type);
+            let mut sll2 = ether_type.to_vec();
+            sll2.extend_from_slice(&[0; 18]);
+            let cases = [
+                ("Ethernet", linktype::ETHERNET, raw(ether(&[]), 0)),
+                ("Ethernet, padded", linktype::ETHERNET, raw(ether(&[]), 30)),
+                ("802.1Q", linktype::ETHERNET, raw(ether(&[[0x81, 0x00]]), 0)),
+                (
+                    "802.1ad + 802.1Q",
+                    linktype::ETHERNET,
+                    raw(ether(&[[0x88, 0xa8], [0x81, 0x00]]), 0),
+                ),
+                ("SLL", linktype::LINUX_SLL, raw(sll, 0)),
+                ("SLL2", linktype::LINUX_SLL2, raw(sll2, 0)),
+                ("NULL", linktype::NULL, raw(vec![2, 0, 0, 0], 0)),
+                ("LOOP", linktype::LOOP, raw(vec![0, 0, 0, 2], 0)),
+                ("raw", linktype::RAW, raw(Vec::new(), 0)),
+            ];
+            let mut seen = Vec::new();
+            for (name, lt, p) in cases {
+                match parse_frame(lt, 0, &p) {
+                    Frame::Tcp(s) => seen.push((name, s)),
+                    other => panic!("{name}: {other:?}"),
+                }
+            }
+            let (_, first) = &seen[0];
+            assert_eq!(first.len, 5);
+            assert_eq!(first.flags.to_string(), "F.");
+            assert_eq!((first.src.port(), first.dst.port()), (40000, 9000));
+            assert_eq!(first.ip_len as usize, packet.len());
+            for (name, s) in &seen {
+                assert_eq!(s, first, "{name}");
+            }
+            // ARP is not TCP, and not malformed.
+            let mut arp = macs.clone();
+            arp.extend_from_slice(&[0x08, 0x06]);
+            arp.extend_from_slice(&[0; 28]);
+            assert_eq!(
+                parse_frame(linktype::ETHERNET, 0, &raw(arp, 0)),
+                Frame::Other
+            );
+        }
     }
 
     #[test]
