@@ -14,7 +14,7 @@
 //! capture of any length streams through.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -58,17 +58,37 @@ pub struct FlowFacts {
     pub missed: PerSide<Option<u64>>,
 }
 
-/// A 4-tuple, the same whichever way a segment goes.
+/// A 4-tuple, the same whichever way a segment goes: the two ends in
+/// order, each its address and port as plain integers (48 bytes where two
+/// `SocketAddr`s take 64), quick to order and hash.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-struct Key(SocketAddr, SocketAddr);
+struct Key([End; 2]);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct End {
+    /// The address's 128 bits (an IPv4 address in the low 32).
+    ip: [u64; 2],
+    /// The port, and bit 16 set for IPv6 (so `::a.b.c.d` is not IPv4).
+    port_family: u32,
+}
+
+impl End {
+    fn of(a: SocketAddr) -> End {
+        let (ip, v6) = match a.ip() {
+            IpAddr::V4(v4) => (u128::from(v4.to_bits()), 0),
+            IpAddr::V6(v6) => (v6.to_bits(), 1 << 16),
+        };
+        End {
+            ip: [(ip >> 64) as u64, ip as u64],
+            port_family: u32::from(a.port()) | v6,
+        }
+    }
+}
 
 impl Key {
     fn of(seg: &Segment) -> Key {
-        if seg.src <= seg.dst {
-            Key(seg.src, seg.dst)
-        } else {
-            Key(seg.dst, seg.src)
-        }
+        let (a, b) = (End::of(seg.src), End::of(seg.dst));
+        Key(if a <= b { [a, b] } else { [b, a] })
     }
 }
 
@@ -177,8 +197,10 @@ impl Flow {
 #[derive(Default)]
 pub struct FlowTable {
     /// Boxed: a flow is large, and the table moves its values when it
-    /// grows (and keeps empty slots of their size).
-    active: HashMap<Key, Box<Flow>>,
+    /// grows (and keeps empty slots of their size). foldhash, not SipHash:
+    /// this is looked up for every packet, and its seed is random per
+    /// process all the same, so a crafted capture cannot aim collisions.
+    active: HashMap<Key, Box<Flow>, foldhash::fast::RandomState>,
     /// Connections over on the wire, in the order they ended: the oldest
     /// are handed out first once they have lingered long enough.
     ended: VecDeque<(i64, Key, usize)>,
