@@ -18,12 +18,13 @@ use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::path::Path;
 
-use crate::analyze::PacketRecord;
 use crate::analyze::file::FileStats;
 use crate::analyze::flows::FlowFacts;
+use crate::analyze::{FirstFin, PacketRecord};
 use crate::capture::CaptureError;
 use crate::compare::Input;
 use crate::scenario::Case;
+use crate::tcp::{PerSide, Side, TimeWaitSide};
 
 /// The wire facts that make up a signature: how the connection ended, not
 /// how much it carried.
@@ -52,9 +53,9 @@ pub struct Signatures {
     /// The facts each signature holds, in order.
     pub facts: Vec<String>,
     pub signatures: Vec<Signature>,
-    /// Each signature's diagnosis, by its key: built once, on first use.
+    /// Each signature's diagnosis, by its ending: built once, on first use.
     #[serde(skip)]
-    diagnoses: OnceLock<std::collections::HashMap<String, Arc<Diagnosis>>>,
+    diagnoses: OnceLock<std::collections::HashMap<Ending, Arc<Diagnosis>>>,
 }
 
 /// One ending, and the catalogue's cases that end that way.
@@ -81,19 +82,10 @@ pub struct Match {
 /// A signature's facts as one comparable key: their values in
 /// [`SIGNATURE_FACTS`] order (a fact missing from `facts` as null).
 fn key(facts: &BTreeMap<String, Value>) -> String {
-    let values: Vec<Value> = SIGNATURE_FACTS
-        .iter()
-        .map(|p| facts.get(*p).cloned().unwrap_or(Value::Null))
-        .collect();
-    key_of(&values)
-}
-
-/// The key of values in [`SIGNATURE_FACTS`] order.
-fn key_of(values: &[Value]) -> String {
     use std::fmt::Write as _;
     let mut key = String::with_capacity(64);
-    for v in values {
-        let _ = write!(key, "{v}\u{1f}");
+    for p in SIGNATURE_FACTS {
+        let _ = write!(key, "{}\u{1f}", facts.get(*p).unwrap_or(&Value::Null));
     }
     key
 }
@@ -168,45 +160,68 @@ pub fn embedded() -> &'static Signatures {
 /// A connection's signature, read from its wire facts the way the report
 /// names them.
 pub fn signature_of(flow: &FlowFacts) -> BTreeMap<String, Value> {
-    SIGNATURE_FACTS
-        .iter()
-        .map(|p| p.to_string())
-        .zip(signature_values(flow))
-        .collect()
+    match serde_json::to_value(Ending::of(flow)) {
+        Ok(Value::Object(facts)) => facts.into_iter().collect(),
+        _ => BTreeMap::new(),
+    }
 }
 
-/// The signature's values in [`SIGNATURE_FACTS`] order, read field by
-/// field, not through the whole of the wire facts as JSON: this runs once
-/// per connection of a capture (a test checks it against that).
-fn signature_values(flow: &FlowFacts) -> Vec<Value> {
-    fn json_of<T: Serialize>(v: &T) -> Value {
-        serde_json::to_value(v).unwrap_or_default()
+/// The facts of a signature, typed, under the report's names for them: a
+/// signature file's facts read into it, and a connection's wire facts are
+/// read into it field by field (not through the whole of the wire facts as
+/// JSON: this runs once per connection of a capture). Tests check that it
+/// holds exactly [`SIGNATURE_FACTS`], and that it reads a connection the
+/// way its JSON would.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Ending {
+    #[serde(rename = "wire.conn_state")]
+    conn_state: String,
+    #[serde(rename = "wire.first_fin")]
+    first_fin: Option<FirstFin>,
+    #[serde(rename = "wire.first_rst")]
+    first_rst: Option<Side>,
+    #[serde(rename = "wire.time_wait_side")]
+    time_wait_side: Option<TimeWaitSide>,
+    #[serde(rename = "wire.client.reset")]
+    client_reset: bool,
+    #[serde(rename = "wire.server.reset")]
+    server_reset: bool,
+    #[serde(rename = "wire.client.distinct_fins")]
+    client_distinct_fins: u32,
+    #[serde(rename = "wire.server.distinct_fins")]
+    server_distinct_fins: u32,
+    #[serde(rename = "wire.client.rst_for_data_after_close")]
+    client_rst_for_data_after_close: bool,
+    #[serde(rename = "wire.server.rst_for_data_after_close")]
+    server_rst_for_data_after_close: bool,
+}
+
+impl Ending {
+    fn of(flow: &FlowFacts) -> Ending {
+        let w = &flow.wire;
+        let PerSide { client, server } = &w.sides;
+        Ending {
+            conn_state: w.conn_state.clone(),
+            first_fin: w.first_fin,
+            first_rst: w.first_rst,
+            time_wait_side: w.time_wait_side,
+            client_reset: client.rst > 0,
+            server_reset: server.rst > 0,
+            client_distinct_fins: client.distinct_fins,
+            server_distinct_fins: server.distinct_fins,
+            client_rst_for_data_after_close: client.rst_for_data_after_close,
+            server_rst_for_data_after_close: server.rst_for_data_after_close,
+        }
     }
-    let w = &flow.wire;
-    SIGNATURE_FACTS
-        .iter()
-        .map(|path| {
-            match *path {
-                "wire.conn_state" => json!(w.conn_state),
-                "wire.first_fin" => json_of(&w.first_fin),
-                "wire.first_rst" => json_of(&w.first_rst),
-                "wire.time_wait_side" => json_of(&w.time_wait_side),
-                "wire.client.reset" => json!(w.sides.client.rst > 0),
-                "wire.server.reset" => json!(w.sides.server.rst > 0),
-                "wire.client.distinct_fins" => json!(w.sides.client.distinct_fins),
-                "wire.server.distinct_fins" => json!(w.sides.server.distinct_fins),
-                "wire.client.rst_for_data_after_close" => {
-                    json!(w.sides.client.rst_for_data_after_close)
-                }
-                "wire.server.rst_for_data_after_close" => {
-                    json!(w.sides.server.rst_for_data_after_close)
-                }
-                // A fact added to SIGNATURE_FACTS without a line here: the
-                // test against the JSON form fails.
-                _ => Value::Null,
-            }
-        })
-        .collect()
+
+    /// A signature's facts, if they are the facts of an ending (a file
+    /// made with other facts, or other values, gives no ending, and
+    /// nothing can match it).
+    fn from_facts(facts: &BTreeMap<String, Value>) -> Option<Ending> {
+        let object = facts.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        serde_json::from_value(Value::Object(object)).ok()
+    }
 }
 
 /// How one connection ended, in the catalogue's terms.
@@ -288,11 +303,10 @@ impl Signatures {
         let diagnoses = self.diagnoses.get_or_init(|| {
             self.signatures
                 .iter()
-                .map(|s| (key(&s.facts), Arc::new(s.diagnosis())))
+                .filter_map(|s| Some((Ending::from_facts(&s.facts)?, Arc::new(s.diagnosis()))))
                 .collect()
         });
-        let values = signature_values(flow);
-        match diagnoses.get(&key_of(&values)) {
+        match diagnoses.get(&Ending::of(flow)) {
             Some(d) => Arc::clone(d),
             None if flow.open_at_end => Arc::clone(OPEN.get_or_init(|| {
                 Arc::new(Diagnosis {
@@ -501,6 +515,28 @@ mod tests {
         reset.wire.conn_state = "RSTR".into();
         for flow in [graceful(), reset] {
             assert_eq!(signature_of(&flow), by_json(&flow));
+            // A signature file's facts read back into the same ending.
+            assert_eq!(Ending::from_facts(&by_json(&flow)), Some(Ending::of(&flow)));
+        }
+        let names: Vec<String> = signature_of(&graceful()).into_keys().collect();
+        let mut want: Vec<String> = SIGNATURE_FACTS.iter().map(|s| s.to_string()).collect();
+        want.sort();
+        assert_eq!(names, want, "an ending holds exactly the signature facts");
+        // Facts of another shape are no ending: nothing matches them.
+        let mut other = by_json(&graceful());
+        other.insert("wire.something_new".into(), json!(1));
+        assert_eq!(Ending::from_facts(&other), None);
+        other.remove("wire.something_new");
+        other.insert("wire.first_fin".into(), json!("sideways"));
+        assert_eq!(Ending::from_facts(&other), None);
+    }
+
+    #[test]
+    fn every_embedded_signature_is_an_ending_a_connection_can_match() {
+        let s = embedded();
+        assert!(!s.signatures.is_empty());
+        for sig in &s.signatures {
+            assert!(Ending::from_facts(&sig.facts).is_some(), "{:?}", sig.facts);
         }
     }
 

@@ -159,7 +159,7 @@ impl fmt::Display for Side {
 /// Which end holds (or held, or should hold) a TIME-WAIT socket: the side
 /// that sent the last ACK of the FIN exchange, both after a simultaneous
 /// close, none after a reset.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TimeWaitSide {
     Client,
@@ -365,12 +365,19 @@ impl fmt::Display for Flags {
         if self.is_empty() {
             return f.write_str("none");
         }
-        for (_, flag, letter) in Flags::TABLE {
-            if self.contains(flag) {
-                fmt::Write::write_char(f, letter)?;
-            }
-        }
-        Ok(())
+        self.letters()
+            .try_for_each(|c| fmt::Write::write_char(f, c))
+    }
+}
+
+impl Flags {
+    /// The tcpdump letters of the set flags, in tcpdump's order (none for
+    /// a segment without flags; `Display` says `none` then).
+    pub fn letters(self) -> impl Iterator<Item = char> {
+        Flags::TABLE
+            .into_iter()
+            .filter(move |(_, flag, _)| self.contains(*flag))
+            .map(|(_, _, letter)| letter)
     }
 }
 

@@ -16,7 +16,6 @@ pub mod file;
 pub mod flows;
 pub mod zeek;
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 
 use schemars::JsonSchema;
@@ -24,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::tcp::{Flags, PerSide, Side};
 use crate::wire::{Segment, SeqNum};
-use zeek::{Endpoint, EndpointView, Letters};
+use zeek::{Endpoint, EndpointView, History};
 
 /// Segments one side sent, as seen in the capture.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -108,7 +107,7 @@ impl SegmentNote {
 }
 
 /// Whose FIN appeared first on the wire.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum FirstFin {
     Client,
@@ -224,7 +223,6 @@ struct Dir {
     /// The peer sent data after this side's FIN.
     data_after_own_fin: bool,
     state: Endpoint,
-    letters: Letters,
 }
 
 impl Dir {
@@ -314,7 +312,7 @@ impl Dir {
 pub struct Connection {
     ends: PerSide<SocketAddr>,
     dirs: PerSide<Dir>,
-    history: String,
+    history: History,
     first_rst: Option<Side>,
     handshake_acked: bool,
     close_segments: u32,
@@ -322,7 +320,8 @@ pub struct Connection {
     /// Keep a [`PacketRecord`] per segment (a case report's packet list).
     keep_packets: bool,
     packets: Vec<PacketRecord>,
-    trace: String,
+    /// The trace so far, ASCII (see [`push_trace_token`]).
+    trace: Vec<u8>,
     trace_tokens: usize,
     /// Segments pushed so far: their order, whatever the capture numbers.
     pushed: usize,
@@ -348,14 +347,14 @@ impl Connection {
         Connection {
             ends,
             dirs: PerSide::default(),
-            history: String::new(),
+            history: History::default(),
             first_rst: None,
             handshake_acked: false,
             close_segments: 0,
             t0_us,
             keep_packets,
             packets: Vec::new(),
-            trace: String::new(),
+            trace: Vec::new(),
             trace_tokens: 0,
             pushed: 0,
         }
@@ -521,33 +520,28 @@ impl Connection {
 
         // Zeek endpoint states and history letters.
         let orig = side == Side::Client;
-        let history = &mut self.history;
-        let me = &mut self.dirs[side];
-        let mut mark = |c: char| {
-            if me.letters.mark(c) {
-                history.push(if orig { c.to_ascii_uppercase() } else { c });
-            }
-        };
+        let mut mark = |c: u8| self.history.mark(orig, c);
         if f.syn() && !f.ack() {
-            mark('s');
+            mark(b's');
         } else if f.syn() && f.ack() {
-            mark('h');
+            mark(b'h');
         }
         if seg.len > 0 {
-            mark(if retransmit { 't' } else { 'd' });
+            mark(if retransmit { b't' } else { b'd' });
         }
-        if f.ack() && !f.syn() && !f.fin() && !f.rst() && seg.len == 0 {
-            mark('a');
+        if pure_ack {
+            mark(b'a');
         }
         if f.fin() {
-            mark('f');
+            mark(b'f');
         }
         if f.rst() {
-            mark('r');
+            mark(b'r');
         }
         if seg.window == 0 && !f.rst() {
-            mark('w');
+            mark(b'w');
         }
+        let me = &mut self.dirs[side];
         if f.syn() && me.state == Endpoint::Inactive {
             me.state = if f.ack() {
                 Endpoint::SynAckSent
@@ -582,16 +576,13 @@ impl Connection {
         }
 
         if self.trace_tokens < TRACE_TOKENS {
-            if !self.trace.is_empty() {
-                self.trace.push(' ');
+            if self.trace.is_empty() {
+                // Room for a short connection's dozen tokens at once.
+                self.trace.reserve(64);
+            } else {
+                self.trace.push(b' ');
             }
-            self.trace
-                .push(if side == Side::Client { 'c' } else { 's' });
-            // Written in place: this runs for every segment of a capture.
-            let _ = write!(self.trace, ":{f}");
-            if seg.len > 0 {
-                let _ = write!(self.trace, "{}", seg.len);
-            }
+            push_trace_token(&mut self.trace, side, f, seg.len);
         }
         self.trace_tokens += 1;
         self.pushed += 1;
@@ -618,7 +609,6 @@ impl Connection {
     /// open: an ended connection waits in a capture's flow table for late
     /// segments, thousands of them at a time.
     pub fn shrink(&mut self) {
-        self.history.shrink_to_fit();
         self.trace.shrink_to_fit();
         for side in Side::BOTH {
             let d = &mut self.dirs[side];
@@ -661,7 +651,7 @@ impl Connection {
         let conn_state = zeek::conn_state(
             self.dirs.client.view(),
             self.dirs.server.view(),
-            &self.history,
+            self.history.as_str(),
         )
         .to_string();
         let time_wait_side = if self.first_rst.is_some() {
@@ -682,18 +672,42 @@ impl Connection {
                 first_fin,
                 first_rst: self.first_rst,
                 conn_state,
-                history: self.history,
+                history: self.history.as_str().to_string(),
                 close_segments: self.close_segments,
-                trace: if self.trace_tokens > TRACE_TOKENS {
-                    format!("{} ...+{}", self.trace, self.trace_tokens - TRACE_TOKENS)
-                } else {
-                    self.trace
+                trace: {
+                    let mut trace = String::from_utf8(self.trace).unwrap_or_default();
+                    if self.trace_tokens > TRACE_TOKENS {
+                        trace += &format!(" ...+{}", self.trace_tokens - TRACE_TOKENS);
+                    }
+                    trace
                 },
             },
             packets: self.packets,
             acked: PerSide::new(self.dirs.client.acked, self.dirs.server.acked),
             missed: PerSide::new(self.dirs.client.missed(), self.dirs.server.missed()),
         }
+    }
+}
+
+/// Appends one token of a trace (`c:FP.100`), byte by byte: this runs for
+/// every segment of a capture, and the formatting machinery would cost more
+/// than the rest of the segment's analysis. Only ASCII is written.
+fn push_trace_token(trace: &mut Vec<u8>, side: Side, flags: Flags, payload: u32) {
+    trace.extend_from_slice(if side == Side::Client { b"c:" } else { b"s:" });
+    if flags.is_empty() {
+        trace.extend_from_slice(b"none");
+    }
+    trace.extend(flags.letters().map(|c| c as u8));
+    if payload > 0 {
+        let mut digits = [0u8; 10];
+        let mut n = 0;
+        let mut rest = payload;
+        while rest > 0 {
+            digits[n] = b'0' + (rest % 10) as u8;
+            rest /= 10;
+            n += 1;
+        }
+        trace.extend(digits[..n].iter().rev());
     }
 }
 
@@ -950,6 +964,25 @@ mod tests {
         let mut rst = Connection::new(ends, 0, false);
         rst.push(&seg(0, true, "R", 100, 0, 0), Side::Client);
         assert!(rst.closed_on_wire() && !rst.in_flight());
+    }
+
+    #[test]
+    fn trace_tokens_spell_flags_as_tcpdump_does() {
+        for bits in 0..=u8::MAX {
+            let flags = Flags::from_bits(bits);
+            for (side, letter) in [(Side::Client, 'c'), (Side::Server, 's')] {
+                for len in [0, 1, 9, 10, 1460, 65_535, u32::MAX] {
+                    let want = if len == 0 {
+                        format!("{letter}:{flags}")
+                    } else {
+                        format!("{letter}:{flags}{len}")
+                    };
+                    let mut trace = Vec::new();
+                    push_trace_token(&mut trace, side, flags, len);
+                    assert_eq!(String::from_utf8(trace).unwrap(), want);
+                }
+            }
+        }
     }
 
     #[test]

@@ -91,19 +91,57 @@ pub fn conn_state(orig: EndpointView, resp: EndpointView, history: &str) -> &'st
     }
 }
 
-/// One side's history letters, in the order first seen (each at most once).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Letters(Vec<char>);
+/// The history letters one side has shown (each counts once): a bit per
+/// lowercase ASCII letter.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Letters(u32);
 
 impl Letters {
-    /// Records `c` the first time; returns whether it was new.
-    pub fn mark(&mut self, c: char) -> bool {
-        if self.0.contains(&c) {
-            false
-        } else {
-            self.0.push(c);
-            true
+    /// Records `c` (a lowercase ASCII letter) the first time; returns
+    /// whether it was new.
+    fn mark(&mut self, c: u8) -> bool {
+        debug_assert!(c.is_ascii_lowercase(), "history letters are a..z");
+        let bit = 1 << (c - b'a');
+        let new = self.0 & bit == 0;
+        self.0 |= bit;
+        new
+    }
+}
+
+/// Zeek's `history`: each side's letters in the order first seen, the
+/// originator's in uppercase, each letter once per side. It is held inline
+/// (at most 26 letters a side): a capture keeps one per open connection,
+/// and a string would cost each of them an allocation or two.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct History {
+    seen: [Letters; 2],
+    text: [u8; 52],
+    len: u8,
+}
+
+impl Default for History {
+    fn default() -> History {
+        History {
+            seen: [Letters::default(); 2],
+            text: [0; 52],
+            len: 0,
         }
+    }
+}
+
+impl History {
+    /// Records letter `c` (lowercase ASCII) for the originator or the
+    /// responder, the first time that side shows it.
+    pub fn mark(&mut self, orig: bool, c: u8) {
+        if self.seen[usize::from(orig)].mark(c) {
+            self.text[usize::from(self.len)] = if orig { c.to_ascii_uppercase() } else { c };
+            self.len += 1;
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ASCII letters are ever written.
+        std::str::from_utf8(&self.text[..usize::from(self.len)]).unwrap_or_default()
     }
 }
 
@@ -155,10 +193,25 @@ mod tests {
     }
 
     #[test]
-    fn letters_mark_once() {
-        let mut l = Letters::default();
-        assert!(l.mark('s'));
-        assert!(!l.mark('s'));
+    fn history_letters_count_once_per_side() {
+        let mut h = History::default();
+        for (orig, c) in [
+            (true, b's'),
+            (false, b'h'),
+            (true, b'a'),
+            (true, b's'),
+            (false, b's'),
+        ] {
+            h.mark(orig, c);
+        }
+        assert_eq!(h.as_str(), "ShAs");
+        // Every letter on both sides fits.
+        for c in b'a'..=b'z' {
+            h.mark(true, c);
+            h.mark(false, c);
+        }
+        assert_eq!(h.as_str().len(), 52);
+        assert!(h.as_str().starts_with("ShAs"));
     }
 
     #[test]

@@ -21,14 +21,18 @@ pub struct Summary {
 impl Summary {
     pub fn add(&mut self, c: &Diagnosed) {
         self.connections += 1;
-        *self
-            .by_conn_state
-            .entry(c.flow.wire.conn_state.clone())
-            .or_default() += 1;
-        *self
-            .by_diagnosis
-            .entry(c.diagnosis.name.clone())
-            .or_default() += 1;
+        count(&mut self.by_conn_state, &c.flow.wire.conn_state);
+        count(&mut self.by_diagnosis, &c.diagnosis.name);
+    }
+}
+
+/// Counts one more `key`, copying it only the first time it is seen.
+fn count(counts: &mut BTreeMap<String, u64>, key: &str) {
+    match counts.get_mut(key) {
+        Some(n) => *n += 1,
+        None => {
+            counts.insert(key.to_string(), 1);
+        }
     }
 }
 
@@ -86,6 +90,17 @@ impl Printer {
                 self.kept.insert(c.flow.index, c);
             }
             Format::Table => {
+                // Connections arrive as they end, not in order: keep the
+                // `limit` lowest-numbered so far.
+                let full = self.kept.len() >= self.limit;
+                if full
+                    && self
+                        .kept
+                        .last_key_value()
+                        .is_none_or(|(&i, _)| c.flow.index > i)
+                {
+                    return None;
+                }
                 self.kept.insert(c.flow.index, c);
                 if self.kept.len() > self.limit {
                     self.kept.pop_last();
