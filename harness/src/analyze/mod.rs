@@ -12,6 +12,7 @@
 //! the settle of a stack without orphan visibility); `outcome` joins the
 //! facts with what the driver observed into a case's typed facts.
 
+mod covered;
 pub mod file;
 pub mod flows;
 pub mod zeek;
@@ -23,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::tcp::{Flags, PerSide, Side};
 use crate::wire::{Segment, SeqNum};
+use covered::Covered;
 use zeek::{Endpoint, EndpointView, History};
 
 /// Segments one side sent, as seen in the capture.
@@ -196,10 +198,13 @@ pub struct PacketRecord {
 #[derive(Default)]
 struct Dir {
     isn: Option<SeqNum>,
-    /// Covered payload ranges, relative to ISN+1, merged and sorted.
-    covered: Vec<(u64, u64)>,
-    /// Sequence numbers of the FINs sent, first one first.
-    fin_seqs: Vec<SeqNum>,
+    /// The payload the capture saw, relative to ISN+1.
+    covered: Covered,
+    /// The first FIN sent...
+    first_fin: Option<FinSent>,
+    /// ...and the sequence numbers of FINs after it at other sequence
+    /// numbers (rare: a connection closes once).
+    later_fins: Vec<SeqNum>,
     counts: SideCounts,
     /// Highest payload offset the peer acknowledged.
     acked: u64,
@@ -207,8 +212,6 @@ struct Dir {
     /// `acked` but not capped at what the capture saw: beyond it, data the
     /// capture missed.
     acked_any: u64,
-    first_fin_index: Option<usize>,
-    first_fin_ack: Option<SeqNum>,
     /// The end of the sequence space sent so far (SYN, data, FIN).
     snd_max: Option<SeqNum>,
     /// The highest acknowledgment the peer sent for this direction.
@@ -225,6 +228,16 @@ struct Dir {
     state: Endpoint,
 }
 
+/// A side's first FIN.
+#[derive(Clone, Copy)]
+struct FinSent {
+    seq: SeqNum,
+    /// Its place among the connection's segments.
+    index: usize,
+    /// The acknowledgment it carried.
+    ack: Option<SeqNum>,
+}
+
 impl Dir {
     fn base(&self, seg: &Segment) -> SeqNum {
         self.isn.map_or(seg.seq, |i| i + 1)
@@ -232,32 +245,7 @@ impl Dir {
 
     /// The end of the covered payload (relative offset).
     fn extent(&self) -> u64 {
-        self.covered.last().map_or(0, |r| r.1)
-    }
-
-    /// Adds [start, end) to the covered set; returns how many bytes were new.
-    fn cover(&mut self, start: u64, end: u64) -> u64 {
-        let before: u64 = self.covered.iter().map(|(a, b)| b - a).sum();
-        // Ranges are sorted; a new range almost always extends the last one.
-        match self.covered.last_mut() {
-            Some(last) if start >= last.0 && start <= last.1 => last.1 = last.1.max(end),
-            Some(last) if start > last.1 => self.covered.push((start, end)),
-            None => self.covered.push((start, end)),
-            Some(_) => {
-                self.covered.push((start, end));
-                self.covered.sort_unstable();
-                let mut merged: Vec<(u64, u64)> = Vec::with_capacity(self.covered.len());
-                for &(a, b) in &self.covered {
-                    match merged.last_mut() {
-                        Some(last) if a <= last.1 => last.1 = last.1.max(b),
-                        _ => merged.push((a, b)),
-                    }
-                }
-                self.covered = merged;
-            }
-        }
-        let after: u64 = self.covered.iter().map(|(a, b)| b - a).sum();
-        after - before
+        self.covered.extent()
     }
 
     /// Payload the peer acknowledged that the capture never saw: the gaps
@@ -267,16 +255,14 @@ impl Dir {
     /// None without the side's SYN: no sequence base to count from.
     fn missed(&self) -> Option<u64> {
         let isn = self.isn?;
-        let fin_at = self
-            .fin_seqs
-            .first()
-            .map(|fin| u64::from(fin.since(isn + 1)));
+        let fin_at = self.first_fin.map(|fin| u64::from(fin.seq.since(isn + 1)));
         let end = match fin_at {
             Some(f) if self.acked_any > f => f,
             _ => self.acked_any,
         };
         let seen: u64 = self
             .covered
+            .ranges()
             .iter()
             .map(|&(a, b)| b.min(end).saturating_sub(a))
             .sum();
@@ -294,8 +280,8 @@ impl Dir {
 
     /// Whether this side sent a FIN and the peer acknowledged it.
     fn fin_acked(&self) -> bool {
-        match (self.fin_seqs.first(), self.acked_by_peer) {
-            (Some(fin), Some(ack)) => ack > *fin,
+        match (self.first_fin, self.acked_by_peer) {
+            (Some(fin), Some(ack)) => ack > fin.seq,
             _ => false,
         }
     }
@@ -360,6 +346,11 @@ impl Connection {
         }
     }
 
+    /// The client's and the server's address.
+    pub fn ends(&self) -> PerSide<SocketAddr> {
+        self.ends
+    }
+
     /// Which side sent `seg`, if it belongs to this connection.
     pub fn side_of(&self, seg: &Segment) -> Option<Side> {
         let PerSide { client, server } = self.ends;
@@ -387,7 +378,7 @@ impl Connection {
         if self.close_segments > 0 || f.fin() || f.rst() {
             self.close_segments += 1;
         }
-        if seg.len > 0 && !self.dirs[peer].fin_seqs.is_empty() {
+        if seg.len > 0 && self.dirs[peer].first_fin.is_some() {
             self.dirs[peer].data_after_own_fin = true;
         }
 
@@ -396,7 +387,7 @@ impl Connection {
         // number (Wireshark's definition); a window probe while the peer
         // advertises a zero window. Neither is a retransmission.
         let peer_window_zero = self.dirs[peer].window_zero;
-        let peer_fin_seen = !self.dirs[peer].fin_seqs.is_empty();
+        let peer_fin_seen = self.dirs[peer].first_fin.is_some();
         let me = &mut self.dirs[side];
         let probe = !f.syn()
             && !f.fin()
@@ -430,7 +421,7 @@ impl Connection {
         let base = me.base(seg);
         let data_start = u64::from((seg.seq + u32::from(f.syn())).since(base));
         if seg.len > 0 {
-            let new = me.cover(data_start, data_start + u64::from(seg.len));
+            let new = me.covered.add(data_start, data_start + u64::from(seg.len));
             me.counts.data_bytes += new;
             if new == 0 {
                 retransmit = true;
@@ -442,14 +433,20 @@ impl Connection {
         if f.fin() {
             me.counts.fin += 1;
             let fin_seq = seg.seq + (u32::from(f.syn()) + seg.len);
-            if me.fin_seqs.contains(&fin_seq) {
+            if me.first_fin.is_some_and(|fin| fin.seq == fin_seq)
+                || me.later_fins.contains(&fin_seq)
+            {
                 retransmit |= seg.len == 0;
             } else {
-                if me.fin_seqs.is_empty() {
-                    me.first_fin_index = Some(self.pushed);
-                    me.first_fin_ack = f.ack().then_some(seg.ack);
+                if me.first_fin.is_none() {
+                    me.first_fin = Some(FinSent {
+                        seq: fin_seq,
+                        index: self.pushed,
+                        ack: f.ack().then_some(seg.ack),
+                    });
+                } else {
+                    me.later_fins.push(fin_seq);
                 }
-                me.fin_seqs.push(fin_seq);
                 me.counts.distinct_fins += 1;
                 if seg.len > 0 {
                     me.counts.fins_with_data += 1;
@@ -612,8 +609,8 @@ impl Connection {
         self.trace.shrink_to_fit();
         for side in Side::BOTH {
             let d = &mut self.dirs[side];
-            d.covered.shrink_to_fit();
-            d.fin_seqs.shrink_to_fit();
+            d.covered.shrink();
+            d.later_fins.shrink_to_fit();
         }
     }
 
@@ -712,20 +709,19 @@ fn push_trace_token(trace: &mut Vec<u8>, side: Side, flags: Flags, payload: u32)
 }
 
 fn first_fin(dirs: &PerSide<Dir>) -> Option<FirstFin> {
-    match (dirs.client.first_fin_index, dirs.server.first_fin_index) {
+    match (dirs.client.first_fin, dirs.server.first_fin) {
         (None, None) => None,
         (Some(_), None) => Some(FirstFin::Client),
         (None, Some(_)) => Some(FirstFin::Server),
-        (Some(a), Some(b)) => {
-            let (early, late) = if a < b {
-                (Side::Client, Side::Server)
+        (Some(c), Some(s)) => {
+            let (early, early_fin, late_fin) = if c.index < s.index {
+                (Side::Client, c, s)
             } else {
-                (Side::Server, Side::Client)
+                (Side::Server, s, c)
             };
-            let early_fin = dirs[early].fin_seqs[0]; // it has a first FIN
             // Did the later FIN acknowledge the earlier one? If not, its
             // sender had not processed the peer's FIN: a simultaneous close.
-            let acks_it = dirs[late].first_fin_ack.is_some_and(|ack| ack > early_fin);
+            let acks_it = late_fin.ack.is_some_and(|ack| ack > early_fin.seq);
             Some(if acks_it {
                 early.into()
             } else {
