@@ -55,7 +55,8 @@ pub struct Signatures {
     pub signatures: Vec<Signature>,
     /// Each signature's diagnosis, by its ending: built once, on first use.
     #[serde(skip)]
-    diagnoses: OnceLock<std::collections::HashMap<Ending, Arc<Diagnosis>>>,
+    diagnoses:
+        OnceLock<std::collections::HashMap<Ending, Arc<Diagnosis>, foldhash::fast::RandomState>>,
 }
 
 /// One ending, and the catalogue's cases that end that way.

@@ -95,7 +95,6 @@ impl Key {
 struct Flow {
     index: usize,
     conn: Connection,
-    ends: PerSide<SocketAddr>,
     first_us: i64,
     last_us: i64,
     began_before_capture: bool,
@@ -125,7 +124,6 @@ impl Flow {
         Flow {
             index,
             conn: Connection::new(ends, 0, false),
-            ends,
             first_us: seg.ts_us,
             last_us: seg.ts_us,
             began_before_capture: !f.syn() || f.ack(),
@@ -144,11 +142,11 @@ impl Flow {
     /// something else, as a half-open peer's challenge ACK draws).
     fn replaced_by(&self, seg: &Segment) -> bool {
         self.ended_us.is_some()
-            && !(seg.src == self.ends.client && Some(seg.seq) == self.client_isn)
+            && !(seg.src == self.conn.ends().client && Some(seg.seq) == self.client_isn)
     }
 
     fn push(&mut self, seg: &Segment) {
-        let side = if seg.src == self.ends.client {
+        let side = if seg.src == self.conn.ends().client {
             Side::Client
         } else {
             Side::Server
@@ -175,11 +173,12 @@ impl Flow {
 
     fn finish(self) -> FlowFacts {
         let open_at_end = self.ended_us.is_none();
+        let ends = self.conn.ends();
         let facts = self.conn.finish();
         FlowFacts {
             index: self.index,
-            client: self.ends.client,
-            server: self.ends.server,
+            client: ends.client,
+            server: ends.server,
             start_us: self.first_us,
             duration_us: self.last_us - self.first_us,
             began_before_capture: self.began_before_capture,
@@ -275,9 +274,12 @@ impl FlowTable {
 
     /// Every connection still in the table, in capture order.
     pub fn finish(self, out: &mut impl FnMut(FlowFacts)) {
-        let mut rest: Vec<Box<Flow>> = self.active.into_values().collect();
-        rest.sort_by_key(|f| f.index);
-        for f in rest {
+        // Sorted by index read once per flow, not once per comparison:
+        // each read would be a cache miss into a boxed flow.
+        let mut rest: Vec<(usize, Box<Flow>)> =
+            self.active.into_values().map(|f| (f.index, f)).collect();
+        rest.sort_unstable_by_key(|(index, _)| *index);
+        for (_, f) in rest {
             out(f.finish());
         }
     }
