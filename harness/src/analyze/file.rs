@@ -2,8 +2,14 @@
 //! into a [`FlowTable`] as they are read, and each connection is handed out
 //! once it is over, so memory grows with the connections open at once, not
 //! with the file.
+//!
+//! Reading and decoding run on a thread of their own, a batch of frames
+//! ahead of the flow table: libpcap's reading and the decoding take about
+//! as long as the analysis, and on two cores they overlap. At most a few
+//! batches are in flight, so memory stays bounded all the same.
 
 use std::path::Path;
+use std::sync::mpsc;
 
 use serde::Serialize;
 
@@ -36,6 +42,17 @@ pub struct FileStats {
 /// Findings kept in [`FileStats::findings`]; the rest are only counted.
 const MAX_FINDINGS: usize = 100;
 
+/// Frames decoded per batch, and batches the reader may run ahead.
+const BATCH: usize = 1024;
+const BATCHES_AHEAD: usize = 4;
+
+/// What the reading thread hands on.
+enum Read {
+    Frames(Vec<Frame>),
+    /// The file broke off here; the frames before were sent.
+    Stopped(String),
+}
+
 /// Reads `path` (pcap or pcapng) and calls `on` with every connection, in
 /// the order they end (or, for those still open, at the end of the file).
 /// A file that cannot be opened, or whose link type cannot be decoded, is
@@ -45,7 +62,7 @@ pub fn each_connection(
     path: &Path,
     mut on: impl FnMut(FlowFacts),
 ) -> Result<FileStats, CaptureError> {
-    let mut reader = PcapReader::open(path)?;
+    let reader = PcapReader::open(path)?;
     let linktype = reader.linktype();
     if let Some(message) = wire::undecodable_linktype(linktype) {
         return Err(CaptureError::File {
@@ -60,34 +77,82 @@ pub fn each_connection(
         handed += 1;
         on(f);
     };
-    while let Some(packet) = reader.next_packet() {
-        let packet = match packet {
-            Ok(p) => p,
-            Err(e) => {
-                stats.stopped = Some(e.to_string());
-                break;
-            }
-        };
-        stats.packets += 1;
-        match wire::parse_frame(linktype, (stats.packets - 1) as usize, &packet) {
-            Frame::Tcp(seg) => {
-                stats.segments += 1;
-                table.push(&seg, &mut hand_out);
-            }
-            Frame::Other => stats.other += 1,
-            Frame::Malformed(why) => {
-                stats.malformed += 1;
-                if stats.findings.len() < MAX_FINDINGS {
-                    stats
-                        .findings
-                        .push(format!("packet {}: {why}", stats.packets));
+    let (frames, read) = mpsc::sync_channel(BATCHES_AHEAD);
+    let (spare, spares) = mpsc::channel();
+    std::thread::scope(|scope| {
+        scope.spawn(move || read_frames(reader, linktype, frames, spares));
+        for batch in read {
+            let mut batch = match batch {
+                Read::Frames(batch) => batch,
+                Read::Stopped(why) => {
+                    stats.stopped = Some(why);
+                    break;
+                }
+            };
+            for frame in batch.drain(..) {
+                stats.packets += 1;
+                match frame {
+                    Frame::Tcp(seg) => {
+                        stats.segments += 1;
+                        table.push(&seg, &mut hand_out);
+                    }
+                    Frame::Other => stats.other += 1,
+                    Frame::Malformed(why) => {
+                        stats.malformed += 1;
+                        if stats.findings.len() < MAX_FINDINGS {
+                            stats
+                                .findings
+                                .push(format!("packet {}: {why}", stats.packets));
+                        }
+                    }
                 }
             }
+            // Back to the reader to fill again (it may have ended).
+            let _ = spare.send(batch);
         }
-    }
+    });
     table.finish(&mut hand_out);
     stats.connections = handed;
     Ok(stats)
+}
+
+/// Reads and decodes every packet of `reader`, in batches, until the end of
+/// the file, a break in it, or the analysis no longer listening.
+fn read_frames(
+    mut reader: PcapReader,
+    linktype: i32,
+    out: mpsc::SyncSender<Read>,
+    spares: mpsc::Receiver<Vec<Frame>>,
+) {
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut index = 0;
+    let stopped = loop {
+        match reader.next_packet() {
+            None => break None,
+            Some(Err(e)) => break Some(e.to_string()),
+            Some(Ok(packet)) => {
+                batch.push(wire::parse_frame(linktype, index, &packet));
+                index += 1;
+            }
+        }
+        if batch.len() == BATCH {
+            let next = spares
+                .try_recv()
+                .unwrap_or_else(|_| Vec::with_capacity(BATCH));
+            if out
+                .send(Read::Frames(std::mem::replace(&mut batch, next)))
+                .is_err()
+            {
+                return;
+            }
+        }
+    };
+    if !batch.is_empty() && out.send(Read::Frames(batch)).is_err() {
+        return;
+    }
+    if let Some(why) = stopped {
+        let _ = out.send(Read::Stopped(why));
+    }
 }
 
 /// One connection's segments, read again from `path`, as a case report
@@ -114,4 +179,109 @@ pub fn connection_packets(
         }
     }
     Ok(super::analyze(&segments, Some(ends), flow.start_us).packets)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::{Captured, RawPacket, linktype, write_pcap};
+    use etherparse::PacketBuilder;
+
+    /// `n` graceful connections one after the other on distinct client
+    /// ports, 7 packets each, as an Ethernet capture.
+    fn graceful_capture(n: u16) -> Captured {
+        let mut packets = Vec::new();
+        let mut t = 0;
+        for i in 0..n {
+            let port = 10_000 + i;
+            // (from the client, flags, seq, ack, payload)
+            let steps: [(bool, &str, u32, u32, &[u8]); 7] = [
+                (true, "S", 100, 0, b""),
+                (false, "SA", 500, 101, b""),
+                (true, "A", 101, 501, b""),
+                (true, "PA", 101, 501, b"hello"),
+                (true, "FA", 106, 501, b""),
+                (false, "FA", 501, 107, b""),
+                (true, "A", 107, 502, b""),
+            ];
+            for (from_client, flags, seq, ack, payload) in steps {
+                let (src, dst) = if from_client { (port, 80) } else { (80, port) };
+                let mut tcp = PacketBuilder::ethernet2([0; 6], [0; 6])
+                    .ipv4([10, 0, 0, 1], [10, 0, 0, 1], 64)
+                    .tcp(src, dst, seq, 1000);
+                for f in flags.chars() {
+                    tcp = match f {
+                        'S' => tcp.syn(),
+                        'A' => tcp.ack(ack),
+                        'P' => tcp.psh(),
+                        'F' => tcp.fin(),
+                        _ => unreachable!("the steps above"),
+                    };
+                }
+                let mut data = Vec::new();
+                tcp.write(&mut data, payload).unwrap();
+                t += 10;
+                packets.push(RawPacket {
+                    ts_us: t,
+                    orig_len: data.len() as u32,
+                    data,
+                });
+            }
+        }
+        Captured {
+            linktype: linktype::ETHERNET,
+            packets,
+            dropped: None,
+        }
+    }
+
+    fn temp(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("teardown-file-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join(name)
+    }
+
+    /// Many batches' worth of packets: every one is read, in order, and a
+    /// file cut inside its last packet still gives the ones before it.
+    #[test]
+    fn every_packet_is_read_across_batches_and_up_to_a_break() {
+        let n = 1_000; // 7,000 packets: several batches
+        let path = temp("many.pcap");
+        write_pcap(&path, &graceful_capture(n)).unwrap();
+        let mut flows = Vec::new();
+        let stats = each_connection(&path, |f| flows.push(f)).unwrap();
+        assert_eq!((stats.packets, stats.segments), (7_000, 7_000));
+        assert_eq!(stats.connections, u64::from(n));
+        assert_eq!(stats.stopped, None);
+        flows.sort_by_key(|f| f.index);
+        for (i, f) in flows.iter().enumerate() {
+            assert_eq!(f.client.port(), 10_000 + i as u16, "in capture order");
+            assert_eq!(f.wire.conn_state, "SF");
+            assert_eq!(f.wire.sides.client.data_bytes, 5);
+        }
+
+        let whole = std::fs::read(&path).unwrap();
+        let cut = temp("cut.pcap");
+        std::fs::write(&cut, &whole[..whole.len() - 3]).unwrap();
+        let mut flows = Vec::new();
+        let stats = each_connection(&cut, |f| flows.push(f)).unwrap();
+        assert_eq!(stats.packets, 6_999);
+        assert!(
+            stats
+                .stopped
+                .as_ref()
+                .is_some_and(|s| s.contains("after packet 6999")),
+            "{:?}",
+            stats.stopped
+        );
+        assert_eq!(flows.len(), usize::from(n));
+        let last = flows.iter().max_by_key(|f| f.index).unwrap();
+        assert_eq!(
+            last.wire.conn_state, "SF",
+            "the last connection lost only its final ACK"
+        );
+        assert!(last.open_at_end, "its server's FIN was never acknowledged");
+        let _ = std::fs::remove_file(&path);
+        let _ = std::fs::remove_file(&cut);
+    }
 }
