@@ -420,8 +420,10 @@ fn main() {
 }
 
 /// Runs a command (stdout discarded): its wall time in ms, exit status and
-/// peak RSS in KiB. VmHWM only grows; sampled every 5 ms it misses at most
-/// the last few milliseconds of the run. (getrusage's ru_maxrss cannot be
+/// peak RSS in KiB. VmHWM only grows; sampled every millisecond it misses at
+/// most the last millisecond of the run, and the wall time overshoots the
+/// exit by at most that much (at 5 ms, as before, that was up to 5 ms of a
+/// 50 ms run). (getrusage's ru_maxrss cannot be
 /// used: it counts this big parent's memory, which the child had before
 /// exec.)
 fn run_measured(cmd: &mut std::process::Command) -> (f64, std::process::ExitStatus, u64) {
@@ -439,7 +441,7 @@ fn run_measured(cmd: &mut std::process::Command) -> (f64, std::process::ExitStat
         if let Some(s) = child.try_wait().expect("wait for the command") {
             break s;
         }
-        std::thread::sleep(std::time::Duration::from_millis(5));
+        std::thread::sleep(std::time::Duration::from_millis(1));
     };
     (t.elapsed().as_secs_f64() * 1e3, status, peak)
 }

@@ -686,26 +686,35 @@ impl Connection {
     }
 }
 
-/// Appends one token of a trace (`c:FP.100`), byte by byte: this runs for
-/// every segment of a capture, and the formatting machinery would cost more
-/// than the rest of the segment's analysis. Only ASCII is written.
+/// Appends one token of a trace (`c:FP.100`), put together on the stack
+/// and appended at once: this runs for every segment of a capture, and the
+/// formatting machinery would cost more than the rest of the segment's
+/// analysis. Only ASCII is written.
 fn push_trace_token(trace: &mut Vec<u8>, side: Side, flags: Flags, payload: u32) {
-    trace.extend_from_slice(if side == Side::Client { b"c:" } else { b"s:" });
+    // "c:" + 8 flag letters (or "none") + 10 digits.
+    let mut token = [0u8; 20];
+    token[..2].copy_from_slice(if side == Side::Client { b"c:" } else { b"s:" });
+    let mut n = 2;
     if flags.is_empty() {
-        trace.extend_from_slice(b"none");
+        token[n..n + 4].copy_from_slice(b"none");
+        n += 4;
     }
-    trace.extend(flags.letters().map(|c| c as u8));
-    if payload > 0 {
-        let mut digits = [0u8; 10];
-        let mut n = 0;
-        let mut rest = payload;
-        while rest > 0 {
-            digits[n] = b'0' + (rest % 10) as u8;
-            rest /= 10;
-            n += 1;
-        }
-        trace.extend(digits[..n].iter().rev());
+    for letter in flags.letters() {
+        token[n] = letter as u8;
+        n += 1;
     }
+    let mut digits = [0u8; 10];
+    let mut d = digits.len();
+    let mut rest = payload;
+    while rest > 0 {
+        d -= 1;
+        digits[d] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    let digits = &digits[d..];
+    token[n..n + digits.len()].copy_from_slice(digits);
+    n += digits.len();
+    trace.extend_from_slice(&token[..n]);
 }
 
 fn first_fin(dirs: &PerSide<Dir>) -> Option<FirstFin> {

@@ -225,6 +225,9 @@ pub fn json_line(c: &Diagnosed) -> String {
 struct JsonLines {
     /// Shared diagnoses (one per signature, at most), with their JSON.
     shared: Vec<(Arc<Diagnosis>, Box<RawValue>)>,
+    /// The longest line so far: each line is written into that much room
+    /// at once, not grown a doubling at a time.
+    room: usize,
 }
 
 impl JsonLines {
@@ -260,9 +263,14 @@ impl JsonLines {
             flow: &c.flow,
             diagnosis: &self.shared[at].1,
         };
-        let mut text = serde_json::to_string(&line).unwrap_or_default();
-        text.push('\n');
-        text
+        let mut text = Vec::with_capacity(self.room);
+        if serde_json::to_writer(&mut text, &line).is_err() {
+            return format!("{}\n", json_line(c));
+        }
+        text.push(b'\n');
+        self.room = self.room.max(text.len());
+        // serde_json writes UTF-8.
+        String::from_utf8(text).unwrap_or_default()
     }
 }
 
