@@ -183,7 +183,7 @@ lint:
     cargo clippy --workspace --all-targets --locked -- -D warnings
 
 # Benchmarks: per-case cost and whole-catalogue wall time (needs root)
-bench: deps
+bench: (deps "libpcap-dev" "pkg-config" "nftables" "tshark" "tcptrace") runsc
     cargo bench --locked --bench cases
 
 # Regenerate reports/signatures.json, the endings `teardown analyze` diagnoses, from the baseline

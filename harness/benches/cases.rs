@@ -364,7 +364,7 @@ fn main() {
 
     // 9. teardown analyze on a capture of 20,000 connections, against tshark
     println!(
-        "\n9. `teardown analyze` on the churn capture (harness/benches/churn.toml), against tshark -z conv,tcp:"
+        "\n9. `teardown analyze` on the churn capture (harness/benches/churn.toml), against tshark -z conv,tcp and tcptrace -n:"
     );
     let churn = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/churn.toml");
     let out_dir = captures.join("churn");
@@ -408,10 +408,14 @@ fn main() {
                         .args(["-q", "-z", "conv,tcp", "-r"])
                         .arg(&pcap),
                 );
+                // tcptrace's connection summary (`-n`: no name lookups).
+                let (tt_wall, tt_status, tt_peak) =
+                    run_measured(std::process::Command::new("tcptrace").arg("-n").arg(&pcap));
                 println!(
-                    "  round {round}: teardown analyze --format jsonl {wall:.1} ms, peak RSS {peak} KiB (exit {:?}); tshark {t_wall:.1} ms, peak RSS {t_peak} KiB (exit {:?})",
+                    "  round {round}: teardown analyze --format jsonl {wall:.1} ms, peak RSS {peak} KiB (exit {:?}); tshark {t_wall:.1} ms, peak RSS {t_peak} KiB (exit {:?}); tcptrace {tt_wall:.1} ms, peak RSS {tt_peak} KiB (exit {:?})",
                     status.code(),
-                    t_status.code()
+                    t_status.code(),
+                    tt_status.code()
                 );
             }
         }
