@@ -298,6 +298,11 @@ impl Driver<'_, '_> {
             _ => crate::tcp::Side::Server,
         };
         let mut backoff = Backoff::new();
+        // Whether the last look found every member there, some of them by
+        // their absence: a dump can miss a socket in the middle of its move
+        // to a TIME-WAIT mini-socket, so absence counts once a second look
+        // agrees.
+        let mut absent_once = false;
         loop {
             self.observe();
             let states: Vec<Option<TcpState>> =
@@ -306,7 +311,13 @@ impl Driver<'_, '_> {
             let reached = |s: &Option<TcpState>| {
                 *s == Some(want) || (s.is_none() && sees_all && want == TcpState::Closed)
             };
-            if states.iter().all(reached) || Instant::now() >= deadline {
+            let all = states.iter().all(reached);
+            if all && states.iter().any(Option::is_none) && !absent_once {
+                absent_once = true;
+                continue;
+            }
+            absent_once = false;
+            if all || Instant::now() >= deadline {
                 return states
                     .iter()
                     .map(|s| {

@@ -212,6 +212,16 @@ impl Ends {
             .find(|e| e.state == TcpState::Listen && e.local.port() == self.server.port())
     }
 
+    /// Whether a side that `before` showed is missing from `now`, a
+    /// snapshot of every socket: gone, or missed by a dump that is not one
+    /// atomic picture (see the driver's `observe`).
+    pub fn lost(&self, before: &Snapshot, now: &Snapshot) -> bool {
+        now.sees_orphans
+            && Side::BOTH
+                .into_iter()
+                .any(|side| self.find(before, side).is_some() && self.find(now, side).is_none())
+    }
+
     /// Both addresses, once the client's is known.
     pub fn pair(&self) -> Option<PerSide<SocketAddr>> {
         self.client.map(|c| PerSide::new(c, self.server))
@@ -323,6 +333,10 @@ mod tests {
             record(&mut t, 1.0, &gone, &ends());
             assert_eq!(last(&t, Side::Client), want, "sees orphans: {sees}");
             assert_eq!(t.server.len(), 1, "unchanged states are recorded once");
+            // Only a complete table can lose a socket; it is looked for again.
+            assert_eq!(ends().lost(&est, &gone), sees);
+            assert!(!ends().lost(&est, &est));
+            assert!(!ends().lost(&gone, &est), "appearing is not losing");
         }
     }
 }
