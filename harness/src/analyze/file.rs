@@ -79,8 +79,10 @@ pub fn each_connection(
     };
     let (frames, read) = mpsc::sync_channel(BATCHES_AHEAD);
     let (spare, spares) = mpsc::channel();
-    std::thread::scope(|scope| {
-        scope.spawn(move || read_frames(reader, linktype, frames, spares));
+    let started = std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("pcap-reader".into())
+            .spawn_scoped(scope, move || read_frames(reader, linktype, frames, spares))?;
         for batch in read {
             let mut batch = match batch {
                 Read::Frames(batch) => batch,
@@ -110,7 +112,14 @@ pub fn each_connection(
             // Back to the reader to fill again (it may have ended).
             let _ = spare.send(batch);
         }
+        Ok::<(), std::io::Error>(())
     });
+    if let Err(e) = started {
+        return Err(CaptureError::File {
+            path: path.to_path_buf(),
+            message: format!("cannot start a thread to read it: {e}"),
+        });
+    }
     table.finish(&mut hand_out);
     stats.connections = handed;
     Ok(stats)
