@@ -36,4 +36,4 @@ deb=$(ls "$work"/deb/runsc_*.deb | head -1)
 rm -rf "$work/x" && dpkg-deb -x "$deb" "$work/x"
 install -m 0755 "$work/x/usr/bin/runsc" "$work/runsc"
 echo "$suite" > "$work/suite"
-"$work/runsc" --version | head -1 >&2
+"$work/runsc" --version | sed -n 1p >&2  # sed reads it all: head could leave runsc a SIGPIPE, fatal under pipefail

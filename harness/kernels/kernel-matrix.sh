@@ -151,14 +151,14 @@ for s in "${series[@]}"; do
         dpkg-deb -x "$(ls -t "$work/debs/${p}"_*.deb | head -1)" "$kdir"
     done
     # Modules live under /lib/modules (up to bookworm) or /usr/lib/modules.
-    mods=$(find "$kdir" -mindepth 3 -maxdepth 4 -type d -regex '.*/lib/modules/[^/]+' | head -1)
+    mods=$(find "$kdir" -mindepth 3 -maxdepth 4 -type d -regex '.*/lib/modules/[^/]+' | sed -n 1p)
     if [ -z "$mods" ]; then
         skipped+=("$s: $image unpacked without a modules directory")
         continue
     fi
     release=$(basename "$mods")
     # vmlinuz is in /boot, or (7.x) beside the modules; a missing /boot is fine.
-    vmlinuz=$({ find "$kdir/boot" "$mods" -maxdepth 1 -name 'vmlinuz*' 2>/dev/null || true; } | head -1)
+    vmlinuz=$({ find "$kdir/boot" "$mods" -maxdepth 1 -name 'vmlinuz*' 2>/dev/null || true; } | sed -n 1p)
     if [ -z "$vmlinuz" ]; then
         skipped+=("$s: $image has no vmlinuz")
         continue
