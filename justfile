@@ -123,7 +123,7 @@ churn-capture n="20000": build
         echo '"net.ipv4.tcp_max_tw_buckets" = 65536'
     } > "$f"
     {{bin}} run --quiet --report target/churn/report.json --captures captures/churn "$f" | tail -n 3
-    ls -t captures/churn/*/churn-ipv4.pcap | head -n 1
+    ls -t captures/churn/*/churn-ipv4.pcap | sed -n 1p
 
 # List the cases the scenarios expand to
 list *args: build

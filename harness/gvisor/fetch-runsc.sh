@@ -32,7 +32,7 @@ echo "--- runsc from Debian $suite (package lists private to $work/apt)" >&2
 apt-get "${apt_opts[@]}" -qq update
 rm -f "$work"/deb/*.deb
 (cd "$work/deb" && apt-get "${apt_opts[@]}" -qq download "runsc/$suite")
-deb=$(ls "$work"/deb/runsc_*.deb | head -1)
+deb=$(ls "$work"/deb/runsc_*.deb | sed -n 1p)
 rm -rf "$work/x" && dpkg-deb -x "$deb" "$work/x"
 install -m 0755 "$work/x/usr/bin/runsc" "$work/runsc"
 echo "$suite" > "$work/suite"

@@ -80,7 +80,7 @@ download() { # $1 = package; returns non-zero when the mirror does not serve it
 }
 
 (cd "$work/debs" && { ls busybox-static_*.deb >/dev/null 2>&1 || apt-get "${apt_opts[@]}" -qq download busybox-static/bookworm; })
-busybox_deb=$(ls -t "$work"/debs/busybox-static_*.deb | head -1)
+busybox_deb=$(ls -t "$work"/debs/busybox-static_*.deb | sed -n 1p)
 
 # Shared libraries of a binary, with the dynamic loader.
 libs_of() { ldd "$1" | awk '/=> \//{print $3} /^[ \t]*\/lib/{print $1}'; }
@@ -148,7 +148,7 @@ for s in "${series[@]}"; do
     [ "$ok" = 1 ] || continue
     rm -rf "$kdir" && mkdir -p "$kdir"
     for p in "${pkgs[@]}"; do
-        dpkg-deb -x "$(ls -t "$work/debs/${p}"_*.deb | head -1)" "$kdir"
+        dpkg-deb -x "$(ls -t "$work/debs/${p}"_*.deb | sed -n 1p)" "$kdir"
     done
     # Modules live under /lib/modules (up to bookworm) or /usr/lib/modules.
     mods=$(find "$kdir" -mindepth 3 -maxdepth 4 -type d -regex '.*/lib/modules/[^/]+' | sed -n 1p)
