@@ -53,11 +53,14 @@ pub struct Signatures {
     /// The facts each signature holds, in order.
     pub facts: Vec<String>,
     pub signatures: Vec<Signature>,
-    /// Each signature's diagnosis, by its ending: built once, on first use.
+    /// Each signature's diagnoses: built once, on first use.
     #[serde(skip)]
-    diagnoses:
-        OnceLock<std::collections::HashMap<Ending, Arc<Diagnosis>, foldhash::fast::RandomState>>,
+    diagnoses: OnceLock<Diagnoses>,
 }
+
+/// Diagnoses by ending and by which sides sent payload (client, server).
+type Diagnoses =
+    std::collections::HashMap<(Ending, [bool; 2]), Arc<Diagnosis>, foldhash::fast::RandomState>;
 
 /// One ending, and the catalogue's cases that end that way.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -77,7 +80,38 @@ pub struct Match {
     /// How many steps the scenario takes: the fewer, the plainer the
     /// example of this ending, and the sooner it is named.
     pub steps: usize,
+    /// Whether each side of the scenario's cases sent payload
+    /// (`wire.<side>.sent_data`), where its cases agree and it was
+    /// observed: among the scenarios that end alike, one whose data flowed
+    /// as the connection's did is named first.
+    #[serde(default)]
+    pub sent_data: PerSide<Option<bool>>,
     pub cases: Vec<String>,
+}
+
+impl Match {
+    /// Takes in one more case's `wire.<side>.sent_data` facts: a side's
+    /// value stays only while every case agrees on it.
+    fn add_sent_data(&mut self, facts: &BTreeMap<String, Value>) {
+        let first = self.cases.is_empty();
+        for side in Side::BOTH {
+            let seen = facts
+                .get(&format!("wire.{}.sent_data", side.name()))
+                .and_then(Value::as_bool);
+            let v = &mut self.sent_data[side];
+            *v = if first || *v == seen { seen } else { None };
+        }
+    }
+
+    /// On how many sides the scenario's data flowed otherwise than `sent`
+    /// says (a side it did not observe counts as agreeing).
+    fn disagreements(&self, sent: [bool; 2]) -> usize {
+        Side::BOTH
+            .into_iter()
+            .zip(sent)
+            .filter(|(side, s)| self.sent_data[*side].is_some_and(|v| v != *s))
+            .count()
+    }
 }
 
 /// A signature's facts as one comparable key: their values in
@@ -118,7 +152,7 @@ pub fn generate(inputs: &[(String, Input)], cases: &[Case]) -> Signatures {
             let entry = found
                 .entry(key(&signature))
                 .or_insert_with(|| (signature, BTreeMap::new()));
-            entry
+            let m = entry
                 .1
                 .entry((scenario.clone(), stack.clone()))
                 .or_insert_with(|| Match {
@@ -127,10 +161,11 @@ pub fn generate(inputs: &[(String, Input)], cases: &[Case]) -> Signatures {
                     title: case.map(|c| c.scenario.title.clone()).unwrap_or_default(),
                     why: case.and_then(|c| c.expectations_for(&stack).find_map(|e| e.why.clone())),
                     steps: case.map_or(usize::MAX, |c| c.steps.len()),
+                    sent_data: PerSide::default(),
                     cases: Vec::new(),
-                })
-                .cases
-                .push(id.clone());
+                });
+            m.add_sent_data(&facts);
+            m.cases.push(id.clone());
         }
     }
     Signatures {
@@ -228,8 +263,9 @@ impl Ending {
 /// How one connection ended, in the catalogue's terms.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Diagnosis {
-    /// The plainest matching scenario (fewest steps), or
-    /// `open` (the capture ended first), or `unknown`.
+    /// The matching scenario whose data flowed as the connection's did,
+    /// the plainest (fewest steps) among those; or `open` (the capture
+    /// ended first), or `unknown`.
     pub name: String,
     /// One sentence: what the match means, or why there is none.
     pub explanation: String,
@@ -249,14 +285,15 @@ impl Diagnosis {
 }
 
 impl Signature {
-    fn diagnosis(&self) -> Diagnosis {
+    /// The diagnosis of a connection with this ending, whose sides sent
+    /// payload or not as `sent` says (client, server): the matches whose
+    /// data flowed the same way first, then the plainest (fewest steps),
+    /// Linux before other stacks.
+    fn diagnosis(&self, sent: [bool; 2]) -> Diagnosis {
         let mut matches = self.matches.clone();
         matches.sort_by(|a, b| {
-            (a.steps, a.stack != "linux", &a.scenario).cmp(&(
-                b.steps,
-                b.stack != "linux",
-                &b.scenario,
-            ))
+            let rank = |m: &Match| (m.disagreements(sent), m.steps, m.stack != "linux");
+            (rank(a), &a.scenario).cmp(&(rank(b), &b.scenario))
         });
         let Some(first) = matches.first() else {
             return unknown(&self.facts);
@@ -301,13 +338,19 @@ impl Signatures {
     /// The diagnosis is shared between the connections that end alike.
     pub fn diagnose(&self, flow: &FlowFacts) -> Arc<Diagnosis> {
         static OPEN: OnceLock<Arc<Diagnosis>> = OnceLock::new();
+        const SENT: [[bool; 2]; 4] = [[false, false], [false, true], [true, false], [true, true]];
         let diagnoses = self.diagnoses.get_or_init(|| {
             self.signatures
                 .iter()
-                .filter_map(|s| Some((Ending::from_facts(&s.facts)?, Arc::new(s.diagnosis()))))
+                .filter_map(|s| Some((Ending::from_facts(&s.facts)?, s)))
+                .flat_map(|(ending, s)| {
+                    SENT.map(|sent| ((ending.clone(), sent), Arc::new(s.diagnosis(sent))))
+                })
                 .collect()
         });
-        match diagnoses.get(&Ending::of(flow)) {
+        let sides = &flow.wire.sides;
+        let sent = [sides.client.data_bytes > 0, sides.server.data_bytes > 0];
+        match diagnoses.get(&(Ending::of(flow), sent)) {
             Some(d) => Arc::clone(d),
             None if flow.open_at_end => Arc::clone(OPEN.get_or_init(|| {
                 Arc::new(Diagnosis {
@@ -483,11 +526,60 @@ mod tests {
                     title: "A graceful close".into(),
                     why: Some("FIN both ways".into()),
                     steps: 6,
+                    sent_data: PerSide::default(),
                     cases: vec![format!("{scenario}/ipv4")],
                 }],
             }],
             ..Default::default()
         }
+    }
+
+    /// Scenarios that end alike: the one whose data flowed as the
+    /// connection's did is named, however many steps it takes; without
+    /// that difference, the plainest.
+    #[test]
+    fn the_match_whose_data_flowed_alike_is_named_first() {
+        let flow = graceful();
+        let mut sigs = signatures_with(&flow, "plain");
+        let mut talky = sigs.signatures[0].matches[0].clone();
+        talky.scenario = "talky".into();
+        talky.steps = 12;
+        talky.sent_data = PerSide::new(Some(true), Some(true));
+        sigs.signatures[0].matches[0].sent_data = PerSide::new(Some(false), Some(false));
+        sigs.signatures[0].matches.push(talky);
+        // graceful() carries no payload: the plain scenario.
+        let d = sigs.diagnose(&flow);
+        assert_eq!(d.name, "plain");
+        assert_eq!(d.matches, ["plain on linux", "talky on linux"]);
+        // The same ending with data both ways: the talky one.
+        let mut data = flow.clone();
+        data.wire.sides.client.data_bytes = 100;
+        data.wire.sides.server.data_bytes = 100;
+        let d = sigs.diagnose(&data);
+        assert_eq!(d.name, "talky");
+        assert_eq!(d.matches, ["talky on linux", "plain on linux"]);
+        // Data one way only: one side disagrees with each; fewer steps wins.
+        data.wire.sides.server.data_bytes = 0;
+        assert_eq!(sigs.diagnose(&data).name, "plain");
+    }
+
+    #[test]
+    fn a_match_keeps_what_its_cases_agree_on() {
+        let mut m = signatures_with(&graceful(), "x").signatures[0].matches[0].clone();
+        m.cases.clear();
+        let facts = |c: bool, s: bool| {
+            BTreeMap::from([
+                ("wire.client.sent_data".to_string(), json!(c)),
+                ("wire.server.sent_data".to_string(), json!(s)),
+            ])
+        };
+        for (c, s) in [(true, false), (true, true)] {
+            m.add_sent_data(&facts(c, s));
+            m.cases.push("case".into());
+        }
+        assert_eq!(m.sent_data, PerSide::new(Some(true), None));
+        m.add_sent_data(&BTreeMap::new());
+        assert_eq!(m.sent_data, PerSide::new(None, None), "unobserved: unknown");
     }
 
     #[test]

@@ -262,6 +262,17 @@ pub static KINDS: &[FactKind] = &[
         get: |c, b| Some(json!(c.outcome.wire.as_ref()?.sides[side(b)].rst > 0)),
     },
     FactKind {
+        pattern: "wire.<side>.sent_data",
+        doc: "whether the side sent any payload",
+        used_as: Use::Behaviour,
+        measured_when: None,
+        get: |c, b| {
+            Some(json!(
+                c.outcome.wire.as_ref()?.sides[side(b)].data_bytes > 0
+            ))
+        },
+    },
+    FactKind {
         pattern: "wire.<side>.data_bytes",
         doc: "distinct payload bytes the side sent (sequence space)",
         used_as: Use::Measurement,
