@@ -71,11 +71,20 @@ fn main() {
         .clone();
     let captures = std::env::temp_dir().join(format!("teardown-bench-{}", std::process::id()));
     let stack = Stack::detect();
+    // The committed baseline: its durations order the matrix as `just
+    // matrix` orders it (longest first).
+    let baseline = scenarios
+        .join("../reports/baseline")
+        .join(format!("{}.json", std::env::consts::OS));
+    let expected_ms = teardown::baseline::Baseline::read(&baseline)
+        .map(|b| b.durations_ms)
+        .unwrap_or_default();
     let opts = |jobs| RunOptions {
         captures_dir: Some(captures.clone()),
         run_id: "bench".into(),
         jobs,
         stack: stack.clone(),
+        expected_ms: expected_ms.clone(),
     };
 
     println!(
@@ -192,6 +201,8 @@ fn main() {
                 .arg(out_dir.join("report.json"))
                 .arg("--captures")
                 .arg(&out_dir)
+                .arg("--baseline")
+                .arg(&baseline)
                 .arg(&scenarios),
         );
         // A run that did not pass names its cases: the report goes with the
@@ -254,6 +265,7 @@ fn main() {
         run_id: "bench".into(),
         jobs: 1,
         stack: s.clone(),
+        expected_ms: Default::default(),
     };
     let (mut libpcap, mut raw) = (Vec::new(), Vec::new());
     for _ in 0..RUNS {

@@ -76,6 +76,11 @@ pub struct Baseline {
     /// Run ids the baseline was recorded from.
     pub runs: Vec<String>,
     pub cases: BTreeMap<String, BTreeMap<String, Recorded>>,
+    /// Each case's median duration over those runs, in whole ms: not a
+    /// fact and never checked, only the order `run --baseline` starts the
+    /// cases in (the longest first, so that none starts last).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub durations_ms: BTreeMap<String, f64>,
 }
 
 /// A case's fingerprint: its behavioural facts and its verdict.
@@ -110,6 +115,7 @@ impl Baseline {
         }
         let mut cases: BTreeMap<String, BTreeMap<String, Recorded>> = BTreeMap::new();
         let mut seen: BTreeMap<String, BTreeMap<String, Vec<Value>>> = BTreeMap::new();
+        let mut durations: BTreeMap<String, Vec<f64>> = BTreeMap::new();
         for r in reports {
             let ids: BTreeSet<&str> = r.cases.iter().map(|c| c.id.as_str()).collect();
             let first_ids: BTreeSet<&str> = first.cases.iter().map(|c| c.id.as_str()).collect();
@@ -120,6 +126,10 @@ impl Baseline {
                 });
             }
             for c in &r.cases {
+                durations
+                    .entry(c.id.clone())
+                    .or_default()
+                    .push(c.duration_ms);
                 let facts = seen.entry(c.id.clone()).or_default();
                 for (k, v) in fingerprint(c) {
                     let vals = facts.entry(k).or_default();
@@ -150,6 +160,13 @@ impl Baseline {
             tool_version: first.tool.version.clone(),
             runs: reports.iter().map(|r| r.run_id.clone()).collect(),
             cases,
+            durations_ms: durations
+                .into_iter()
+                .map(|(id, mut ms)| {
+                    ms.sort_by(f64::total_cmp);
+                    (id, ms[ms.len() / 2].round())
+                })
+                .collect(),
         })
     }
 
@@ -308,6 +325,32 @@ mod tests {
         assert!(b.check(&report("c", 1, None)).is_empty());
         let text = serde_json::to_string(&b).unwrap();
         assert_eq!(Baseline::parse("b.json", &text).unwrap(), b);
+    }
+
+    /// Each case's median duration is kept, only to order a run by: a
+    /// different duration is not drift.
+    #[test]
+    fn durations_are_medians_and_never_drift() {
+        let runs: Vec<Report> = [30.0, 10.0, 20.0]
+            .iter()
+            .enumerate()
+            .map(|(i, ms)| {
+                let mut r = report(&format!("r{i}"), 1, None);
+                r.cases.iter_mut().for_each(|c| c.duration_ms = *ms);
+                r
+            })
+            .collect();
+        let b = Baseline::record(&runs).unwrap();
+        assert!(!b.durations_ms.is_empty());
+        assert!(b.durations_ms.values().all(|ms| *ms == 20.0));
+        let mut slow = report("s", 1, None);
+        slow.cases.iter_mut().for_each(|c| c.duration_ms = 9_000.0);
+        assert!(b.check(&slow).is_empty());
+        // A baseline written before durations were kept still reads.
+        let mut text: serde_json::Value = serde_json::to_value(&b).unwrap();
+        text.as_object_mut().unwrap().remove("durations_ms");
+        let old = Baseline::parse("old.json", &text.to_string()).unwrap();
+        assert!(old.durations_ms.is_empty());
     }
 
     #[test]

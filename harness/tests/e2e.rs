@@ -53,6 +53,7 @@ fn catalogue() -> &'static Run {
             run_id: "e2e".into(),
             jobs: runner::default_jobs(),
             stack: Stack::detect(),
+            expected_ms: Default::default(),
         };
         let report = runner::run_all(&load_all(), &opts, &AtomicBool::new(false), &|_| {});
         let json = serde_json::to_value(&report).unwrap();
@@ -312,6 +313,7 @@ fn run_first_case(name: &str, text: &str, edit: impl FnOnce(&mut Case)) -> CaseR
         run_id: "t".into(),
         jobs: 1,
         stack: Stack::detect(),
+        expected_ms: Default::default(),
     };
     runner::run_case(&cases[0], &opts, &Reaper::default())
 }
@@ -592,6 +594,7 @@ fn analyze_names_the_scenario_behind_each_connection_of_a_mixed_capture() {
         run_id: "mixed".into(),
         jobs: 1,
         stack: Stack::detect(),
+        expected_ms: Default::default(),
     };
     let report = runner::run_all(&cases, &opts, &AtomicBool::new(false), &|_| {});
     let c = &report.cases[0];

@@ -266,6 +266,7 @@ fn random_sequences_keep_the_invariants() {
         run_id: "seq".into(),
         jobs: 1,
         stack: teardown::stack::Stack::detect(),
+        expected_ms: Default::default(),
     };
     let reaper = Reaper::default();
     let result = check_sequences("random-sequences", cases_from_env(), |seq, text| {

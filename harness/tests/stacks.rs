@@ -54,6 +54,7 @@ fn run_in_process(cases: &[Case], stack: Stack, name: &str) -> Report {
         run_id: name.into(),
         jobs: runner::default_jobs(),
         stack,
+        expected_ms: Default::default(),
     };
     runner::run_all(cases, &opts, &AtomicBool::new(false), &|_| {})
 }

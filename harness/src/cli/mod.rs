@@ -349,6 +349,10 @@ fn run(a: RunArgs, color: ColorChoice) -> Result<i32, CliError> {
         run_id: run_id.clone(),
         jobs: a.jobs.unwrap_or_else(runner::default_jobs),
         stack,
+        expected_ms: baseline
+            .as_ref()
+            .map(|b| b.durations_ms.clone())
+            .unwrap_or_default(),
     };
     let stop = runner::interrupt::install();
     let progress = sinks::progress::Progress::new(cases.len() as u64, a.quiet);
