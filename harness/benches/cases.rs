@@ -185,6 +185,10 @@ fn main() {
             report.summary.unchecked,
             report.summary.error
         );
+        let failed = not_passed(&report);
+        if !failed.is_empty() {
+            println!("    {failed}");
+        }
         overhead.extend(report.cases.iter().map(|c| c.duration_ms - c.timing.run_ms));
     }
     summary("per-case overhead", overhead);
@@ -207,35 +211,8 @@ fn main() {
         );
         // A run that did not pass names its cases: the report goes with the
         // bench's temporary directory.
-        let failed: Vec<String> = teardown::report::load::read(&out_dir.join("report.json"))
-            .map(|r| {
-                r.cases
-                    .iter()
-                    .filter(|c| c.verdict.status != teardown::verdict::Status::Pass)
-                    .map(|c| {
-                        // What differed, so a rare failure can be read
-                        // from the bench's output alone.
-                        let what: Vec<String> = c
-                            .verdict
-                            .mismatches
-                            .iter()
-                            .map(|m| {
-                                format!(
-                                    "{}: expected {}, observed {}",
-                                    m.path, m.expected, m.observed
-                                )
-                            })
-                            .chain(c.verdict.error.clone())
-                            .collect();
-                        format!(
-                            "{} ({}: {})",
-                            c.id,
-                            c.verdict.status.name(),
-                            what.join("; ")
-                        )
-                    })
-                    .collect()
-            })
+        let failed = teardown::report::load::read(&out_dir.join("report.json"))
+            .map(|r| not_passed(&r))
             .unwrap_or_default();
         println!(
             "  run {round}: {wall:.1} ms wall, exit {:?}, peak RSS {peak} KiB{}",
@@ -243,7 +220,7 @@ fn main() {
             if failed.is_empty() {
                 String::new()
             } else {
-                format!("; not passed: {}", failed.join(", "))
+                format!("; {failed}")
             }
         );
     }
@@ -433,6 +410,42 @@ fn main() {
         }
     }
     let _ = std::fs::remove_dir_all(&captures);
+}
+
+/// `not passed: ID (status: what differed), ...` for a report's cases that
+/// did not pass, so that a rare failure can be read from the bench's output
+/// alone; empty when all passed.
+fn not_passed(r: &teardown::report::Report) -> String {
+    let failed: Vec<String> = r
+        .cases
+        .iter()
+        .filter(|c| c.verdict.status != teardown::verdict::Status::Pass)
+        .map(|c| {
+            let what: Vec<String> = c
+                .verdict
+                .mismatches
+                .iter()
+                .map(|m| {
+                    format!(
+                        "{}: expected {}, observed {}",
+                        m.path, m.expected, m.observed
+                    )
+                })
+                .chain(c.verdict.error.clone())
+                .collect();
+            format!(
+                "{} ({}: {})",
+                c.id,
+                c.verdict.status.name(),
+                what.join("; ")
+            )
+        })
+        .collect();
+    if failed.is_empty() {
+        String::new()
+    } else {
+        format!("not passed: {}", failed.join(", "))
+    }
 }
 
 /// Runs a command (stdout discarded): its wall time in ms, exit status and
