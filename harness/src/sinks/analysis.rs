@@ -239,38 +239,40 @@ impl JsonLines {
             flow: &'a FlowFacts,
             diagnosis: &'a RawValue,
         }
-        // A diagnosis only this connection holds (an unknown ending) is
-        // not worth keeping.
-        if Arc::strong_count(&c.diagnosis) == 1 {
-            return format!("{}\n", json_line(c));
-        }
-        let at = match self
-            .shared
-            .iter()
-            .position(|(d, _)| Arc::ptr_eq(d, &c.diagnosis))
-        {
-            Some(at) => at,
-            None => {
-                let json = serde_json::value::to_raw_value(&*c.diagnosis);
-                let Ok(json) = json else {
-                    return format!("{}\n", json_line(c));
-                };
-                self.shared.push((Arc::clone(&c.diagnosis), json));
-                self.shared.len() - 1
-            }
-        };
-        let line = Line {
-            flow: &c.flow,
-            diagnosis: &self.shared[at].1,
-        };
         let mut text = Vec::with_capacity(self.room);
-        if serde_json::to_writer(&mut text, &line).is_err() {
-            return format!("{}\n", json_line(c));
+        let written = match self.shared_json(&c.diagnosis) {
+            Some(diagnosis) => {
+                let flow = &c.flow;
+                serde_json::to_writer(&mut text, &Line { flow, diagnosis })
+            }
+            None => serde_json::to_writer(&mut text, c),
+        };
+        if written.is_err() {
+            // As json_line: an empty line rather than half of one.
+            text.clear();
         }
         text.push(b'\n');
         self.room = self.room.max(text.len());
         // serde_json writes UTF-8.
         String::from_utf8(text).unwrap_or_default()
+    }
+
+    /// The JSON of a diagnosis other connections share, written the first
+    /// time; None for one only this connection holds (an unknown ending:
+    /// not worth keeping).
+    fn shared_json(&mut self, d: &Arc<Diagnosis>) -> Option<&RawValue> {
+        if Arc::strong_count(d) == 1 {
+            return None;
+        }
+        let at = match self.shared.iter().position(|(s, _)| Arc::ptr_eq(s, d)) {
+            Some(at) => at,
+            None => {
+                let json = serde_json::value::to_raw_value(&**d).ok()?;
+                self.shared.push((Arc::clone(d), json));
+                self.shared.len() - 1
+            }
+        };
+        Some(&self.shared[at].1)
     }
 }
 
