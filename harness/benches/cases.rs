@@ -85,13 +85,14 @@ fn main() {
         jobs,
         stack: stack.clone(),
         expected_ms: expected_ms.clone(),
+        bench: false,
     };
 
     println!(
         "teardown bench on {} ({} CPUs), kernel {}",
         std::env::consts::ARCH,
         num_cpus(),
-        runner::host(&stack).kernel
+        runner::host(&stack, false).kernel
     );
 
     // 1. latency, one case at a time
@@ -243,20 +244,9 @@ fn main() {
         jobs: 1,
         stack: s.clone(),
         expected_ms: Default::default(),
+        bench: false,
     };
-    let (mut libpcap, mut raw) = (Vec::new(), Vec::new());
-    for _ in 0..RUNS {
-        for (s, out) in [(&stack, &mut libpcap), (&raw_stack, &mut raw)] {
-            let r = runner::run_case(&case, &with(s), &reaper);
-            assert_eq!(
-                r.verdict.status,
-                teardown::verdict::Status::Pass,
-                "{}",
-                r.id
-            );
-            out.push((r.duration_ms, r.timing.observe_setup_ms));
-        }
-    }
+    let [libpcap, raw] = interleaved(&case, [with(&stack), with(&raw_stack)], &reaper);
     reaper.wait();
     summary("libpcap case", libpcap.iter().map(|x| x.0).collect());
     summary("  capture setup", libpcap.iter().map(|x| x.1).collect());
@@ -409,7 +399,98 @@ fn main() {
             }
         }
     }
+    // 10. the bench against loopback, side by side
+    println!(
+        "\n10. the bench (two hosts and a router) against loopback, interleaved; goals: a case <= 2 x, the catalogue <= 1.5 x"
+    );
+    let on = |bench| RunOptions {
+        captures_dir: Some(captures.clone()),
+        run_id: "bench".into(),
+        jobs: 1,
+        stack: stack.clone(),
+        expected_ms: Default::default(),
+        bench,
+    };
+    let [lo, be] = interleaved(&case, [on(false), on(true)], &reaper);
+    reaper.wait();
+    let median = |xs: &[(f64, f64)]| {
+        let mut v: Vec<f64> = xs.iter().map(|x| x.0).collect();
+        v.sort_by(f64::total_cmp);
+        percentile(&v, 0.5)
+    };
+    summary("loopback case", lo.iter().map(|x| x.0).collect());
+    summary("bench case", be.iter().map(|x| x.0).collect());
+    summary("  bench setup (sandbox)", be.iter().map(|x| x.1).collect());
+    println!(
+        "  median bench / loopback: {:.2} x",
+        median(&be) / median(&lo)
+    );
+    for round in 1..=2 {
+        let mut walls = Vec::new();
+        for bench in [false, true] {
+            let report = captures.join(format!("bench-{bench}.json"));
+            let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_teardown"));
+            cmd.args(["run", "--quiet", "--no-captures", "--report"])
+                .arg(&report)
+                .stdout(std::process::Stdio::null());
+            if bench {
+                cmd.arg("--bench");
+            }
+            cmd.arg(&scenarios);
+            let t = Instant::now();
+            let status = cmd.status().expect("run teardown");
+            let wall = t.elapsed().as_secs_f64() * 1e3;
+            let r = teardown::report::load::read(&report).expect("the report");
+            println!(
+                "  round {round}: catalogue {} {wall:.0} ms wall (exit {:?}; {} pass of {}){}",
+                if bench {
+                    "on the bench"
+                } else {
+                    "on loopback "
+                },
+                status.code(),
+                r.summary.pass,
+                r.cases.len(),
+                not_passed(&r)
+            );
+            walls.push(wall);
+        }
+        println!(
+            "  round {round}: bench / loopback {:.2} x",
+            walls[1] / walls[0]
+        );
+    }
     let _ = std::fs::remove_dir_all(&captures);
+}
+
+/// Runs `case` RUNS times under each of `variants`, interleaved so that the
+/// machine's drift is shared; each run's (duration, its setup phase: the
+/// capture's for a capture variant, the sandbox's for a topology) per variant.
+fn interleaved<const N: usize>(
+    case: &teardown::scenario::Case,
+    variants: [RunOptions; N],
+    reaper: &Reaper,
+) -> [Vec<(f64, f64)>; N] {
+    let mut out: [Vec<(f64, f64)>; N] = std::array::from_fn(|_| Vec::new());
+    for _ in 0..RUNS {
+        for (opts, runs) in variants.iter().zip(out.iter_mut()) {
+            let r = runner::run_case(case, opts, reaper);
+            assert_eq!(
+                r.verdict.status,
+                teardown::verdict::Status::Pass,
+                "{}",
+                r.id
+            );
+            let setup = if opts.bench {
+                r.timing.sandbox_ms
+            } else {
+                r.timing.observe_setup_ms
+            };
+            runs.push((r.duration_ms, setup));
+        }
+    }
+    reaper.wait();
+    out
 }
 
 /// `not passed: ID (status: what differed), ...` for a report's cases that

@@ -148,6 +148,14 @@ impl Input {
         }
     }
 
+    /// What joined each case's sides.
+    pub fn link(&self) -> crate::scenario::Link {
+        match self {
+            Input::Report(r) => r.host.link(),
+            Input::Baseline(b) => b.host.link(),
+        }
+    }
+
     /// Every case the stack ran, with its observed behavioural facts
     /// (unobserved and varying facts left out).
     pub fn observed_facts(&self) -> BTreeMap<String, BTreeMap<String, Value>> {

@@ -139,6 +139,7 @@ pub fn generate(inputs: &[(String, Input)], cases: &[Case]) -> Signatures {
     let mut found = Found::new();
     for (_, input) in inputs {
         let stack = input.stack().to_string();
+        let link = input.link();
         for (id, facts) in input.observed_facts() {
             let Some(signature) = SIGNATURE_FACTS
                 .iter()
@@ -159,7 +160,8 @@ pub fn generate(inputs: &[(String, Input)], cases: &[Case]) -> Signatures {
                     scenario,
                     stack: stack.clone(),
                     title: case.map(|c| c.scenario.title.clone()).unwrap_or_default(),
-                    why: case.and_then(|c| c.expectations_for(&stack).find_map(|e| e.why.clone())),
+                    why: case
+                        .and_then(|c| c.expectations_for(&stack, link).find_map(|e| e.why.clone())),
                     steps: case.map_or(usize::MAX, |c| c.steps.len()),
                     sent_data: PerSide::default(),
                     cases: Vec::new(),

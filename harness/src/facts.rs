@@ -625,7 +625,7 @@ pub static KINDS: &[FactKind] = &[
     },
     FactKind {
         pattern: "capture.loopback_dropped",
-        doc: "packets the loopback dropped before the capture saw them (its backlog queue was full); null where the stack does not count them",
+        doc: "packets the loopback (on the bench: the links, on their way into the router) dropped before the capture saw them (a backlog queue was full); null where the stack does not count them",
         used_as: Use::Measurement,
         measured_when: None,
         get: |c, _| Some(json!(c.outcome.capture_stats.as_ref()?.loopback_dropped)),

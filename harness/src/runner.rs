@@ -22,10 +22,11 @@ use crate::driver::{self, DriverOutput, Instruments};
 use crate::fault::Firewall;
 use crate::observe::Observer;
 use crate::outcome::{self, Outcome};
-use crate::report::{self, CaseReport, Host, Report, Summary, Timing, Tool};
-use crate::sandbox::{self, SandboxError};
-use crate::scenario::Case;
+use crate::report::{self, BenchHosts, CaseReport, Host, Report, Summary, Timing, Tool};
+use crate::sandbox::{self, Hosts, Namespace, SandboxError};
+use crate::scenario::{Case, Link};
 use crate::stack::{self, CounterScope, Stack};
+use crate::tcp::Side;
 use crate::verdict::{self, Verdict};
 use crate::wire;
 
@@ -43,6 +44,21 @@ pub struct RunOptions {
     /// longest start first. Cases without an estimate start before them,
     /// in their order.
     pub expected_ms: BTreeMap<String, f64>,
+    /// Each case on the bench (a client host and a server host joined by a
+    /// router that holds the capture and the fault rules) instead of on
+    /// one namespace's loopback.
+    pub bench: bool,
+}
+
+impl RunOptions {
+    /// What joins each case's sides.
+    pub fn link(&self) -> Link {
+        if self.bench {
+            Link::Bench
+        } else {
+            Link::Loopback
+        }
+    }
 }
 
 /// The order cases start in: those without an estimate first, then the
@@ -169,14 +185,41 @@ pub fn check_privileges() -> Result<(), SandboxError> {
 }
 
 /// The host facts every report carries.
-pub fn host(stack: &Stack) -> Host {
+pub fn host(stack: &Stack, bench: bool) -> Host {
     Host {
         os: std::env::consts::OS.to_string(),
         kernel: sandbox::kernel_release(),
         arch: std::env::consts::ARCH.to_string(),
         stack: stack.info(),
         sysctls: sandbox::teardown_sysctls(),
+        bench: bench.then(|| {
+            let (link, link_unobserved) = match probe_bench() {
+                Ok(l) => (Some(l), None),
+                Err(e) => (None, Some(e)),
+            };
+            BenchHosts {
+                client: stack.info(),
+                server: stack.info(),
+                link,
+                link_unobserved,
+            }
+        }),
     }
+}
+
+/// The links of a bench built for the record, on a thread of its own (the
+/// bench and its namespaces go when the thread ends).
+fn probe_bench() -> Result<sandbox::LinkReport, String> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let ns = sandbox::enter_fresh_namespace().map_err(|e| e.to_string())?;
+            sandbox::bench::Bench::build(&ns)
+                .map(|b| b.link.clone())
+                .map_err(|e| e.to_string())
+        })
+        .join()
+        .unwrap_or_else(|_| Err("building a bench panicked".into()))
+    })
 }
 
 /// Runs every case, `opts.jobs` at a time; reports keep the input order.
@@ -233,7 +276,7 @@ pub fn run_all(
             name: "teardown".into(),
             version: env!("CARGO_PKG_VERSION").into(),
         },
-        host: host(&opts.stack),
+        host: host(&opts.stack, opts.bench),
         started_at: report::rfc3339(started),
         duration_ms: ms_since(t),
         run_id: opts.run_id.clone(),
@@ -300,12 +343,25 @@ fn run_case_here(case: &Case, opts: &RunOptions, reaper: &Reaper) -> CaseReport 
         Ok(ns) => ns,
         Err(e) => return stopped(case, Stopped::Error(vec![e.to_string()])),
     };
+    let hosts = if opts.bench {
+        match sandbox::bench::Bench::build(&ns) {
+            Ok(b) => Hosts::Bench(b),
+            Err(e) => return stopped(case, Stopped::Error(vec![e.to_string()])),
+        }
+    } else {
+        Hosts::Loopback
+    };
     for (name, value) in &case.sysctls {
         // "default" leaves the stack's own value (an axis can include it).
         if value == "default" {
             continue;
         }
-        match sandbox::write_sysctl(&ns, name, value) {
+        // Each host's stack gets the case's sysctls.
+        let written = hosts
+            .sides()
+            .iter()
+            .try_for_each(|&side| hosts.on(side, || sandbox::write_sysctl(&ns, name, value))?);
+        match written {
             Ok(()) => {}
             Err(e @ SandboxError::NoSuchSysctl { .. }) => {
                 return stopped(
@@ -325,20 +381,32 @@ fn run_case_here(case: &Case, opts: &RunOptions, reaper: &Reaper) -> CaseReport 
             }
         }
     }
-    let mut sysctls = sandbox::teardown_sysctls();
-    for (name, _) in &case.sysctls {
-        if let Ok(v) = sandbox::read_sysctl(name) {
-            sysctls.insert(name.clone(), v);
-        }
-    }
+    // The values as the server's stack has them (on the bench both hosts
+    // were given the same).
+    let sysctls = hosts
+        .on(Side::Server, || {
+            let mut sysctls = sandbox::teardown_sysctls();
+            for (name, _) in &case.sysctls {
+                if let Ok(v) = sandbox::read_sysctl(name) {
+                    sysctls.insert(name.clone(), v);
+                }
+            }
+            sysctls
+        })
+        .unwrap_or_default();
     let sandbox_ms = ms_since(phase);
     let phase = Instant::now();
     let buffer = capture::buffer_for(case.connections());
-    let mut capture = match Capture::start(&ns, opts.stack.capture, buffer) {
+    let point = if hosts.is_bench() {
+        capture::Point::Router
+    } else {
+        capture::Point::Loopback
+    };
+    let mut capture = match Capture::start(&ns, opts.stack.capture, point, buffer) {
         Ok(c) => c,
         Err(e) => return stopped(case, Stopped::Error(vec![e.to_string()])),
     };
-    let mut observer = match Observer::open(&ns, case.family, opts.stack.states) {
+    let mut observer = match Observer::open(&ns, &hosts, case.family, opts.stack.states) {
         Ok(o) => o,
         Err(e) => return stopped(case, Stopped::Error(vec![e.to_string()])),
     };
@@ -348,20 +416,21 @@ fn run_case_here(case: &Case, opts: &RunOptions, reaper: &Reaper) -> CaseReport 
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
 
-    let mut firewall = Firewall::new(&ns);
+    let mut firewall = Firewall::new(&ns, &hosts);
     let mut io = Instruments {
+        hosts: &hosts,
         capture: &mut capture,
         observer: &mut observer,
         firewall: &mut firewall,
     };
-    let counters_before = sandbox::tcp_counters(&ns);
-    let lo_drops_before = sandbox::loopback_drops(&ns).ok();
+    let counters_before = tcp_counters(&ns, &hosts);
+    let lo_drops_before = link_drops(&ns, &hosts).ok();
     let (out, open_sockets) = driver::run(case, t0, &mut io);
-    let counters_after = sandbox::tcp_counters(&ns);
+    let counters_after = tcp_counters(&ns, &hosts);
     // Counters shared with cases running at the same time are not this case's.
     let counters_shared = opts.stack.counters == CounterScope::Stack && opts.jobs > 1;
     let loopback_dropped = lo_drops_before
-        .zip(sandbox::loopback_drops(&ns).ok())
+        .zip(link_drops(&ns, &hosts).ok())
         .filter(|_| !counters_shared)
         .map(|(before, after)| after.saturating_sub(before));
     let run_ms = ms_since(t0);
@@ -385,7 +454,8 @@ fn run_case_here(case: &Case, opts: &RunOptions, reaper: &Reaper) -> CaseReport 
                 format!("the capture dropped {n} packets (its buffer was full): wire facts would be counted short")
             })
             .or_else(|| loopback_dropped.filter(|n| *n > 0).map(|n| {
-                format!("the loopback dropped {n} packets before the capture saw them (its backlog queue, net.core.netdev_max_backlog, was full): wire facts would be counted short")
+                let link = if hosts.is_bench() { "the bench's links" } else { "the loopback" };
+                format!("{link} dropped {n} packets before the capture saw them (a backlog queue, net.core.netdev_max_backlog, was full): wire facts would be counted short")
             })),
         Err(_) => None,
     };
@@ -489,7 +559,7 @@ fn run_case_here(case: &Case, opts: &RunOptions, reaper: &Reaper) -> CaseReport 
     let mut r = case_report(case, Some(&out), outcome, sysctls);
     r.capture = capture_file;
     let problems: Vec<String> = problems.into_iter().map(explain).collect();
-    r.verdict = verdict::judge(case, opts.stack.name, &r.facts(), &problems);
+    r.verdict = verdict::judge(case, opts.stack.name, opts.link(), &r.facts(), &problems);
     r.timing = Timing {
         sandbox_ms,
         observe_setup_ms,
@@ -497,6 +567,33 @@ fn run_case_here(case: &Case, opts: &RunOptions, reaper: &Reaper) -> CaseReport 
         finish_ms: ms_since(phase),
     };
     r
+}
+
+/// The TCP counters of every host's stack, summed (one stack on loopback).
+fn tcp_counters(ns: &Namespace, hosts: &Hosts) -> Result<BTreeMap<String, i64>, SandboxError> {
+    let mut sum = BTreeMap::new();
+    for &side in hosts.sides() {
+        for (k, v) in hosts.on(side, || sandbox::tcp_counters(ns))?? {
+            *sum.entry(k).or_insert(0) += v;
+        }
+    }
+    Ok(sum)
+}
+
+/// Packets dropped before the capture could see them. On loopback, every
+/// drop of lo. On the bench, what the router did not take in and what a
+/// host could not send; a packet the router could not pass on was captured
+/// as it arrived, and its loss is the link's, which the capture shows.
+fn link_drops(ns: &Namespace, hosts: &Hosts) -> Result<u64, SandboxError> {
+    let here = sandbox::link_drops(ns)?;
+    if !hosts.is_bench() {
+        return Ok(here.received + here.sent);
+    }
+    let mut sum = here.received;
+    for &side in hosts.sides() {
+        sum += hosts.on(side, || sandbox::link_drops(ns))??.sent;
+    }
+    Ok(sum)
 }
 
 fn ms_since(t: Instant) -> f64 {
@@ -546,7 +643,7 @@ fn stopped(case: &Case, why: Stopped) -> CaseReport {
                 faults: &[],
                 outcome: &r.outcome,
             };
-            verdict::judge(case, "", &empty, &problems)
+            verdict::judge(case, "", Link::Loopback, &empty, &problems)
         }
         Stopped::Unsupported(missing) => Verdict::unsupported(missing),
     };
@@ -579,6 +676,7 @@ mod tests {
             jobs: 2,
             stack,
             expected_ms: Default::default(),
+            bench: false,
         }
     }
 

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::facts::{self, CaseFacts, FactPath};
-use crate::scenario::Case;
+use crate::scenario::{Case, Link};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -131,10 +131,16 @@ impl fmt::Display for Mismatch<'_> {
 
 /// Judges one case on `stack`. `problems` are harness-side failures that
 /// make any verdict unreliable.
-pub fn judge(case: &Case, stack: &str, observed: &CaseFacts, problems: &[String]) -> Verdict {
+pub fn judge(
+    case: &Case,
+    stack: &str,
+    link: Link,
+    observed: &CaseFacts,
+    problems: &[String],
+) -> Verdict {
     let keys = facts::keys_of(observed);
     let mut checks = Vec::new();
-    for e in case.expectations_for(stack) {
+    for e in case.expectations_for(stack, link) {
         for f in &e.facts {
             let seen = match FactPath::parse(&f.path, &keys) {
                 Ok(path) => facts::resolve(observed, &path),
@@ -203,10 +209,10 @@ mod tests {
 
     #[test]
     fn pass_fail_and_both_sides_recorded() {
-        let v = judge(&case(), "linux", &observed(1).facts(), &[]);
+        let v = judge(&case(), "linux", Link::Loopback, &observed(1).facts(), &[]);
         assert_eq!(v.status, Status::Pass);
         assert_eq!(v.checks.len(), 2);
-        let v = judge(&case(), "linux", &observed(0).facts(), &[]);
+        let v = judge(&case(), "linux", Link::Loopback, &observed(0).facts(), &[]);
         assert_eq!(v.status, Status::Fail);
         assert_eq!(v.mismatches.len(), 1);
         assert_eq!(v.mismatches[0].expected, json!(1));
@@ -226,12 +232,20 @@ mod tests {
     #[test]
     fn other_stacks_are_unchecked_and_harness_problems_are_errors() {
         assert_eq!(
-            judge(&case(), "freebsd", &observed(1).facts(), &[]).status,
+            judge(
+                &case(),
+                "freebsd",
+                Link::Loopback,
+                &observed(1).facts(),
+                &[]
+            )
+            .status,
             Status::Unchecked
         );
         let v = judge(
             &case(),
             "linux",
+            Link::Loopback,
             &observed(1).facts(),
             &["capture: dropped 3 packets".into()],
         );
@@ -247,7 +261,7 @@ mod tests {
         r.outcome
             .unobserved
             .insert("steps".into(), "no steps ran".into());
-        let v = judge(&case(), "linux", &r.facts(), &[]);
+        let v = judge(&case(), "linux", Link::Loopback, &r.facts(), &[]);
         let errno = v.checks.iter().find(|c| c.path == "steps.c.errno").unwrap();
         assert!(!errno.ok);
         assert_eq!(errno.unobserved.as_deref(), Some("no steps ran"));

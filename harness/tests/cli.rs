@@ -660,3 +660,24 @@ fn listed_ids_select_their_case() {
         );
     }
 }
+
+#[test]
+fn bench_options_need_the_bench_and_an_unknown_link_is_named() {
+    let o = teardown(&["run", "--client-stack", "linux", "x.toml"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--bench"), "{}", stderr(&o));
+    let o = teardown(&["run", "--bench", "--stack", "gvisor", "x.toml"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--client-stack"), "{}", stderr(&o));
+    let p = temp_file(
+        "bad-link.toml",
+        "title = \"t\"\nsteps = \"client connect\"\n[[expect]]\nos = \"linux\"\nlink = \"wifi\"\nfacts = { \"wire.client.syn\" = 1 }\n",
+    );
+    let o = teardown(&["check", p.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(4));
+    assert!(
+        stderr(&o).contains("bad-link.toml:5:8: unknown link \"wifi\""),
+        "{}",
+        stderr(&o)
+    );
+}

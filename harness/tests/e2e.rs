@@ -54,6 +54,7 @@ fn catalogue() -> &'static Run {
             jobs: runner::default_jobs(),
             stack: Stack::detect(),
             expected_ms: Default::default(),
+            bench: false,
         };
         let report = runner::run_all(&load_all(), &opts, &AtomicBool::new(false), &|_| {});
         let json = serde_json::to_value(&report).unwrap();
@@ -314,6 +315,7 @@ fn run_first_case(name: &str, text: &str, edit: impl FnOnce(&mut Case)) -> CaseR
         jobs: 1,
         stack: Stack::detect(),
         expected_ms: Default::default(),
+        bench: false,
     };
     runner::run_case(&cases[0], &opts, &Reaper::default())
 }
@@ -595,6 +597,7 @@ fn analyze_names_the_scenario_behind_each_connection_of_a_mixed_capture() {
         jobs: 1,
         stack: Stack::detect(),
         expected_ms: Default::default(),
+        bench: false,
     };
     let report = runner::run_all(&cases, &opts, &AtomicBool::new(false), &|_| {});
     let c = &report.cases[0];

@@ -267,6 +267,7 @@ fn random_sequences_keep_the_invariants() {
         jobs: 1,
         stack: teardown::stack::Stack::detect(),
         expected_ms: Default::default(),
+        bench: false,
     };
     let reaper = Reaper::default();
     let result = check_sequences("random-sequences", cases_from_env(), |seq, text| {

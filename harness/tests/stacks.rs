@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
-use teardown::capture::{Capture, CaptureBackend, Reaper};
+use teardown::capture::{Capture, CaptureBackend, Point, Reaper};
 use teardown::observe::StateSource;
 use teardown::report::Report;
 use teardown::runner::{self, RunOptions};
@@ -55,6 +55,7 @@ fn run_in_process(cases: &[Case], stack: Stack, name: &str) -> Report {
         jobs: runner::default_jobs(),
         stack,
         expected_ms: Default::default(),
+        bench: false,
     };
     runner::run_all(cases, &opts, &AtomicBool::new(false), &|_| {})
 }
@@ -104,8 +105,10 @@ fn both_capture_backends_see_the_same_segments() {
     let _one = heavy();
     std::thread::spawn(|| {
         let ns = teardown::sandbox::enter_fresh_namespace().unwrap();
-        let mut pcap = Capture::start(&ns, CaptureBackend::Libpcap, 1 << 20).unwrap();
-        let mut raw = Capture::start(&ns, CaptureBackend::RawSocket, 1 << 20).unwrap();
+        let mut pcap =
+            Capture::start(&ns, CaptureBackend::Libpcap, Point::Loopback, 1 << 20).unwrap();
+        let mut raw =
+            Capture::start(&ns, CaptureBackend::RawSocket, Point::Loopback, 1 << 20).unwrap();
         // A little of everything: handshake, data both ways, FINs, a RST.
         use std::io::{Read, Write};
         let l = std::net::TcpListener::bind("127.0.0.1:9000").unwrap();

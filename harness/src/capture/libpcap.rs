@@ -2,7 +2,7 @@
 
 use pcap::{Active, Capture as PcapCapture};
 
-use super::{CaptureError, RawPacket, SNAPLEN};
+use super::{CaptureError, Point, RawPacket, SNAPLEN};
 use crate::sandbox::Namespace;
 
 pub struct LibpcapCapture {
@@ -10,14 +10,18 @@ pub struct LibpcapCapture {
 }
 
 impl LibpcapCapture {
-    /// Opens `lo` in the calling thread's namespace, filtered to TCP.
+    /// Opens `point` in the calling thread's namespace, filtered to TCP.
     ///
     /// Takes 10-25 ms here, nearly all of it idle: setting up the packet
     /// ring (`PACKET_RX_RING`) waits for an RCU grace period in the kernel
     /// (`packet_set_ring` -> `synchronize_net`), whatever the buffer size.
-    pub fn start(_ns: &Namespace, buffer: usize) -> Result<LibpcapCapture, CaptureError> {
+    pub fn start(
+        _ns: &Namespace,
+        point: Point,
+        buffer: usize,
+    ) -> Result<LibpcapCapture, CaptureError> {
         let open = |e: pcap::Error| {
-            let text = e.to_string();
+            let text = format!("{}: {e}", point.device());
             if text.contains("permitted") || text.contains("permission") {
                 CaptureError::NotPermitted(text)
             } else {
@@ -25,14 +29,14 @@ impl LibpcapCapture {
             }
         };
         let snaplen = i32::try_from(SNAPLEN).expect("a small snaplen");
-        let mut handle = PcapCapture::from_device("lo")
+        let mut handle = PcapCapture::from_device(point.device())
             .map_err(open)?
             .immediate_mode(true)
             .snaplen(snaplen)
             .buffer_size(i32::try_from(buffer).unwrap_or(i32::MAX))
             .open()
             .map_err(open)?;
-        handle.filter("tcp", true).map_err(open)?;
+        handle.filter(&point.filter(), true).map_err(open)?;
         let handle = handle.setnonblock().map_err(open)?;
         Ok(LibpcapCapture { handle })
     }

@@ -111,9 +111,9 @@ impl std::str::FromStr for CaptureBackend {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
-    #[error("capture on lo: {0}")]
+    #[error("capture: {0}")]
     Open(String),
-    #[error("capture on lo: {0} (needs root or CAP_NET_RAW)")]
+    #[error("capture: {0} (needs root or CAP_NET_RAW)")]
     NotPermitted(String),
     #[error("capture read: {0}")]
     Read(String),
@@ -144,6 +144,43 @@ pub struct Capture {
     packets: Vec<RawPacket>,
 }
 
+/// Where a capture is taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Point {
+    /// The case namespace's `lo`: one copy of every segment.
+    Loopback,
+    /// The bench's router (see `sandbox::bench`): every packet as it
+    /// arrives from either link (before the forward path's fault rules, so
+    /// a dropped segment is still seen, as on loopback), and the packets
+    /// the router itself sends (a `reject` rule's RST), which it sends with
+    /// a hop limit of [`ROUTER_HOP_LIMIT`] where a forwarded packet always
+    /// has less. One clock for both directions.
+    Router,
+}
+
+/// The TTL / hop limit of packets the bench's router originates; a packet
+/// it forwards has lost at least one hop, so this marks the router's own.
+pub const ROUTER_HOP_LIMIT: u8 = 255;
+
+impl Point {
+    fn device(self) -> &'static str {
+        match self {
+            Point::Loopback => "lo",
+            Point::Router => "any",
+        }
+    }
+
+    /// The libpcap filter that keeps what the point must see, once.
+    fn filter(self) -> String {
+        match self {
+            Point::Loopback => "tcp".into(),
+            Point::Router => format!(
+                "tcp and (inbound or (ip and ip[8] = {ROUTER_HOP_LIMIT}) or (ip6 and ip6[7] = {ROUTER_HOP_LIMIT}))"
+            ),
+        }
+    }
+}
+
 /// The kernel buffer a capture asks for, given how many connections the
 /// case may open: 1 MiB, and 8 KiB more per connection, so a case whose
 /// thousands of connections all close at once drops nothing before the
@@ -154,18 +191,21 @@ pub fn buffer_for(connections: u32) -> usize {
 }
 
 impl Capture {
-    /// Opens `lo` in the calling thread's namespace, filtered to TCP, with
-    /// a kernel buffer of `buffer` bytes (see [`buffer_for`]).
+    /// Opens `point` in the calling thread's namespace, filtered to TCP,
+    /// with a kernel buffer of `buffer` bytes (see [`buffer_for`]).
     pub fn start(
         ns: &Namespace,
         backend: CaptureBackend,
+        point: Point,
         buffer: usize,
     ) -> Result<Capture, CaptureError> {
         let live = match backend {
             #[cfg(target_os = "linux")]
-            CaptureBackend::Libpcap => Live::Libpcap(libpcap::LibpcapCapture::start(ns, buffer)?),
+            CaptureBackend::Libpcap => {
+                Live::Libpcap(libpcap::LibpcapCapture::start(ns, point, buffer)?)
+            }
             #[cfg(target_os = "linux")]
-            CaptureBackend::RawSocket => Live::Raw(raw::RawCapture::start(ns, buffer)?),
+            CaptureBackend::RawSocket => Live::Raw(raw::RawCapture::start(ns, point, buffer)?),
         };
         let linktype = match &live {
             #[cfg(target_os = "linux")]

@@ -9,7 +9,7 @@
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-use super::{CaptureError, RawPacket, SNAPLEN};
+use super::{CaptureError, Point, ROUTER_HOP_LIMIT, RawPacket, SNAPLEN};
 use crate::sandbox::Namespace;
 
 /// The socket's receive buffer: large enough that a case's packets wait
@@ -17,6 +17,7 @@ use crate::sandbox::Namespace;
 const RCVBUF: libc::c_int = 8 << 20;
 
 pub struct RawCapture {
+    point: Point,
     fd: OwnedFd,
     /// Whether the stack counts drops (`PACKET_STATISTICS`).
     counts_drops: bool,
@@ -26,7 +27,7 @@ pub struct RawCapture {
 
 impl RawCapture {
     /// Opens a packet socket on `lo` in the calling thread's namespace.
-    pub fn start(_ns: &Namespace, buffer: usize) -> Result<RawCapture, CaptureError> {
+    pub fn start(_ns: &Namespace, point: Point, buffer: usize) -> Result<RawCapture, CaptureError> {
         let os_err = |what: &str| {
             let e = std::io::Error::last_os_error();
             match e.raw_os_error() {
@@ -80,11 +81,15 @@ impl RawCapture {
         }
         let _ = set(libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1);
         await_arrival_timestamps();
-        // SAFETY: a NUL-terminated interface name.
-        let ifindex = unsafe { libc::if_nametoindex(c"lo".as_ptr()) };
-        if ifindex == 0 {
-            return Err(os_err("if_nametoindex(lo)"));
-        }
+        // Interface 0: every interface of the namespace (the router's links).
+        let ifindex = match point {
+            // SAFETY: a NUL-terminated interface name.
+            Point::Loopback => match unsafe { libc::if_nametoindex(c"lo".as_ptr()) } {
+                0 => return Err(os_err("if_nametoindex(lo)")),
+                i => i,
+            },
+            Point::Router => 0,
+        };
         // SAFETY: sockaddr_ll is plain old data.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         sll.sll_family = libc::AF_PACKET as libc::c_ushort;
@@ -100,9 +105,10 @@ impl RawCapture {
             )
         };
         if r != 0 {
-            return Err(os_err("bind to lo"));
+            return Err(os_err(&format!("bind to {}", point_name(point))));
         }
         let mut c = RawCapture {
+            point,
             fd,
             counts_drops: true,
             dropped: 0,
@@ -144,14 +150,18 @@ impl RawCapture {
                     _ => Err(CaptureError::Read(format!("recvmsg: {e}"))),
                 };
             }
-            // On lo a frame is seen leaving and arriving: keep one copy.
-            if from.sll_pkttype == libc::PACKET_OUTGOING {
-                continue;
-            }
             let orig_len = n.unsigned_abs();
             let caplen = orig_len.min(self.buf.len());
             let frame = &self.buf[..caplen];
             if !is_tcp(frame) {
+                continue;
+            }
+            // On lo a frame is seen leaving and arriving: keep one copy. On
+            // the router, a forwarded packet is seen arriving and leaving:
+            // keep the arrival, and what the router itself sent.
+            if from.sll_pkttype == libc::PACKET_OUTGOING
+                && !(self.point == Point::Router && hop_limit(frame) == Some(ROUTER_HOP_LIMIT))
+            {
                 continue;
             }
             // A timestamp taken here would be the drain's time, not the
@@ -209,6 +219,22 @@ fn is_tcp(frame: &[u8]) -> bool {
         Some([0x08, 0x00]) => frame.get(14 + 9) == Some(&6),
         Some([0x86, 0xdd]) => frame.get(14 + 6) == Some(&6),
         _ => false,
+    }
+}
+
+/// The TTL or hop limit of an Ethernet frame carrying IPv4 or IPv6.
+fn hop_limit(frame: &[u8]) -> Option<u8> {
+    match frame.get(12..14) {
+        Some([0x08, 0x00]) => frame.get(14 + 8).copied(),
+        Some([0x86, 0xdd]) => frame.get(14 + 7).copied(),
+        _ => None,
+    }
+}
+
+fn point_name(point: Point) -> &'static str {
+    match point {
+        Point::Loopback => "lo",
+        Point::Router => "every interface",
     }
 }
 

@@ -204,6 +204,33 @@ pub struct RunArgs {
     /// Capture backend instead of the stack's own: libpcap or raw-socket.
     #[arg(long, value_name = "BACKEND")]
     pub capture: Option<String>,
+    #[command(flatten)]
+    pub bench: BenchArgs,
+}
+
+/// Where the two sides of each case run.
+#[derive(clap::Args, Debug, Default)]
+pub struct BenchArgs {
+    /// Run each case on the bench: the client and the server on two hosts
+    /// joined by a router, which holds the capture and the fault rules
+    /// (198.18.0.0/15 and 2001:2::/48, MTU 1500, offloads off). Without it,
+    /// both sides share one namespace's loopback.
+    #[arg(long)]
+    pub bench: bool,
+    /// The client host's stack on the bench.
+    #[arg(long, value_enum, requires = "bench", default_value = "linux")]
+    pub client_stack: BenchStack,
+    /// The server host's stack on the bench.
+    #[arg(long, value_enum, requires = "bench", default_value = "linux")]
+    pub server_stack: BenchStack,
+}
+
+/// A stack a bench host can run.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BenchStack {
+    /// A Linux network namespace of this kernel.
+    #[default]
+    Linux,
 }
 
 /// How `run` and `list` print.

@@ -297,6 +297,11 @@ fn dispatch(command: Command, color: ColorChoice) -> Result<i32, CliError> {
 fn run(a: RunArgs, color: ColorChoice) -> Result<i32, CliError> {
     // A run of some scenarios, or some cases, is checked against the
     // baseline's entries for those only.
+    if a.bench.bench && !matches!(a.stack, args::StackArg::Auto | args::StackArg::Linux) {
+        return Err(CliError::Usage(
+            "--bench puts a stack on each host: give --client-stack and --server-stack, not --stack".into(),
+        ));
+    }
     let selection = a.select.selection();
     let subset = !a.paths.is_empty() || !selection.is_empty();
     let paths = if a.paths.is_empty() {
@@ -353,6 +358,7 @@ fn run(a: RunArgs, color: ColorChoice) -> Result<i32, CliError> {
             .as_ref()
             .map(|b| b.durations_ms.clone())
             .unwrap_or_default(),
+        bench: a.bench.bench,
     };
     let stop = runner::interrupt::install();
     let progress = sinks::progress::Progress::new(cases.len() as u64, a.quiet);

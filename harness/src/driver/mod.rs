@@ -16,7 +16,7 @@ mod os;
 pub mod pattern;
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex};
@@ -33,6 +33,7 @@ use crate::analyze::Connection;
 use crate::capture::Capture;
 use crate::fault::{FaultRecord, Firewall};
 use crate::observe::{self, Ends, Observer, Snapshot, Timeline};
+use crate::sandbox::Hosts;
 use crate::scenario::{
     Actor, Call, Case, Control, Family, GetOpt, Role, Step, StepKind, Verb, WaitFor, WireEvent,
 };
@@ -130,6 +131,8 @@ struct Pending {
 /// The stages the driver feeds while it runs, all inside the case's
 /// namespace.
 pub struct Instruments<'a> {
+    /// Where each side's sockets are made.
+    pub hosts: &'a Hosts,
     pub capture: &'a mut Capture,
     pub observer: &'a mut Observer,
     pub firewall: &'a mut Firewall,
@@ -256,10 +259,7 @@ impl WireWatch {
 /// Runs every step of `case`. Call on the case thread, inside its namespace,
 /// with the capture already running.
 pub fn run(case: &Case, t0: Instant, io: &mut Instruments) -> (DriverOutput, OpenSockets) {
-    let ip = match case.family {
-        Family::Ipv4 => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        Family::Ipv6 => IpAddr::V6(Ipv6Addr::LOCALHOST),
-    };
+    let ip = io.hosts.address(Side::Server, case.family);
     let mut d = Driver {
         case,
         t0,
@@ -585,7 +585,15 @@ impl Driver<'_, '_> {
             Family::Ipv4 => Domain::IPV4,
             Family::Ipv6 => Domain::IPV6,
         };
-        match Socket::new(domain, Type::STREAM, Some(Protocol::TCP)) {
+        let side = actor.host();
+        let made = self
+            .io
+            .hosts
+            .on(side, || {
+                Socket::new(domain, Type::STREAM, Some(Protocol::TCP))
+            })
+            .map_err(|e| Box::new(CallResult::harness_error(e.to_string())))?;
+        match made {
             Ok(s) => {
                 let fd = s.as_raw_fd();
                 self.sockets.insert(actor, s);
@@ -664,7 +672,9 @@ impl Driver<'_, '_> {
             Call::Bind(port) => {
                 self.ensure_socket(actor)?;
                 let addr = match port {
-                    Some(p) => SocketAddr::new(self.ends.server.ip(), *p),
+                    Some(p) => {
+                        SocketAddr::new(self.io.hosts.address(actor.host(), self.case.family), *p)
+                    }
                     None => self.ends.server,
                 };
                 match self.sockets[&actor].bind(&SockAddr::from(addr)) {

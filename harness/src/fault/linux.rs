@@ -10,7 +10,7 @@
 //! "First N" uses `numgen inc`, which counts only the segments that got as
 //! far as it in the rule, i.e. those that matched everything before it.
 
-use crate::sandbox::{self, Namespace};
+use crate::sandbox::{self, Hosts, Namespace};
 use std::collections::HashMap;
 use std::io::ErrorKind;
 
@@ -26,15 +26,19 @@ const CHAIN: &str = "faults";
 /// firewall must never move to a thread outside the case's namespace.
 pub struct Firewall {
     ready: bool,
+    hook: &'static str,
     _not_send: std::marker::PhantomData<*const ()>,
 }
 
 impl Firewall {
     /// A firewall for the calling thread's (fresh) namespace; nothing is
-    /// installed until the first rule.
-    pub fn new(_ns: &Namespace) -> Firewall {
+    /// installed until the first rule. On the bench's router the rules sit on
+    /// the forward path (both hosts' traffic crosses it, whatever stack
+    /// they run); on loopback, on the input hook.
+    pub fn new(_ns: &Namespace, hosts: &Hosts) -> Firewall {
         Firewall {
             ready: false,
+            hook: if hosts.is_bench() { "forward" } else { "input" },
             _not_send: std::marker::PhantomData,
         }
     }
@@ -47,7 +51,8 @@ impl Firewall {
             String::new()
         } else {
             format!(
-                "add table {TABLE}; add chain {TABLE} {CHAIN} {{ type filter hook input priority 0; policy accept; }}; "
+                "add table {TABLE}; add chain {TABLE} {CHAIN} {{ type filter hook {} priority 0; policy accept; }}; ",
+                self.hook
             )
         };
         let echoed = nft(&[

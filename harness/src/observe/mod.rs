@@ -26,7 +26,7 @@ use std::os::fd::RawFd;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::sandbox::Namespace;
+use crate::sandbox::{Hosts, Namespace};
 use crate::scenario::Family;
 use crate::tcp::{PerSide, Side, TcpState};
 
@@ -121,8 +121,9 @@ pub enum ObserveError {
 }
 
 enum Backend {
+    /// One socket per host: each sees its own host's sockets.
     #[cfg(target_os = "linux")]
-    SockDiag(sockdiag::SockDiag),
+    SockDiag(Vec<sockdiag::SockDiag>),
     TcpInfo,
 }
 
@@ -133,18 +134,29 @@ pub struct Observer {
 }
 
 impl Observer {
-    /// Opens `source` inside the case's namespace.
+    /// Opens `source` on each of the case's hosts.
     pub fn open(
         ns: &Namespace,
+        hosts: &Hosts,
         family: Family,
         source: StateSource,
     ) -> Result<Observer, ObserveError> {
         let backend = match source {
             #[cfg(target_os = "linux")]
-            StateSource::SockDiag => Backend::SockDiag(sockdiag::SockDiag::open(ns, family)?),
+            StateSource::SockDiag => Backend::SockDiag(
+                hosts
+                    .sides()
+                    .iter()
+                    .map(|&side| {
+                        hosts
+                            .on(side, || sockdiag::SockDiag::open(ns, family))
+                            .map_err(|e| ObserveError::SockDiag(e.to_string()))?
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
             #[cfg(not(target_os = "linux"))]
             StateSource::SockDiag => {
-                let _ = (ns, family);
+                let _ = (ns, hosts, family);
                 return Err(ObserveError::Unavailable("sock_diag"));
             }
             StateSource::TcpInfo => Backend::TcpInfo,
@@ -161,7 +173,16 @@ impl Observer {
     pub fn snapshot(&mut self, live: &[RawFd]) -> Result<Snapshot, ObserveError> {
         let entries = match &mut self.backend {
             #[cfg(target_os = "linux")]
-            Backend::SockDiag(s) => s.snapshot()?,
+            Backend::SockDiag(hosts) => match hosts.as_mut_slice() {
+                [one] => one.snapshot()?,
+                many => {
+                    let mut all = Vec::new();
+                    for s in many {
+                        all.extend(s.snapshot()?);
+                    }
+                    all
+                }
+            },
             Backend::TcpInfo => tcpinfo::snapshot(live)?,
         };
         Ok(Snapshot {

@@ -68,9 +68,34 @@ pub struct Host {
     /// Teardown-related sysctls of the host's own namespace. The values each
     /// case ran with are in `cases[].sysctls`.
     pub sysctls: BTreeMap<String, String>,
+    /// Present when the cases ran on the bench (`run --bench`): the stack
+    /// of each side's host, and the links that joined them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bench: Option<BenchHosts>,
+}
+
+/// The bench a run used.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct BenchHosts {
+    pub client: crate::stack::StackInfo,
+    pub server: crate::stack::StackInfo,
+    /// The links as read back from a bench built for the record; null with
+    /// `link_unobserved` if none could be built.
+    pub link: Option<crate::sandbox::LinkReport>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_unobserved: Option<String>,
 }
 
 impl Host {
+    /// What joined each case's sides.
+    pub fn link(&self) -> crate::scenario::Link {
+        if self.bench.is_some() {
+            crate::scenario::Link::Bench
+        } else {
+            crate::scenario::Link::Loopback
+        }
+    }
+
     /// `linux 6.18.44 x86_64`, or `gvisor 20240729 on linux 4.4.0 x86_64`.
     pub fn name(&self) -> String {
         if self.stack.name == self.os {

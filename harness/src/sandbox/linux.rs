@@ -38,7 +38,7 @@ pub fn enter_fresh_namespace() -> Result<Namespace, SandboxError> {
 /// `ip link set lo up`, with the classic SIOCGIFFLAGS/SIOCSIFFLAGS ioctls
 /// (a new Linux namespace's lo starts DOWN: connect() would get
 /// ENETUNREACH), unless it is up already.
-fn bring_up_loopback() -> Result<(), SandboxError> {
+pub(super) fn bring_up_loopback() -> Result<(), SandboxError> {
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)
         .map_err(|e| SandboxError::Setup(format!("socket for ioctl: {e}")))?;
     // SAFETY: ifreq is plain old data; we zero it and set the name.
@@ -189,29 +189,36 @@ pub fn tcp_counters(_ns: &Namespace) -> Result<BTreeMap<String, i64>, SandboxErr
     Ok(out)
 }
 
-/// Packets the namespace's loopback dropped, received and sent (the drop
-/// columns of /proc/net/dev): a full backlog queue (netdev_max_backlog)
-/// drops a packet before any capture on lo sees it.
-pub fn loopback_drops(_ns: &Namespace) -> Result<u64, SandboxError> {
+/// Packets the calling thread's namespace's interfaces dropped, from the
+/// drop columns of /proc/net/dev: a full backlog queue
+/// (netdev_max_backlog) drops a packet before any capture sees it.
+pub fn link_drops(_ns: &Namespace) -> Result<super::LinkDrops, SandboxError> {
     let file = "/proc/thread-self/net/dev";
     let unreadable = |message: String| SandboxError::Sysctl {
         name: file.into(),
         message,
     };
     let text = std::fs::read_to_string(file).map_err(|e| unreadable(e.to_string()))?;
-    let line = text
+    let mut drops = super::LinkDrops::default();
+    // Two header lines, then "name: rx bytes packets errs drop ... tx bytes
+    // packets errs drop ...".
+    for counts in text
         .lines()
-        .find_map(|l| l.trim_start().strip_prefix("lo:"))
-        .ok_or_else(|| unreadable("no line for lo".into()))?;
-    // Receive: bytes packets errs drop ...; transmit: the same, from column 8.
-    let columns: Vec<u64> = line
-        .split_whitespace()
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    match (columns.get(3), columns.get(11)) {
-        (Some(rx), Some(tx)) => Ok(rx + tx),
-        _ => Err(unreadable(format!("unexpected columns: {line}"))),
+        .filter_map(|l| l.split_once(':').map(|(_, c)| c))
+    {
+        let columns: Vec<u64> = counts
+            .split_whitespace()
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        if let (Some(rx), Some(tx)) = (columns.get(3), columns.get(11)) {
+            drops.received += rx;
+            drops.sent += tx;
+        }
     }
+    if !text.contains("lo:") {
+        return Err(unreadable("no line for lo".into()));
+    }
+    Ok(drops)
 }
 
 /// The values of [`super::TEARDOWN_SYSCTLS`] in the calling thread's

@@ -11,6 +11,17 @@
 mod linux;
 #[cfg(target_os = "linux")]
 pub use linux::*;
+#[cfg(target_os = "linux")]
+pub mod bench;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::scenario::Family;
+use crate::tcp::Side;
 
 /// Why a sandbox could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -50,3 +61,69 @@ pub const TEARDOWN_SYSCTLS: &[&str] = &[
     "net.ipv4.tcp_rfc1337",
     "net.ipv4.tcp_timestamps",
 ];
+
+/// What the bench's links are, as read back from them after setup.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct LinkReport {
+    /// "veth": the links between the hosts and the router.
+    pub kind: String,
+    pub mtu: u32,
+    /// Each offload by its ethtool name ("tcp-segmentation-offload"):
+    /// whether any link end has it on, as read back from the links.
+    pub offloads: BTreeMap<String, bool>,
+    /// Where the capture was taken: the router's inbound side of both links.
+    pub capture_point: String,
+}
+
+/// Packets a namespace's interfaces dropped, by direction.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinkDrops {
+    pub received: u64,
+    pub sent: u64,
+}
+
+/// Where a case's two sides live: each side's calls that create sockets
+/// run [`Hosts::on`] its host, so its sockets belong to that host's stack.
+pub enum Hosts {
+    /// Both sides in the case namespace, over its loopback (the default).
+    Loopback,
+    /// A client host and a server host joined by a router.
+    #[cfg(target_os = "linux")]
+    Bench(bench::Bench),
+}
+
+impl Hosts {
+    /// Runs `f` on `side`'s host.
+    pub fn on<T>(&self, side: Side, f: impl FnOnce() -> T) -> Result<T, SandboxError> {
+        match self {
+            Hosts::Loopback => Ok(f()),
+            #[cfg(target_os = "linux")]
+            Hosts::Bench(b) => b.on(side, f),
+        }
+    }
+
+    /// One side per distinct stack instance: sysctls are written, and
+    /// counters read, once on each. On loopback both sides share one.
+    pub fn sides(&self) -> &'static [Side] {
+        match self {
+            Hosts::Loopback => &[Side::Client],
+            #[cfg(target_os = "linux")]
+            Hosts::Bench(_) => &[Side::Client, Side::Server],
+        }
+    }
+
+    /// `side`'s address in `family`.
+    pub fn address(&self, side: Side, family: Family) -> IpAddr {
+        let v6 = family == Family::Ipv6;
+        match self {
+            Hosts::Loopback if v6 => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+            Hosts::Loopback => IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            #[cfg(target_os = "linux")]
+            Hosts::Bench(_) => bench::address(side, v6, false),
+        }
+    }
+
+    pub fn is_bench(&self) -> bool {
+        !matches!(self, Hosts::Loopback)
+    }
+}

@@ -79,6 +79,26 @@ pub enum ScenarioError {
 /// What an expectation's facts, when observed, say about a claim.
 pub const CLAIM_OUTCOMES: &[&str] = &["holds", "does not hold", "partly"];
 
+/// What joins a case's two sides: the expectation key `link`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Link {
+    /// Both sides on one stack's loopback (the default).
+    Loopback,
+    /// Two hosts joined by the bench's router (`run --bench`).
+    Bench,
+}
+
+impl Link {
+    pub const ALL: [Link; 2] = [Link::Loopback, Link::Bench];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Link::Loopback => "loopback",
+            Link::Bench => "bench",
+        }
+    }
+}
+
 /// One expectation block (`[[expect]]`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Expectation {
@@ -91,6 +111,8 @@ pub struct Expectation {
     pub why: Option<String>,
     /// Applies only to cases whose params have these values.
     pub when: Vec<(String, String)>,
+    /// Applies only on this link (`link = "bench"`); None: on every link.
+    pub link: Option<Link>,
     pub facts: Vec<Fact>,
 }
 
@@ -136,13 +158,15 @@ pub struct Case {
 }
 
 impl Case {
-    /// The expectations that apply to this case on `os`.
+    /// The expectations that apply to this case on `os` over `link`.
     pub fn expectations_for<'a>(
         &'a self,
         os: &'a str,
+        link: Link,
     ) -> impl Iterator<Item = &'a Expectation> + 'a {
         self.scenario.expectations.iter().filter(move |e| {
             e.os == os
+                && e.link.is_none_or(|l| l == link)
                 && e.when
                     .iter()
                     .all(|(k, v)| self.params.iter().any(|(pk, pv)| pk == k && pv == v))
@@ -206,6 +230,8 @@ struct RawExpect {
     why: Option<String>,
     #[serde(default)]
     when: Option<Spanned<BTreeMap<String, Spanned<toml::Value>>>>,
+    #[serde(default)]
+    link: Option<Spanned<String>>,
     facts: Spanned<BTreeMap<Spanned<String>, Spanned<toml::Value>>>,
 }
 
@@ -864,6 +890,23 @@ fn parse_expectation(
             when.push((k.clone(), value));
         }
     }
+    let link = match &e.link {
+        None => None,
+        Some(l) => Some(
+            Link::ALL
+                .into_iter()
+                .find(|k| k.name() == l.get_ref())
+                .ok_or_else(|| {
+                    src.error_at(
+                        l.span(),
+                        format!(
+                            "unknown link {:?}; expected \"loopback\" or \"bench\" (or no `link`: every link)",
+                            l.get_ref()
+                        ),
+                    )
+                })?,
+        ),
+    };
     let (claims, outcomes) = match &e.claims {
         None => (Vec::new(), BTreeMap::new()),
         Some(c) => match c.get_ref() {
@@ -908,6 +951,7 @@ fn parse_expectation(
         outcomes,
         why: e.why.clone(),
         when,
+        link,
         facts: facts.into_iter().map(|(_, f)| f).collect(),
     })
 }
@@ -1072,10 +1116,22 @@ facts = { "wire.client.rst" = 1, "steps.lc.errno" = { null = true } }
     #[test]
     fn expectations_apply_by_os_and_params() {
         let (_, cases) = parse(Path::new("scenarios/abort.toml"), GOOD).unwrap();
-        assert_eq!(cases[0].expectations_for("linux").count(), 1);
-        assert_eq!(cases[1].expectations_for("linux").count(), 0);
-        assert_eq!(cases[0].expectations_for("freebsd").count(), 0);
-        let e = cases[0].expectations_for("linux").next().unwrap();
+        assert_eq!(
+            cases[0].expectations_for("linux", Link::Loopback).count(),
+            1
+        );
+        assert_eq!(
+            cases[1].expectations_for("linux", Link::Loopback).count(),
+            0
+        );
+        assert_eq!(
+            cases[0].expectations_for("freebsd", Link::Loopback).count(),
+            0
+        );
+        let e = cases[0]
+            .expectations_for("linux", Link::Loopback)
+            .next()
+            .unwrap();
         assert_eq!(e.facts[0].path, "wire.client.rst");
         assert_eq!(e.facts[0].line, 16);
     }

@@ -82,6 +82,12 @@ impl Actor {
             Role::Listener => None,
         }
     }
+
+    /// The side whose host this actor's sockets live on (the listener's is
+    /// the server's).
+    pub fn host(self) -> crate::tcp::Side {
+        self.side().unwrap_or(crate::tcp::Side::Server)
+    }
 }
 
 impl fmt::Display for Actor {

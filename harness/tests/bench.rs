@@ -1,0 +1,170 @@
+//! The bench, end to end (root, tshark): a client host and a server host,
+//! both Linux namespaces, joined by a router that holds the capture and the
+//! fault rules.
+//!
+//! - a few catalogue cases (a graceful close, a half-close, an abort, lost
+//!   ACKs under a drop rule, a refused connect under a reject rule, a
+//!   reconnect that loopback allows and a router does not) meet their
+//!   Linux expectations for the bench, with either capture backend;
+//! - their behaviour facts equal loopback mode's, except the ones a link
+//!   changes (listed in `LINK_FACTS`, each with why);
+//! - tshark reads the same segments from every capture, and every address
+//!   in them is from the benchmarking ranges;
+//! - the report names the bench: each side's stack, the MTU, the offloads.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::AtomicBool;
+
+use teardown::capture::CaptureBackend;
+use teardown::report::Report;
+use teardown::runner::{self, RunOptions};
+use teardown::scenario::Case;
+use teardown::stack::Stack;
+use teardown::verdict::Status;
+
+const SCENARIOS: &[&str] = &[
+    "close-graceful",
+    "half-close-thank-you",
+    "linger-zero",
+    "last-ack-lost",
+    "reconnect-from-time-wait",
+];
+
+/// Facts a link legitimately changes, by case prefix and fact prefix, and
+/// why. (Over the whole catalogue the other two are the bytes a send buffer
+/// takes before it fills, `steps.drain.ret`, which depends on the segment
+/// size, and the duration of closing 1000 sockets at once.)
+const LINK_FACTS: &[(&str, &str, &str)] = &[(
+    "reconnect-from-time-wait/",
+    "",
+    "tcp_tw_reuse = 2 (the default) reuses a TIME-WAIT 4-tuple for loopback connections only",
+)];
+
+fn cases() -> Vec<Case> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    let paths: Vec<PathBuf> = SCENARIOS
+        .iter()
+        .map(|s| dir.join(format!("{s}.toml")))
+        .collect();
+    teardown::catalogue::load(&paths).unwrap()
+}
+
+fn run(bench: bool, capture: CaptureBackend, dir: Option<PathBuf>) -> Report {
+    if let Err(e) = runner::check_privileges() {
+        panic!("the bench runs real sockets in network namespaces: {e}");
+    }
+    let mut stack = Stack::detect();
+    stack.capture = capture;
+    let opts = RunOptions {
+        captures_dir: dir,
+        run_id: "bench".into(),
+        jobs: runner::default_jobs(),
+        stack,
+        expected_ms: Default::default(),
+        bench,
+    };
+    runner::run_all(&cases(), &opts, &AtomicBool::new(false), &|_| {})
+}
+
+fn not_passed(r: &Report) -> Vec<String> {
+    r.cases
+        .iter()
+        .filter(|c| c.verdict.status != Status::Pass)
+        .map(|c| format!("{}: {:?} {:?}", c.id, c.verdict.error, c.verdict.mismatches))
+        .collect()
+}
+
+#[test]
+fn cases_on_the_bench_pass_and_tshark_agrees_with_either_capture() {
+    for backend in [CaptureBackend::Libpcap, CaptureBackend::RawSocket] {
+        let dir =
+            std::env::temp_dir().join(format!("teardown-bench-{}-{backend:?}", std::process::id()));
+        let r = run(true, backend, Some(dir.clone()));
+        assert_eq!(r.cases.len(), cases().len());
+        assert!(
+            not_passed(&r).is_empty(),
+            "{backend:?}: {:#?}",
+            not_passed(&r)
+        );
+        let mut d = common::tshark_disagreements(&r);
+        d.extend(common::tshark_connection_disagreements(&r));
+        assert!(d.is_empty(), "{backend:?}: {d:#?}");
+        // Only benchmarking addresses on the wire (RFC 2544, RFC 5180).
+        for c in &r.cases {
+            let pcap = c.capture.as_ref().expect("a capture per case");
+            let out = Command::new("tshark")
+                .args([
+                    "-r",
+                    pcap,
+                    "-T",
+                    "fields",
+                    "-e",
+                    "ip.addr",
+                    "-e",
+                    "ipv6.addr",
+                ])
+                .output()
+                .expect("tshark");
+            let text = String::from_utf8_lossy(&out.stdout);
+            let addrs: Vec<&str> = text
+                .split(|c: char| c == ',' || c.is_whitespace())
+                .filter(|a| !a.is_empty())
+                .collect();
+            assert!(!addrs.is_empty(), "{}: no addresses", c.id);
+            for a in addrs {
+                assert!(
+                    a.starts_with("198.18.")
+                        || a.starts_with("198.19.")
+                        || a.starts_with("2001:2:0:"),
+                    "{}: {a}",
+                    c.id
+                );
+            }
+        }
+        let bench = r.host.bench.as_ref().expect("the report names the bench");
+        assert_eq!(bench.client.name, "linux");
+        assert_eq!(bench.server.name, "linux");
+        let link = bench.link.as_ref().expect("the link was read back");
+        assert_eq!(link.mtu, 1500);
+        assert!(link.offloads.values().all(|on| !on), "{:?}", link.offloads);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+#[test]
+fn behaviour_on_the_bench_equals_loopback_except_what_a_link_changes() {
+    let reports = [
+        (
+            "loopback".to_string(),
+            run(false, CaptureBackend::Libpcap, None),
+        ),
+        (
+            "bench".to_string(),
+            run(true, CaptureBackend::Libpcap, None),
+        ),
+    ];
+    let cmp = teardown::compare::compare(&reports, 100.0, false);
+    assert_eq!(cmp.compared, cases().len());
+    let mut unexplained = Vec::new();
+    let mut explained = 0;
+    for case in cmp.differing() {
+        for d in &case.differences {
+            let why = LINK_FACTS
+                .iter()
+                .find(|(c, f, _)| case.id.starts_with(c) && d.field.starts_with(f));
+            match why {
+                Some(_) => explained += 1,
+                None => unexplained.push(format!("{}: {}: {:?}", case.id, d.field, d.values)),
+            }
+        }
+    }
+    assert!(unexplained.is_empty(), "{unexplained:#?}");
+    // The listed change is real: this test notices if it goes away.
+    assert!(
+        explained > 0,
+        "tcp_tw_reuse = 2 behaved the same on the bench"
+    );
+}
