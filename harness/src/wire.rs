@@ -1,20 +1,26 @@
 //! Captured frames to TCP segments.
 //!
-//! Parses link layers (Ethernet, as Linux uses on lo, with or without VLAN
-//! tags; BSD loopback; raw IP; Linux cooked captures) and IPv4/IPv6 with
-//! etherparse, tolerantly: a frame that is truncated or odd becomes a
+//! Parses link layers (Ethernet, as Linux uses on lo; BSD loopback; raw IP;
+//! Linux cooked captures; PPP; Cisco HDLC), the layers around IP that
+//! captures from the field carry ([`tunnel`]: VLAN tags, MPLS, PPPoE, GRE,
+//! VXLAN, ...), and IPv4/IPv6 with etherparse, tolerantly: a frame that is truncated or odd becomes a
 //! [`Frame::Malformed`] finding with a reason, never a panic. Payload
 //! lengths come from the IP header, so a capture with a short snaplen still
 //! counts every payload byte.
 //!
-//! Each layer is sliced on its own (Ethernet, VLAN tags, IP, TCP), straight
+//! Each layer is sliced on its own (Ethernet, tags, IP, TCP), straight
 //! to the TCP header: this runs for every packet of a capture, and
 //! etherparse's whole-packet slicer would also copy out the layers this
 //! does not read.
 
 use std::net::{IpAddr, SocketAddr};
 
-use etherparse::{EtherType, Ethernet2Slice, IpNumber, LaxIpSlice, SingleVlanSlice, TcpSlice};
+mod tunnel;
+
+use etherparse::{EtherType, IpNumber, LaxIpSlice, TcpSlice};
+
+pub use tunnel::Skipped;
+use tunnel::{Layer, MAX_LAYERS, Step};
 
 use crate::capture::{RawPacket, linktype};
 use crate::tcp::Flags;
@@ -28,7 +34,7 @@ use crate::tcp::Flags;
 /// but it is not transitive over the whole space (a < b < c < a is
 /// possible), so a total order would lie. Numbers exactly 2^31 apart are
 /// unordered.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct SeqNum(pub u32);
 
 impl SeqNum {
@@ -113,8 +119,9 @@ impl Segment {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Frame {
     Tcp(Segment),
-    /// Parsed fine but is not TCP over IP (e.g. ARP).
-    Other,
+    /// Parsed fine but carries no TCP segment teardown reads (ARP, UDP, a
+    /// layer it does not decode); why.
+    Other(Skipped),
     /// Could not be parsed; the reason says why.
     Malformed(String),
 }
@@ -131,7 +138,13 @@ pub const DECODED_LINKTYPES: &[(i32, &str)] = &[
     (linktype::RAW_OPENBSD, "raw IP (OpenBSD)"),
     (linktype::IPV4, "raw IPv4"),
     (linktype::IPV6, "raw IPv6"),
+    (linktype::PPP, "PPP"),
+    (linktype::C_HDLC, "Cisco HDLC"),
 ];
+
+/// The layers decoded between the link header and TCP, for the README and
+/// `analyze --help`.
+pub const DECODED_LAYERS: &str = "802.1Q/802.1ad VLAN tags (QinQ), VN-Tag, PBB, MPLS, PPPoE, PPP, GRE (with ERSPAN II/III and PPTP), IP in IP, VXLAN, Geneve and Teredo";
 
 /// Why a capture's link type cannot be decoded, or None if it can.
 pub fn undecodable_linktype(linktype: i32) -> Option<String> {
@@ -145,26 +158,58 @@ pub fn undecodable_linktype(linktype: i32) -> Option<String> {
     ))
 }
 
-/// Parses one captured frame.
+/// Parses one captured frame, through any tunnels, to the TCP segment it
+/// carries.
 pub fn parse_frame<D: AsRef<[u8]>>(linktype: i32, index: usize, packet: &RawPacket<D>) -> Frame {
     let data = packet.data.as_ref();
-    let ip = match ip_of(linktype, data) {
-        Ok(Some(ip)) => ip,
-        Ok(None) => return Frame::Other,
+    let mut layer = match link_layer(linktype, data) {
+        Ok(l) => l,
         Err(e) => return Frame::Malformed(e),
     };
-    // What came before the IP header (link header, VLAN tags): the frame's
-    // length less this is the IP packet's, where its header says 0.
-    let link_len = data.len() - ip.len();
+    for _ in 0..MAX_LAYERS {
+        let ip = match tunnel::step(layer) {
+            Ok(Step::Inner(inner)) => {
+                layer = inner;
+                continue;
+            }
+            Ok(Step::Ip(ip)) => ip,
+            Ok(Step::Skip(why)) => return Frame::Other(why),
+            Err(e) => return Frame::Malformed(e),
+        };
+        match ip_packet(ip, data.len() - ip.len(), index, packet) {
+            Ok(IpPayload::Tcp(seg)) => return Frame::Tcp(seg),
+            Ok(IpPayload::Inner(inner)) => layer = inner,
+            Ok(IpPayload::Skip(why)) => return Frame::Other(why),
+            Err(e) => return Frame::Malformed(e),
+        }
+    }
+    Frame::Other(Skipped::TooDeep)
+}
+
+/// What an IP packet carries.
+enum IpPayload<'a> {
+    Tcp(Segment),
+    Inner(Layer<'a>),
+    Skip(Skipped),
+}
+
+/// Reads the IP packet `ip`, which `link_len` bytes of the frame precede
+/// (link header, tags, outer tunnels).
+fn ip_packet<'a, D: AsRef<[u8]>>(
+    ip: &'a [u8],
+    link_len: usize,
+    index: usize,
+    packet: &RawPacket<D>,
+) -> Result<IpPayload<'a>, String> {
     let parsed = match LaxIpSlice::from_slice(ip) {
         Ok((parsed, _)) => parsed,
-        Err(e) => return Frame::Malformed(format!("IP header: {e}")),
+        Err(e) => return Err(format!("IP header: {e}")),
     };
     let (src_ip, dst_ip, ip_payload, full_len, ip_len) = match &parsed {
         LaxIpSlice::Ipv4(v4) => {
             let h = v4.header();
             if h.is_fragmenting_payload() {
-                return Frame::Malformed("IPv4 fragment".into());
+                return Err("IPv4 fragment".into());
             }
             let header_len =
                 h.slice().len() + v4.extensions().auth.as_ref().map_or(0, |a| a.slice().len());
@@ -198,22 +243,28 @@ pub fn parse_frame<D: AsRef<[u8]>>(linktype: i32, index: usize, packet: &RawPack
         }
     };
     if ip_payload.ip_number != IpNumber::TCP {
-        return Frame::Other;
+        return Ok(
+            match tunnel::above_ip(ip_payload.ip_number.0, ip_payload.payload)? {
+                Step::Inner(inner) => IpPayload::Inner(inner),
+                Step::Ip(inner) => IpPayload::Inner(Layer::Ip(inner)),
+                Step::Skip(why) => IpPayload::Skip(why),
+            },
+        );
     }
     let tcp = match TcpSlice::from_slice(ip_payload.payload) {
         Ok(t) => t,
-        Err(e) => return Frame::Malformed(format!("TCP header: {e}")),
+        Err(e) => return Err(format!("TCP header: {e}")),
     };
     let header_len = tcp.header_slice().len();
     let Some(len) = full_len
         .checked_sub(header_len)
         .and_then(|l| u32::try_from(l).ok())
     else {
-        return Frame::Malformed(format!(
+        return Err(format!(
             "IP payload ({full_len} bytes) shorter than the TCP header ({header_len})"
         ));
     };
-    Frame::Tcp(Segment {
+    Ok(IpPayload::Tcp(Segment {
         index,
         ts_us: packet.ts_us,
         src: SocketAddr::new(src_ip, tcp.source_port()),
@@ -225,28 +276,26 @@ pub fn parse_frame<D: AsRef<[u8]>>(linktype: i32, index: usize, packet: &RawPack
         window: tcp.window_size(),
         len,
         ip_len: u32::try_from(ip_len).unwrap_or(u32::MAX),
-    })
+    }))
 }
 
-/// The IP packet a frame carries (to the end of the frame), None for a
-/// frame that carries something else (ARP, ...).
-fn ip_of(linktype: i32, data: &[u8]) -> Result<Option<&[u8]>, String> {
+/// The first layer of a frame of `linktype`.
+fn link_layer(linktype: i32, data: &[u8]) -> Result<Layer<'_>, String> {
     match linktype {
-        linktype::ETHERNET => {
-            let eth = Ethernet2Slice::from_slice_without_fcs(data)
-                .map_err(|e| format!("Ethernet header: {e}"))?;
-            after_ether_type(eth.ether_type(), eth.payload_slice())
-        }
-        linktype::NULL | linktype::LOOP => after_link_header(data, 4).map(Some),
+        linktype::ETHERNET => Ok(Layer::Ethernet(data)),
+        linktype::NULL | linktype::LOOP => after_link_header(data, 4).map(Layer::Ip),
         linktype::RAW
         | linktype::RAW_BSD
         | linktype::RAW_OPENBSD
         | linktype::IPV4
-        | linktype::IPV6 => Ok(Some(data)),
+        | linktype::IPV6 => Ok(Layer::Ip(data)),
         // Linux cooked captures: the protocol (an EtherType, so VLAN tags
         // are followed too) at bytes 14..16 (SLL) or 0..2 (SLL2).
         linktype::LINUX_SLL => cooked(data, 14, 16),
         linktype::LINUX_SLL2 => cooked(data, 0, 20),
+        linktype::PPP => Ok(Layer::Ppp(data)),
+        // Cisco HDLC: address, control, then an EtherType.
+        linktype::C_HDLC => cooked(data, 2, 4),
         other => Err(format!("unsupported link type {other}")),
     }
 }
@@ -257,30 +306,11 @@ fn after_link_header(data: &[u8], len: usize) -> Result<&[u8], String> {
         .ok_or_else(|| format!("frame shorter than its {len}-byte link header"))
 }
 
-/// A Linux cooked frame: its EtherType at `type_at`, its header `len` long.
-fn cooked(data: &[u8], type_at: usize, len: usize) -> Result<Option<&[u8]>, String> {
+/// A frame whose EtherType is at `type_at`, its header `len` long.
+fn cooked(data: &[u8], type_at: usize, len: usize) -> Result<Layer<'_>, String> {
     let rest = after_link_header(data, len)?;
     let ether_type = EtherType(u16::from_be_bytes([data[type_at], data[type_at + 1]]));
-    after_ether_type(ether_type, rest)
-}
-
-/// The IP packet after an EtherType, past any VLAN tags (802.1Q, 802.1ad,
-/// and the older QinQ 0x9100).
-fn after_ether_type(mut ether_type: EtherType, mut rest: &[u8]) -> Result<Option<&[u8]>, String> {
-    loop {
-        match ether_type {
-            EtherType::IPV4 | EtherType::IPV6 => return Ok(Some(rest)),
-            EtherType::VLAN_TAGGED_FRAME
-            | EtherType::PROVIDER_BRIDGING
-            | EtherType::VLAN_DOUBLE_TAGGED_FRAME => {
-                let tag =
-                    SingleVlanSlice::from_slice(rest).map_err(|e| format!("VLAN tag: {e}"))?;
-                ether_type = tag.ether_type();
-                rest = tag.payload_slice();
-            }
-            _ => return Ok(None),
-        }
-    }
+    Ok(Layer::Ether(ether_type, rest))
 }
 
 /// Parses every frame; returns the TCP segments and the problems found.
@@ -290,7 +320,7 @@ pub fn segments(linktype: i32, packets: &[RawPacket]) -> (Vec<Segment>, Vec<Stri
     for (i, p) in packets.iter().enumerate() {
         match parse_frame(linktype, i, p) {
             Frame::Tcp(s) => segs.push(s),
-            Frame::Other => {}
+            Frame::Other(_) => {}
             Frame::Malformed(why) => findings.push(format!("packet {}: {why}", i + 1)),
         }
     }
@@ -366,7 +396,7 @@ mod tests {
                 ..p.clone()
             };
             match parse_frame(linktype::ETHERNET, 0, &short) {
-                Frame::Malformed(_) | Frame::Other => {}
+                Frame::Malformed(_) | Frame::Other(_) => {}
                 Frame::Tcp(s) => panic!("cut at {cut} parsed as {s:?}"),
             }
         }
@@ -455,9 +485,275 @@ mod tests {
             arp.extend_from_slice(&[0; 28]);
             assert_eq!(
                 parse_frame(linktype::ETHERNET, 0, &raw(arp, 0)),
-                Frame::Other
+                Frame::Other(Skipped::EtherType(0x0806))
             );
         }
+    }
+
+    /// Wrappers of an IP packet as captures from the field carry them:
+    /// each gives the same segment as the bare packet (the one inside,
+    /// never the outer one), and a layer teardown does not decode is
+    /// skipped with its name.
+    #[test]
+    fn tunnelled_frames_give_the_inner_segment() {
+        let mut inner = Vec::new();
+        PacketBuilder::ipv4([10, 9, 0, 1], [10, 9, 0, 2], 64)
+            .tcp(40000, 80, 1000, 512)
+            .fin()
+            .ack(77)
+            .write(&mut inner, b"hello")
+            .unwrap();
+        let mut inner6 = Vec::new();
+        PacketBuilder::ipv6([1; 16], [2; 16], 64)
+            .tcp(40000, 80, 1000, 512)
+            .ack(77)
+            .write(&mut inner6, b"hi")
+            .unwrap();
+        let ether = |ether_type: u16, payload: &[u8]| {
+            let mut f = vec![0u8; 12];
+            f.extend_from_slice(&ether_type.to_be_bytes());
+            f.extend_from_slice(payload);
+            f
+        };
+        let cat = |parts: &[&[u8]]| parts.concat();
+        // Outer IPv4 of protocol `proto` around `payload`.
+        let outer_ip = |proto: u8, payload: &[u8]| {
+            let mut h = etherparse::Ipv4Header::new(
+                payload.len() as u16,
+                64,
+                IpNumber(proto),
+                [192, 0, 2, 1],
+                [192, 0, 2, 2],
+            )
+            .unwrap();
+            h.header_checksum = h.calc_header_checksum();
+            let mut out = h.to_bytes().to_vec();
+            out.extend_from_slice(payload);
+            out
+        };
+        let udp = |src: u16, dst: u16, payload: &[u8]| {
+            let mut u = src.to_be_bytes().to_vec();
+            u.extend_from_slice(&dst.to_be_bytes());
+            u.extend_from_slice(&((payload.len() + 8) as u16).to_be_bytes());
+            u.extend_from_slice(&[0, 0]);
+            u.extend_from_slice(payload);
+            u
+        };
+        let eth_inner = ether(0x0800, &inner);
+        let mpls1 = [0x00, 0x01, 0x01, 0x40]; // label 16, bottom of stack
+        let mpls_mid = [0x00, 0x02, 0x00, 0x40]; // label 32, not bottom
+        let pppoe = |ppp: &[u8]| {
+            let mut h = vec![0x11, 0x00, 0x12, 0x34];
+            h.extend_from_slice(&(ppp.len() as u16).to_be_bytes());
+            h.extend_from_slice(ppp);
+            h
+        };
+        let ppp_ip = cat(&[&[0x00, 0x21], &inner]);
+        let vlan = |id: u8, next: u16| {
+            let mut t = vec![0x00, id];
+            t.extend_from_slice(&next.to_be_bytes());
+            t
+        };
+        let gre = |flags: u8, proto: u16, extra: &[u8], payload: &[u8]| {
+            cat(&[&[flags, 0x00], &proto.to_be_bytes(), extra, payload])
+        };
+        let vxlan = cat(&[&[0x08, 0, 0, 0, 0, 0, 0x2a, 0], &eth_inner]);
+        let geneve = cat(&[&[0x00, 0x00, 0x65, 0x58, 0, 0, 0x2a, 0], &eth_inner]);
+        let teredo_origin = cat(&[&[0x00, 0x00, 0, 0, 0, 0, 0, 0], &inner6]);
+        let cases: Vec<(&str, i32, Vec<u8>, &[u8])> = vec![
+            (
+                "MPLS",
+                linktype::ETHERNET,
+                ether(0x8847, &cat(&[&mpls1, &inner])),
+                &inner,
+            ),
+            (
+                "MPLS, two labels",
+                linktype::ETHERNET,
+                ether(0x8847, &cat(&[&mpls_mid, &mpls1, &inner6])),
+                &inner6,
+            ),
+            (
+                "MPLS, pseudowire control word and Ethernet",
+                linktype::ETHERNET,
+                ether(0x8847, &cat(&[&mpls1, &[0, 0, 0, 0], &eth_inner])),
+                &inner,
+            ),
+            (
+                "PPPoE",
+                linktype::ETHERNET,
+                ether(0x8864, &pppoe(&ppp_ip)),
+                &inner,
+            ),
+            (
+                "PPPoE in QinQ",
+                linktype::ETHERNET,
+                ether(
+                    0x88a8,
+                    &cat(&[&vlan(10, 0x8100), &vlan(20, 0x8864), &pppoe(&ppp_ip)]),
+                ),
+                &inner,
+            ),
+            (
+                "GRE",
+                linktype::ETHERNET,
+                ether(0x0800, &outer_ip(47, &gre(0, 0x0800, &[], &inner))),
+                &inner,
+            ),
+            (
+                "GRE with checksum, key and sequence",
+                linktype::ETHERNET,
+                ether(0x0800, &outer_ip(47, &gre(0xb0, 0x0800, &[0; 12], &inner))),
+                &inner,
+            ),
+            (
+                "GRE, transparent Ethernet",
+                linktype::RAW,
+                outer_ip(47, &gre(0, 0x6558, &[], &eth_inner)),
+                &inner,
+            ),
+            (
+                "ERSPAN II",
+                linktype::ETHERNET,
+                ether(
+                    0x0800,
+                    &outer_ip(
+                        47,
+                        &gre(0x10, 0x88be, &[0; 4], &cat(&[&[0; 8], &eth_inner])),
+                    ),
+                ),
+                &inner,
+            ),
+            (
+                "PPTP (enhanced GRE, PPP)",
+                linktype::RAW,
+                outer_ip(
+                    47,
+                    &cat(&[&[0x30, 0x01, 0x88, 0x0b], &[0; 8], &[0xff, 0x03], &ppp_ip]),
+                ),
+                &inner,
+            ),
+            (
+                "VXLAN",
+                linktype::ETHERNET,
+                ether(0x0800, &outer_ip(17, &udp(50000, 4789, &vxlan))),
+                &inner,
+            ),
+            (
+                "Geneve",
+                linktype::ETHERNET,
+                ether(0x0800, &outer_ip(17, &udp(50000, 6081, &geneve))),
+                &inner,
+            ),
+            ("IP in IP", linktype::RAW, outer_ip(4, &inner), &inner),
+            (
+                "IPv6 in IPv4",
+                linktype::RAW,
+                outer_ip(41, &inner6),
+                &inner6,
+            ),
+            (
+                "Teredo, with an origin indication",
+                linktype::RAW,
+                outer_ip(17, &udp(3544, 50000, &teredo_origin)),
+                &inner6,
+            ),
+            (
+                "VN-Tag",
+                linktype::ETHERNET,
+                ether(0x8926, &cat(&[&[0; 4], &0x0800u16.to_be_bytes(), &inner])),
+                &inner,
+            ),
+            (
+                "PBB",
+                linktype::ETHERNET,
+                ether(0x88e7, &cat(&[&[0; 4], &eth_inner])),
+                &inner,
+            ),
+            (
+                "PPP link type",
+                linktype::PPP,
+                cat(&[&[0xff, 0x03], &ppp_ip]),
+                &inner,
+            ),
+            (
+                "Cisco HDLC",
+                linktype::C_HDLC,
+                cat(&[&[0x0f, 0x00, 0x08, 0x00], &inner]),
+                &inner,
+            ),
+        ];
+        for (name, lt, data, bare) in cases {
+            let p = |d: &[u8]| RawPacket {
+                ts_us: 9,
+                orig_len: d.len() as u32,
+                data: d.to_vec(),
+            };
+            let want = parse_frame(linktype::RAW, 0, &p(bare));
+            assert!(matches!(want, Frame::Tcp(_)), "{name}: the bare packet");
+            assert_eq!(parse_frame(lt, 0, &p(&data)), want, "{name}");
+            // Cut anywhere, never a panic and never a segment of the
+            // wrong length.
+            for cut in 0..data.len() {
+                if let Frame::Tcp(s) = parse_frame(lt, 0, &p(&data[..cut])) {
+                    let Frame::Tcp(w) = &want else { unreachable!() };
+                    assert_eq!(s.len, w.len, "{name} cut at {cut}");
+                }
+            }
+        }
+        // What is not decoded says what it is.
+        let unknown_gre = outer_ip(47, &gre(0, 0x1234, &[], &inner));
+        let plain_udp = outer_ip(17, &udp(53, 5353, b"dns"));
+        for (data, want) in [
+            (
+                unknown_gre,
+                Skipped::Layer("GRE carrying a protocol teardown does not decode"),
+            ),
+            (plain_udp, Skipped::IpProtocol(17)),
+        ] {
+            let p = RawPacket {
+                ts_us: 0,
+                orig_len: data.len() as u32,
+                data,
+            };
+            assert_eq!(parse_frame(linktype::RAW, 0, &p), Frame::Other(want));
+        }
+        assert!(Skipped::IpProtocol(17).is_other_protocol());
+        assert!(!Skipped::Layer("x").is_other_protocol());
+        assert_eq!(Skipped::IpProtocol(17).to_string(), "UDP (IP protocol 17)");
+    }
+
+    /// A frame that nests without end (IP in IP in IP ...) is given up on.
+    #[test]
+    fn endless_nesting_is_skipped() {
+        let mut data = Vec::new();
+        PacketBuilder::ipv4([1, 1, 1, 1], [2, 2, 2, 2], 64)
+            .tcp(1, 2, 0, 100)
+            .write(&mut data, b"")
+            .unwrap();
+        for _ in 0..MAX_LAYERS + 2 {
+            let mut h = etherparse::Ipv4Header::new(
+                data.len() as u16,
+                64,
+                IpNumber(4),
+                [192, 0, 2, 1],
+                [192, 0, 2, 2],
+            )
+            .unwrap();
+            h.header_checksum = h.calc_header_checksum();
+            let mut outer = h.to_bytes().to_vec();
+            outer.extend_from_slice(&data);
+            data = outer;
+        }
+        let p = RawPacket {
+            ts_us: 0,
+            orig_len: data.len() as u32,
+            data,
+        };
+        assert_eq!(
+            parse_frame(linktype::RAW, 0, &p),
+            Frame::Other(Skipped::TooDeep)
+        );
     }
 
     #[test]

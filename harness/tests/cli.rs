@@ -134,6 +134,60 @@ fn a_pcap_of_an_undecodable_link_type_exits_65() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// Frames all in a layer teardown does not decode (here GRE carrying an
+/// unknown protocol) once gave "0 TCP segments" and nothing else: now
+/// stderr says how many were skipped and why, and the JSON counts them.
+#[test]
+fn analyze_says_which_frames_it_skipped_and_why() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/close-graceful-ipv4.pcap");
+    let c = teardown::capture::read_pcap(&src).unwrap();
+    let packets = c
+        .packets
+        .iter()
+        .map(|p| {
+            let gre = [&[0u8, 0, 0x12, 0x34][..], &p.data[14..]].concat();
+            let mut ip = vec![
+                0x45, 0, 0, 0, 0, 0, 0, 0, 64, 47, 0, 0, 192, 0, 2, 1, 192, 0, 2, 2,
+            ];
+            ip[2..4].copy_from_slice(&((20 + gre.len()) as u16).to_be_bytes());
+            ip.extend_from_slice(&gre);
+            let frame = [&p.data[..14], &ip].concat();
+            teardown::capture::RawPacket {
+                ts_us: p.ts_us,
+                orig_len: frame.len() as u32,
+                data: frame,
+            }
+        })
+        .collect();
+    let dir = std::env::temp_dir().join(format!("teardown-cli-gre-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join("gre.pcap");
+    let captured = teardown::capture::Captured {
+        linktype: teardown::capture::linktype::ETHERNET,
+        packets,
+        dropped: None,
+    };
+    teardown::capture::write_pcap(&p, &captured).unwrap();
+    let o = teardown(&["analyze", "--format", "json", p.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let n = c.packets.len();
+    assert!(
+        stderr(&o).contains(&format!(
+            "warning: {}: packets in layers teardown does not decode were skipped (any TCP inside them is not analyzed): {n} GRE carrying a protocol teardown does not decode",
+            p.display()
+        )),
+        "{}",
+        stderr(&o)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["stats"]["segments"], 0);
+    assert_eq!(
+        v["stats"]["skipped"]["GRE carrying a protocol teardown does not decode"],
+        n
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 #[test]
 fn analyze_prints_the_wire_facts_and_the_scenario_that_ends_alike() {
     let p =

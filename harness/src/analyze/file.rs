@@ -8,16 +8,39 @@
 //! as long as the analysis, and on two cores they overlap. At most a few
 //! batches are in flight, so memory stays bounded all the same.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::mpsc;
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
 use super::PacketRecord;
 use super::flows::{FlowFacts, FlowTable};
 use crate::capture::{CaptureError, PcapReader};
 use crate::tcp::PerSide;
-use crate::wire::{self, Frame};
+use crate::wire::{self, Frame, Skipped};
+
+/// `skipped` as a JSON object: why, in words, to how many packets.
+fn by_name<S: Serializer>(m: &BTreeMap<Skipped, u64>, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(m.iter().map(|(k, v)| (k.to_string(), v)))
+}
+
+impl FileStats {
+    /// Packets skipped in layers teardown does not decode (where TCP may
+    /// hide), and packets of other protocols, each as `N what` parts.
+    pub fn skipped_text(&self) -> (Vec<String>, Vec<String>) {
+        let (mut undecoded, mut other) = (Vec::new(), Vec::new());
+        for (why, n) in &self.skipped {
+            let part = format!("{n} {why}");
+            if why.is_other_protocol() {
+                other.push(part);
+            } else {
+                undecoded.push(part);
+            }
+        }
+        (undecoded, other)
+    }
+}
 
 /// What reading the file found, besides its connections.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -26,8 +49,12 @@ pub struct FileStats {
     pub packets: u64,
     /// Of those, TCP segments.
     pub segments: u64,
-    /// Of those, packets of other protocols (ARP, UDP, ICMP, ...).
+    /// Of those, packets that carry no TCP segment teardown reads: other
+    /// protocols (ARP, UDP, ICMP, ...) and layers it does not decode.
     pub other: u64,
+    /// The same packets by why they were skipped.
+    #[serde(serialize_with = "by_name")]
+    pub skipped: BTreeMap<Skipped, u64>,
     /// Connections handed out.
     pub connections: u64,
     /// Packets that could not be decoded, each with why (the first 100).
@@ -82,7 +109,7 @@ pub fn each_connection(
     let started = std::thread::scope(|scope| {
         std::thread::Builder::new()
             .name("pcap-reader".into())
-            .spawn_scoped(scope, move || read_frames(reader, linktype, frames, spares))?;
+            .spawn_scoped(scope, move || read_frames(reader, frames, spares))?;
         for batch in read {
             let mut batch = match batch {
                 Read::Frames(batch) => batch,
@@ -98,7 +125,10 @@ pub fn each_connection(
                         stats.segments += 1;
                         table.push(&seg, &mut hand_out);
                     }
-                    Frame::Other => stats.other += 1,
+                    Frame::Other(why) => {
+                        stats.other += 1;
+                        *stats.skipped.entry(why).or_default() += 1;
+                    }
                     Frame::Malformed(why) => {
                         stats.malformed += 1;
                         if stats.findings.len() < MAX_FINDINGS {
@@ -129,7 +159,6 @@ pub fn each_connection(
 /// the file, a break in it, or the analysis no longer listening.
 fn read_frames(
     mut reader: PcapReader,
-    linktype: i32,
     out: mpsc::SyncSender<Read>,
     spares: mpsc::Receiver<Vec<Frame>>,
 ) {
@@ -139,8 +168,8 @@ fn read_frames(
         match reader.next_packet() {
             None => break None,
             Some(Err(e)) => break Some(e.to_string()),
-            Some(Ok(packet)) => {
-                batch.push(wire::parse_frame(linktype, index, &packet));
+            Some(Ok(p)) => {
+                batch.push(wire::parse_frame(p.linktype, index, &p.packet));
                 index += 1;
             }
         }
@@ -171,15 +200,14 @@ pub fn connection_packets(
     flow: &FlowFacts,
 ) -> Result<Vec<PacketRecord>, CaptureError> {
     let mut reader = PcapReader::open(path)?;
-    let linktype = reader.linktype();
     let ends = PerSide::new(flow.client, flow.server);
     let last = flow.start_us + flow.duration_us;
     let mut segments = Vec::new();
     let mut n = 0usize;
     while let Some(packet) = reader.next_packet() {
-        let Ok(packet) = packet else { break };
+        let Ok(p) = packet else { break };
         n += 1;
-        if let Frame::Tcp(seg) = wire::parse_frame(linktype, n - 1, &packet) {
+        if let Frame::Tcp(seg) = wire::parse_frame(p.linktype, n - 1, &p.packet) {
             let ours = (seg.src == flow.client && seg.dst == flow.server)
                 || (seg.src == flow.server && seg.dst == flow.client);
             if ours && (flow.start_us..=last).contains(&seg.ts_us) {

@@ -1,14 +1,16 @@
 //! pcap files: writing a case's capture atomically, and reading captures
-//! back (pcap or pcapng, any link type libpcap knows) one packet at a time.
+//! back (pcap or pcapng, any link type) one packet at a time.
 //!
 //! Reading is careful with what users hand it: only a regular file is
 //! opened (a FIFO or a device is an error, not a hang), and a truncated or
 //! damaged file is an error naming the file and how far it could be read.
 
-use std::os::fd::IntoRawFd;
 use std::path::{Path, PathBuf};
 
-use pcap::{Capture as PcapCapture, Linktype, Offline};
+use pcap::{Capture as PcapCapture, Linktype};
+use pcap_parser::pcapng::Block;
+use pcap_parser::traits::PcapReaderIterator;
+use pcap_parser::{PcapBlockOwned, PcapError};
 
 use super::{CaptureError, Captured, RawPacket};
 use crate::files;
@@ -39,103 +41,332 @@ pub fn write_pcap(path: &Path, captured: &Captured) -> Result<(), CaptureError> 
     })
 }
 
-/// A capture file read one packet at a time.
+/// A capture file read one packet at a time, with pcap-parser: classic
+/// pcap (micro- or nanosecond) and pcapng, whose sections may hold many
+/// interfaces of different link types, snapshot lengths and timestamp
+/// resolutions (libpcap's reader refuses such files). Packets are handed
+/// out borrowed from the reader's buffer, without a copy.
 pub struct PcapReader {
-    cap: PcapCapture<Offline>,
+    inner: Box<dyn PcapReaderIterator + Send>,
     path: PathBuf,
+    /// The link type of the first interface (pcapng) or of the file.
     linktype: i32,
+    /// The current section's interfaces, by their number (pcapng).
+    interfaces: Vec<Interface>,
+    /// Classic pcap: its link type, and whether timestamps are in ns.
+    legacy: Option<(i32, bool)>,
+    /// Bytes of the block handed out last, consumed at the next call.
+    pending: usize,
     /// Packets read so far.
     pub count: u64,
-    /// Whether the file is classic pcap (whose byte offsets are known).
-    classic: bool,
-    /// Byte offset after the last packet read (classic pcap only).
+    /// Bytes of the file consumed so far.
     offset: u64,
 }
 
+/// What a packet of a pcapng interface needs to be read.
+#[derive(Clone, Copy, Debug)]
+struct Interface {
+    linktype: i32,
+    /// Timestamp units per second, and seconds to add.
+    resolution: u64,
+    offset_s: i64,
+}
+
+/// A packet and the link type of the interface it was captured on.
+pub struct FilePacket<'a> {
+    pub linktype: i32,
+    pub packet: RawPacket<&'a [u8]>,
+}
+
+/// Room the reader's buffer starts with; it grows for a larger block.
+const READ_BUFFER: usize = 1 << 20;
+/// The largest block a file may hold (pcapng's maximum snapshot length
+/// is 256 KiB; a block larger than this is damage, not data).
+const MAX_BLOCK: usize = 64 << 20;
+
 impl PcapReader {
-    /// Opens a capture file (pcap or pcapng).
+    /// Opens a capture file (pcap or pcapng) and reads its headers, up to
+    /// the first interface's link type.
     pub fn open(path: &Path) -> Result<PcapReader, CaptureError> {
         let err = |message: String| CaptureError::File {
             path: path.to_path_buf(),
             message,
         };
         let file = files::open_input(path, u64::MAX, "capture").map_err(|e| err(e.to_string()))?;
-        let mut magic = [0u8; 4];
-        let classic = std::os::unix::fs::FileExt::read_exact_at(&file, &mut magic, 0).is_ok()
-            && matches!(
-                u32::from_le_bytes(magic),
-                0xa1b2_c3d4 | 0xd4c3_b2a1 | 0xa1b2_3c4d | 0x4d3c_b2a1
-            );
-        // SAFETY: the descriptor is a regular file we just opened, and
-        // libpcap takes ownership of it.
-        let cap = unsafe { PcapCapture::from_raw_fd(file.into_raw_fd()) }
-            .map_err(|e| err(format!("not a readable pcap or pcapng file: {e}")))?;
-        let linktype = cap.get_datalink().0;
-        Ok(PcapReader {
-            cap,
+        let inner = match pcap_parser::create_reader(READ_BUFFER, file) {
+            Ok(r) => r,
+            Err(PcapError::Eof) => {
+                return Err(err("an empty file, not a pcap or pcapng file".into()));
+            }
+            Err(PcapError::HeaderNotRecognized) => {
+                return Err(err(
+                    "not a pcap or pcapng file (its first bytes are neither header)".into(),
+                ));
+            }
+            Err(e) => return Err(err(format!("not a readable pcap or pcapng file: {e:?}"))),
+        };
+        let mut r = PcapReader {
+            inner,
             path: path.to_path_buf(),
-            linktype,
+            linktype: -1,
+            interfaces: Vec::new(),
+            legacy: None,
+            pending: 0,
             count: 0,
-            classic,
-            offset: 24,
-        })
+            offset: 0,
+        };
+        // The headers before the first packet give the link type.
+        while r.linktype < 0 {
+            match r.block().map_err(&err)? {
+                Some(Seen::Header) => {}
+                Some(Seen::Packet { .. }) => {
+                    return Err(err(
+                        "a packet before any interface was described: damaged pcapng".into(),
+                    ));
+                }
+                None => return Err(err("no packets and no interface: an empty capture".into())),
+            }
+        }
+        Ok(r)
     }
 
+    /// The link type of the first interface.
     pub fn linktype(&self) -> i32 {
         self.linktype
     }
 
     /// Where reading stopped, for error messages.
     pub fn position(&self) -> String {
-        position(self.classic, self.count, self.offset)
+        position(self.count, self.offset)
+    }
+
+    /// Reads the next block: a header (whose facts are kept) or a packet,
+    /// which stays in the buffer until the next call.
+    fn block(&mut self) -> Result<Option<Seen>, String> {
+        self.inner.consume(self.pending);
+        self.pending = 0;
+        loop {
+            match self.inner.next() {
+                Ok((len, block)) => {
+                    self.offset += len as u64;
+                    let seen = match block {
+                        PcapBlockOwned::LegacyHeader(h) => {
+                            self.legacy = Some((h.network.0, h.is_nanosecond_precision()));
+                            self.linktype = h.network.0;
+                            Seen::Header
+                        }
+                        PcapBlockOwned::Legacy(b) => Seen::Packet {
+                            linktype: self.legacy.map_or(self.linktype, |l| l.0),
+                            ts_us: i64::from(b.ts_sec) * 1_000_000
+                                + if self.legacy.is_some_and(|l| l.1) {
+                                    i64::from(b.ts_usec) / 1000
+                                } else {
+                                    i64::from(b.ts_usec)
+                                },
+                            orig_len: b.origlen,
+                            caplen: b.caplen.min(b.data.len() as u32),
+                        },
+                        PcapBlockOwned::NG(Block::SectionHeader(_)) => {
+                            // Interfaces are numbered afresh in each section.
+                            self.interfaces.clear();
+                            Seen::Header
+                        }
+                        PcapBlockOwned::NG(Block::InterfaceDescription(idb)) => {
+                            let i = Interface {
+                                linktype: idb.linktype.0,
+                                resolution: idb.ts_resolution().unwrap_or(1_000_000).max(1),
+                                offset_s: idb.ts_offset(),
+                            };
+                            if self.linktype < 0 {
+                                self.linktype = i.linktype;
+                            }
+                            self.interfaces.push(i);
+                            Seen::Header
+                        }
+                        PcapBlockOwned::NG(Block::EnhancedPacket(epb)) => {
+                            let Some(i) = self.interfaces.get(epb.if_id as usize).copied() else {
+                                return Err(format!(
+                                    "damaged pcapng {}: a packet of interface {} that was never described",
+                                    position(self.count, self.offset),
+                                    epb.if_id
+                                ));
+                            };
+                            let ts = (u128::from(epb.ts_high) << 32) | u128::from(epb.ts_low);
+                            let us = ts * 1_000_000 / u128::from(i.resolution);
+                            Seen::Packet {
+                                linktype: i.linktype,
+                                ts_us: i64::try_from(us).unwrap_or(i64::MAX)
+                                    + i.offset_s.saturating_mul(1_000_000),
+                                orig_len: epb.origlen,
+                                caplen: epb.caplen.min(epb.data.len() as u32),
+                            }
+                        }
+                        PcapBlockOwned::NG(Block::SimplePacket(spb)) => {
+                            let Some(i) = self.interfaces.first().copied() else {
+                                return Err(format!(
+                                    "damaged pcapng {}: a simple packet before any interface",
+                                    position(self.count, self.offset)
+                                ));
+                            };
+                            Seen::Packet {
+                                linktype: i.linktype,
+                                // A simple packet has no timestamp.
+                                ts_us: 0,
+                                orig_len: spb.origlen,
+                                caplen: spb.origlen.min(spb.data.len() as u32),
+                            }
+                        }
+                        // Statistics, name resolution, comments, ...
+                        PcapBlockOwned::NG(_) => Seen::Header,
+                    };
+                    match seen {
+                        Seen::Header => {
+                            self.inner.consume(len);
+                            return Ok(Some(Seen::Header));
+                        }
+                        packet => {
+                            self.pending = len;
+                            return Ok(Some(packet));
+                        }
+                    }
+                }
+                Err(PcapError::Eof) => return Ok(None),
+                Err(PcapError::Incomplete(_)) => {
+                    if self.inner.reader_exhausted() {
+                        return Err(format!(
+                            "truncated {}: the file ends inside a block; the packets before it were read",
+                            position(self.count, self.offset)
+                        ));
+                    }
+                    if self.inner.position() == 0 && self.inner.data().len() >= READ_BUFFER {
+                        // A block larger than the buffer: room for it, to a bound.
+                        let size = self.inner.data().len() * 2;
+                        if size > MAX_BLOCK || !self.inner.grow(size) {
+                            return Err(format!(
+                                "damaged {}: a block larger than {} MiB",
+                                position(self.count, self.offset),
+                                MAX_BLOCK >> 20
+                            ));
+                        }
+                    }
+                    if let Err(e) = self.inner.refill() {
+                        return Err(format!(
+                            "cannot read on {}: {e:?}",
+                            position(self.count, self.offset)
+                        ));
+                    }
+                }
+                Err(PcapError::UnexpectedEof) => {
+                    return Err(format!(
+                        "truncated {}: the file ends inside a block; the packets before it were read",
+                        position(self.count, self.offset)
+                    ));
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "damaged {}: {}; the packets before it were read",
+                        position(self.count, self.offset),
+                        describe(&e)
+                    ));
+                }
+            }
+        }
     }
 
     /// The next packet, None at the end, or an error naming where the file
     /// broke off.
-    pub fn next_packet(&mut self) -> Option<Result<RawPacket<&[u8]>, CaptureError>> {
-        match self.cap.next_packet() {
-            Ok(p) => {
-                self.count += 1;
-                self.offset += 16 + u64::from(p.header.caplen);
-                Some(Ok(RawPacket {
-                    ts_us: p.header.ts.tv_sec * 1_000_000 + p.header.ts.tv_usec,
-                    orig_len: p.header.len,
-                    data: p.data,
-                }))
+    pub fn next_packet(&mut self) -> Option<Result<FilePacket<'_>, CaptureError>> {
+        let seen = loop {
+            match self.block() {
+                Ok(Some(Seen::Header)) => continue,
+                Ok(Some(p)) => break p,
+                Ok(None) => return None,
+                Err(message) => {
+                    return Some(Err(CaptureError::File {
+                        path: self.path.clone(),
+                        message,
+                    }));
+                }
             }
-            Err(pcap::Error::NoMorePackets) => None,
-            Err(e) => Some(Err(CaptureError::File {
-                path: self.path.clone(),
-                // Fields, not `self.position()`: the packet above borrows
-                // the reader.
-                message: format!(
-                    "damaged or truncated {}: {e}; the packets before it were read",
-                    position(self.classic, self.count, self.offset)
-                ),
-            })),
-        }
+        };
+        let Seen::Packet {
+            linktype,
+            ts_us,
+            orig_len,
+            caplen,
+        } = seen
+        else {
+            unreachable!("headers are skipped above")
+        };
+        self.count += 1;
+        // The block is still in the buffer: read its data again, borrowed.
+        let data = match self.inner.next() {
+            Ok((_, PcapBlockOwned::Legacy(b))) => b.data,
+            Ok((_, PcapBlockOwned::NG(Block::EnhancedPacket(b)))) => b.data,
+            Ok((_, PcapBlockOwned::NG(Block::SimplePacket(b)))) => b.data,
+            _ => &[],
+        };
+        let data = &data[..(caplen as usize).min(data.len())];
+        Some(Ok(FilePacket {
+            linktype,
+            packet: RawPacket {
+                ts_us,
+                orig_len,
+                data,
+            },
+        }))
     }
 }
 
-/// `after packet 12 (byte offset 3456)`; a pcapng file has no offset to name.
-fn position(classic: bool, count: u64, offset: u64) -> String {
-    if classic {
-        format!("after packet {count} (byte offset {offset})")
-    } else {
-        format!("after packet {count}")
+/// A block as [`PcapReader::block`] found it.
+enum Seen {
+    Header,
+    Packet {
+        linktype: i32,
+        ts_us: i64,
+        orig_len: u32,
+        caplen: u32,
+    },
+}
+
+/// A parse error in words.
+fn describe(e: &PcapError<&[u8]>) -> String {
+    match e {
+        PcapError::NomError(_, kind) | PcapError::OwnedNomError(_, kind) => {
+            format!("a block does not parse ({kind:?})")
+        }
+        PcapError::BufferTooSmall => "a block larger than the read buffer".into(),
+        PcapError::ReadError => "a read error".into(),
+        other => format!("{other:?}"),
     }
+}
+
+/// `after packet 12 (byte offset 3456)`.
+fn position(count: u64, offset: u64) -> String {
+    format!("after packet {count} (byte offset {offset})")
 }
 
 /// Reads a whole pcap file. A truncated or damaged file is an error naming
 /// the file and how far it could be read.
 pub fn read_pcap(path: &Path) -> Result<Captured, CaptureError> {
     let mut r = PcapReader::open(path)?;
+    let linktype = r.linktype;
     let mut packets = Vec::new();
     while let Some(p) = r.next_packet() {
-        packets.push(p?.to_owned());
+        let p = p?;
+        if p.linktype != linktype {
+            return Err(CaptureError::File {
+                path: path.to_path_buf(),
+                message: format!(
+                    "packets of link types {linktype} and {} in one file; `teardown analyze` reads such files",
+                    p.linktype
+                ),
+            });
+        }
+        packets.push(p.packet.to_owned());
     }
     Ok(Captured {
-        linktype: r.linktype,
+        linktype,
         packets,
         dropped: None,
     })

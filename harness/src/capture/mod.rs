@@ -24,7 +24,7 @@ mod raw;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-pub use file::{PcapReader, read_pcap, write_pcap};
+pub use file::{FilePacket, PcapReader, read_pcap, write_pcap};
 
 use crate::sandbox::Namespace;
 
@@ -32,9 +32,11 @@ use crate::sandbox::Namespace;
 pub mod linktype {
     pub const NULL: i32 = 0;
     pub const ETHERNET: i32 = 1;
+    pub const PPP: i32 = 9;
     pub const RAW_BSD: i32 = 12;
     pub const RAW_OPENBSD: i32 = 14;
     pub const RAW: i32 = 101;
+    pub const C_HDLC: i32 = 104;
     pub const LOOP: i32 = 108;
     pub const LINUX_SLL: i32 = 113;
     pub const IPV4: i32 = 228;

@@ -509,6 +509,21 @@ fn analyze(a: args::AnalyzeArgs, color: ColorChoice) -> Result<i32, CliError> {
     })?;
     out.say(&printer.finish(&stats));
     drop(out);
+    let (undecoded, other) = stats.skipped_text();
+    if !undecoded.is_empty() {
+        eprintln!(
+            "warning: {}: packets in layers teardown does not decode were skipped (any TCP inside them is not analyzed): {}",
+            a.pcap.display(),
+            undecoded.join(", ")
+        );
+    }
+    if !other.is_empty() {
+        eprintln!(
+            "note: {}: packets that carry no TCP were skipped: {}",
+            a.pcap.display(),
+            other.join(", ")
+        );
+    }
     match &stats.stopped {
         Some(why) => {
             eprintln!("warning: analysis stopped early: {why}");

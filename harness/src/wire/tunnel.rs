@@ -1,0 +1,320 @@
+//! The layers between a frame's link header and the IP packet that carries
+//! TCP: VLAN tags, VN-Tag, PBB, MPLS, PPPoE and PPP below IP; GRE (with
+//! ERSPAN), IP in IP, VXLAN, Geneve and Teredo above it.
+//!
+//! Each layer is read from its own header fields, by hand: none of these
+//! headers is longer than a few fields, and etherparse reads only Ethernet,
+//! VLAN and IP. A layer teardown does not decode is a [`Skipped`] with its
+//! name, so a capture of such frames says why it has no segments.
+
+use std::fmt;
+
+use etherparse::EtherType;
+
+/// Why a frame that parsed fine carries no TCP segment teardown reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Skipped {
+    /// An EtherType that is not IP nor a layer teardown decodes (ARP, LLDP),
+    /// or an 802.3 length field.
+    EtherType(u16),
+    /// IP carrying another transport (UDP, ICMP), by protocol number.
+    IpProtocol(u8),
+    /// A layer that is recognised but not decoded, by name.
+    Layer(&'static str),
+    /// More nested layers than [`MAX_LAYERS`]: a loop, or a crafted frame.
+    TooDeep,
+}
+
+impl Skipped {
+    /// Whether this is ordinary traffic of another protocol, as opposed to
+    /// TCP that may be hidden in a layer teardown does not decode.
+    pub fn is_other_protocol(self) -> bool {
+        match self {
+            Skipped::EtherType(t) => KNOWN_NOT_IP.iter().any(|(k, _)| *k == t) || t < 0x0600,
+            Skipped::IpProtocol(_) => true,
+            Skipped::Layer(_) | Skipped::TooDeep => false,
+        }
+    }
+}
+
+/// EtherTypes that are known to carry no IP.
+const KNOWN_NOT_IP: &[(u16, &str)] = &[
+    (0x0806, "ARP"),
+    (0x8035, "RARP"),
+    (0x88cc, "LLDP"),
+    (0x8863, "PPPoE discovery"),
+    (0x888e, "EAPOL"),
+    (0x8809, "slow protocols (LACP)"),
+    (0x88f7, "PTP"),
+    (0x9000, "loopback (CTP)"),
+    (0x88e1, "HomePlug"),
+    (0x893a, "IEEE 1905"),
+];
+
+impl fmt::Display for Skipped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Skipped::EtherType(t) if t < 0x0600 => write!(f, "802.3 frames (not Ethernet II)"),
+            Skipped::EtherType(t) => match KNOWN_NOT_IP.iter().find(|(k, _)| *k == t) {
+                Some((_, name)) => write!(f, "{name} (EtherType 0x{t:04x})"),
+                None => write!(f, "EtherType 0x{t:04x}"),
+            },
+            Skipped::IpProtocol(p) => {
+                let name = match p {
+                    1 => "ICMP",
+                    2 => "IGMP",
+                    17 => "UDP",
+                    50 => "ESP",
+                    51 => "AH",
+                    58 => "ICMPv6",
+                    89 => "OSPF",
+                    103 => "PIM",
+                    112 => "VRRP",
+                    132 => "SCTP",
+                    _ => "",
+                };
+                if name.is_empty() {
+                    write!(f, "IP protocol {p}")
+                } else {
+                    write!(f, "{name} (IP protocol {p})")
+                }
+            }
+            Skipped::Layer(name) => f.write_str(name),
+            Skipped::TooDeep => write!(f, "more than {MAX_LAYERS} nested layers"),
+        }
+    }
+}
+
+/// Nested layers decoded before a frame is given up on.
+pub const MAX_LAYERS: usize = 16;
+
+/// What the bytes at hand are.
+#[derive(Clone, Copy, Debug)]
+pub enum Layer<'a> {
+    /// An Ethernet frame from its destination address.
+    Ethernet(&'a [u8]),
+    /// What follows an EtherType.
+    Ether(EtherType, &'a [u8]),
+    /// An IP packet.
+    Ip(&'a [u8]),
+    /// A PPP frame from its protocol field (address and control optional).
+    Ppp(&'a [u8]),
+    /// An MPLS label stack.
+    Mpls(&'a [u8]),
+}
+
+/// One step down: the layer inside `layer`, the IP packet it is, or why
+/// there is none.
+pub enum Step<'a> {
+    Inner(Layer<'a>),
+    Ip(&'a [u8]),
+    Skip(Skipped),
+}
+
+fn short(what: &str) -> String {
+    format!("{what}: frame too short")
+}
+
+fn be16(d: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes([*d.get(at)?, *d.get(at + 1)?]))
+}
+
+fn rest<'a>(d: &'a [u8], at: usize, what: &str) -> Result<&'a [u8], String> {
+    d.get(at..).ok_or_else(|| short(what))
+}
+
+/// Unwraps one layer below IP.
+pub fn step(layer: Layer<'_>) -> Result<Step<'_>, String> {
+    Ok(match layer {
+        Layer::Ip(ip) => Step::Ip(ip),
+        Layer::Ethernet(d) => {
+            let t = be16(d, 12).ok_or_else(|| short("Ethernet header"))?;
+            Step::Inner(Layer::Ether(EtherType(t), rest(d, 14, "Ethernet header")?))
+        }
+        Layer::Ether(t, d) => match t.0 {
+            0x0800 | 0x86dd => Step::Ip(d),
+            // 802.1Q, 802.1ad, and the older QinQ 0x9100 and 0x9200.
+            0x8100 | 0x88a8 | 0x9100 | 0x9200 => {
+                let inner = be16(d, 2).ok_or_else(|| short("VLAN tag"))?;
+                Step::Inner(Layer::Ether(EtherType(inner), rest(d, 4, "VLAN tag")?))
+            }
+            // Cisco VN-Tag (802.1Qbh): a 4-byte tag, then an EtherType.
+            0x8926 => {
+                let inner = be16(d, 4).ok_or_else(|| short("VN-Tag"))?;
+                Step::Inner(Layer::Ether(EtherType(inner), rest(d, 6, "VN-Tag")?))
+            }
+            // 802.1ah PBB: a 4-byte I-TAG, then the customer's frame.
+            0x88e7 => Step::Inner(Layer::Ethernet(rest(d, 4, "PBB I-TAG")?)),
+            0x8847 | 0x8848 => Step::Inner(Layer::Mpls(d)),
+            // PPPoE session: version/type, code, session, length; then PPP.
+            0x8864 => {
+                let len = usize::from(be16(d, 4).ok_or_else(|| short("PPPoE header"))?);
+                let ppp = rest(d, 6, "PPPoE header")?;
+                Step::Inner(Layer::Ppp(&ppp[..len.min(ppp.len())]))
+            }
+            0x880b => Step::Inner(Layer::Ppp(d)),
+            other => Step::Skip(Skipped::EtherType(other)),
+        },
+        Layer::Ppp(d) => {
+            // Address and control (0xff 0x03) when not compressed away.
+            let d = if d.starts_with(&[0xff, 0x03]) {
+                &d[2..]
+            } else {
+                d
+            };
+            // A protocol field whose first byte is odd was compressed to one byte.
+            let (proto, len) = match d.first() {
+                None => return Err(short("PPP header")),
+                Some(b) if b & 1 == 1 => (u16::from(*b), 1),
+                Some(_) => (be16(d, 0).ok_or_else(|| short("PPP header"))?, 2),
+            };
+            let inner = rest(d, len, "PPP header")?;
+            match proto {
+                0x0021 | 0x0057 => Step::Ip(inner),
+                0x0281 | 0x0283 => Step::Inner(Layer::Mpls(inner)),
+                _ => Step::Skip(Skipped::Layer("PPP control or non-IP protocol")),
+            }
+        }
+        Layer::Mpls(d) => {
+            // Label stack entries of 4 bytes, the last with bit S set.
+            let mut at = 0;
+            loop {
+                let entry = d.get(at..at + 4).ok_or_else(|| short("MPLS label stack"))?;
+                at += 4;
+                if entry[2] & 1 == 1 {
+                    break;
+                }
+                if at >= 4 * MAX_LAYERS {
+                    return Ok(Step::Skip(Skipped::TooDeep));
+                }
+            }
+            let inner = rest(d, at, "MPLS label stack")?;
+            match inner.first().map(|b| b >> 4) {
+                Some(4 | 6) => Step::Ip(inner),
+                // A pseudowire control word (first nibble 0), then Ethernet.
+                Some(0) => Step::Inner(Layer::Ethernet(rest(inner, 4, "MPLS control word")?)),
+                _ => Step::Skip(Skipped::Layer("MPLS payload that is not IP or Ethernet")),
+            }
+        }
+    })
+}
+
+/// IP protocol numbers that carry another packet.
+pub mod proto {
+    pub const IPIP: u8 = 4;
+    pub const IPV6: u8 = 41;
+    pub const GRE: u8 = 47;
+    pub const UDP: u8 = 17;
+}
+
+/// The layer an IP packet's payload of protocol `protocol` carries, if it
+/// is a tunnel teardown decodes.
+pub fn above_ip(protocol: u8, payload: &[u8]) -> Result<Step<'_>, String> {
+    match protocol {
+        proto::IPIP | proto::IPV6 => Ok(Step::Inner(Layer::Ip(payload))),
+        proto::GRE => gre(payload),
+        proto::UDP => udp(payload),
+        other => Ok(Step::Skip(Skipped::IpProtocol(other))),
+    }
+}
+
+/// GRE (RFC 2784, 2890) and PPTP's enhanced GRE (RFC 2637).
+fn gre(d: &[u8]) -> Result<Step<'_>, String> {
+    let (flags, version) = match (d.first(), d.get(1)) {
+        (Some(a), Some(b)) => (*a, b & 0x07),
+        _ => return Err(short("GRE header")),
+    };
+    let protocol = be16(d, 2).ok_or_else(|| short("GRE header"))?;
+    let (checksum, routing, key, sequence) = (
+        flags & 0x80 != 0,
+        flags & 0x40 != 0,
+        flags & 0x20 != 0,
+        flags & 0x10 != 0,
+    );
+    let len = match version {
+        0 if routing => return Ok(Step::Skip(Skipped::Layer("GRE with source routing"))),
+        0 => 4 + 4 * (usize::from(checksum) + usize::from(key) + usize::from(sequence)),
+        // The key is always there; an acknowledgment when bit A is set.
+        1 => 8 + 4 * (usize::from(sequence) + usize::from(d[1] & 0x80 != 0)),
+        _ => return Ok(Step::Skip(Skipped::Layer("GRE of an unknown version"))),
+    };
+    let inner = rest(d, len, "GRE header")?;
+    Ok(match protocol {
+        0x0800 | 0x86dd => Step::Ip(inner),
+        0x6558 => Step::Inner(Layer::Ethernet(inner)),
+        0x8847 | 0x8848 => Step::Inner(Layer::Mpls(inner)),
+        0x880b => Step::Inner(Layer::Ppp(inner)),
+        // ERSPAN type II: an 8-byte header, then the mirrored frame.
+        0x88be => Step::Inner(Layer::Ethernet(rest(inner, 8, "ERSPAN header")?)),
+        // ERSPAN type III: 12 bytes, and 8 more when bit O says so.
+        0x22eb => {
+            let o = inner.get(11).ok_or_else(|| short("ERSPAN header"))? & 1 == 1;
+            let len = if o { 20 } else { 12 };
+            Step::Inner(Layer::Ethernet(rest(inner, len, "ERSPAN header")?))
+        }
+        _ => Step::Skip(Skipped::Layer(
+            "GRE carrying a protocol teardown does not decode",
+        )),
+    })
+}
+
+/// UDP ports whose payload is a tunnel (IANA's assignments, as Zeek and
+/// Wireshark use them).
+const VXLAN: u16 = 4789;
+const GENEVE: u16 = 6081;
+const TEREDO: u16 = 3544;
+
+fn udp(d: &[u8]) -> Result<Step<'_>, String> {
+    let (src, dst) = match (be16(d, 0), be16(d, 2)) {
+        (Some(s), Some(t)) => (s, t),
+        _ => return Err(short("UDP header")),
+    };
+    let payload = rest(d, 8, "UDP header")?;
+    let skip = Ok(Step::Skip(Skipped::IpProtocol(proto::UDP)));
+    if dst == VXLAN {
+        // Flags (bit I: a valid VNI), reserved, VNI, reserved: 8 bytes.
+        return match payload.first() {
+            Some(flags) if flags & 0x08 != 0 => Ok(Step::Inner(Layer::Ethernet(rest(
+                payload,
+                8,
+                "VXLAN header",
+            )?))),
+            _ => skip,
+        };
+    }
+    if dst == GENEVE {
+        let first = *payload.first().ok_or_else(|| short("Geneve header"))?;
+        if first >> 6 != 0 {
+            return Ok(Step::Skip(Skipped::Layer("Geneve of an unknown version")));
+        }
+        let len = 8 + 4 * usize::from(first & 0x3f);
+        let protocol = be16(payload, 2).ok_or_else(|| short("Geneve header"))?;
+        let inner = rest(payload, len, "Geneve header")?;
+        return Ok(match protocol {
+            0x6558 => Step::Inner(Layer::Ethernet(inner)),
+            0x0800 | 0x86dd => Step::Ip(inner),
+            _ => Step::Skip(Skipped::Layer(
+                "Geneve carrying a protocol teardown does not decode",
+            )),
+        });
+    }
+    if src == TEREDO || dst == TEREDO {
+        return Ok(teredo(payload).map_or(Step::Skip(Skipped::IpProtocol(proto::UDP)), Step::Ip));
+    }
+    skip
+}
+
+/// The IPv6 packet in a Teredo datagram (RFC 4380 section 5.1.1), past an
+/// authentication and an origin indication, if it holds one.
+fn teredo(mut d: &[u8]) -> Option<&[u8]> {
+    if d.starts_with(&[0x00, 0x01]) {
+        // Authentication: id and auth lengths, then nonce and confirmation.
+        let (id, auth) = (usize::from(*d.get(2)?), usize::from(*d.get(3)?));
+        d = d.get(4 + id + auth + 9..)?;
+    }
+    if d.starts_with(&[0x00, 0x00]) {
+        d = d.get(8..)?;
+    }
+    // Version 6, and room for the IPv6 header.
+    (d.len() >= 40 && d[0] >> 4 == 6).then_some(d)
+}
