@@ -2,6 +2,8 @@
 //! No privileges needed. Each expected value below was read off the same
 //! file with `tshark -r` when the fixture was committed.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use teardown::analyze::{self, Analysis, FirstFin};
@@ -144,4 +146,202 @@ fn truncated_pcap_is_an_error_naming_the_file() {
         assert!(err.contains(&format!("cut{cut}.pcap")), "{err}");
     }
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Captures shaped as they come from the field, made from a catalogue pcap
+/// (handshake, data both ways, a RST): cut to start at the SYN-ACK or
+/// mid-connection, every frame wrapped in MPLS, PPPoE in QinQ, GRE or
+/// VXLAN, and a pcapng whose two interfaces differ in link type and
+/// snapshot length. `teardown analyze` counts, per direction, the SYNs,
+/// FINs, RSTs and distinct payload bytes that tshark reads in the same
+/// file (needs tshark).
+#[test]
+fn field_shaped_captures_read_as_tshark_reads_them() {
+    use teardown::analyze::file::each_connection;
+    let src = capture::read_pcap(&fixture("close-unread-data-ipv4.pcap")).unwrap();
+    let dir = std::env::temp_dir().join(format!("teardown-field-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ip = |p: &capture::RawPacket| p.data[14..].to_vec();
+    let eth = |ether_type: u16, payload: &[u8]| {
+        let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2];
+        f.extend_from_slice(&ether_type.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    };
+    // Outer IPv4 around `payload`, whose true length is `real` (the
+    // catalogue's snaplen cut the data segments).
+    let outer_ip = |proto: u8, payload: &[u8], real: usize| {
+        let mut h = etherparse::Ipv4Header::new(
+            real as u16,
+            64,
+            etherparse::IpNumber(proto),
+            [192, 0, 2, 1],
+            [192, 0, 2, 2],
+        )
+        .unwrap();
+        h.header_checksum = h.calc_header_checksum();
+        let mut out = h.to_bytes().to_vec();
+        out.extend_from_slice(payload);
+        out
+    };
+    type Wrap<'a> = Box<dyn Fn(&[u8], usize) -> Vec<u8> + 'a>;
+    let wraps: Vec<(&str, Wrap)> = vec![
+        (
+            "mpls",
+            Box::new(|p, _| eth(0x8847, &[&[0x00, 0x01, 0x01, 0x40][..], p].concat())),
+        ),
+        (
+            "pppoe-qinq",
+            Box::new(|p, real| {
+                let ppp = [&[0x00, 0x21][..], p].concat();
+                let mut pppoe = vec![0x11, 0x00, 0x00, 0x07];
+                pppoe.extend_from_slice(&((real + 2) as u16).to_be_bytes());
+                pppoe.extend_from_slice(&ppp);
+                let tags = [0x00, 0x0a, 0x81, 0x00, 0x00, 0x14, 0x88, 0x64];
+                eth(0x88a8, &[&tags[..], &pppoe].concat())
+            }),
+        ),
+        (
+            "gre",
+            Box::new(|p, real| {
+                let gre = [&[0, 0, 0x08, 0x00][..], p].concat();
+                eth(0x0800, &outer_ip(47, &gre, 20 + 4 + real))
+            }),
+        ),
+        (
+            "vxlan",
+            Box::new(|p, real| {
+                let inner = eth(0x0800, p);
+                let vx = [&[0x08, 0, 0, 0, 0, 0, 0x2a, 0][..], &inner].concat();
+                let udp_len = 8 + 8 + 14 + real;
+                let mut udp = vec![0xc3, 0x50, 0x12, 0xb5];
+                udp.extend_from_slice(&(udp_len as u16).to_be_bytes());
+                udp.extend_from_slice(&[0, 0]);
+                udp.extend_from_slice(&vx);
+                eth(0x0800, &outer_ip(17, &udp, 20 + udp_len))
+            }),
+        ),
+    ];
+    let mut files = Vec::new();
+    let write = |name: &str, packets: Vec<capture::RawPacket>| {
+        let path = dir.join(format!("{name}.pcap"));
+        let c = capture::Captured {
+            linktype: capture::linktype::ETHERNET,
+            packets,
+            dropped: None,
+        };
+        capture::write_pcap(&path, &c).unwrap();
+        path
+    };
+    files.push(write("at-syn-ack", src.packets[1..].to_vec()));
+    files.push(write("mid-stream", src.packets[4..].to_vec()));
+    for (name, wrap) in &wraps {
+        let packets = src
+            .packets
+            .iter()
+            .map(|p| {
+                let inner = ip(p);
+                let real = usize::from(u16::from_be_bytes([inner[2], inner[3]]));
+                let data = wrap(&inner, real);
+                // The catalogue's snaplen cut the data segments: the
+                // original frame is longer by what the wrapping added.
+                let added = (data.len() - p.data.len()) as u32;
+                capture::RawPacket {
+                    ts_us: p.ts_us,
+                    orig_len: p.orig_len + added,
+                    data,
+                }
+            })
+            .collect();
+        files.push(write(name, packets));
+    }
+    // pcapng: interface 0 Ethernet (snaplen 262144), interface 1 raw IP
+    // cut at 96 bytes; the packets alternate between them.
+    let mut ng = Vec::new();
+    let block = |ng: &mut Vec<u8>, kind: u32, body: &[u8]| {
+        let len = (12 + body.len()) as u32;
+        ng.extend_from_slice(&kind.to_le_bytes());
+        ng.extend_from_slice(&len.to_le_bytes());
+        ng.extend_from_slice(body);
+        ng.extend_from_slice(&len.to_le_bytes());
+    };
+    block(
+        &mut ng,
+        0x0a0d_0d0a,
+        &[&0x1a2b_3c4du32.to_le_bytes()[..], &[1, 0, 0, 0], &[0xff; 8]].concat(),
+    );
+    for (linktype, snaplen) in [(1u16, 262_144u32), (101, 96)] {
+        block(
+            &mut ng,
+            1,
+            &[&linktype.to_le_bytes()[..], &[0, 0], &snaplen.to_le_bytes()].concat(),
+        );
+    }
+    for (i, p) in src.packets.iter().enumerate() {
+        let iface = (i % 2) as u32;
+        let (data, orig) = if iface == 0 {
+            (p.data.clone(), p.orig_len)
+        } else {
+            let d = ip(p);
+            (d[..d.len().min(96)].to_vec(), p.orig_len - 14)
+        };
+        let mut body = iface.to_le_bytes().to_vec();
+        let ts = p.ts_us as u64;
+        body.extend_from_slice(&((ts >> 32) as u32).to_le_bytes());
+        body.extend_from_slice(&(ts as u32).to_le_bytes());
+        body.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        body.extend_from_slice(&orig.to_le_bytes());
+        body.extend_from_slice(&data);
+        body.resize(body.len().div_ceil(4) * 4, 0);
+        block(&mut ng, 6, &body);
+    }
+    let ng_path = dir.join("two-interfaces.pcapng");
+    std::fs::write(&ng_path, &ng).unwrap();
+    files.push(ng_path);
+
+    for path in &files {
+        let mut ours: Vec<common::Directions> = Vec::new();
+        let stats = each_connection(path, |f| {
+            let mut d = common::Directions::new();
+            for (side, from, to) in [
+                (Side::Client, f.client, f.server),
+                (Side::Server, f.server, f.client),
+            ] {
+                let s = &f.wire.sides[side];
+                if f.packets[side] > 0 {
+                    d.insert(
+                        (from.port(), to.port()),
+                        [s.syn.into(), s.fin.into(), s.rst.into(), s.data_bytes],
+                    );
+                }
+            }
+            ours.push(d);
+        })
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(stats.segments > 0, "{}: no segments", path.display());
+        assert_eq!(
+            stats.malformed,
+            0,
+            "{}: {:?}",
+            path.display(),
+            stats.findings
+        );
+        let theirs: Vec<common::Directions> = common::tshark_streams(path.to_str().unwrap())
+            .unwrap()
+            .into_values()
+            .collect();
+        assert_eq!(ours, theirs, "{}", path.display());
+    }
+    // The cut captures are the connection Zeek would see there.
+    let state_of = |name: &str| {
+        let mut states = Vec::new();
+        each_connection(&dir.join(name), |f| {
+            states.push((f.wire.conn_state.clone(), f.wire.history.clone()))
+        })
+        .unwrap();
+        states
+    };
+    let at_syn_ack = state_of("at-syn-ack.pcap");
+    assert!(at_syn_ack[0].1.starts_with("^h"), "{at_syn_ack:?}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -52,8 +52,9 @@ pub struct FlowFacts {
     pub acked: PerSide<u64>,
     /// Payload each side sent that the peer acknowledged but the capture
     /// did not see: gaps in the captured data, and data acknowledged beyond
-    /// it (Zeek's `missed_bytes` is the sum). Null for a side whose SYN was
-    /// not captured: there is no sequence base to count from.
+    /// it (Zeek's `missed_bytes` is the sum). Without the side's SYN it is
+    /// counted from the first sequence number seen of it (or acknowledged);
+    /// null for a side the capture shows nothing of.
     #[serde(default)]
     pub missed: PerSide<Option<u64>>,
 }
@@ -104,6 +105,9 @@ struct Flow {
     ended_us: Option<i64>,
     /// The sequence number of the client's SYN, if the capture saw one.
     client_isn: Option<SeqNum>,
+    /// The server answered that SYN with a RST (the connection was
+    /// refused): the same SYN again is a new attempt.
+    rejected: bool,
     /// RSTs seen so far.
     rsts: u64,
     /// Once the client's SYN came again after a RST: how many RSTs that
@@ -114,16 +118,18 @@ struct Flow {
 impl Flow {
     fn new(index: usize, seg: &Segment) -> Flow {
         let f = seg.flags;
-        // A SYN-ACK's sender is the responder; otherwise the first
-        // segment's sender is taken for the originator, as Zeek does.
-        let ends = if f.syn() && f.ack() {
+        // The first segment's sender is the originator, unless (Zeek's
+        // rule) the connection starts without a SYN and its source port is
+        // one servers listen on.
+        let swapped = super::zeek::swap_at_start(seg);
+        let ends = if swapped {
             PerSide::new(seg.dst, seg.src)
         } else {
             PerSide::new(seg.src, seg.dst)
         };
         Flow {
             index,
-            conn: Connection::new(ends, 0, false),
+            conn: Connection::found(ends, swapped),
             first_us: seg.ts_us,
             last_us: seg.ts_us,
             began_before_capture: !f.syn() || f.ack(),
@@ -131,6 +137,7 @@ impl Flow {
             ip_bytes: PerSide::default(),
             ended_us: None,
             client_isn: (f.syn() && !f.ack()).then_some(seg.seq),
+            rejected: false,
             rsts: 0,
             revived_after: None,
         }
@@ -139,10 +146,13 @@ impl Flow {
     /// Whether `seg`, a SYN without ACK, opens a new connection on this
     /// 4-tuple: only once this one is over, and not when it repeats this
     /// connection's own SYN (a retransmission after a RST that answered
-    /// something else, as a half-open peer's challenge ACK draws).
+    /// something else, as a half-open peer's challenge ACK draws), unless
+    /// a RST refused that very SYN (a client that tries again with the same
+    /// ISN, as Windows does, makes a new attempt each time).
     fn replaced_by(&self, seg: &Segment) -> bool {
         self.ended_us.is_some()
-            && !(seg.src == self.conn.ends().client && Some(seg.seq) == self.client_isn)
+            && (self.rejected
+                || !(seg.src == self.conn.ends().client && Some(seg.seq) == self.client_isn))
     }
 
     fn push(&mut self, seg: &Segment) {
@@ -155,6 +165,9 @@ impl Flow {
             // Its own SYN again (see `replaced_by`): not over after all.
             self.ended_us = None;
             self.revived_after = Some(self.rsts);
+        }
+        if side == Side::Server && seg.flags.rst() && seg.flags.ack() {
+            self.rejected |= self.client_isn.is_some_and(|isn| seg.ack == isn + 1);
         }
         self.conn.push(seg, side);
         self.packets[side] += 1;
@@ -426,8 +439,150 @@ mod tests {
             seg(8, C, S, ".", 142, 902, 0),
         ]);
         assert_eq!(gappy[0].missed, PerSide::new(Some(20), Some(0)));
-        // No SYN, no sequence base: not counted.
-        let mid = split(&[seg(0, C, S, "P.", 5, 7, 10)]);
-        assert_eq!(mid[0].missed, PerSide::new(None, None));
+        // No SYN: counted from the first sequence number seen (a gap of 10
+        // after it), and for the server from the client's acknowledgment.
+        let mid = split(&[
+            seg(0, C, S, "P.", 5, 7, 10),
+            seg(1, C, S, "P.", 25, 7, 10),
+            seg(2, S, C, ".", 7, 35, 0),
+        ]);
+        assert_eq!(mid[0].missed, PerSide::new(Some(10), Some(0)));
+        // A side never seen, nor acknowledged: nothing to count from.
+        let one = split(&[seg(0, C, S, "P", 5, 0, 10)]);
+        assert_eq!(one[0].missed.server, None);
+    }
+
+    /// The capture began after the handshake: sequence numbers count from
+    /// the first one seen, so data is counted once, acknowledgments count,
+    /// and nothing is a retransmission.
+    #[test]
+    fn a_connection_seen_mid_stream_counts_its_data() {
+        let isn = 4_000_000_000u32; // and the client's numbers wrap
+        let mut segs = Vec::new();
+        let mut seq = isn;
+        for t in 0..100 {
+            segs.push(seg(2 * t, C, S, "P.", seq, 900, 1000));
+            seq = seq.wrapping_add(1000);
+            segs.push(seg(2 * t + 1, S, C, ".", 900, seq, 0));
+        }
+        segs.push(seg(300, C, S, "F.", seq, 900, 0));
+        segs.push(seg(301, S, C, "F.", 900, seq.wrapping_add(1), 0));
+        segs.push(seg(302, C, S, ".", seq.wrapping_add(1), 901, 0));
+        let f = &split(&segs)[0];
+        let c = &f.wire.sides.client;
+        assert_eq!(c.data_bytes, 100_000);
+        assert_eq!(c.retransmits, 0);
+        assert_eq!(f.acked.client, 100_000);
+        assert_eq!(f.wire.history, "DaFfA");
+        assert_eq!(f.wire.conn_state, "SF");
+        assert!(f.began_before_capture);
+    }
+
+    /// More than 4 GiB on one connection: past the 32-bit wrap, new data
+    /// is new, not a retransmission.
+    #[test]
+    fn sequence_numbers_unwrap_past_four_gib() {
+        let gib = 1u32 << 30;
+        let mut segs = vec![
+            seg(0, C, S, "S", 100, 0, 0),
+            seg(1, S, C, "S.", 900, 101, 0),
+            seg(2, C, S, ".", 101, 901, 0),
+        ];
+        let mut seq = 101u32;
+        for t in 0..5 {
+            segs.push(seg(3 + 2 * t, C, S, ".", seq, 901, gib));
+            seq = seq.wrapping_add(gib);
+            segs.push(seg(4 + 2 * t, S, C, ".", 901, seq, 0));
+        }
+        let f = &split(&segs)[0];
+        assert_eq!(f.wire.sides.client.data_bytes, 5 << 30);
+        assert_eq!(f.wire.sides.client.retransmits, 0);
+        assert_eq!(f.acked.client, 5 << 30);
+        assert!(!f.wire.history.contains('T'), "{}", f.wire.history);
+    }
+
+    /// Zeek keeps SF when a RST follows both FINs (its analyzer ignores
+    /// a RST for the state once the FIN exchange is done).
+    #[test]
+    fn a_reset_after_both_fins_stays_sf() {
+        let mut segs = conn(0, 100)[..6].to_vec();
+        segs.push(seg(6, C, S, "R", 112, 0, 0));
+        let f = &split(&segs)[0];
+        assert_eq!(f.wire.conn_state, "SF");
+        assert_eq!(f.wire.history, "ShADFfR");
+        // A RST before the peer's FIN is still a reset.
+        let mut early = conn(0, 100)[..5].to_vec();
+        early.push(seg(5, S, C, "R.", 901, 112, 0));
+        assert_eq!(split(&early)[0].wire.conn_state, "RSTR");
+    }
+
+    /// A SYN-ACK without its SYN, from a port servers use, then the
+    /// handshake's ACK: Zeek's S1, the roles swapped at the start (`^`).
+    /// From a port that is no server's, the SYN-ACK's sender is first the
+    /// originator, and the ACK swaps the roles.
+    #[test]
+    fn a_syn_ack_without_its_syn_is_established() {
+        let f = &split(&[
+            seg(0, S, C, "S.", 900, 101, 0),
+            seg(1, C, S, ".", 101, 901, 0),
+            seg(2, C, S, "P.", 101, 901, 5),
+        ])[0];
+        assert_eq!(f.wire.conn_state, "S1");
+        assert_eq!(f.wire.history, "^hAD");
+        assert_eq!(f.client, C.parse().unwrap());
+        let (a, b) = ("10.0.0.1:40000", "10.0.0.2:40001");
+        let g = &split(&[
+            seg(0, b, a, "S.", 900, 101, 0),
+            seg(1, a, b, ".", 101, 901, 0),
+        ])[0];
+        assert_eq!(g.wire.history, "^hA");
+        assert_eq!(g.client, a.parse().unwrap(), "the ACK's sender");
+        assert_eq!(g.wire.trace, "s:S. c:.");
+    }
+
+    /// Zeek's retransmission: a data segment that ends at or below the
+    /// highest sequence number sent, gap fills included; teardown's own
+    /// `retransmits` counts only bytes seen before.
+    #[test]
+    fn history_marks_zeeks_retransmissions() {
+        let mut segs = conn(0, 100)[..3].to_vec();
+        segs.push(seg(3, C, S, "P.", 111, 901, 10));
+        segs.push(seg(4, C, S, "P.", 101, 901, 10)); // fills the gap
+        let f = &split(&segs)[0];
+        assert!(f.wire.history.contains('T'), "{}", f.wire.history);
+        assert_eq!(f.wire.sides.client.retransmits, 0);
+        assert_eq!(f.wire.sides.client.data_bytes, 20);
+    }
+
+    /// A client that retries with the same ISN after being refused (as
+    /// Windows does) makes one REJ per attempt, as Zeek logs them.
+    #[test]
+    fn each_refused_attempt_is_its_own_connection() {
+        let mut segs = Vec::new();
+        for t in [0, 1_000_000, 2_000_000] {
+            segs.push(seg(t, C, S, "S", 100, 0, 0));
+            segs.push(seg(t + 1, S, C, "R.", 0, 101, 0));
+        }
+        let flows = split(&segs);
+        assert_eq!(flows.len(), 3, "{flows:#?}");
+        for f in &flows {
+            assert_eq!(f.wire.conn_state, "REJ");
+            assert_eq!(f.wire.history, "Sr");
+        }
+    }
+
+    /// The first packet a FIN from port 80: port 80 is the responder's.
+    #[test]
+    fn without_a_syn_a_server_port_is_the_responders() {
+        let f = &split(&[
+            seg(0, S, C, "F.", 900, 101, 0),
+            seg(1, C, S, ".", 101, 901, 0),
+        ])[0];
+        assert_eq!(f.client, C.parse().unwrap());
+        assert_eq!(f.server, S.parse().unwrap());
+        assert!(f.wire.history.starts_with('^'), "{}", f.wire.history);
+        // Neither port a server's: the first sender is the originator.
+        let g = &split(&[seg(0, "10.0.0.1:5000", "10.0.0.2:6000", "F.", 1, 1, 0)])[0];
+        assert_eq!(g.client, "10.0.0.1:5000".parse().unwrap());
     }
 }

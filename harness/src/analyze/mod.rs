@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::tcp::{Flags, PerSide, Side};
 use crate::wire::{Segment, SeqNum};
 use covered::Covered;
-use zeek::{Endpoint, EndpointView, History};
+use zeek::{Roles, Tracker};
 
 /// Segments one side sent, as seen in the capture.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -197,8 +197,17 @@ pub struct PacketRecord {
 /// Per-direction bookkeeping while walking the segments.
 #[derive(Default)]
 struct Dir {
+    /// The sequence number of the side's SYN, if the capture saw it.
     isn: Option<SeqNum>,
-    /// The payload the capture saw, relative to ISN+1.
+    /// Where payload offset 0 is: ISN+1, or without a SYN the first
+    /// sequence number the side sent, or the first acknowledgment of it
+    /// (the capture began mid-connection).
+    base: Option<SeqNum>,
+    /// The highest payload offset seen so far: 32-bit sequence numbers are
+    /// unwrapped to 64-bit offsets nearest it, so a connection may carry
+    /// more than 4 GiB.
+    top: u64,
+    /// The payload the capture saw, as offsets from `base`.
     covered: Covered,
     /// The first FIN sent...
     first_fin: Option<FinSent>,
@@ -225,13 +234,16 @@ struct Dir {
     challenge_due: bool,
     /// The peer sent data after this side's FIN.
     data_after_own_fin: bool,
-    state: Endpoint,
+    /// This side sent a SYN-ACK.
+    sent_syn_ack: bool,
 }
 
 /// A side's first FIN.
 #[derive(Clone, Copy)]
 struct FinSent {
     seq: SeqNum,
+    /// Its payload offset.
+    at: u64,
     /// Its place among the connection's segments.
     index: usize,
     /// The acknowledgment it carried.
@@ -239,8 +251,19 @@ struct FinSent {
 }
 
 impl Dir {
-    fn base(&self, seg: &Segment) -> SeqNum {
-        self.isn.map_or(seg.seq, |i| i + 1)
+    /// `seq` as a payload offset from `base` (negative before it),
+    /// unwrapped to the 64-bit offset nearest the highest seen; None
+    /// before the side has a base.
+    fn offset(&self, seq: SeqNum) -> Option<i64> {
+        let low = i64::from(seq.since(self.base?));
+        let top = i64::try_from(self.top).unwrap_or(i64::MAX);
+        // The candidates 2^32 apart around `top`; the nearest wins.
+        let near = (top & !0xffff_ffff) | low;
+        let best = [near - (1 << 32), near, near + (1 << 32)]
+            .into_iter()
+            .min_by_key(|c| (c - top).abs())
+            .unwrap_or(near);
+        Some(best)
     }
 
     /// The end of the covered payload (relative offset).
@@ -252,10 +275,10 @@ impl Dir {
     /// in `covered` below the highest acknowledgment (Zeek's
     /// `missed_bytes`). The acknowledgment of this side's FIN counts one
     /// sequence number beyond the payload.
-    /// None without the side's SYN: no sequence base to count from.
+    /// None for a side the capture never saw send or be acknowledged.
     fn missed(&self) -> Option<u64> {
-        let isn = self.isn?;
-        let fin_at = self.first_fin.map(|fin| u64::from(fin.seq.since(isn + 1)));
+        self.base?;
+        let fin_at = self.first_fin.map(|fin| fin.at);
         let end = match fin_at {
             Some(f) if self.acked_any > f => f,
             _ => self.acked_any,
@@ -285,20 +308,14 @@ impl Dir {
             _ => false,
         }
     }
-
-    fn view(&self) -> EndpointView {
-        EndpointView {
-            state: self.state,
-            sent_data: self.counts.data_bytes > 0,
-        }
-    }
 }
 
 /// One TCP connection's analysis, fed a segment at a time.
 pub struct Connection {
     ends: PerSide<SocketAddr>,
     dirs: PerSide<Dir>,
-    history: History,
+    /// Zeek's states and history letters.
+    zeek: Tracker,
     first_rst: Option<Side>,
     handshake_acked: bool,
     close_segments: u32,
@@ -322,18 +339,36 @@ pub struct ConnectionFacts {
     pub acked: PerSide<u64>,
     /// Payload bytes of each side that the peer acknowledged but the
     /// capture did not see (Zeek's `missed_bytes`, per side); None without
-    /// the side's SYN.
+    /// any sequence number of the side.
     pub missed: PerSide<Option<u64>>,
 }
 
 impl Connection {
-    /// A connection between these addresses; packet times are relative to
-    /// `t0_us` (microseconds since the epoch).
+    /// A connection between these addresses, whose client is known (the
+    /// case's); packet times are relative to `t0_us` (microseconds since
+    /// the epoch).
     pub fn new(ends: PerSide<SocketAddr>, t0_us: i64, keep_packets: bool) -> Connection {
+        Connection::with(ends, t0_us, keep_packets, Tracker::fixed())
+    }
+
+    /// A connection found in a capture: `ends` as its first segment
+    /// suggests them, the roles swapped at the start if
+    /// `swapped_at_start` (Zeek's rule, [`zeek::swap_at_start`]); they may
+    /// swap again as Zeek's would (see [`Connection::ends`]).
+    pub fn found(ends: PerSide<SocketAddr>, swapped_at_start: bool) -> Connection {
+        Connection::with(ends, 0, false, Tracker::found(swapped_at_start))
+    }
+
+    fn with(
+        ends: PerSide<SocketAddr>,
+        t0_us: i64,
+        keep_packets: bool,
+        zeek: Tracker,
+    ) -> Connection {
         Connection {
             ends,
             dirs: PerSide::default(),
-            history: History::default(),
+            zeek,
             first_rst: None,
             handshake_acked: false,
             close_segments: 0,
@@ -346,7 +381,9 @@ impl Connection {
         }
     }
 
-    /// The client's and the server's address.
+    /// The client's and the server's address (Zeek's originator and
+    /// responder; for a connection found in a capture, they can swap while
+    /// it is pushed, as Zeek's do).
     pub fn ends(&self) -> PerSide<SocketAddr> {
         self.ends
     }
@@ -416,12 +453,28 @@ impl Connection {
             if me.isn == Some(seg.seq) {
                 retransmit = true;
             }
-            me.isn.get_or_insert(seg.seq);
+            if me.isn.is_none() {
+                me.isn = Some(seg.seq);
+                if me.covered.extent() == 0 {
+                    me.base = Some(seg.seq + 1);
+                    me.top = 0;
+                }
+            }
         }
-        let base = me.base(seg);
-        let data_start = u64::from((seg.seq + u32::from(f.syn())).since(base));
+        let first_byte = seg.seq + u32::from(f.syn());
+        me.base.get_or_insert(first_byte);
+        let data_start = me.offset(first_byte).unwrap_or(0);
+        let data_end = data_start + i64::from(seg.len);
+        if let Ok(end) = u64::try_from(data_end) {
+            me.top = me.top.max(end);
+        }
         if seg.len > 0 {
-            let new = me.covered.add(data_start, data_start + u64::from(seg.len));
+            // Bytes before the base (sent before the capture began) are
+            // not the capture's to count.
+            let new = match u64::try_from(data_end) {
+                Ok(end) if end > 0 => me.covered.add(data_start.max(0) as u64, end),
+                _ => 0,
+            };
             me.counts.data_bytes += new;
             if new == 0 {
                 retransmit = true;
@@ -441,6 +494,7 @@ impl Connection {
                 if me.first_fin.is_none() {
                     me.first_fin = Some(FinSent {
                         seq: fin_seq,
+                        at: u64::try_from(data_end).unwrap_or(0),
                         index: self.pushed,
                         ack: f.ack().then_some(seg.ack),
                     });
@@ -498,79 +552,31 @@ impl Connection {
             }
         }
 
-        // What this side acknowledges of the peer's payload.
+        // What this side acknowledges of the peer's payload. A peer not
+        // seen yet is numbered from this acknowledgment.
         if f.ack() && !f.rst() {
             let theirs = &mut self.dirs[peer];
-            if let Some(peer_isn) = theirs.isn {
-                let rel = u64::from(seg.ack.since(peer_isn + 1));
+            theirs.base.get_or_insert(seg.ack);
+            if let Some(rel) = theirs.offset(seg.ack).and_then(|r| u64::try_from(r).ok()) {
                 let extent = theirs.extent();
                 if rel <= extent + 1 {
                     theirs.acked = theirs.acked.max(rel.min(extent));
                 }
                 // An acknowledgment ahead of the data seen (by less than
                 // half the sequence space: not one from behind it).
-                if rel < 1 << 31 {
+                if rel < theirs.top + (1 << 31) {
                     theirs.acked_any = theirs.acked_any.max(rel);
                 }
             }
         }
 
-        // Zeek endpoint states and history letters.
-        let orig = side == Side::Client;
-        let mut mark = |c: u8| self.history.mark(orig, c);
-        if f.syn() && !f.ack() {
-            mark(b's');
-        } else if f.syn() && f.ack() {
-            mark(b'h');
+        if f.syn() && f.ack() {
+            self.dirs[side].sent_syn_ack = true;
         }
-        if seg.len > 0 {
-            mark(if retransmit { b't' } else { b'd' });
-        }
-        if pure_ack {
-            mark(b'a');
-        }
-        if f.fin() {
-            mark(b'f');
-        }
-        if f.rst() {
-            mark(b'r');
-        }
-        if seg.window == 0 && !f.rst() {
-            mark(b'w');
-        }
-        let me = &mut self.dirs[side];
-        if f.syn() && me.state == Endpoint::Inactive {
-            me.state = if f.ack() {
-                Endpoint::SynAckSent
-            } else {
-                Endpoint::SynSent
-            };
-        }
-        if !f.syn() && me.state == Endpoint::Inactive {
-            me.state = Endpoint::Partial;
-        }
-        if side == Side::Client
-            && f.ack()
-            && !f.syn()
-            && self.dirs.server.state == Endpoint::SynAckSent
-        {
+        if side == Side::Client && f.ack() && !f.syn() && self.dirs.server.sent_syn_ack {
             self.handshake_acked = true;
         }
-        if self.handshake_acked {
-            for s in Side::BOTH {
-                let d = &mut self.dirs[s];
-                if matches!(d.state, Endpoint::SynSent | Endpoint::SynAckSent) {
-                    d.state = Endpoint::Established;
-                }
-            }
-        }
-        let me = &mut self.dirs[side];
-        if f.fin() && me.state != Endpoint::Reset {
-            me.state = Endpoint::Closed;
-        }
-        if f.rst() {
-            me.state = Endpoint::Reset;
-        }
+        let roles = self.zeek.push(side == Side::Client, seg);
 
         if self.trace_tokens < TRACE_TOKENS {
             if self.trace.is_empty() {
@@ -585,20 +591,43 @@ impl Connection {
         self.pushed += 1;
 
         if self.keep_packets {
-            let me = &self.dirs[side];
+            // Relative to one before offset 0: the ISN, when it was seen.
+            let relative = |d: &Dir, n: SeqNum| d.offset(n).map_or(0, |o| (o + 1) as u32);
             self.packets.push(PacketRecord {
                 t_ms: (seg.ts_us - self.t0_us) as f64 / 1e3,
                 from: side,
                 flags: f,
-                seq: me.isn.map_or(0, |i| seg.seq.since(i)),
-                ack: f
-                    .ack()
-                    .then(|| self.dirs[peer].isn.map_or(0, |i| seg.ack.since(i))),
+                seq: relative(&self.dirs[side], seg.seq),
+                ack: f.ack().then(|| relative(&self.dirs[peer], seg.ack)),
                 len: seg.len,
                 win: seg.window,
                 notes,
                 dropped_by: None,
             });
+        }
+        if roles == Roles::Swapped {
+            self.swap_roles();
+        }
+    }
+
+    /// Zeek took the other end for the originator: everything kept by
+    /// side changes places. (It happens only early: a SYN-ACK, or a SYN
+    /// after its SYN-ACK, is all the connection has shown.)
+    fn swap_roles(&mut self) {
+        self.ends = PerSide::new(self.ends.server, self.ends.client);
+        std::mem::swap(&mut self.dirs.client, &mut self.dirs.server);
+        self.first_rst = self.first_rst.map(Side::peer);
+        for p in &mut self.packets {
+            p.from = p.from.peer();
+        }
+        for i in 0..self.trace.len() {
+            if i == 0 || self.trace[i - 1] == b' ' {
+                self.trace[i] = match self.trace[i] {
+                    b'c' => b's',
+                    b's' => b'c',
+                    other => other,
+                };
+            }
         }
     }
 
@@ -645,12 +674,7 @@ impl Connection {
     /// The facts of everything pushed so far.
     pub fn finish(self) -> ConnectionFacts {
         let first_fin = first_fin(&self.dirs);
-        let conn_state = zeek::conn_state(
-            self.dirs.client.view(),
-            self.dirs.server.view(),
-            self.history.as_str(),
-        )
-        .to_string();
+        let conn_state = self.zeek.conn_state().to_string();
         let time_wait_side = if self.first_rst.is_some() {
             Some(crate::tcp::TimeWaitSide::None)
         } else if self.dirs.client.fin_acked() && self.dirs.server.fin_acked() {
@@ -669,7 +693,7 @@ impl Connection {
                 first_fin,
                 first_rst: self.first_rst,
                 conn_state,
-                history: self.history.as_str().to_string(),
+                history: self.zeek.history().to_string(),
                 close_segments: self.close_segments,
                 trace: {
                     let mut trace = String::from_utf8(self.trace).unwrap_or_default();

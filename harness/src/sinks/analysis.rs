@@ -313,7 +313,7 @@ pub fn zeek_header(file: &str) -> String {
 
 /// One connection as a conn.log line. `missed_bytes` is payload the peers
 /// acknowledged that the capture did not see, both ways (unset, `-`, when
-/// a SYN was not captured and there is nothing to count from).
+/// the capture shows nothing of a side and there is nothing to count from).
 pub fn zeek_line(c: &Diagnosed) -> String {
     let f = &c.flow;
     let w = &f.wire;

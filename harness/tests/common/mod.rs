@@ -1,4 +1,5 @@
-//! Shared by the end-to-end test binaries.
+//! Shared by the end-to-end test binaries (each uses some of it).
+#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -71,13 +72,13 @@ pub fn tshark_disagreements(report: &Report) -> Vec<String> {
 /// Per TCP stream of a pcap, as tshark numbers them (a SYN on a closed
 /// conversation starts a new one), and per direction (source port,
 /// destination port): SYN, FIN and RST segments and distinct payload bytes.
-type StreamCounts = BTreeMap<u64, Directions>;
+pub type StreamCounts = BTreeMap<u64, Directions>;
 /// (source port, destination port) -> [SYN, FIN, RST, payload bytes].
-type Directions = BTreeMap<(u16, u16), [u64; 4]>;
+pub type Directions = BTreeMap<(u16, u16), [u64; 4]>;
 /// (stream, direction) -> the payload ranges seen.
 type Ranges = BTreeMap<(u64, (u16, u16)), Vec<(u64, u64)>>;
 
-fn tshark_streams(pcap: &str) -> Result<StreamCounts, String> {
+pub fn tshark_streams(pcap: &str) -> Result<StreamCounts, String> {
     let out = Command::new("tshark")
         .args(["-r", pcap, "-T", "fields", "-E", "separator=,"])
         .args(["-e", "tcp.stream", "-e", "tcp.srcport", "-e", "tcp.dstport"])
