@@ -146,8 +146,12 @@ impl PcapReader {
         self.inner.consume(self.pending);
         self.pending = 0;
         loop {
+            // Where the unread data starts: a packet's bytes are found again
+            // by their place in it, not by parsing the block twice.
+            let base = self.inner.data().as_ptr() as usize;
             match self.inner.next() {
                 Ok((len, block)) => {
+                    let at = |data: &[u8]| data.as_ptr() as usize - base;
                     self.offset += len as u64;
                     let seen = match block {
                         PcapBlockOwned::LegacyHeader(h) => {
@@ -164,6 +168,7 @@ impl PcapReader {
                                     i64::from(b.ts_usec)
                                 },
                             orig_len: b.origlen,
+                            at: at(b.data),
                             caplen: b.caplen.min(b.data.len() as u32),
                         },
                         PcapBlockOwned::NG(Block::SectionHeader(_)) => {
@@ -198,6 +203,7 @@ impl PcapReader {
                                 ts_us: i64::try_from(us).unwrap_or(i64::MAX)
                                     + i.offset_s.saturating_mul(1_000_000),
                                 orig_len: epb.origlen,
+                                at: at(epb.data),
                                 caplen: epb.caplen.min(epb.data.len() as u32),
                             }
                         }
@@ -213,6 +219,7 @@ impl PcapReader {
                                 // A simple packet has no timestamp.
                                 ts_us: 0,
                                 orig_len: spb.origlen,
+                                at: at(spb.data),
                                 caplen: spb.origlen.min(spb.data.len() as u32),
                             }
                         }
@@ -293,20 +300,19 @@ impl PcapReader {
             linktype,
             ts_us,
             orig_len,
+            at,
             caplen,
         } = seen
         else {
             unreachable!("headers are skipped above")
         };
         self.count += 1;
-        // The block is still in the buffer: read its data again, borrowed.
-        let data = match self.inner.next() {
-            Ok((_, PcapBlockOwned::Legacy(b))) => b.data,
-            Ok((_, PcapBlockOwned::NG(Block::EnhancedPacket(b)))) => b.data,
-            Ok((_, PcapBlockOwned::NG(Block::SimplePacket(b)))) => b.data,
-            _ => &[],
-        };
-        let data = &data[..(caplen as usize).min(data.len())];
+        // The block is still in the buffer, not yet consumed.
+        let data = self
+            .inner
+            .data()
+            .get(at..at + caplen as usize)
+            .unwrap_or_default();
         Some(Ok(FilePacket {
             linktype,
             packet: RawPacket {
@@ -325,6 +331,8 @@ enum Seen {
         linktype: i32,
         ts_us: i64,
         orig_len: u32,
+        /// Where its bytes start in the reader's unread data.
+        at: usize,
         caplen: u32,
     },
 }
