@@ -417,9 +417,20 @@ pub fn analyze_file(
     path: &Path,
     signatures: &Signatures,
     filter: &Filter,
+    on: impl FnMut(Diagnosed),
+) -> Result<FileStats, CaptureError> {
+    analyze_file_with(path, signatures, filter, Default::default(), on)
+}
+
+/// [`analyze_file`], connections ended by `timeouts`.
+pub fn analyze_file_with(
+    path: &Path,
+    signatures: &Signatures,
+    filter: &Filter,
+    timeouts: crate::analyze::flows::Timeouts,
     mut on: impl FnMut(Diagnosed),
 ) -> Result<FileStats, CaptureError> {
-    crate::analyze::file::each_connection(path, |flow| {
+    crate::analyze::file::each_connection_with(path, timeouts, |flow| {
         let c = Diagnosed {
             diagnosis: signatures.diagnose(&flow),
             flow,

@@ -15,7 +15,7 @@ use std::sync::mpsc;
 use serde::{Serialize, Serializer};
 
 use super::PacketRecord;
-use super::flows::{FlowFacts, FlowTable};
+use super::flows::{FlowFacts, FlowTable, Timeouts};
 use crate::capture::{CaptureError, PcapReader};
 use crate::tcp::PerSide;
 use crate::wire::{self, Frame, Skipped};
@@ -85,8 +85,14 @@ enum Read {
 /// A file that cannot be opened, or whose link type cannot be decoded, is
 /// an error; a file that breaks off part-way is read up to the break, which
 /// [`FileStats::stopped`] names.
-pub fn each_connection(
+pub fn each_connection(path: &Path, on: impl FnMut(FlowFacts)) -> Result<FileStats, CaptureError> {
+    each_connection_with(path, Timeouts::Teardown, on)
+}
+
+/// [`each_connection`], connections ended by `timeouts`.
+pub fn each_connection_with(
     path: &Path,
+    timeouts: Timeouts,
     mut on: impl FnMut(FlowFacts),
 ) -> Result<FileStats, CaptureError> {
     let reader = PcapReader::open(path)?;
@@ -98,7 +104,7 @@ pub fn each_connection(
         });
     }
     let mut stats = FileStats::default();
-    let mut table = FlowTable::new();
+    let mut table = FlowTable::with(timeouts);
     let mut handed = 0u64;
     let mut hand_out = |f: FlowFacts| {
         handed += 1;

@@ -205,9 +205,52 @@ impl Flow {
     }
 }
 
+/// How long a connection of a capture waits for more segments before a
+/// segment on its 4-tuple starts a new one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Timeouts {
+    /// teardown's: a connection lasts until a SYN starts a new one on its
+    /// 4-tuple; over on the wire, it waits [`FlowTable::LINGER_US`] for
+    /// late segments (a FIN retransmitted into TIME-WAIT).
+    #[default]
+    Teardown,
+    /// Zeek's defaults, so conn.log lines up with Zeek's own: an
+    /// unanswered attempt ends 5 s after its first segment
+    /// (`tcp_attempt_delay`), a connection over on the wire 5 s after its
+    /// last segment (`tcp_close_delay`, `tcp_reset_delay`), any connection
+    /// after 5 min without a segment (`tcp_inactivity_timeout`).
+    Zeek,
+}
+
+impl Timeouts {
+    const ZEEK_DELAY_US: i64 = 5_000_000;
+    const ZEEK_INACTIVITY_US: i64 = 300_000_000;
+
+    /// How long a connection over on the wire stays for late segments.
+    fn linger_us(self) -> i64 {
+        match self {
+            Timeouts::Teardown => FlowTable::LINGER_US,
+            Timeouts::Zeek => Timeouts::ZEEK_DELAY_US,
+        }
+    }
+
+    /// Whether `flow` is over by the time a segment comes at `t_us`.
+    fn expired(self, flow: &Flow, t_us: i64) -> bool {
+        if self == Timeouts::Teardown {
+            return false;
+        }
+        let idle = t_us - flow.last_us;
+        let attempt = flow.packets.server == 0 && !flow.began_before_capture;
+        idle > Timeouts::ZEEK_INACTIVITY_US
+            || (flow.ended_us.is_some() && idle > Timeouts::ZEEK_DELAY_US)
+            || (attempt && t_us - flow.first_us > Timeouts::ZEEK_DELAY_US)
+    }
+}
+
 /// The connections of a capture, folded in segment by segment.
 #[derive(Default)]
 pub struct FlowTable {
+    timeouts: Timeouts,
     /// Boxed: a flow is large, and the table moves its values when it
     /// grows (and keeps empty slots of their size). foldhash, not SipHash:
     /// this is looked up for every packet, and its seed is random per
@@ -230,6 +273,14 @@ impl FlowTable {
         FlowTable::default()
     }
 
+    /// A table that ends connections by `timeouts`.
+    pub fn with(timeouts: Timeouts) -> FlowTable {
+        FlowTable {
+            timeouts,
+            ..FlowTable::default()
+        }
+    }
+
     /// Connections in the table now (for memory accounting).
     pub fn len(&self) -> usize {
         self.active.len()
@@ -245,7 +296,11 @@ impl FlowTable {
         self.now_us = self.now_us.max(seg.ts_us);
         let key = Key::of(seg);
         let syn_only = seg.flags.syn() && !seg.flags.ack();
-        let reused = syn_only && self.active.get(&key).is_some_and(|f| f.replaced_by(seg));
+        let timeouts = self.timeouts;
+        let reused = self
+            .active
+            .get(&key)
+            .is_some_and(|f| (syn_only && f.replaced_by(seg)) || timeouts.expired(f, seg.ts_us));
         if reused {
             let old = self.active.remove(&key).expect("checked above");
             out(old.finish());
@@ -269,7 +324,7 @@ impl FlowTable {
     /// Hands out connections that ended more than [`Self::LINGER_US`] ago.
     fn expire(&mut self, out: &mut impl FnMut(FlowFacts)) {
         while let Some(&(t, key, index)) = self.ended.front() {
-            if self.now_us - t < Self::LINGER_US {
+            if self.now_us - t < self.timeouts.linger_us() {
                 break;
             }
             self.ended.pop_front();
@@ -300,7 +355,12 @@ impl FlowTable {
 
 /// All connections of `segments`, in capture order.
 pub fn split(segments: &[Segment]) -> Vec<FlowFacts> {
-    let mut table = FlowTable::new();
+    split_with(segments, Timeouts::Teardown)
+}
+
+/// [`split`], connections ended by `timeouts`.
+pub fn split_with(segments: &[Segment], timeouts: Timeouts) -> Vec<FlowFacts> {
+    let mut table = FlowTable::with(timeouts);
     let mut flows = Vec::new();
     for s in segments {
         table.push(s, &mut |f| flows.push(f));
@@ -569,6 +629,31 @@ mod tests {
             assert_eq!(f.wire.conn_state, "REJ");
             assert_eq!(f.wire.history, "Sr");
         }
+    }
+
+    /// Zeek's timeouts: SYNs unanswered for more than 5 s, and segments 5 s
+    /// after a reset, start new connections; teardown's own keep them.
+    #[test]
+    fn zeeks_timeouts_split_where_zeek_splits() {
+        let s = 1_000_000;
+        let mut segs = vec![
+            seg(0, C, S, "S", 100, 0, 0),
+            seg(s, C, S, "S", 100, 0, 0),
+            seg(3 * s, C, S, "S", 100, 0, 0),
+            seg(7 * s, C, S, "S", 100, 0, 0),
+        ];
+        let ours = split(&segs);
+        assert_eq!(ours.len(), 1);
+        let zeek = split_with(&segs, Timeouts::Zeek);
+        assert_eq!(zeek.len(), 2, "{zeek:#?}");
+        assert_eq!(zeek[0].packets.client, 3);
+        assert!(zeek.iter().all(|f| f.wire.conn_state == "S0"));
+        // A late ACK 10 s after a reset.
+        segs = conn(0, 100)[..4].to_vec();
+        segs.push(seg(5, S, C, "R.", 901, 111, 0));
+        segs.push(seg(10 * s, C, S, ".", 111, 901, 0));
+        assert_eq!(split(&segs).len(), 1);
+        assert_eq!(split_with(&segs, Timeouts::Zeek).len(), 2);
     }
 
     /// The first packet a FIN from port 80: port 80 is the responder's.

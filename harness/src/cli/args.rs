@@ -147,6 +147,11 @@ pub struct AnalyzeArgs {
     /// Connections the table lists one by one (its summary counts them all).
     #[arg(long, default_value_t = 20)]
     pub limit: usize,
+    /// End connections by Zeek's default timeouts (an unanswered attempt
+    /// after 5 s, a closed or reset one 5 s after its last segment, any
+    /// after 5 min idle), so the connections line up with Zeek's conn.log.
+    #[arg(long)]
+    pub zeek_timeouts: bool,
 }
 
 /// How `analyze` prints.

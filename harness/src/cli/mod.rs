@@ -502,11 +502,17 @@ fn analyze(a: args::AnalyzeArgs, color: ColorChoice) -> Result<i32, CliError> {
     );
     let mut out = Streamed::stdout();
     out.say(&head);
-    let stats = diagnosis::analyze_file(&a.pcap, diagnosis::embedded(), &filter, |c| {
-        if let Some(text) = printer.add(c) {
-            out.say(&text);
-        }
-    })?;
+    let timeouts = if a.zeek_timeouts {
+        crate::analyze::flows::Timeouts::Zeek
+    } else {
+        crate::analyze::flows::Timeouts::Teardown
+    };
+    let stats =
+        diagnosis::analyze_file_with(&a.pcap, diagnosis::embedded(), &filter, timeouts, |c| {
+            if let Some(text) = printer.add(c) {
+                out.say(&text);
+            }
+        })?;
     out.say(&printer.finish(&stats));
     drop(out);
     let (undecoded, other) = stats.skipped_text();
