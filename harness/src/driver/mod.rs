@@ -882,67 +882,32 @@ impl Driver<'_, '_> {
         }
     }
 
-    /// `connect()`. A blocking connect blocks in the kernel until the
-    /// handshake ends, which can take minutes; so it is made non-blocking
-    /// and waited for with poll, bounded by the step's deadline, and its
-    /// record says what the blocking call would have returned (or that the
-    /// bound ran out first). A non-blocking connect reports EINPROGRESS as
-    /// the application sees it; its outcome, waited for the same way, is
-    /// its `so_error`.
+    /// `connect()`. A blocking connect is a blocking connect(2): after a
+    /// failure the kernel leaves the socket as the application's blocking
+    /// call would (not connected, ready to connect again), which a
+    /// non-blocking connect does not. It is bounded by the step's deadline
+    /// through SO_SNDTIMEO, which Linux applies to connect: set for the
+    /// call and put back after it; when it runs out the call returns
+    /// EINPROGRESS and the record says the bound ran out first. A
+    /// non-blocking connect reports EINPROGRESS as the application sees
+    /// it; its outcome, waited for with poll, is its `so_error`.
     fn connect(&mut self, actor: Actor, fd: RawFd, deadline: Instant) -> CallResult {
         let app_nonblocking = calls::is_nonblocking(fd);
         let sock = &self.sockets[&actor];
-        if !app_nonblocking {
-            if let Err(e) = sock.set_nonblocking(true) {
-                return io_result(&e);
-            }
-        }
-        let mut r = match sock.connect(&SockAddr::from(self.ends.server)) {
-            Ok(()) => CallResult::ok(0),
-            Err(e) => io_result(&e),
-        };
-        if r.errno.as_deref() == Some("EINPROGRESS") {
-            let ready = calls::wait_ready(fd, libc::POLLOUT, deadline);
-            let outcome = if ready.timed_out {
-                None
+        let server = SockAddr::from(self.ends.server);
+        let mut r = if app_nonblocking {
+            let r = match sock.connect(&server) {
+                Ok(()) => CallResult::ok(0),
+                Err(e) => io_result(&e),
+            };
+            if r.errno.as_deref() == Some("EINPROGRESS") {
+                nonblocking_outcome(sock, fd, r, deadline)
             } else {
-                Some(match sock.take_error() {
-                    Ok(None) => None,
-                    Ok(Some(e)) | Err(e) => io_result(&e).errno,
-                })
-            };
-            r = match (app_nonblocking, outcome) {
-                // Still connecting when the bound ran out.
-                (_, None) => CallResult {
-                    ret: app_nonblocking.then_some(-1),
-                    errno: app_nonblocking.then(|| "EINPROGRESS".to_string()),
-                    timed_out: true,
-                    note: Some(
-                        "the handshake had not finished when the step's bound ran out".into(),
-                    ),
-                    ..Default::default()
-                },
-                (true, Some(err)) => CallResult {
-                    so_error: Some(err.clone().unwrap_or_else(|| "0".into())),
-                    note: Some(match err {
-                        Some(e) => format!("connect failed later: SO_ERROR {e}"),
-                        None => "connected".into(),
-                    }),
-                    ..r
-                },
-                (false, Some(None)) => CallResult::ok(0),
-                (false, Some(Some(e))) => CallResult {
-                    ret: Some(-1),
-                    errno: Some(e),
-                    ..Default::default()
-                },
-            };
-        }
-        if !app_nonblocking {
-            if let Err(e) = sock.set_nonblocking(false) {
-                return io_result(&e);
+                r
             }
-        }
+        } else {
+            blocking_connect(sock, &server, deadline)
+        };
         if let Some(addr) = sock.local_addr().ok().and_then(|a| a.as_socket()) {
             if addr.port() != 0 {
                 // The port the stack chose (or the one bound): an observation.
@@ -1180,6 +1145,68 @@ fn fd_call(
             "`{}` needs the driver, not just a descriptor",
             call.verb().name()
         )),
+    }
+}
+
+/// A blocking connect(2), bounded by SO_SNDTIMEO (the socket's own value
+/// put back after the call).
+fn blocking_connect(sock: &Socket, server: &SockAddr, deadline: Instant) -> CallResult {
+    let previous = match sock.write_timeout() {
+        Ok(t) => t,
+        Err(e) => return io_result(&e),
+    };
+    // A zero timeout means none: the shortest bound is a millisecond.
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(1));
+    if let Err(e) = sock.set_write_timeout(Some(left)) {
+        return io_result(&e);
+    }
+    let outcome = sock.connect(server);
+    let restored = sock.set_write_timeout(previous);
+    let r = match outcome {
+        Ok(()) => CallResult::ok(0),
+        // The bound, not the application's, ran out: the handshake goes on
+        // in the kernel.
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => CallResult {
+            timed_out: true,
+            note: Some("the handshake had not finished when the step's bound ran out".into()),
+            ..Default::default()
+        },
+        Err(e) => io_result(&e),
+    };
+    match restored {
+        Ok(()) => r,
+        Err(e) => CallResult::harness_error(format!(
+            "putting back the socket's SO_SNDTIMEO after connect: {e}"
+        )),
+    }
+}
+
+/// Waits, bounded, for a non-blocking connect that returned EINPROGRESS
+/// (`r`), and reads its outcome from SO_ERROR.
+fn nonblocking_outcome(sock: &Socket, fd: RawFd, r: CallResult, deadline: Instant) -> CallResult {
+    let ready = calls::wait_ready(fd, libc::POLLOUT, deadline);
+    if ready.timed_out {
+        return CallResult {
+            ret: Some(-1),
+            errno: Some("EINPROGRESS".to_string()),
+            timed_out: true,
+            note: Some("the handshake had not finished when the step's bound ran out".into()),
+            ..Default::default()
+        };
+    }
+    let err = match sock.take_error() {
+        Ok(None) => None,
+        Ok(Some(e)) | Err(e) => io_result(&e).errno,
+    };
+    CallResult {
+        so_error: Some(err.clone().unwrap_or_else(|| "0".into())),
+        note: Some(match err {
+            Some(e) => format!("connect failed later: SO_ERROR {e}"),
+            None => "connected".into(),
+        }),
+        ..r
     }
 }
 
