@@ -55,11 +55,17 @@ pub const MTU: u32 = 1500;
 /// forwards has lost at least one hop, so this marks the router's own.
 pub const ROUTER_HOP_LIMIT: u8 = 255;
 
-/// How long an address may take to become usable.
-const READY_BOUND: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long the path through the router may take to work. Setup is outside
+/// a case's timeline, and the kernel's link work is serialised with every
+/// namespace being destroyed on the machine (measured: up to 11 s for some
+/// of 100 benches built at once while the previous 100 were going).
+const READY_BOUND: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// The interface index of each link's end (requested, so no lookup is needed).
-const HOST_IFINDEX: u32 = 2;
+/// The interface index of each host's end (requested, so no lookup is
+/// needed). It differs from both router ends' (2 and 3): a veth end whose
+/// index equals its peer's has its carrier changes handled by the kernel's
+/// link watch only after a delay of up to a second, and IPv6 waits for them.
+const HOST_IFINDEX: u32 = 4;
 
 /// A built bench. The calling thread stays in the router namespace; host
 /// work runs inside [`Bench::on`].
@@ -101,14 +107,23 @@ fn link(side: Side) -> Link {
 /// A host's address on the bench (`router` false) or the router's on that
 /// host's link.
 pub fn address(side: Side, v6: bool, router: bool) -> IpAddr {
-    let l = link(side);
-    let host = if router { 1 } else { 2 };
     if v6 {
-        IpAddr::V6(Ipv6Addr::new(0x2001, 2, 0, u16::from(l.net), 0, 0, 0, host))
+        IpAddr::V6(address6(side, router))
     } else {
         // 198.18.0.0/24 for the client link, 198.19.0.0/24 for the server's.
-        IpAddr::V4(Ipv4Addr::new(198, 17 + l.net, 0, host as u8))
+        IpAddr::V4(Ipv4Addr::new(
+            198,
+            17 + link(side).net,
+            0,
+            1 + u8::from(!router),
+        ))
     }
+}
+
+/// [`address`] in IPv6: 2001:2:0:1::/64 for the client link, :2:: for the server's.
+fn address6(side: Side, router: bool) -> Ipv6Addr {
+    let host = 1 + u16::from(!router);
+    Ipv6Addr::new(0x2001, 2, 0, u16::from(link(side).net), 0, 0, 0, host)
 }
 
 fn setup(what: impl std::fmt::Display) -> SandboxError {
@@ -136,6 +151,10 @@ fn write(name: &str, value: &str) -> Result<(), SandboxError> {
 fn quiet_ipv6() -> Result<(), SandboxError> {
     // New interfaces start without IPv6; `build` turns it on per link.
     write("net.ipv6.conf.default.disable_ipv6", "1")?;
+    // No link-local addresses: nothing on the bench uses them (neighbours
+    // are static), and each costs kernel link work that serialises with
+    // every other namespace's.
+    write("net.ipv6.conf.default.addr_gen_mode", "1")?;
     for scope in ["all", "default"] {
         write(&format!("net.ipv6.conf.{scope}.accept_dad"), "0")?;
         write(&format!("net.ipv6.conf.{scope}.router_solicitations"), "0")?;
@@ -181,7 +200,7 @@ impl Bench {
             rtnl.address(l.router_index, address(side, false, true))?;
             rtnl.neighbour(l.router_index, address(side, false, false), l.host_mac)?;
             offloads_off(l.router_if, &mut offloads)?;
-            rtnl.up(l.router_index)?;
+            rtnl.set_up(l.router_index, true)?;
         }
         let mut bench = Bench {
             router,
@@ -203,7 +222,7 @@ impl Bench {
                 rtnl.neighbour(HOST_IFINDEX, address(side, false, true), l.router_mac)?;
                 let mut offloads = BTreeMap::new();
                 offloads_off("eth0", &mut offloads)?;
-                rtnl.up(HOST_IFINDEX)?;
+                rtnl.set_up(HOST_IFINDEX, true)?;
                 rtnl.default_route(HOST_IFINDEX, address(side, false, true))?;
                 Ok(offloads)
             })??;
@@ -214,20 +233,14 @@ impl Bench {
         for side in [Side::Client, Side::Server] {
             let l = link(side);
             write(&format!("net.ipv6.conf.{}.disable_ipv6", l.router_if), "0")?;
-            rtnl.address(l.router_index, address(side, true, true))?;
+            rtnl.address6(l.router_index, address6(side, true))?;
             rtnl.neighbour(l.router_index, address(side, true, false), l.host_mac)?;
             bench.on(side, || -> Result<(), SandboxError> {
                 let mut rtnl = Rtnl::open()?;
                 write("net.ipv6.conf.eth0.disable_ipv6", "0")?;
-                rtnl.address(HOST_IFINDEX, address(side, true, false))?;
+                rtnl.address6(HOST_IFINDEX, address6(side, false))?;
                 rtnl.neighbour(HOST_IFINDEX, address(side, true, true), l.router_mac)?;
                 rtnl.default_route(HOST_IFINDEX, address(side, true, true))
-            })??;
-        }
-        for side in [Side::Client, Side::Server] {
-            rtnl.await_local(address(side, true, true))?;
-            bench.on(side, || {
-                Rtnl::open()?.await_local(address(side, true, false))
             })??;
         }
         for v6 in [false, true] {
@@ -237,10 +250,12 @@ impl Bench {
     }
 
     /// Waits, bounded, until a datagram crosses the router each way between
-    /// the hosts. Everything is configured by now, but IPv6 takes a moment
-    /// more to forward (seen: a SYN sent right after setup discarded on the
-    /// router's way out); a case must not start before its path works.
-    /// Nothing is captured yet, so the probe is in no case's trace.
+    /// the hosts. Everything is configured by now, but a veth end opened
+    /// before its peer forwards only once the kernel's link watch has seen
+    /// its carrier (until then its queue discards what it is given: seen, a
+    /// SYN sent right after setup lost on the router's way out); a case must
+    /// not start before its path works. Nothing is captured yet, so the
+    /// probe is in no case's trace.
     fn await_path(&self, v6: bool) -> Result<(), SandboxError> {
         use std::net::{SocketAddr, UdpSocket};
         let open = |side: Side| -> Result<UdpSocket, SandboxError> {
@@ -370,7 +385,12 @@ impl Rtnl {
             }
             return match reply.payload {
                 NetlinkPayload::Error(e) if e.code.is_some() => {
-                    Err(setup(format!("{what}: {}", e.to_io())))
+                    let e = e.to_io();
+                    if e.raw_os_error() == Some(libc::EEXIST) && flags & NLM_F_EXCL == 0 {
+                        // Asked to create without NLM_F_EXCL: there already.
+                        return Ok(None);
+                    }
+                    Err(setup(format!("{what}: {e}")))
                 }
                 NetlinkPayload::InnerMessage(m) => Ok(Some(m)),
                 _ => Ok(None),
@@ -406,50 +426,21 @@ impl Rtnl {
         )
     }
 
-    /// Whether packets to `ip` are delivered here (its local route is in).
-    fn is_local(&mut self, ip: IpAddr) -> Result<bool, SandboxError> {
-        let mut msg = RouteMessage::default();
-        msg.header.address_family = family(ip);
-        msg.header.destination_prefix_length = if ip.is_ipv6() { 128 } else { 32 };
-        msg.attributes = vec![RouteAttribute::Destination(match ip {
-            IpAddr::V4(a) => RouteAddress::Inet(a),
-            IpAddr::V6(a) => RouteAddress::Inet6(a),
-        })];
-        let reply = self.exchange("looking up a route", RouteNetlinkMessage::GetRoute(msg), 0);
-        Ok(matches!(
-            reply,
-            Ok(Some(RouteNetlinkMessage::NewRoute(r))) if r.header.kind == RouteType::Local
-        ))
-    }
-
-    /// Waits, bounded, until `ip` is local here. An IPv6 address is in
-    /// place when it is added, but its local route comes later, from the
-    /// kernel's address work queue (even without duplicate address
-    /// detection). A packet sent to or from it before then can leave the
-    /// path broken for seconds (seen: the probe below failing for 5 s in a
-    /// few of 160 benches built at once, when it did not wait for this).
-    fn await_local(&mut self, ip: IpAddr) -> Result<(), SandboxError> {
-        let deadline = std::time::Instant::now() + READY_BOUND;
-        let mut pause = std::time::Duration::from_micros(50);
-        while !self.is_local(ip)? {
-            if std::time::Instant::now() >= deadline {
-                return Err(setup(format!(
-                    "{ip} was not ready within {} ms",
-                    READY_BOUND.as_millis()
-                )));
-            }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(std::time::Duration::from_millis(5));
-        }
-        Ok(())
-    }
-
-    fn up(&mut self, index: u32) -> Result<(), SandboxError> {
+    fn set_up(&mut self, index: u32, up: bool) -> Result<(), SandboxError> {
         let mut msg = LinkMessage::default();
         msg.header.index = index;
-        msg.header.flags = LinkFlags::Up;
+        msg.header.flags = if up {
+            LinkFlags::Up
+        } else {
+            LinkFlags::empty()
+        };
         msg.header.change_mask = LinkFlags::Up;
-        self.request("bringing a link up", RouteNetlinkMessage::SetLink(msg), 0)
+        let what = if up {
+            "bringing a link up"
+        } else {
+            "taking a link down"
+        };
+        self.request(what, RouteNetlinkMessage::SetLink(msg), 0)
     }
 
     fn address(&mut self, index: u32, ip: IpAddr) -> Result<(), SandboxError> {
@@ -486,6 +477,38 @@ impl Rtnl {
             "adding a neighbour",
             RouteNetlinkMessage::NewNeighbour(msg),
             NLM_F_CREATE | NLM_F_EXCL,
+        )
+    }
+
+    /// An IPv6 address, and the local route that delivers packets to it.
+    ///
+    /// The kernel adds that route itself, but later: from its address work
+    /// queue, once its link watch has seen the link up, both behind the one
+    /// lock every namespace's setup and teardown on the machine takes
+    /// (measured: 2 to 33 s for most of 100 benches built while the
+    /// previous 100 were being destroyed). Until then the address is
+    /// assigned (no duplicate address detection, so not tentative) but
+    /// nothing addressed to it arrives. The route is the one the kernel
+    /// would add (table local, type local, this link); when the kernel's
+    /// own comes it finds it there and keeps it.
+    fn address6(&mut self, index: u32, ip: Ipv6Addr) -> Result<(), SandboxError> {
+        self.address(index, IpAddr::V6(ip))?;
+        let mut msg = RouteMessage::default();
+        msg.header.address_family = AddressFamily::Inet6;
+        msg.header.destination_prefix_length = 128;
+        msg.header.table = 255; // RT_TABLE_LOCAL
+        msg.header.protocol = RouteProtocol::Kernel;
+        msg.header.scope = RouteScope::Host;
+        msg.header.kind = RouteType::Local;
+        msg.attributes = vec![
+            RouteAttribute::Destination(RouteAddress::Inet6(ip)),
+            RouteAttribute::Oif(index),
+        ];
+        // Without NLM_F_EXCL: if the kernel's route is in already, fine.
+        self.request(
+            "adding an address's local route",
+            RouteNetlinkMessage::NewRoute(msg),
+            NLM_F_CREATE,
         )
     }
 
