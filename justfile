@@ -191,6 +191,7 @@ bench: (deps "libpcap-dev" "pkg-config" "nftables" "tshark" "tcptrace") runsc
 signatures: build
     {{bin}} signatures reports/baseline/linux.json reports/stacks/*.json
 
-# Regenerate the committed JSON Schema of the report
+# Regenerate the committed JSON Schemas: the report and the agent protocol
 schema: build
     {{bin}} schema > harness/schema/report.schema.json
+    {{bin}} schema --agent > harness/schema/agent.schema.json

@@ -86,13 +86,14 @@ fn main() {
         stack: stack.clone(),
         expected_ms: expected_ms.clone(),
         bench: false,
+        hosts: Default::default(),
     };
 
     println!(
         "teardown bench on {} ({} CPUs), kernel {}",
         std::env::consts::ARCH,
         num_cpus(),
-        runner::host(&stack, false).kernel
+        runner::host(&stack, None).kernel
     );
 
     // 1. latency, one case at a time
@@ -245,6 +246,7 @@ fn main() {
         stack: s.clone(),
         expected_ms: Default::default(),
         bench: false,
+        hosts: Default::default(),
     };
     let [libpcap, raw] = interleaved(&case, [with(&stack), with(&raw_stack)], &reaper);
     reaper.wait();
@@ -410,6 +412,7 @@ fn main() {
         stack: stack.clone(),
         expected_ms: Default::default(),
         bench,
+        hosts: Default::default(),
     };
     let [lo, be] = interleaved(&case, [on(false), on(true)], &reaper);
     reaper.wait();

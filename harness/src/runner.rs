@@ -13,12 +13,13 @@ pub mod interrupt;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex};
-use std::time::{Instant, SystemTime};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::analyze;
 use crate::capture::{self, Capture, Reaper};
-use crate::driver::{self, DriverOutput, Instruments};
+use crate::driver::agent::client::AgentClient;
+use crate::driver::{self, DriverOutput, Endpoint, Instruments};
 use crate::fault::Firewall;
 use crate::observe::Observer;
 use crate::outcome::{self, Outcome};
@@ -26,7 +27,7 @@ use crate::report::{self, BenchHosts, CaseReport, Host, Report, Summary, Timing,
 use crate::sandbox::{self, Hosts, Namespace, SandboxError};
 use crate::scenario::{Case, Link};
 use crate::stack::{self, CounterScope, Stack};
-use crate::tcp::Side;
+use crate::tcp::{PerSide, Side};
 use crate::verdict::{self, Verdict};
 use crate::wire;
 
@@ -48,6 +49,48 @@ pub struct RunOptions {
     /// router that holds the capture and the fault rules) instead of on
     /// one namespace's loopback.
     pub bench: bool,
+    /// What each bench host runs, and how the driver reaches it.
+    pub hosts: PerSide<HostStack>,
+}
+
+/// What a bench host runs, and how its calls are made.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum HostStack {
+    /// This kernel in the host's namespace, its calls made in-process.
+    #[default]
+    Linux,
+    /// This kernel in the host's namespace, its calls made by a `teardown
+    /// agent` process started there: the agent protocol end to end.
+    LinuxAgent,
+}
+
+impl HostStack {
+    /// Whether the host's calls go through an agent.
+    pub fn is_agent(&self) -> bool {
+        !matches!(self, HostStack::Linux)
+    }
+}
+
+/// How long an agent may take to start and say hello.
+const AGENT_START: Duration = Duration::from_secs(10);
+
+/// Starts `side`'s agent on its host, if it has one.
+fn endpoint(hosts: &Hosts, side: Side, stack: &HostStack) -> Result<Endpoint, String> {
+    let what = format!("the {side} host's agent");
+    match stack {
+        HostStack::Linux => Ok(Endpoint::InProcess),
+        HostStack::LinuxAgent => {
+            let exe = driver::agent::client::agent_program().map_err(|e| format!("{what}: {e}"))?;
+            let mut cmd = std::process::Command::new(exe);
+            cmd.arg("agent");
+            // A child forked on the host's thread shares the host's namespace.
+            let client = hosts
+                .on(side, || AgentClient::spawn(cmd, what, AGENT_START))
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+            Ok(Endpoint::Agent(Arc::new(client)))
+        }
+    }
 }
 
 impl RunOptions {
@@ -185,21 +228,32 @@ pub fn check_privileges() -> Result<(), SandboxError> {
 }
 
 /// The host facts every report carries.
-pub fn host(stack: &Stack, bench: bool) -> Host {
+pub fn host(stack: &Stack, bench: Option<&PerSide<HostStack>>) -> Host {
     Host {
         os: std::env::consts::OS.to_string(),
         kernel: sandbox::kernel_release(),
         arch: std::env::consts::ARCH.to_string(),
         stack: stack.info(),
         sysctls: sandbox::teardown_sysctls(),
-        bench: bench.then(|| {
-            let (link, link_unobserved) = match probe_bench() {
-                Ok(l) => (Some(l), None),
-                Err(e) => (None, Some(e)),
+        bench: bench.map(|hosts| {
+            let (link, link_unobserved, hellos) = match probe_bench(hosts) {
+                Ok((l, h)) => (Some(l), None, h),
+                Err(e) => (None, Some(e), PerSide::default()),
+            };
+            let info = |side: Side| {
+                let mut info = stack.info();
+                if let Some(h) = &hellos[side] {
+                    info.name = h.stack.clone();
+                    info.version = h.stack_version.clone();
+                    info.states = h.states.name().to_string();
+                    info.detected_by = format!("the agent's hello ({} on {})", h.agent, h.os);
+                    info.agent = Some(format!("{}, protocol {}", h.agent, h.protocol));
+                }
+                info
             };
             BenchHosts {
-                client: stack.info(),
-                server: stack.info(),
+                client: info(Side::Client),
+                server: info(Side::Server),
                 link,
                 link_unobserved,
             }
@@ -207,15 +261,25 @@ pub fn host(stack: &Stack, bench: bool) -> Host {
     }
 }
 
-/// The links of a bench built for the record, on a thread of its own (the
-/// bench and its namespaces go when the thread ends).
-fn probe_bench() -> Result<sandbox::LinkReport, String> {
+/// The links of a bench built for the record, and what each host's agent
+/// says of itself, on a thread of its own (the bench and its namespaces go
+/// when the thread ends).
+fn probe_bench(
+    stacks: &PerSide<HostStack>,
+) -> Result<(sandbox::LinkReport, PerSide<Option<driver::agent::Hello>>), String> {
     std::thread::scope(|s| {
         s.spawn(|| {
             let ns = sandbox::enter_fresh_namespace().map_err(|e| e.to_string())?;
-            sandbox::bench::Bench::build(&ns)
-                .map(|b| b.link.clone())
-                .map_err(|e| e.to_string())
+            let bench = sandbox::bench::Bench::build(&ns).map_err(|e| e.to_string())?;
+            let link = bench.link.clone();
+            let hosts = Hosts::Bench(bench);
+            let mut hellos = PerSide::default();
+            for side in Side::BOTH {
+                if let Endpoint::Agent(a) = endpoint(&hosts, side, &stacks[side])? {
+                    hellos[side] = Some(a.hello().clone());
+                }
+            }
+            Ok((link, hellos))
         })
         .join()
         .unwrap_or_else(|_| Err("building a bench panicked".into()))
@@ -276,7 +340,7 @@ pub fn run_all(
             name: "teardown".into(),
             version: env!("CARGO_PKG_VERSION").into(),
         },
-        host: host(&opts.stack, opts.bench),
+        host: host(&opts.stack, opts.bench.then_some(&opts.hosts)),
         started_at: report::rfc3339(started),
         duration_ms: ms_since(t),
         run_id: opts.run_id.clone(),
@@ -394,6 +458,18 @@ fn run_case_here(case: &Case, opts: &RunOptions, reaper: &Reaper) -> CaseReport 
             sysctls
         })
         .unwrap_or_default();
+    let endpoints = if hosts.is_bench() {
+        let made = (
+            endpoint(&hosts, Side::Client, &opts.hosts[Side::Client]),
+            endpoint(&hosts, Side::Server, &opts.hosts[Side::Server]),
+        );
+        match made {
+            (Ok(c), Ok(s)) => PerSide::new(c, s),
+            (Err(e), _) | (_, Err(e)) => return stopped(case, Stopped::Error(vec![e])),
+        }
+    } else {
+        PerSide::default()
+    };
     let sandbox_ms = ms_since(phase);
     let phase = Instant::now();
     let buffer = capture::buffer_for(case.connections());
@@ -406,7 +482,11 @@ fn run_case_here(case: &Case, opts: &RunOptions, reaper: &Reaper) -> CaseReport 
         Ok(c) => c,
         Err(e) => return stopped(case, Stopped::Error(vec![e.to_string()])),
     };
-    let mut observer = match Observer::open(&ns, &hosts, case.family, opts.stack.states) {
+    let by_agent = PerSide::new(
+        endpoints.client.agent().is_some(),
+        endpoints.server.agent().is_some(),
+    );
+    let mut observer = match Observer::open(&ns, &hosts, case.family, opts.stack.states, by_agent) {
         Ok(o) => o,
         Err(e) => return stopped(case, Stopped::Error(vec![e.to_string()])),
     };
@@ -419,6 +499,7 @@ fn run_case_here(case: &Case, opts: &RunOptions, reaper: &Reaper) -> CaseReport 
     let mut firewall = Firewall::new(&ns, &hosts);
     let mut io = Instruments {
         hosts: &hosts,
+        endpoints: &endpoints,
         capture: &mut capture,
         observer: &mut observer,
         firewall: &mut firewall,
@@ -440,6 +521,7 @@ fn run_case_here(case: &Case, opts: &RunOptions, reaper: &Reaper) -> CaseReport 
     let captured = capture.finish(reaper).map_err(|e| e.to_string());
     // Only now may leftover sockets close: their FIN/RST is not part of the case.
     drop(open_sockets);
+    drop(endpoints);
 
     let mut capture_file = None;
     let mut findings = Vec::new();
@@ -677,6 +759,7 @@ mod tests {
             stack,
             expected_ms: Default::default(),
             bench: false,
+            hosts: Default::default(),
         }
     }
 

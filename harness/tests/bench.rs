@@ -10,7 +10,10 @@
 //!   changes (listed in `LINK_FACTS`, each with why);
 //! - tshark reads the same segments from every capture, and every address
 //!   in them is from the benchmarking ranges;
-//! - the report names the bench: each side's stack, the MTU, the offloads.
+//! - the report names the bench: each side's stack, the MTU, the offloads;
+//! - with each host's calls made by a `teardown agent` in its namespace
+//!   (the agent protocol end to end), the same cases pass with the same
+//!   behaviour facts, and the report names the agents.
 
 mod common;
 
@@ -20,9 +23,10 @@ use std::sync::atomic::AtomicBool;
 
 use teardown::capture::CaptureBackend;
 use teardown::report::Report;
-use teardown::runner::{self, RunOptions};
+use teardown::runner::{self, HostStack, RunOptions};
 use teardown::scenario::Case;
 use teardown::stack::Stack;
+use teardown::tcp::PerSide;
 use teardown::verdict::Status;
 
 const SCENARIOS: &[&str] = &[
@@ -44,8 +48,12 @@ const LINK_FACTS: &[(&str, &str, &str)] = &[(
 )];
 
 fn cases() -> Vec<Case> {
+    load(SCENARIOS)
+}
+
+fn load(scenarios: &[&str]) -> Vec<Case> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
-    let paths: Vec<PathBuf> = SCENARIOS
+    let paths: Vec<PathBuf> = scenarios
         .iter()
         .map(|s| dir.join(format!("{s}.toml")))
         .collect();
@@ -53,6 +61,16 @@ fn cases() -> Vec<Case> {
 }
 
 fn run(bench: bool, capture: CaptureBackend, dir: Option<PathBuf>) -> Report {
+    run_on(&cases(), bench, PerSide::default(), capture, dir)
+}
+
+fn run_on(
+    cases: &[Case],
+    bench: bool,
+    hosts: PerSide<HostStack>,
+    capture: CaptureBackend,
+    dir: Option<PathBuf>,
+) -> Report {
     if let Err(e) = runner::check_privileges() {
         panic!("the bench runs real sockets in network namespaces: {e}");
     }
@@ -65,8 +83,9 @@ fn run(bench: bool, capture: CaptureBackend, dir: Option<PathBuf>) -> Report {
         stack,
         expected_ms: Default::default(),
         bench,
+        hosts,
     };
-    runner::run_all(&cases(), &opts, &AtomicBool::new(false), &|_| {})
+    runner::run_all(cases, &opts, &AtomicBool::new(false), &|_| {})
 }
 
 fn not_passed(r: &Report) -> Vec<String> {
@@ -167,4 +186,56 @@ fn behaviour_on_the_bench_equals_loopback_except_what_a_link_changes() {
         explained > 0,
         "tcp_tw_reuse = 2 behaved the same on the bench"
     );
+}
+
+#[test]
+fn agents_at_both_ends_observe_what_the_harness_observes_itself() {
+    // and a group's calls: 1000 connects, accepts and closes at once.
+    let cases = load(&[SCENARIOS, &["close-many-keepalive"]].concat());
+    let agents = PerSide::both(HostStack::LinuxAgent);
+    let by_agent = run_on(&cases, true, agents, CaptureBackend::Libpcap, None);
+    assert!(
+        not_passed(&by_agent).is_empty(),
+        "{:#?}",
+        not_passed(&by_agent)
+    );
+    let bench = by_agent
+        .host
+        .bench
+        .as_ref()
+        .expect("the report names the bench");
+    for info in [&bench.client, &bench.server] {
+        let agent = info.agent.as_deref().expect("the report names the agent");
+        assert!(
+            agent.starts_with("teardown ") && agent.ends_with("protocol 1"),
+            "{agent}"
+        );
+        assert_eq!(info.states, "sock-diag");
+    }
+    let reports = [
+        (
+            "in-process".to_string(),
+            run_on(
+                &cases,
+                true,
+                PerSide::default(),
+                CaptureBackend::Libpcap,
+                None,
+            ),
+        ),
+        ("agents".to_string(), by_agent),
+    ];
+    // Durations within 100 ms count as equal: a group's 1000 closes through
+    // an agent take about 2 x what they take in process (40 ms, 15 ms).
+    let cmp = teardown::compare::compare(&reports, 100.0, false);
+    assert_eq!(cmp.compared, cases.len());
+    let differing: Vec<String> = cmp
+        .differing()
+        .flat_map(|c| {
+            c.differences
+                .iter()
+                .map(move |d| format!("{}: {}: {:?}", c.id, d.field, d.values))
+        })
+        .collect();
+    assert!(differing.is_empty(), "{differing:#?}");
 }

@@ -55,6 +55,7 @@ fn catalogue() -> &'static Run {
             stack: Stack::detect(),
             expected_ms: Default::default(),
             bench: false,
+            hosts: Default::default(),
         };
         let report = runner::run_all(&load_all(), &opts, &AtomicBool::new(false), &|_| {});
         let json = serde_json::to_value(&report).unwrap();
@@ -316,6 +317,7 @@ fn run_first_case(name: &str, text: &str, edit: impl FnOnce(&mut Case)) -> CaseR
         stack: Stack::detect(),
         expected_ms: Default::default(),
         bench: false,
+        hosts: Default::default(),
     };
     runner::run_case(&cases[0], &opts, &Reaper::default())
 }
@@ -598,6 +600,7 @@ fn analyze_names_the_scenario_behind_each_connection_of_a_mixed_capture() {
         stack: Stack::detect(),
         expected_ms: Default::default(),
         bench: false,
+        hosts: Default::default(),
     };
     let report = runner::run_all(&cases, &opts, &AtomicBool::new(false), &|_| {});
     let c = &report.cases[0];

@@ -268,6 +268,7 @@ fn random_sequences_keep_the_invariants() {
         stack: teardown::stack::Stack::detect(),
         expected_ms: Default::default(),
         bench: false,
+        hosts: Default::default(),
     };
     let reaper = Reaper::default();
     let result = check_sequences("random-sequences", cases_from_env(), |seq, text| {

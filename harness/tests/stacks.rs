@@ -56,6 +56,7 @@ fn run_in_process(cases: &[Case], stack: Stack, name: &str) -> Report {
         stack,
         expected_ms: Default::default(),
         bench: false,
+        hosts: Default::default(),
     };
     runner::run_all(cases, &opts, &AtomicBool::new(false), &|_| {})
 }

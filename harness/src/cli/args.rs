@@ -114,8 +114,22 @@ pub enum Command {
         #[arg(long, short = 'o', default_value = "reports/signatures.json")]
         out: PathBuf,
     },
-    /// Print the JSON Schema of the report.
-    Schema,
+    /// Print the JSON Schema of the report (or, with --agent, of the agent
+    /// protocol).
+    Schema {
+        /// The agent protocol's lines instead of the report.
+        #[arg(long)]
+        agent: bool,
+    },
+    /// Be an agent: make the socket calls a harness sends, on this machine's
+    /// stack (protocol version 1, JSON Lines on stdin and stdout; see
+    /// `teardown schema --agent`).
+    Agent {
+        /// Serve harnesses over TCP at this address instead (one session
+        /// per control connection), e.g. 198.18.0.2:7070.
+        #[arg(long, value_name = "ADDR:PORT")]
+        listen: Option<std::net::SocketAddr>,
+    },
     /// Print a shell completion script (e.g. `teardown completions bash >
     /// /etc/bash_completion.d/teardown`).
     Completions {
@@ -233,9 +247,22 @@ pub struct BenchArgs {
 /// A stack a bench host can run.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum BenchStack {
-    /// A Linux network namespace of this kernel.
+    /// A Linux network namespace of this kernel; its calls made by the
+    /// harness itself.
     #[default]
     Linux,
+    /// The same, with its calls made by a `teardown agent` process in the
+    /// host's namespace (the agent protocol end to end).
+    LinuxAgent,
+}
+
+impl From<BenchStack> for crate::runner::HostStack {
+    fn from(s: BenchStack) -> Self {
+        match s {
+            BenchStack::Linux => crate::runner::HostStack::Linux,
+            BenchStack::LinuxAgent => crate::runner::HostStack::LinuxAgent,
+        }
+    }
 }
 
 /// How `run` and `list` print.

@@ -79,6 +79,8 @@ pub enum CliError {
     Usage(String),
     #[error("{0}")]
     Gvisor(crate::stack::gvisor::GvisorError),
+    #[error("agent: {0}")]
+    Agent(String),
 }
 
 impl CliError {
@@ -95,6 +97,7 @@ impl CliError {
             | CliError::Capture(_) => exit::BAD_INPUT,
             CliError::Privileges(_) => exit::NO_PERMISSION,
             CliError::Gvisor(_) => exit::HARNESS_ERROR,
+            CliError::Agent(_) => exit::BAD_INPUT,
             CliError::Write { .. } => exit::IO_ERROR,
         }
     }
@@ -265,10 +268,15 @@ fn dispatch(command: Command, color: ColorChoice) -> Result<i32, CliError> {
             say(&sinks::console::facts());
             Ok(exit::OK)
         }
-        Command::Schema => {
-            say(&json(&report::schema()));
+        Command::Schema { agent } => {
+            say(&json(&if agent {
+                crate::driver::agent::schema()
+            } else {
+                report::schema()
+            }));
             Ok(exit::OK)
         }
+        Command::Agent { listen } => agent(listen),
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(
@@ -359,6 +367,7 @@ fn run(a: RunArgs, color: ColorChoice) -> Result<i32, CliError> {
             .map(|b| b.durations_ms.clone())
             .unwrap_or_default(),
         bench: a.bench.bench,
+        hosts: crate::tcp::PerSide::new(a.bench.client_stack.into(), a.bench.server_stack.into()),
     };
     let stop = runner::interrupt::install();
     let progress = sinks::progress::Progress::new(cases.len() as u64, a.quiet);
@@ -587,4 +596,22 @@ fn say(text: &str) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}
+
+/// `teardown agent`: serves one session on stdin and stdout, or sessions
+/// over TCP.
+fn agent(listen: Option<std::net::SocketAddr>) -> Result<i32, CliError> {
+    use crate::driver::agent::serve;
+    let failed = CliError::Agent;
+    match listen {
+        None => {
+            let stdin = std::io::stdin().lock();
+            serve::serve(stdin, Box::new(std::io::stdout())).map_err(|e| failed(e.to_string()))?;
+        }
+        Some(addr) => serve::listen(addr, |at| {
+            eprintln!("teardown agent: listening on {at}");
+        })
+        .map_err(|e| failed(format!("{addr}: {e}")))?,
+    }
+    Ok(exit::OK)
 }

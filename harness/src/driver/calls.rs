@@ -7,6 +7,7 @@
 //! answers can stall a step but never the harness. `close()` is always a
 //! plain `close(2)`: its blocking under SO_LINGER is what is being measured.
 
+use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -15,8 +16,10 @@ use nix::errno::Errno;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use socket2::SockAddr;
+
 use super::{os, pattern};
-use crate::scenario::{How, IoctlQuery, Payload, ReadAmount, SockOpt};
+use crate::scenario::{Call, GetOpt, How, IoctlQuery, Payload, ReadAmount, SockOpt, WaitFor};
 
 /// The raw result of one step's calls.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -141,6 +144,10 @@ pub struct StreamLog {
     pub written: u64,
     pub read: u64,
     pub corrupted: u64,
+    /// The writer lives on another endpoint, so `written` lags what is on
+    /// its way: bytes past it are checked against the pattern, not counted
+    /// as never written.
+    writer_elsewhere: bool,
 }
 
 impl StreamLog {
@@ -149,6 +156,49 @@ impl StreamLog {
             seed,
             ..Default::default()
         }
+    }
+
+    /// The stream written by `writer` (each direction has its own pattern).
+    pub fn written_by(writer: crate::tcp::Side) -> StreamLog {
+        StreamLog::new(match writer {
+            crate::tcp::Side::Client => 1,
+            crate::tcp::Side::Server => 2,
+        })
+    }
+
+    /// Literal text the writer handed over, by stream offset.
+    pub fn texts(&self) -> &[(u64, Vec<u8>)] {
+        &self.texts
+    }
+
+    /// A reader's view of a stream written on another endpoint: the texts
+    /// written so far are all it knows besides the pattern.
+    pub fn written_elsewhere(&mut self, texts: Vec<(u64, Vec<u8>)>) {
+        self.writer_elsewhere = true;
+        self.texts = texts;
+    }
+
+    /// A write of `payload` is on its way from another endpoint, starting
+    /// at offset `written`: its text, if any, is known before it lands.
+    pub fn remote_write_starts(&mut self, payload: &Payload) {
+        self.writer_elsewhere = true;
+        if let Payload::Text(t) = payload {
+            self.texts.push((self.written, t.clone()));
+        }
+    }
+
+    /// The remote write begun by [`Self::remote_write_starts`] moved `sent`
+    /// bytes; the stream's writer has now written `total`.
+    pub fn remote_write_ended(&mut self, payload: &Payload, sent: u64, total: u64) {
+        if let Payload::Text(_) = payload {
+            if let Some((_, t)) = self.texts.last_mut() {
+                t.truncate(usize::try_from(sent).unwrap_or(usize::MAX));
+                if t.is_empty() {
+                    self.texts.pop();
+                }
+            }
+        }
+        self.written = total;
     }
 
     /// The byte written at stream offset `at`.
@@ -168,7 +218,9 @@ impl StreamLog {
     fn differing(&self, got: &[u8]) -> u64 {
         got.iter()
             .zip(self.read..)
-            .filter(|(b, at)| *at >= self.written || self.expected(*at) != **b)
+            .filter(|(b, at)| {
+                (*at >= self.written && !self.writer_elsewhere) || self.expected(*at) != **b
+            })
             .count() as u64
     }
 
@@ -698,4 +750,428 @@ pub fn wait_ready(fd: RawFd, events: libc::c_short, deadline: Instant) -> CallRe
 /// the precision of the clocks and of pcap timestamps.
 pub fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+/// What a descriptor is polled for by a wait step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Ready {
+    /// Data, EOF or the peer's half-close (`POLLIN|POLLRDHUP`).
+    Readable,
+    Writable,
+}
+
+/// A call that needs only the socket's descriptor (data calls also the
+/// streams it writes and reads): the same on every endpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case", tag = "call")]
+pub enum FdCall {
+    Write {
+        payload: Payload,
+        nosignal: bool,
+        dontwait: bool,
+        more: bool,
+    },
+    Read {
+        amount: ReadAmount,
+        dontwait: bool,
+        peek: bool,
+    },
+    GetOption {
+        opt: GetOpt,
+    },
+    Shutdown {
+        how: How,
+    },
+    SetOption {
+        opt: SockOpt,
+    },
+    Ioctl {
+        query: IoctlQuery,
+    },
+    Disconnect,
+    Wait {
+        ready: Ready,
+    },
+}
+
+impl FdCall {
+    /// The scenario call as a descriptor call, if it is one.
+    pub fn of(call: &Call) -> Option<FdCall> {
+        Some(match call.clone() {
+            Call::Write {
+                payload,
+                nosignal,
+                dontwait,
+                more,
+            } => FdCall::Write {
+                payload,
+                nosignal,
+                dontwait,
+                more,
+            },
+            Call::Read {
+                amount,
+                dontwait,
+                peek,
+            } => FdCall::Read {
+                amount,
+                dontwait,
+                peek,
+            },
+            Call::GetOption(opt) => FdCall::GetOption { opt },
+            Call::Shutdown(how) => FdCall::Shutdown { how },
+            Call::SetOption(opt) => FdCall::SetOption { opt },
+            Call::Ioctl(query) => FdCall::Ioctl { query },
+            Call::Disconnect => FdCall::Disconnect,
+            Call::Wait {
+                what: WaitFor::Readable,
+                ..
+            } => FdCall::Wait {
+                ready: Ready::Readable,
+            },
+            Call::Wait {
+                what: WaitFor::Writable,
+                ..
+            } => FdCall::Wait {
+                ready: Ready::Writable,
+            },
+            Call::Listen { .. }
+            | Call::Bind(_)
+            | Call::Connect
+            | Call::Accept
+            | Call::Close
+            | Call::Wait {
+                what: WaitFor::State(_),
+                ..
+            } => return None,
+        })
+    }
+
+    /// Whether the call reads the stream its socket receives.
+    pub fn reads(&self) -> bool {
+        matches!(self, FdCall::Read { .. })
+    }
+}
+
+/// Makes `call` on `fd`; `outgoing` is the stream the socket writes,
+/// `incoming` the one it reads.
+pub fn on_fd(
+    fd: RawFd,
+    call: &FdCall,
+    outgoing: &Mutex<StreamLog>,
+    incoming: &Mutex<StreamLog>,
+    deadline: Instant,
+) -> CallResult {
+    match call {
+        FdCall::Write {
+            payload,
+            nosignal,
+            dontwait,
+            more,
+        } => {
+            let flags = WriteFlags {
+                nosignal: *nosignal,
+                dontwait: *dontwait,
+                more: *more,
+            };
+            write(fd, payload, flags, outgoing, deadline)
+        }
+        FdCall::Read {
+            amount,
+            dontwait,
+            peek: false,
+        } => read(fd, *amount, *dontwait, incoming, deadline),
+        FdCall::Read {
+            amount,
+            dontwait,
+            peek: true,
+        } => peek(fd, *amount, *dontwait, incoming, deadline),
+        FdCall::GetOption {
+            opt: GetOpt::SoError,
+        } => so_error(fd),
+        FdCall::GetOption {
+            opt: GetOpt::TcpInfo,
+        } => tcp_state(fd),
+        FdCall::Shutdown { how } => shutdown(fd, *how),
+        FdCall::SetOption { opt } => setsockopt(fd, *opt),
+        FdCall::Ioctl { query } => ioctl(fd, *query),
+        FdCall::Disconnect => disconnect(fd),
+        FdCall::Wait {
+            ready: Ready::Readable,
+        } => wait_ready(fd, libc::POLLIN | os::POLL_PEER_CLOSED, deadline),
+        FdCall::Wait {
+            ready: Ready::Writable,
+        } => wait_ready(fd, libc::POLLOUT, deadline),
+    }
+}
+
+/// The socket behind a descriptor the caller keeps open (never closed
+/// through this).
+fn sock_ref(fd: &RawFd) -> std::mem::ManuallyDrop<socket2::Socket> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: the caller owns `fd` and keeps it open while this lives;
+    // ManuallyDrop keeps this from closing it.
+    std::mem::ManuallyDrop::new(unsafe { socket2::Socket::from_raw_fd(*fd) })
+}
+
+fn io_result(e: &std::io::Error) -> CallResult {
+    match e.raw_os_error() {
+        Some(code) => CallResult::failed(Errno::from_raw(code)),
+        None => CallResult::harness_error(e.to_string()),
+    }
+}
+
+fn unit_result(r: std::io::Result<()>) -> CallResult {
+    match r {
+        Ok(()) => CallResult::ok(0),
+        Err(e) => io_result(&e),
+    }
+}
+
+/// The address `fd` is bound to, once it has a port.
+pub fn local_addr(fd: RawFd) -> Option<SocketAddr> {
+    sock_ref(&fd)
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .filter(|a| a.port() != 0)
+}
+
+pub fn bind(fd: RawFd, addr: SocketAddr) -> CallResult {
+    unit_result(sock_ref(&fd).bind(&SockAddr::from(addr)))
+}
+
+/// `listen()`, binding `addr` first unless a bind step already bound it.
+pub fn listen(fd: RawFd, addr: SocketAddr, backlog: i32) -> CallResult {
+    let sock = sock_ref(&fd);
+    let bound = local_addr(fd).is_some();
+    let bind = || {
+        if bound {
+            Ok(())
+        } else {
+            sock.bind(&SockAddr::from(addr))
+        }
+    };
+    unit_result(bind().and_then(|()| sock.listen(backlog)))
+}
+
+/// One `accept()` if a connection is queued (a zero-timeout poll first, so
+/// a blocking listener never blocks): the new socket and its peer, `None`
+/// if the queue is empty.
+pub fn accept_now(
+    fd: RawFd,
+) -> Result<Option<(socket2::Socket, Option<SocketAddr>)>, Box<CallResult>> {
+    let ready = poll_now(vec![libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }]);
+    if ready[0] == 0 {
+        return Ok(None);
+    }
+    match sock_ref(&fd).accept() {
+        Ok((sock, peer)) => Ok(Some((sock, peer.as_socket()))),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
+        // EMFILE and the like: the queue stays as it is, so trying again
+        // would spin.
+        Err(e) => Err(Box::new(io_result(&e))),
+    }
+}
+
+/// `connect()`. A blocking connect is a blocking connect(2): after a
+/// failure the kernel leaves the socket as the application's blocking call
+/// would (not connected, ready to connect again), which a non-blocking
+/// connect does not. It is bounded by the deadline through SO_SNDTIMEO,
+/// which Linux applies to connect: set for the call and put back after it;
+/// when it runs out the call returns EINPROGRESS and the record says the
+/// bound ran out first. A non-blocking connect reports EINPROGRESS as the
+/// application sees it; its outcome, waited for with poll, is its
+/// `so_error`. The result's value is the local port the socket got.
+pub fn connect(fd: RawFd, to: SocketAddr, deadline: Instant) -> CallResult {
+    let sock = sock_ref(&fd);
+    let server = SockAddr::from(to);
+    let mut r = if is_nonblocking(fd) {
+        let r = unit_result(sock.connect(&server));
+        if r.errno.as_deref() == Some("EINPROGRESS") {
+            nonblocking_outcome(&sock, fd, r, deadline)
+        } else {
+            r
+        }
+    } else {
+        blocking_connect(&sock, &server, deadline)
+    };
+    if let Some(addr) = local_addr(fd) {
+        // The port the stack chose (or the one bound): an observation.
+        r.value = Some(addr.port().into());
+    }
+    r
+}
+
+/// A blocking connect(2), bounded by SO_SNDTIMEO (the socket's own value
+/// put back after the call).
+fn blocking_connect(sock: &socket2::Socket, server: &SockAddr, deadline: Instant) -> CallResult {
+    let previous = match sock.write_timeout() {
+        Ok(t) => t,
+        Err(e) => return io_result(&e),
+    };
+    // A zero timeout means none: the shortest bound is a millisecond.
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(1));
+    if let Err(e) = sock.set_write_timeout(Some(left)) {
+        return io_result(&e);
+    }
+    let outcome = sock.connect(server);
+    let restored = sock.set_write_timeout(previous);
+    let r = match outcome {
+        Ok(()) => CallResult::ok(0),
+        // The bound, not the application's, ran out: the handshake goes on
+        // in the kernel.
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => still_connecting(false),
+        Err(e) => io_result(&e),
+    };
+    match restored {
+        Ok(()) => r,
+        Err(e) => CallResult::harness_error(format!(
+            "putting back the socket's SO_SNDTIMEO after connect: {e}"
+        )),
+    }
+}
+
+/// A connect whose handshake had not ended when the bound ran out.
+fn still_connecting(app_nonblocking: bool) -> CallResult {
+    CallResult {
+        ret: app_nonblocking.then_some(-1),
+        errno: app_nonblocking.then(|| "EINPROGRESS".to_string()),
+        timed_out: true,
+        note: Some("the handshake had not finished when the step's bound ran out".into()),
+        ..Default::default()
+    }
+}
+
+/// The pending error of a socket whose connect ended, by name.
+fn connect_error(sock: &socket2::Socket) -> Option<String> {
+    match sock.take_error() {
+        Ok(None) => None,
+        Ok(Some(e)) | Err(e) => io_result(&e).errno,
+    }
+}
+
+/// Waits, bounded, for a non-blocking connect that returned EINPROGRESS
+/// (`r`), and reads its outcome from SO_ERROR.
+fn nonblocking_outcome(
+    sock: &socket2::Socket,
+    fd: RawFd,
+    r: CallResult,
+    deadline: Instant,
+) -> CallResult {
+    let ready = wait_ready(fd, libc::POLLOUT, deadline);
+    if ready.timed_out {
+        return still_connecting(true);
+    }
+    let err = connect_error(sock);
+    CallResult {
+        so_error: Some(err.clone().unwrap_or_else(|| "0".into())),
+        note: Some(match err {
+            Some(e) => format!("connect failed later: SO_ERROR {e}"),
+            None => "connected".into(),
+        }),
+        ..r
+    }
+}
+
+/// Calls of a group go out in bursts of [`BURST`], with a millisecond
+/// between bursts: the loopback queues every packet on a per-CPU backlog of
+/// `net.core.netdev_max_backlog` (1000 by default, a host-wide setting), and
+/// 10,000 back-to-back closes would overflow it when softirq processing
+/// falls behind. What the loopback drops anyway is counted
+/// (`capture_stats.loopback_dropped`), never hidden.
+const BURST: usize = 200;
+
+/// Pauses before the `i`th call of a group, at the end of each burst.
+pub fn pace(i: usize) {
+    if i > 0 && i % BURST == 0 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Starts a connect on every one of `fds` at once (each made non-blocking
+/// for it), then waits for all, bounded together; each result is what that
+/// socket's own connect would say given whether it was non-blocking.
+pub fn connect_many(fds: &[RawFd], to: SocketAddr, deadline: Instant) -> Vec<CallResult> {
+    let server = SockAddr::from(to);
+    let mut started: Vec<Option<CallResult>> = Vec::with_capacity(fds.len());
+    let mut waiting = Vec::new();
+    for (i, &fd) in fds.iter().enumerate() {
+        pace(i);
+        let app_nonblocking = is_nonblocking(fd);
+        let sock = sock_ref(&fd);
+        if let Err(e) = sock.set_nonblocking(true) {
+            started.push(Some(io_result(&e)));
+            continue;
+        }
+        let r = unit_result(sock.connect(&server));
+        if r.errno.as_deref() == Some("EINPROGRESS") {
+            waiting.push((i, fd, app_nonblocking));
+            started.push(None);
+        } else {
+            let _ = sock.set_nonblocking(app_nonblocking);
+            started.push(Some(r));
+        }
+    }
+    // Wait for the handshakes together.
+    let mut pause = Duration::from_micros(50);
+    let mut left = waiting;
+    while !left.is_empty() {
+        let polled: Vec<libc::pollfd> = left
+            .iter()
+            .map(|&(_, fd, _)| libc::pollfd {
+                fd,
+                events: libc::POLLOUT,
+                revents: 0,
+            })
+            .collect();
+        let ready = poll_now(polled);
+        let mut still = Vec::new();
+        for ((i, fd, nb), revents) in left.into_iter().zip(ready) {
+            if revents == 0 {
+                still.push((i, fd, nb));
+                continue;
+            }
+            let sock = sock_ref(&fd);
+            let err = connect_error(&sock);
+            let _ = sock.set_nonblocking(nb);
+            started[i] = Some(connected(nb, err));
+        }
+        left = still;
+        if left.is_empty() || Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
+        pause = (pause * 2).min(Duration::from_millis(5));
+    }
+    for (i, fd, nb) in left {
+        let _ = sock_ref(&fd).set_nonblocking(nb);
+        started[i] = Some(still_connecting(nb));
+    }
+    started.into_iter().map(Option::unwrap_or_default).collect()
+}
+
+/// A connect that was waited for: what the application's call would say.
+pub fn connected(app_nonblocking: bool, err: Option<String>) -> CallResult {
+    match (app_nonblocking, err) {
+        (true, err) => CallResult {
+            ret: Some(-1),
+            errno: Some("EINPROGRESS".into()),
+            so_error: Some(err.unwrap_or_else(|| "0".into())),
+            ..Default::default()
+        },
+        (false, None) => CallResult::ok(0),
+        (false, Some(e)) => CallResult {
+            ret: Some(-1),
+            errno: Some(e),
+            ..Default::default()
+        },
+    }
 }

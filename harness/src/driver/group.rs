@@ -7,14 +7,12 @@
 //! how many ended which way ([`GroupResult`]).
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
-
-use socket2::SockAddr;
+use std::time::Instant;
 
 use super::calls::{self, CallResult, GroupResult};
-use super::{Backoff, Driver, io_result};
+use super::{Backoff, Driver};
 use crate::scenario::{Actor, Call, Group, Role, WaitFor};
-use crate::tcp::TcpState;
+use crate::tcp::{Side, TcpState};
 
 /// Folds the results of one call per socket into the step's result.
 pub fn aggregate(target: String, results: &[CallResult]) -> CallResult {
@@ -141,13 +139,17 @@ impl Driver<'_, '_> {
                 };
                 self.wait_state_all(actor.role, &members, *want, deadline)
             }
+            Call::Close => {
+                let members = self.members(actor.role, group);
+                self.close_all(actor.role, &members)
+            }
             other => {
                 let members = self.members(actor.role, group);
                 members
                     .iter()
                     .enumerate()
                     .map(|(i, &index)| {
-                        pace(i);
+                        calls::pace(i);
                         let a = Actor {
                             role: actor.role,
                             index,
@@ -160,88 +162,58 @@ impl Driver<'_, '_> {
         aggregate(target, &results)
     }
 
-    /// Starts every connect at once, then waits for all, bounded together.
+    /// Starts every connect at once, then waits for all, bounded together
+    /// (see [`calls::connect_many`]).
     fn connect_all(&mut self, members: &[u32], deadline: Instant) -> Vec<CallResult> {
-        let mut started: Vec<Option<CallResult>> = Vec::with_capacity(members.len());
-        let mut waiting = Vec::new();
+        let mut results: Vec<Option<CallResult>> = vec![None; members.len()];
+        let mut handles = Vec::new();
+        let mut which = Vec::new();
         for (i, &index) in members.iter().enumerate() {
-            pace(i);
             let actor = Actor {
                 role: Role::Client,
                 index,
             };
-            let fd = match self.ensure_socket(actor) {
-                Ok(fd) => fd,
-                Err(r) => {
-                    started.push(Some(*r));
-                    continue;
+            match self.ensure_socket(actor) {
+                Ok(h) => {
+                    handles.push(h);
+                    which.push(i);
                 }
-            };
-            let app_nonblocking = calls::is_nonblocking(fd);
-            let sock = &self.sockets[&actor];
-            if let Err(e) = sock.set_nonblocking(true) {
-                started.push(Some(io_result(&e)));
-                continue;
-            }
-            let r = match sock.connect(&SockAddr::from(self.ends.server)) {
-                Ok(()) => CallResult::ok(0),
-                Err(e) => io_result(&e),
-            };
-            if r.errno.as_deref() == Some("EINPROGRESS") {
-                waiting.push((i, actor, fd, app_nonblocking));
-                started.push(None);
-            } else {
-                let _ = sock.set_nonblocking(app_nonblocking);
-                self.note_connected(actor);
-                started.push(Some(r));
+                Err(r) => results[i] = Some(*r),
             }
         }
-        // Wait for the handshakes together.
-        let mut backoff = Backoff::new();
-        let mut left = waiting;
-        while !left.is_empty() {
-            let mut still = Vec::new();
-            let fds: Vec<libc::pollfd> = left
-                .iter()
-                .map(|&(_, _, fd, _)| libc::pollfd {
-                    fd,
-                    events: libc::POLLOUT,
-                    revents: 0,
-                })
-                .collect();
-            let ready = calls::poll_now(fds);
-            for ((i, actor, fd, nb), revents) in left.into_iter().zip(ready) {
-                if revents == 0 {
-                    still.push((i, actor, fd, nb));
-                    continue;
-                }
-                let sock = &self.sockets[&actor];
-                let err = match sock.take_error() {
-                    Ok(None) => None,
-                    Ok(Some(e)) | Err(e) => io_result(&e).errno,
-                };
-                let _ = sock.set_nonblocking(nb);
-                started[i] = Some(connected(nb, err));
-                self.note_connected(actor);
-            }
-            left = still;
-            if left.is_empty() || Instant::now() >= deadline {
-                break;
-            }
-            backoff.sleep(deadline);
-        }
-        for (i, actor, _, nb) in left {
-            let _ = self.sockets[&actor].set_nonblocking(nb);
-            self.note_connected(actor);
-            started[i] = Some(CallResult {
-                ret: nb.then_some(-1),
-                errno: nb.then(|| "EINPROGRESS".to_string()),
-                timed_out: true,
-                note: Some("the handshake had not finished when the step's bound ran out".into()),
-                ..Default::default()
+        let done =
+            self.io.endpoints[Side::Client].connect_many(&handles, self.ends.server, deadline);
+        for (i, r) in which.into_iter().zip(done) {
+            self.note_connected(Actor {
+                role: Role::Client,
+                index: members[i],
             });
+            results[i] = Some(r);
         }
-        started.into_iter().map(Option::unwrap_or_default).collect()
+        results.into_iter().map(Option::unwrap_or_default).collect()
+    }
+
+    /// Closes every socket of `members`, in order, on their host's endpoint
+    /// at once.
+    fn close_all(&mut self, role: Role, members: &[u32]) -> Vec<CallResult> {
+        let mut results: Vec<Option<CallResult>> = vec![None; members.len()];
+        let mut socks = Vec::new();
+        let mut which = Vec::new();
+        for (i, &index) in members.iter().enumerate() {
+            match self.socket_to_close(Actor { role, index }) {
+                Ok(s) => {
+                    socks.push(s);
+                    which.push(i);
+                }
+                Err(r) => results[i] = Some(*r),
+            }
+        }
+        let side = Actor { role, index: 0 }.host();
+        let done = self.io.endpoints[side].close_many(socks);
+        for (i, r) in which.into_iter().zip(done) {
+            results[i] = Some(r);
+        }
+        results.into_iter().map(Option::unwrap_or_default).collect()
     }
 
     /// Accepts until every connection of `members` is accepted, or the
@@ -341,38 +313,6 @@ impl Driver<'_, '_> {
     }
 }
 
-/// A connect that was waited for: what the application's call would say.
-/// Calls of a group go out in bursts of [`BURST`], with a millisecond
-/// between bursts: the loopback queues every packet on a per-CPU backlog of
-/// `net.core.netdev_max_backlog` (1000 by default, a host-wide setting), and
-/// 10,000 back-to-back closes would overflow it when softirq processing
-/// falls behind. What the loopback drops anyway is counted
-/// (`capture_stats.loopback_dropped`), never hidden.
-const BURST: usize = 200;
-
-fn pace(i: usize) {
-    if i > 0 && i % BURST == 0 {
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
-fn connected(app_nonblocking: bool, err: Option<String>) -> CallResult {
-    match (app_nonblocking, err) {
-        (true, err) => CallResult {
-            ret: Some(-1),
-            errno: Some("EINPROGRESS".into()),
-            so_error: Some(err.unwrap_or_else(|| "0".into())),
-            ..Default::default()
-        },
-        (false, None) => CallResult::ok(0),
-        (false, Some(e)) => CallResult {
-            ret: Some(-1),
-            errno: Some(e),
-            ..Default::default()
-        },
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -406,7 +346,7 @@ mod tests {
         assert_eq!(all.ret, Some(0));
         assert!(!all.timed_out);
         // A non-blocking connect that failed later counts by its SO_ERROR.
-        let nb = connected(true, Some("ECONNREFUSED".into()));
+        let nb = calls::connected(true, Some("ECONNREFUSED".into()));
         let g = aggregate("client#1..1".into(), &[nb]).group.unwrap();
         assert_eq!(g.errnos["ECONNREFUSED"], 1);
     }

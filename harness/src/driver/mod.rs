@@ -8,7 +8,9 @@
 //! transient TCP states to resolve, and takes the final snapshot. It never
 //! judges a result.
 
+pub mod agent;
 pub mod calls;
+pub mod endpoint;
 mod group;
 #[cfg(target_os = "linux")]
 #[path = "linux.rs"]
@@ -17,7 +19,7 @@ pub mod pattern;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
+use std::os::fd::RawFd;
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -25,18 +27,16 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-pub use calls::{CallResult, GroupResult, StreamLog};
+pub use calls::{CallResult, FdCall, GroupResult, StreamLog};
+pub use endpoint::{Endpoint, Handle, Sock};
 
 use crate::analyze::Connection;
 use crate::capture::Capture;
 use crate::fault::{FaultRecord, Firewall};
 use crate::observe::{self, Ends, Observer, Snapshot, Timeline};
 use crate::sandbox::Hosts;
-use crate::scenario::{
-    Actor, Call, Case, Control, Family, GetOpt, Role, Step, StepKind, Verb, WaitFor, WireEvent,
-};
+use crate::scenario::{Actor, Call, Case, Control, Role, Step, StepKind, Verb, WaitFor, WireEvent};
 use crate::tcp::{PerSide, Side, TcpState};
 use crate::wire::{self, Frame};
 
@@ -120,7 +120,7 @@ pub struct DriverOutput {
 /// Sockets still open when the steps ended. Dropping this closes them; the
 /// runner does so only after the capture has stopped, so implicit closes at
 /// the end never appear as observations.
-pub struct OpenSockets(#[allow(dead_code)] Vec<Socket>);
+pub struct OpenSockets(#[allow(dead_code)] Vec<Sock>);
 
 struct Pending {
     record_index: usize,
@@ -133,6 +133,8 @@ struct Pending {
 pub struct Instruments<'a> {
     /// Where each side's sockets are made.
     pub hosts: &'a Hosts,
+    /// Where each side's socket calls go.
+    pub endpoints: &'a PerSide<Endpoint>,
     pub capture: &'a mut Capture,
     pub observer: &'a mut Observer,
     pub firewall: &'a mut Firewall,
@@ -146,7 +148,7 @@ struct Driver<'a, 'i> {
     faults: Vec<(FaultRecord, Option<u64>)>,
     /// The same rules, with what they match and when they were in place.
     placed: Vec<crate::fault::Placed>,
-    sockets: BTreeMap<Actor, Socket>,
+    sockets: BTreeMap<Actor, Sock>,
     /// Actors whose socket the application closed.
     closed: Vec<Actor>,
     /// Whether connection 1's sides ever had a descriptor.
@@ -157,7 +159,7 @@ struct Driver<'a, 'i> {
     conns: Conns,
     /// Server sockets a newer connection of the same number displaced;
     /// still open, closed with the other leftovers after the capture.
-    displaced: Vec<Socket>,
+    displaced: Vec<Sock>,
     records: Vec<StepRecord>,
     pending: HashMap<String, Pending>,
     timeline: Timeline,
@@ -328,7 +330,7 @@ pub fn run(case: &Case, t0: Instant, io: &mut Instruments) -> (DriverOutput, Ope
             .iter()
             .any(|a| a.side() == Some(side) && a.index == 1)
     });
-    let mut open: Vec<Socket> = std::mem::take(&mut d.sockets).into_values().collect();
+    let mut open: Vec<Sock> = std::mem::take(&mut d.sockets).into_values().collect();
     open.append(&mut d.displaced);
     let open = OpenSockets(open);
     let out = DriverOutput {
@@ -368,8 +370,12 @@ impl Driver<'_, '_> {
             self.problem(format!("capture: {e}"));
         }
         self.wire.update(self.io.capture, &self.ends);
-        let live: Vec<RawFd> = self.sockets.values().map(AsRawFd::as_raw_fd).collect();
-        match self.io.observer.snapshot(&live) {
+        let live: Vec<RawFd> = self
+            .sockets
+            .values()
+            .filter_map(|s| s.handle().fd())
+            .collect();
+        match self.snapshot(&live) {
             Ok(mut snap) => {
                 // A sock_diag dump is not one atomic picture: a socket
                 // moving from a full socket to its TIME-WAIT or FIN-WAIT-2
@@ -381,7 +387,7 @@ impl Driver<'_, '_> {
                     if !self.ends.lost(&self.last_snapshot, &snap) {
                         break;
                     }
-                    match self.io.observer.snapshot(&live) {
+                    match self.snapshot(&live) {
                         Ok(again) => snap = again,
                         Err(_) => break,
                     }
@@ -390,8 +396,23 @@ impl Driver<'_, '_> {
                 observe::record(&mut self.timeline, t, &snap, &self.ends);
                 self.last_snapshot = snap;
             }
-            Err(e) => self.problem(e.to_string()),
+            Err(e) => self.problem(e),
         }
+    }
+
+    /// The sockets the stack's state source sees now, with each agent's
+    /// own (an agent reads its stack's table itself).
+    fn snapshot(&mut self, live: &[RawFd]) -> Result<Snapshot, String> {
+        let mut snap = self.io.observer.snapshot(live).map_err(|e| e.to_string())?;
+        for side in Side::BOTH {
+            let endpoint = &self.io.endpoints[side];
+            if let Some(states) = endpoint.states(self.case.family, SERVER_PORT) {
+                snap.entries.extend(states?);
+                let agent = endpoint.agent().expect("states come from an agent");
+                snap.sees_orphans &= agent.hello().states.sees_orphans();
+            }
+        }
+        Ok(snap)
     }
 
     fn problem(&mut self, p: String) {
@@ -567,37 +588,38 @@ impl Driver<'_, '_> {
         }
     }
 
+    /// The actor's descriptor, if its socket is in this process.
     fn fd(&self, actor: Actor) -> Option<RawFd> {
-        self.sockets.get(&actor).map(AsRawFd::as_raw_fd)
+        self.handle(actor).and_then(|h| h.fd())
+    }
+
+    fn handle(&self, actor: Actor) -> Option<Handle> {
+        self.sockets.get(&actor).map(Sock::handle)
+    }
+
+    /// The endpoint of the host `actor` lives on.
+    fn endpoint(&self, actor: Actor) -> &Endpoint {
+        &self.io.endpoints[actor.host()]
     }
 
     /// The actor's socket, created on first use for client and listener
     /// (so options can be set before connect/listen), and again after a
     /// close (a reconnect, a listener rebinding its port).
-    fn ensure_socket(&mut self, actor: Actor) -> Result<RawFd, Box<CallResult>> {
-        if let Some(fd) = self.fd(actor) {
-            return Ok(fd);
+    fn ensure_socket(&mut self, actor: Actor) -> Result<Handle, Box<CallResult>> {
+        if let Some(h) = self.handle(actor) {
+            return Ok(h);
         }
         if actor.role == Role::Server {
             return Err(self.missing(actor));
         }
-        let domain = match self.case.family {
-            Family::Ipv4 => Domain::IPV4,
-            Family::Ipv6 => Domain::IPV6,
-        };
-        let side = actor.host();
         let made = self
-            .io
-            .hosts
-            .on(side, || {
-                Socket::new(domain, Type::STREAM, Some(Protocol::TCP))
-            })
-            .map_err(|e| Box::new(CallResult::harness_error(e.to_string())))?;
+            .endpoint(actor)
+            .socket(self.io.hosts, actor.host(), self.case.family);
         match made {
             Ok(s) => {
-                let fd = s.as_raw_fd();
+                let h = s.handle();
                 self.sockets.insert(actor, s);
-                Ok(fd)
+                Ok(h)
             }
             // The harness makes the socket, not a step: its failure
             // (EMFILE, ENOBUFS) is the harness's, not an observation.
@@ -608,8 +630,8 @@ impl Driver<'_, '_> {
     }
 
     /// The actor's open socket.
-    fn existing(&self, actor: Actor) -> Result<RawFd, Box<CallResult>> {
-        self.fd(actor).ok_or_else(|| self.missing(actor))
+    fn existing(&self, actor: Actor) -> Result<Handle, Box<CallResult>> {
+        self.handle(actor).ok_or_else(|| self.missing(actor))
     }
 
     /// Why `actor` has no socket to call on.
@@ -632,7 +654,7 @@ impl Driver<'_, '_> {
 
     /// Takes the actor's socket out of the driver to close it: later steps
     /// see it closed.
-    fn socket_to_close(&mut self, actor: Actor) -> Result<Socket, Box<CallResult>> {
+    fn socket_to_close(&mut self, actor: Actor) -> Result<Sock, Box<CallResult>> {
         let sock = self
             .sockets
             .remove(&actor)
@@ -648,43 +670,23 @@ impl Driver<'_, '_> {
         deadline: Instant,
     ) -> Result<CallResult, Box<CallResult>> {
         Ok(match call {
-            Call::Listen { backlog } => {
-                self.ensure_socket(actor)?;
-                let sock = &self.sockets[&actor];
-                // Bound already by a `listener bind` step, or bound here.
-                let bound = sock
-                    .local_addr()
-                    .ok()
-                    .and_then(|a| a.as_socket())
-                    .is_some_and(|a| a.port() != 0);
-                let bind = || {
-                    if bound {
-                        Ok(())
-                    } else {
-                        sock.bind(&SockAddr::from(self.ends.server))
-                    }
-                };
-                match bind().and_then(|()| sock.listen(*backlog)) {
-                    Ok(()) => CallResult::ok(0),
-                    Err(e) => io_result(&e),
-                }
-            }
+            // Bound already by a `listener bind` step, or bound here.
+            Call::Listen { backlog } => self
+                .ensure_socket(actor)?
+                .listen(self.ends.server, *backlog),
             Call::Bind(port) => {
-                self.ensure_socket(actor)?;
+                let h = self.ensure_socket(actor)?;
                 let addr = match port {
                     Some(p) => {
                         SocketAddr::new(self.io.hosts.address(actor.host(), self.case.family), *p)
                     }
                     None => self.ends.server,
                 };
-                match self.sockets[&actor].bind(&SockAddr::from(addr)) {
-                    Ok(()) => CallResult::ok(0),
-                    Err(e) => io_result(&e),
-                }
+                h.bind(addr)
             }
             Call::Connect => {
-                let fd = self.ensure_socket(actor)?;
-                self.connect(actor, fd, deadline)
+                let h = self.ensure_socket(actor)?;
+                self.connect(actor, &h, deadline)
             }
             Call::Accept => self.accept(actor, deadline)?,
             Call::Wait {
@@ -704,14 +706,21 @@ impl Driver<'_, '_> {
                 self.wait_state(actor, *want, deadline)
             }
             Call::SetOption(opt) => {
-                let fd = self.ensure_socket(actor)?;
-                calls::setsockopt(fd, *opt)
-            }
-            Call::Close => calls::close(self.socket_to_close(actor)?.into_raw_fd()),
-            other => {
-                let fd = self.existing(actor)?;
+                let h = self.ensure_socket(actor)?;
                 let logs = self.conns.logs(actor.index);
-                fd_call(fd, other, actor, &logs, deadline)
+                h.call(
+                    &FdCall::SetOption { opt: *opt },
+                    actor.index,
+                    actor.host(),
+                    &logs,
+                    deadline,
+                )
+            }
+            Call::Close => self.socket_to_close(actor)?.close(),
+            other => {
+                let h = self.existing(actor)?;
+                let logs = self.conns.logs(actor.index);
+                fd_call(&h, other, actor, &logs, deadline)
             }
         })
     }
@@ -721,12 +730,8 @@ impl Driver<'_, '_> {
     /// too, each as its own server#M. On a non-blocking listener, an empty
     /// queue is EAGAIN, as the application would see it.
     fn accept(&mut self, actor: Actor, deadline: Instant) -> Result<CallResult, Box<CallResult>> {
-        let lfd = self.fd(Actor::LISTENER).ok_or_else(|| {
-            Box::new(CallResult::harness_error(
-                "no listener: `listener listen` first",
-            ))
-        })?;
-        let app_nonblocking = calls::is_nonblocking(lfd);
+        let listener = self.listener()?;
+        let app_nonblocking = listener.is_nonblocking();
         loop {
             match self.accept_one_for(Some(actor.index)) {
                 Ok(Some((index, r))) if index == actor.index => return Ok(r),
@@ -735,11 +740,19 @@ impl Driver<'_, '_> {
                 Ok(None) => {}
                 Err(r) => return Ok(*r),
             }
-            let ready = calls::wait_ready(lfd, libc::POLLIN, deadline);
-            if ready.timed_out || ready.errno.is_some() {
+            let ready = listener.wait(calls::Ready::Readable, deadline);
+            if ready.timed_out || ready.errno.is_some() || ready.harness_error.is_some() {
                 return Ok(ready);
             }
         }
+    }
+
+    fn listener(&self) -> Result<Handle, Box<CallResult>> {
+        self.handle(Actor::LISTENER).ok_or_else(|| {
+            Box::new(CallResult::harness_error(
+                "no listener: `listener listen` first",
+            ))
+        })
     }
 
     /// Accepts one connection if one is queued: `Some((its number, the
@@ -754,35 +767,21 @@ impl Driver<'_, '_> {
         &mut self,
         fallback: Option<u32>,
     ) -> Result<Option<(u32, CallResult)>, Box<CallResult>> {
-        let lfd = self.fd(Actor::LISTENER).ok_or_else(|| {
-            Box::new(CallResult::harness_error(
-                "no listener: `listener listen` first",
-            ))
-        })?;
-        let ready = calls::poll_now(vec![libc::pollfd {
-            fd: lfd,
-            events: libc::POLLIN,
-            revents: 0,
-        }]);
-        if ready[0] == 0 {
+        let Some((sock, peer)) = self.listener()?.accept_now()? else {
             return Ok(None);
-        }
-        let (sock, peer) = match self.sockets[&Actor::LISTENER].accept() {
-            Ok(x) => x,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(None),
-            // EMFILE and the like: the queue stays as it is, so trying
-            // again would spin.
-            Err(e) => return Err(Box::new(io_result(&e))),
         };
-        let peer = peer.as_socket();
         let index = peer
             .and_then(|p| self.conns.number_of(p))
             .or(fallback)
             .unwrap_or_else(|| self.conns.addrs.keys().max().map_or(1, |m| m + 1));
-        let fd = sock.as_raw_fd();
         let server = Actor {
             role: Role::Server,
             index,
+        };
+        // The new descriptor, as accept() returned it.
+        let fd = match &sock {
+            Sock::Local(s) => std::os::fd::AsRawFd::as_raw_fd(s),
+            Sock::Agent { handle, .. } => i32::try_from(*handle).unwrap_or(i32::MAX),
         };
         let mut r = CallResult::ok(fd.into());
         if let Some(old) = self.sockets.insert(server, sock) {
@@ -816,12 +815,7 @@ impl Driver<'_, '_> {
 
     /// Records the local address a client socket got from connect().
     fn note_connected(&mut self, actor: Actor) {
-        let Some(addr) = self.sockets[&actor]
-            .local_addr()
-            .ok()
-            .and_then(|a| a.as_socket())
-            .filter(|a| a.port() != 0)
-        else {
+        let Some(addr) = self.sockets[&actor].handle().local_addr() else {
             return;
         };
         self.conns.connected(actor.index, addr);
@@ -882,38 +876,9 @@ impl Driver<'_, '_> {
         }
     }
 
-    /// `connect()`. A blocking connect is a blocking connect(2): after a
-    /// failure the kernel leaves the socket as the application's blocking
-    /// call would (not connected, ready to connect again), which a
-    /// non-blocking connect does not. It is bounded by the step's deadline
-    /// through SO_SNDTIMEO, which Linux applies to connect: set for the
-    /// call and put back after it; when it runs out the call returns
-    /// EINPROGRESS and the record says the bound ran out first. A
-    /// non-blocking connect reports EINPROGRESS as the application sees
-    /// it; its outcome, waited for with poll, is its `so_error`.
-    fn connect(&mut self, actor: Actor, fd: RawFd, deadline: Instant) -> CallResult {
-        let app_nonblocking = calls::is_nonblocking(fd);
-        let sock = &self.sockets[&actor];
-        let server = SockAddr::from(self.ends.server);
-        let mut r = if app_nonblocking {
-            let r = match sock.connect(&server) {
-                Ok(()) => CallResult::ok(0),
-                Err(e) => io_result(&e),
-            };
-            if r.errno.as_deref() == Some("EINPROGRESS") {
-                nonblocking_outcome(sock, fd, r, deadline)
-            } else {
-                r
-            }
-        } else {
-            blocking_connect(sock, &server, deadline)
-        };
-        if let Some(addr) = sock.local_addr().ok().and_then(|a| a.as_socket()) {
-            if addr.port() != 0 {
-                // The port the stack chose (or the one bound): an observation.
-                r.value = Some(addr.port().into());
-            }
-        }
+    /// `connect()` (see [`calls::connect`]), and the address it got.
+    fn connect(&mut self, actor: Actor, h: &Handle, deadline: Instant) -> CallResult {
+        let r = h.connect(self.ends.server, deadline);
         self.note_connected(actor);
         r
     }
@@ -921,9 +886,11 @@ impl Driver<'_, '_> {
     /// Whether the stack's state source cannot see `actor`'s socket: it was
     /// closed, and only descriptors can be looked at.
     fn out_of_sight(&self, actor: Actor) -> bool {
-        !self.io.observer.source().sees_orphans()
-            && self.closed.contains(&actor)
-            && !self.sockets.contains_key(&actor)
+        let sees_orphans = match self.endpoint(actor).agent() {
+            Some(agent) => agent.hello().states.sees_orphans(),
+            None => self.io.observer.source().sees_orphans(),
+        };
+        !sees_orphans && self.closed.contains(&actor) && !self.sockets.contains_key(&actor)
     }
 
     fn wait_state(&mut self, actor: Actor, want: TcpState, deadline: Instant) -> CallResult {
@@ -970,23 +937,32 @@ impl Driver<'_, '_> {
             .clone()
             .expect("the parser requires a label on bg steps");
         let is_close = *call == Call::Close;
-        let fd = if is_close {
-            self.socket_to_close(actor).map(IntoRawFd::into_raw_fd)
+        // A close takes the socket with it; it comes back if no thread starts.
+        let target = if is_close {
+            self.socket_to_close(actor)
+                .map(|s| BgTarget::Close(Arc::new(Mutex::new(Some(s)))))
         } else {
-            self.existing(actor)
+            self.existing(actor).map(BgTarget::Call)
         };
-        let fd = match fd {
-            Ok(fd) => fd,
+        let target = match target {
+            Ok(t) => t,
             Err(r) => return self.fill_now(index, *r),
         };
         let (tx, rx) = mpsc::channel();
         let call = call.clone();
         let logs = self.conns.logs(actor.index);
+        let theirs = target.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("bg-{label}"))
             .spawn(move || {
                 let start = Instant::now();
-                let r = fd_call(fd, &call, actor, &logs, deadline);
+                let r = match theirs {
+                    BgTarget::Call(h) => fd_call(&h, &call, actor, &logs, deadline),
+                    BgTarget::Close(s) => match s.lock().expect("bg socket").take() {
+                        Some(s) => s.close(),
+                        None => CallResult::harness_error("the socket was taken back"),
+                    },
+                };
                 let _ = tx.send((start, Instant::now(), r));
             });
         match spawned {
@@ -999,12 +975,12 @@ impl Driver<'_, '_> {
                 self.pending.insert(label, pending);
             }
             Err(e) => {
-                if is_close {
+                if let BgTarget::Close(s) = target {
                     // Not closed after all: give the socket back, so it is
                     // closed with the other leftovers once the capture stops.
-                    // SAFETY: fd came from into_raw_fd above and nothing else owns it.
-                    self.sockets
-                        .insert(actor, unsafe { Socket::from_raw_fd(fd) });
+                    if let Some(s) = s.lock().expect("bg socket").take() {
+                        self.sockets.insert(actor, s);
+                    }
                     self.closed.retain(|a| *a != actor);
                 }
                 self.fill_now(
@@ -1084,135 +1060,29 @@ impl Backoff {
     }
 }
 
-/// Calls that need only the fd; used for foreground and bg steps alike.
+/// What a bg step works on: a socket's handle, or (for a close) the
+/// socket itself.
+#[derive(Clone)]
+enum BgTarget {
+    Call(Handle),
+    Close(Arc<Mutex<Option<Sock>>>),
+}
+
+/// Calls that need only the socket; used for foreground and bg steps alike.
 fn fd_call(
-    fd: RawFd,
+    h: &Handle,
     call: &Call,
     actor: Actor,
     logs: &PerSide<Mutex<StreamLog>>,
     deadline: Instant,
 ) -> CallResult {
-    // The stream this actor writes, and the one it reads.
+    // The stream this actor writes is the one its side writes.
     let me = actor.side().unwrap_or(Side::Client);
-    let (outgoing, incoming) = (&logs[me], &logs[me.peer()]);
-    match call {
-        Call::Write {
-            payload,
-            nosignal,
-            dontwait,
-            more,
-        } => {
-            let flags = calls::WriteFlags {
-                nosignal: *nosignal,
-                dontwait: *dontwait,
-                more: *more,
-            };
-            calls::write(fd, payload, flags, outgoing, deadline)
-        }
-        Call::Read {
-            amount,
-            dontwait,
-            peek: false,
-        } => calls::read(fd, *amount, *dontwait, incoming, deadline),
-        Call::Read {
-            amount,
-            dontwait,
-            peek: true,
-        } => calls::peek(fd, *amount, *dontwait, incoming, deadline),
-        Call::GetOption(GetOpt::SoError) => calls::so_error(fd),
-        Call::GetOption(GetOpt::TcpInfo) => calls::tcp_state(fd),
-        Call::Shutdown(how) => calls::shutdown(fd, *how),
-        Call::Close => calls::close(fd),
-        Call::SetOption(opt) => calls::setsockopt(fd, *opt),
-        Call::Ioctl(q) => calls::ioctl(fd, *q),
-        Call::Disconnect => calls::disconnect(fd),
-        Call::Wait {
-            what: WaitFor::Readable,
-            ..
-        } => calls::wait_ready(fd, libc::POLLIN | os::POLL_PEER_CLOSED, deadline),
-        Call::Wait {
-            what: WaitFor::Writable,
-            ..
-        } => calls::wait_ready(fd, libc::POLLOUT, deadline),
-        Call::Listen { .. }
-        | Call::Bind(_)
-        | Call::Connect
-        | Call::Accept
-        | Call::Wait {
-            what: WaitFor::State(_),
-            ..
-        } => CallResult::harness_error(format!(
+    match FdCall::of(call) {
+        Some(c) => h.call(&c, actor.index, me, logs, deadline),
+        None => CallResult::harness_error(format!(
             "`{}` needs the driver, not just a descriptor",
             call.verb().name()
         )),
-    }
-}
-
-/// A blocking connect(2), bounded by SO_SNDTIMEO (the socket's own value
-/// put back after the call).
-fn blocking_connect(sock: &Socket, server: &SockAddr, deadline: Instant) -> CallResult {
-    let previous = match sock.write_timeout() {
-        Ok(t) => t,
-        Err(e) => return io_result(&e),
-    };
-    // A zero timeout means none: the shortest bound is a millisecond.
-    let left = deadline
-        .saturating_duration_since(Instant::now())
-        .max(Duration::from_millis(1));
-    if let Err(e) = sock.set_write_timeout(Some(left)) {
-        return io_result(&e);
-    }
-    let outcome = sock.connect(server);
-    let restored = sock.set_write_timeout(previous);
-    let r = match outcome {
-        Ok(()) => CallResult::ok(0),
-        // The bound, not the application's, ran out: the handshake goes on
-        // in the kernel.
-        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => CallResult {
-            timed_out: true,
-            note: Some("the handshake had not finished when the step's bound ran out".into()),
-            ..Default::default()
-        },
-        Err(e) => io_result(&e),
-    };
-    match restored {
-        Ok(()) => r,
-        Err(e) => CallResult::harness_error(format!(
-            "putting back the socket's SO_SNDTIMEO after connect: {e}"
-        )),
-    }
-}
-
-/// Waits, bounded, for a non-blocking connect that returned EINPROGRESS
-/// (`r`), and reads its outcome from SO_ERROR.
-fn nonblocking_outcome(sock: &Socket, fd: RawFd, r: CallResult, deadline: Instant) -> CallResult {
-    let ready = calls::wait_ready(fd, libc::POLLOUT, deadline);
-    if ready.timed_out {
-        return CallResult {
-            ret: Some(-1),
-            errno: Some("EINPROGRESS".to_string()),
-            timed_out: true,
-            note: Some("the handshake had not finished when the step's bound ran out".into()),
-            ..Default::default()
-        };
-    }
-    let err = match sock.take_error() {
-        Ok(None) => None,
-        Ok(Some(e)) | Err(e) => io_result(&e).errno,
-    };
-    CallResult {
-        so_error: Some(err.clone().unwrap_or_else(|| "0".into())),
-        note: Some(match err {
-            Some(e) => format!("connect failed later: SO_ERROR {e}"),
-            None => "connected".into(),
-        }),
-        ..r
-    }
-}
-
-fn io_result(e: &std::io::Error) -> CallResult {
-    match e.raw_os_error() {
-        Some(code) => CallResult::failed(Errno::from_raw(code)),
-        None => CallResult::harness_error(e.to_string()),
     }
 }

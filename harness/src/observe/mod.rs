@@ -31,7 +31,8 @@ use crate::scenario::Family;
 use crate::tcp::{PerSide, Side, TcpState};
 
 /// The timer a socket has running, as the kernel names it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
 pub enum TimerKind {
     Retransmit,
     KeepAlive,
@@ -40,7 +41,7 @@ pub enum TimerKind {
 }
 
 /// One socket in a snapshot.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SockEntry {
     pub state: TcpState,
     pub local: SocketAddr,
@@ -134,12 +135,14 @@ pub struct Observer {
 }
 
 impl Observer {
-    /// Opens `source` on each of the case's hosts.
+    /// Opens `source` on each of the case's hosts but those whose agent
+    /// reports its own states (`by_agent`).
     pub fn open(
         ns: &Namespace,
         hosts: &Hosts,
         family: Family,
         source: StateSource,
+        by_agent: PerSide<bool>,
     ) -> Result<Observer, ObserveError> {
         let backend = match source {
             #[cfg(target_os = "linux")]
@@ -147,6 +150,7 @@ impl Observer {
                 hosts
                     .sides()
                     .iter()
+                    .filter(|&&side| !by_agent[side])
                     .map(|&side| {
                         hosts
                             .on(side, || sockdiag::SockDiag::open(ns, family))
@@ -156,7 +160,7 @@ impl Observer {
             ),
             #[cfg(not(target_os = "linux"))]
             StateSource::SockDiag => {
-                let _ = (ns, hosts, family);
+                let _ = (ns, hosts, family, by_agent);
                 return Err(ObserveError::Unavailable("sock_diag"));
             }
             StateSource::TcpInfo => Backend::TcpInfo,
@@ -189,6 +193,62 @@ impl Observer {
             entries,
             sees_orphans: self.source.sees_orphans(),
         })
+    }
+}
+
+/// An agent's view of its own stack: every socket of the namespace it runs
+/// in (sock_diag) or the descriptors it holds (TCP_INFO), keeping only
+/// sockets with the case's port at an end, so nothing else on the machine
+/// is reported.
+pub struct AgentStates {
+    source: StateSource,
+    #[cfg(target_os = "linux")]
+    diag: std::collections::HashMap<Family, sockdiag::SockDiag>,
+}
+
+impl AgentStates {
+    pub fn new(source: StateSource) -> AgentStates {
+        AgentStates {
+            source,
+            #[cfg(target_os = "linux")]
+            diag: std::collections::HashMap::new(),
+        }
+    }
+
+    /// The sockets of `family` with `port` at either end; `held` are the
+    /// agent's descriptors.
+    pub fn snapshot(
+        &mut self,
+        family: Family,
+        port: u16,
+        held: &[RawFd],
+    ) -> Result<Vec<SockEntry>, ObserveError> {
+        let all = match self.source {
+            #[cfg(target_os = "linux")]
+            StateSource::SockDiag => {
+                let diag = match self.diag.entry(family) {
+                    std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(sockdiag::SockDiag::open_here(family)?)
+                    }
+                };
+                let mut all = diag.snapshot()?;
+                // The descriptor is the agent's, not the harness's.
+                for e in &mut all {
+                    e.fd = None;
+                }
+                all
+            }
+            #[cfg(not(target_os = "linux"))]
+            StateSource::SockDiag => return Err(ObserveError::Unavailable("sock_diag")),
+            StateSource::TcpInfo => tcpinfo::snapshot(held)?,
+        };
+        let v6 = family == Family::Ipv6;
+        Ok(all
+            .into_iter()
+            .filter(|e| e.local.is_ipv6() == v6)
+            .filter(|e| e.local.port() == port || e.remote.port() == port)
+            .collect())
     }
 }
 

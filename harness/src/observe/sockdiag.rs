@@ -36,6 +36,13 @@ pub struct SockDiag {
 impl SockDiag {
     /// Opens the netlink socket; call on the case thread, inside the namespace.
     pub fn open(_ns: &Namespace, family: Family) -> Result<SockDiag, ObserveError> {
+        SockDiag::open_here(family)
+    }
+
+    /// Opens the netlink socket in the calling thread's namespace, whatever
+    /// it is: for an agent, which reads (never changes) its own stack's
+    /// socket table.
+    pub fn open_here(family: Family) -> Result<SockDiag, ObserveError> {
         let err = |what: &str, e: std::io::Error| ObserveError::SockDiag(format!("{what}: {e}"));
         let mut socket = Socket::new(NETLINK_SOCK_DIAG).map_err(|e| err("socket", e))?;
         socket.bind_auto().map_err(|e| err("bind", e))?;

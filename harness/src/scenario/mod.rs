@@ -32,7 +32,18 @@ pub use steps::{
 use crate::files::{self, InputError};
 
 /// Address family of a case.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
 pub enum Family {
     Ipv4,
     Ipv6,

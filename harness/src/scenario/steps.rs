@@ -224,7 +224,10 @@ impl JsonSchema for Actor {
 }
 
 /// `shutdown(2)`'s `how`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
 pub enum How {
     Read,
     Write,
@@ -232,7 +235,10 @@ pub enum How {
 }
 
 /// What a write puts into the stream.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
 pub enum Payload {
     /// `n` bytes of the deterministic pattern (see `driver::pattern`).
     Pattern(u64),
@@ -254,7 +260,10 @@ impl Payload {
 }
 
 /// How much a read asks for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
 pub enum ReadAmount {
     /// Exactly `n` bytes, or fewer if EOF or an error comes first.
     Exactly(u64),
@@ -266,7 +275,10 @@ pub enum ReadAmount {
 
 /// A socket option or file-status flag a step can set. Values are already
 /// in the C types the call takes, range-checked by the parser.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
 pub enum SockOpt {
     /// `SO_LINGER`: `None` = off, `Some(secs)` = on with that timeout.
     Linger(Option<i32>),
@@ -293,7 +305,10 @@ pub enum SockOpt {
 }
 
 /// A socket option read back with `getsockopt(2)`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
 pub enum GetOpt {
     /// `SO_ERROR`: the pending error, by name (the step's `so_error`).
     SoError,
@@ -302,7 +317,10 @@ pub enum GetOpt {
 }
 
 /// `ioctl(2)` queries on a connected socket.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
 pub enum IoctlQuery {
     /// Bytes queued for reading (`FIONREAD`/`SIOCINQ`).
     InQueue,

@@ -142,6 +142,7 @@ impl Stack {
             states: self.states.name().to_string(),
             faults: self.faults.name().to_string(),
             counters: self.counters.name().to_string(),
+            agent: None,
         }
     }
 }
@@ -210,6 +211,11 @@ pub struct StackInfo {
     /// reports older than this field).
     #[serde(default)]
     pub counters: String,
+    /// The agent the host's calls went through, as it introduced itself
+    /// (`teardown 0.1.0, protocol 1`); absent when they were made in the
+    /// harness's own process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
 }
 
 /// Cases that would be `unsupported` on `stack`, each with what it lacks:

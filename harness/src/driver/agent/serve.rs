@@ -1,0 +1,358 @@
+//! The agent's side of the protocol: reads requests, makes the calls on
+//! its own sockets, writes the answers.
+
+use std::collections::HashMap;
+use std::io::{BufRead, Write};
+use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use super::{
+    Accepted, Answer, DataAnswer, Hello, HelloLine, MAX_LINE, Op, PROTOCOL, Request, Response,
+    StreamTotals,
+};
+use crate::driver::calls::{self, CallResult, StreamLog};
+use crate::observe::AgentStates;
+use crate::scenario::Family;
+use crate::stack::Stack;
+use crate::tcp::Side;
+
+/// Why a session ended other than by `bye` or the end of its input.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("reading requests: {0}")]
+    Read(std::io::Error),
+    #[error("writing answers: {0}")]
+    Write(std::io::Error),
+    #[error("a request line is longer than {MAX_LINE} bytes; the session ends")]
+    TooLong,
+    #[error("the input ended in the middle of a line ({0} bytes without a newline)")]
+    Truncated(usize),
+}
+
+/// What this agent says about itself.
+pub fn hello() -> Hello {
+    let stack = Stack::detect();
+    Hello {
+        protocol: PROTOCOL,
+        agent: format!("teardown {}", env!("CARGO_PKG_VERSION")),
+        os: std::env::consts::OS.to_string(),
+        stack: stack.name.to_string(),
+        stack_version: stack.version.clone(),
+        states: stack.states,
+    }
+}
+
+/// A session's streams, by connection number and writer.
+type Streams = HashMap<(u32, Side), Arc<Mutex<StreamLog>>>;
+
+/// One session's sockets and streams.
+struct Session {
+    sockets: Mutex<HashMap<u32, Socket>>,
+    streams: Mutex<Streams>,
+    states: Mutex<AgentStates>,
+    out: Mutex<Box<dyn Write + Send>>,
+}
+
+impl Session {
+    fn answer(&self, id: Option<u64>, answer: Answer) -> Result<(), ServeError> {
+        let mut line = serde_json::to_vec(&Response { id, answer }).expect("answers serialise");
+        line.push(b'\n');
+        let mut out = self.out.lock().expect("agent output");
+        out.write_all(&line)
+            .and_then(|()| out.flush())
+            .map_err(ServeError::Write)
+    }
+
+    fn fd(&self, handle: u32) -> Result<RawFd, String> {
+        self.sockets
+            .lock()
+            .expect("agent sockets")
+            .get(&handle)
+            .map(AsRawFd::as_raw_fd)
+            .ok_or_else(|| {
+                format!("no open socket has handle {handle} (closed, or never made by this agent)")
+            })
+    }
+
+    /// Why a request that names handles cannot be made, if one is not open.
+    fn unknown_handle(&self, op: &Op) -> Option<String> {
+        op.handles().iter().find_map(|h| self.fd(*h).err())
+    }
+
+    /// Closes `handle`'s socket; the handle is gone whatever close returns.
+    fn close(&self, handle: u32) -> Result<CallResult, String> {
+        let sock = self
+            .sockets
+            .lock()
+            .expect("agent sockets")
+            .remove(&handle)
+            .ok_or_else(|| format!("no open socket has handle {handle}"))?;
+        Ok(calls::close(sock.into_raw_fd()))
+    }
+
+    fn stream(&self, conn: u32, writer: Side) -> Arc<Mutex<StreamLog>> {
+        Arc::clone(
+            self.streams
+                .lock()
+                .expect("agent streams")
+                .entry((conn, writer))
+                .or_insert_with(|| Arc::new(Mutex::new(StreamLog::written_by(writer)))),
+        )
+    }
+
+    fn keep(&self, sock: Socket) -> u32 {
+        let handle = u32::try_from(sock.as_raw_fd()).expect("descriptors are not negative");
+        self.sockets
+            .lock()
+            .expect("agent sockets")
+            .insert(handle, sock);
+        handle
+    }
+
+    /// Answers a request that does not block.
+    fn now(&self, op: &Op) -> Result<Answer, String> {
+        Ok(match op {
+            Op::Socket { family } => {
+                let domain = match family {
+                    Family::Ipv4 => Domain::IPV4,
+                    Family::Ipv6 => Domain::IPV6,
+                };
+                match Socket::new(domain, Type::STREAM, Some(Protocol::TCP)) {
+                    Ok(s) => Answer::Handle(self.keep(s)),
+                    Err(e) => Answer::Error(format!("socket(): {e}")),
+                }
+            }
+            Op::Bind { handle, addr } => Answer::Result(calls::bind(self.fd(*handle)?, *addr)),
+            Op::Listen {
+                handle,
+                addr,
+                backlog,
+            } => Answer::Result(calls::listen(self.fd(*handle)?, *addr, *backlog)),
+            Op::Accept { handle } => match calls::accept_now(self.fd(*handle)?) {
+                Ok(None) => Answer::Accepted(None),
+                Ok(Some((sock, peer))) => Answer::Accepted(Some(Accepted {
+                    handle: self.keep(sock),
+                    peer,
+                })),
+                Err(r) => Answer::Result(*r),
+            },
+            Op::Nonblocking { handle } => Answer::Flag(calls::is_nonblocking(self.fd(*handle)?)),
+            Op::LocalAddr { handle } => Answer::Addr(calls::local_addr(self.fd(*handle)?)),
+            Op::States { family, port } => {
+                let held: Vec<RawFd> = self
+                    .sockets
+                    .lock()
+                    .expect("agent sockets")
+                    .values()
+                    .map(AsRawFd::as_raw_fd)
+                    .collect();
+                let states = self.states.lock().expect("agent states");
+                match { states }.snapshot(*family, *port, &held) {
+                    Ok(entries) => Answer::States(entries),
+                    Err(e) => Answer::Error(e.to_string()),
+                }
+            }
+            Op::Connect { .. }
+            | Op::ConnectMany { .. }
+            | Op::Call { .. }
+            | Op::Close { .. }
+            | Op::CloseMany { .. } => {
+                unreachable!("blocking requests run on their own thread")
+            }
+            Op::Bye => Answer::Bye(true),
+        })
+    }
+
+    /// Answers a request that may block, on its own thread.
+    fn blocking(&self, op: &Op) -> Result<Answer, String> {
+        let deadline = Instant::now() + Duration::from_millis(op.bound_ms());
+        Ok(match op {
+            Op::Connect { handle, to, .. } => {
+                Answer::Result(calls::connect(self.fd(*handle)?, *to, deadline))
+            }
+            Op::ConnectMany { handles, to, .. } => {
+                let fds = handles
+                    .iter()
+                    .map(|h| self.fd(*h))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Answer::Results(calls::connect_many(&fds, *to, deadline))
+            }
+            Op::Call {
+                handle,
+                call,
+                stream,
+                ..
+            } => {
+                let fd = self.fd(*handle)?;
+                let outgoing = self.stream(stream.conn, stream.side);
+                let incoming = self.stream(stream.conn, stream.side.peer());
+                if call.reads() {
+                    incoming
+                        .lock()
+                        .expect("stream log")
+                        .written_elsewhere(stream.texts.clone());
+                }
+                let result = calls::on_fd(fd, call, &outgoing, &incoming, deadline);
+                let written = outgoing.lock().expect("stream log").written;
+                let (read, corrupted) = {
+                    let l = incoming.lock().expect("stream log");
+                    (l.read, l.corrupted)
+                };
+                Answer::Data(DataAnswer {
+                    result,
+                    stream: StreamTotals {
+                        written,
+                        read,
+                        corrupted,
+                    },
+                })
+            }
+            Op::Close { handle } => Answer::Result(self.close(*handle)?),
+            Op::CloseMany { handles } => Answer::Results(
+                handles
+                    .iter()
+                    .enumerate()
+                    .map(|(i, h)| {
+                        calls::pace(i);
+                        self.close(*h).unwrap_or_else(CallResult::harness_error)
+                    })
+                    .collect(),
+            ),
+            other => self.now(other)?,
+        })
+    }
+}
+
+/// Serves one session: the hello, then requests from `input` until `bye`
+/// or its end. Every socket still open is closed when it returns.
+pub fn serve(input: impl BufRead, output: Box<dyn Write + Send>) -> Result<(), ServeError> {
+    // A write to a reset connection raises SIGPIPE for the calling thread
+    // (and its children): kept pending, so the call's record can say so.
+    let _ = calls::block_sigpipe();
+    let me = hello();
+    let session = Arc::new(Session {
+        sockets: Mutex::new(HashMap::new()),
+        streams: Mutex::new(HashMap::new()),
+        states: Mutex::new(AgentStates::new(me.states)),
+        out: Mutex::new(output),
+    });
+    let mut line = serde_json::to_vec(&HelloLine { hello: me }).expect("hello serialises");
+    line.push(b'\n');
+    {
+        let mut out = session.out.lock().expect("agent output");
+        out.write_all(&line)
+            .and_then(|()| out.flush())
+            .map_err(ServeError::Write)?;
+    }
+    let mut input = input.take(0);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        // At most one byte past the limit, to tell a long line from one
+        // that just fits.
+        input.set_limit(MAX_LINE as u64 + 1);
+        let n = input
+            .read_until(b'\n', &mut buf)
+            .map_err(ServeError::Read)?;
+        if n == 0 {
+            return Ok(());
+        }
+        if buf.last() != Some(&b'\n') {
+            return Err(if n > MAX_LINE {
+                ServeError::TooLong
+            } else {
+                ServeError::Truncated(n)
+            });
+        }
+        if buf.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let request = match parse(&buf) {
+            Ok(r) => r,
+            Err((id, why)) => {
+                session.answer(id, Answer::Error(why))?;
+                continue;
+            }
+        };
+        match request.op {
+            Op::Bye => {
+                session.answer(Some(request.id), Answer::Bye(true))?;
+                return Ok(());
+            }
+            ref op if op.blocks() => {
+                // A handle that is not open is refused at once, in order.
+                if let Some(why) = session.unknown_handle(&request.op) {
+                    session.answer(Some(request.id), Answer::Error(why))?;
+                    continue;
+                }
+                let s = Arc::clone(&session);
+                std::thread::Builder::new()
+                    .name(format!("agent-{}", request.id))
+                    .spawn(move || {
+                        let answer = s.blocking(&request.op).unwrap_or_else(Answer::Error);
+                        // A closed output ends the session in the main loop.
+                        let _ = s.answer(Some(request.id), answer);
+                    })
+                    .map_err(|e| ServeError::Write(std::io::Error::other(e)))?;
+            }
+            ref op => {
+                let answer = session.now(op).unwrap_or_else(Answer::Error);
+                session.answer(Some(request.id), answer)?;
+            }
+        }
+    }
+}
+
+/// A request from its line, or the id (if readable) and what is wrong.
+fn parse(line: &[u8]) -> Result<Request, (Option<u64>, String)> {
+    /// What every version's requests have.
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        v: Option<u32>,
+        id: Option<u64>,
+    }
+    let env: Envelope = serde_json::from_slice(line).map_err(|e| {
+        (
+            None,
+            format!("not a request (a JSON object with v, id, op): {e}"),
+        )
+    })?;
+    let id = env.id;
+    match env.v {
+        Some(PROTOCOL) => {}
+        Some(v) => {
+            return Err((
+                id,
+                format!("protocol version {v} is not spoken here: this agent speaks {PROTOCOL}"),
+            ));
+        }
+        None => return Err((id, "the request has no protocol version (`v`)".into())),
+    }
+    if id.is_none() {
+        return Err((None, "the request has no id".into()));
+    }
+    serde_json::from_slice(line).map_err(|e| (id, format!("a bad request: {e}")))
+}
+
+/// Serves sessions from TCP control connections at `addr`, one thread
+/// each, until the process is stopped. Each session has its own sockets.
+pub fn listen(
+    addr: std::net::SocketAddr,
+    ready: impl FnOnce(std::net::SocketAddr),
+) -> std::io::Result<()> {
+    let listener = std::net::TcpListener::bind(addr)?;
+    ready(listener.local_addr()?);
+    for conn in listener.incoming() {
+        let conn = conn?;
+        let reader = std::io::BufReader::new(conn.try_clone()?);
+        std::thread::spawn(move || {
+            if let Err(e) = serve(reader, Box::new(conn)) {
+                eprintln!("teardown agent: a session ended: {e}");
+            }
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,382 @@
+//! The agent protocol (root: every agent here runs in a namespace of its
+//! own, never in the host's):
+//!
+//! - a line that is not a request, an unknown op, another protocol
+//!   version, a call on a closed handle each get an `error` answer naming
+//!   what was wrong, and the session goes on;
+//! - input cut off in the middle of a line ends the session with an error
+//!   that says so, never a hang;
+//! - every line of a whole session (hello, requests, answers) is what the
+//!   committed schema, `harness/schema/agent.schema.json`, says;
+//! - an agent killed in the middle of a case makes that case `error`,
+//!   saying how the agent ended, and the run goes on; no agent process is
+//!   left behind.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use teardown::runner::{self, HostStack, RunOptions};
+use teardown::stack::Stack;
+use teardown::tcp::PerSide;
+use teardown::verdict::Status;
+
+/// `teardown agent`, started in a fresh network namespace.
+fn agent_in_a_namespace() -> std::process::Child {
+    std::thread::spawn(|| {
+        let _ns = teardown::sandbox::enter_fresh_namespace().expect("root: a fresh namespace");
+        Command::new(env!("CARGO_BIN_EXE_teardown"))
+            .arg("agent")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("teardown agent starts")
+    })
+    .join()
+    .unwrap()
+}
+
+/// Sends each line and reads one answer per line (after the hello).
+fn converse(lines: &[&str]) -> (Value, Vec<Value>) {
+    let mut child = agent_in_a_namespace();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut read = || {
+        let mut l = String::new();
+        stdout.read_line(&mut l).unwrap();
+        serde_json::from_str::<Value>(&l).unwrap_or_else(|e| panic!("{e}: {l:?}"))
+    };
+    let hello = read();
+    let mut answers = Vec::new();
+    for l in lines {
+        writeln!(stdin, "{l}").unwrap();
+        answers.push(read());
+    }
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+    (hello, answers)
+}
+
+/// A session with an agent, one request at a time.
+struct Session {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: BufReader<std::process::ChildStdout>,
+    next_id: u64,
+    /// Every line both ways, for the schema.
+    lines: Vec<Value>,
+}
+
+impl Session {
+    fn start() -> Session {
+        let mut child = agent_in_a_namespace();
+        let stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut s = Session {
+            child,
+            stdin,
+            stdout,
+            next_id: 1,
+            lines: Vec::new(),
+        };
+        s.read();
+        s
+    }
+
+    fn read(&mut self) -> Value {
+        let mut l = String::new();
+        self.stdout.read_line(&mut l).unwrap();
+        let v: Value = serde_json::from_str(&l).unwrap_or_else(|e| panic!("{e}: {l:?}"));
+        self.lines.push(v.clone());
+        v
+    }
+
+    /// Sends `op` (an object without `v` and `id`) and returns the answer.
+    fn ask(&mut self, mut op: Value) -> Value {
+        op["v"] = 1.into();
+        op["id"] = self.next_id.into();
+        self.next_id += 1;
+        writeln!(self.stdin, "{op}").unwrap();
+        self.lines.push(op.clone());
+        let answer = self.read();
+        assert_eq!(answer["id"], op["id"], "{answer}");
+        answer
+    }
+}
+
+#[test]
+fn a_whole_session_moves_data_and_every_line_matches_the_committed_schema() {
+    use serde_json::json;
+    let mut s = Session::start();
+    let listener = s.ask(json!({"op": "socket", "family": "ipv4"}))["handle"].clone();
+    let a =
+        s.ask(json!({"op": "listen", "handle": listener, "addr": "127.0.0.1:9000", "backlog": 8}));
+    assert_eq!(a["result"]["ret"], 0, "{a}");
+    let client = s.ask(json!({"op": "socket", "family": "ipv4"}))["handle"].clone();
+    let a =
+        s.ask(json!({"op": "connect", "handle": client, "to": "127.0.0.1:9000", "bound_ms": 2000}));
+    assert_eq!(a["result"]["ret"], 0, "{a}");
+    let port = a["result"]["value"]
+        .as_u64()
+        .expect("connect's value is the local port");
+    let a = s.ask(json!({"op": "accept", "handle": listener}));
+    let server = a["accepted"]["handle"].clone();
+    assert_eq!(a["accepted"]["peer"], format!("127.0.0.1:{port}"), "{a}");
+    let stream = |side: &str| json!({"conn": 1, "side": side});
+    let write = json!({"call": "write", "payload": {"pattern": 1000}, "nosignal": true, "dontwait": false, "more": false});
+    let a = s.ask(json!({"op": "call", "handle": client, "call": write, "stream": stream("client"), "bound_ms": 2000}));
+    assert_eq!(a["data"]["result"]["bytes"], 1000, "{a}");
+    assert_eq!(a["data"]["stream"]["written"], 1000, "{a}");
+    let shut = json!({"call": "shutdown", "how": "write"});
+    let a = s.ask(json!({"op": "call", "handle": client, "call": shut, "stream": stream("client"), "bound_ms": 2000}));
+    assert_eq!(a["data"]["result"]["ret"], 0, "{a}");
+    let read = json!({"call": "read", "amount": "until-eof", "dontwait": false, "peek": false});
+    let a = s.ask(json!({"op": "call", "handle": server, "call": read, "stream": stream("server"), "bound_ms": 2000}));
+    assert_eq!(
+        a["data"]["stream"],
+        json!({"written": 0, "read": 1000, "corrupted": 0}),
+        "{a}"
+    );
+    let a = s.ask(json!({"op": "states", "family": "ipv4", "port": 9000}));
+    let states: Vec<&str> = a["states"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["state"].as_str().unwrap())
+        .collect();
+    // The server read the client's FIN: CLOSE-WAIT (the client is in
+    // FIN-WAIT-1 or -2, as the ACK of its FIN may be delayed).
+    assert!(
+        states.contains(&"LISTEN") && states.contains(&"CLOSE-WAIT"),
+        "{a}"
+    );
+    assert_eq!(states.len(), 3, "{a}");
+    for h in [&client, &server, &listener] {
+        assert_eq!(
+            s.ask(json!({"op": "close", "handle": h}))["result"]["ret"],
+            0
+        );
+    }
+    assert_eq!(s.ask(json!({"op": "bye"}))["bye"], true);
+    assert!(s.child.wait().unwrap().success());
+
+    let schema: Value = serde_json::from_str(include_str!("../schema/agent.schema.json")).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    for line in &s.lines {
+        let errors: Vec<String> = validator.iter_errors(line).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{line}: {errors:#?}");
+    }
+    // and the schema says no to what is not a line of the protocol
+    for wrong in [
+        json!({"hello": {"protocol": "one", "agent": "x", "os": "linux", "stack": "linux", "states": "sock-diag"}}),
+        json!({"v": 1, "id": 1, "op": "socket", "family": "ipx"}),
+        json!({"id": 1, "handle": -1}),
+    ] {
+        assert!(!validator.is_valid(&wrong), "{wrong}");
+    }
+}
+
+#[test]
+fn bad_requests_get_an_error_naming_what_was_wrong_and_the_session_goes_on() {
+    let (hello, a) = converse(&[
+        "this is not json",
+        r#"{"v":1,"id":2,"op":"frobnicate"}"#,
+        r#"{"v":9,"id":3,"op":"socket","family":"ipv4"}"#,
+        r#"{"id":4,"op":"socket","family":"ipv4"}"#,
+        r#"{"v":1,"id":5,"op":"socket","family":"ipv4"}"#,
+    ]);
+    assert_eq!(hello["hello"]["protocol"], 1);
+    assert_eq!(hello["hello"]["stack"], "linux");
+    assert!(a[0]["id"].is_null(), "{}", a[0]);
+    assert!(
+        a[0]["error"].as_str().unwrap().contains("not a request"),
+        "{}",
+        a[0]
+    );
+    assert_eq!(a[1]["id"], 2);
+    assert!(
+        a[1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown variant `frobnicate`"),
+        "{}",
+        a[1]
+    );
+    assert!(
+        a[2]["error"]
+            .as_str()
+            .unwrap()
+            .contains("protocol version 9"),
+        "{}",
+        a[2]
+    );
+    assert!(
+        a[3]["error"]
+            .as_str()
+            .unwrap()
+            .contains("no protocol version"),
+        "{}",
+        a[3]
+    );
+    // After all that, a good request is answered.
+    assert!(a[4]["handle"].is_u64(), "{}", a[4]);
+}
+
+#[test]
+fn a_call_on_a_closed_handle_is_refused() {
+    let (_, a) = converse(&[r#"{"v":1,"id":1,"op":"socket","family":"ipv6"}"#]);
+    let h = a[0]["handle"].as_u64().unwrap();
+    let (_, a) = converse(&[
+        r#"{"v":1,"id":1,"op":"socket","family":"ipv6"}"#,
+        &format!(r#"{{"v":1,"id":2,"op":"close","handle":{h}}}"#),
+        &format!(
+            r#"{{"v":1,"id":3,"op":"call","handle":{h},"call":{{"call":"shutdown","how":"write"}},"stream":{{"conn":1,"side":"client"}},"bound_ms":100}}"#
+        ),
+        &format!(r#"{{"v":1,"id":4,"op":"local-addr","handle":{h}}}"#),
+    ]);
+    assert_eq!(
+        a[0]["handle"].as_u64(),
+        Some(h),
+        "descriptors are reused in order"
+    );
+    assert_eq!(a[1]["result"]["ret"], 0, "{}", a[1]);
+    for answer in &a[2..] {
+        assert!(
+            answer["error"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("no open socket has handle {h}")),
+            "{answer}"
+        );
+    }
+}
+
+#[test]
+fn input_cut_off_in_a_line_ends_the_session_with_an_error() {
+    let mut child = agent_in_a_namespace();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(br#"{"v":1,"id":1,"op":"soc"#).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("ended in the middle of a line"), "{err}");
+}
+
+/// Agent processes that are children of this process.
+fn my_agents() -> Vec<i32> {
+    let me = std::process::id().to_string();
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        // pid (comm) state ppid ...
+        let ppid = stat
+            .rsplit(')')
+            .next()
+            .and_then(|r| r.split_whitespace().nth(1));
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        if ppid == Some(me.as_str()) && args.get(1) == Some(&&b"agent"[..]) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// Whether process `pid` holds a TCP socket: an agent that has made a
+/// case's socket. (The report's probe bench starts agents only to read
+/// their hello; they hold other sockets, never a TCP one.)
+fn holds_a_tcp_socket(pid: i32) -> bool {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+        })
+        .collect();
+    ["tcp", "tcp6"].iter().any(|t| {
+        std::fs::read_to_string(format!("/proc/{pid}/net/{t}"))
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+            // sl local remote st tx:rx tr:when retrnsmt uid timeout inode
+            .filter_map(|l| l.split_whitespace().nth(9))
+            .any(|inode| inodes.iter().any(|i| i == inode))
+    })
+}
+
+#[test]
+fn an_agent_killed_mid_case_makes_the_case_an_error_and_the_run_goes_on() {
+    let dir = std::env::temp_dir().join(format!("teardown-agent-kill-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("slow.toml");
+    std::fs::write(
+        &file,
+        r#"title = "A case long enough to lose its agent in"
+steps = '''
+client write 100
+server read 100
+sleep 1500ms
+client close
+server read until-eof
+'''
+[[expect]]
+os = "linux"
+why = "nothing is lost"
+facts = { "data.client_to_server.lost" = 0 }
+"#,
+    )
+    .unwrap();
+    let cases = teardown::catalogue::load(std::slice::from_ref(&file)).unwrap();
+    assert_eq!(cases.len(), 2, "ipv4 and ipv6");
+    let opts = RunOptions {
+        captures_dir: None,
+        run_id: "agent-kill".into(),
+        jobs: 1,
+        stack: Stack::detect(),
+        expected_ms: Default::default(),
+        bench: true,
+        hosts: PerSide::new(HostStack::LinuxAgent, HostStack::Linux),
+    };
+    let killer = std::thread::spawn(|| {
+        // The first case's agent, once it has made the case's socket:
+        // killed while the case sleeps.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(pid) = my_agents().into_iter().find(|p| holds_a_tcp_socket(*p)) {
+                std::thread::sleep(Duration::from_millis(300));
+                // SAFETY: a plain kill(2) of our own child.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        false
+    });
+    let report = runner::run_all(&cases, &opts, &AtomicBool::new(false), &|_| {});
+    assert!(killer.join().unwrap(), "no agent was seen to kill");
+    let first = &report.cases[0];
+    assert_eq!(first.verdict.status, Status::Error, "{:#?}", first.verdict);
+    let why = format!("{:?}", first.verdict.error);
+    assert!(why.contains("the client host's agent ended"), "{why}");
+    assert!(why.contains("signal: 9"), "{why}");
+    // The run went on: the next case had an agent of its own.
+    let second = &report.cases[1];
+    assert_eq!(second.verdict.status, Status::Pass, "{:#?}", second.verdict);
+    assert!(
+        my_agents().is_empty(),
+        "agents left running: {:?}",
+        my_agents()
+    );
+    let _ = std::fs::remove_dir_all(Path::new(&dir));
+}
