@@ -97,6 +97,17 @@ pub enum SysctlCheck {
     NotChecked(String),
 }
 
+/// Every sysctl name the cases set, once each.
+pub fn sysctl_names(cases: &[Case]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for s in cases.iter().flat_map(|c| &c.sysctls) {
+        if !names.contains(&s.name) {
+            names.push(s.name.clone());
+        }
+    }
+    names
+}
+
 /// Checks that every sysctl the cases set exists in a network namespace of
 /// this stack. One that exists only in the host's initial namespace (such
 /// as net.ipv4.tcp_max_orphans) is an error naming its file and line: no

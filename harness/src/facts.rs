@@ -430,6 +430,13 @@ pub static KINDS: &[FactKind] = &[
         get: |c, _| Some(json!(c.outcome.time_wait.remaining_ms)),
     },
     FactKind {
+        pattern: "time_wait.after_peer_fin_ms",
+        doc: "how long after its peer's last FIN the one side in TIME-WAIT leaves it (2 MSL if a retransmitted FIN restarts the timer)",
+        used_as: Use::Measurement,
+        measured_when: None,
+        get: |c, _| Some(json!(c.outcome.time_wait.after_peer_fin_ms)),
+    },
+    FactKind {
         pattern: "final_state.<side>",
         doc: "the side's last TCP state (CLOSED once its socket is gone)",
         used_as: Use::Behaviour,

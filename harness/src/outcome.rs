@@ -23,6 +23,14 @@ pub struct TimeWait {
     pub side: Option<TimeWaitSide>,
     /// The kernel's remaining TIME-WAIT timer (the smaller, if both).
     pub remaining_ms: Option<u32>,
+    /// How long after the last FIN its peer sent the TIME-WAIT side's timer
+    /// runs out: the final snapshot's time plus the timer it showed, less
+    /// that FIN's time in the capture. 2 MSL if the timer restarted on a
+    /// retransmitted FIN (RFC 9293 3.10.7.4), less if not; unlike
+    /// `remaining_ms`, it does not depend on how soon the harness looked.
+    /// Null with one side alone in TIME-WAIT only.
+    #[serde(default)]
+    pub after_peer_fin_ms: Option<f64>,
 }
 
 /// Bytes of one direction, from the application's and the wire's view.
@@ -158,7 +166,7 @@ const NEVER_HELD: &str = "the stack's state source (TCP_INFO on descriptors) can
 
 /// Why a side's socket is out of sight of the state source, if it is.
 fn out_of_sight(out: &DriverOutput, side: Side) -> Option<&'static str> {
-    if out.final_snapshot.sees_orphans {
+    if out.final_snapshot.sees_orphans[side] {
         None
     } else if out.closed[side] {
         Some(OUT_OF_SIGHT)
@@ -237,7 +245,8 @@ pub fn outcome(
         }
     }
     let final_state = final_states(out, &mut unobserved);
-    let time_wait = time_wait(out, &mut unobserved);
+    let mut time_wait = time_wait(out, &mut unobserved);
+    time_wait.after_peer_fin_ms = after_peer_fin(out, &time_wait, &packets, &mut unobserved);
     let flow = |writer: Side| {
         let app = out.flows[writer];
         Flow {
@@ -331,31 +340,30 @@ fn connections(
         .map(|(i, flow)| {
             let number = number_of.get(&flow.client).copied();
             let superseded = latest[&(flow.client, flow.server)] != i;
-            let state = |local, remote| -> Option<TcpState> {
+            let state = |side: Side, local, remote| -> Option<TcpState> {
                 match table.get(&(local, remote)) {
-                    Some(_) if superseded && sees_all => Some(TcpState::Closed),
+                    Some(_) if superseded && sees_all[side] => Some(TcpState::Closed),
                     Some(_) if superseded => None,
                     Some(e) => Some(e.state),
-                    None if sees_all => Some(TcpState::Closed),
+                    None if sees_all[side] => Some(TcpState::Closed),
                     None => None,
                 }
             };
             let final_state = PerSide::new(
-                state(flow.client, flow.server),
-                state(flow.server, flow.client),
+                state(Side::Client, flow.client, flow.server),
+                state(Side::Server, flow.server, flow.client),
             );
-            let time_wait =
-                sees_all.then(
-                    || match final_state.map(|_, s| s == Some(TcpState::TimeWait)) {
-                        PerSide {
-                            client: true,
-                            server: true,
-                        } => TimeWaitSide::Both,
-                        PerSide { client: true, .. } => TimeWaitSide::Client,
-                        PerSide { server: true, .. } => TimeWaitSide::Server,
-                        _ => TimeWaitSide::None,
-                    },
-                );
+            let time_wait = (sees_all.client && sees_all.server).then(|| {
+                match final_state.map(|_, s| s == Some(TcpState::TimeWait)) {
+                    PerSide {
+                        client: true,
+                        server: true,
+                    } => TimeWaitSide::Both,
+                    PerSide { client: true, .. } => TimeWaitSide::Client,
+                    PerSide { server: true, .. } => TimeWaitSide::Server,
+                    _ => TimeWaitSide::None,
+                }
+            });
             let data = number
                 .filter(|n| flows_per_number.get(n) == Some(&1))
                 .and_then(|n| out.connections.get(&n))
@@ -421,6 +429,55 @@ fn final_states(
     })
 }
 
+/// How long after its peer's last FIN the one side in TIME-WAIT leaves it
+/// (see [`TimeWait::after_peer_fin_ms`]).
+fn after_peer_fin(
+    out: &DriverOutput,
+    tw: &TimeWait,
+    packets: &[PacketRecord],
+    unobserved: &mut BTreeMap<String, String>,
+) -> Option<f64> {
+    let side = match tw.side {
+        Some(TimeWaitSide::Client) => Side::Client,
+        Some(TimeWaitSide::Server) => Side::Server,
+        Some(TimeWaitSide::Both) => {
+            unobserved.insert(
+                "time_wait.after_peer_fin_ms".into(),
+                "both sides are in TIME-WAIT: each has a peer's last FIN of its own".into(),
+            );
+            return None;
+        }
+        // Not in TIME-WAIT, or not observed: said under time_wait.
+        _ => return None,
+    };
+    let Some(remaining) = out
+        .ends
+        .find(&out.final_snapshot, side)
+        .filter(|e| e.timer == Some(TimerKind::TimeWait))
+        .and_then(|e| e.timer_ms)
+    else {
+        unobserved.insert(
+            "time_wait.after_peer_fin_ms".into(),
+            "the stack's state source does not show the TIME-WAIT timer".into(),
+        );
+        return None;
+    };
+    let Some(fin) = packets
+        .iter()
+        .rev()
+        .find(|p| p.from == side.peer() && p.flags.fin())
+    else {
+        unobserved.insert(
+            "time_wait.after_peer_fin_ms".into(),
+            format!("the capture holds no FIN from the {}", side.peer()),
+        );
+        return None;
+    };
+    // Rounded to the microsecond, as every time in a report.
+    let after = out.final_snapshot_ms + f64::from(remaining) - fin.t_ms;
+    Some((after * 1e3).round() / 1e3)
+}
+
 /// Who holds TIME-WAIT at the end, from the final snapshot.
 fn time_wait(out: &DriverOutput, unobserved: &mut BTreeMap<String, String>) -> TimeWait {
     let snap: &Snapshot = &out.final_snapshot;
@@ -456,7 +513,11 @@ fn time_wait(out: &DriverOutput, unobserved: &mut BTreeMap<String, String>) -> T
             .entry("time_wait.remaining_ms".into())
             .or_insert_with(|| "the stack's state source does not show timers".into());
     }
-    TimeWait { side, remaining_ms }
+    TimeWait {
+        side,
+        remaining_ms,
+        after_peer_fin_ms: None,
+    }
 }
 
 #[cfg(test)]
@@ -485,8 +546,9 @@ mod tests {
             timeline: Timeline::default(),
             final_snapshot: Snapshot {
                 entries,
-                sees_orphans,
+                sees_orphans: PerSide::both(sees_orphans),
             },
+            final_snapshot_ms: 1000.0,
             closed,
             held: PerSide::both(true),
             settled: true,
@@ -499,6 +561,7 @@ mod tests {
 
     fn tw_entry() -> SockEntry {
         SockEntry {
+            host: None,
             state: TcpState::TimeWait,
             local: "127.0.0.1:40000".parse().unwrap(),
             remote: "127.0.0.1:9000".parse().unwrap(),
@@ -556,6 +619,49 @@ mod tests {
         );
         assert_eq!(o.time_wait.side, Some(TimeWaitSide::Client));
         assert!(o.unobserved["time_wait.remaining_ms"].contains("timers"));
+    }
+
+    fn fin(t_ms: f64, from: Side) -> PacketRecord {
+        PacketRecord {
+            t_ms,
+            from,
+            flags: crate::tcp::Flags::FIN,
+            seq: 1,
+            ack: None,
+            len: 0,
+            win: 0,
+            notes: vec![],
+            dropped_by: None,
+        }
+    }
+
+    /// RFC 9293 3.10.7.4: the peer's last FIN, not the first, is what a
+    /// restarted TIME-WAIT timer counts from; the time it ends is the
+    /// snapshot's time plus the timer the snapshot showed.
+    #[test]
+    fn time_wait_is_timed_from_the_peers_last_fin() {
+        let out = driver(true, PerSide::both(true), vec![tw_entry()]);
+        let mut unobserved = BTreeMap::new();
+        let tw = time_wait(&out, &mut unobserved);
+        // Snapshot at 1000 ms showing 59 000 ms left: it ends at 60 000 ms.
+        let fins = [
+            fin(0.5, Side::Client),
+            fin(100.0, Side::Server),
+            fin(400.0, Side::Server),
+        ];
+        let after = after_peer_fin(&out, &tw, &fins, &mut unobserved);
+        assert_eq!(after, Some(59_600.0));
+        // Without a FIN from the peer, or with both sides in TIME-WAIT,
+        // there is no one last FIN to count from.
+        let after = after_peer_fin(&out, &tw, &fins[..1], &mut unobserved);
+        assert_eq!(after, None);
+        assert!(unobserved["time_wait.after_peer_fin_ms"].contains("no FIN from the server"));
+        let both = TimeWait {
+            side: Some(TimeWaitSide::Both),
+            ..tw
+        };
+        assert_eq!(after_peer_fin(&out, &both, &fins, &mut unobserved), None);
+        assert!(unobserved["time_wait.after_peer_fin_ms"].contains("both sides"));
     }
 
     #[test]

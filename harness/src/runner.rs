@@ -18,15 +18,15 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::analyze;
 use crate::capture::{self, Capture, Reaper};
-use crate::driver::agent::client::AgentClient;
-use crate::driver::{self, DriverOutput, Endpoint, Instruments};
+use crate::driver::agent::client::{AgentClient, AgentError};
+use crate::driver::{self, DriverOutput, Endpoint, Instruments, SysctlError};
 use crate::fault::Firewall;
 use crate::observe::Observer;
 use crate::outcome::{self, Outcome};
 use crate::report::{self, BenchHosts, CaseReport, Host, Report, Summary, Timing, Tool};
 use crate::sandbox::{self, Hosts, Namespace, SandboxError};
 use crate::scenario::{Case, Link};
-use crate::stack::{self, CounterScope, Stack};
+use crate::stack::{self, CounterScope, HostStack, Reach, SideStack, Stack};
 use crate::tcp::{PerSide, Side};
 use crate::verdict::{self, Verdict};
 use crate::wire;
@@ -53,44 +53,89 @@ pub struct RunOptions {
     pub hosts: PerSide<HostStack>,
 }
 
-/// What a bench host runs, and how its calls are made.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub enum HostStack {
-    /// This kernel in the host's namespace, its calls made in-process.
-    #[default]
-    Linux,
-    /// This kernel in the host's namespace, its calls made by a `teardown
-    /// agent` process started there: the agent protocol end to end.
-    LinuxAgent,
-}
+/// How long an agent may take to start and say hello: a process in a
+/// namespace takes milliseconds, a gVisor sandbox a few hundred (seconds
+/// when many start at once on the ptrace platform).
+const AGENT_START: Duration = Duration::from_secs(30);
 
-impl HostStack {
-    /// Whether the host's calls go through an agent.
-    pub fn is_agent(&self) -> bool {
-        !matches!(self, HostStack::Linux)
-    }
-}
-
-/// How long an agent may take to start and say hello.
-const AGENT_START: Duration = Duration::from_secs(10);
-
-/// Starts `side`'s agent on its host, if it has one.
+/// Starts `side`'s endpoint on its host: nothing for a host whose calls the
+/// harness makes, an agent process (or sandbox) for the others.
 fn endpoint(hosts: &Hosts, side: Side, stack: &HostStack) -> Result<Endpoint, String> {
     let what = format!("the {side} host's agent");
-    match stack {
-        HostStack::Linux => Ok(Endpoint::InProcess),
+    let exe = || driver::agent::client::agent_program().map_err(|e| format!("{what}: {e}"));
+    let client = match stack {
+        HostStack::Linux => return Ok(Endpoint::InProcess),
         HostStack::LinuxAgent => {
-            let exe = driver::agent::client::agent_program().map_err(|e| format!("{what}: {e}"))?;
-            let mut cmd = std::process::Command::new(exe);
-            cmd.arg("agent");
+            let mut cmd = std::process::Command::new(exe()?);
+            cmd.args(["agent", "--own-stack"]);
             // A child forked on the host's thread shares the host's namespace.
-            let client = hosts
+            hosts
                 .on(side, || AgentClient::spawn(cmd, what, AGENT_START))
                 .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())?;
-            Ok(Endpoint::Agent(Arc::new(client)))
+        }
+        HostStack::Gvisor => {
+            let Hosts::Bench(bench) = hosts else {
+                return Err("a gVisor host needs the bench (--bench)".into());
+            };
+            bench.hand_over(side).map_err(|e| e.to_string())?;
+            let scratch = scratch_dir("gvisor");
+            let id = scratch
+                .file_name()
+                .map_or_else(|| "teardown".into(), |n| n.to_string_lossy().into_owned());
+            let cmd =
+                stack::gvisor::agent_command(&exe()?, &bench.namespace_path(side), &scratch, &id);
+            let spawned = cmd
+                .map_err(|e| AgentError::Start {
+                    what: what.clone(),
+                    why: e.to_string(),
+                })
+                .and_then(|cmd| AgentClient::spawn(cmd, what, AGENT_START));
+            match spawned {
+                Ok(c) => Ok(c.with_scratch(scratch)),
+                Err(e) => {
+                    let _ = std::fs::remove_dir_all(&scratch);
+                    Err(e)
+                }
+            }
+        }
+        HostStack::Remote(addr) => AgentClient::connect(*addr, what, AGENT_START),
+    };
+    client
+        .map(|c| Endpoint::Agent(Arc::new(c)))
+        .map_err(|e| e.to_string())
+}
+
+/// A directory of its own for something a case starts (`teardown-<what>-
+/// <pid>-<n>` in the temporary directory); not created here.
+fn scratch_dir(what: &str) -> PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    std::env::temp_dir().join(format!(
+        "teardown-{what}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+/// What the case's two sides run on (see [`reach_of`]).
+fn reach(opts: &RunOptions, endpoints: &PerSide<Endpoint>) -> Reach {
+    let hellos = endpoints.as_ref().map(|_, e| e.agent().map(|a| a.hello()));
+    reach_of(&opts.stack, hellos)
+}
+
+/// Each agent host as it introduced itself, the harness's own `stack` for
+/// the others; faults go in the harness's own packet filter (on the bench,
+/// the router's).
+fn reach_of(stack: &Stack, hellos: PerSide<Option<&driver::agent::Hello>>) -> Reach {
+    let mut reach = Reach::of(stack);
+    for side in Side::BOTH {
+        if let Some(hello) = hellos[side] {
+            reach.sides[side] = SideStack {
+                name: hello.stack.clone(),
+                states: hello.states,
+            };
         }
     }
+    reach
 }
 
 impl RunOptions {
@@ -227,18 +272,19 @@ pub fn check_privileges() -> Result<(), SandboxError> {
     .unwrap_or_else(|_| Err(SandboxError::Setup("privilege probe panicked".into())))
 }
 
-/// The host facts every report carries.
-pub fn host(stack: &Stack, bench: Option<&PerSide<HostStack>>) -> Host {
+/// The host facts every report carries; `bench`: what a probe of the bench
+/// found (see [`probe_bench`]), for a run on the bench.
+pub fn host(stack: &Stack, bench: Option<&Result<BenchProbe, String>>) -> Host {
     Host {
         os: std::env::consts::OS.to_string(),
         kernel: sandbox::kernel_release(),
         arch: std::env::consts::ARCH.to_string(),
         stack: stack.info(),
         sysctls: sandbox::teardown_sysctls(),
-        bench: bench.map(|hosts| {
-            let (link, link_unobserved, hellos) = match probe_bench(hosts) {
-                Ok((l, h)) => (Some(l), None, h),
-                Err(e) => (None, Some(e), PerSide::default()),
+        bench: bench.map(|probe| {
+            let (link, link_unobserved, hellos) = match probe {
+                Ok(p) => (Some(p.link.clone()), None, p.hellos.clone()),
+                Err(e) => (None, Some(e.clone()), PerSide::default()),
             };
             let info = |side: Side| {
                 let mut info = stack.info();
@@ -261,25 +307,74 @@ pub fn host(stack: &Stack, bench: Option<&PerSide<HostStack>>) -> Host {
     }
 }
 
-/// The links of a bench built for the record, and what each host's agent
-/// says of itself, on a thread of its own (the bench and its namespaces go
-/// when the thread ends).
-fn probe_bench(
-    stacks: &PerSide<HostStack>,
-) -> Result<(sandbox::LinkReport, PerSide<Option<driver::agent::Hello>>), String> {
+/// What a bench and its hosts turned out to be, learned once before a run
+/// (or by `teardown check --bench`).
+#[derive(Clone, Debug)]
+pub struct BenchProbe {
+    /// The links, as read back from them.
+    pub link: sandbox::LinkReport,
+    /// Each agent host's hello; none for a host the harness drives itself.
+    pub hellos: PerSide<Option<driver::agent::Hello>>,
+    /// Of the sysctls asked about, those each host's stack does not have.
+    pub absent: PerSide<Vec<String>>,
+}
+
+impl BenchProbe {
+    /// What the hosts let the harness do, the router's packet filter (on
+    /// `stack`, the harness's own) holding the fault rules.
+    pub fn reach(&self, stack: &Stack) -> Reach {
+        reach_of(stack, self.hellos.as_ref().map(|_, h| h.as_ref()))
+    }
+}
+
+/// What `teardown check` checks `cases` against: `stack` on loopback, with
+/// the sysctls `local` found absent; or, given `bench` hosts, what a probe
+/// of them finds.
+pub fn reach_to_check(
+    stack: &Stack,
+    bench: Option<PerSide<HostStack>>,
+    cases: &[Case],
+    local: &crate::catalogue::SysctlCheck,
+) -> Result<(Reach, PerSide<Vec<String>>), String> {
+    if let Some(hosts) = bench {
+        let probe = probe_bench(&hosts, &crate::catalogue::sysctl_names(cases))?;
+        return Ok((probe.reach(stack), probe.absent));
+    }
+    let absent = match local {
+        crate::catalogue::SysctlCheck::Checked { absent } => absent.clone(),
+        crate::catalogue::SysctlCheck::NotChecked(_) => Vec::new(),
+    };
+    Ok((Reach::of(stack), PerSide::both(absent)))
+}
+
+/// Builds a bench on a thread of its own and starts each host's endpoint,
+/// to learn what the hosts run and which of `sysctls` each lacks;
+/// everything it made is gone when it returns.
+pub fn probe_bench(hosts: &PerSide<HostStack>, sysctls: &[String]) -> Result<BenchProbe, String> {
     std::thread::scope(|s| {
         s.spawn(|| {
             let ns = sandbox::enter_fresh_namespace().map_err(|e| e.to_string())?;
             let bench = sandbox::bench::Bench::build(&ns).map_err(|e| e.to_string())?;
             let link = bench.link.clone();
-            let hosts = Hosts::Bench(bench);
+            let made = Hosts::Bench(bench);
             let mut hellos = PerSide::default();
+            let mut absent = PerSide::<Vec<String>>::default();
             for side in Side::BOTH {
-                if let Endpoint::Agent(a) = endpoint(&hosts, side, &stacks[side])? {
+                let endpoint = endpoint(&made, side, &hosts[side])?;
+                if let Endpoint::Agent(a) = &endpoint {
                     hellos[side] = Some(a.hello().clone());
                 }
+                absent[side] = sysctls
+                    .iter()
+                    .filter(|n| endpoint.read_sysctl(&made, side, n).is_none())
+                    .cloned()
+                    .collect();
             }
-            Ok((link, hellos))
+            Ok(BenchProbe {
+                link,
+                hellos,
+                absent,
+            })
         })
         .join()
         .unwrap_or_else(|_| Err("building a bench panicked".into()))
@@ -299,6 +394,13 @@ pub fn run_all(
 ) -> Report {
     let started = SystemTime::now();
     let t = Instant::now();
+    // What the bench's hosts run, once: if a host cannot be started (no
+    // runsc, a remote agent not answering), no case can run.
+    let probe = opts.bench.then(|| probe_bench(&opts.hosts, &[]));
+    let unusable = match &probe {
+        Some(Err(e)) => Some(format!("the bench's hosts could not be started: {e}")),
+        _ => None,
+    };
     let budget = DescriptorBudget::new(raise_open_file_limit(descriptors_needed(cases, opts.jobs)));
     let next = AtomicUsize::new(0);
     let reaper = Reaper::default();
@@ -315,6 +417,12 @@ pub fn run_all(
                         break;
                     };
                     let case = &cases[i];
+                    if let Some(why) = &unusable {
+                        let r = stopped(case, Stopped::Error(vec![why.clone()]));
+                        on_done(&r);
+                        *slots[i].lock().expect("slot") = Some(r);
+                        continue;
+                    }
                     let descriptors = case_descriptors(case);
                     budget.acquire(descriptors);
                     let r = run_case(case, opts, &reaper);
@@ -340,7 +448,7 @@ pub fn run_all(
             name: "teardown".into(),
             version: env!("CARGO_PKG_VERSION").into(),
         },
-        host: host(&opts.stack, opts.bench.then_some(&opts.hosts)),
+        host: host(&opts.stack, probe.as_ref()),
         started_at: report::rfc3339(started),
         duration_ms: ms_since(t),
         run_id: opts.run_id.clone(),
@@ -394,9 +502,13 @@ enum Stopped {
 
 /// The body of a case; must run on a thread of its own.
 fn run_case_here(case: &Case, opts: &RunOptions, reaper: &Reaper) -> CaseReport {
-    let missing = stack::requirements(case, &opts.stack);
-    if !missing.is_empty() {
-        return stopped(case, Stopped::Unsupported(missing));
+    // On loopback what the case needs is known from its steps and the
+    // stack; on the bench, once each host has said what it runs.
+    if !opts.bench {
+        let missing = stack::requirements(case, &Reach::of(&opts.stack));
+        if !missing.is_empty() {
+            return stopped(case, Stopped::Unsupported(missing));
+        }
     }
     let phase = Instant::now();
     // A write that raises SIGPIPE leaves it pending here, for the record.
@@ -415,49 +527,6 @@ fn run_case_here(case: &Case, opts: &RunOptions, reaper: &Reaper) -> CaseReport 
     } else {
         Hosts::Loopback
     };
-    for (name, value) in &case.sysctls {
-        // "default" leaves the stack's own value (an axis can include it).
-        if value == "default" {
-            continue;
-        }
-        // Each host's stack gets the case's sysctls.
-        let written = hosts
-            .sides()
-            .iter()
-            .try_for_each(|&side| hosts.on(side, || sandbox::write_sysctl(&ns, name, value))?);
-        match written {
-            Ok(()) => {}
-            Err(e @ SandboxError::NoSuchSysctl { .. }) => {
-                return stopped(
-                    case,
-                    Stopped::Unsupported(vec![format!(
-                        "{e} (the case sets it in its [sysctl] table)"
-                    )]),
-                );
-            }
-            Err(e) => {
-                return stopped(
-                    case,
-                    Stopped::Error(vec![format!(
-                        "{e} (the case sets it in its [sysctl] table; only per-namespace net.* sysctls can be set)"
-                    )]),
-                );
-            }
-        }
-    }
-    // The values as the server's stack has them (on the bench both hosts
-    // were given the same).
-    let sysctls = hosts
-        .on(Side::Server, || {
-            let mut sysctls = sandbox::teardown_sysctls();
-            for (name, _) in &case.sysctls {
-                if let Ok(v) = sandbox::read_sysctl(name) {
-                    sysctls.insert(name.clone(), v);
-                }
-            }
-            sysctls
-        })
-        .unwrap_or_default();
     let endpoints = if hosts.is_bench() {
         let made = (
             endpoint(&hosts, Side::Client, &opts.hosts[Side::Client]),
@@ -470,6 +539,81 @@ fn run_case_here(case: &Case, opts: &RunOptions, reaper: &Reaper) -> CaseReport 
     } else {
         PerSide::default()
     };
+    let reach = reach(opts, &endpoints);
+    if hosts.is_bench() {
+        let missing = stack::requirements(case, &reach);
+        if !missing.is_empty() {
+            return stopped(case, Stopped::Unsupported(missing));
+        }
+    }
+    for sysctl in &case.sysctls {
+        let (name, value) = (&sysctl.name, &sysctl.value);
+        // "default" leaves the stack's own value (an axis can include it).
+        if value == "default" {
+            continue;
+        }
+        // Each host's stack gets the sysctls for it; on loopback the one
+        // stack gets them all.
+        for &side in hosts.sides() {
+            if hosts.is_bench() && !sysctl.on(side) {
+                continue;
+            }
+            let host = || {
+                if hosts.is_bench() {
+                    format!("the {side} host's stack ({})", reach.sides[side].name)
+                } else {
+                    format!("a network namespace of {}", reach.sides[side].name)
+                }
+            };
+            match endpoints[side].write_sysctl(&hosts, &ns, side, name, value) {
+                Ok(()) => {}
+                Err(SysctlError::Absent) => {
+                    return stopped(
+                        case,
+                        Stopped::Unsupported(vec![format!(
+                            "sysctl {name} does not exist in {} (the case sets it in its [sysctl] table)",
+                            host()
+                        )]),
+                    );
+                }
+                Err(SysctlError::Refused(why)) => {
+                    return stopped(
+                        case,
+                        Stopped::Unsupported(vec![format!(
+                            "sysctl {name} cannot be set on {}: {why} (the case sets it in its [sysctl] table)",
+                            host()
+                        )]),
+                    );
+                }
+                Err(SysctlError::Failed(e)) => {
+                    return stopped(
+                        case,
+                        Stopped::Error(vec![format!(
+                            "sysctl {name} on {}: {e} (the case sets it in its [sysctl] table; only per-namespace net.* sysctls can be set)",
+                            host()
+                        )]),
+                    );
+                }
+            }
+        }
+    }
+    // The values as the stacks have them: each of the case's own from the
+    // host it was set on (the server's if on every host), the others from
+    // the server's.
+    let read = |side: Side, name: &str| {
+        endpoints[side]
+            .read_sysctl(&hosts, side, name)
+            .map(|v| (name.to_string(), v))
+    };
+    let sysctls: BTreeMap<String, String> = sandbox::TEARDOWN_SYSCTLS
+        .iter()
+        .filter_map(|name| read(Side::Server, name))
+        .chain(
+            case.sysctls
+                .iter()
+                .filter_map(|s| read(s.host.unwrap_or(Side::Server), &s.name)),
+        )
+        .collect();
     let sandbox_ms = ms_since(phase);
     let phase = Instant::now();
     let buffer = capture::buffer_for(case.connections());
@@ -504,12 +648,15 @@ fn run_case_here(case: &Case, opts: &RunOptions, reaper: &Reaper) -> CaseReport 
         observer: &mut observer,
         firewall: &mut firewall,
     };
-    let counters_before = tcp_counters(&ns, &hosts);
+    let counters_before = tcp_counters(&ns, &hosts, &endpoints);
     let lo_drops_before = link_drops(&ns, &hosts).ok();
     let (out, open_sockets) = driver::run(case, t0, &mut io);
-    let counters_after = tcp_counters(&ns, &hosts);
-    // Counters shared with cases running at the same time are not this case's.
-    let counters_shared = opts.stack.counters == CounterScope::Stack && opts.jobs > 1;
+    let counters_after = tcp_counters(&ns, &hosts, &endpoints);
+    // Counters shared with cases running at the same time are not this
+    // case's. (A bench host's stack is the case's own: a namespace, or a
+    // sandbox started for it.)
+    let counters_shared =
+        !opts.bench && opts.stack.counters == CounterScope::Stack && opts.jobs > 1;
     let loopback_dropped = lo_drops_before
         .zip(link_drops(&ns, &hosts).ok())
         .filter(|_| !counters_shared)
@@ -641,7 +788,7 @@ fn run_case_here(case: &Case, opts: &RunOptions, reaper: &Reaper) -> CaseReport 
     let mut r = case_report(case, Some(&out), outcome, sysctls);
     r.capture = capture_file;
     let problems: Vec<String> = problems.into_iter().map(explain).collect();
-    r.verdict = verdict::judge(case, opts.stack.name, opts.link(), &r.facts(), &problems);
+    r.verdict = verdict::judge(case, &reach.name(), opts.link(), &r.facts(), &problems);
     r.timing = Timing {
         sandbox_ms,
         observe_setup_ms,
@@ -652,10 +799,14 @@ fn run_case_here(case: &Case, opts: &RunOptions, reaper: &Reaper) -> CaseReport 
 }
 
 /// The TCP counters of every host's stack, summed (one stack on loopback).
-fn tcp_counters(ns: &Namespace, hosts: &Hosts) -> Result<BTreeMap<String, i64>, SandboxError> {
+fn tcp_counters(
+    ns: &Namespace,
+    hosts: &Hosts,
+    endpoints: &PerSide<Endpoint>,
+) -> Result<BTreeMap<String, i64>, String> {
     let mut sum = BTreeMap::new();
     for &side in hosts.sides() {
-        for (k, v) in hosts.on(side, || sandbox::tcp_counters(ns))?? {
+        for (k, v) in endpoints[side].counters(hosts, ns, side)? {
             *sum.entry(k).or_insert(0) += v;
         }
     }

@@ -209,6 +209,13 @@ impl<T> PerSide<T> {
         }
     }
 
+    pub fn as_ref(&self) -> PerSide<&T> {
+        PerSide {
+            client: &self.client,
+            server: &self.server,
+        }
+    }
+
     /// `(Side::Client, &client), (Side::Server, &server)`.
     pub fn iter(&self) -> impl Iterator<Item = (Side, &T)> {
         [(Side::Client, &self.client), (Side::Server, &self.server)].into_iter()

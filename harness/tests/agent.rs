@@ -19,8 +19,8 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use teardown::runner::{self, HostStack, RunOptions};
-use teardown::stack::Stack;
+use teardown::runner::{self, RunOptions};
+use teardown::stack::{HostStack, Stack};
 use teardown::tcp::PerSide;
 use teardown::verdict::Status;
 

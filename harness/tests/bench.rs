@@ -13,7 +13,13 @@
 //! - the report names the bench: each side's stack, the MTU, the offloads;
 //! - with each host's calls made by a `teardown agent` in its namespace
 //!   (the agent protocol end to end), the same cases pass with the same
-//!   behaviour facts, and the report names the agents.
+//!   behaviour facts, and the report names the agents;
+//! - gVisor hosts (runsc from `just runsc`, which `just test` fetches): the
+//!   catalogue with gVisor at both ends runs without an error, every case
+//!   with a fault step that gVisor can observe runs, tshark agrees with
+//!   every capture, every case meets its gVisor expectations, and `check
+//!   --bench` names in advance exactly the cases that are unsupported; a
+//!   gVisor client against a Linux server runs too, named as such.
 
 mod common;
 
@@ -23,9 +29,9 @@ use std::sync::atomic::AtomicBool;
 
 use teardown::capture::CaptureBackend;
 use teardown::report::Report;
-use teardown::runner::{self, HostStack, RunOptions};
+use teardown::runner::{self, RunOptions};
 use teardown::scenario::Case;
-use teardown::stack::Stack;
+use teardown::stack::{HostStack, Stack};
 use teardown::tcp::PerSide;
 use teardown::verdict::Status;
 
@@ -238,4 +244,177 @@ fn agents_at_both_ends_observe_what_the_harness_observes_itself() {
         })
         .collect();
     assert!(differing.is_empty(), "{differing:#?}");
+}
+
+/// The catalogue with gVisor's netstack on both hosts, once for the tests
+/// that read it; through the CLI, as a user runs it.
+fn gvisor_bench() -> &'static Report {
+    static RUN: std::sync::OnceLock<Report> = std::sync::OnceLock::new();
+    RUN.get_or_init(|| {
+        if let Err(e) = runner::check_privileges() {
+            panic!("the bench runs real sockets in network namespaces: {e}");
+        }
+        let dir =
+            std::env::temp_dir().join(format!("teardown-gvisor-bench-{}", std::process::id()));
+        let report = dir.join("gvisor-bench.json");
+        let out = Command::new(env!("CARGO_BIN_EXE_teardown"))
+            .args([
+                "run",
+                "--bench",
+                "--client-stack",
+                "gvisor",
+                "--server-stack",
+                "gvisor",
+            ])
+            .args(["--quiet", "--report"])
+            .arg(&report)
+            .arg("--captures")
+            .arg(dir.join("captures"))
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stderr);
+        teardown::report::load::read(&report).unwrap_or_else(|e| {
+            panic!(
+                "{e}\n{text}{} (runsc comes from `just runsc`)",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    })
+}
+
+#[test]
+fn the_catalogue_runs_with_gvisor_on_both_hosts() {
+    let r = gvisor_bench();
+    let bench = r.host.bench.as_ref().expect("the report names the bench");
+    for host in [&bench.client, &bench.server] {
+        assert_eq!(host.name, "gvisor");
+        assert_eq!(host.states, "tcp-info");
+        assert!(host.version.is_some(), "the runsc release is named");
+        assert!(
+            host.agent
+                .as_deref()
+                .is_some_and(|a| a.starts_with("teardown "))
+        );
+    }
+    let errors: Vec<_> = r
+        .cases
+        .iter()
+        .filter(|c| c.verdict.status == Status::Error)
+        .map(|c| (&c.id, &c.verdict.error))
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    // The router holds the packet filter: no case lacks one. What gVisor
+    // cannot do is show a socket after close, and have some sysctls.
+    for c in r
+        .cases
+        .iter()
+        .filter(|c| c.verdict.status == Status::Unsupported)
+    {
+        assert!(
+            !c.verdict.unsupported.is_empty()
+                && c.verdict.unsupported.iter().all(|u| {
+                    u.contains("shows states only through descriptors")
+                        || u.contains("does not exist")
+                }),
+            "{}: {:?}",
+            c.id,
+            c.verdict.unsupported
+        );
+    }
+    let faults_ran = r
+        .cases
+        .iter()
+        .filter(|c| !c.faults.is_empty() && c.verdict.status != Status::Unsupported)
+        .count();
+    assert!(
+        faults_ran > 0,
+        "no case with a fault step ran on gVisor hosts"
+    );
+    assert!(r.summary.pass > r.cases.len() / 2, "{:?}", r.summary);
+}
+
+#[test]
+fn tshark_agrees_with_every_gvisor_bench_case() {
+    let mut d = common::tshark_disagreements(gvisor_bench());
+    d.extend(common::tshark_connection_disagreements(gvisor_bench()));
+    assert!(d.is_empty(), "{d:#?}");
+}
+
+#[test]
+fn every_gvisor_bench_case_meets_its_gvisor_expectations() {
+    let failed: Vec<String> = gvisor_bench()
+        .cases
+        .iter()
+        .filter(|c| c.verdict.status == Status::Fail)
+        .map(|c| format!("{}: {:?}", c.id, c.verdict.mismatches))
+        .collect();
+    assert!(failed.is_empty(), "{failed:#?}");
+}
+
+/// `check --bench` starts the hosts' stacks and asks them: it names exactly
+/// the cases the run then reports `unsupported`.
+#[test]
+fn check_names_in_advance_what_gvisor_hosts_cannot_run() {
+    let r = gvisor_bench();
+    let out = Command::new(env!("CARGO_BIN_EXE_teardown"))
+        .args([
+            "check",
+            "--bench",
+            "--client-stack",
+            "gvisor",
+            "--server-stack",
+            "gvisor",
+        ])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut predicted: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("  ")?.split(": ").next())
+        .collect();
+    let mut ran: Vec<&str> = r
+        .cases
+        .iter()
+        .filter(|c| c.verdict.status == Status::Unsupported)
+        .map(|c| c.id.as_str())
+        .collect();
+    predicted.sort_unstable();
+    ran.sort_unstable();
+    assert!(!ran.is_empty());
+    assert_eq!(predicted, ran, "{text}");
+}
+
+#[test]
+fn a_gvisor_client_and_a_linux_server_run_together() {
+    let hosts = PerSide::new(HostStack::Gvisor, HostStack::Linux);
+    let r = run_on(&cases(), true, hosts, CaptureBackend::Libpcap, None);
+    let bench = r.host.bench.as_ref().expect("the report names the bench");
+    assert_eq!(
+        (bench.client.name.as_str(), bench.server.name.as_str()),
+        ("gvisor", "linux")
+    );
+    for c in &r.cases {
+        // No expectation names this pairing: observed, not checked.
+        assert!(
+            matches!(c.verdict.status, Status::Unchecked | Status::Unsupported),
+            "{}: {:?}",
+            c.id,
+            c.verdict
+        );
+    }
+    let graceful = r
+        .cases
+        .iter()
+        .find(|c| c.id == "close-graceful/ipv6")
+        .unwrap();
+    assert_eq!(graceful.verdict.status, Status::Unchecked);
+    let wire = graceful.outcome.wire.as_ref().expect("wire facts");
+    assert_eq!((wire.sides.client.fin, wire.sides.server.fin), (1, 1));
 }

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use crate::stack::HostStack;
+
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
@@ -93,6 +95,10 @@ pub enum Command {
         /// the check inside a gVisor sandbox).
         #[arg(long, value_enum, default_value = "auto")]
         stack: StackArg,
+        /// Check for the bench instead: builds one, starts each host's
+        /// stack and asks it what it can observe and which sysctls it has.
+        #[command(flatten)]
+        bench: BenchArgs,
     },
     /// List every fact an expectation can name, with what it means.
     Facts,
@@ -129,6 +135,12 @@ pub enum Command {
         /// per control connection), e.g. 198.18.0.2:7070.
         #[arg(long, value_name = "ADDR:PORT")]
         listen: Option<std::net::SocketAddr>,
+        /// The network stack this agent runs on was made for it alone (a
+        /// namespace or sandbox a harness started it in): let it set
+        /// sysctls, and count its TCP counters as the session's. Never on a
+        /// machine's own stack.
+        #[arg(long)]
+        own_stack: bool,
     },
     /// Print a shell completion script (e.g. `teardown completions bash >
     /// /etc/bash_completion.d/teardown`).
@@ -236,32 +248,32 @@ pub struct BenchArgs {
     /// both sides share one namespace's loopback.
     #[arg(long)]
     pub bench: bool,
-    /// The client host's stack on the bench.
-    #[arg(long, value_enum, requires = "bench", default_value = "linux")]
-    pub client_stack: BenchStack,
-    /// The server host's stack on the bench.
-    #[arg(long, value_enum, requires = "bench", default_value = "linux")]
-    pub server_stack: BenchStack,
+    /// The client host's stack on the bench: linux (a namespace of this
+    /// kernel, driven by the harness), linux-agent (the same, driven by a
+    /// `teardown agent` in it), gvisor (gVisor's netstack on the host's
+    /// link, `runsc` with an agent inside; `just runsc` fetches it), or
+    /// remote=ADDR:PORT (an agent already listening there: see the README).
+    #[arg(
+        long,
+        requires = "bench",
+        default_value = "linux",
+        value_name = "STACK"
+    )]
+    pub client_stack: HostStack,
+    /// The server host's stack on the bench (as --client-stack).
+    #[arg(
+        long,
+        requires = "bench",
+        default_value = "linux",
+        value_name = "STACK"
+    )]
+    pub server_stack: HostStack,
 }
 
-/// A stack a bench host can run.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum BenchStack {
-    /// A Linux network namespace of this kernel; its calls made by the
-    /// harness itself.
-    #[default]
-    Linux,
-    /// The same, with its calls made by a `teardown agent` process in the
-    /// host's namespace (the agent protocol end to end).
-    LinuxAgent,
-}
-
-impl From<BenchStack> for crate::runner::HostStack {
-    fn from(s: BenchStack) -> Self {
-        match s {
-            BenchStack::Linux => crate::runner::HostStack::Linux,
-            BenchStack::LinuxAgent => crate::runner::HostStack::LinuxAgent,
-        }
+impl BenchArgs {
+    /// Each host's stack, for a run on the bench.
+    pub fn hosts(&self) -> crate::tcp::PerSide<HostStack> {
+        crate::tcp::PerSide::new(self.client_stack.clone(), self.server_stack.clone())
     }
 }
 

@@ -81,6 +81,8 @@ pub enum CliError {
     Gvisor(crate::stack::gvisor::GvisorError),
     #[error("agent: {0}")]
     Agent(String),
+    #[error("the bench: {0}")]
+    Bench(String),
 }
 
 impl CliError {
@@ -98,6 +100,7 @@ impl CliError {
             CliError::Privileges(_) => exit::NO_PERMISSION,
             CliError::Gvisor(_) => exit::HARNESS_ERROR,
             CliError::Agent(_) => exit::BAD_INPUT,
+            CliError::Bench(_) => exit::HARNESS_ERROR,
             CliError::Write { .. } => exit::IO_ERROR,
         }
     }
@@ -222,22 +225,33 @@ fn dispatch(command: Command, color: ColorChoice) -> Result<i32, CliError> {
             }
             Ok(exit::OK)
         }
-        Command::Check { paths, stack } => {
+        Command::Check {
+            paths,
+            stack,
+            bench,
+        } => {
+            bench_stack_args(&stack, &bench)?;
             let stack = match place(stack.into())? {
                 Placement::Here(s) => s,
                 Placement::InsideGvisor => return again_inside_gvisor(),
             };
             let cases = catalogue::load(&paths)?;
             let sysctls = catalogue::check_sysctls(&cases)?;
-            let absent = match &sysctls {
-                catalogue::SysctlCheck::Checked { absent } => absent.as_slice(),
-                catalogue::SysctlCheck::NotChecked(_) => &[],
-            };
-            let unsupported = crate::stack::unsupported(&cases, &stack, absent);
+            if bench.bench {
+                runner::check_privileges().map_err(CliError::Privileges)?;
+            }
+            let (reach, absent) = runner::reach_to_check(
+                &stack,
+                bench.bench.then(|| bench.hosts()),
+                &cases,
+                &sysctls,
+            )
+            .map_err(CliError::Bench)?;
+            let unsupported = crate::stack::unsupported(&cases, &reach, &absent);
             say(&sinks::console::checked(
                 cases.len(),
                 &sysctls,
-                &stack,
+                &reach,
                 &unsupported,
             ));
             Ok(exit::OK)
@@ -276,7 +290,7 @@ fn dispatch(command: Command, color: ColorChoice) -> Result<i32, CliError> {
             }));
             Ok(exit::OK)
         }
-        Command::Agent { listen } => agent(listen),
+        Command::Agent { listen, own_stack } => agent(listen, own_stack),
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(
@@ -302,14 +316,21 @@ fn dispatch(command: Command, color: ColorChoice) -> Result<i32, CliError> {
     }
 }
 
-fn run(a: RunArgs, color: ColorChoice) -> Result<i32, CliError> {
-    // A run of some scenarios, or some cases, is checked against the
-    // baseline's entries for those only.
-    if a.bench.bench && !matches!(a.stack, args::StackArg::Auto | args::StackArg::Linux) {
+/// `--bench` puts a stack on each host, so `--stack` must leave the
+/// harness's own (the router's) alone.
+fn bench_stack_args(stack: &args::StackArg, bench: &args::BenchArgs) -> Result<(), CliError> {
+    if bench.bench && !matches!(stack, args::StackArg::Auto | args::StackArg::Linux) {
         return Err(CliError::Usage(
             "--bench puts a stack on each host: give --client-stack and --server-stack, not --stack".into(),
         ));
     }
+    Ok(())
+}
+
+fn run(a: RunArgs, color: ColorChoice) -> Result<i32, CliError> {
+    // A run of some scenarios, or some cases, is checked against the
+    // baseline's entries for those only.
+    bench_stack_args(&a.stack, &a.bench)?;
     let selection = a.select.selection();
     let subset = !a.paths.is_empty() || !selection.is_empty();
     let paths = if a.paths.is_empty() {
@@ -367,7 +388,7 @@ fn run(a: RunArgs, color: ColorChoice) -> Result<i32, CliError> {
             .map(|b| b.durations_ms.clone())
             .unwrap_or_default(),
         bench: a.bench.bench,
-        hosts: crate::tcp::PerSide::new(a.bench.client_stack.into(), a.bench.server_stack.into()),
+        hosts: a.bench.hosts(),
     };
     let stop = runner::interrupt::install();
     let progress = sinks::progress::Progress::new(cases.len() as u64, a.quiet);
@@ -600,15 +621,16 @@ fn say(text: &str) {
 
 /// `teardown agent`: serves one session on stdin and stdout, or sessions
 /// over TCP.
-fn agent(listen: Option<std::net::SocketAddr>) -> Result<i32, CliError> {
+fn agent(listen: Option<std::net::SocketAddr>, own_stack: bool) -> Result<i32, CliError> {
     use crate::driver::agent::serve;
     let failed = CliError::Agent;
     match listen {
         None => {
             let stdin = std::io::stdin().lock();
-            serve::serve(stdin, Box::new(std::io::stdout())).map_err(|e| failed(e.to_string()))?;
+            serve::serve(stdin, Box::new(std::io::stdout()), own_stack)
+                .map_err(|e| failed(e.to_string()))?;
         }
-        Some(addr) => serve::listen(addr, |at| {
+        Some(addr) => serve::listen(addr, own_stack, |at| {
             eprintln!("teardown agent: listening on {at}");
         })
         .map_err(|e| failed(format!("{addr}: {e}")))?,

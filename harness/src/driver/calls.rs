@@ -68,6 +68,14 @@ pub struct CallResult {
     /// calls agree on, or null where they differ.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<GroupResult>,
+    /// How long the call took, in microseconds, timed where it was made
+    /// when that is not the harness's process (an agent times its own
+    /// calls, so a step's duration is the stack's, not the round trip to
+    /// the agent). For one call of a request on several sockets, from the
+    /// request's start to that call's end. Never in a report: it becomes
+    /// the step's duration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub took_us: Option<u64>,
 }
 
 /// How the calls of a step on several sockets ended.

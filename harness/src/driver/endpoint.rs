@@ -8,6 +8,7 @@
 //!
 //! [`agent`]: super::agent
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
 use std::sync::{Arc, Mutex};
@@ -19,7 +20,7 @@ use super::agent::client::{AgentClient, AgentError};
 use super::agent::{Answer, Op, StreamRef};
 use super::calls::{self, CallResult, FdCall, StreamLog};
 use crate::observe::SockEntry;
-use crate::sandbox::Hosts;
+use crate::sandbox::{self, Hosts, Namespace, SandboxError};
 use crate::scenario::{Family, Payload};
 use crate::tcp::{PerSide, Side};
 
@@ -31,6 +32,17 @@ pub enum Endpoint {
     InProcess,
     /// In an agent on the host's stack.
     Agent(Arc<AgentClient>),
+}
+
+/// Why a sysctl could not be set on a host's stack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SysctlError {
+    /// The stack has no such sysctl.
+    Absent,
+    /// The host will not set it (an agent on a stack not its own), and why.
+    Refused(String),
+    /// Setting it failed.
+    Failed(String),
 }
 
 /// One actor's socket, on its host's endpoint. Dropping an in-process
@@ -181,6 +193,82 @@ impl Endpoint {
         })
     }
 
+    /// Sets the sysctl `name` to `value` on `side`'s host's stack. `ns`:
+    /// the calling case thread's namespace (the router's on the bench).
+    pub fn write_sysctl(
+        &self,
+        hosts: &Hosts,
+        ns: &Namespace,
+        side: Side,
+        name: &str,
+        value: &str,
+    ) -> Result<(), SysctlError> {
+        match self {
+            Endpoint::InProcess => {
+                match hosts.on(side, || sandbox::write_sysctl(ns, name, value)) {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(SandboxError::NoSuchSysctl { .. })) => Err(SysctlError::Absent),
+                    Ok(Err(e)) | Err(e) => Err(SysctlError::Failed(e.to_string())),
+                }
+            }
+            Endpoint::Agent(agent) => {
+                let op = Op::Sysctl {
+                    name: name.to_string(),
+                    value: Some(value.to_string()),
+                };
+                match agent.ask(op) {
+                    Ok(Answer::Sysctl(Some(_))) => Ok(()),
+                    Ok(Answer::Sysctl(None)) => Err(SysctlError::Absent),
+                    Ok(a) => Err(SysctlError::Failed(format!(
+                        "{} answered `sysctl` with {a:?}",
+                        agent.what()
+                    ))),
+                    Err(AgentError::Refused { why, .. }) => Err(SysctlError::Refused(why)),
+                    Err(e) => Err(SysctlError::Failed(e.to_string())),
+                }
+            }
+        }
+    }
+
+    /// A sysctl's value on `side`'s host's stack, if it has it.
+    pub fn read_sysctl(&self, hosts: &Hosts, side: Side, name: &str) -> Option<String> {
+        match self {
+            Endpoint::InProcess => hosts.on(side, || sandbox::read_sysctl(name).ok()).ok()?,
+            Endpoint::Agent(agent) => match agent.ask(Op::Sysctl {
+                name: name.to_string(),
+                value: None,
+            }) {
+                Ok(Answer::Sysctl(v)) => v,
+                _ => None,
+            },
+        }
+    }
+
+    /// The TCP counters of `side`'s host's stack, if they are the case's
+    /// own (see [`own_stack`](super::agent::Hello::own_stack)).
+    pub fn counters(
+        &self,
+        hosts: &Hosts,
+        ns: &Namespace,
+        side: Side,
+    ) -> Result<BTreeMap<String, i64>, String> {
+        match self {
+            Endpoint::InProcess => hosts
+                .on(side, || sandbox::tcp_counters(ns))
+                .and_then(|r| r)
+                .map_err(|e| e.to_string()),
+            Endpoint::Agent(agent) if !agent.hello().own_stack => Err(format!(
+                "{} runs on a stack that is not its own: its counters count every connection of its machine",
+                agent.what()
+            )),
+            Endpoint::Agent(agent) => match agent.ask(Op::Counters) {
+                Ok(Answer::Counters(c)) => Ok(c),
+                Ok(a) => Err(format!("{} answered `counters` with {a:?}", agent.what())),
+                Err(e) => Err(e.to_string()),
+            },
+        }
+    }
+
     pub fn agent(&self) -> Option<&Arc<AgentClient>> {
         match self {
             Endpoint::InProcess => None,
@@ -214,6 +302,15 @@ impl Sock {
 }
 
 impl Handle {
+    /// The socket's descriptor where it lives: this process's, or the
+    /// agent's own number for it (which the agent's states carry).
+    pub fn descriptor(&self) -> RawFd {
+        match self {
+            Handle::Local(fd) => *fd,
+            Handle::Agent { handle, .. } => RawFd::try_from(*handle).unwrap_or(RawFd::MAX),
+        }
+    }
+
     /// The descriptor, for a socket in this process.
     pub fn fd(&self) -> Option<RawFd> {
         match self {

@@ -77,6 +77,12 @@ pub fn aggregate(target: String, results: &[CallResult]) -> CallResult {
         }),
         unobserved: results.iter().find_map(|r| r.unobserved.clone()),
         group: Some(g),
+        // Timed by an agent: the group took until its last call ended.
+        took_us: results
+            .iter()
+            .map(|r| r.took_us)
+            .collect::<Option<Vec<u64>>>()
+            .and_then(|t| t.into_iter().max()),
     }
 }
 
@@ -279,7 +285,7 @@ impl Driver<'_, '_> {
             self.observe();
             let states: Vec<Option<TcpState>> =
                 members.iter().map(|&i| self.state_of(i, side)).collect();
-            let sees_all = self.last_snapshot.sees_orphans;
+            let sees_all = self.last_snapshot.sees_orphans[side];
             let reached = |s: &Option<TcpState>| {
                 *s == Some(want) || (s.is_none() && sees_all && want == TcpState::Closed)
             };

@@ -29,12 +29,12 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use calls::{CallResult, FdCall, GroupResult, StreamLog};
-pub use endpoint::{Endpoint, Handle, Sock};
+pub use endpoint::{Endpoint, Handle, Sock, SysctlError};
 
 use crate::analyze::Connection;
 use crate::capture::Capture;
 use crate::fault::{FaultRecord, Firewall};
-use crate::observe::{self, Ends, Observer, Snapshot, Timeline};
+use crate::observe::{self, Ends, Observer, Snapshot, SockEntry, Timeline};
 use crate::sandbox::Hosts;
 use crate::scenario::{Actor, Call, Case, Control, Role, Step, StepKind, Verb, WaitFor, WireEvent};
 use crate::tcp::{PerSide, Side, TcpState};
@@ -101,6 +101,9 @@ pub struct DriverOutput {
     pub timeline: Timeline,
     /// The stack's socket table at the end of the case.
     pub final_snapshot: Snapshot,
+    /// When the final snapshot was asked for, in milliseconds since the
+    /// case started: a timer in it runs out that much later than it says.
+    pub final_snapshot_ms: f64,
     /// Whether the application closed each side's socket.
     pub closed: PerSide<bool>,
     /// Whether the harness ever held a descriptor for each side (a
@@ -164,6 +167,7 @@ struct Driver<'a, 'i> {
     pending: HashMap<String, Pending>,
     timeline: Timeline,
     last_snapshot: Snapshot,
+    last_snapshot_ms: f64,
     /// The connection under test as the wire shows it so far.
     wire: WireWatch,
     problems: Vec<String>,
@@ -283,6 +287,7 @@ pub fn run(case: &Case, t0: Instant, io: &mut Instruments) -> (DriverOutput, Ope
         pending: HashMap::new(),
         timeline: Timeline::default(),
         last_snapshot: Snapshot::default(),
+        last_snapshot_ms: 0.0,
         wire: WireWatch::default(),
         problems: Vec::new(),
     };
@@ -340,6 +345,7 @@ pub fn run(case: &Case, t0: Instant, io: &mut Instruments) -> (DriverOutput, Ope
         connections,
         timeline: d.timeline,
         final_snapshot: d.last_snapshot,
+        final_snapshot_ms: d.last_snapshot_ms,
         closed,
         held: d.held,
         settled,
@@ -356,9 +362,11 @@ impl Driver<'_, '_> {
         calls::ms(at.saturating_duration_since(self.t0))
     }
 
-    /// The descriptors of connection 1's sides, as the driver holds them now.
+    /// The descriptors of connection 1's sides, as the driver holds them
+    /// now (an agent's socket by the agent's own descriptor).
     fn sync_fds(&mut self) {
-        self.ends.fds = PerSide::new(self.fd(Actor::CLIENT), self.fd(Actor::SERVER));
+        let descriptor = |actor| self.handle(actor).map(|h| h.descriptor());
+        self.ends.fds = PerSide::new(descriptor(Actor::CLIENT), descriptor(Actor::SERVER));
         for side in Side::BOTH {
             self.held[side] |= self.ends.fds[side].is_some();
         }
@@ -375,6 +383,10 @@ impl Driver<'_, '_> {
             .values()
             .filter_map(|s| s.handle().fd())
             .collect();
+        // When the table was asked for: it is read as the request arrives
+        // (an agent's answer may then wait on its way back, longer under
+        // load), so a timer in it runs from about then.
+        let mut asked = Instant::now();
         match self.snapshot(&live) {
             Ok(mut snap) => {
                 // A sock_diag dump is not one atomic picture: a socket
@@ -387,6 +399,7 @@ impl Driver<'_, '_> {
                     if !self.ends.lost(&self.last_snapshot, &snap) {
                         break;
                     }
+                    asked = Instant::now();
                     match self.snapshot(&live) {
                         Ok(again) => snap = again,
                         Err(_) => break,
@@ -395,6 +408,7 @@ impl Driver<'_, '_> {
                 let t = self.elapsed_ms(Instant::now());
                 observe::record(&mut self.timeline, t, &snap, &self.ends);
                 self.last_snapshot = snap;
+                self.last_snapshot_ms = self.elapsed_ms(asked);
             }
             Err(e) => self.problem(e),
         }
@@ -407,9 +421,12 @@ impl Driver<'_, '_> {
         for side in Side::BOTH {
             let endpoint = &self.io.endpoints[side];
             if let Some(states) = endpoint.states(self.case.family, SERVER_PORT) {
-                snap.entries.extend(states?);
+                snap.entries.extend(states?.into_iter().map(|e| SockEntry {
+                    host: Some(side),
+                    ..e
+                }));
                 let agent = endpoint.agent().expect("states come from an agent");
-                snap.sees_orphans &= agent.hello().states.sees_orphans();
+                snap.sees_orphans[side] = agent.hello().states.sees_orphans();
             }
         }
         Ok(snap)
@@ -486,7 +503,7 @@ impl Driver<'_, '_> {
         Some(self.t0 + Duration::from_secs_f64((rec.start_ms + rec.duration_ms) / 1000.0))
     }
 
-    fn fill(&mut self, index: usize, start: Instant, end: Instant, r: CallResult) {
+    fn fill(&mut self, index: usize, start: Instant, end: Instant, mut r: CallResult) {
         if let Some(why) = &r.harness_error {
             // Not an observation: the scenario's or the harness's problem.
             let rec = &self.records[index];
@@ -505,9 +522,15 @@ impl Driver<'_, '_> {
             self.problem(format!("{at}: `{}`: {e}: Too many open files", rec.call));
         }
         let t0 = self.t0;
+        // An agent timed the call where it ran; the rest of `end - start`
+        // was the way to it and back.
+        let took = match r.took_us.take() {
+            Some(us) => Duration::from_micros(us),
+            None => end.saturating_duration_since(start),
+        };
         let rec = &mut self.records[index];
         rec.start_ms = calls::ms(start.saturating_duration_since(t0));
-        rec.duration_ms = calls::ms(end.saturating_duration_since(start));
+        rec.duration_ms = calls::ms(took);
         rec.result = r;
     }
 
@@ -903,14 +926,15 @@ impl Driver<'_, '_> {
             };
             let now = entry.map(|e| e.state);
             // A socket gone from a complete table is CLOSED for this purpose.
-            let gone = now.is_none() && self.last_snapshot.sees_orphans;
+            let complete = self.last_snapshot.sees_orphans[actor.host()];
+            let gone = now.is_none() && complete;
             if now == Some(want) || (gone && want == TcpState::Closed) {
                 return CallResult::ok(0);
             }
             if Instant::now() >= deadline {
                 let seen = match now {
                     Some(s) => s.to_string(),
-                    None if self.last_snapshot.sees_orphans => "not in the kernel's table".into(),
+                    None if complete => "not in the kernel's table".into(),
                     None => "out of sight of the stack's state source".into(),
                 };
                 return CallResult {
@@ -1028,7 +1052,11 @@ impl Driver<'_, '_> {
                 .entries
                 .iter()
                 .any(|e| e.state.is_transient())
-                || (!self.last_snapshot.sees_orphans
+                || (self
+                    .last_snapshot
+                    .sees_orphans
+                    .iter()
+                    .any(|(_, sees)| !sees)
                     && self.wire.conn.as_ref().is_some_and(Connection::in_flight));
             if !busy {
                 return true;

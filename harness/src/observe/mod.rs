@@ -54,18 +54,26 @@ pub struct SockEntry {
     pub recv_queue: u32,
     /// Bytes not yet acknowledged (listeners: backlog).
     pub send_queue: u32,
-    /// The descriptor it was read through (TCP_INFO), if any.
+    /// The descriptor it was read through (TCP_INFO), if any, on the
+    /// host whose table it is in.
     pub fd: Option<RawFd>,
+    /// The bench host whose agent reported it, set by the harness (an
+    /// agent's descriptor numbers are its own); none for an entry the
+    /// harness read itself.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub host: Option<Side>,
 }
 
 /// What a state source saw at one moment.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Snapshot {
     pub entries: Vec<SockEntry>,
-    /// Whether sockets without a descriptor are listed too: if so, a socket
-    /// missing from the snapshot is gone (CLOSED); if not, it is merely out
-    /// of sight.
-    pub sees_orphans: bool,
+    /// For each side's host, whether sockets without a descriptor are
+    /// listed too: if so, a socket of that side missing from the snapshot
+    /// is gone (CLOSED); if not, it is merely out of sight. (On the bench
+    /// each host's stack has its own source.)
+    pub sees_orphans: PerSide<bool>,
 }
 
 impl Snapshot {
@@ -191,7 +199,7 @@ impl Observer {
         };
         Ok(Snapshot {
             entries,
-            sees_orphans: self.source.sees_orphans(),
+            sees_orphans: PerSide::both(self.source.sees_orphans()),
         })
     }
 }
@@ -215,15 +223,17 @@ impl AgentStates {
         }
     }
 
-    /// The sockets of `family` with `port` at either end; `held` are the
-    /// agent's descriptors.
+    /// The sockets of `family` with `port` at either end, and every socket
+    /// of `held` (the agent's descriptors, all the session's: after a reset
+    /// a stack may no longer say whom one was connected to).
     pub fn snapshot(
         &mut self,
         family: Family,
         port: u16,
         held: &[RawFd],
     ) -> Result<Vec<SockEntry>, ObserveError> {
-        let all = match self.source {
+        let v6 = family == Family::Ipv6;
+        match self.source {
             #[cfg(target_os = "linux")]
             StateSource::SockDiag => {
                 let diag = match self.diag.entry(family) {
@@ -232,23 +242,17 @@ impl AgentStates {
                         v.insert(sockdiag::SockDiag::open_here(family)?)
                     }
                 };
-                let mut all = diag.snapshot()?;
-                // The descriptor is the agent's, not the harness's.
-                for e in &mut all {
-                    e.fd = None;
-                }
-                all
+                Ok(diag
+                    .snapshot()?
+                    .into_iter()
+                    .filter(|e| e.local.is_ipv6() == v6)
+                    .filter(|e| e.local.port() == port || e.remote.port() == port)
+                    .collect())
             }
             #[cfg(not(target_os = "linux"))]
-            StateSource::SockDiag => return Err(ObserveError::Unavailable("sock_diag")),
-            StateSource::TcpInfo => tcpinfo::snapshot(held)?,
-        };
-        let v6 = family == Family::Ipv6;
-        Ok(all
-            .into_iter()
-            .filter(|e| e.local.is_ipv6() == v6)
-            .filter(|e| e.local.port() == port || e.remote.port() == port)
-            .collect())
+            StateSource::SockDiag => Err(ObserveError::Unavailable("sock_diag")),
+            StateSource::TcpInfo => Ok(tcpinfo::snapshot(held)?),
+        }
     }
 }
 
@@ -270,7 +274,11 @@ impl Ends {
     /// The stack's entry for one side of the connection.
     pub fn find<'a>(&self, snapshot: &'a Snapshot, side: Side) -> Option<&'a SockEntry> {
         if let Some(fd) = self.fds[side] {
-            if let Some(e) = snapshot.entries.iter().find(|e| e.fd == Some(fd)) {
+            let found = snapshot
+                .entries
+                .iter()
+                .find(|e| e.fd == Some(fd) && e.host.is_none_or(|h| h == side));
+            if let Some(e) = found {
                 return Some(e);
             }
         }
@@ -297,10 +305,11 @@ impl Ends {
     /// snapshot of every socket: gone, or missed by a dump that is not one
     /// atomic picture (see the driver's `observe`).
     pub fn lost(&self, before: &Snapshot, now: &Snapshot) -> bool {
-        now.sees_orphans
-            && Side::BOTH
-                .into_iter()
-                .any(|side| self.find(before, side).is_some() && self.find(now, side).is_none())
+        Side::BOTH.into_iter().any(|side| {
+            now.sees_orphans[side]
+                && self.find(before, side).is_some()
+                && self.find(now, side).is_none()
+        })
     }
 
     /// Both addresses, once the client's is known.
@@ -332,7 +341,7 @@ pub fn record(timeline: &mut Timeline, t_ms: f64, snapshot: &Snapshot, ends: &En
         let next = match (now, last) {
             (Some(s), Some(l)) if s == l => None,
             (Some(s), _) => Some(s),
-            (None, Some(l)) if l != TcpState::Closed && snapshot.sees_orphans => {
+            (None, Some(l)) if l != TcpState::Closed && snapshot.sees_orphans[side] => {
                 Some(TcpState::Closed)
             }
             (None, _) => None,
@@ -354,6 +363,7 @@ mod tests {
 
     fn entry(local: &str, remote: &str, state: TcpState) -> SockEntry {
         SockEntry {
+            host: None,
             state,
             local: local.parse().unwrap(),
             remote: remote.parse().unwrap(),
@@ -381,7 +391,7 @@ mod tests {
         e.fd = Some(7);
         let snap = Snapshot {
             entries: vec![e],
-            sees_orphans: false,
+            sees_orphans: PerSide::both(false),
         };
         let mut ends = ends();
         assert_eq!(ends.find(&snap, Side::Client), None);
@@ -399,7 +409,7 @@ mod tests {
                 entry("127.0.0.1:40000", "127.0.0.1:9000", TcpState::Established),
                 entry("127.0.0.1:9000", "127.0.0.1:40000", TcpState::Established),
             ],
-            sees_orphans: true,
+            sees_orphans: PerSide::both(true),
         };
         for (sees, want) in [
             (true, Some(TcpState::Closed)),
@@ -409,7 +419,7 @@ mod tests {
             record(&mut t, 0.0, &est, &ends());
             let gone = Snapshot {
                 entries: vec![est.entries[1].clone()],
-                sees_orphans: sees,
+                sees_orphans: PerSide::both(sees),
             };
             record(&mut t, 1.0, &gone, &ends());
             assert_eq!(last(&t, Side::Client), want, "sees orphans: {sees}");

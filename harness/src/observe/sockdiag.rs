@@ -117,6 +117,7 @@ impl SockDiag {
                         if let Some(state) = linux_state(h.state) {
                             let id = &h.socket_id;
                             out.push(SockEntry {
+                                host: None,
                                 state,
                                 local: SocketAddr::new(id.source_address, id.source_port),
                                 remote: SocketAddr::new(

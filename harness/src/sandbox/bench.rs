@@ -61,6 +61,12 @@ pub const ROUTER_HOP_LIMIT: u8 = 255;
 /// of 100 benches built at once while the previous 100 were going).
 const READY_BOUND: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// The metric of the local routes the bench adds for IPv6 addresses: what
+/// the kernel gives any IPv6 route added from user space without one (0
+/// means "unspecified" there), so the kernel's own route for the address
+/// (metric 0) is never this one.
+const HOST_ROUTE_METRIC: u32 = 1024;
+
 /// The interface index of each host's end (requested, so no lookup is
 /// needed). It differs from both router ends' (2 and 3): a veth end whose
 /// index equals its peer's has its carrier changes handled by the kernel's
@@ -296,6 +302,29 @@ impl Bench {
         Ok(())
     }
 
+    /// A path that names `side`'s host namespace to another process, while
+    /// this bench lives.
+    pub fn namespace_path(&self, side: Side) -> std::path::PathBuf {
+        std::path::PathBuf::from(format!(
+            "/proc/{}/fd/{}",
+            std::process::id(),
+            self.hosts[side].as_raw_fd()
+        ))
+    }
+
+    /// Prepares `side`'s host for a stack that takes its link over (gVisor's
+    /// netstack moves the link's addresses into its sandbox): the IPv6 local
+    /// route [`Rtnl::address6`] added must go, or the host kernel, which
+    /// keeps a route it did not add when the address goes, would still take
+    /// the address's packets for its own and answer them (seen: its RST
+    /// 19 us after the SYN-ACK, before gVisor's ACK).
+    pub fn hand_over(&self, side: Side) -> Result<(), SandboxError> {
+        self.on(side, || {
+            let mut rtnl = Rtnl::open()?;
+            rtnl.local_route(HOST_IFINDEX, address6(side, false), RouteChange::Remove)
+        })?
+    }
+
     /// Runs `f` with the calling thread in `side`'s host namespace (sockets
     /// it creates live there), then returns the thread to the router.
     pub fn on<T>(&self, side: Side, f: impl FnOnce() -> T) -> Result<T, SandboxError> {
@@ -317,6 +346,12 @@ impl Drop for Back<'_> {
         // Nothing can be reported while unwinding; the case already failed.
         let _ = setns(self.0, CloneFlags::CLONE_NEWNET);
     }
+}
+
+/// What [`Rtnl::local_route`] does.
+enum RouteChange {
+    Add,
+    Remove,
 }
 
 /// A route netlink socket in the calling thread's namespace, for the few
@@ -385,12 +420,7 @@ impl Rtnl {
             }
             return match reply.payload {
                 NetlinkPayload::Error(e) if e.code.is_some() => {
-                    let e = e.to_io();
-                    if e.raw_os_error() == Some(libc::EEXIST) && flags & NLM_F_EXCL == 0 {
-                        // Asked to create without NLM_F_EXCL: there already.
-                        return Ok(None);
-                    }
-                    Err(setup(format!("{what}: {e}")))
+                    Err(setup(format!("{what}: {}", e.to_io())))
                 }
                 NetlinkPayload::InnerMessage(m) => Ok(Some(m)),
                 _ => Ok(None),
@@ -488,11 +518,22 @@ impl Rtnl {
     /// (measured: 2 to 33 s for most of 100 benches built while the
     /// previous 100 were being destroyed). Until then the address is
     /// assigned (no duplicate address detection, so not tentative) but
-    /// nothing addressed to it arrives. The route is the one the kernel
-    /// would add (table local, type local, this link); when the kernel's
-    /// own comes it finds it there and keeps it.
+    /// nothing addressed to it arrives. The route is the kernel's kind
+    /// (table local, type local, this link), at [`HOST_ROUTE_METRIC`]: the
+    /// kernel's own, when it comes, sits beside it at metric 0, and goes
+    /// with the address; this one does not (see [`Bench::hand_over`]).
     fn address6(&mut self, index: u32, ip: Ipv6Addr) -> Result<(), SandboxError> {
         self.address(index, IpAddr::V6(ip))?;
+        self.local_route(index, ip, RouteChange::Add)
+    }
+
+    /// Adds or removes the local route of `ip` on link `index`.
+    fn local_route(
+        &mut self,
+        index: u32,
+        ip: Ipv6Addr,
+        change: RouteChange,
+    ) -> Result<(), SandboxError> {
         let mut msg = RouteMessage::default();
         msg.header.address_family = AddressFamily::Inet6;
         msg.header.destination_prefix_length = 128;
@@ -503,13 +544,22 @@ impl Rtnl {
         msg.attributes = vec![
             RouteAttribute::Destination(RouteAddress::Inet6(ip)),
             RouteAttribute::Oif(index),
+            // Named on removal too, so that this route goes, never the
+            // kernel's own at metric 0.
+            RouteAttribute::Priority(HOST_ROUTE_METRIC),
         ];
-        // Without NLM_F_EXCL: if the kernel's route is in already, fine.
-        self.request(
-            "adding an address's local route",
-            RouteNetlinkMessage::NewRoute(msg),
-            NLM_F_CREATE,
-        )
+        match change {
+            RouteChange::Add => self.request(
+                "adding an address's local route",
+                RouteNetlinkMessage::NewRoute(msg),
+                NLM_F_CREATE | NLM_F_EXCL,
+            ),
+            RouteChange::Remove => self.request(
+                "removing an address's local route",
+                RouteNetlinkMessage::DelRoute(msg),
+                0,
+            ),
+        }
     }
 
     fn default_route(&mut self, index: u32, gateway: IpAddr) -> Result<(), SandboxError> {
@@ -679,5 +729,45 @@ mod tests {
         });
         let failed: Vec<_> = connects.iter().filter_map(|c| c.as_ref().err()).collect();
         assert!(failed.is_empty(), "{failed:?}");
+    }
+
+    /// Regression: a host handed over to a stack that takes its link (as
+    /// runsc takes the addresses away) kept the bench's IPv6 local route,
+    /// so its kernel answered a SYN to the address with a RST before
+    /// gVisor could. Handed over and without its address, the host kernel
+    /// must answer nothing: the connect times out, it is not refused.
+    #[test]
+    fn a_host_handed_over_keeps_nothing_of_its_address() {
+        let outcomes = on_benches(1, |_, bench| {
+            bench.hand_over(Side::Server).unwrap();
+            bench
+                .on(Side::Server, || {
+                    let ip = IpAddr::V6(address6(Side::Server, false));
+                    let mut msg = AddressMessage::default();
+                    msg.header.family = family(ip);
+                    msg.header.prefix_len = 64;
+                    msg.header.index = HOST_IFINDEX;
+                    msg.attributes =
+                        vec![AddressAttribute::Local(ip), AddressAttribute::Address(ip)];
+                    Rtnl::open()
+                        .unwrap()
+                        .request(
+                            "removing the address",
+                            RouteNetlinkMessage::DelAddress(msg),
+                            0,
+                        )
+                        .unwrap();
+                })
+                .unwrap();
+            let server = SocketAddr::new(address(Side::Server, true, false), 9);
+            bench
+                .on(Side::Client, || {
+                    std::net::TcpStream::connect_timeout(&server, Duration::from_millis(300))
+                        .map(drop)
+                        .map_err(|e| e.kind())
+                })
+                .unwrap()
+        });
+        assert_eq!(outcomes, [Err(std::io::ErrorKind::TimedOut)]);
     }
 }

@@ -162,10 +162,29 @@ pub struct Case {
     pub scenario: Arc<Scenario>,
     pub params: Vec<(String, String)>,
     pub family: Family,
-    /// Sysctls set in the case's namespace before anything else, in file
-    /// order, after `${param}` substitution.
-    pub sysctls: Vec<(String, String)>,
+    /// Sysctls set before anything else, in file order, after `${param}`
+    /// substitution.
+    pub sysctls: Vec<Sysctl>,
     pub steps: Vec<Step>,
+}
+
+/// A sysctl a case sets, and on which host's stack.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sysctl {
+    /// `net.ipv4.tcp_fin_timeout`.
+    pub name: String,
+    pub value: String,
+    /// The host it is for (`[sysctl.client]`, `[sysctl.server]`); `None`
+    /// (`[sysctl]`): every host. On loopback both sides share one stack,
+    /// which gets them all.
+    pub host: Option<crate::tcp::Side>,
+}
+
+impl Sysctl {
+    /// Whether it is set on `side`'s host (on the bench).
+    pub fn on(&self, side: crate::tcp::Side) -> bool {
+        self.host.is_none_or(|h| h == side)
+    }
 }
 
 impl Case {
@@ -386,7 +405,7 @@ pub fn parse(path: &Path, text: &str) -> Result<(Arc<Scenario>, Vec<Case>), Scen
         expectations,
         sysctl_lines: sysctls
             .iter()
-            .map(|(name, _, span)| {
+            .map(|SysctlEntry { name, span, .. }| {
                 // The key's own line: the first mention of the name after
                 // the table's header (the span covers the header only).
                 let rest = &text[span.start.min(text.len())..];
@@ -422,10 +441,16 @@ pub fn parse(path: &Path, text: &str) -> Result<(Arc<Scenario>, Vec<Case>), Scen
         let steps = parse_case_steps(&src, &step_lines, &params)?;
         let sysctls = sysctls
             .iter()
-            .map(|(name, value, span)| {
-                substitute(value, &params)
-                    .map(|v| (name.clone(), v))
-                    .map_err(|(_, m)| src.error_at(span.clone(), format!("sysctl.{name}: {m}")))
+            .map(|e| {
+                substitute(&e.value, &params)
+                    .map(|value| Sysctl {
+                        name: e.name.clone(),
+                        value,
+                        host: e.host,
+                    })
+                    .map_err(|(_, m)| {
+                        src.error_at(e.span.clone(), format!("sysctl.{}: {m}", e.name))
+                    })
             })
             .collect::<Result<Vec<_>, _>>()?;
         let family = match params[0].1.as_str() {
@@ -522,21 +547,36 @@ fn parse_axes(
 }
 
 /// `[sysctl]`: per-namespace sysctls (`net.*`) with string or integer
-/// values that may use `${param}`.
+/// values that may use `${param}`, for every host; `[sysctl.client]` and
+/// `[sysctl.server]` hold those for one host only.
+/// A `[sysctl]` entry as written: its value may still hold `${param}`.
+struct SysctlEntry {
+    name: String,
+    value: String,
+    host: Option<crate::tcp::Side>,
+    /// The table's span: where errors point.
+    span: Range<usize>,
+}
+
 fn parse_sysctls(
     src: &Source,
     table: Option<&Spanned<toml::Table>>,
-) -> Result<Vec<(String, String, Range<usize>)>, ScenarioError> {
+) -> Result<Vec<SysctlEntry>, ScenarioError> {
+    use crate::tcp::Side;
     let Some(table) = table else {
         return Ok(Vec::new());
     };
     let span = table.span();
     let mut out = Vec::new();
-    for (name, value) in table.get_ref() {
-        let err = |m: String| src.error_at(span.clone(), format!("sysctl.{name}: {m}"));
+    let mut add = |name: &String, value: &toml::Value, host: Option<Side>| {
+        let at = match host {
+            Some(h) => format!("sysctl.{}.{name}", h.name()),
+            None => format!("sysctl.{name}"),
+        };
+        let err = |m: String| src.error_at(span.clone(), format!("{at}: {m}"));
         if value.is_table() {
             return Err(err(format!(
-                "quote the whole name, e.g. \"{name}.ipv4.tcp_fin_timeout\" = 1; unquoted dots make nested tables"
+                "quote the whole name, e.g. \"{name}.ipv4.tcp_fin_timeout\" = 1; unquoted dots make nested tables (only [sysctl.client] and [sysctl.server] are tables of their own)"
             )));
         }
         if !name.starts_with("net.") || name.contains(['/', ' ']) || name.contains("..") {
@@ -549,7 +589,33 @@ fn parse_sysctls(
             toml::Value::Integer(i) => i.to_string(),
             _ => return Err(err("expected a string or an integer".into())),
         };
-        out.push((name.clone(), value, span.clone()));
+        if out.iter().any(|e: &SysctlEntry| &e.name == name) {
+            return Err(err(
+                "set twice: a sysctl goes in [sysctl] (every host) or in one host's table".into(),
+            ));
+        }
+        out.push(SysctlEntry {
+            name: name.clone(),
+            value,
+            host,
+            span: span.clone(),
+        });
+        Ok(())
+    };
+    for (name, value) in table.get_ref() {
+        let host = match name.as_str() {
+            "client" => Some(Side::Client),
+            "server" => Some(Side::Server),
+            _ => None,
+        };
+        match (host, value) {
+            (Some(side), toml::Value::Table(t)) => {
+                for (name, value) in t {
+                    add(name, value, Some(side))?;
+                }
+            }
+            _ => add(name, value, None)?,
+        }
     }
     Ok(out)
 }
@@ -1001,6 +1067,7 @@ pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ScenarioError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tcp::Side;
 
     const GOOD: &str = r#"title = "Abortive close"
 claims = ["C6"]
@@ -1216,11 +1283,16 @@ facts = { "wire.client.rst" = 1, "steps.lc.errno" = { null = true } }
             "title = \"t\"\nsteps = \"client close\"\nparams = { t = [1, 2] }\n[sysctl]\n\"net.ipv4.tcp_fin_timeout\" = \"${t}\"\n\"net.ipv4.tcp_tw_reuse\" = 0\n",
         )
         .unwrap();
+        let every = |name: &str, value: &str| Sysctl {
+            name: name.into(),
+            value: value.into(),
+            host: None,
+        };
         assert_eq!(
             cases[1].sysctls,
             [
-                ("net.ipv4.tcp_fin_timeout".to_string(), "2".to_string()),
-                ("net.ipv4.tcp_tw_reuse".to_string(), "0".to_string())
+                every("net.ipv4.tcp_fin_timeout", "2"),
+                every("net.ipv4.tcp_tw_reuse", "0")
             ]
         );
         let e =
@@ -1231,6 +1303,41 @@ facts = { "wire.client.rst" = 1, "steps.lc.errno" = { null = true } }
         );
         let e = parse_err(
             "title = \"t\"\nsteps = \"client close\"\n[sysctl]\nnet.ipv4.tcp_fin_timeout = 1\n",
+        );
+        assert!(e.contains("quote the whole name"), "{e}");
+    }
+
+    #[test]
+    fn a_sysctl_can_be_for_one_host() {
+        let (_, cases) = parse(
+            Path::new("scenarios/s.toml"),
+            "title = \"t\"\nsteps = \"client close\"\n[sysctl]\n\"net.ipv4.tcp_fin_timeout\" = 3\n[sysctl.client]\n\"net.ipv4.tcp_tw_reuse\" = 1\n[sysctl.server]\n\"net.ipv4.tcp_synack_retries\" = 1\n",
+        )
+        .unwrap();
+        let hosts: Vec<(&str, Option<Side>)> = cases[0]
+            .sysctls
+            .iter()
+            .map(|s| (s.name.as_str(), s.host))
+            .collect();
+        assert_eq!(
+            hosts,
+            [
+                ("net.ipv4.tcp_fin_timeout", None),
+                ("net.ipv4.tcp_tw_reuse", Some(Side::Client)),
+                ("net.ipv4.tcp_synack_retries", Some(Side::Server)),
+            ]
+        );
+        assert!(cases[0].sysctls[1].on(Side::Client) && !cases[0].sysctls[1].on(Side::Server));
+        assert!(cases[0].sysctls[0].on(Side::Server));
+        let e = parse_err(
+            "title = \"t\"\nsteps = \"client close\"\n[sysctl]\n\"net.ipv4.tcp_tw_reuse\" = 1\n[sysctl.client]\n\"net.ipv4.tcp_tw_reuse\" = 1\n",
+        );
+        assert!(
+            e.contains("sysctl.client.net.ipv4.tcp_tw_reuse: set twice"),
+            "{e}"
+        );
+        let e = parse_err(
+            "title = \"t\"\nsteps = \"client close\"\n[sysctl.listener]\n\"net.ipv4.tcp_tw_reuse\" = 1\n",
         );
         assert!(e.contains("quote the whole name"), "{e}");
     }

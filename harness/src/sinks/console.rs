@@ -128,16 +128,16 @@ pub fn list_json(cases: &[crate::scenario::Case]) -> serde_json::Value {
 pub fn checked(
     cases: usize,
     sysctls: &crate::catalogue::SysctlCheck,
-    stack: &crate::stack::Stack,
+    reach: &crate::stack::Reach,
     unsupported: &[(&crate::scenario::Case, Vec<String>)],
 ) -> String {
     use crate::catalogue::SysctlCheck;
     let mut out = format!("ok: {cases} cases\n");
+    let stack = reach.name();
     if !unsupported.is_empty() {
         let _ = writeln!(
             out,
-            "on {}, {} of {cases} cases would be unsupported:",
-            stack.name,
+            "on {stack}, {} of {cases} cases would be unsupported:",
             unsupported.len()
         );
         for (c, missing) in unsupported {
@@ -147,7 +147,7 @@ pub fn checked(
     match sysctls {
         SysctlCheck::Checked { absent } => {
             for name in absent {
-                let _ = writeln!(out, "note: {} has no {name}", stack.name);
+                let _ = writeln!(out, "note: this kernel has no {name}");
             }
         }
         SysctlCheck::NotChecked(why) => {

@@ -7,6 +7,11 @@
 //! reports and pcaps land where they would outside. Inside, the stack is
 //! recognised by its kernel log (`Stack::detect`). Nothing on the host's
 //! network changes: `--network=none` gives the sandbox no host interface.
+//!
+//! On the bench, a gVisor host is `runsc run` in the host's namespace with
+//! `--network=sandbox`: netstack takes over the namespace's link (its
+//! addresses and routes move into the sandbox and leave the host kernel)
+//! and a `teardown agent` inside makes the calls ([`agent_command`]).
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -85,4 +90,153 @@ pub fn run_inside(args: &[OsString]) -> Result<i32, GvisorError> {
     }
     let status = cmd.status().map_err(start)?;
     Ok(status.code().unwrap_or(128 + libc::SIGKILL))
+}
+
+/// The first runsc release whose sandbox network starts in a namespace on
+/// kernels with 19249c0724f2 ("net: make net.core.{r,w}mem_{default,max}
+/// namespaced"; this machine's 6.18 has it): earlier ones take any
+/// namespace with /proc/sys/net/core/rmem_default for the initial one and
+/// refuse to start (gVisor issue 10704, fixed 2024-07-31 in 19f6b0c07).
+/// Debian's runsc, in every suite, is 20240729.
+const FIXED_ROOT_NETNS_CHECK: &str = "20240731";
+
+/// A `runsc run` that starts `exe agent --own-stack` in a gVisor sandbox
+/// whose netstack takes over the links of the network namespace at
+/// `netns` (a bench host's), speaking the agent protocol on its stdin and
+/// stdout. Its OCI bundle and runsc's state go in `scratch`, which must
+/// exist and which the caller removes once the process has ended; `id`
+/// names the container there. The process, the sandbox and its gofer are
+/// killed if the thread that starts them ends first (PDEATHSIG, which runsc
+/// passes on to its own children when it runs attached).
+pub fn agent_command(
+    exe: &Path,
+    netns: &Path,
+    scratch: &Path,
+    id: &str,
+) -> Result<Command, GvisorError> {
+    let runsc = find_runsc().ok_or(GvisorError::NoRunsc)?;
+    let version = version(&runsc);
+    let bundle = scratch.join("bundle");
+    let state = scratch.join("state");
+    let io = |source| GvisorError::Start {
+        runsc: runsc.clone(),
+        source,
+    };
+    std::fs::create_dir_all(&bundle).map_err(io)?;
+    std::fs::create_dir_all(&state).map_err(io)?;
+    let mut env = vec!["PATH=/usr/sbin:/usr/bin:/sbin:/bin".to_string()];
+    if let Some(v) = &version {
+        env.push(format!("TEARDOWN_STACK_VERSION={v}"));
+    }
+    let caps = ["CAP_NET_RAW", "CAP_NET_ADMIN", "CAP_NET_BIND_SERVICE"];
+    let spec = serde_json::json!({
+        "ociVersion": "1.0.0",
+        "process": {
+            "args": [exe, "agent", "--own-stack"],
+            "cwd": "/",
+            "env": env,
+            "user": { "uid": 0, "gid": 0 },
+            "capabilities": { "bounding": caps, "effective": caps, "permitted": caps },
+        },
+        // The host's files, read-only: the agent needs nothing else.
+        "root": { "path": "/", "readonly": true },
+        "hostname": "teardown-gvisor",
+        "linux": {
+            "namespaces": [
+                { "type": "pid" }, { "type": "ipc" }, { "type": "uts" }, { "type": "mount" },
+                { "type": "network", "path": netns },
+            ],
+        },
+    });
+    std::fs::write(bundle.join("config.json"), spec.to_string()).map_err(io)?;
+    let mut cmd = Command::new(&runsc);
+    if let Some(platform) = std::env::var_os("TEARDOWN_RUNSC_PLATFORM") {
+        cmd.arg("--platform").arg(platform);
+    }
+    cmd.arg("--root")
+        .arg(&state)
+        .args(["--network=sandbox", "--overlay2=none", "run", "--bundle"])
+        .arg(&bundle)
+        .arg(id);
+    let hide_net_core = version
+        .as_deref()
+        .and_then(release_date)
+        .is_some_and(|d| d < FIXED_ROOT_NETNS_CHECK);
+    // SAFETY: only async-signal-safe calls (prctl, unshare, mount) on
+    // static C strings, between fork and exec.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if hide_net_core {
+                hide_host_net_sysctls()?;
+            }
+            Ok(())
+        });
+    }
+    Ok(cmd)
+}
+
+/// For runsc releases before [`FIXED_ROOT_NETNS_CHECK`]: gives the process
+/// a mount namespace of its own (nothing propagates back) in which
+/// /proc/sys/net is an empty tmpfs, so runsc's check finds no
+/// rmem_default and knows the bench host's namespace is not the host's.
+/// runsc reads nothing else under /proc/sys/net (its netstack has its own
+/// sysctls); the harness's own view of /proc is untouched.
+///
+/// # Safety
+/// Between fork and exec only: it changes the calling process's mounts.
+unsafe fn hide_host_net_sysctls() -> std::io::Result<()> {
+    let check = |r: libc::c_int| {
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    };
+    // SAFETY: plain syscalls on static, NUL-terminated strings.
+    unsafe {
+        check(libc::unshare(libc::CLONE_NEWNS))?;
+        check(libc::mount(
+            std::ptr::null(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ))?;
+        check(libc::mount(
+            c"none".as_ptr(),
+            c"/proc/sys/net".as_ptr(),
+            c"tmpfs".as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            std::ptr::null(),
+        ))
+    }
+}
+
+/// The release date of a runsc version (`0.0~20240729.0` -> `20240729`;
+/// `release-20240729.0` too).
+fn release_date(version: &str) -> Option<&str> {
+    let digits = version
+        .rsplit(['~', '-'])
+        .next()?
+        .split('.')
+        .next()
+        .filter(|d| d.len() == 8 && d.bytes().all(|b| b.is_ascii_digit()))?;
+    Some(digits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn release_dates_are_read_from_both_spellings() {
+        assert_eq!(release_date("0.0~20240729.0"), Some("20240729"));
+        assert_eq!(release_date("release-20241104.0"), Some("20241104"));
+        assert_eq!(release_date("0.0~git"), None);
+        assert!(release_date("0.0~20240729.0").unwrap() < FIXED_ROOT_NETNS_CHECK);
+    }
 }

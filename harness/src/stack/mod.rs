@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::capture::CaptureBackend;
 use crate::observe::StateSource;
 use crate::scenario::{Call, Case, Control, StepKind, WaitFor};
+use crate::tcp::PerSide;
 
 /// How fault rules are put in place, if at all.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -147,6 +148,104 @@ impl Stack {
     }
 }
 
+/// What a bench host runs, and how the harness reaches it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum HostStack {
+    /// This kernel in the host's namespace; the harness makes its calls.
+    #[default]
+    Linux,
+    /// This kernel in the host's namespace; a `teardown agent` started
+    /// there makes its calls (the agent protocol end to end).
+    LinuxAgent,
+    /// gVisor's netstack on the host's link: `runsc` in the host's
+    /// namespace with a `teardown agent` inside (see [`gvisor`]).
+    Gvisor,
+    /// A stack the harness does not start: an agent already listening at
+    /// this control address (`teardown agent --listen`).
+    Remote(std::net::SocketAddr),
+}
+
+impl HostStack {
+    /// Whether the host's calls go through an agent.
+    pub fn is_agent(&self) -> bool {
+        !matches!(self, HostStack::Linux)
+    }
+}
+
+impl std::fmt::Display for HostStack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HostStack::Linux => f.write_str("linux"),
+            HostStack::LinuxAgent => f.write_str("linux-agent"),
+            HostStack::Gvisor => f.write_str("gvisor"),
+            HostStack::Remote(a) => write!(f, "remote={a}"),
+        }
+    }
+}
+
+impl std::str::FromStr for HostStack {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<HostStack, String> {
+        match s {
+            "linux" => Ok(HostStack::Linux),
+            "linux-agent" => Ok(HostStack::LinuxAgent),
+            "gvisor" => Ok(HostStack::Gvisor),
+            _ => match s.strip_prefix("remote=") {
+                Some(addr) => addr.parse().map(HostStack::Remote).map_err(|_| {
+                    format!("remote={addr}: expected the agent's control address, ADDR:PORT (e.g. remote=198.18.0.2:7070)")
+                }),
+                None => Err(format!(
+                    "{s:?}: expected linux, linux-agent, gvisor or remote=ADDR:PORT"
+                )),
+            },
+        }
+    }
+}
+
+/// What one side's stack lets the harness observe of its sockets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SideStack {
+    /// What expectations call it (`linux`, `gvisor`).
+    pub name: String,
+    pub states: StateSource,
+}
+
+/// The stacks a case's two sides run on and what the harness can do with
+/// them: one stack for both on loopback; on the bench one per host, each
+/// as it introduced itself, with the router's packet filter for faults.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reach {
+    pub faults: FaultBackend,
+    pub sides: PerSide<SideStack>,
+}
+
+impl Reach {
+    /// Both sides on `stack`.
+    pub fn of(stack: &Stack) -> Reach {
+        let side = SideStack {
+            name: stack.name.to_string(),
+            states: stack.states,
+        };
+        Reach {
+            faults: stack.faults,
+            sides: PerSide::both(side),
+        }
+    }
+
+    /// What expectations are looked up under: the stack's name when both
+    /// sides run the same one, else `client/server` (`gvisor/linux`), which
+    /// no expectation names unless a scenario writes one for that pairing.
+    pub fn name(&self) -> String {
+        let (c, s) = (&self.sides.client.name, &self.sides.server.name);
+        if c == s {
+            c.clone()
+        } else {
+            format!("{c}/{s}")
+        }
+    }
+}
+
 /// Which stack a command was asked to run on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Choice {
@@ -218,22 +317,31 @@ pub struct StackInfo {
     pub agent: Option<String>,
 }
 
-/// Cases that would be `unsupported` on `stack`, each with what it lacks:
+/// Cases that would be `unsupported` on `reach`, each with what it lacks:
 /// what [`requirements`] finds in the steps, and `[sysctl]` names that
-/// `absent` says the stack does not have.
+/// `absent` says a side's stack does not have.
 pub fn unsupported<'a>(
     cases: &'a [Case],
-    stack: &Stack,
-    absent: &[String],
+    reach: &Reach,
+    absent: &PerSide<Vec<String>>,
 ) -> Vec<(&'a Case, Vec<String>)> {
     cases
         .iter()
         .filter_map(|c| {
-            let mut missing = requirements(c, stack);
-            for (name, value) in &c.sysctls {
+            let mut missing = requirements(c, reach);
+            for s in &c.sysctls {
                 // "default" leaves the stack's own value: nothing to set.
-                if value != "default" && absent.contains(name) {
-                    missing.push(format!("sysctl {name}: {} has no such sysctl", stack.name));
+                if s.value == "default" {
+                    continue;
+                }
+                let lacking = absent
+                    .iter()
+                    .find(|(side, a)| s.on(*side) && a.contains(&s.name));
+                if let Some((side, _)) = lacking {
+                    missing.push(format!(
+                        "sysctl {}: {} (the {side} host) has no such sysctl",
+                        s.name, reach.sides[side].name
+                    ));
                 }
             }
             (!missing.is_empty()).then_some((c, missing))
@@ -245,17 +353,18 @@ pub fn unsupported<'a>(
 /// sentence; empty if the stack can run it. Sysctls are checked when the
 /// case runs (only the stack knows which exist); this is what can be known
 /// from the steps.
-pub fn requirements(case: &Case, stack: &Stack) -> Vec<String> {
+pub fn requirements(case: &Case, reach: &Reach) -> Vec<String> {
     let mut missing = Vec::new();
     let mut closed = Vec::new();
     let mut accepted = false;
     for s in &case.steps {
         let at = s.line.map_or("setup".to_string(), |l| format!("line {l}"));
         match &s.kind {
-            StepKind::Control(Control::Fault(_)) if stack.faults == FaultBackend::None => {
+            StepKind::Control(Control::Fault(_)) if reach.faults == FaultBackend::None => {
                 missing.push(format!(
                     "{at}: `{}` needs a packet filter; {} has none the harness can drive",
-                    s.text, stack.name
+                    s.text,
+                    reach.name()
                 ));
             }
             StepKind::Socket {
@@ -267,12 +376,13 @@ pub fn requirements(case: &Case, stack: &Stack) -> Vec<String> {
                         ..
                     },
                 ..
-            } if !stack.states.sees_orphans() && closed.contains(actor) => {
+            } if !reach.sides[actor.host()].states.sees_orphans() && closed.contains(actor) => {
+                let side = &reach.sides[actor.host()];
                 missing.push(format!(
                     "{at}: `{}` waits for {state} on a socket the application closed; {} shows states only through descriptors ({})",
                     s.text,
-                    stack.name,
-                    stack.states.name()
+                    side.name,
+                    side.states.name()
                 ));
             }
             // The server end of a connection nobody accepted has no
@@ -286,15 +396,16 @@ pub fn requirements(case: &Case, stack: &Stack) -> Vec<String> {
                         ..
                     },
                 ..
-            } if !stack.states.sees_orphans()
+            } if !reach.sides[actor.host()].states.sees_orphans()
                 && actor.role == crate::scenario::Role::Server
                 && !accepted =>
             {
+                let side = &reach.sides[actor.host()];
                 missing.push(format!(
                     "{at}: `{}` waits for {state} on a connection no one accepted; {} shows states only through descriptors ({})",
                     s.text,
-                    stack.name,
-                    stack.states.name()
+                    side.name,
+                    side.states.name()
                 ));
             }
             StepKind::Socket {
@@ -333,8 +444,8 @@ mod tests {
 
     #[test]
     fn gvisor_cannot_run_faults_or_watch_closed_sockets() {
-        let gv = Stack::gvisor("test");
-        let linux = Stack::linux("test");
+        let gv = Reach::of(&Stack::gvisor("test"));
+        let linux = Reach::of(&Stack::linux("test"));
         let c = case(
             "drop all as d\nclient close as c\nclient wait state TIME-WAIT\nserver wait state CLOSE-WAIT",
         );

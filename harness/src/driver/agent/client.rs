@@ -87,6 +87,9 @@ pub struct AgentClient {
     next: AtomicU64,
     child: Mutex<Option<Child>>,
     stderr: Arc<Mutex<Vec<u8>>>,
+    /// A directory the agent's process used (a sandbox's bundle and
+    /// state), removed once the process has ended.
+    scratch: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for AgentClient {
@@ -191,12 +194,14 @@ impl AgentClient {
                 stack: String::new(),
                 stack_version: None,
                 states: crate::observe::StateSource::TcpInfo,
+                own_stack: false,
             },
             writer: Mutex::new(writer),
             waiting,
             next: AtomicU64::new(1),
             child: Mutex::new(child),
             stderr,
+            scratch: None,
         };
         match hello_rx.recv_timeout(bound) {
             Ok(Ok(h)) if h.protocol == PROTOCOL => client.hello = h,
@@ -218,6 +223,14 @@ impl AgentClient {
             Err(mpsc::RecvTimeoutError::Disconnected) => return Err(client.died()),
         }
         Ok(client)
+    }
+
+    /// Removes `dir` once the agent's process has ended (see [`stop`]).
+    ///
+    /// [`stop`]: AgentClient::stop
+    pub fn with_scratch(mut self, dir: std::path::PathBuf) -> AgentClient {
+        self.scratch = Some(dir);
+        self
     }
 
     /// What the agent said about itself.
@@ -308,17 +321,22 @@ impl AgentClient {
         if let Some(mut child) = self.child.lock().expect("agent child").take() {
             drop(child.stdin.take());
             let deadline = std::time::Instant::now() + Duration::from_secs(1);
-            loop {
+            let ended = loop {
                 match child.try_wait() {
-                    Ok(Some(_)) => return,
+                    Ok(Some(_)) => break true,
                     Ok(None) if std::time::Instant::now() < deadline => {
                         std::thread::sleep(Duration::from_millis(2));
                     }
-                    _ => break,
+                    _ => break false,
                 }
+            };
+            if !ended {
+                let _ = child.kill();
+                let _ = child.wait();
             }
-            let _ = child.kill();
-            let _ = child.wait();
+        }
+        if let Some(dir) = &self.scratch {
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
 

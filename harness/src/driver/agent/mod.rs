@@ -9,7 +9,7 @@
 //! first, once:
 //!
 //! ```json
-//! {"hello":{"protocol":1,"agent":"teardown 0.1.0","os":"linux","stack":"linux","states":"sock-diag"}}
+//! {"hello":{"protocol":1,"agent":"teardown 0.1.0","os":"linux","stack":"linux","states":"sock-diag","own_stack":true}}
 //! ```
 //!
 //! Then every request carries the protocol version, an id the caller
@@ -87,6 +87,13 @@ pub struct Hello {
     /// Where its socket states come from: `sock-diag` (every socket,
     /// closed ones included) or `tcp-info` (sockets it holds).
     pub states: crate::observe::StateSource,
+    /// Whether its network stack is its own, made for this session (a
+    /// namespace or sandbox the harness started it in: `teardown agent
+    /// --own-stack`). Only then does it set sysctls, and are its counters
+    /// the session's alone; an agent on a machine of its own changes
+    /// nothing of the machine's.
+    #[serde(default)]
+    pub own_stack: bool,
 }
 
 /// One request.
@@ -170,6 +177,18 @@ pub enum Op {
         family: Family,
         port: u16,
     },
+    /// Sets the sysctl `name` (`net.ipv4.tcp_fin_timeout`) to `value`, if
+    /// given, then reads it. Answer: `sysctl`, null if the stack has no
+    /// such sysctl. Setting one is refused unless the stack is the agent's
+    /// own (`own_stack` in its hello).
+    Sysctl {
+        name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        value: Option<String>,
+    },
+    /// The stack's TCP counters, by Linux's names (`TcpExt` of
+    /// /proc/net/netstat, `Tcp` of /proc/net/snmp). Answer: `counters`.
+    Counters,
     /// Close every socket and end the session.
     Bye,
 }
@@ -215,7 +234,9 @@ impl Op {
             | Op::Call { handle, .. }
             | Op::Close { handle } => std::slice::from_ref(handle),
             Op::ConnectMany { handles, .. } | Op::CloseMany { handles } => handles,
-            Op::Socket { .. } | Op::States { .. } | Op::Bye => &[],
+            Op::Socket { .. } | Op::States { .. } | Op::Sysctl { .. } | Op::Counters | Op::Bye => {
+                &[]
+            }
         }
     }
 }
@@ -255,6 +276,9 @@ pub enum Answer {
     Flag(bool),
     Addr(Option<SocketAddr>),
     States(Vec<SockEntry>),
+    /// A sysctl's value after the request; null if the stack has none.
+    Sysctl(Option<String>),
+    Counters(std::collections::BTreeMap<String, i64>),
     /// `bye` was done.
     Bye(bool),
     /// The request was refused, and why.
@@ -288,7 +312,8 @@ pub struct StreamTotals {
 pub fn schema() -> serde_json::Value {
     #[derive(JsonSchema)]
     #[serde(untagged)]
-    #[allow(dead_code)]
+    // Never built: it only describes the lines.
+    #[allow(dead_code, clippy::large_enum_variant)]
     /// Lines of the teardown agent protocol: the agent's hello, then
     /// requests to it and its answers.
     enum Line {

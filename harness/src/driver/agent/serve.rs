@@ -32,8 +32,9 @@ pub enum ServeError {
     Truncated(usize),
 }
 
-/// What this agent says about itself.
-pub fn hello() -> Hello {
+/// What this agent says about itself; `own_stack`: whether its network
+/// stack was made for it alone (see [`Hello::own_stack`]).
+pub fn hello(own_stack: bool) -> Hello {
     let stack = Stack::detect();
     Hello {
         protocol: PROTOCOL,
@@ -42,6 +43,7 @@ pub fn hello() -> Hello {
         stack: stack.name.to_string(),
         stack_version: stack.version.clone(),
         states: stack.states,
+        own_stack,
     }
 }
 
@@ -50,6 +52,7 @@ type Streams = HashMap<(u32, Side), Arc<Mutex<StreamLog>>>;
 
 /// One session's sockets and streams.
 struct Session {
+    own_stack: bool,
     sockets: Mutex<HashMap<u32, Socket>>,
     streams: Mutex<Streams>,
     states: Mutex<AgentStates>,
@@ -155,6 +158,8 @@ impl Session {
                     Err(e) => Answer::Error(e.to_string()),
                 }
             }
+            Op::Sysctl { name, value } => self.sysctl(name, value.as_deref())?,
+            Op::Counters => counters()?,
             Op::Connect { .. }
             | Op::ConnectMany { .. }
             | Op::Call { .. }
@@ -166,9 +171,57 @@ impl Session {
         })
     }
 
-    /// Answers a request that may block, on its own thread.
+    /// Sets (if `value`) and reads a sysctl of this agent's stack.
+    #[cfg(target_os = "linux")]
+    fn sysctl(&self, name: &str, value: Option<&str>) -> Result<Answer, String> {
+        use crate::sandbox::{self, Namespace, SandboxError};
+        if !name.starts_with("net.") {
+            return Err(format!(
+                "only the network stack's sysctls (net.*) are served, not {name}"
+            ));
+        }
+        if let Some(v) = value {
+            if !self.own_stack {
+                return Err(format!(
+                    "not setting {name}: this agent's stack is not its own (it was started without --own-stack), and a sysctl would change the machine's own setting"
+                ));
+            }
+            match sandbox::write_sysctl(&Namespace::declared_own(), name, v) {
+                Ok(()) => {}
+                Err(SandboxError::NoSuchSysctl { .. }) => return Ok(Answer::Sysctl(None)),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Ok(Answer::Sysctl(sandbox::read_sysctl(name).ok()))
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn sysctl(&self, name: &str, _value: Option<&str>) -> Result<Answer, String> {
+        Err(format!(
+            "sysctls are not served on {}: {name} is Linux's name",
+            std::env::consts::OS
+        ))
+    }
+
+    /// Answers a request that may block, on its own thread, with each
+    /// call's time (see [`CallResult::took_us`]).
     fn blocking(&self, op: &Op) -> Result<Answer, String> {
-        let deadline = Instant::now() + Duration::from_millis(op.bound_ms());
+        let start = Instant::now();
+        let mut answer = self.blocking_untimed(op, start)?;
+        let timed = |r: &mut CallResult| {
+            r.took_us.get_or_insert_with(|| micros(start.elapsed()));
+        };
+        match &mut answer {
+            Answer::Result(r) => timed(r),
+            Answer::Data(d) => timed(&mut d.result),
+            Answer::Results(rs) => rs.iter_mut().for_each(timed),
+            _ => {}
+        }
+        Ok(answer)
+    }
+
+    fn blocking_untimed(&self, op: &Op, start: Instant) -> Result<Answer, String> {
+        let deadline = start + Duration::from_millis(op.bound_ms());
         Ok(match op {
             Op::Connect { handle, to, .. } => {
                 Answer::Result(calls::connect(self.fd(*handle)?, *to, deadline))
@@ -217,7 +270,9 @@ impl Session {
                     .enumerate()
                     .map(|(i, h)| {
                         calls::pace(i);
-                        self.close(*h).unwrap_or_else(CallResult::harness_error)
+                        let mut r = self.close(*h).unwrap_or_else(CallResult::harness_error);
+                        r.took_us = Some(micros(start.elapsed()));
+                        r
                     })
                     .collect(),
             ),
@@ -226,14 +281,40 @@ impl Session {
     }
 }
 
+/// The stack's TCP counters.
+#[cfg(target_os = "linux")]
+fn counters() -> Result<Answer, String> {
+    crate::sandbox::tcp_counters(&crate::sandbox::Namespace::declared_own())
+        .map(Answer::Counters)
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn counters() -> Result<Answer, String> {
+    Err(format!(
+        "TCP counters are not read on {} yet",
+        std::env::consts::OS
+    ))
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
 /// Serves one session: the hello, then requests from `input` until `bye`
 /// or its end. Every socket still open is closed when it returns.
-pub fn serve(input: impl BufRead, output: Box<dyn Write + Send>) -> Result<(), ServeError> {
+/// `own_stack`: the agent's network stack was made for it alone.
+pub fn serve(
+    input: impl BufRead,
+    output: Box<dyn Write + Send>,
+    own_stack: bool,
+) -> Result<(), ServeError> {
     // A write to a reset connection raises SIGPIPE for the calling thread
     // (and its children): kept pending, so the call's record can say so.
     let _ = calls::block_sigpipe();
-    let me = hello();
+    let me = hello(own_stack);
     let session = Arc::new(Session {
+        own_stack,
         sockets: Mutex::new(HashMap::new()),
         streams: Mutex::new(HashMap::new()),
         states: Mutex::new(AgentStates::new(me.states)),
@@ -341,6 +422,7 @@ fn parse(line: &[u8]) -> Result<Request, (Option<u64>, String)> {
 /// each, until the process is stopped. Each session has its own sockets.
 pub fn listen(
     addr: std::net::SocketAddr,
+    own_stack: bool,
     ready: impl FnOnce(std::net::SocketAddr),
 ) -> std::io::Result<()> {
     let listener = std::net::TcpListener::bind(addr)?;
@@ -349,7 +431,7 @@ pub fn listen(
         let conn = conn?;
         let reader = std::io::BufReader::new(conn.try_clone()?);
         std::thread::spawn(move || {
-            if let Err(e) = serve(reader, Box::new(conn)) {
+            if let Err(e) = serve(reader, Box::new(conn), own_stack) {
                 eprintln!("teardown agent: a session ended: {e}");
             }
         });
