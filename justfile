@@ -162,6 +162,28 @@ gvisor *args: build runsc
     rm -rf "$out" && mkdir -p reports/stacks
     {{bin}} run --stack gvisor --report "$out.json" --captures "$out"
 
+# The catalogue on the bench with each pairing of Linux and gVisor hosts (client x server): the
+# reference reports and pcaps in reports/bench/<client>-<server>(.json), then their comparison,
+# which says whose stack decides each difference (reports/bench/matrix.md)
+bench-matrix: build runsc
+    #!/usr/bin/env bash
+    set -euo pipefail
+    mkdir -p reports/bench
+    status=0
+    for c in linux gvisor; do
+        for s in linux gvisor; do
+            out=reports/bench/$c-$s
+            rm -rf "$out" "$out.json"
+            echo "--- client $c, server $s" >&2
+            {{bin}} run --quiet --bench --client-stack "$c" --server-stack "$s" \
+                --report "$out.json" --captures "$out" | tail -n 3 || status=1
+        done
+    done
+    {{bin}} compare --format markdown reports/bench/{linux-linux,linux-gvisor,gvisor-linux,gvisor-gvisor}.json \
+        > reports/bench/matrix.md || true
+    tail -n 3 reports/bench/matrix.md
+    exit $status
+
 # Every scenario on Debian's kernels, one per series from 5.10 to the newest, under qemu (fetched,
 # never installed), then on this host, compared. Writes a fresh target/kernel-matrix/results/<time>/;
 # `just kernel-matrix --update` refreshes reports/kernels/. Exits non-zero if any kernel failed.

@@ -20,6 +20,7 @@ use crate::baseline::{Baseline, Recorded};
 use crate::facts::{Observed, Use};
 use crate::report::{CaseReport, Report};
 use crate::scenario::Verb;
+use crate::tcp::PerSide;
 use crate::verdict::Status;
 
 /// One report taking part, as the header shows it.
@@ -34,6 +35,10 @@ pub struct Column {
     pub kernel: String,
     pub arch: String,
     pub stack: String,
+    /// What joined the sides: `loopback` or `bench`.
+    pub link: crate::scenario::Link,
+    /// The stack each side ran on (on loopback, the one stack twice).
+    pub sides: PerSide<String>,
     pub tool_version: String,
     pub started_at: String,
 }
@@ -44,6 +49,72 @@ pub struct Column {
 pub struct Difference {
     pub field: String,
     pub values: Vec<Value>,
+    /// Whose stack decides it, where the reports' stacks tell (see
+    /// [`decided_by`]); null where the value does not follow them (the
+    /// link, the kernel, the harness, the run).
+    pub decided_by: Option<Decider>,
+}
+
+/// Which side's stack a fact follows across the reports compared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Decider {
+    /// The reports with the same client stack agree, whatever the server's.
+    Client,
+    /// The reports with the same server stack agree, whatever the client's.
+    Server,
+    /// Either would explain it: the two sides' stacks changed together in
+    /// these reports (a 2x2 matrix tells them apart).
+    ClientOrServer,
+    /// Only the pair explains it: neither side's stack alone does.
+    Both,
+}
+
+impl Decider {
+    pub fn name(self) -> &'static str {
+        match self {
+            Decider::Client => "client's stack",
+            Decider::Server => "server's stack",
+            Decider::ClientOrServer => "client's or server's stack",
+            Decider::Both => "both stacks",
+        }
+    }
+}
+
+/// Whose stack decides a fact that takes `values` in reports whose sides
+/// ran `stacks` (one per report, in the same order): the side whose stack
+/// alone determines the value, both if only the pair does, none if reports
+/// on the same stacks disagree (something else decides) or every report
+/// ran the same stacks (nothing to tell by).
+pub fn decided_by(
+    field: &str,
+    values: &[Value],
+    stacks: &[PerSide<String>],
+    tolerance_ms: f64,
+) -> Option<Decider> {
+    // Whether the value is a function of `key`: equal keys, agreeing values.
+    let follows = |key: &dyn Fn(&PerSide<String>) -> String| {
+        values.iter().zip(stacks).enumerate().all(|(i, (v, s))| {
+            values
+                .iter()
+                .zip(stacks)
+                .skip(i + 1)
+                .all(|(w, t)| key(s) != key(t) || agree(field, v, w, tolerance_ms))
+        })
+    };
+    let pair = |s: &PerSide<String>| format!("{}/{}", s.client, s.server);
+    if stacks.windows(2).all(|w| w[0] == w[1]) || !follows(&pair) {
+        return None;
+    }
+    match (
+        follows(&|s: &PerSide<String>| s.client.clone()),
+        follows(&|s: &PerSide<String>| s.server.clone()),
+    ) {
+        (true, true) => Some(Decider::ClientOrServer),
+        (true, false) => Some(Decider::Client),
+        (false, true) => Some(Decider::Server),
+        (false, false) => Some(Decider::Both),
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -191,6 +262,8 @@ impl Input {
             host: host.name(),
             os: host.os.clone(),
             stack: host.stack.name.clone(),
+            link: host.link(),
+            sides: host.side_stacks(),
             kernel: host.kernel.clone(),
             arch: host.arch.clone(),
             tool_version,
@@ -308,6 +381,7 @@ pub fn compare_inputs(
         .iter()
         .map(|(_, i)| matches!(i, Input::Baseline(_)))
         .collect();
+    let stacks: Vec<PerSide<String>> = columns.iter().map(|c| c.sides.clone()).collect();
     let all_ids: BTreeSet<String> = by_id.iter().flat_map(|m| m.keys().cloned()).collect();
     let mut cases = Vec::new();
     let mut partial = BTreeMap::new();
@@ -374,9 +448,11 @@ pub fn compare_inputs(
                     .all(|w| agree(k, &w[0], &w[1], tolerance_ms))
             };
             if !same {
+                let decided_by = decided_by(k, &values, &stacks, tolerance_ms);
                 differences.push(Difference {
                     field: k.clone(),
                     values,
+                    decided_by,
                 });
             }
         }
@@ -414,6 +490,49 @@ mod tests {
         compare(reports, tolerance_ms, false)
     }
     use crate::report::fixture::report;
+
+    fn stacks(pairs: &[(&str, &str)]) -> Vec<PerSide<String>> {
+        pairs
+            .iter()
+            .map(|(c, s)| PerSide::new(c.to_string(), s.to_string()))
+            .collect()
+    }
+
+    /// A 2x2 matrix tells the sides apart: a fact that follows the server's
+    /// stack whatever the client's is the server's to decide.
+    #[test]
+    fn a_two_by_two_matrix_says_whose_stack_decides() {
+        let matrix = stacks(&[
+            ("linux", "linux"),
+            ("linux", "gvisor"),
+            ("gvisor", "linux"),
+            ("gvisor", "gvisor"),
+        ]);
+        let v = |xs: [i64; 4]| xs.map(Value::from).to_vec();
+        let by = |xs| decided_by("wire.server.rst", &v(xs), &matrix, 0.0);
+        assert_eq!(by([1, 0, 1, 0]), Some(Decider::Server));
+        assert_eq!(by([1, 1, 0, 0]), Some(Decider::Client));
+        assert_eq!(by([1, 1, 1, 0]), Some(Decider::Both));
+        // Two reports on the same stacks would have to agree.
+        let twice = stacks(&[("linux", "linux"), ("linux", "linux"), ("gvisor", "gvisor")]);
+        let values = [1, 2, 2].map(Value::from);
+        assert_eq!(decided_by("x", &values, &twice, 0.0), None);
+        // Both sides changed together: either could decide.
+        let values = [1, 1, 2].map(Value::from);
+        assert_eq!(
+            decided_by("x", &values, &twice, 0.0),
+            Some(Decider::ClientOrServer)
+        );
+        // Every report on the same stacks: nothing to tell by.
+        let same = stacks(&[("linux", "linux"), ("linux", "linux")]);
+        assert_eq!(decided_by("x", &[1, 2].map(Value::from), &same, 0.0), None);
+        // Durations count as one within the tolerance.
+        let ms = [10.0, 30.0, 11.0, 31.0].map(Value::from).to_vec();
+        assert_eq!(
+            decided_by("steps.c.duration_ms", &ms, &matrix, 5.0),
+            Some(Decider::Server)
+        );
+    }
 
     #[test]
     fn only_differing_facts_are_shown() {

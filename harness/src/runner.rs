@@ -315,8 +315,9 @@ pub struct BenchProbe {
     pub link: sandbox::LinkReport,
     /// Each agent host's hello; none for a host the harness drives itself.
     pub hellos: PerSide<Option<driver::agent::Hello>>,
-    /// Of the sysctls asked about, those each host's stack does not have.
-    pub absent: PerSide<Vec<String>>,
+    /// Of the sysctls asked about, those each host's stack cannot be given,
+    /// each with why (it has no such sysctl, it is read-only there, ...).
+    pub unsettable: PerSide<BTreeMap<String, String>>,
 }
 
 impl BenchProbe {
@@ -327,29 +328,33 @@ impl BenchProbe {
     }
 }
 
-/// What `teardown check` checks `cases` against: `stack` on loopback, with
-/// the sysctls `local` found absent; or, given `bench` hosts, what a probe
-/// of them finds.
+/// What `teardown check` checks `cases` against, and the sysctls each side
+/// cannot be given: `stack` on loopback, with those `local` found absent;
+/// or, given `bench` hosts, what a probe of them finds.
 pub fn reach_to_check(
     stack: &Stack,
     bench: Option<PerSide<HostStack>>,
     cases: &[Case],
     local: &crate::catalogue::SysctlCheck,
-) -> Result<(Reach, PerSide<Vec<String>>), String> {
+) -> Result<(Reach, PerSide<BTreeMap<String, String>>), String> {
     if let Some(hosts) = bench {
         let probe = probe_bench(&hosts, &crate::catalogue::sysctl_names(cases))?;
-        return Ok((probe.reach(stack), probe.absent));
+        return Ok((probe.reach(stack), probe.unsettable));
     }
     let absent = match local {
-        crate::catalogue::SysctlCheck::Checked { absent } => absent.clone(),
-        crate::catalogue::SysctlCheck::NotChecked(_) => Vec::new(),
+        crate::catalogue::SysctlCheck::Checked { absent } => absent
+            .iter()
+            .map(|n| (n.clone(), "this kernel has no such sysctl".to_string()))
+            .collect(),
+        crate::catalogue::SysctlCheck::NotChecked(_) => BTreeMap::new(),
     };
     Ok((Reach::of(stack), PerSide::both(absent)))
 }
 
 /// Builds a bench on a thread of its own and starts each host's endpoint,
-/// to learn what the hosts run and which of `sysctls` each lacks;
-/// everything it made is gone when it returns.
+/// to learn what the hosts run and which of `sysctls` each cannot be given
+/// (each is set to the value it has); everything it made is gone when it
+/// returns.
 pub fn probe_bench(hosts: &PerSide<HostStack>, sysctls: &[String]) -> Result<BenchProbe, String> {
     std::thread::scope(|s| {
         s.spawn(|| {
@@ -358,22 +363,30 @@ pub fn probe_bench(hosts: &PerSide<HostStack>, sysctls: &[String]) -> Result<Ben
             let link = bench.link.clone();
             let made = Hosts::Bench(bench);
             let mut hellos = PerSide::default();
-            let mut absent = PerSide::<Vec<String>>::default();
+            let mut unsettable = PerSide::<BTreeMap<String, String>>::default();
             for side in Side::BOTH {
                 let endpoint = endpoint(&made, side, &hosts[side])?;
                 if let Endpoint::Agent(a) = &endpoint {
                     hellos[side] = Some(a.hello().clone());
                 }
-                absent[side] = sysctls
-                    .iter()
-                    .filter(|n| endpoint.read_sysctl(&made, side, n).is_none())
-                    .cloned()
-                    .collect();
+                // Set to what it is: a no-op where it can be set at all.
+                for name in sysctls {
+                    let set = match endpoint.read_sysctl(&made, side, name) {
+                        None => Err(SysctlError::Absent),
+                        Some(v) => endpoint.write_sysctl(&made, &ns, side, name, &v),
+                    };
+                    let why = match set {
+                        Ok(()) => continue,
+                        Err(SysctlError::Absent) => "it has no such sysctl".to_string(),
+                        Err(SysctlError::Refused(why) | SysctlError::Failed(why)) => why,
+                    };
+                    unsettable[side].insert(name.clone(), why);
+                }
             }
             Ok(BenchProbe {
                 link,
                 hellos,
-                absent,
+                unsettable,
             })
         })
         .join()

@@ -418,3 +418,71 @@ fn a_gvisor_client_and_a_linux_server_run_together() {
     let wire = graceful.outcome.wire.as_ref().expect("wire facts");
     assert_eq!((wire.sides.client.fin, wire.sides.server.fin), (1, 1));
 }
+
+/// A gVisor client against a Linux server: `check --bench` predicts exactly
+/// the unsupported cases of a run, among them sysctls gVisor has not got
+/// (tcp_fin_timeout), has read-only (tcp_syn_retries, a fixed 3) or that
+/// are the other host's to have (tcp_abort_on_overflow is the server's).
+#[test]
+fn check_predicts_a_mixed_bench_from_each_hosts_own_sysctls() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    let files: Vec<PathBuf> = [
+        "connect-timeout",
+        "fin-wait-2-orphan-timeout",
+        "backlog-overflow",
+    ]
+    .iter()
+    .map(|s| dir.join(format!("{s}.toml")))
+    .collect();
+    let out = Command::new(env!("CARGO_BIN_EXE_teardown"))
+        .args([
+            "check",
+            "--bench",
+            "--client-stack",
+            "gvisor",
+            "--server-stack",
+            "linux",
+        ])
+        .args(&files)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut predicted: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("  ")?.split(": ").next())
+        .collect();
+    let cases = teardown::catalogue::load(&files).unwrap();
+    let hosts = PerSide::new(HostStack::Gvisor, HostStack::Linux);
+    let r = run_on(&cases, true, hosts, CaptureBackend::Libpcap, None);
+    let mut ran: Vec<&str> = r
+        .cases
+        .iter()
+        .filter(|c| c.verdict.status == Status::Unsupported)
+        .map(|c| c.id.as_str())
+        .collect();
+    predicted.sort_unstable();
+    ran.sort_unstable();
+    assert_eq!(predicted, ran, "{text}");
+    assert!(
+        text.contains("tcp_syn_retries cannot be set on gvisor (the client host)"),
+        "{text}"
+    );
+    assert!(text.contains("read-only"), "{text}");
+    // The listener's sysctl goes to the Linux server: backlog-overflow runs.
+    assert!(
+        r.cases
+            .iter()
+            .filter(|c| c.id.starts_with("backlog-overflow/"))
+            .all(|c| c.verdict.status != Status::Unsupported),
+        "{:?}",
+        r.cases
+            .iter()
+            .map(|c| (&c.id, &c.verdict.status))
+            .collect::<Vec<_>>()
+    );
+}

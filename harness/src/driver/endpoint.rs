@@ -208,6 +208,9 @@ impl Endpoint {
                 match hosts.on(side, || sandbox::write_sysctl(ns, name, value)) {
                     Ok(Ok(())) => Ok(()),
                     Ok(Err(SandboxError::NoSuchSysctl { .. })) => Err(SysctlError::Absent),
+                    Ok(Err(e @ SandboxError::ReadOnlySysctl { .. })) => {
+                        Err(SysctlError::Refused(e.to_string()))
+                    }
                     Ok(Err(e)) | Err(e) => Err(SysctlError::Failed(e.to_string())),
                 }
             }

@@ -96,6 +96,15 @@ impl Host {
         }
     }
 
+    /// The stack each side ran on: on loopback the one stack, on the bench
+    /// each host's.
+    pub fn side_stacks(&self) -> crate::tcp::PerSide<String> {
+        match &self.bench {
+            Some(b) => crate::tcp::PerSide::new(b.client.name.clone(), b.server.name.clone()),
+            None => crate::tcp::PerSide::both(self.stack.name.clone()),
+        }
+    }
+
     /// `linux 6.18.44 x86_64`, or `gvisor 20240729 on linux 4.4.0 x86_64`.
     pub fn name(&self) -> String {
         if self.stack.name == self.os {

@@ -128,6 +128,10 @@ pub fn write_sysctl(_ns: &Namespace, name: &str, value: &str) -> Result<(), Sand
         // Linux says ENOENT; gVisor says EPERM for a file that is not there.
         if e.kind() == std::io::ErrorKind::NotFound || !path.exists() {
             SandboxError::NoSuchSysctl { name: name.into() }
+        } else if e.kind() == std::io::ErrorKind::PermissionDenied {
+            // There, but not to be written (gVisor shows tcp_syn_retries
+            // as a fixed 3, mode 0444).
+            SandboxError::ReadOnlySysctl { name: name.into() }
         } else {
             SandboxError::Sysctl {
                 name: name.into(),

@@ -36,6 +36,8 @@ pub enum SandboxError {
     Sysctl { name: String, message: String },
     #[error("sysctl {name} does not exist in a network namespace of this stack")]
     NoSuchSysctl { name: String },
+    #[error("sysctl {name} is read-only on this stack: its value is fixed")]
+    ReadOnlySysctl { name: String },
 }
 
 /// Where a sysctl exists on this stack.

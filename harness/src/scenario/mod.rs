@@ -91,7 +91,8 @@ pub enum ScenarioError {
 pub const CLAIM_OUTCOMES: &[&str] = &["holds", "does not hold", "partly"];
 
 /// What joins a case's two sides: the expectation key `link`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Link {
     /// Both sides on one stack's loopback (the default).
     Loopback,

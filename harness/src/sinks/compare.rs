@@ -28,10 +28,12 @@ pub(super) fn show(v: &Value) -> String {
 /// (on a terminal, a value that differs from column A's in yellow).
 pub fn table(c: &Comparison, term: &Terminal) -> String {
     let mut out = legend(c, "");
+    let by = stacks_vary(c);
     for case in c.differing() {
         let _ = writeln!(out, "\n{}", case.id);
         let head: Vec<&str> = std::iter::once("field")
             .chain(c.columns.iter().map(|col| col.label.as_str()))
+            .chain(by.then_some("decided by"))
             .collect();
         // Two columns of indent.
         let term = Terminal {
@@ -50,6 +52,7 @@ pub fn table(c: &Comparison, term: &Terminal) -> String {
                             term.paint(&show(v), Color::Yellow)
                         }
                     }))
+                    .chain(by.then(|| Cell::new(decider(d))))
                     .collect::<Vec<_>>(),
             );
         }
@@ -72,8 +75,14 @@ pub fn table(c: &Comparison, term: &Terminal) -> String {
 /// The same as Markdown, for a pull request or the README.
 pub fn markdown(c: &Comparison) -> String {
     let mut out = legend(c, "- ");
+    let by = stacks_vary(c);
     if c.differs() {
-        let head: Vec<&str> = c.columns.iter().map(|col| col.label.as_str()).collect();
+        let head: Vec<&str> = c
+            .columns
+            .iter()
+            .map(|col| col.label.as_str())
+            .chain(by.then_some("decided by"))
+            .collect();
         let _ = writeln!(
             out,
             "\n| case | field | {} |\n|---|---|{}",
@@ -86,6 +95,7 @@ pub fn markdown(c: &Comparison) -> String {
                     .values
                     .iter()
                     .map(|v| show(v).replace('|', "\\|"))
+                    .chain(by.then(|| decider(d).to_string()))
                     .collect();
                 let _ = writeln!(
                     out,
@@ -107,11 +117,38 @@ fn legend(c: &Comparison, bullet: &str) -> String {
     for col in &c.columns {
         let _ = writeln!(
             out,
-            "{bullet}{}: {}, teardown {}, {} ({})",
-            col.label, col.host, col.tool_version, col.started_at, col.file
+            "{bullet}{}: {}, {}, teardown {}, {} ({})",
+            col.label,
+            col.host,
+            sides(col),
+            col.tool_version,
+            col.started_at,
+            col.file
         );
     }
     out
+}
+
+/// Whether the reports ran on different stacks, so that a difference can
+/// be put down to one side's.
+fn stacks_vary(c: &Comparison) -> bool {
+    c.columns.windows(2).any(|w| w[0].sides != w[1].sides)
+}
+
+/// Whose stack decides a difference, or `-` where none does.
+fn decider(d: &crate::compare::Difference) -> &'static str {
+    d.decided_by.map_or("-", crate::compare::Decider::name)
+}
+
+/// `loopback`, or on the bench `client gvisor, server linux`.
+fn sides(col: &crate::compare::Column) -> String {
+    match col.link {
+        crate::scenario::Link::Loopback => "loopback".into(),
+        crate::scenario::Link::Bench => format!(
+            "bench: client {}, server {}",
+            col.sides.client, col.sides.server
+        ),
+    }
 }
 
 fn summary(c: &Comparison) -> String {

@@ -319,11 +319,11 @@ pub struct StackInfo {
 
 /// Cases that would be `unsupported` on `reach`, each with what it lacks:
 /// what [`requirements`] finds in the steps, and `[sysctl]` names that
-/// `absent` says a side's stack does not have.
+/// `unsettable` says a side's stack cannot be given (name -> why).
 pub fn unsupported<'a>(
     cases: &'a [Case],
     reach: &Reach,
-    absent: &PerSide<Vec<String>>,
+    unsettable: &PerSide<std::collections::BTreeMap<String, String>>,
 ) -> Vec<(&'a Case, Vec<String>)> {
     cases
         .iter()
@@ -334,12 +334,12 @@ pub fn unsupported<'a>(
                 if s.value == "default" {
                     continue;
                 }
-                let lacking = absent
+                let lacking = unsettable
                     .iter()
-                    .find(|(side, a)| s.on(*side) && a.contains(&s.name));
-                if let Some((side, _)) = lacking {
+                    .find_map(|(side, u)| Some((side, u.get(&s.name)?)).filter(|_| s.on(side)));
+                if let Some((side, why)) = lacking {
                     missing.push(format!(
-                        "sysctl {}: {} (the {side} host) has no such sysctl",
+                        "sysctl {} cannot be set on {} (the {side} host): {why}",
                         s.name, reach.sides[side].name
                     ));
                 }

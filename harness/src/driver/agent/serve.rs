@@ -189,6 +189,7 @@ impl Session {
             match sandbox::write_sysctl(&Namespace::declared_own(), name, v) {
                 Ok(()) => {}
                 Err(SandboxError::NoSuchSysctl { .. }) => return Ok(Answer::Sysctl(None)),
+                // Refused with why: read-only, or another failure.
                 Err(e) => return Err(e.to_string()),
             }
         }
