@@ -131,7 +131,7 @@ list *args: build
 
 # Run the test suite (end-to-end tests need root; tshark is the independent witness, chromium loads
 # the HTML, runsc runs the catalogue on gVisor)
-test: (deps "libpcap-dev" "pkg-config" "nftables" "tshark") browser runsc
+test: (deps "libpcap-dev" "pkg-config" "nftables" "tshark" "iproute2") browser runsc
     cargo test --workspace --locked
 
 # A headless browser for the HTML test: one already on PATH (Ubuntu's runners have google-chrome),

@@ -10,7 +10,12 @@
 //!   committed schema, `harness/schema/agent.schema.json`, says;
 //! - an agent killed in the middle of a case makes that case `error`,
 //!   saying how the agent ended, and the run goes on; no agent process is
-//!   left behind.
+//!   left behind;
+//! - a remote host: an agent listening in another namespace, reached over a
+//!   veth from the namespace teardown runs in, its test traffic through a
+//!   bridge the bench's router joins, plays the client; what it will not
+//!   do on a stack not its own (set sysctls) is `unsupported`, and its
+//!   bridge holds no port of the bench afterwards.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -267,7 +272,7 @@ fn input_cut_off_in_a_line_ends_the_session_with_an_error() {
     assert!(err.contains("ended in the middle of a line"), "{err}");
 }
 
-/// Agent processes that are children of this process.
+/// Bench-host agent processes that are children of this process.
 fn my_agents() -> Vec<i32> {
     let me = std::process::id().to_string();
     let mut found = Vec::new();
@@ -283,7 +288,12 @@ fn my_agents() -> Vec<i32> {
             .next()
             .and_then(|r| r.split_whitespace().nth(1));
         let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        if ppid == Some(me.as_str()) && args.get(1) == Some(&&b"agent"[..]) {
+        // A bench host's agent (`agent --own-stack`), not a listening one
+        // another test started.
+        if ppid == Some(me.as_str())
+            && args.get(1) == Some(&&b"agent"[..])
+            && args.get(2) == Some(&&b"--own-stack"[..])
+        {
             found.push(pid);
         }
     }
@@ -379,4 +389,210 @@ facts = { "data.client_to_server.lost" = 0 }
         my_agents()
     );
     let _ = std::fs::remove_dir_all(Path::new(&dir));
+}
+
+/// Two named namespaces for the remote-host test, made with `ip` and
+/// removed when dropped, whatever happened: `home` (where teardown runs,
+/// standing for the user's machine) and `remote` (the remote machine: its
+/// agent, and the bridge its bench traffic crosses).
+struct Lab {
+    home: String,
+    remote: String,
+    agent: Option<std::process::Child>,
+}
+
+impl Lab {
+    fn ip(args: &[&str]) {
+        let out = Command::new("ip")
+            .args(args)
+            .output()
+            .expect("ip (iproute2)");
+        assert!(
+            out.status.success(),
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn new() -> Lab {
+        let pid = std::process::id();
+        let lab = Lab {
+            home: format!("tdt-home-{pid}"),
+            remote: format!("tdt-remote-{pid}"),
+            agent: None,
+        };
+        let (h, r) = (lab.home.as_str(), lab.remote.as_str());
+        for n in [h, r] {
+            Lab::ip(&["netns", "add", n]);
+            Lab::ip(&["-n", n, "link", "set", "lo", "up"]);
+        }
+        // The management link, over which teardown reaches the agent.
+        Lab::ip(&[
+            "-n", h, "link", "add", "name", "m0", "type", "veth", "peer", "name", "m1", "netns", r,
+        ]);
+        Lab::ip(&["-n", h, "addr", "add", "198.18.255.1/30", "dev", "m0"]);
+        Lab::ip(&["-n", h, "link", "set", "m0", "up"]);
+        Lab::ip(&["-n", r, "addr", "add", "198.18.255.2/30", "dev", "m1"]);
+        Lab::ip(&["-n", r, "link", "set", "m1", "up"]);
+        // The remote machine's bench address, on the bridge the router joins.
+        Lab::ip(&["-n", r, "link", "add", "name", "br0", "type", "bridge"]);
+        Lab::ip(&["-n", r, "link", "set", "br0", "up"]);
+        Lab::ip(&["-n", r, "addr", "add", "198.18.0.2/24", "dev", "br0"]);
+        Lab::ip(&[
+            "-n",
+            r,
+            "-6",
+            "addr",
+            "add",
+            "2001:2:0:1::2/64",
+            "dev",
+            "br0",
+            "nodad",
+        ]);
+        Lab::ip(&[
+            "-n",
+            r,
+            "route",
+            "add",
+            "198.19.0.0/24",
+            "via",
+            "198.18.0.1",
+            "dev",
+            "br0",
+            "onlink",
+        ]);
+        Lab::ip(&[
+            "-n",
+            r,
+            "-6",
+            "route",
+            "add",
+            "2001:2:0:2::/64",
+            "via",
+            "2001:2:0:1::1",
+            "dev",
+            "br0",
+            "onlink",
+        ]);
+        lab
+    }
+
+    /// Starts `teardown agent --listen` in the remote namespace and waits,
+    /// bounded, for it to say it listens.
+    fn start_agent(&mut self) {
+        let mut child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.remote,
+                env!("CARGO_BIN_EXE_teardown"),
+            ])
+            .args(["agent", "--listen", "198.18.255.2:7070"])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        self.agent = Some(child);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the agent says it listens");
+        assert!(line.contains("listening on 198.18.255.2:7070"), "{line}");
+    }
+
+    /// The links of the remote namespace whose name a bench would give.
+    fn bench_ports(&self) -> Vec<String> {
+        let out = Command::new("ip")
+            .args(["-n", &self.remote, "-o", "link", "show"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .filter(|name| name.starts_with("td"))
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if let Some(mut a) = self.agent.take() {
+            let _ = a.kill();
+            let _ = a.wait();
+        }
+        for n in [&self.home, &self.remote] {
+            let _ = Command::new("ip").args(["netns", "del", n]).status();
+        }
+    }
+}
+
+#[test]
+fn a_remote_agent_plays_the_client_over_a_bridge() {
+    let mut lab = Lab::new();
+    lab.start_agent();
+    let dir = std::env::temp_dir().join(format!("teardown-remote-{}", std::process::id()));
+    let report = dir.join("remote.json");
+    let scenarios = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    let out = Command::new("ip")
+        .args(["netns", "exec", &lab.home, env!("CARGO_BIN_EXE_teardown")])
+        .args([
+            "run",
+            "--bench",
+            "--client-stack",
+            "remote=198.18.255.2:7070",
+        ])
+        .arg("--client-link")
+        .arg(format!("{}/br0", lab.remote))
+        .args(["--quiet", "--no-captures", "--report"])
+        .arg(&report)
+        .args(
+            [
+                "close-graceful",
+                "linger-zero",
+                "half-close-thank-you",
+                "fin-wait-2-orphan-timeout",
+            ]
+            .map(|s| scenarios.join(format!("{s}.toml"))),
+        )
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let r = teardown::report::load::read(&report)
+        .unwrap_or_else(|e| panic!("{e}: {text}{}", String::from_utf8_lossy(&out.stderr)));
+    let bench = r.host.bench.as_ref().expect("the report names the bench");
+    assert!(
+        bench
+            .client
+            .agent
+            .as_deref()
+            .is_some_and(|a| a.starts_with("teardown "))
+    );
+    assert_eq!(bench.client.name, "linux");
+    for c in &r.cases {
+        let id = c.id.as_str();
+        if id.starts_with("fin-wait-2-orphan-timeout/") {
+            // tcp_fin_timeout is the client's: an agent on a stack not its
+            // own does not change its machine's settings.
+            assert_eq!(c.verdict.status, Status::Unsupported, "{id}");
+            assert!(
+                c.verdict.unsupported[0].contains("not its own"),
+                "{:?}",
+                c.verdict.unsupported
+            );
+        } else {
+            assert_eq!(c.verdict.status, Status::Pass, "{id}: {:?}", c.verdict);
+            assert!(
+                c.outcome.unobserved.contains_key("netstat"),
+                "{id}: counters are the machine's"
+            );
+        }
+    }
+    assert!(lab.bench_ports().is_empty(), "{:?}", lab.bench_ports());
+    let _ = std::fs::remove_dir_all(&dir);
 }

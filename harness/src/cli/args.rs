@@ -214,9 +214,11 @@ pub struct RunArgs {
     /// Do not write pcap files.
     #[arg(long)]
     pub no_captures: bool,
-    /// Cases to run at once [default: 8 x CPUs]. Cases mostly wait (on
-    /// protocol timers and on the kernel's RCU grace periods when a
-    /// capture ring is set up), so more cases than cores is efficient.
+    /// Cases to run at once [default: 8 x CPUs; 2 x CPUs with a gVisor
+    /// host; 1 with a remote host]. Cases mostly wait (on protocol timers
+    /// and on the kernel's RCU grace periods when a capture ring is set
+    /// up), so more cases than cores is efficient; a gVisor sandbox
+    /// computes instead.
     #[arg(long, short = 'j')]
     pub jobs: Option<usize>,
     /// Also write the results as JUnit XML, for CI systems.
@@ -268,12 +270,31 @@ pub struct BenchArgs {
         value_name = "STACK"
     )]
     pub server_stack: HostStack,
+    /// For a remote client host: the bridge, in a named network namespace,
+    /// that its test traffic crosses (its NIC or a VM's tap is a port of
+    /// it), e.g. lab/br0. Cases then run one at a time.
+    #[arg(long, requires = "bench", value_name = "NETNS/BRIDGE")]
+    pub client_link: Option<crate::sandbox::Bridge>,
+    /// For a remote server host: as --client-link.
+    #[arg(long, requires = "bench", value_name = "NETNS/BRIDGE")]
+    pub server_link: Option<crate::sandbox::Bridge>,
 }
 
 impl BenchArgs {
-    /// Each host's stack, for a run on the bench.
+    /// Each host's stack, for a run on the bench; a remote one with its
+    /// bridge.
     pub fn hosts(&self) -> crate::tcp::PerSide<HostStack> {
-        crate::tcp::PerSide::new(self.client_stack.clone(), self.server_stack.clone())
+        let with_link = |stack: &HostStack, link: &Option<crate::sandbox::Bridge>| match stack {
+            HostStack::Remote(r) => HostStack::Remote(crate::stack::RemoteHost {
+                control: r.control,
+                bridge: link.clone(),
+            }),
+            other => other.clone(),
+        };
+        crate::tcp::PerSide::new(
+            with_link(&self.client_stack, &self.client_link),
+            with_link(&self.server_stack, &self.server_link),
+        )
     }
 }
 

@@ -381,7 +381,9 @@ fn run(a: RunArgs, color: ColorChoice) -> Result<i32, CliError> {
     let opts = RunOptions {
         captures_dir: (!a.no_captures).then_some(a.captures),
         run_id: run_id.clone(),
-        jobs: a.jobs.unwrap_or_else(runner::default_jobs),
+        jobs: a
+            .jobs
+            .unwrap_or_else(|| runner::default_jobs_for(&a.bench.hosts())),
         stack,
         expected_ms: baseline
             .as_ref()

@@ -77,7 +77,8 @@ const HOST_IFINDEX: u32 = 4;
 /// work runs inside [`Bench::on`].
 pub struct Bench {
     router: OwnedFd,
-    hosts: PerSide<OwnedFd>,
+    /// Each host's namespace; none for a remote host.
+    hosts: PerSide<Option<OwnedFd>>,
     pub link: LinkReport,
     _not_send: std::marker::PhantomData<*const ()>,
 }
@@ -172,7 +173,21 @@ fn quiet_ipv6() -> Result<(), SandboxError> {
 impl Bench {
     /// Builds the bench around the calling thread's fresh namespace, which
     /// becomes the router. Takes a few milliseconds.
-    pub fn build(_ns: &Namespace) -> Result<Bench, SandboxError> {
+    pub fn build(ns: &Namespace) -> Result<Bench, SandboxError> {
+        Bench::build_with(ns, PerSide::default())
+    }
+
+    /// [`Bench::build`], with a remote host on each side that has a bridge
+    /// in `remote`: that side's link goes from the router into the bridge,
+    /// where the remote host must have the side's bench address (see
+    /// [`address`]) and its route to the other side's network through the
+    /// router. Nothing runs on a remote host's side here, its neighbours
+    /// are found as on any network (ARP, neighbour discovery: not TCP, not
+    /// captured), and no datagram can be sent from it before the case.
+    pub fn build_with(
+        _ns: &Namespace,
+        remote: PerSide<Option<&super::Bridge>>,
+    ) -> Result<Bench, SandboxError> {
         let router = this_namespace()?;
         quiet_ipv6()?;
         write("net.ipv4.ip_forward", "1")?;
@@ -193,7 +208,19 @@ impl Bench {
             quiet?;
             host
         };
-        let hosts = PerSide::new(make_host()?, make_host()?);
+        let local = |side: Side| remote[side].is_none();
+        let hosts = PerSide::new(
+            if local(Side::Client) {
+                Some(make_host()?)
+            } else {
+                None
+            },
+            if local(Side::Server) {
+                Some(make_host()?)
+            } else {
+                None
+            },
+        );
         // IPv4 first, with both ends of each link up before IPv6 starts:
         // IPv6 sends multicast listener reports as soon as it runs on an
         // interface, and one sent towards a link end still down is counted
@@ -202,9 +229,15 @@ impl Bench {
         let mut offloads = BTreeMap::new();
         for (side, host) in hosts.iter() {
             let l = link(side);
-            rtnl.veth(&l, host)?;
+            match (host, remote[side]) {
+                (Some(host), _) => {
+                    rtnl.veth(&l, host)?;
+                    rtnl.neighbour(l.router_index, address(side, false, false), l.host_mac)?;
+                }
+                (None, Some(bridge)) => rtnl.veth_to_bridge(&l, side, bridge, &router)?,
+                (None, None) => unreachable!("a side is local or has a bridge"),
+            }
             rtnl.address(l.router_index, address(side, false, true))?;
-            rtnl.neighbour(l.router_index, address(side, false, false), l.host_mac)?;
             offloads_off(l.router_if, &mut offloads)?;
             rtnl.set_up(l.router_index, true)?;
         }
@@ -219,7 +252,7 @@ impl Bench {
             },
             _not_send: std::marker::PhantomData,
         };
-        for side in [Side::Client, Side::Server] {
+        for side in Side::BOTH.into_iter().filter(|s| local(*s)) {
             let host_offloads = bench.on(side, || -> Result<_, SandboxError> {
                 super::bring_up_loopback()?;
                 let l = link(side);
@@ -236,10 +269,13 @@ impl Bench {
                 *bench.link.offloads.entry(name).or_insert(false) |= on;
             }
         }
-        for side in [Side::Client, Side::Server] {
+        for side in Side::BOTH {
             let l = link(side);
             write(&format!("net.ipv6.conf.{}.disable_ipv6", l.router_if), "0")?;
             rtnl.address6(l.router_index, address6(side, true))?;
+            if !local(side) {
+                continue;
+            }
             rtnl.neighbour(l.router_index, address(side, true, false), l.host_mac)?;
             bench.on(side, || -> Result<(), SandboxError> {
                 let mut rtnl = Rtnl::open()?;
@@ -249,10 +285,26 @@ impl Bench {
                 rtnl.default_route(HOST_IFINDEX, address(side, true, true))
             })??;
         }
-        for v6 in [false, true] {
-            bench.await_path(v6)?;
+        if Side::BOTH.into_iter().all(local) {
+            for v6 in [false, true] {
+                bench.await_path(v6)?;
+            }
         }
         Ok(bench)
+    }
+
+    /// Whether `side`'s host is a remote one, reached through a bridge.
+    pub fn is_remote(&self, side: Side) -> bool {
+        self.hosts[side].is_none()
+    }
+
+    /// `side`'s host namespace.
+    fn host(&self, side: Side) -> Result<&OwnedFd, SandboxError> {
+        self.hosts[side].as_ref().ok_or_else(|| {
+            setup(format!(
+                "the {side} host is a remote machine: the harness runs nothing there"
+            ))
+        })
     }
 
     /// Waits, bounded, until a datagram crosses the router each way between
@@ -304,12 +356,12 @@ impl Bench {
 
     /// A path that names `side`'s host namespace to another process, while
     /// this bench lives.
-    pub fn namespace_path(&self, side: Side) -> std::path::PathBuf {
-        std::path::PathBuf::from(format!(
+    pub fn namespace_path(&self, side: Side) -> Result<std::path::PathBuf, SandboxError> {
+        Ok(std::path::PathBuf::from(format!(
             "/proc/{}/fd/{}",
             std::process::id(),
-            self.hosts[side].as_raw_fd()
-        ))
+            self.host(side)?.as_raw_fd()
+        )))
     }
 
     /// Prepares `side`'s host for a stack that takes its link over (gVisor's
@@ -328,12 +380,30 @@ impl Bench {
     /// Runs `f` with the calling thread in `side`'s host namespace (sockets
     /// it creates live there), then returns the thread to the router.
     pub fn on<T>(&self, side: Side, f: impl FnOnce() -> T) -> Result<T, SandboxError> {
-        enter(&self.hosts[side])?;
+        enter(self.host(side)?)?;
         let guard = Back(&self.router);
         let out = f();
         std::mem::forget(guard);
         enter(&self.router)?;
         Ok(out)
+    }
+}
+
+impl Drop for Bench {
+    /// A remote host's link leaves its bridge now: the kernel would remove
+    /// it with the router's namespace, but later, and until then a second
+    /// router port with the same address and MAC could be on the bridge
+    /// beside the next case's. (Called on the case thread, in the router.)
+    fn drop(&mut self) {
+        for side in Side::BOTH {
+            if self.is_remote(side) {
+                let mut msg = LinkMessage::default();
+                msg.header.index = link(side).router_index;
+                if let Ok(mut rtnl) = Rtnl::open() {
+                    let _ = rtnl.request("removing a link", RouteNetlinkMessage::DelLink(msg), 0);
+                }
+            }
+        }
     }
 }
 
@@ -454,6 +524,95 @@ impl Rtnl {
             RouteNetlinkMessage::NewLink(msg),
             NLM_F_CREATE | NLM_F_EXCL,
         )
+    }
+
+    /// A veth pair: `l.router_if` here, its peer a port of `bridge` in the
+    /// bridge's namespace, up, named `td<side><pid>` there (gone with the
+    /// router's namespace: a veth dies with either end). `router` is the
+    /// calling thread's namespace, which it returns to.
+    fn veth_to_bridge(
+        &mut self,
+        l: &Link,
+        side: Side,
+        bridge: &super::Bridge,
+        router: &OwnedFd,
+    ) -> Result<(), SandboxError> {
+        let path = std::path::Path::new("/run/netns").join(&bridge.netns);
+        let lab = std::fs::File::open(&path).map(OwnedFd::from).map_err(|e| {
+            setup(format!(
+                "the {side} host's bridge {bridge}: {}: {e} (create it with `ip netns add {}`)",
+                path.display(),
+                bridge.netns
+            ))
+        })?;
+        // Unique on the bridge: `td`, c or s, this process's id and a count,
+        // within the 15 bytes a link name has.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = format!(
+            "td{}{:x}x{:x}",
+            &side.name()[..1],
+            std::process::id(),
+            n & 0xfff
+        );
+        let mut peer = LinkMessage::default();
+        peer.attributes = vec![
+            LinkAttribute::IfName(port.clone()),
+            LinkAttribute::Mtu(MTU),
+            LinkAttribute::NetNsFd(lab.as_raw_fd()),
+        ];
+        let mut msg = LinkMessage::default();
+        msg.header.index = l.router_index;
+        msg.attributes = vec![
+            LinkAttribute::IfName(l.router_if.into()),
+            LinkAttribute::Address(l.router_mac.to_vec()),
+            LinkAttribute::Mtu(MTU),
+            LinkAttribute::LinkInfo(vec![
+                LinkInfo::Kind(InfoKind::Veth),
+                LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
+            ]),
+        ];
+        self.request(
+            "creating the link to a remote host",
+            RouteNetlinkMessage::NewLink(msg),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )?;
+        enter(&lab)?;
+        let joined = (|| {
+            let mut rtnl = Rtnl::open()?;
+            let master = rtnl
+                .index_of(&bridge.name)
+                .map_err(|e| setup(format!("the {side} host's bridge {bridge}: {e}")))?;
+            let port_index = rtnl.index_of(&port)?;
+            let mut m = LinkMessage::default();
+            m.header.index = port_index;
+            m.header.flags = LinkFlags::Up;
+            m.header.change_mask = LinkFlags::Up;
+            m.attributes = vec![LinkAttribute::Controller(master)];
+            rtnl.request(
+                &format!("joining {port} to the bridge {bridge}"),
+                RouteNetlinkMessage::SetLink(m),
+                0,
+            )?;
+            let mut ignored = BTreeMap::new();
+            offloads_off(&port, &mut ignored)
+        })();
+        enter(router)?;
+        joined
+    }
+
+    /// The index of the link called `name` here.
+    fn index_of(&mut self, name: &str) -> Result<u32, SandboxError> {
+        let mut msg = LinkMessage::default();
+        msg.attributes = vec![LinkAttribute::IfName(name.into())];
+        match self.exchange(
+            &format!("looking up {name}"),
+            RouteNetlinkMessage::GetLink(msg),
+            0,
+        )? {
+            Some(RouteNetlinkMessage::NewLink(l)) => Ok(l.header.index),
+            _ => Err(setup(format!("no link called {name}"))),
+        }
     }
 
     fn set_up(&mut self, index: u32, up: bool) -> Result<(), SandboxError> {

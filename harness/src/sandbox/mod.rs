@@ -77,6 +77,40 @@ pub struct LinkReport {
     pub capture_point: String,
 }
 
+/// A bridge in a named network namespace (`ip netns add`) through which
+/// the bench reaches a remote host: its NIC, a VM's tap, or a namespace
+/// standing in for one is a port of it. Written `NETNS/BRIDGE`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bridge {
+    pub netns: String,
+    pub name: String,
+}
+
+impl std::fmt::Display for Bridge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.netns, self.name)
+    }
+}
+
+impl std::str::FromStr for Bridge {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Bridge, String> {
+        let ok = |n: &str| {
+            !n.is_empty() && n.len() <= 64 && !n.contains(['/', '\0']) && n != "." && n != ".."
+        };
+        match s.split_once('/') {
+            Some((netns, name)) if ok(netns) && ok(name) && name.len() < 16 => Ok(Bridge {
+                netns: netns.into(),
+                name: name.into(),
+            }),
+            _ => Err(format!(
+                "{s:?}: expected NETNS/BRIDGE, a bridge in a named network namespace (ip netns add NETNS), e.g. lab/br0"
+            )),
+        }
+    }
+}
+
 /// Packets a namespace's interfaces dropped, by direction.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LinkDrops {
@@ -101,6 +135,16 @@ impl Hosts {
             Hosts::Loopback => Ok(f()),
             #[cfg(target_os = "linux")]
             Hosts::Bench(b) => b.on(side, f),
+        }
+    }
+
+    /// Whether `side`'s host is a namespace of this machine's (not a remote
+    /// host the bench only has a link to).
+    pub fn is_local(&self, side: Side) -> bool {
+        match self {
+            Hosts::Loopback => true,
+            #[cfg(target_os = "linux")]
+            Hosts::Bench(b) => !b.is_remote(side),
         }
     }
 

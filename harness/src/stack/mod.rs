@@ -161,8 +161,18 @@ pub enum HostStack {
     /// namespace with a `teardown agent` inside (see [`gvisor`]).
     Gvisor,
     /// A stack the harness does not start: an agent already listening at
-    /// this control address (`teardown agent --listen`).
-    Remote(std::net::SocketAddr),
+    /// a control address (`teardown agent --listen`) on a machine the bench
+    /// reaches through a bridge.
+    Remote(RemoteHost),
+}
+
+/// A remote bench host: where its agent listens, reached from the network
+/// the harness was started in, and the bridge its test traffic crosses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteHost {
+    pub control: std::net::SocketAddr,
+    /// Required to run; given separately (`--client-link`).
+    pub bridge: Option<crate::sandbox::Bridge>,
 }
 
 impl HostStack {
@@ -178,7 +188,7 @@ impl std::fmt::Display for HostStack {
             HostStack::Linux => f.write_str("linux"),
             HostStack::LinuxAgent => f.write_str("linux-agent"),
             HostStack::Gvisor => f.write_str("gvisor"),
-            HostStack::Remote(a) => write!(f, "remote={a}"),
+            HostStack::Remote(r) => write!(f, "remote={}", r.control),
         }
     }
 }
@@ -192,7 +202,10 @@ impl std::str::FromStr for HostStack {
             "linux-agent" => Ok(HostStack::LinuxAgent),
             "gvisor" => Ok(HostStack::Gvisor),
             _ => match s.strip_prefix("remote=") {
-                Some(addr) => addr.parse().map(HostStack::Remote).map_err(|_| {
+                Some(addr) => addr.parse().map(|control| HostStack::Remote(RemoteHost {
+                    control,
+                    bridge: None,
+                })).map_err(|_| {
                     format!("remote={addr}: expected the agent's control address, ADDR:PORT (e.g. remote=198.18.0.2:7070)")
                 }),
                 None => Err(format!(

@@ -34,7 +34,9 @@
 //! answer a little after it. A line that is not a request gets an `error`
 //! (with `"id":null` if the id could not be read) and the agent goes on; a
 //! line longer than [`MAX_LINE`] or cut off at the end of input ends the
-//! session. `bye`, or the end of input, closes every socket and ends it.
+//! session. `bye`, or the end of input, ends it and aborts every socket the
+//! session still holds (SO_LINGER {1, 0}: nothing of it lingers on the
+//! stack to reach a later session's connections).
 //! The schema of both directions is `harness/schema/agent.schema.json`
 //! (`teardown schema --agent`).
 //!
