@@ -112,6 +112,7 @@ pub fn sysctl_names(cases: &[Case]) -> Vec<String> {
 /// this stack. One that exists only in the host's initial namespace (such
 /// as net.ipv4.tcp_max_orphans) is an error naming its file and line: no
 /// case can set it without changing the host.
+#[cfg(target_os = "linux")]
 pub fn check_sysctls(cases: &[Case]) -> Result<SysctlCheck, LoadError> {
     use crate::sandbox::{self, SandboxError, SysctlScope};
     let mut names: Vec<(&str, &Path, usize)> = Vec::new();

@@ -431,7 +431,7 @@ pub static KINDS: &[FactKind] = &[
     },
     FactKind {
         pattern: "time_wait.after_peer_fin_ms",
-        doc: "how long after its peer's last FIN the one side in TIME-WAIT leaves it (2 MSL if a retransmitted FIN restarts the timer)",
+        doc: "how long after its peer's last FIN a side in TIME-WAIT leaves it (2 MSL if a retransmitted FIN restarts the timer; the smaller, if both)",
         used_as: Use::Measurement,
         measured_when: None,
         get: |c, _| Some(json!(c.outcome.time_wait.after_peer_fin_ms)),

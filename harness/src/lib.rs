@@ -45,6 +45,7 @@ pub mod files;
 pub mod observe;
 pub mod outcome;
 pub mod report;
+#[cfg(target_os = "linux")]
 pub mod runner;
 pub mod sandbox;
 pub mod scenario;

@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
+#[cfg(target_os = "linux")]
 use pcap::{Capture as PcapCapture, Linktype};
 use pcap_parser::pcapng::Block;
 use pcap_parser::traits::PcapReaderIterator;
@@ -15,9 +16,11 @@ use pcap_parser::{PcapBlockOwned, PcapError};
 use super::{CaptureError, Captured, RawPacket};
 use crate::files;
 
-/// Writes a pcap file atomically: a temporary file in the same directory,
+/// Writes a pcap file atomically (the harness's captures: Linux's): a
+/// temporary file in the same directory,
 /// renamed into place, so a crash or a full disk never leaves half a
 /// capture (or a stray temporary file).
+#[cfg(target_os = "linux")]
 pub fn write_pcap(path: &Path, captured: &Captured) -> Result<(), CaptureError> {
     files::write_atomic_path(path, |tmp| {
         let dead = PcapCapture::dead(Linktype(captured.linktype)).map_err(std::io::Error::other)?;

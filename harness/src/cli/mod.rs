@@ -5,6 +5,7 @@
 pub mod args;
 
 use std::path::{Path, PathBuf};
+#[cfg(target_os = "linux")]
 use std::time::SystemTime;
 
 use clap::Parser;
@@ -14,11 +15,14 @@ use crate::capture::CaptureError;
 use crate::catalogue::{self, LoadError, SelectError};
 use crate::report::load::LoadError as ReportError;
 use crate::report::{self, Report};
+#[cfg(target_os = "linux")]
 use crate::runner::{self, RunOptions};
 use crate::sandbox::SandboxError;
 use crate::sinks;
 use crate::sinks::terminal::{ColorChoice, Terminal};
+#[cfg(target_os = "linux")]
 use crate::stack::Placement;
+#[cfg(target_os = "linux")]
 use crate::verdict::Status;
 use args::{BaselineAction, Cli, Command, CompareFormat, RunArgs};
 
@@ -83,6 +87,11 @@ pub enum CliError {
     Agent(String),
     #[error("the bench: {0}")]
     Bench(String),
+    #[error(
+        "{0} drives cases in network namespaces, which are Linux's; on {os}, run `teardown agent --listen ADDR:PORT` and drive it from a Linux machine's bench (README: The bench, A remote host)",
+        os = std::env::consts::OS
+    )]
+    NotOnThisOs(&'static str),
 }
 
 impl CliError {
@@ -101,16 +110,19 @@ impl CliError {
             CliError::Gvisor(_) => exit::HARNESS_ERROR,
             CliError::Agent(_) => exit::BAD_INPUT,
             CliError::Bench(_) => exit::HARNESS_ERROR,
+            CliError::NotOnThisOs(_) => exit::BAD_INPUT,
             CliError::Write { .. } => exit::IO_ERROR,
         }
     }
 }
 
+#[cfg(target_os = "linux")]
 fn place(choice: crate::stack::Choice) -> Result<Placement, CliError> {
     crate::stack::place(choice).map_err(CliError::Usage)
 }
 
 /// This same command line, inside a gVisor sandbox; its exit code.
+#[cfg(target_os = "linux")]
 fn again_inside_gvisor() -> Result<i32, CliError> {
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     crate::stack::gvisor::run_inside(&args).map_err(CliError::Gvisor)
@@ -229,33 +241,7 @@ fn dispatch(command: Command, color: ColorChoice) -> Result<i32, CliError> {
             paths,
             stack,
             bench,
-        } => {
-            bench_stack_args(&stack, &bench)?;
-            let stack = match place(stack.into())? {
-                Placement::Here(s) => s,
-                Placement::InsideGvisor => return again_inside_gvisor(),
-            };
-            let cases = catalogue::load(&paths)?;
-            let sysctls = catalogue::check_sysctls(&cases)?;
-            if bench.bench {
-                runner::check_privileges().map_err(CliError::Privileges)?;
-            }
-            let (reach, absent) = runner::reach_to_check(
-                &stack,
-                bench.bench.then(|| bench.hosts()),
-                &cases,
-                &sysctls,
-            )
-            .map_err(CliError::Bench)?;
-            let unsupported = crate::stack::unsupported(&cases, &reach, &absent);
-            say(&sinks::console::checked(
-                cases.len(),
-                &sysctls,
-                &reach,
-                &unsupported,
-            ));
-            Ok(exit::OK)
-        }
+        } => check(&paths, stack, &bench),
         Command::Analyze(a) => analyze(a, color),
         Command::Signatures {
             inputs,
@@ -316,8 +302,51 @@ fn dispatch(command: Command, color: ColorChoice) -> Result<i32, CliError> {
     }
 }
 
+/// `teardown check`: what each case would need that the stack (or the
+/// bench's hosts) lacks.
+#[cfg(target_os = "linux")]
+fn check(
+    paths: &[PathBuf],
+    stack: args::StackArg,
+    bench: &args::BenchArgs,
+) -> Result<i32, CliError> {
+    bench_stack_args(&stack, bench)?;
+    let stack = match place(stack.into())? {
+        Placement::Here(s) => s,
+        Placement::InsideGvisor => return again_inside_gvisor(),
+    };
+    let cases = catalogue::load(paths)?;
+    let sysctls = catalogue::check_sysctls(&cases)?;
+    if bench.bench {
+        runner::check_privileges().map_err(CliError::Privileges)?;
+    }
+    let (reach, absent) =
+        runner::reach_to_check(&stack, bench.bench.then(|| bench.hosts()), &cases, &sysctls)
+            .map_err(CliError::Bench)?;
+    let unsupported = crate::stack::unsupported(&cases, &reach, &absent);
+    say(&sinks::console::checked(
+        cases.len(),
+        &sysctls,
+        &reach,
+        &unsupported,
+    ));
+    Ok(exit::OK)
+}
+
+/// Elsewhere, what runs a case is not here.
+#[cfg(not(target_os = "linux"))]
+fn check(_: &[PathBuf], _: args::StackArg, _: &args::BenchArgs) -> Result<i32, CliError> {
+    Err(CliError::NotOnThisOs("teardown check"))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn run(_: RunArgs, _: ColorChoice) -> Result<i32, CliError> {
+    Err(CliError::NotOnThisOs("teardown run"))
+}
+
 /// `--bench` puts a stack on each host, so `--stack` must leave the
 /// harness's own (the router's) alone.
+#[cfg(target_os = "linux")]
 fn bench_stack_args(stack: &args::StackArg, bench: &args::BenchArgs) -> Result<(), CliError> {
     if bench.bench && !matches!(stack, args::StackArg::Auto | args::StackArg::Linux) {
         return Err(CliError::Usage(
@@ -327,6 +356,7 @@ fn bench_stack_args(stack: &args::StackArg, bench: &args::BenchArgs) -> Result<(
     Ok(())
 }
 
+#[cfg(target_os = "linux")]
 fn run(a: RunArgs, color: ColorChoice) -> Result<i32, CliError> {
     // A run of some scenarios, or some cases, is checked against the
     // baseline's entries for those only.
@@ -444,6 +474,7 @@ fn run(a: RunArgs, color: ColorChoice) -> Result<i32, CliError> {
 }
 
 /// The exit code of a finished run.
+#[cfg(target_os = "linux")]
 fn run_exit_code(rep: &Report, drifted: bool) -> i32 {
     if rep.interrupted {
         return exit::INTERRUPTED;

@@ -291,17 +291,7 @@ pub fn block_sigpipe() -> Result<(), Errno> {
 
 /// Whether a SIGPIPE is pending for this thread; takes it if so.
 pub fn take_pending_sigpipe() -> bool {
-    // SAFETY: sigset_t is plain data, filled by the calls below.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGPIPE);
-        let zero = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        libc::sigtimedwait(&set, std::ptr::null_mut(), &zero) == libc::SIGPIPE
-    }
+    os::take_pending_sigpipe()
 }
 
 /// `POLLIN|POLLRDHUP` style names for a revents mask.
@@ -386,9 +376,12 @@ pub fn write(
     };
     let total = payload.len();
     let wait = !dontwait && !is_nonblocking(fd);
-    let flags = libc::MSG_DONTWAIT
-        | if nosignal { libc::MSG_NOSIGNAL } else { 0 }
-        | if more { libc::MSG_MORE } else { 0 };
+    let more = match (more, os::MSG_MORE) {
+        (false, _) => 0,
+        (true, Some(flag)) => flag,
+        (true, None) => return not_on_this_os("MSG_MORE"),
+    };
+    let flags = libc::MSG_DONTWAIT | if nosignal { os::MSG_NOSIGNAL } else { 0 } | more;
     let mut sent = 0u64;
     let mut chunk: Vec<u8> = Vec::new();
     let mut chunk_at = 0u64; // offset of chunk[0] within the payload
@@ -528,7 +521,8 @@ pub fn so_error(fd: RawFd) -> CallResult {
     r
 }
 
-/// `getsockopt(TCP_INFO)`: the socket's TCP state.
+/// `getsockopt(TCP_INFO)` (or this OS's equivalent, see `observe`): the
+/// socket's TCP state.
 pub fn tcp_state(fd: RawFd) -> CallResult {
     let mut buf = [0u8; 8];
     let mut len = libc::socklen_t::try_from(buf.len()).expect("8 bytes");
@@ -537,14 +531,14 @@ pub fn tcp_state(fd: RawFd) -> CallResult {
         libc::getsockopt(
             fd,
             libc::IPPROTO_TCP,
-            libc::TCP_INFO,
+            crate::observe::INFO_OPTION,
             buf.as_mut_ptr().cast(),
             &mut len,
         )
     };
     let mut r = CallResult::from_ret(ret);
     if ret == 0 {
-        r.tcp_state = crate::observe::linux_state(buf[0]);
+        r.tcp_state = crate::observe::info_state(buf[0]);
     }
     r
 }
@@ -717,14 +711,29 @@ fn socklen_of<T>() -> libc::socklen_t {
 }
 
 pub fn ioctl(fd: RawFd, q: IoctlQuery) -> CallResult {
+    let Some(request) = os::ioctl_request(q) else {
+        return not_on_this_os(&format!("the ioctl {q:?}"));
+    };
     let mut v: libc::c_int = 0;
     // SAFETY: each request writes one c_int.
-    let ret = unsafe { libc::ioctl(fd, os::ioctl_request(q), &mut v) };
+    let ret = unsafe { libc::ioctl(fd, request, &mut v) };
     let mut r = CallResult::from_ret(ret);
     if ret == 0 {
         r.value = Some(v.into());
     }
     r
+}
+
+/// A call this OS has no equivalent for: not made, and what it would have
+/// shown is not observed here.
+fn not_on_this_os(what: &str) -> CallResult {
+    CallResult {
+        unobserved: Some(format!(
+            "{what} has no equivalent on {}",
+            std::env::consts::OS
+        )),
+        ..Default::default()
+    }
 }
 
 /// `connect()` with an `AF_UNSPEC` address: dissolves the association

@@ -27,12 +27,36 @@ pub fn int_option(opt: SockOpt) -> Option<(libc::c_int, libc::c_int)> {
     })
 }
 
-/// The ioctl request for a queue query.
-pub fn ioctl_request(q: IoctlQuery) -> libc::Ioctl {
-    match q {
+/// The request type `ioctl(2)` takes here.
+pub type IoctlRequest = libc::Ioctl;
+
+/// The ioctl request for a queue query, if this OS has one.
+pub fn ioctl_request(q: IoctlQuery) -> Option<IoctlRequest> {
+    Some(match q {
         IoctlQuery::InQueue => libc::FIONREAD,
         IoctlQuery::OutQueue => libc::TIOCOUTQ, // == SIOCOUTQ
         // SIOCOUTQNSD, linux/sockios.h; not in the libc crate.
         IoctlQuery::OutQueueNotSent => 0x894B,
+    })
+}
+
+/// `send(2)` flag for "more data follows".
+pub const MSG_MORE: Option<libc::c_int> = Some(libc::MSG_MORE);
+
+/// `send(2)` flag for "no SIGPIPE".
+pub const MSG_NOSIGNAL: libc::c_int = libc::MSG_NOSIGNAL;
+
+/// Whether a SIGPIPE is pending for this thread; takes it if so.
+pub fn take_pending_sigpipe() -> bool {
+    // SAFETY: sigset_t is plain data, filled by the calls below.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGPIPE);
+        let zero = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        libc::sigtimedwait(&set, std::ptr::null_mut(), &zero) == libc::SIGPIPE
     }
 }

@@ -18,7 +18,7 @@
 mod sockdiag;
 mod tcpinfo;
 
-pub use tcpinfo::linux_state;
+pub use tcpinfo::{INFO_OPTION, bsd_state, info_state, linux_state};
 
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
@@ -26,6 +26,7 @@ use std::os::fd::RawFd;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+#[cfg(target_os = "linux")]
 use crate::sandbox::{Hosts, Namespace};
 use crate::scenario::Family;
 use crate::tcp::{PerSide, Side, TcpState};
@@ -129,19 +130,22 @@ pub enum ObserveError {
     Unavailable(&'static str),
 }
 
+#[cfg(target_os = "linux")]
 enum Backend {
     /// One socket per host: each sees its own host's sockets.
-    #[cfg(target_os = "linux")]
     SockDiag(Vec<sockdiag::SockDiag>),
     TcpInfo,
 }
 
-/// A state source opened for one case, on the case's thread.
+/// A state source opened for one case, on the case's thread (the
+/// harness's, Linux's: an agent reads its own stack, `AgentStates`).
+#[cfg(target_os = "linux")]
 pub struct Observer {
     backend: Backend,
     source: StateSource,
 }
 
+#[cfg(target_os = "linux")]
 impl Observer {
     /// Opens `source` on each of the case's hosts but those whose agent
     /// reports its own states (`by_agent`).
@@ -153,7 +157,6 @@ impl Observer {
         by_agent: PerSide<bool>,
     ) -> Result<Observer, ObserveError> {
         let backend = match source {
-            #[cfg(target_os = "linux")]
             StateSource::SockDiag => Backend::SockDiag(
                 hosts
                     .sides()
@@ -166,11 +169,6 @@ impl Observer {
                     })
                     .collect::<Result<_, _>>()?,
             ),
-            #[cfg(not(target_os = "linux"))]
-            StateSource::SockDiag => {
-                let _ = (ns, hosts, family, by_agent);
-                return Err(ObserveError::Unavailable("sock_diag"));
-            }
             StateSource::TcpInfo => Backend::TcpInfo,
         };
         Ok(Observer { backend, source })
@@ -184,7 +182,6 @@ impl Observer {
     /// harness holds (what TCP_INFO can look at).
     pub fn snapshot(&mut self, live: &[RawFd]) -> Result<Snapshot, ObserveError> {
         let entries = match &mut self.backend {
-            #[cfg(target_os = "linux")]
             Backend::SockDiag(hosts) => match hosts.as_mut_slice() {
                 [one] => one.snapshot()?,
                 many => {
@@ -232,10 +229,10 @@ impl AgentStates {
         port: u16,
         held: &[RawFd],
     ) -> Result<Vec<SockEntry>, ObserveError> {
-        let v6 = family == Family::Ipv6;
         match self.source {
             #[cfg(target_os = "linux")]
             StateSource::SockDiag => {
+                let v6 = family == Family::Ipv6;
                 let diag = match self.diag.entry(family) {
                     std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
                     std::collections::hash_map::Entry::Vacant(v) => {
@@ -250,7 +247,10 @@ impl AgentStates {
                     .collect())
             }
             #[cfg(not(target_os = "linux"))]
-            StateSource::SockDiag => Err(ObserveError::Unavailable("sock_diag")),
+            StateSource::SockDiag => {
+                let _ = (family, port);
+                Err(ObserveError::Unavailable("sock_diag"))
+            }
             StateSource::TcpInfo => Ok(tcpinfo::snapshot(held)?),
         }
     }

@@ -15,12 +15,15 @@ pub use linux::*;
 pub mod bench;
 
 use std::collections::BTreeMap;
+#[cfg(target_os = "linux")]
 use std::net::IpAddr;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+#[cfg(target_os = "linux")]
 use crate::scenario::Family;
+#[cfg(target_os = "linux")]
 use crate::tcp::Side;
 
 /// Why a sandbox could not be set up.
@@ -120,20 +123,20 @@ pub struct LinkDrops {
 
 /// Where a case's two sides live: each side's calls that create sockets
 /// run [`Hosts::on`] its host, so its sockets belong to that host's stack.
+#[cfg(target_os = "linux")]
 pub enum Hosts {
     /// Both sides in the case namespace, over its loopback (the default).
     Loopback,
     /// A client host and a server host joined by a router.
-    #[cfg(target_os = "linux")]
     Bench(bench::Bench),
 }
 
+#[cfg(target_os = "linux")]
 impl Hosts {
     /// Runs `f` on `side`'s host.
     pub fn on<T>(&self, side: Side, f: impl FnOnce() -> T) -> Result<T, SandboxError> {
         match self {
             Hosts::Loopback => Ok(f()),
-            #[cfg(target_os = "linux")]
             Hosts::Bench(b) => b.on(side, f),
         }
     }
@@ -143,7 +146,6 @@ impl Hosts {
     pub fn is_local(&self, side: Side) -> bool {
         match self {
             Hosts::Loopback => true,
-            #[cfg(target_os = "linux")]
             Hosts::Bench(b) => !b.is_remote(side),
         }
     }
@@ -153,7 +155,6 @@ impl Hosts {
     pub fn sides(&self) -> &'static [Side] {
         match self {
             Hosts::Loopback => &[Side::Client],
-            #[cfg(target_os = "linux")]
             Hosts::Bench(_) => &[Side::Client, Side::Server],
         }
     }
@@ -164,7 +165,6 @@ impl Hosts {
         match self {
             Hosts::Loopback if v6 => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
             Hosts::Loopback => IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
-            #[cfg(target_os = "linux")]
             Hosts::Bench(_) => bench::address(side, v6, false),
         }
     }

@@ -98,6 +98,7 @@ pub fn run_inside(args: &[OsString]) -> Result<i32, GvisorError> {
 /// namespace with /proc/sys/net/core/rmem_default for the initial one and
 /// refuse to start (gVisor issue 10704, fixed 2024-07-31 in 19f6b0c07).
 /// Debian's runsc, in every suite, is 20240729.
+#[cfg(target_os = "linux")]
 const FIXED_ROOT_NETNS_CHECK: &str = "20240731";
 
 /// A `runsc run` that starts `exe agent --own-stack` in a gVisor sandbox
@@ -108,6 +109,7 @@ const FIXED_ROOT_NETNS_CHECK: &str = "20240731";
 /// names the container there. The process, the sandbox and its gofer are
 /// killed if the thread that starts them ends first (PDEATHSIG, which runsc
 /// passes on to its own children when it runs attached).
+#[cfg(target_os = "linux")]
 pub fn agent_command(
     exe: &Path,
     netns: &Path,
@@ -188,6 +190,7 @@ pub fn agent_command(
 ///
 /// # Safety
 /// Between fork and exec only: it changes the calling process's mounts.
+#[cfg(target_os = "linux")]
 unsafe fn hide_host_net_sysctls() -> std::io::Result<()> {
     let check = |r: libc::c_int| {
         if r == 0 {
@@ -218,6 +221,7 @@ unsafe fn hide_host_net_sysctls() -> std::io::Result<()> {
 
 /// The release date of a runsc version (`0.0~20240729.0` -> `20240729`;
 /// `release-20240729.0` too).
+#[cfg(target_os = "linux")]
 fn release_date(version: &str) -> Option<&str> {
     let digits = version
         .rsplit(['~', '-'])
@@ -228,7 +232,7 @@ fn release_date(version: &str) -> Option<&str> {
     Some(digits)
 }
 
-#[cfg(test)]
+#[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
 

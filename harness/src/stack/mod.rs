@@ -122,8 +122,27 @@ impl Stack {
         gvisor_marker().is_some()
     }
 
+    /// Another OS's own stack, where an agent runs (`freebsd`, `macos`,
+    /// `windows`): states through TCP_INFO (or the OS's equivalent) on the
+    /// descriptors it holds; the harness's instruments are the bench's.
+    pub fn native(detected_by: impl Into<String>) -> Stack {
+        Stack {
+            name: std::env::consts::OS,
+            version: None,
+            detected_by: detected_by.into(),
+            capture: CaptureBackend::RawSocket,
+            states: StateSource::TcpInfo,
+            faults: FaultBackend::None,
+            counters: CounterScope::Stack,
+            lo_starts_down: false,
+        }
+    }
+
     /// Identifies the stack this process runs on.
     pub fn detect() -> Stack {
+        if !cfg!(target_os = "linux") {
+            return Stack::native(format!("built for {}", std::env::consts::OS));
+        }
         match gvisor_marker() {
             Some(m) => Stack::gvisor(format!("kernel log: {m:?}")),
             None => Stack::linux(format!(
@@ -291,7 +310,14 @@ pub fn place(choice: Choice) -> Result<Placement, String> {
 }
 
 /// gVisor's `syslog(2)` greets with "Starting gVisor..."; Linux's kernel
-/// log never says that. Returns the line that identifies gVisor.
+/// log never says that. Returns the line that identifies gVisor. (gVisor
+/// runs Linux programs only: elsewhere there is none.)
+#[cfg(not(target_os = "linux"))]
+fn gvisor_marker() -> Option<String> {
+    None
+}
+
+#[cfg(target_os = "linux")]
 fn gvisor_marker() -> Option<String> {
     let mut buf = vec![0u8; 16 * 1024];
     let len = libc::c_int::try_from(buf.len()).ok()?;

@@ -52,6 +52,8 @@ type Streams = HashMap<(u32, Side), Arc<Mutex<StreamLog>>>;
 
 /// One session's sockets and streams.
 struct Session {
+    // Read where sysctls are served (Linux).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     own_stack: bool,
     sockets: Mutex<HashMap<u32, Socket>>,
     streams: Mutex<Streams>,

@@ -1,0 +1,1021 @@
+//! The step interpreter (see the module above): Linux's, for it drives
+//! hosts in network namespaces.
+
+#[path = "group.rs"]
+mod group;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+
+use super::calls::{self, CallResult, FdCall, StreamLog};
+use super::endpoint::{Endpoint, Handle, Sock};
+use super::{ConnectionApp, DriverOutput, FlowCounts, SERVER_PORT, StepRecord};
+use crate::analyze::Connection;
+use crate::capture::Capture;
+use crate::fault::{FaultRecord, Firewall};
+use crate::observe::{self, Ends, Observer, Snapshot, SockEntry, Timeline};
+use crate::sandbox::Hosts;
+use crate::scenario::{Actor, Call, Case, Control, Role, Step, StepKind, WaitFor, WireEvent};
+use crate::tcp::{PerSide, Side, TcpState};
+use crate::wire::{self, Frame};
+
+/// Sockets still open when the steps ended. Dropping this closes them; the
+/// runner does so only after the capture has stopped, so implicit closes at
+/// the end never appear as observations.
+pub struct OpenSockets(#[allow(dead_code)] Vec<Sock>);
+
+struct Pending {
+    record_index: usize,
+    rx: Receiver<(Instant, Instant, CallResult)>,
+    deadline_hint: Duration,
+}
+
+/// The stages the driver feeds while it runs, all inside the case's
+/// namespace.
+pub struct Instruments<'a> {
+    /// Where each side's sockets are made.
+    pub hosts: &'a Hosts,
+    /// Where each side's socket calls go.
+    pub endpoints: &'a PerSide<Endpoint>,
+    pub capture: &'a mut Capture,
+    pub observer: &'a mut Observer,
+    pub firewall: &'a mut Firewall,
+}
+
+struct Driver<'a, 'i> {
+    case: &'a Case,
+    t0: Instant,
+    io: &'a mut Instruments<'i>,
+    /// Fault rules added so far; the handle while the rule is in place.
+    faults: Vec<(FaultRecord, Option<u64>)>,
+    /// The same rules, with what they match and when they were in place.
+    placed: Vec<crate::fault::Placed>,
+    sockets: BTreeMap<Actor, Sock>,
+    /// Actors whose socket the application closed.
+    closed: Vec<Actor>,
+    /// Whether connection 1's sides ever had a descriptor.
+    held: PerSide<bool>,
+    /// Whether `server accept` ever succeeded (for clearer misuse errors).
+    accepted: bool,
+    ends: Ends,
+    conns: Conns,
+    /// Server sockets a newer connection of the same number displaced;
+    /// still open, closed with the other leftovers after the capture.
+    displaced: Vec<Sock>,
+    records: Vec<StepRecord>,
+    pending: HashMap<String, Pending>,
+    timeline: Timeline,
+    last_snapshot: Snapshot,
+    last_snapshot_ms: f64,
+    /// The connection under test as the wire shows it so far.
+    wire: WireWatch,
+    problems: Vec<String>,
+}
+
+/// What the driver knows of each connection, by its number (client#N's;
+/// server#N is the socket `accept` returned for that connection).
+#[derive(Default)]
+struct Conns {
+    /// The client addresses each number connected from (a reconnect adds
+    /// one), in order.
+    addrs: BTreeMap<u32, Vec<SocketAddr>>,
+    by_addr: HashMap<SocketAddr, u32>,
+    /// Application byte counts, by writer: client->server, server->client.
+    logs: BTreeMap<u32, Arc<PerSide<Mutex<StreamLog>>>>,
+}
+
+impl Conns {
+    /// Numbers of every connection a client made.
+    fn numbers(&self) -> Vec<u32> {
+        self.addrs.keys().copied().collect()
+    }
+
+    fn logs(&mut self, index: u32) -> Arc<PerSide<Mutex<StreamLog>>> {
+        Arc::clone(self.logs.entry(index).or_insert_with(|| {
+            // Seeds tell the two directions' patterns apart.
+            Arc::new(PerSide::new(
+                Mutex::new(StreamLog::new(1)),
+                Mutex::new(StreamLog::new(2)),
+            ))
+        }))
+    }
+
+    fn connected(&mut self, index: u32, addr: SocketAddr) {
+        let list = self.addrs.entry(index).or_default();
+        if !list.contains(&addr) {
+            list.push(addr);
+        }
+        self.by_addr.insert(addr, index);
+    }
+
+    /// The number of the connection a peer address belongs to.
+    fn number_of(&self, peer: SocketAddr) -> Option<u32> {
+        self.by_addr.get(&peer).copied()
+    }
+
+    /// The client address a number connected from last.
+    fn latest(&self, index: u32) -> Option<SocketAddr> {
+        self.addrs.get(&index).and_then(|a| a.last().copied())
+    }
+}
+
+/// The connection under test, folded in from the capture as it grows.
+#[derive(Default)]
+struct WireWatch {
+    conn: Option<Connection>,
+    /// Packets of the capture already folded in.
+    seen: usize,
+}
+
+impl WireWatch {
+    /// Folds in the packets captured since the last call (once the client's
+    /// address is known, from the start of the capture).
+    fn update(&mut self, capture: &Capture, ends: &Ends) {
+        let Some(pair) = ends.pair() else { return };
+        if self.conn.is_none() {
+            let segments: Vec<_> = capture
+                .packets()
+                .iter()
+                .enumerate()
+                .filter_map(|(i, p)| match wire::parse_frame(capture.linktype(), i, p) {
+                    Frame::Tcp(s) => Some(s),
+                    _ => None,
+                })
+                .collect();
+            // Not yet on the wire: try again after the next drain.
+            let Some(pair) = crate::analyze::resolve_ends(pair, &segments) else {
+                return;
+            };
+            self.conn = Some(Connection::new(pair, 0, false));
+            self.seen = 0;
+        }
+        let conn = self.conn.as_mut().expect("set above");
+        for (i, p) in capture.packets().iter().enumerate().skip(self.seen) {
+            if let Frame::Tcp(seg) = wire::parse_frame(capture.linktype(), i, p) {
+                if let Some(side) = conn.side_of(&seg) {
+                    conn.push(&seg, side);
+                }
+            }
+        }
+        self.seen = capture.packets().len();
+    }
+}
+
+/// Runs every step of `case`. Call on the case thread, inside its namespace,
+/// with the capture already running.
+pub fn run(case: &Case, t0: Instant, io: &mut Instruments) -> (DriverOutput, OpenSockets) {
+    let ip = io.hosts.address(Side::Server, case.family);
+    let mut d = Driver {
+        case,
+        t0,
+        io,
+        faults: Vec::new(),
+        placed: Vec::new(),
+        sockets: BTreeMap::new(),
+        closed: Vec::new(),
+        held: PerSide::default(),
+        accepted: false,
+        ends: Ends {
+            client: None,
+            server: SocketAddr::new(ip, SERVER_PORT),
+            fds: PerSide::default(),
+        },
+        conns: Conns::default(),
+        displaced: Vec::new(),
+        records: Vec::new(),
+        pending: HashMap::new(),
+        timeline: Timeline::default(),
+        last_snapshot: Snapshot::default(),
+        last_snapshot_ms: 0.0,
+        wire: WireWatch::default(),
+        problems: Vec::new(),
+    };
+    for (i, step) in case.steps.iter().enumerate() {
+        d.step(i, step);
+    }
+    // bg steps nobody joined still finish before the case ends.
+    let labels: Vec<String> = d.pending.keys().cloned().collect();
+    for label in labels {
+        d.join(&label, case.scenario.timeout);
+    }
+    let settled = d.settle(case.scenario.settle);
+    d.count_faults(|_| true);
+    let counts = |logs: &PerSide<Mutex<StreamLog>>| {
+        PerSide::both(()).map(|side, ()| {
+            let log = logs[side].lock().expect("stream log");
+            FlowCounts {
+                written: log.written,
+                read: log.read,
+                corrupted: log.corrupted,
+            }
+        })
+    };
+    let flows = counts(&d.conns.logs(1));
+    let connections = d
+        .conns
+        .addrs
+        .iter()
+        .map(|(&index, clients)| {
+            let flows = d
+                .conns
+                .logs
+                .get(&index)
+                .map(|l| counts(l))
+                .unwrap_or_default();
+            let app = ConnectionApp {
+                clients: clients.clone(),
+                flows,
+            };
+            (index, app)
+        })
+        .collect();
+    let closed = PerSide::both(()).map(|side, ()| {
+        d.closed
+            .iter()
+            .any(|a| a.side() == Some(side) && a.index == 1)
+    });
+    let mut open: Vec<Sock> = std::mem::take(&mut d.sockets).into_values().collect();
+    open.append(&mut d.displaced);
+    let open = OpenSockets(open);
+    let out = DriverOutput {
+        steps: d.records,
+        ends: d.ends,
+        flows,
+        connections,
+        timeline: d.timeline,
+        final_snapshot: d.last_snapshot,
+        final_snapshot_ms: d.last_snapshot_ms,
+        closed,
+        held: d.held,
+        settled,
+        settle_bound: case.scenario.settle,
+        faults: d.faults.into_iter().map(|(f, _)| f).collect(),
+        placed: d.placed,
+        problems: d.problems,
+    };
+    (out, open)
+}
+
+impl Driver<'_, '_> {
+    fn elapsed_ms(&self, at: Instant) -> f64 {
+        calls::ms(at.saturating_duration_since(self.t0))
+    }
+
+    /// The descriptors of connection 1's sides, as the driver holds them
+    /// now (an agent's socket by the agent's own descriptor).
+    fn sync_fds(&mut self) {
+        let descriptor = |actor| self.handle(actor).map(|h| h.descriptor());
+        self.ends.fds = PerSide::new(descriptor(Actor::CLIENT), descriptor(Actor::SERVER));
+        for side in Side::BOTH {
+            self.held[side] |= self.ends.fds[side].is_some();
+        }
+    }
+
+    fn observe(&mut self) {
+        self.sync_fds();
+        if let Err(e) = self.io.capture.drain() {
+            self.problem(format!("capture: {e}"));
+        }
+        self.wire.update(self.io.capture, &self.ends);
+        let live: Vec<RawFd> = self
+            .sockets
+            .values()
+            .filter_map(|s| s.handle().fd())
+            .collect();
+        // When the table was asked for: it is read as the request arrives
+        // (an agent's answer may then wait on its way back, longer under
+        // load), so a timer in it runs from about then.
+        let mut asked = Instant::now();
+        match self.snapshot(&live) {
+            Ok(mut snap) => {
+                // A sock_diag dump is not one atomic picture: a socket
+                // moving from a full socket to its TIME-WAIT or FIN-WAIT-2
+                // mini-socket can be in neither place the dump looks (seen
+                // on 7.2: FIN-WAIT-1, "gone", FIN-WAIT-2 0.7 ms later). An
+                // end the last snapshot had and this one lacks is looked
+                // for again, twice at most, before it counts as gone.
+                for _ in 0..2 {
+                    if !self.ends.lost(&self.last_snapshot, &snap) {
+                        break;
+                    }
+                    asked = Instant::now();
+                    match self.snapshot(&live) {
+                        Ok(again) => snap = again,
+                        Err(_) => break,
+                    }
+                }
+                let t = self.elapsed_ms(Instant::now());
+                observe::record(&mut self.timeline, t, &snap, &self.ends);
+                self.last_snapshot = snap;
+                self.last_snapshot_ms = self.elapsed_ms(asked);
+            }
+            Err(e) => self.problem(e),
+        }
+    }
+
+    /// The sockets the stack's state source sees now, with each agent's
+    /// own (an agent reads its stack's table itself).
+    fn snapshot(&mut self, live: &[RawFd]) -> Result<Snapshot, String> {
+        let mut snap = self.io.observer.snapshot(live).map_err(|e| e.to_string())?;
+        for side in Side::BOTH {
+            let endpoint = &self.io.endpoints[side];
+            if let Some(states) = endpoint.states(self.case.family, SERVER_PORT) {
+                snap.entries.extend(states?.into_iter().map(|e| SockEntry {
+                    host: Some(side),
+                    ..e
+                }));
+                let agent = endpoint.agent().expect("states come from an agent");
+                snap.sees_orphans[side] = agent.hello().states.sees_orphans();
+            }
+        }
+        Ok(snap)
+    }
+
+    fn problem(&mut self, p: String) {
+        if !self.problems.contains(&p) {
+            self.problems.push(p);
+        }
+    }
+
+    fn step(&mut self, index: usize, step: &Step) {
+        let bound = step.within.unwrap_or(self.case.scenario.timeout);
+        let start = match step.since() {
+            None => Instant::now(),
+            Some(label) => self.returned_at(label).unwrap_or_else(|| {
+                // The parser rejects this; a hand-built case could not.
+                self.problem(format!(
+                    "`since {label}`: no earlier step labelled {label:?} returned"
+                ));
+                Instant::now()
+            }),
+        };
+        let deadline = start + bound;
+        let record_index = self.records.len();
+        self.records.push(StepRecord {
+            line: step.line,
+            key: step.key(index),
+            actor: step.actor(),
+            verb: step.verb(),
+            call: step.text.clone(),
+            label: step.label.clone(),
+            background: step.background(),
+            start_ms: self.elapsed_ms(start),
+            duration_ms: 0.0,
+            result: CallResult::default(),
+        });
+        match &step.kind {
+            StepKind::Socket {
+                actor,
+                call,
+                group: Some(group),
+                ..
+            } => {
+                let result = self.group_call(*actor, *group, call, deadline);
+                self.fill(record_index, start, Instant::now(), result);
+            }
+            StepKind::Socket {
+                actor,
+                call,
+                background: true,
+                ..
+            } => self.spawn(*actor, call, step, record_index, deadline, bound),
+            StepKind::Socket { actor, call, .. } => {
+                let result = self
+                    .socket_call(*actor, call, deadline)
+                    .unwrap_or_else(|e| *e);
+                self.fill(record_index, start, Instant::now(), result);
+            }
+            StepKind::Control(c) => {
+                let result = self.control(c, step, deadline);
+                self.fill(record_index, start, Instant::now(), result);
+            }
+        }
+        self.observe();
+    }
+
+    /// When the earlier step labelled `label` returned.
+    fn returned_at(&self, label: &str) -> Option<Instant> {
+        let rec = self
+            .records
+            .iter()
+            .find(|r| r.label.as_deref() == Some(label))?;
+        Some(self.t0 + Duration::from_secs_f64((rec.start_ms + rec.duration_ms) / 1000.0))
+    }
+
+    fn fill(&mut self, index: usize, start: Instant, end: Instant, mut r: CallResult) {
+        if let Some(why) = &r.harness_error {
+            // Not an observation: the scenario's or the harness's problem.
+            let rec = &self.records[index];
+            let at = rec
+                .line
+                .map_or("implicit setup".to_string(), |l| format!("line {l}"));
+            self.problem(format!("{at}: `{}`: {why}", rec.call));
+        }
+        if let Some(e @ ("EMFILE" | "ENFILE")) = r.errno.as_deref() {
+            // The descriptor table is the harness's: a call that ran out of
+            // it (accept, most likely) observed the harness, not the stack.
+            let rec = &self.records[index];
+            let at = rec
+                .line
+                .map_or("implicit setup".to_string(), |l| format!("line {l}"));
+            self.problem(format!("{at}: `{}`: {e}: Too many open files", rec.call));
+        }
+        let t0 = self.t0;
+        // An agent timed the call where it ran; the rest of `end - start`
+        // was the way to it and back.
+        let took = match r.took_us.take() {
+            Some(us) => Duration::from_micros(us),
+            None => end.saturating_duration_since(start),
+        };
+        let rec = &mut self.records[index];
+        rec.start_ms = calls::ms(start.saturating_duration_since(t0));
+        rec.duration_ms = calls::ms(took);
+        rec.result = r;
+    }
+
+    /// Files a result for a step that ended before it could start.
+    fn fill_now(&mut self, index: usize, r: CallResult) {
+        let now = Instant::now();
+        self.fill(index, now, now, r);
+    }
+
+    fn control(&mut self, c: &Control, step: &Step, deadline: Instant) -> CallResult {
+        match c {
+            Control::Sleep(d) => {
+                std::thread::sleep(*d);
+                CallResult::ok(0)
+            }
+            Control::Join(label) => {
+                let bound = deadline.saturating_duration_since(Instant::now());
+                self.join(label, bound)
+            }
+            Control::Fault(rule) => match self.io.firewall.add(rule, SERVER_PORT) {
+                Ok((handle, native)) => {
+                    let record = FaultRecord {
+                        line: step.line,
+                        key: step.key(self.records.len() - 1),
+                        label: step.label.clone(),
+                        rule: rule.to_string(),
+                        native,
+                        matched: None,
+                    };
+                    self.placed.push(crate::fault::Placed {
+                        key: record.key.clone(),
+                        rule: *rule,
+                        from_ms: self.elapsed_ms(Instant::now()),
+                        until_ms: None,
+                    });
+                    self.faults.push((record, Some(handle)));
+                    CallResult::ok(0)
+                }
+                Err(e) => CallResult::harness_error(e.to_string()),
+            },
+            Control::Heal(label) => self.heal(label.as_deref()),
+            Control::WaitWire(event) => self.wait_wire(*event, deadline),
+        }
+    }
+
+    /// `wait wire closed|acked`: until the capture shows the event.
+    fn wait_wire(&mut self, event: WireEvent, deadline: Instant) -> CallResult {
+        let mut backoff = Backoff::new();
+        loop {
+            self.observe();
+            let seen = match (event, self.wire.conn.as_ref()) {
+                (_, None) => false,
+                (WireEvent::Closed, Some(c)) => c.closed_on_wire(),
+                (WireEvent::Acked, Some(c)) => {
+                    let logs = self.conns.logs(1);
+                    c.reset()
+                        || (!c.in_flight()
+                            && Side::BOTH.iter().all(|s| {
+                                c.acked(*s) >= logs[*s].lock().expect("stream log").written
+                            }))
+                }
+            };
+            if seen {
+                return CallResult::ok(0);
+            }
+            if Instant::now() >= deadline {
+                let what = match event {
+                    WireEvent::Closed => "the close complete",
+                    WireEvent::Acked => "everything written acknowledged",
+                };
+                return CallResult {
+                    timed_out: true,
+                    note: Some(format!("the wire did not show {what}")),
+                    ..Default::default()
+                };
+            }
+            backoff.sleep(deadline);
+        }
+    }
+
+    /// The actor's descriptor, if its socket is in this process.
+    fn fd(&self, actor: Actor) -> Option<RawFd> {
+        self.handle(actor).and_then(|h| h.fd())
+    }
+
+    fn handle(&self, actor: Actor) -> Option<Handle> {
+        self.sockets.get(&actor).map(Sock::handle)
+    }
+
+    /// The endpoint of the host `actor` lives on.
+    fn endpoint(&self, actor: Actor) -> &Endpoint {
+        &self.io.endpoints[actor.host()]
+    }
+
+    /// The actor's socket, created on first use for client and listener
+    /// (so options can be set before connect/listen), and again after a
+    /// close (a reconnect, a listener rebinding its port).
+    fn ensure_socket(&mut self, actor: Actor) -> Result<Handle, Box<CallResult>> {
+        if let Some(h) = self.handle(actor) {
+            return Ok(h);
+        }
+        if actor.role == Role::Server {
+            return Err(self.missing(actor));
+        }
+        let made = self
+            .endpoint(actor)
+            .socket(self.io.hosts, actor.host(), self.case.family);
+        match made {
+            Ok(s) => {
+                let h = s.handle();
+                self.sockets.insert(actor, s);
+                Ok(h)
+            }
+            // The harness makes the socket, not a step: its failure
+            // (EMFILE, ENOBUFS) is the harness's, not an observation.
+            Err(e) => Err(Box::new(CallResult::harness_error(format!(
+                "creating the {actor}'s socket: {e}"
+            )))),
+        }
+    }
+
+    /// The actor's open socket.
+    fn existing(&self, actor: Actor) -> Result<Handle, Box<CallResult>> {
+        self.handle(actor).ok_or_else(|| self.missing(actor))
+    }
+
+    /// Why `actor` has no socket to call on.
+    fn missing(&self, actor: Actor) -> Box<CallResult> {
+        Box::new(CallResult::harness_error(
+            match (actor.role, self.accepted) {
+                _ if self.closed.contains(&actor) => {
+                    format!("the {actor} has no open socket: it was already closed")
+                }
+                (Role::Server, false) => {
+                    "the server has no socket yet: `server accept` first".to_string()
+                }
+                (Role::Client, _) if self.ends.client.is_none() => {
+                    "the client has no connected socket: `client connect` first".to_string()
+                }
+                _ => format!("the {actor} has no open socket"),
+            },
+        ))
+    }
+
+    /// Takes the actor's socket out of the driver to close it: later steps
+    /// see it closed.
+    fn socket_to_close(&mut self, actor: Actor) -> Result<Sock, Box<CallResult>> {
+        let sock = self
+            .sockets
+            .remove(&actor)
+            .ok_or_else(|| self.missing(actor))?;
+        self.closed.push(actor);
+        Ok(sock)
+    }
+
+    fn socket_call(
+        &mut self,
+        actor: Actor,
+        call: &Call,
+        deadline: Instant,
+    ) -> Result<CallResult, Box<CallResult>> {
+        Ok(match call {
+            // Bound already by a `listener bind` step, or bound here.
+            Call::Listen { backlog } => self
+                .ensure_socket(actor)?
+                .listen(self.ends.server, *backlog),
+            Call::Bind(port) => {
+                let h = self.ensure_socket(actor)?;
+                let addr = match port {
+                    Some(p) => {
+                        SocketAddr::new(self.io.hosts.address(actor.host(), self.case.family), *p)
+                    }
+                    None => self.ends.server,
+                };
+                h.bind(addr)
+            }
+            Call::Connect => {
+                let h = self.ensure_socket(actor)?;
+                self.connect(actor, &h, deadline)
+            }
+            Call::Accept => self.accept(actor, deadline)?,
+            Call::Wait {
+                what: WaitFor::State(want),
+                optional,
+                ..
+            } => {
+                if *optional && self.out_of_sight(actor) {
+                    return Ok(CallResult {
+                        unobserved: Some(format!(
+                            "{want} of the {actor}'s closed socket is out of sight of this stack's state source ({}); the optional wait was skipped",
+                            self.io.observer.source().name()
+                        )),
+                        ..Default::default()
+                    });
+                }
+                self.wait_state(actor, *want, deadline)
+            }
+            Call::SetOption(opt) => {
+                let h = self.ensure_socket(actor)?;
+                let logs = self.conns.logs(actor.index);
+                h.call(
+                    &FdCall::SetOption { opt: *opt },
+                    actor.index,
+                    actor.host(),
+                    &logs,
+                    deadline,
+                )
+            }
+            Call::Close => self.socket_to_close(actor)?.close(),
+            other => {
+                let h = self.existing(actor)?;
+                let logs = self.conns.logs(actor.index);
+                fd_call(&h, other, actor, &logs, deadline)
+            }
+        })
+    }
+
+    /// `server#N accept`: accepts until connection N's server socket is
+    /// accepted. Connections of other numbers that come first are accepted
+    /// too, each as its own server#M. On a non-blocking listener, an empty
+    /// queue is EAGAIN, as the application would see it.
+    fn accept(&mut self, actor: Actor, deadline: Instant) -> Result<CallResult, Box<CallResult>> {
+        let listener = self.listener()?;
+        let app_nonblocking = listener.is_nonblocking();
+        loop {
+            match self.accept_one_for(Some(actor.index)) {
+                Ok(Some((index, r))) if index == actor.index => return Ok(r),
+                Ok(Some(_)) => continue,
+                Ok(None) if app_nonblocking => return Ok(CallResult::failed(Errno::EAGAIN)),
+                Ok(None) => {}
+                Err(r) => return Ok(*r),
+            }
+            let ready = listener.wait(calls::Ready::Readable, deadline);
+            if ready.timed_out || ready.errno.is_some() || ready.harness_error.is_some() {
+                return Ok(ready);
+            }
+        }
+    }
+
+    fn listener(&self) -> Result<Handle, Box<CallResult>> {
+        self.handle(Actor::LISTENER).ok_or_else(|| {
+            Box::new(CallResult::harness_error(
+                "no listener: `listener listen` first",
+            ))
+        })
+    }
+
+    /// Accepts one connection if one is queued: `Some((its number, the
+    /// result))`, `None` if the queue is empty.
+    fn accept_one(&mut self) -> Result<Option<(u32, CallResult)>, Box<CallResult>> {
+        self.accept_one_for(None)
+    }
+
+    /// [`Self::accept_one`]; a connection from an address no client
+    /// connected from takes number `fallback` (or the next unused one).
+    fn accept_one_for(
+        &mut self,
+        fallback: Option<u32>,
+    ) -> Result<Option<(u32, CallResult)>, Box<CallResult>> {
+        let Some((sock, peer)) = self.listener()?.accept_now()? else {
+            return Ok(None);
+        };
+        let index = peer
+            .and_then(|p| self.conns.number_of(p))
+            .or(fallback)
+            .unwrap_or_else(|| self.conns.addrs.keys().max().map_or(1, |m| m + 1));
+        let server = Actor {
+            role: Role::Server,
+            index,
+        };
+        // The new descriptor, as accept() returned it.
+        let fd = match &sock {
+            Sock::Local(s) => std::os::fd::AsRawFd::as_raw_fd(s),
+            Sock::Agent { handle, .. } => i32::try_from(*handle).unwrap_or(i32::MAX),
+        };
+        let mut r = CallResult::ok(fd.into());
+        if let Some(old) = self.sockets.insert(server, sock) {
+            self.displaced.push(old);
+            r.note = Some(format!(
+                "{server} now names this newer connection; the socket accepted before stays open until the case ends"
+            ));
+        }
+        self.closed.retain(|a| *a != server);
+        self.accepted = true;
+        Ok(Some((index, r)))
+    }
+
+    /// The state of one side of connection `index` in the last snapshot.
+    fn state_of(&self, index: u32, side: Side) -> Option<TcpState> {
+        let role = match side {
+            Side::Client => Role::Client,
+            Side::Server => Role::Server,
+        };
+        let ends = Ends {
+            client: self.conns.latest(index),
+            server: self.ends.server,
+            fds: PerSide::both(()).map(|s, ()| {
+                (s == side)
+                    .then(|| self.fd(Actor { role, index }))
+                    .flatten()
+            }),
+        };
+        ends.find(&self.last_snapshot, side).map(|e| e.state)
+    }
+
+    /// Records the local address a client socket got from connect().
+    fn note_connected(&mut self, actor: Actor) {
+        let Some(addr) = self.sockets[&actor].handle().local_addr() else {
+            return;
+        };
+        self.conns.connected(actor.index, addr);
+        // The first connection is the one under test; a reconnect on
+        // another 4-tuple is another connection.
+        if actor.index == 1 && self.ends.client.is_none() {
+            self.ends.client = Some(addr);
+        }
+    }
+
+    /// Reads the counters of the rules in place that `which` selects into
+    /// their records. Returns how many segments those rules matched.
+    fn count_faults(&mut self, which: impl Fn(&FaultRecord) -> bool) -> Option<u64> {
+        if !self.faults.iter().any(|(f, h)| h.is_some() && which(f)) {
+            return Some(0);
+        }
+        let counters = match self.io.firewall.counters() {
+            Ok(c) => c,
+            Err(e) => {
+                self.problem(e.to_string());
+                return None;
+            }
+        };
+        let mut total = Some(0);
+        for (record, handle) in &mut self.faults {
+            if let Some(h) = handle.filter(|_| which(record)) {
+                record.matched = counters.get(&h).copied();
+                total = total.zip(record.matched).map(|(a, b)| a + b);
+            }
+        }
+        total
+    }
+
+    /// `heal [LABEL]`: removes one fault rule or all; the call's value is
+    /// how many segments the removed rules matched.
+    fn heal(&mut self, label: Option<&str>) -> CallResult {
+        let which = |f: &FaultRecord| label.is_none() || f.label.as_deref() == label;
+        let matched = self.count_faults(which);
+        for i in 0..self.faults.len() {
+            let (record, handle) = &mut self.faults[i];
+            if let Some(h) = handle.filter(|_| which(record)) {
+                *handle = None;
+                // In place until it is gone: the end of its removal.
+                let key = record.key.clone();
+                let removed = self.io.firewall.remove(h);
+                let now = self.elapsed_ms(Instant::now());
+                if let Some(p) = self.placed.iter_mut().find(|p| p.key == key) {
+                    p.until_ms = Some(now);
+                }
+                if let Err(e) = removed {
+                    return CallResult::harness_error(e.to_string());
+                }
+            }
+        }
+        CallResult {
+            value: matched.and_then(|m| i64::try_from(m).ok()),
+            ..CallResult::ok(0)
+        }
+    }
+
+    /// `connect()` (see [`calls::connect`]), and the address it got.
+    fn connect(&mut self, actor: Actor, h: &Handle, deadline: Instant) -> CallResult {
+        let r = h.connect(self.ends.server, deadline);
+        self.note_connected(actor);
+        r
+    }
+
+    /// Whether the stack's state source cannot see `actor`'s socket: it was
+    /// closed, and only descriptors can be looked at.
+    fn out_of_sight(&self, actor: Actor) -> bool {
+        let sees_orphans = match self.endpoint(actor).agent() {
+            Some(agent) => agent.hello().states.sees_orphans(),
+            None => self.io.observer.source().sees_orphans(),
+        };
+        !sees_orphans && self.closed.contains(&actor) && !self.sockets.contains_key(&actor)
+    }
+
+    fn wait_state(&mut self, actor: Actor, want: TcpState, deadline: Instant) -> CallResult {
+        let mut backoff = Backoff::new();
+        loop {
+            self.observe();
+            let entry = match actor.side() {
+                Some(side) => self.ends.find(&self.last_snapshot, side),
+                None => self.ends.find_listener(&self.last_snapshot),
+            };
+            let now = entry.map(|e| e.state);
+            // A socket gone from a complete table is CLOSED for this purpose.
+            let complete = self.last_snapshot.sees_orphans[actor.host()];
+            let gone = now.is_none() && complete;
+            if now == Some(want) || (gone && want == TcpState::Closed) {
+                return CallResult::ok(0);
+            }
+            if Instant::now() >= deadline {
+                let seen = match now {
+                    Some(s) => s.to_string(),
+                    None if complete => "not in the kernel's table".into(),
+                    None => "out of sight of the stack's state source".into(),
+                };
+                return CallResult {
+                    timed_out: true,
+                    note: Some(format!("still {seen}")),
+                    ..Default::default()
+                };
+            }
+            backoff.sleep(deadline);
+        }
+    }
+
+    fn spawn(
+        &mut self,
+        actor: Actor,
+        call: &Call,
+        step: &Step,
+        index: usize,
+        deadline: Instant,
+        bound: Duration,
+    ) {
+        let label = step
+            .label
+            .clone()
+            .expect("the parser requires a label on bg steps");
+        let is_close = *call == Call::Close;
+        // A close takes the socket with it; it comes back if no thread starts.
+        let target = if is_close {
+            self.socket_to_close(actor)
+                .map(|s| BgTarget::Close(Arc::new(Mutex::new(Some(s)))))
+        } else {
+            self.existing(actor).map(BgTarget::Call)
+        };
+        let target = match target {
+            Ok(t) => t,
+            Err(r) => return self.fill_now(index, *r),
+        };
+        let (tx, rx) = mpsc::channel();
+        let call = call.clone();
+        let logs = self.conns.logs(actor.index);
+        let theirs = target.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("bg-{label}"))
+            .spawn(move || {
+                let start = Instant::now();
+                let r = match theirs {
+                    BgTarget::Call(h) => fd_call(&h, &call, actor, &logs, deadline),
+                    BgTarget::Close(s) => match s.lock().expect("bg socket").take() {
+                        Some(s) => s.close(),
+                        None => CallResult::harness_error("the socket was taken back"),
+                    },
+                };
+                let _ = tx.send((start, Instant::now(), r));
+            });
+        match spawned {
+            Ok(_) => {
+                let pending = Pending {
+                    record_index: index,
+                    rx,
+                    deadline_hint: bound,
+                };
+                self.pending.insert(label, pending);
+            }
+            Err(e) => {
+                if let BgTarget::Close(s) = target {
+                    // Not closed after all: give the socket back, so it is
+                    // closed with the other leftovers once the capture stops.
+                    if let Some(s) = s.lock().expect("bg socket").take() {
+                        self.sockets.insert(actor, s);
+                    }
+                    self.closed.retain(|a| *a != actor);
+                }
+                self.fill_now(
+                    index,
+                    CallResult::harness_error(format!("cannot start a thread: {e}")),
+                );
+            }
+        }
+    }
+
+    /// Waits for a bg step and files its result under the bg step's record.
+    fn join(&mut self, label: &str, bound: Duration) -> CallResult {
+        let Some(p) = self.pending.remove(label) else {
+            return CallResult::harness_error(format!("{label:?} is not running"));
+        };
+        // The bg call carries its own deadline; allow it that plus a margin.
+        let wait = bound.max(p.deadline_hint) + Duration::from_millis(500);
+        match p.rx.recv_timeout(wait) {
+            Ok((start, end, r)) => {
+                self.fill(p.record_index, start, end, r);
+                CallResult::ok(0)
+            }
+            Err(_) => {
+                self.problem(format!("bg step {label:?} did not return within {wait:?}"));
+                CallResult {
+                    timed_out: true,
+                    note: Some("the bg call did not return".into()),
+                    ..Default::default()
+                }
+            }
+        }
+    }
+
+    /// Waits, bounded, until no socket of the case is in a transient state
+    /// (a segment in flight), then keeps the final snapshot. Where the
+    /// state source cannot see closed sockets, the wire must also show
+    /// nothing in flight.
+    fn settle(&mut self, bound: Duration) -> bool {
+        let deadline = Instant::now() + bound;
+        let mut backoff = Backoff::new();
+        loop {
+            self.observe();
+            let busy = self
+                .last_snapshot
+                .entries
+                .iter()
+                .any(|e| e.state.is_transient())
+                || (self
+                    .last_snapshot
+                    .sees_orphans
+                    .iter()
+                    .any(|(_, sees)| !sees)
+                    && self.wire.conn.as_ref().is_some_and(Connection::in_flight));
+            if !busy {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            backoff.sleep(deadline);
+        }
+    }
+}
+
+/// Pauses between polls of the kernel's socket table: 50 us doubling to
+/// 5 ms, so short waits resolve fast and long ones cost little.
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff(Duration::from_micros(50))
+    }
+
+    /// Sleeps for the next pause, never past `deadline`.
+    fn sleep(&mut self, deadline: Instant) {
+        std::thread::sleep(
+            self.0
+                .min(deadline.saturating_duration_since(Instant::now())),
+        );
+        self.0 = (self.0 * 2).min(Duration::from_millis(5));
+    }
+}
+
+/// What a bg step works on: a socket's handle, or (for a close) the
+/// socket itself.
+#[derive(Clone)]
+enum BgTarget {
+    Call(Handle),
+    Close(Arc<Mutex<Option<Sock>>>),
+}
+
+/// Calls that need only the socket; used for foreground and bg steps alike.
+fn fd_call(
+    h: &Handle,
+    call: &Call,
+    actor: Actor,
+    logs: &PerSide<Mutex<StreamLog>>,
+    deadline: Instant,
+) -> CallResult {
+    // The stream this actor writes is the one its side writes.
+    let me = actor.side().unwrap_or(Side::Client);
+    match FdCall::of(call) {
+        Some(c) => h.call(&c, actor.index, me, logs, deadline),
+        None => CallResult::harness_error(format!(
+            "`{}` needs the driver, not just a descriptor",
+            call.verb().name()
+        )),
+    }
+}
