@@ -157,74 +157,6 @@ fn scalar(v: &toml::Value) -> Result<Value, String> {
     })
 }
 
-/// The report fields an expectation may name. `<label>` is a step label
-/// (`as NAME`). `tests/e2e.rs` checks that every pattern resolves in a real
-/// report, so this list cannot drift from the report model.
-pub const FACT_PATHS: &[&str] = &[
-    "wire.<side>.syn",
-    "wire.<side>.fin",
-    "wire.<side>.distinct_fins",
-    "wire.<side>.rst",
-    "wire.<side>.data_bytes",
-    "wire.<side>.retransmits",
-    "wire.first_fin",
-    "wire.first_rst",
-    "wire.conn_state",
-    "wire.history",
-    "wire.close_segments",
-    "time_wait.side",
-    "time_wait.remaining_ms",
-    "final_state.<side>",
-    "data.<direction>.written",
-    "data.<direction>.sent",
-    "data.<direction>.acked",
-    "data.<direction>.read",
-    "data.<direction>.lost",
-    "data.<direction>.corrupted",
-    "steps.<label>.ret",
-    "steps.<label>.errno",
-    "steps.<label>.duration_ms",
-    "steps.<label>.bytes",
-    "steps.<label>.timed_out",
-    "steps.<label>.value",
-    "faults.<label>.matched",
-];
-
-/// Checks a fact path against [`FACT_PATHS`], given the labels the scenario
-/// defines. The error says what would have been accepted.
-pub fn check_fact_path(path: &str, labels: &[&str]) -> Result<(), String> {
-    let parts: Vec<&str> = path.split('.').collect();
-    let fits = |pattern: &str| {
-        let pp: Vec<&str> = pattern.split('.').collect();
-        pp.len() == parts.len()
-            && pp.iter().zip(&parts).all(|(p, got)| match *p {
-                "<side>" => matches!(*got, "client" | "server"),
-                "<direction>" => matches!(*got, "client_to_server" | "server_to_client"),
-                "<label>" => labels.contains(got),
-                lit => lit == *got,
-            })
-    };
-    if FACT_PATHS.iter().any(|p| fits(p)) {
-        return Ok(());
-    }
-    if parts.first() == Some(&"steps") && parts.len() == 3 && !labels.contains(&parts[1]) {
-        return Err(format!(
-            "no step is labelled {:?}; label a step with `as {}` (labels here: {})",
-            parts[1],
-            parts[1],
-            if labels.is_empty() {
-                "none".to_string()
-            } else {
-                labels.join(", ")
-            }
-        ));
-    }
-    Err(format!(
-        "unknown fact {path:?}; expected one of {}",
-        FACT_PATHS.join(", ")
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,23 +218,6 @@ mod tests {
             m("{ min = 1, null = true }")
                 .unwrap_err()
                 .contains("one of")
-        );
-    }
-
-    #[test]
-    fn fact_paths_are_checked_against_labels() {
-        assert!(check_fact_path("wire.client.rst", &[]).is_ok());
-        assert!(check_fact_path("data.server_to_client.lost", &[]).is_ok());
-        assert!(check_fact_path("steps.lc.errno", &["lc"]).is_ok());
-        assert!(
-            check_fact_path("steps.lc.errno", &[])
-                .unwrap_err()
-                .contains("no step is labelled")
-        );
-        assert!(
-            check_fact_path("wire.clinet.rst", &[])
-                .unwrap_err()
-                .contains("unknown fact")
         );
     }
 }
