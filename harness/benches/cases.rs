@@ -24,7 +24,8 @@ use teardown::capture::Reaper;
 use teardown::report::CaseReport;
 use teardown::runner::{self, RunOptions};
 use teardown::scenario::Case;
-use teardown::stack::Stack;
+use teardown::stack::{HostStack, Stack};
+use teardown::tcp::PerSide;
 
 const RUNS: usize = 60;
 
@@ -403,18 +404,27 @@ fn main() {
     }
     // 10. the bench against loopback, side by side
     println!(
-        "\n10. the bench (two hosts and a router) against loopback, interleaved; goals: a case <= 2 x, the catalogue <= 1.5 x"
+        "\n10. the bench (two hosts and a router) against loopback, and with an agent at both ends, interleaved; goals: a case <= 2 x, the catalogue <= 1.5 x"
     );
-    let on = |bench| RunOptions {
+    let on = |bench, hosts| RunOptions {
         captures_dir: Some(captures.clone()),
         run_id: "bench".into(),
         jobs: 1,
         stack: stack.clone(),
         expected_ms: Default::default(),
         bench,
-        hosts: Default::default(),
+        hosts,
     };
-    let [lo, be] = interleaved(&case, [on(false), on(true)], &reaper);
+    let agents = PerSide::both(HostStack::LinuxAgent);
+    let [lo, be, ag] = interleaved(
+        &case,
+        [
+            on(false, PerSide::default()),
+            on(true, PerSide::default()),
+            on(true, agents),
+        ],
+        &reaper,
+    );
     reaper.wait();
     let median = |xs: &[(f64, f64)]| {
         let mut v: Vec<f64> = xs.iter().map(|x| x.0).collect();
@@ -424,33 +434,44 @@ fn main() {
     summary("loopback case", lo.iter().map(|x| x.0).collect());
     summary("bench case", be.iter().map(|x| x.0).collect());
     summary("  bench setup (sandbox)", be.iter().map(|x| x.1).collect());
+    summary(
+        "bench case, agents at both ends",
+        ag.iter().map(|x| x.0).collect(),
+    );
     println!(
-        "  median bench / loopback: {:.2} x",
-        median(&be) / median(&lo)
+        "  median bench / loopback: {:.2} x; with agents / loopback: {:.2} x",
+        median(&be) / median(&lo),
+        median(&ag) / median(&lo)
     );
     for round in 1..=2 {
         let mut walls = Vec::new();
-        for bench in [false, true] {
-            let report = captures.join(format!("bench-{bench}.json"));
+        for (name, args) in [
+            ("on loopback", &[][..]),
+            ("on the bench", &["--bench"][..]),
+            (
+                "with agents",
+                &[
+                    "--bench",
+                    "--client-stack",
+                    "linux-agent",
+                    "--server-stack",
+                    "linux-agent",
+                ][..],
+            ),
+        ] {
+            let report = captures.join(format!("bench-{}.json", walls.len()));
             let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_teardown"));
             cmd.args(["run", "--quiet", "--no-captures", "--report"])
                 .arg(&report)
+                .args(args)
                 .stdout(std::process::Stdio::null());
-            if bench {
-                cmd.arg("--bench");
-            }
             cmd.arg(&scenarios);
             let t = Instant::now();
             let status = cmd.status().expect("run teardown");
             let wall = t.elapsed().as_secs_f64() * 1e3;
             let r = teardown::report::load::read(&report).expect("the report");
             println!(
-                "  round {round}: catalogue {} {wall:.0} ms wall (exit {:?}; {} pass of {}){}",
-                if bench {
-                    "on the bench"
-                } else {
-                    "on loopback "
-                },
+                "  round {round}: catalogue {name:<12} {wall:.0} ms wall (exit {:?}; {} pass of {}){}",
                 status.code(),
                 r.summary.pass,
                 r.cases.len(),
@@ -459,8 +480,9 @@ fn main() {
             walls.push(wall);
         }
         println!(
-            "  round {round}: bench / loopback {:.2} x",
-            walls[1] / walls[0]
+            "  round {round}: bench / loopback {:.2} x; with agents / loopback {:.2} x",
+            walls[1] / walls[0],
+            walls[2] / walls[0]
         );
     }
     let _ = std::fs::remove_dir_all(&captures);
