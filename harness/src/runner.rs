@@ -11,7 +11,7 @@
 pub mod interrupt;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -143,6 +143,34 @@ fn bridges(hosts: &PerSide<HostStack>) -> Result<PerSide<Option<&sandbox::Bridge
         }
     }
     Ok(out)
+}
+
+/// Removes the scratch directories (see [`scratch_dir`]) of teardown
+/// processes that are gone: a run killed outright (SIGKILL, a crash)
+/// leaves its sandboxes' bundles behind, which no one else would remove.
+/// A directory whose process id is alive is left alone, whoever has it now.
+pub fn sweep_stale_scratch() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(rest) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("teardown-gvisor-"))
+        else {
+            continue;
+        };
+        let Some((pid, n)) = rest.split_once('-') else {
+            continue;
+        };
+        let (Ok(pid), true) = (pid.parse::<u32>(), n.bytes().all(|b| b.is_ascii_digit())) else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// A directory of its own for something a case starts (`teardown-<what>-
@@ -468,6 +496,9 @@ pub fn run_all(
     let t = Instant::now();
     // What the bench's hosts run, once: if a host cannot be started (no
     // runsc, a remote agent not answering), no case can run.
+    if opts.bench {
+        sweep_stale_scratch();
+    }
     let probe = opts.bench.then(|| probe_bench(&opts.hosts, &[]));
     let unusable = match &probe {
         Some(Err(e)) => Some(format!("the bench's hosts could not be started: {e}")),
@@ -1092,6 +1123,31 @@ mod tests {
 
     /// A case with a fault step on a stack without a packet filter is
     /// `unsupported`, naming the step, and nothing runs.
+    /// A run killed outright leaves its sandboxes' scratch directories; the
+    /// next run removes those of processes that are gone, and no other.
+    #[test]
+    fn scratch_of_dead_runs_is_swept() {
+        let pid_max: u32 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let tmp = std::env::temp_dir();
+        let dead = tmp.join(format!("teardown-gvisor-{}-0", pid_max + 1));
+        let mine = tmp.join(format!("teardown-gvisor-{}-999999", std::process::id()));
+        let other = tmp.join(format!("teardown-gvisor-{}-bench", pid_max + 1));
+        for d in [&dead, &mine, &other] {
+            std::fs::create_dir_all(d.join("state")).unwrap();
+        }
+        sweep_stale_scratch();
+        assert!(!dead.exists());
+        assert!(mine.exists(), "this process's own scratch stays");
+        assert!(other.exists(), "only <pid>-<n> names are scratch");
+        for d in [&mine, &other] {
+            std::fs::remove_dir_all(d).unwrap();
+        }
+    }
+
     #[test]
     fn a_case_the_stack_cannot_run_is_unsupported() {
         let cs = cases(

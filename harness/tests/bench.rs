@@ -264,8 +264,10 @@ fn gvisor_bench() -> &'static Report {
             panic!("the bench runs real sockets in network namespaces: {e}");
         }
         let _one = heavy();
-        let dir =
-            std::env::temp_dir().join(format!("teardown-gvisor-bench-{}", std::process::id()));
+        // One directory, cleared first: the tests read its pcaps until the
+        // process ends, so it cannot be removed after them.
+        let dir = std::env::temp_dir().join("teardown-test-gvisor-bench");
+        let _ = std::fs::remove_dir_all(&dir);
         let report = dir.join("gvisor-bench.json");
         let out = Command::new(env!("CARGO_BIN_EXE_teardown"))
             .args([
