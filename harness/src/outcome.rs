@@ -103,6 +103,67 @@ pub struct CaptureStats {
     pub loopback_dropped: Option<u64>,
 }
 
+/// Why a capture cannot vouch for counts, if it lost packets: its own
+/// buffer was full (`capture_dropped`), or `link` (the loopback, the
+/// bench's links) dropped some before the capture saw them. Its wire facts
+/// are then not observed, rather than counted short.
+pub fn capture_loss(
+    capture_dropped: Option<u64>,
+    link_dropped: Option<u64>,
+    link: &str,
+) -> Option<String> {
+    capture_dropped
+        .filter(|n| *n > 0)
+        .map(|n| {
+            format!("the capture dropped {n} packets (its buffer was full): wire facts would be counted short")
+        })
+        .or_else(|| {
+            link_dropped.filter(|n| *n > 0).map(|n| {
+                format!("{link} dropped {n} packets before the capture saw them (a backlog queue, net.core.netdev_max_backlog, was full): wire facts would be counted short")
+            })
+        })
+}
+
+/// The stack's TCP counters around the steps, as read.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Counters {
+    /// Both readings, by counter name.
+    Read {
+        before: BTreeMap<String, i64>,
+        after: BTreeMap<String, i64>,
+    },
+    /// Not the case's alone, and why (a stack that keeps them for all its
+    /// namespaces while other cases ran).
+    Shared(String),
+    /// A reading failed, and why.
+    Failed(String),
+}
+
+impl Outcome {
+    /// The `netstat` facts: what each counter grew by during the steps,
+    /// the ones that grew only; or why they are not observed.
+    pub fn count(&mut self, counters: Counters) {
+        match counters {
+            Counters::Read { before, after } => {
+                self.netstat = after
+                    .iter()
+                    .filter_map(|(k, v)| {
+                        let d = v - before.get(k).copied().unwrap_or(0);
+                        (d != 0).then(|| (k.clone(), d))
+                    })
+                    .collect();
+            }
+            Counters::Shared(why) => {
+                self.unobserved.insert("netstat".into(), why);
+            }
+            Counters::Failed(e) => {
+                self.unobserved
+                    .insert("netstat".into(), format!("the stack's TCP counters: {e}"));
+            }
+        }
+    }
+}
+
 /// Connections a report holds inline; a case with more writes them to a
 /// JSON Lines file beside its pcap (`connections_file`).
 pub const INLINE_CONNECTIONS: usize = 256;

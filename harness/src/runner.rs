@@ -1,12 +1,15 @@
 //! Wires the stages together: one case on its own thread and namespace, and
 //! a run of many cases on a few worker threads.
 //!
-//! Per case: stack requirements -> sandbox -> capture + state source ->
-//! driver -> capture file -> wire -> analyze -> verdict. A case that fails
-//! inside the harness (capture, netlink, a panic) still yields a case
-//! report, with verdict `error` and the reason; a case the stack cannot run
-//! is `unsupported`, naming what is missing; the run goes on. Nothing here
-//! computes a fact or decides what a result should be.
+//! Per case: sandbox (a namespace, or the bench and its hosts' endpoints) ->
+//! stack requirements -> sysctls -> capture + state source -> driver ->
+//! capture file -> wire -> analyze -> outcome -> verdict. A case that fails
+//! inside the harness (capture, netlink, an agent, a panic) still yields a
+//! case report, with verdict `error` and the reason; a case the stack
+//! cannot run is `unsupported`, naming what is missing; the run goes on.
+//! The runner reads (counters, drop counts) and wires; the rules that turn
+//! readings into facts are `outcome`'s, and nothing here decides what a
+//! result should be.
 
 pub mod interrupt;
 
@@ -789,21 +792,15 @@ fn run_case_here(case: &Case, opts: &RunOptions, reaper: &Reaper) -> CaseReport 
     let mut capture_file = None;
     let mut findings = Vec::new();
     let mut flows = None;
-    // A capture that lost packets cannot vouch for counts: its wire facts
-    // are not observed, rather than counted short.
-    let lossy = match &captured {
-        Ok(c) => c
-            .dropped
-            .filter(|n| *n > 0)
-            .map(|n| {
-                format!("the capture dropped {n} packets (its buffer was full): wire facts would be counted short")
-            })
-            .or_else(|| loopback_dropped.filter(|n| *n > 0).map(|n| {
-                let link = if hosts.is_bench() { "the bench's links" } else { "the loopback" };
-                format!("{link} dropped {n} packets before the capture saw them (a backlog queue, net.core.netdev_max_backlog, was full): wire facts would be counted short")
-            })),
-        Err(_) => None,
-    };
+    // A capture that lost packets cannot vouch for counts.
+    let lossy = captured.as_ref().ok().and_then(|c| {
+        let link = if hosts.is_bench() {
+            "the bench's links"
+        } else {
+            "the loopback"
+        };
+        outcome::capture_loss(c.dropped, loopback_dropped, link)
+    });
     if let Some(why) = &lossy {
         findings.push(why.clone());
     }
@@ -848,58 +845,20 @@ fn run_case_here(case: &Case, opts: &RunOptions, reaper: &Reaper) -> CaseReport 
             loopback_dropped,
         });
     }
-    match (&counters_before, &counters_after) {
-        _ if counters_shared => {
-            let why = format!(
-                "{} keeps its TCP counters for the whole stack, not per namespace, and other cases ran at the same time (run with -j 1 to observe them)",
-                opts.stack.name
-            );
-            outcome.unobserved.insert("netstat".into(), why);
-        }
-        (Ok(before), Ok(after)) => {
-            outcome.netstat = after
-                .iter()
-                .filter_map(|(k, v)| {
-                    let d = v - before.get(k).copied().unwrap_or(0);
-                    (d != 0).then(|| (k.clone(), d))
-                })
-                .collect();
-        }
-        (Err(e), _) | (_, Err(e)) => {
-            outcome
-                .unobserved
-                .insert("netstat".into(), format!("the stack's TCP counters: {e}"));
-        }
-    }
-    if outcome.connections.len() > outcome::INLINE_CONNECTIONS {
-        let n = outcome.connections.len();
-        match &opts.captures_dir {
-            Some(dir) => {
-                let path = dir
-                    .join(&opts.run_id)
-                    .join(format!("{}.connections.jsonl", case.file_stem()));
-                let records = std::mem::take(&mut outcome.connections);
-                let written = crate::files::write_atomic_with(&path, |w| {
-                    for c in &records {
-                        serde_json::to_writer(&mut *w, c).map_err(std::io::Error::other)?;
-                        w.write_all(b"\n")?;
-                    }
-                    Ok(())
-                });
-                match written {
-                    Ok(()) => outcome.connections_file = Some(path.display().to_string()),
-                    Err(e) => problems.push(format!("cannot write {}: {e}", path.display())),
-                }
-            }
-            None => {
-                outcome.connections.clear();
-                // The summary stays: only the per-connection records need a file.
-                outcome.unobserved.insert(
-                    "connections_file".into(),
-                    format!("{n} connections are too many to list in the report; run with captures to write them beside the pcap"),
-                );
-            }
-        }
+    outcome.count(match (counters_before, counters_after) {
+        _ if counters_shared => outcome::Counters::Shared(format!(
+            "{} keeps its TCP counters for the whole stack, not per namespace, and other cases ran at the same time (run with -j 1 to observe them)",
+            opts.stack.name
+        )),
+        (Ok(before), Ok(after)) => outcome::Counters::Read { before, after },
+        (Err(e), _) | (_, Err(e)) => outcome::Counters::Failed(e),
+    });
+    let spill = opts.captures_dir.as_ref().map(|dir| {
+        dir.join(&opts.run_id)
+            .join(format!("{}.connections.jsonl", case.file_stem()))
+    });
+    if let Err(e) = report::spill_connections(&mut outcome, spill.as_deref()) {
+        problems.push(e);
     }
     let mut r = case_report(case, Some(&out), outcome, sysctls);
     r.capture = capture_file;

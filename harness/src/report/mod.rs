@@ -260,6 +260,37 @@ impl Summary {
 }
 
 /// The JSON Schema of [`Report`].
+/// Moves a case's connection records, when there are more than a report
+/// holds inline ([`crate::outcome::INLINE_CONNECTIONS`]), to `path` (JSON
+/// Lines, written atomically), or with no `path` (no captures) leaves only
+/// their summary and says why. Errors name the file.
+pub fn spill_connections(outcome: &mut Outcome, path: Option<&Path>) -> Result<(), String> {
+    let n = outcome.connections.len();
+    if n <= crate::outcome::INLINE_CONNECTIONS {
+        return Ok(());
+    }
+    let Some(path) = path else {
+        outcome.connections.clear();
+        // The summary stays: only the per-connection records need a file.
+        outcome.unobserved.insert(
+            "connections_file".into(),
+            format!("{n} connections are too many to list in the report; run with captures to write them beside the pcap"),
+        );
+        return Ok(());
+    };
+    let records = std::mem::take(&mut outcome.connections);
+    crate::files::write_atomic_with(path, |w| {
+        for c in &records {
+            serde_json::to_writer(&mut *w, c).map_err(std::io::Error::other)?;
+            w.write_all(b"\n")?;
+        }
+        Ok(())
+    })
+    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    outcome.connections_file = Some(path.display().to_string());
+    Ok(())
+}
+
 pub fn schema() -> serde_json::Value {
     serde_json::to_value(schemars::schema_for!(Report)).expect("a schema serialises")
 }
