@@ -6,17 +6,17 @@
 //!
 //! ```text
 //! scenario   files -> Scenario -> Case (one per parameter combination)
-//! catalogue  scenarios loaded for the other stages, fact paths checked
-//! stack      the stack under test and its observation backends
-//! sandbox    a fresh network namespace per case, lo up, sysctls
-//! capture    libpcap or a raw packet socket on that lo, active first
+//! sandbox    a fresh network namespace per case, lo up, sysctls; or the bench
+//! capture    libpcap or a raw packet socket, active first
 //! wire       link-layer frames -> TCP segments
 //! analyze    segments -> connection facts (streaming, per connection)
 //! observe    the stack's socket states (sock_diag or TCP_INFO)
 //! fault      fault rules in the case's packet filter
-//! driver     runs the steps on real sockets, records every call
+//! stack      the stack under test, what it can observe; a bench host's stack
+//! driver     runs the steps on real sockets (in process or an agent's)
 //! outcome    driver records + connection facts -> a case's Outcome
 //! facts      the fact model: every fact's path, meaning and getter
+//! catalogue  scenarios loaded for the other stages, fact paths checked
 //! verdict    Outcome vs. the scenario's expectations for this stack
 //! report     the JSON report model, written atomically; reading it back
 //! ```

@@ -119,3 +119,39 @@ fn no_stage_names_a_later_one() {
     }
     assert!(backwards.is_empty(), "{}", backwards.join("\n"));
 }
+
+/// The stages as a listing names them, in its order: the first word of each
+/// unindented line of the first fenced block after `heading` that is a
+/// module in ORDER.
+fn listed(text: &str, heading: &str) -> Vec<String> {
+    let after = &text[text
+        .find(heading)
+        .unwrap_or_else(|| panic!("no {heading:?}"))..];
+    let block = after.split("```").nth(1).unwrap_or("");
+    block
+        .lines()
+        .map(|l| l.strip_prefix("//! ").unwrap_or(l))
+        // A continuation line is indented.
+        .filter(|l| !l.starts_with(' '))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|w| ORDER.contains(w))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The pipeline is told three times: the order this test enforces, the
+/// crate's doc and the README. They list the same stages in the same order.
+#[test]
+fn the_docs_give_the_pipeline_in_its_enforced_order() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let lib = std::fs::read_to_string(root.join("src/lib.rs")).unwrap();
+    let readme = std::fs::read_to_string(root.join("../README.md")).unwrap();
+    let stages: Vec<String> = ORDER
+        .iter()
+        .skip_while(|m| **m != "scenario")
+        .take_while(|m| **m != "baseline")
+        .map(|m| m.to_string())
+        .collect();
+    assert_eq!(listed(&lib, "flows one way"), stages, "src/lib.rs");
+    assert_eq!(listed(&readme, "## How it works"), stages, "README.md");
+}
