@@ -3,6 +3,7 @@
 //! ([`CliError::exit_code`]). No logic of its own.
 
 pub mod args;
+pub mod plan;
 
 use std::path::{Path, PathBuf};
 #[cfg(target_os = "linux")]
@@ -358,21 +359,15 @@ fn bench_stack_args(stack: &args::StackArg, bench: &args::BenchArgs) -> Result<(
 
 #[cfg(target_os = "linux")]
 fn run(a: RunArgs, color: ColorChoice) -> Result<i32, CliError> {
-    // A run of some scenarios, or some cases, is checked against the
-    // baseline's entries for those only.
     bench_stack_args(&a.stack, &a.bench)?;
-    let selection = a.select.selection();
-    let subset = !a.paths.is_empty() || !selection.is_empty();
-    let paths = if a.paths.is_empty() {
-        vec![PathBuf::from("scenarios")]
-    } else {
-        a.paths
-    };
-    let cases = selection.apply(catalogue::load(&paths)?)?;
+    let run_id = runner::run_id(SystemTime::now());
+    let plan = plan::RunPlan::new(&a, &run_id);
+    let cases = a.select.selection().apply(catalogue::load(&plan.paths)?)?;
     catalogue::check_sysctls(&cases)?;
-    // Read the baseline before spending time on the run.
+    // Read the baseline before spending time on the run; a subset is
+    // checked against its entries for those cases only.
     let baseline = match a.baseline.as_deref().map(Baseline::read).transpose()? {
-        Some(b) if subset => Some(b.only(cases.iter().map(|c| c.id.as_str()))),
+        Some(b) if plan.subset => Some(b.only(cases.iter().map(|c| c.id.as_str()))),
         b => b,
     };
     let mut stack = match place(a.stack.into())? {
@@ -382,34 +377,12 @@ fn run(a: RunArgs, color: ColorChoice) -> Result<i32, CliError> {
     if let Some(backend) = &a.capture {
         stack.capture = backend.parse().map_err(CliError::Usage)?;
     }
-    let run_id = runner::run_id(SystemTime::now());
-    // `--report -` is the report on stdout, and no file; so is `--format
-    // json` besides the file. Either way the table goes to stderr.
-    let to_stdout = a.report.as_deref() == Some(Path::new("-"));
-    let json_out = to_stdout || a.format == args::RunFormat::Json;
-    let path = a
-        .report
-        .filter(|_| !to_stdout)
-        .unwrap_or_else(|| Path::new("reports").join(format!("{run_id}.json")));
-    // Where the results go must be writable before the run starts.
-    let mut outputs = Vec::new();
-    if !to_stdout {
-        outputs.push(path.parent().unwrap_or(Path::new("")).to_path_buf());
-    }
-    outputs.extend(
-        a.junit
-            .iter()
-            .map(|j| j.parent().unwrap_or(Path::new("")).to_path_buf()),
-    );
-    if !a.no_captures {
-        outputs.push(a.captures.clone());
-    }
-    for dir in &outputs {
+    for dir in &plan.outputs {
         crate::files::prepare_output_dir(dir).map_err(write_err(dir))?;
     }
     runner::check_privileges().map_err(CliError::Privileges)?;
     let opts = RunOptions {
-        captures_dir: (!a.no_captures).then_some(a.captures),
+        captures_dir: plan.captures.clone(),
         run_id: run_id.clone(),
         jobs: a
             .jobs
@@ -427,27 +400,27 @@ fn run(a: RunArgs, color: ColorChoice) -> Result<i32, CliError> {
     let rep = runner::run_all(&cases, &opts, stop, &|r| progress.done(r));
     progress.finish();
     // The report first: whatever happens to stdout, it is kept.
-    if !to_stdout {
-        report::write(&path, &rep).map_err(write_err(&path))?;
+    if let plan::ReportTo::File(path) = &plan.report {
+        report::write(path, &rep).map_err(write_err(path))?;
     }
-    if let Some(junit) = &a.junit {
+    if let Some(junit) = &plan.junit {
         crate::files::write_atomic(junit, sinks::junit::junit(&rep).as_bytes())
             .map_err(write_err(junit))?;
     }
     // With JSON on stdout, the table goes to stderr.
-    let term = if json_out {
+    let term = if plan.json_on_stdout {
         Terminal::stderr(color)
     } else {
         Terminal::stdout(color)
     };
     let mut text = sinks::console::table(&rep, &term);
-    if !to_stdout {
+    if let plan::ReportTo::File(path) = &plan.report {
         text.push_str(&format!("report: {}\n", path.display()));
     }
     if let Some(dir) = &opts.captures_dir {
         text.push_str(&format!("captures: {}\n", dir.join(&run_id).display()));
     }
-    if let Some(p) = &a.junit {
+    if let Some(p) = &plan.junit {
         text.push_str(&format!("junit: {}\n", p.display()));
     }
     if rep.interrupted {
@@ -461,7 +434,7 @@ fn run(a: RunArgs, color: ColorChoice) -> Result<i32, CliError> {
     if let Some((d, b)) = &drift {
         text.push_str(&drift_text(d, b, &rep));
     }
-    if json_out {
+    if plan.json_on_stdout {
         eprint!("{text}");
         say(&json(&rep));
     } else {
