@@ -482,3 +482,52 @@ mod tests {
         }
     }
 }
+
+/// The timer a socket has running, as the kernel names it (`ss -o`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum TimerKind {
+    Retransmit,
+    KeepAlive,
+    TimeWait,
+    /// The persist timer: zero-window probes.
+    ZeroWindowProbe,
+}
+
+impl TimerKind {
+    pub const ALL: [TimerKind; 4] = [
+        TimerKind::Retransmit,
+        TimerKind::KeepAlive,
+        TimerKind::TimeWait,
+        TimerKind::ZeroWindowProbe,
+    ];
+
+    /// Its name in steps and reports: `retransmit`, `keep-alive`,
+    /// `time-wait`, `zero-window-probe`.
+    pub fn name(self) -> &'static str {
+        match self {
+            TimerKind::Retransmit => "retransmit",
+            TimerKind::KeepAlive => "keep-alive",
+            TimerKind::TimeWait => "time-wait",
+            TimerKind::ZeroWindowProbe => "zero-window-probe",
+        }
+    }
+}
+
+impl std::str::FromStr for TimerKind {
+    type Err = String;
+
+    /// The step's spelling, or the common other names (`keepalive`,
+    /// `persist`).
+    fn from_str(s: &str) -> Result<TimerKind, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "retransmit" | "on" => Ok(TimerKind::Retransmit),
+            "keep-alive" | "keepalive" => Ok(TimerKind::KeepAlive),
+            "time-wait" | "timewait" => Ok(TimerKind::TimeWait),
+            "zero-window-probe" | "persist" | "probe" => Ok(TimerKind::ZeroWindowProbe),
+            _ => Err(format!(
+                "unknown timer {s:?}; expected retransmit, keep-alive, time-wait or zero-window-probe (persist)"
+            )),
+        }
+    }
+}

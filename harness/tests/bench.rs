@@ -317,7 +317,8 @@ fn the_catalogue_runs_with_gvisor_on_both_hosts() {
         .collect();
     assert!(errors.is_empty(), "{errors:#?}");
     // The router holds the packet filter: no case lacks one. What gVisor
-    // cannot do is show a socket after close, and have some sysctls.
+    // cannot do is show a socket after close, its timers or a listener's
+    // accept queue, and have some sysctls.
     for c in r
         .cases
         .iter()
@@ -325,10 +326,10 @@ fn the_catalogue_runs_with_gvisor_on_both_hosts() {
     {
         assert!(
             !c.verdict.unsupported.is_empty()
-                && c.verdict.unsupported.iter().all(|u| {
-                    u.contains("shows states only through descriptors")
-                        || u.contains("does not exist")
-                }),
+                && c.verdict
+                    .unsupported
+                    .iter()
+                    .all(|u| common::a_stated_gvisor_gap(u) && !u.contains("needs")),
             "{}: {:?}",
             c.id,
             c.verdict.unsupported
@@ -343,7 +344,11 @@ fn the_catalogue_runs_with_gvisor_on_both_hosts() {
         faults_ran > 0,
         "no case with a fault step ran on gVisor hosts"
     );
-    assert!(r.summary.pass > r.cases.len() / 2, "{:?}", r.summary);
+    // Most of the catalogue runs; a case without expectations for gVisor
+    // links is unchecked, not unsupported.
+    let ran = r.summary.pass + r.summary.unchecked;
+    assert!(ran > r.cases.len() / 2, "{:?}", r.summary);
+    assert!(r.summary.pass > 0, "{:?}", r.summary);
 }
 
 #[test]

@@ -256,10 +256,10 @@ fn the_catalogue_runs_on_gvisor() {
     {
         assert!(
             !c.verdict.unsupported.is_empty()
-                && c.verdict.unsupported.iter().all(|u| u.contains("needs")
-                    || u.contains("out of sight")
-                    || u.contains("shows states only through descriptors")
-                    || u.contains("does not exist")),
+                && c.verdict
+                    .unsupported
+                    .iter()
+                    .all(|u| common::a_stated_gvisor_gap(u)),
             "{}: {:?}",
             c.id,
             c.verdict.unsupported

@@ -20,6 +20,7 @@ pub fn int_option(opt: SockOpt) -> Option<(libc::c_int, libc::c_int)> {
     Some(match opt {
         SockOpt::RcvBuf(_) => (libc::SOL_SOCKET, libc::SO_RCVBUF),
         SockOpt::SndBuf(_) => (libc::SOL_SOCKET, libc::SO_SNDBUF),
+        SockOpt::RcvLowat(_) => (libc::SOL_SOCKET, libc::SO_RCVLOWAT),
         SockOpt::ReuseAddr(_) => (libc::SOL_SOCKET, libc::SO_REUSEADDR),
         SockOpt::ReusePort(_) => (libc::SOL_SOCKET, libc::SO_REUSEPORT),
         SockOpt::KeepAlive(_) => (libc::SOL_SOCKET, libc::SO_KEEPALIVE),

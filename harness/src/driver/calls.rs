@@ -521,6 +521,19 @@ pub fn so_error(fd: RawFd) -> CallResult {
     r
 }
 
+/// `getsockopt(SO_LINGER)`: the linger time as the value when on, none
+/// when off; the note says which.
+pub fn get_linger(fd: RawFd) -> CallResult {
+    match sock_ref(&fd).linger() {
+        Ok(l) => CallResult {
+            value: l.map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
+            note: Some(if l.is_some() { "on" } else { "off" }.into()),
+            ..CallResult::ok(0)
+        },
+        Err(e) => io_result(&e),
+    }
+}
+
 /// `getsockopt(TCP_INFO)` (or this OS's equivalent, see `observe`): the
 /// socket's TCP state.
 pub fn tcp_state(fd: RawFd) -> CallResult {
@@ -677,6 +690,7 @@ pub fn setsockopt(fd: RawFd, opt: SockOpt) -> CallResult {
             let v: libc::c_int = match other {
                 SockOpt::RcvBuf(n)
                 | SockOpt::SndBuf(n)
+                | SockOpt::RcvLowat(n)
                 | SockOpt::Linger2(n)
                 | SockOpt::KeepIdle(n)
                 | SockOpt::KeepIntvl(n)
@@ -859,7 +873,7 @@ impl FdCall {
             | Call::Accept
             | Call::Close
             | Call::Wait {
-                what: WaitFor::State(_),
+                what: WaitFor::State(_) | WaitFor::Timer(_) | WaitFor::Queued(_),
                 ..
             } => return None,
         })
@@ -910,6 +924,9 @@ pub fn on_fd(
         FdCall::GetOption {
             opt: GetOpt::TcpInfo,
         } => tcp_state(fd),
+        FdCall::GetOption {
+            opt: GetOpt::Linger,
+        } => get_linger(fd),
         FdCall::Shutdown { how } => shutdown(fd, *how),
         FdCall::SetOption { opt } => setsockopt(fd, *opt),
         FdCall::Ioctl { query } => ioctl(fd, *query),

@@ -70,6 +70,9 @@ struct Driver<'a, 'i> {
     displaced: Vec<Sock>,
     records: Vec<StepRecord>,
     pending: HashMap<String, Pending>,
+    /// The capture time of the segment each labelled `wait wire` segment
+    /// step found (µs since the epoch).
+    segment_times: HashMap<String, i64>,
     timeline: Timeline,
     last_snapshot: Snapshot,
     last_snapshot_ms: f64,
@@ -131,6 +134,11 @@ struct WireWatch {
     conn: Option<Connection>,
     /// Packets of the capture already folded in.
     seen: usize,
+    /// Connection 1's segments so far, in capture order: its sender, flags,
+    /// payload length and capture time (`wait wire c:R`).
+    marks: Vec<(Side, crate::tcp::Flags, u32, i64)>,
+    /// Marks already matched by a `wait wire` segment step.
+    matched: usize,
 }
 
 impl WireWatch {
@@ -160,6 +168,7 @@ impl WireWatch {
             if let Frame::Tcp(seg) = wire::parse_frame(capture.linktype(), i, p) {
                 if let Some(side) = conn.side_of(&seg) {
                     conn.push(&seg, side);
+                    self.marks.push((side, seg.flags, seg.len, seg.ts_us));
                 }
             }
         }
@@ -190,6 +199,7 @@ pub fn run(case: &Case, t0: Instant, io: &mut Instruments) -> (DriverOutput, Ope
         displaced: Vec::new(),
         records: Vec::new(),
         pending: HashMap::new(),
+        segment_times: HashMap::new(),
         timeline: Timeline::default(),
         last_snapshot: Snapshot::default(),
         last_snapshot_ms: 0.0,
@@ -478,6 +488,132 @@ impl Driver<'_, '_> {
             },
             Control::Heal(label) => self.heal(label.as_deref()),
             Control::WaitWire(event) => self.wait_wire(*event, deadline),
+            Control::WaitSegment { pattern, since } => {
+                self.wait_segment(*pattern, since.as_deref(), step.label.as_deref(), deadline)
+            }
+        }
+    }
+
+    /// `wait wire c:R [since LABEL]`: until the capture shows connection
+    /// 1's next such segment after the last one a segment wait found. Its
+    /// `value` is the segment's place in the trace (from 1); `since`
+    /// another segment wait, its duration is the time between the two
+    /// segments by the capture's clock (the harness's own timing is not in
+    /// it).
+    fn wait_segment(
+        &mut self,
+        pattern: crate::scenario::SegmentPattern,
+        since: Option<&str>,
+        label: Option<&str>,
+        deadline: Instant,
+    ) -> CallResult {
+        let from = match since.map(|l| (l, self.segment_times.get(l).copied())) {
+            None => None,
+            Some((_, Some(t))) => Some(t),
+            Some((l, None)) => {
+                return CallResult::harness_error(format!(
+                    "`since {l}`: step {l} is not a `wait wire` segment step that found its segment"
+                ));
+            }
+        };
+        let mut backoff = Backoff::new();
+        loop {
+            self.observe();
+            let w = &self.wire;
+            let found = w.marks[w.matched..]
+                .iter()
+                .position(|(side, flags, len, _)| pattern.matches(*side, *flags, *len))
+                .map(|i| w.matched + i);
+            if let Some(i) = found {
+                self.wire.matched = i + 1;
+                let ts_us = self.wire.marks[i].3;
+                if let Some(l) = label {
+                    self.segment_times.insert(l.to_string(), ts_us);
+                }
+                return CallResult {
+                    value: i64::try_from(i + 1).ok(),
+                    took_us: from.map(|f| u64::try_from(ts_us - f).unwrap_or(0)),
+                    ..CallResult::ok(0)
+                };
+            }
+            if Instant::now() >= deadline {
+                return CallResult {
+                    timed_out: true,
+                    note: Some("no such segment before the deadline".into()),
+                    ..Default::default()
+                };
+            }
+            backoff.sleep(deadline);
+        }
+    }
+
+    /// `listener wait queued N`: until the listener's accept queue holds at
+    /// least N connections; the `value` is how many it held then.
+    fn wait_queued(&mut self, n: u32, deadline: Instant) -> CallResult {
+        let mut backoff = Backoff::new();
+        loop {
+            self.observe();
+            let queued = self
+                .ends
+                .find_listener(&self.last_snapshot)
+                .map(|e| e.recv_queue);
+            if let Some(q) = queued.filter(|q| *q >= n) {
+                return CallResult {
+                    value: Some(i64::from(q)),
+                    ..CallResult::ok(0)
+                };
+            }
+            if Instant::now() >= deadline {
+                return CallResult {
+                    timed_out: true,
+                    note: Some(match queued {
+                        Some(q) => format!("{q} queued"),
+                        None => "no listener in sight of the stack's state source".into(),
+                    }),
+                    value: queued.map(i64::from),
+                    ..Default::default()
+                };
+            }
+            backoff.sleep(deadline);
+        }
+    }
+
+    /// `A wait timer KIND`: until the stack shows that timer running on A's
+    /// socket; the `value` is what is left of it then (ms).
+    fn wait_timer(
+        &mut self,
+        actor: Actor,
+        kind: crate::tcp::TimerKind,
+        deadline: Instant,
+    ) -> CallResult {
+        let mut backoff = Backoff::new();
+        loop {
+            self.observe();
+            let entry = match actor.side() {
+                Some(side) => self.ends.find(&self.last_snapshot, side),
+                None => self.ends.find_listener(&self.last_snapshot),
+            };
+            if let Some(e) = entry.filter(|e| e.timer == Some(kind)) {
+                return CallResult {
+                    value: e.timer_ms.map(i64::from),
+                    ..CallResult::ok(0)
+                };
+            }
+            if Instant::now() >= deadline {
+                let seen = match entry {
+                    Some(e) => match e.timer {
+                        Some(t) => format!("{}, with its {} timer", e.state, t.name()),
+                        None => format!("{}, with no timer", e.state),
+                    },
+                    None => "out of sight of the stack's state source".into(),
+                };
+                return CallResult {
+                    timed_out: true,
+                    note: Some(format!("still {seen}")),
+                    ..Default::default()
+                };
+            }
+            backoff.sleep(deadline);
         }
     }
 
@@ -633,6 +769,14 @@ impl Driver<'_, '_> {
                 }
                 self.wait_state(actor, *want, deadline)
             }
+            Call::Wait {
+                what: WaitFor::Timer(kind),
+                ..
+            } => self.wait_timer(actor, *kind, deadline),
+            Call::Wait {
+                what: WaitFor::Queued(n),
+                ..
+            } => self.wait_queued(*n, deadline),
             Call::SetOption(opt) => {
                 let h = self.ensure_socket(actor)?;
                 let logs = self.conns.logs(actor.index);

@@ -31,15 +31,7 @@ use crate::sandbox::{Hosts, Namespace};
 use crate::scenario::Family;
 use crate::tcp::{PerSide, Side, TcpState};
 
-/// The timer a socket has running, as the kernel names it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum TimerKind {
-    Retransmit,
-    KeepAlive,
-    TimeWait,
-    ZeroWindowProbe,
-}
+pub use crate::tcp::TimerKind;
 
 /// One socket in a snapshot.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -25,8 +25,8 @@ use toml::Spanned;
 
 pub use expect::Matcher;
 pub use steps::{
-    Actor, Call, Control, GetOpt, Group, How, IoctlQuery, Payload, ReadAmount, Role, SockOpt, Step,
-    StepKind, Verb, WaitFor, WireEvent,
+    Actor, Call, Control, GetOpt, Group, How, IoctlQuery, Payload, ReadAmount, Role,
+    SegmentPattern, SockOpt, Step, StepKind, Verb, WaitFor, WireEvent,
 };
 
 use crate::files::{self, InputError};
@@ -885,10 +885,12 @@ fn lifecycle_step(
         index: actor.index,
     };
     let client_connected = matches!(life.get(&its_client), Some(Life::Open | Life::Closed));
+    // A wait on a state or a timer is read from the stack's table, which
+    // also shows a socket no descriptor holds.
     let state_wait = matches!(
         call,
         Call::Wait {
-            what: WaitFor::State(_),
+            what: WaitFor::State(_) | WaitFor::Timer(_),
             ..
         }
     );

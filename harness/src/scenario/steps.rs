@@ -302,6 +302,8 @@ pub enum SockOpt {
     KeepIntvl(i32),
     /// `TCP_KEEPCNT`: unanswered probes before the connection is dropped.
     KeepCnt(i32),
+    /// `SO_RCVLOWAT`: bytes a read waits for (and poll's readability).
+    RcvLowat(i32),
 }
 
 /// A socket option read back with `getsockopt(2)`.
@@ -314,6 +316,9 @@ pub enum GetOpt {
     SoError,
     /// `TCP_INFO`: the socket's TCP state (the step's `tcp_state`).
     TcpInfo,
+    /// `SO_LINGER`: the linger time in seconds as the step's `value`, null
+    /// when off (what accept() hands on from the listener, say).
+    Linger,
 }
 
 /// `ioctl(2)` queries on a connected socket.
@@ -337,6 +342,13 @@ pub enum WaitFor {
     State(TcpState),
     Readable,
     Writable,
+    /// The actor's socket has this timer running (the state source's
+    /// timers: sock_diag); the step's `value` is what is left of it then.
+    Timer(crate::tcp::TimerKind),
+    /// The listener's accept queue holds at least this many connections
+    /// nobody has accepted yet (sock_diag's receive queue of a listening
+    /// socket); the step's `value` is how many it held then.
+    Queued(u32),
 }
 
 /// A socket call, made by an actor.
@@ -397,6 +409,77 @@ pub enum WireEvent {
     Acked,
 }
 
+/// A segment as the trace writes it (`wire.trace`): its sender and its
+/// flags in tcpdump's spelling, and its payload length if given (`c:R`,
+/// `s:F.`, `c:P.100`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SegmentPattern {
+    pub from: crate::tcp::Side,
+    pub flags: crate::tcp::Flags,
+    pub len: Option<u32>,
+}
+
+impl SegmentPattern {
+    /// Whether a segment of `from` with `flags` and `len` payload bytes is
+    /// one of these.
+    pub fn matches(&self, from: crate::tcp::Side, flags: crate::tcp::Flags, len: u32) -> bool {
+        self.from == from && self.flags == flags && self.len.is_none_or(|l| l == len)
+    }
+}
+
+impl std::str::FromStr for SegmentPattern {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<SegmentPattern, String> {
+        use crate::tcp::{Flags, Side};
+        let bad = || {
+            format!(
+                "{s:?} is not a segment as the trace writes it: c: or s:, then flags (S, F, R, P, U, E, W, . for ACK), then a payload length if any, e.g. c:R, s:F., c:P.100"
+            )
+        };
+        let (from, rest) = match s.split_once(':') {
+            Some(("c", rest)) => (Side::Client, rest),
+            Some(("s", rest)) => (Side::Server, rest),
+            _ => return Err(bad()),
+        };
+        let digits = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let (letters, len) = rest.split_at(digits);
+        let mut bits = 0u8;
+        for c in letters.chars() {
+            let flag = match c {
+                'F' => Flags::FIN,
+                'S' => Flags::SYN,
+                'R' => Flags::RST,
+                'P' => Flags::PSH,
+                '.' => Flags::ACK,
+                'U' => Flags::URG,
+                'E' => Flags::ECE,
+                'W' => Flags::CWR,
+                _ => return Err(bad()),
+            };
+            if bits & flag.bits() != 0 {
+                return Err(bad());
+            }
+            bits |= flag.bits();
+        }
+        if bits == 0 {
+            return Err(bad());
+        }
+        let len = if len.is_empty() {
+            None
+        } else {
+            Some(len.parse::<u32>().map_err(|_| bad())?)
+        };
+        Ok(SegmentPattern {
+            from,
+            flags: Flags::from_bits(bits),
+            len,
+        })
+    }
+}
+
 /// A step of the harness itself: no socket is involved.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Control {
@@ -405,6 +488,14 @@ pub enum Control {
     WaitWire(WireEvent),
     /// Wait for the bg step with this label.
     Join(String),
+    /// `wait wire c:R [since LABEL]`: until the capture shows the next
+    /// such segment of connection 1; `since` another such wait, the step's
+    /// duration is the time between the two segments, by the capture's
+    /// clock.
+    WaitSegment {
+        pattern: SegmentPattern,
+        since: Option<String>,
+    },
     /// Put a packet filter rule in place (`drop ...`, `reject ...`).
     Fault(Rule),
     /// Remove the fault labelled so, or every fault (`heal`).
@@ -537,7 +628,7 @@ impl Step {
         match &self.kind {
             StepKind::Socket { call, .. } => call.verb(),
             StepKind::Control(Control::Sleep(_)) => Verb::Sleep,
-            StepKind::Control(Control::WaitWire(_)) => Verb::Wait,
+            StepKind::Control(Control::WaitWire(_) | Control::WaitSegment { .. }) => Verb::Wait,
             StepKind::Control(Control::Join(_)) => Verb::Join,
             StepKind::Control(Control::Fault(r)) => match r.effect {
                 Effect::Drop => Verb::Drop,
@@ -814,14 +905,21 @@ pub fn parse_step(line: &str, line_no: Option<usize>) -> Result<Option<Step>, St
                     ),
                 ));
             }
-            let (col, event) = cur.word("an event on the wire: closed or acked")?;
+            let (col, event) =
+                cur.word("an event on the wire: closed, acked or a segment such as c:R")?;
             match event.as_str() {
                 "closed" => StepKind::Control(Control::WaitWire(WireEvent::Closed)),
                 "acked" => StepKind::Control(Control::WaitWire(WireEvent::Acked)),
+                token if token.contains(':') => StepKind::Control(Control::WaitSegment {
+                    pattern: token.parse().map_err(|e| StepError::at(col, e))?,
+                    since: None,
+                }),
                 other => {
                     return Err(StepError::at(
                         col,
-                        format!("unknown wire event {other:?}; expected closed or acked"),
+                        format!(
+                            "unknown wire event {other:?}; expected closed, acked or a segment such as c:R or s:F."
+                        ),
                     ));
                 }
             }
@@ -942,7 +1040,7 @@ pub fn parse_step(line: &str, line_no: Option<usize>) -> Result<Option<Step>, St
                     StepKind::Socket {
                         call: Call::Wait { .. },
                         ..
-                    }
+                    } | StepKind::Control(Control::WaitSegment { .. })
                 );
                 if !is_wait {
                     return Err(StepError::at(
@@ -976,6 +1074,9 @@ pub fn parse_step(line: &str, line_no: Option<usize>) -> Result<Option<Step>, St
             background,
             group,
         },
+        StepKind::Control(Control::WaitSegment { pattern, .. }) => {
+            StepKind::Control(Control::WaitSegment { pattern, since })
+        }
         other => other,
     };
     if let StepKind::Socket {
@@ -1169,7 +1270,6 @@ fn call(actor: Actor, cur: &mut Cursor) -> Result<Call, StepError> {
             }
         }
         "shutdown" => {
-            only(&data_side)?;
             let (col, how) = cur.word("RD, WR or RDWR")?;
             let how = match how.to_ascii_uppercase().trim_start_matches("SHUT_") {
                 "RD" => How::Read,
@@ -1187,15 +1287,15 @@ fn call(actor: Actor, cur: &mut Cursor) -> Result<Call, StepError> {
         "close" => Call::Close,
         "setsockopt" => Call::SetOption(sockopt(cur)?),
         "getsockopt" => {
-            only(&data_side)?;
-            let (col, name) = cur.word("SO_ERROR or TCP_INFO")?;
+            let (col, name) = cur.word("SO_ERROR, TCP_INFO or SO_LINGER")?;
             Call::GetOption(match name.to_ascii_uppercase().as_str() {
                 "SO_ERROR" => GetOpt::SoError,
                 "TCP_INFO" => GetOpt::TcpInfo,
+                "SO_LINGER" => GetOpt::Linger,
                 other => {
                     return Err(StepError::at(
                         col,
-                        format!("cannot read {other:?}; expected SO_ERROR or TCP_INFO"),
+                        format!("cannot read {other:?}; expected SO_ERROR, TCP_INFO or SO_LINGER"),
                     ));
                 }
             })
@@ -1218,11 +1318,36 @@ fn call(actor: Actor, cur: &mut Cursor) -> Result<Call, StepError> {
             })
         }
         "wait" => {
-            let (col, what) = cur.word("state STATE, readable or writable")?;
+            let (col, what) =
+                cur.word("state STATE, timer TIMER, queued N, readable or writable")?;
             let what = match what.as_str() {
                 "state" => {
                     let (col, name) = cur.word("a TCP state such as FIN-WAIT-2")?;
                     WaitFor::State(name.parse().map_err(|e| StepError::at(col, e))?)
+                }
+                "timer" => {
+                    let (col, name) = cur
+                        .word("a timer: retransmit, keep-alive, time-wait or zero-window-probe")?;
+                    WaitFor::Timer(name.parse().map_err(|e| StepError::at(col, e))?)
+                }
+                "queued" => {
+                    only(&[Role::Listener])?;
+                    let col = cur.column();
+                    let n = int(cur, "how many connections")?;
+                    WaitFor::Queued(
+                        u32::try_from(n)
+                            .ok()
+                            .filter(|n| *n <= limits::MAX_CONNECTIONS)
+                            .ok_or_else(|| {
+                                StepError::at(
+                                    col,
+                                    format!(
+                                        "{n} queued connections: at most {}",
+                                        limits::MAX_CONNECTIONS
+                                    ),
+                                )
+                            })?,
+                    )
                 }
                 "readable" => WaitFor::Readable,
                 "writable" => WaitFor::Writable,
@@ -1230,7 +1355,7 @@ fn call(actor: Actor, cur: &mut Cursor) -> Result<Call, StepError> {
                     return Err(StepError::at(
                         col,
                         format!(
-                            "cannot wait for {other:?}; expected state STATE, readable or writable"
+                            "cannot wait for {other:?}; expected state STATE, timer TIMER, queued N, readable or writable"
                         ),
                     ));
                 }
@@ -1254,7 +1379,7 @@ fn call(actor: Actor, cur: &mut Cursor) -> Result<Call, StepError> {
 }
 
 fn sockopt(cur: &mut Cursor) -> Result<SockOpt, StepError> {
-    const NAMES: &str = "SO_LINGER, SO_RCVBUF, SO_SNDBUF, SO_REUSEADDR, SO_REUSEPORT, SO_KEEPALIVE, TCP_NODELAY, TCP_CORK, TCP_LINGER2, TCP_USER_TIMEOUT, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT or O_NONBLOCK";
+    const NAMES: &str = "SO_LINGER, SO_RCVBUF, SO_SNDBUF, SO_RCVLOWAT, SO_REUSEADDR, SO_REUSEPORT, SO_KEEPALIVE, TCP_NODELAY, TCP_CORK, TCP_LINGER2, TCP_USER_TIMEOUT, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT or O_NONBLOCK";
     let (col, name) = cur.word(&format!("an option: {NAMES}"))?;
     Ok(match name.to_ascii_uppercase().as_str() {
         "SO_LINGER" => {
@@ -1286,6 +1411,7 @@ fn sockopt(cur: &mut Cursor) -> Result<SockOpt, StepError> {
         }
         "SO_RCVBUF" => SockOpt::RcvBuf(buffer_size(cur)?),
         "SO_SNDBUF" => SockOpt::SndBuf(buffer_size(cur)?),
+        "SO_RCVLOWAT" => SockOpt::RcvLowat(buffer_size(cur)?),
         "SO_REUSEADDR" => SockOpt::ReuseAddr(flag(cur)?),
         "SO_REUSEPORT" => SockOpt::ReusePort(flag(cur)?),
         "SO_KEEPALIVE" => SockOpt::KeepAlive(flag(cur)?),
@@ -1828,5 +1954,94 @@ mod tests {
                 prop_assert_eq!(call, Call::Write { payload: Payload::Pattern(n), nosignal: false, dontwait: false, more: false });
             }
         }
+    }
+
+    #[test]
+    fn timers_the_accept_queue_and_so_linger_can_be_read() {
+        use crate::tcp::TimerKind;
+        for (text, kind) in [
+            ("client wait timer keep-alive", TimerKind::KeepAlive),
+            ("client wait timer keepalive", TimerKind::KeepAlive),
+            ("client wait timer persist", TimerKind::ZeroWindowProbe),
+            ("server wait timer retransmit", TimerKind::Retransmit),
+            ("client wait timer time-wait", TimerKind::TimeWait),
+        ] {
+            assert!(
+                matches!(call_of(text), Call::Wait { what: WaitFor::Timer(k), .. } if k == kind),
+                "{text}"
+            );
+        }
+        assert!(
+            err("client wait timer idle")
+                .message
+                .contains("unknown timer")
+        );
+        assert!(matches!(
+            call_of("listener wait queued 3"),
+            Call::Wait {
+                what: WaitFor::Queued(3),
+                ..
+            }
+        ));
+        assert!(err("client wait queued 1").message.contains("listener"));
+        assert!(
+            err("listener wait queued 20001")
+                .message
+                .contains("at most 20000")
+        );
+        assert_eq!(
+            call_of("server getsockopt SO_LINGER"),
+            Call::GetOption(GetOpt::Linger)
+        );
+        assert_eq!(
+            call_of("server setsockopt SO_RCVLOWAT 10"),
+            Call::SetOption(SockOpt::RcvLowat(10))
+        );
+        // A listener can be shut down too.
+        assert_eq!(call_of("listener shutdown RD"), Call::Shutdown(How::Read));
+    }
+
+    #[test]
+    fn a_segment_wait_names_a_segment_as_the_trace_writes_it() {
+        use crate::tcp::{Flags, Side};
+        let Control::WaitSegment { pattern, since } = control_of("wait wire c:R as rst") else {
+            panic!("a segment wait")
+        };
+        assert_eq!(
+            (pattern.from, pattern.flags, pattern.len, since),
+            (Side::Client, Flags::RST, None, None)
+        );
+        let Control::WaitSegment { pattern, since } =
+            control_of("wait wire s:P.100 since rst within 2s as data")
+        else {
+            panic!("a segment wait")
+        };
+        assert_eq!(pattern.from, Side::Server);
+        assert_eq!(pattern.flags.bits(), Flags::PSH.bits() | Flags::ACK.bits());
+        assert_eq!((pattern.len, since.as_deref()), (Some(100), Some("rst")));
+        assert!(pattern.matches(Side::Server, pattern.flags, 100));
+        assert!(!pattern.matches(Side::Server, pattern.flags, 99));
+        assert!(!pattern.matches(Side::Client, pattern.flags, 100));
+        // Exact flags: an RST with ACK is not an RST alone.
+        let rst: SegmentPattern = "c:R".parse().unwrap();
+        assert!(!rst.matches(
+            Side::Client,
+            Flags::from_bits(Flags::RST.bits() | Flags::ACK.bits()),
+            0
+        ));
+        for bad in ["x:R", "c:", "c:RR", "c:Q", "c:R.x", "c:12"] {
+            assert!(
+                err(&format!("wait wire {bad}"))
+                    .message
+                    .contains("not a segment"),
+                "{bad}"
+            );
+        }
+        // `since` on wire waits: only for segment waits.
+        assert!(
+            err("wait wire closed since x")
+                .message
+                .contains("only a wait step")
+        );
     }
 }

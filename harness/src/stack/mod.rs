@@ -448,6 +448,43 @@ pub fn requirements(case: &Case, reach: &Reach) -> Vec<String> {
                 ));
             }
             StepKind::Socket {
+                actor,
+                call:
+                    Call::Wait {
+                        what: WaitFor::Timer(timer),
+                        ..
+                    },
+                ..
+            } if !reach.sides[actor.host()].states.sees_timers() => {
+                let side = &reach.sides[actor.host()];
+                missing.push(format!(
+                    "{at}: `{}` waits for the {} timer; {} shows no timers ({})",
+                    s.text,
+                    timer.name(),
+                    side.name,
+                    side.states.name()
+                ));
+            }
+            // The accept queue's length is sock_diag's receive queue of the
+            // listening socket; TCP_INFO has no such field.
+            StepKind::Socket {
+                actor,
+                call:
+                    Call::Wait {
+                        what: WaitFor::Queued(_),
+                        ..
+                    },
+                ..
+            } if !reach.sides[actor.host()].states.sees_orphans() => {
+                let side = &reach.sides[actor.host()];
+                missing.push(format!(
+                    "{at}: `{}` reads the accept queue, which sock_diag shows and {}'s state source ({}) does not",
+                    s.text,
+                    side.name,
+                    side.states.name()
+                ));
+            }
+            StepKind::Socket {
                 call: Call::Accept, ..
             } => accepted = true,
             StepKind::Socket {
@@ -519,6 +556,29 @@ mod tests {
                 && missing[0].contains("no one accepted"),
             "{missing:?}"
         );
+    }
+
+    /// Timers and the accept queue are sock_diag's to show: a side whose
+    /// stack reads states through TCP_INFO cannot wait for them.
+    #[test]
+    fn timers_and_the_accept_queue_need_sock_diag() {
+        let gv = Reach::of(&Stack::gvisor("test"));
+        let linux = Reach::of(&Stack::linux("test"));
+        let c = case("client wait timer keep-alive\nlistener wait queued 1");
+        assert!(requirements(&c, &linux).is_empty());
+        let missing = requirements(&c, &gv);
+        assert_eq!(missing.len(), 2, "{missing:?}");
+        assert!(missing[0].contains("keep-alive timer") && missing[0].contains("no timers"));
+        assert!(missing[1].contains("accept queue"));
+        // On a bench, per side: a Linux client's timer is in sight even
+        // with a gVisor server.
+        let mixed = Reach {
+            faults: FaultBackend::Nftables,
+            sides: PerSide::new(linux.sides.client.clone(), gv.sides.server.clone()),
+        };
+        let missing = requirements(&c, &mixed);
+        assert_eq!(missing.len(), 1, "{missing:?}");
+        assert!(missing[0].contains("accept queue"));
     }
 
     #[test]
