@@ -78,6 +78,16 @@ pub enum ScenarioError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "{}: names the scenario {name:?}, as {} does; case ids and capture files must be unique, so rename one",
+        second.display(),
+        first.display()
+    )]
+    SameName {
+        name: String,
+        first: PathBuf,
+        second: PathBuf,
+    },
     #[error("{}:{line}:{column}: {message}", path.display())]
     Invalid {
         path: PathBuf,
@@ -1037,7 +1047,9 @@ fn parse_expectation(
 }
 
 /// Finds scenario files: each argument is a file, or a directory whose
-/// `*.toml` files are taken in name order.
+/// `*.toml` files are taken in name order. A file reached twice (named
+/// and inside a named directory, say) is taken once; two files that name
+/// the same scenario are an error, as their cases would share ids.
 pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ScenarioError> {
     let mut out = Vec::new();
     for p in paths {
@@ -1064,6 +1076,25 @@ pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ScenarioError> {
             });
         }
     }
+    let mut seen: Vec<(PathBuf, &std::ffi::OsStr, &PathBuf)> = Vec::new();
+    let mut keep = vec![true; out.len()];
+    for (i, f) in out.iter().enumerate() {
+        let real = std::fs::canonicalize(f).unwrap_or_else(|_| f.clone());
+        let stem = f.file_stem().unwrap_or_default();
+        match seen.iter().find(|(r, s, _)| *r == real || *s == stem) {
+            Some((r, _, _)) if *r == real => keep[i] = false,
+            Some((_, _, first)) => {
+                return Err(ScenarioError::SameName {
+                    name: stem.to_string_lossy().into_owned(),
+                    first: (*first).clone(),
+                    second: f.clone(),
+                });
+            }
+            None => seen.push((real, stem, f)),
+        }
+    }
+    let mut keep = keep.into_iter();
+    out.retain(|_| keep.next().unwrap_or(true));
     Ok(out)
 }
 
@@ -1171,6 +1202,26 @@ facts = { "wire.client.rst" = 1, "steps.lc.errno" = { null = true } }
                 "{ok}"
             );
         }
+    }
+
+    /// A file named twice runs once; two files naming one scenario would
+    /// share case ids and capture files, and are refused.
+    #[test]
+    fn a_scenario_is_discovered_once_and_names_are_unique() {
+        let dir = std::env::temp_dir().join(format!("teardown-discover-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("other")).unwrap();
+        std::fs::write(dir.join("a.toml"), "").unwrap();
+        std::fs::write(dir.join("b.toml"), "").unwrap();
+        std::fs::write(dir.join("other/a.toml"), "").unwrap();
+        let found = discover(&[dir.join("a.toml"), dir.clone(), dir.join("./b.toml")]).unwrap();
+        assert_eq!(found, [dir.join("a.toml"), dir.join("b.toml")]);
+        let e = discover(&[dir.clone(), dir.join("other/a.toml")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("other/a.toml: names the scenario \"a\""), "{e}");
+        assert!(e.contains("rename one"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
