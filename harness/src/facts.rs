@@ -444,6 +444,13 @@ pub static KINDS: &[FactKind] = &[
         get: |c, b| Some(json!(c.outcome.final_state[side(b)])),
     },
     FactKind {
+        pattern: "unread.<side>",
+        doc: "bytes the side's socket still held unread when the stack destroyed it: what its application never read (closing on them makes the stack reset)",
+        used_as: Use::Behaviour,
+        measured_when: None,
+        get: |c, b| Some(json!(c.outcome.unread[side(b)])),
+    },
+    FactKind {
         pattern: "data.<direction>.written",
         doc: "bytes write() accepted",
         used_as: Use::Behaviour,

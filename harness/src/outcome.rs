@@ -186,6 +186,11 @@ pub struct Outcome {
     pub final_state: PerSide<Option<TcpState>>,
     pub time_wait: TimeWait,
     pub data: DataFlows,
+    /// Bytes each side's socket still held unread when the stack destroyed
+    /// it: what its application never read (closing on unread bytes is
+    /// what makes a stack reset a connection). Null where not observed.
+    #[serde(default)]
+    pub unread: PerSide<Option<u32>>,
     /// False if some socket was still in a transient state (e.g.
     /// FIN-WAIT-1) when the settle bound ran out; the final facts were
     /// taken anyway.
@@ -306,6 +311,15 @@ pub fn outcome(
         }
     }
     let final_state = final_states(out, &mut unobserved);
+    let unread = PerSide::both(()).map(|side, ()| {
+        match unread(out, side, analysis.map(|_| packets.as_slice())) {
+            Ok(n) => Some(n),
+            Err(why) => {
+                unobserved.insert(format!("unread.{side}"), why);
+                None
+            }
+        }
+    });
     let mut time_wait = time_wait(out, &mut unobserved);
     time_wait.after_peer_fin_ms = after_peer_fin(out, &time_wait, &packets, &mut unobserved);
     let flow = |writer: Side| {
@@ -352,6 +366,7 @@ pub fn outcome(
         states: out.timeline.clone(),
         final_state,
         time_wait,
+        unread,
         data: DataFlows {
             client_to_server: flow(Side::Client),
             server_to_client: flow(Side::Server),
@@ -361,6 +376,34 @@ pub fn outcome(
         unobserved,
         ..Outcome::default()
     }
+}
+
+/// The bytes `side`'s socket held unread when the stack destroyed it. The
+/// stack's count (`rcv_nxt - copied_seq`) takes the peer's FIN for a byte
+/// until the application reads the end of file, which it can only do after
+/// every byte before it: so where the FIN had arrived (the side
+/// acknowledged it on the wire), the bytes never read are one fewer.
+fn unread(out: &DriverOutput, side: Side, packets: Option<&[PacketRecord]>) -> Result<u32, String> {
+    let queued = out.destroyed.unread(&out.ends, side)?;
+    if queued == 0 {
+        return Ok(0);
+    }
+    let Some(packets) = packets else {
+        return Err("without the wire, a FIN the stack counts in the receive queue cannot be told from a byte".into());
+    };
+    let fin_at = packets
+        .iter()
+        .filter(|p| p.from != side && p.flags.fin())
+        .map(|p| p.seq.wrapping_add(p.len))
+        .min();
+    let fin_arrived = fin_at.is_some_and(|fin| {
+        packets
+            .iter()
+            .filter(|p| p.from == side)
+            .filter_map(|p| p.ack)
+            .any(|ack| ack > fin)
+    });
+    Ok(queued - u32::from(fin_arrived))
 }
 
 /// Each connection's record, and the counts over them. The stack's table
@@ -615,12 +658,14 @@ mod tests {
             settle_bound: std::time::Duration::from_secs(1),
             faults: vec![],
             placed: vec![],
+            destroyed: Default::default(),
             problems: vec![],
         }
     }
 
     fn tw_entry() -> SockEntry {
         SockEntry {
+            cookie: None,
             host: None,
             state: TcpState::TimeWait,
             local: "127.0.0.1:40000".parse().unwrap(),
@@ -648,6 +693,52 @@ mod tests {
         assert_eq!(o.data.client_to_server.sent, None);
         assert_eq!(o.unobserved["wire"], "no capture");
         assert!(!o.unobserved.contains_key("time_wait"));
+    }
+
+    fn segment(from: Side, flags: crate::tcp::Flags, seq: u32, ack: u32, len: u32) -> PacketRecord {
+        PacketRecord {
+            t_ms: 0.0,
+            from,
+            flags,
+            seq,
+            ack: Some(ack),
+            len,
+            win: 100,
+            notes: vec![],
+            dropped_by: None,
+        }
+    }
+
+    /// The stack counts a FIN not yet read in the receive queue: where the
+    /// side acknowledged its peer's FIN, one of the queued "bytes" is it.
+    #[test]
+    fn unread_bytes_do_not_count_the_peers_fin() {
+        use crate::tcp::Flags;
+        let mut out = driver(true, PerSide::both(true), vec![]);
+        out.destroyed.watched = PerSide::new(true, false);
+        out.destroyed.cookies.client = Some(7);
+        out.destroyed.entries.push(SockEntry {
+            cookie: Some(7),
+            recv_queue: 1001,
+            ..tw_entry()
+        });
+        let fin = segment(Side::Server, Flags::FIN | Flags::ACK, 1, 1, 1000);
+        let acked = segment(Side::Client, Flags::ACK, 1, 1002, 0);
+        let short = segment(Side::Client, Flags::ACK, 1, 1001, 0);
+        let unread = |packets: &[PacketRecord]| unread(&out, Side::Client, Some(packets));
+        assert_eq!(unread(&[fin.clone(), acked]), Ok(1000));
+        assert_eq!(unread(&[fin, short]), Ok(1001), "the FIN never arrived");
+        assert_eq!(unread(&[]), Ok(1001));
+        assert!(
+            super::unread(&out, Side::Server, Some(&[]))
+                .unwrap_err()
+                .contains("does not announce")
+        );
+        assert!(
+            super::unread(&out, Side::Client, None)
+                .unwrap_err()
+                .contains("without the wire")
+        );
     }
 
     /// A stack without sock_diag loses sight of a socket at close(): its

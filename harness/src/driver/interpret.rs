@@ -19,7 +19,7 @@ use super::{ConnectionApp, DriverOutput, FlowCounts, SERVER_PORT, StepRecord};
 use crate::analyze::Connection;
 use crate::capture::Capture;
 use crate::fault::{FaultRecord, Firewall};
-use crate::observe::{self, Ends, Observer, Snapshot, SockEntry, Timeline};
+use crate::observe::{self, Destroyed, Ends, Observer, Snapshot, SockEntry, Timeline};
 use crate::sandbox::Hosts;
 use crate::scenario::{Actor, Call, Case, Control, Role, Step, StepKind, WaitFor, WireEvent};
 use crate::tcp::{PerSide, Side, TcpState};
@@ -78,6 +78,7 @@ struct Driver<'a, 'i> {
     last_snapshot_ms: f64,
     /// The connection under test as the wire shows it so far.
     wire: WireWatch,
+    destroyed: Destroyed,
     problems: Vec<String>,
 }
 
@@ -204,6 +205,7 @@ pub fn run(case: &Case, t0: Instant, io: &mut Instruments) -> (DriverOutput, Ope
         last_snapshot: Snapshot::default(),
         last_snapshot_ms: 0.0,
         wire: WireWatch::default(),
+        destroyed: Destroyed::default(),
         problems: Vec::new(),
     };
     for (i, step) in case.steps.iter().enumerate() {
@@ -267,6 +269,7 @@ pub fn run(case: &Case, t0: Instant, io: &mut Instruments) -> (DriverOutput, Ope
         settle_bound: case.scenario.settle,
         faults: d.faults.into_iter().map(|(f, _)| f).collect(),
         placed: d.placed,
+        destroyed: d.destroyed,
         problems: d.problems,
     };
     (out, open)
@@ -327,6 +330,9 @@ impl Driver<'_, '_> {
             }
             Err(e) => self.problem(e),
         }
+        self.io
+            .observer
+            .destroyed(&mut self.destroyed, &self.last_snapshot, &self.ends);
     }
 
     /// The sockets the stack's state source sees now, with each agent's

@@ -39,7 +39,7 @@ pub use endpoint::{Endpoint, Handle, Sock, SysctlError};
 pub use interpret::{Instruments, OpenSockets, run};
 
 use crate::fault::FaultRecord;
-use crate::observe::{Ends, Snapshot, Timeline};
+use crate::observe::{Destroyed, Ends, Snapshot, Timeline};
 use crate::scenario::{Actor, Verb};
 use crate::tcp::PerSide;
 
@@ -119,6 +119,9 @@ pub struct DriverOutput {
     pub faults: Vec<FaultRecord>,
     /// The same rules, with what they match and when they were in place.
     pub placed: Vec<crate::fault::Placed>,
+    /// Sockets the stack announced as destroyed (the runner adds those
+    /// closed after the steps).
+    pub destroyed: Destroyed,
     /// Problems of the harness or of the scenario as written (not of the OS).
     pub problems: Vec<String>,
 }

@@ -56,6 +56,12 @@ pub struct SockEntry {
     #[serde(skip)]
     #[schemars(skip)]
     pub host: Option<Side>,
+    /// The stack's own name for the socket (sock_diag's cookie), which
+    /// outlives its addresses: an aborted socket is announced destroyed
+    /// with its peer's address cleared.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub cookie: Option<u64>,
 }
 
 /// What a state source saw at one moment.
@@ -109,6 +115,12 @@ impl StateSource {
     pub fn sees_timers(self) -> bool {
         self == StateSource::SockDiag
     }
+
+    /// Whether the source announces each socket as it is destroyed, with
+    /// what its receive queue still held (sock_diag's destroy groups).
+    pub fn sees_destruction(self) -> bool {
+        self == StateSource::SockDiag
+    }
 }
 
 /// Why the stack's socket states could not be read.
@@ -124,8 +136,9 @@ pub enum ObserveError {
 
 #[cfg(target_os = "linux")]
 enum Backend {
-    /// One socket per host: each sees its own host's sockets.
-    SockDiag(Vec<sockdiag::SockDiag>),
+    /// One socket per host: each sees its own host's sockets, and one
+    /// subscription per host to its sockets' destruction.
+    SockDiag(Vec<sockdiag::SockDiag>, Vec<sockdiag::DestroyWatch>),
     TcpInfo,
 }
 
@@ -135,6 +148,9 @@ enum Backend {
 pub struct Observer {
     backend: Backend,
     source: StateSource,
+    /// For each side's host, whether this observer hears of its sockets'
+    /// destruction (not where an agent reads the host's table).
+    watched: PerSide<bool>,
 }
 
 #[cfg(target_os = "linux")]
@@ -149,21 +165,33 @@ impl Observer {
         by_agent: PerSide<bool>,
     ) -> Result<Observer, ObserveError> {
         let backend = match source {
-            StateSource::SockDiag => Backend::SockDiag(
-                hosts
+            StateSource::SockDiag => {
+                let mine: Vec<Side> = hosts
                     .sides()
                     .iter()
-                    .filter(|&&side| !by_agent[side])
-                    .map(|&side| {
-                        hosts
-                            .on(side, || sockdiag::SockDiag::open(ns, family))
-                            .map_err(|e| ObserveError::SockDiag(e.to_string()))?
-                    })
-                    .collect::<Result<_, _>>()?,
-            ),
+                    .copied()
+                    .filter(|&side| !by_agent[side])
+                    .collect();
+                let err = |e: crate::sandbox::SandboxError| ObserveError::SockDiag(e.to_string());
+                Backend::SockDiag(
+                    mine.iter()
+                        .map(|&side| hosts.on(side, || sockdiag::SockDiag::open(ns, family)))
+                        .map(|r| r.map_err(err)?)
+                        .collect::<Result<_, _>>()?,
+                    mine.iter()
+                        .map(|&side| hosts.on(side, sockdiag::DestroyWatch::open))
+                        .map(|r| r.map_err(err)?)
+                        .collect::<Result<_, _>>()?,
+                )
+            }
             StateSource::TcpInfo => Backend::TcpInfo,
         };
-        Ok(Observer { backend, source })
+        let watched = by_agent.map(|_, agent| source.sees_destruction() && !agent);
+        Ok(Observer {
+            backend,
+            source,
+            watched,
+        })
     }
 
     pub fn source(&self) -> StateSource {
@@ -174,7 +202,7 @@ impl Observer {
     /// harness holds (what TCP_INFO can look at).
     pub fn snapshot(&mut self, live: &[RawFd]) -> Result<Snapshot, ObserveError> {
         let entries = match &mut self.backend {
-            Backend::SockDiag(hosts) => match hosts.as_mut_slice() {
+            Backend::SockDiag(hosts, _) => match hosts.as_mut_slice() {
                 [one] => one.snapshot()?,
                 many => {
                     let mut all = Vec::new();
@@ -190,6 +218,26 @@ impl Observer {
             entries,
             sees_orphans: PerSide::both(self.source.sees_orphans()),
         })
+    }
+
+    /// Adds the sockets destroyed since the last call to `into`, and the
+    /// cookies `snapshot` shows for the connection's sides.
+    pub fn destroyed(&mut self, into: &mut Destroyed, snapshot: &Snapshot, ends: &Ends) {
+        for side in Side::BOTH {
+            if let Some(c) = ends.find(snapshot, side).and_then(|e| e.cookie) {
+                into.cookies[side] = Some(c);
+            }
+        }
+        into.watched = self.watched;
+        let Backend::SockDiag(_, watches) = &mut self.backend else {
+            return;
+        };
+        for w in watches {
+            match w.drain() {
+                Ok(e) => into.entries.extend(e),
+                Err(e) => into.lost = Some(e.to_string()),
+            }
+        }
     }
 }
 
@@ -245,6 +293,55 @@ impl AgentStates {
             }
             StateSource::TcpInfo => Ok(tcpinfo::snapshot(held)?),
         }
+    }
+}
+
+/// The sockets a stack announced as destroyed during a case, each with
+/// its last entry (its receive queue then: the bytes its application never
+/// read).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Destroyed {
+    /// In the order announced.
+    pub entries: Vec<SockEntry>,
+    /// For each side's host, whether its sockets' destruction is heard of
+    /// at all.
+    pub watched: PerSide<bool>,
+    /// Why some notices may be missing.
+    pub lost: Option<String>,
+    /// Each side's socket of the connection under test, by the cookie its
+    /// host's table last showed for it.
+    pub cookies: PerSide<Option<u64>>,
+}
+
+impl Destroyed {
+    /// How many bytes `side`'s socket of the connection under test held
+    /// unread when it was destroyed, or why that is not known.
+    pub fn unread(&self, ends: &Ends, side: Side) -> Result<u32, String> {
+        if !self.watched[side] {
+            return Err(format!(
+                "the {side}'s stack does not announce a socket's destruction to the harness"
+            ));
+        }
+        if let Some(why) = &self.lost {
+            return Err(format!("notices of destroyed sockets were lost: {why}"));
+        }
+        let Some(client) = ends.client else {
+            return Err("the connection was never made".into());
+        };
+        let (local, remote) = match side {
+            Side::Client => (client, ends.server),
+            Side::Server => (ends.server, client),
+        };
+        let cookie = self.cookies[side];
+        self.entries
+            .iter()
+            .rev()
+            .find(|e| match cookie {
+                Some(c) => e.cookie == Some(c),
+                None => e.local == local && e.remote == remote,
+            })
+            .map(|e| e.recv_queue)
+            .ok_or_else(|| format!("the {side}'s socket was not destroyed before the case ended"))
     }
 }
 
@@ -355,6 +452,7 @@ mod tests {
 
     fn entry(local: &str, remote: &str, state: TcpState) -> SockEntry {
         SockEntry {
+            cookie: None,
             host: None,
             state,
             local: local.parse().unwrap(),

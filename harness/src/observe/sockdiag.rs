@@ -11,7 +11,9 @@ use netlink_packet_core::{
 };
 use netlink_packet_sock_diag::SockDiagMessage;
 use netlink_packet_sock_diag::constants::{AF_INET, AF_INET6, IPPROTO_TCP};
-use netlink_packet_sock_diag::inet::{ExtensionFlags, InetRequest, SocketId, StateFlags, Timer};
+use netlink_packet_sock_diag::inet::{
+    ExtensionFlags, InetRequest, InetResponse, SocketId, StateFlags, Timer,
+};
 use netlink_sys::protocols::NETLINK_SOCK_DIAG;
 use netlink_sys::{Socket, SocketAddr as NlAddr};
 
@@ -100,39 +102,114 @@ impl SockDiag {
                         return Err(ObserveError::SockDiag(format!("kernel error: {e:?}")));
                     }
                     NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(r)) => {
-                        let h = &r.header;
-                        let raw_expires = bytes
-                            .get(EXPIRES_OFFSET..EXPIRES_OFFSET + 4)
-                            .map_or(0, |b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
-                        let (timer, timer_ms) = match &h.timer {
-                            Some(Timer::Retransmit(d, _)) => {
-                                (Some(TimerKind::Retransmit), millis(*d))
-                            }
-                            Some(Timer::KeepAlive(d)) => (Some(TimerKind::KeepAlive), millis(*d)),
-                            Some(Timer::TimeWait) => (Some(TimerKind::TimeWait), raw_expires),
-                            Some(Timer::Probe(d)) => (Some(TimerKind::ZeroWindowProbe), millis(*d)),
-                            None => (None, 0),
-                        };
-                        let timer_ms = timer.map(|_| timer_ms);
-                        if let Some(state) = linux_state(h.state) {
-                            let id = &h.socket_id;
-                            out.push(SockEntry {
-                                host: None,
-                                state,
-                                local: SocketAddr::new(id.source_address, id.source_port),
-                                remote: SocketAddr::new(
-                                    id.destination_address,
-                                    id.destination_port,
-                                ),
-                                timer,
-                                timer_ms,
-                                recv_queue: h.recv_queue,
-                                send_queue: h.send_queue,
-                                fd: None,
-                            });
-                        }
+                        out.extend(entry(bytes, &r));
                     }
                     _ => {}
+                }
+                if len == 0 {
+                    break;
+                }
+                offset += len;
+            }
+        }
+    }
+}
+
+/// One socket of an `inet_diag` message, as a table entry; None for a
+/// state that is not TCP's. `bytes` are the message's own, for the expiry
+/// the parser drops.
+fn entry(bytes: &[u8], r: &InetResponse) -> Option<SockEntry> {
+    let h = &r.header;
+    let raw_expires = bytes
+        .get(EXPIRES_OFFSET..EXPIRES_OFFSET + 4)
+        .map_or(0, |b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+    let (timer, timer_ms) = match &h.timer {
+        Some(Timer::Retransmit(d, _)) => (Some(TimerKind::Retransmit), millis(*d)),
+        Some(Timer::KeepAlive(d)) => (Some(TimerKind::KeepAlive), millis(*d)),
+        Some(Timer::TimeWait) => (Some(TimerKind::TimeWait), raw_expires),
+        Some(Timer::Probe(d)) => (Some(TimerKind::ZeroWindowProbe), millis(*d)),
+        None => (None, 0),
+    };
+    let id = &h.socket_id;
+    Some(SockEntry {
+        host: None,
+        state: linux_state(h.state)?,
+        local: SocketAddr::new(id.source_address, id.source_port),
+        remote: SocketAddr::new(id.destination_address, id.destination_port),
+        timer,
+        timer_ms: timer.map(|_| timer_ms),
+        recv_queue: h.recv_queue,
+        send_queue: h.send_queue,
+        fd: None,
+        cookie: Some(u64::from_ne_bytes(id.cookie)),
+    })
+}
+
+/// The sock_diag multicast groups that announce a TCP socket's destruction
+/// (`SKNLGRP_INET_TCP_DESTROY`, `SKNLGRP_INET6_TCP_DESTROY`).
+const TCP_DESTROY_GROUPS: [u32; 2] = [1, 3];
+
+/// Notices of TCP sockets destroyed in the case namespace, as the kernel
+/// broadcasts them: each socket's last entry, taken as its memory is freed.
+/// A socket closed with bytes never read has them still counted in its
+/// receive queue (`rcv_nxt - copied_seq`): the bytes its application left
+/// unread, the cause of a reset on close.
+pub struct DestroyWatch {
+    socket: Socket,
+    buf: Vec<u8>,
+}
+
+impl DestroyWatch {
+    /// Subscribes; call on a thread inside the case namespace.
+    pub fn open() -> Result<DestroyWatch, ObserveError> {
+        let err = |what: &str, e: std::io::Error| {
+            ObserveError::SockDiag(format!("destroy notices: {what}: {e}"))
+        };
+        let mut socket = Socket::new(NETLINK_SOCK_DIAG).map_err(|e| err("socket", e))?;
+        socket.bind_auto().map_err(|e| err("bind", e))?;
+        for group in TCP_DESTROY_GROUPS {
+            socket
+                .add_membership(group)
+                .map_err(|e| err("join group", e))?;
+        }
+        // Room for the notices of a case with many connections between
+        // two drains; a full buffer is reported, not ignored.
+        socket
+            .set_rx_buf_sz(4 << 20)
+            .map_err(|e| err("receive buffer", e))?;
+        socket
+            .set_non_blocking(true)
+            .map_err(|e| err("non-blocking", e))?;
+        Ok(DestroyWatch {
+            socket,
+            buf: vec![0; 64 * 1024],
+        })
+    }
+
+    /// The notices that arrived since the last drain. A full receive
+    /// buffer (ENOBUFS: some notices were lost) is an error.
+    pub fn drain(&mut self) -> Result<Vec<SockEntry>, ObserveError> {
+        let mut out = Vec::new();
+        loop {
+            let n = match self.socket.recv(&mut &mut self.buf[..], 0) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(out),
+                Err(e) => {
+                    return Err(ObserveError::SockDiag(format!(
+                        "destroy notices: {e} (some were lost)"
+                    )));
+                }
+            };
+            let mut offset = 0;
+            while offset < n {
+                let bytes = &self.buf[offset..n];
+                let Ok(msg) = NetlinkMessage::<SockDiagMessage>::deserialize(bytes) else {
+                    break;
+                };
+                let len = msg.header.length as usize;
+                if let NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(r)) = msg.payload
+                {
+                    out.extend(entry(bytes, &r));
                 }
                 if len == 0 {
                     break;

@@ -47,6 +47,7 @@ pub fn snapshot(live: &[RawFd]) -> Result<Vec<SockEntry>, ObserveError> {
         // A listener or an unconnected socket has no peer.
         let remote = addr(sock.peer_addr()).unwrap_or_else(|| SocketAddr::new(local.ip(), 0));
         out.push(SockEntry {
+            cookie: None,
             host: None,
             state,
             local,
