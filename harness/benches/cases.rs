@@ -63,6 +63,7 @@ fn main() {
         std::process::exit(77);
     }
     let scenarios = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    teardown::driver::program::use_supervisor(env!("CARGO_BIN_EXE_teardown"));
     let all: Vec<Case> =
         teardown::catalogue::load(std::slice::from_ref(&scenarios)).expect("scenarios");
     let case = all

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::analyze::flows::FlowFacts;
 use crate::analyze::{Analysis, PacketRecord, WireFacts};
 use crate::driver::DriverOutput;
+use crate::driver::ProgramRecord;
 use crate::observe::{self, Snapshot, Timeline, TimerKind};
 pub use crate::tcp::TimeWaitSide;
 use crate::tcp::{PerSide, Side, TcpState};
@@ -191,6 +192,9 @@ pub struct Outcome {
     /// what makes a stack reset a connection). Null where not observed.
     #[serde(default)]
     pub unread: PerSide<Option<u32>>,
+    /// The program on one end, and what became of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub program: Option<ProgramRecord>,
     /// False if some socket was still in a transient state (e.g.
     /// FIN-WAIT-1) when the settle bound ran out; the final facts were
     /// taken anyway.
@@ -311,6 +315,9 @@ pub fn outcome(
         }
     }
     let final_state = final_states(out, &mut unobserved);
+    if let Some(p) = &out.program {
+        program_unobserved(p.side, &mut unobserved);
+    }
     let unread = PerSide::both(()).map(|side, ()| {
         match unread(out, side, analysis.map(|_| packets.as_slice())) {
             Ok(n) => Some(n),
@@ -367,6 +374,7 @@ pub fn outcome(
         final_state,
         time_wait,
         unread,
+        program: out.program.clone(),
         data: DataFlows {
             client_to_server: flow(Side::Client),
             server_to_client: flow(Side::Server),
@@ -375,6 +383,26 @@ pub fn outcome(
         findings,
         unobserved,
         ..Outcome::default()
+    }
+}
+
+/// What a program's end did with its stream is known only from the wire:
+/// what it wrote (the wire's `sent` is what its stack sent) and what it
+/// read are not the harness's to count, nor whether the bytes it wrote
+/// are the ones it meant.
+fn program_unobserved(side: Side, unobserved: &mut BTreeMap<String, String>) {
+    let why = format!(
+        "the {side} is a program: what it wrote and read is not the harness's to count (data.*.sent is what its stack sent)"
+    );
+    let (from, to) = match side {
+        Side::Client => ("client_to_server", "server_to_client"),
+        Side::Server => ("server_to_client", "client_to_server"),
+    };
+    for fact in ["written", "lost", "corrupted"] {
+        unobserved.insert(format!("data.{from}.{fact}"), why.clone());
+    }
+    for fact in ["read", "lost"] {
+        unobserved.insert(format!("data.{to}.{fact}"), why.clone());
     }
 }
 
@@ -658,6 +686,7 @@ mod tests {
             settle_bound: std::time::Duration::from_secs(1),
             faults: vec![],
             placed: vec![],
+            program: None,
             destroyed: Default::default(),
             problems: vec![],
         }

@@ -749,7 +749,17 @@ fn run_case_here(case: &Case, opts: &RunOptions, reaper: &Reaper) -> CaseReport 
         endpoints.client.agent().is_some(),
         endpoints.server.agent().is_some(),
     );
-    let mut observer = match Observer::open(&ns, &hosts, case.family, opts.stack.states, by_agent) {
+    // A program may serve both families from one IPv6 socket.
+    let both_families = case.program.is_some();
+    let observer = Observer::open(
+        &ns,
+        &hosts,
+        case.family,
+        opts.stack.states,
+        by_agent,
+        both_families,
+    );
+    let mut observer = match observer {
         Ok(o) => o,
         Err(e) => return stopped(case, Stopped::Error(vec![e.to_string()])),
     };

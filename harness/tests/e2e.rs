@@ -39,6 +39,8 @@ fn require_privileges() {
 }
 
 fn load_all() -> Vec<Case> {
+    // Program scenarios start their supervisor from the teardown binary.
+    teardown::driver::program::use_supervisor(env!("CARGO_BIN_EXE_teardown"));
     teardown::catalogue::load(&[scenarios_dir()]).unwrap()
 }
 

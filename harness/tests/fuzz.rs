@@ -132,6 +132,14 @@ const HOSTILE: &[&str] = &[
     "since",
     "client",
     "#",
+    "stop",
+    "keep",
+    "timer",
+    "queued",
+    "since",
+    "${address}",
+    "[program.client]",
+    "command",
 ];
 
 #[derive(Debug, Clone)]

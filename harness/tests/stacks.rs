@@ -31,6 +31,8 @@ fn scenarios_dir() -> PathBuf {
 }
 
 fn load_all() -> Vec<Case> {
+    // Program scenarios start their supervisor from the teardown binary.
+    teardown::driver::program::use_supervisor(env!("CARGO_BIN_EXE_teardown"));
     teardown::catalogue::load(&[scenarios_dir()]).unwrap()
 }
 

@@ -150,6 +150,13 @@ pub enum Command {
     },
     /// Print the man page (roff): `teardown man | man -l -`.
     Man,
+    /// Process 1 of a program's PID namespace (started by the harness for
+    /// a `[program.*]` table, never by hand).
+    #[command(hide = true)]
+    Supervise {
+        /// What to run, as JSON.
+        spec: String,
+    },
 }
 
 #[derive(clap::Args, Debug)]

@@ -278,6 +278,7 @@ fn dispatch(command: Command, color: ColorChoice) -> Result<i32, CliError> {
             Ok(exit::OK)
         }
         Command::Agent { listen, own_stack } => agent(listen, own_stack),
+        Command::Supervise { spec } => supervise(&spec),
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(
@@ -332,6 +333,16 @@ fn check(
         &unsupported,
     ));
     Ok(exit::OK)
+}
+
+#[cfg(target_os = "linux")]
+fn supervise(spec: &str) -> Result<i32, CliError> {
+    Ok(crate::driver::program::supervise(spec))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn supervise(_: &str) -> Result<i32, CliError> {
+    Err(CliError::NotOnThisOs("teardown supervise"))
 }
 
 /// Elsewhere, what runs a case is not here.

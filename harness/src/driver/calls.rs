@@ -19,7 +19,9 @@ use serde::{Deserialize, Serialize};
 use socket2::SockAddr;
 
 use super::{os, pattern};
-use crate::scenario::{Call, GetOpt, How, IoctlQuery, Payload, ReadAmount, SockOpt, WaitFor};
+use crate::scenario::{
+    Call, GetOpt, How, IoctlQuery, Payload, ReadAmount, SockOpt, WaitFor, limits,
+};
 
 /// The raw result of one step's calls.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -55,6 +57,9 @@ pub struct CallResult {
     pub partial: bool,
     /// Plain-language detail (e.g. "EOF after 65536 bytes", "revents POLLIN|POLLRDHUP").
     pub note: Option<String>,
+    /// What a `read ... keep` step read, as text (the first 4096 bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
     /// The step could not be attempted (a scenario mistake such as reading
     /// before `accept`, or a harness failure): not an observation.
     pub harness_error: Option<String>,
@@ -156,6 +161,9 @@ pub struct StreamLog {
     /// its way: bytes past it are checked against the pattern, not counted
     /// as never written.
     writer_elsewhere: bool,
+    /// A program wrote the stream: what it meant to write is unknown, so
+    /// nothing read can be checked.
+    program_writes: bool,
 }
 
 impl StreamLog {
@@ -172,6 +180,11 @@ impl StreamLog {
             crate::tcp::Side::Client => 1,
             crate::tcp::Side::Server => 2,
         })
+    }
+
+    /// The stream is written by a program the harness does not drive.
+    pub fn written_by_program(&mut self) {
+        self.program_writes = true;
     }
 
     /// Literal text the writer handed over, by stream offset.
@@ -224,6 +237,9 @@ impl StreamLog {
     /// what was written (a byte beyond what was written differs by
     /// definition).
     fn differing(&self, got: &[u8]) -> u64 {
+        if self.program_writes {
+            return 0;
+        }
         got.iter()
             .zip(self.read..)
             .filter(|(b, at)| {
@@ -458,6 +474,7 @@ pub fn peek(
     fd: RawFd,
     amount: ReadAmount,
     dontwait: bool,
+    keep: bool,
     log: &Mutex<StreamLog>,
     deadline: Instant,
 ) -> CallResult {
@@ -492,8 +509,15 @@ pub fn peek(
         bytes: Some(got.len() as u64),
         partial: matches!(amount, ReadAmount::Exactly(n) if (got.len() as u64) < n),
         note: (bad > 0).then(|| format!("{bad} peeked bytes differ from what the peer wrote")),
+        text: keep.then(|| kept_text(got)),
         ..Default::default()
     }
+}
+
+/// What a `keep` read keeps: its first [`limits::MAX_KEPT`] bytes, as
+/// text (bytes that are not UTF-8 as U+FFFD).
+fn kept_text(got: &[u8]) -> String {
+    String::from_utf8_lossy(&got[..got.len().min(limits::MAX_KEPT)]).into_owned()
 }
 
 /// `getsockopt(SO_ERROR)`: the pending error by name ("0" for none).
@@ -561,11 +585,13 @@ fn count(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// `read`: reads and verifies against what the peer wrote.
+/// `read`: reads and verifies against what the peer wrote; `keep` keeps
+/// the first bytes as the result's `text`.
 pub fn read(
     fd: RawFd,
     amount: ReadAmount,
     dontwait: bool,
+    keep: bool,
     log: &Mutex<StreamLog>,
     deadline: Instant,
 ) -> CallResult {
@@ -573,6 +599,7 @@ pub fn read(
     let mut buf = vec![0u8; 64 * 1024];
     let mut total = 0u64;
     let mut bad = 0u64;
+    let mut kept = Vec::new();
     let mut result = loop {
         let want = match amount {
             ReadAmount::Exactly(n) if total >= n => {
@@ -591,6 +618,9 @@ pub fn read(
         if n > 0 {
             let n = n.unsigned_abs();
             bad += log.lock().expect("stream log").verify(&buf[..n]);
+            if keep && kept.len() < limits::MAX_KEPT {
+                kept.extend_from_slice(&buf[..n.min(limits::MAX_KEPT - kept.len())]);
+            }
             total += n as u64;
             continue;
         }
@@ -621,6 +651,7 @@ pub fn read(
         }
     };
     result.bytes = Some(total);
+    result.text = keep.then(|| kept_text(&kept));
     result.partial = matches!(amount, ReadAmount::Exactly(n) if total < n);
     if bad > 0 {
         let note = format!("{bad} bytes differ from what the peer wrote");
@@ -807,6 +838,9 @@ pub enum FdCall {
         amount: ReadAmount,
         dontwait: bool,
         peek: bool,
+        /// Keep what was read as the result's `text` (bounded).
+        #[serde(default)]
+        keep: bool,
     },
     GetOption {
         opt: GetOpt,
@@ -845,10 +879,12 @@ impl FdCall {
                 amount,
                 dontwait,
                 peek,
+                keep,
             } => FdCall::Read {
                 amount,
                 dontwait,
                 peek,
+                keep,
             },
             Call::GetOption(opt) => FdCall::GetOption { opt },
             Call::Shutdown(how) => FdCall::Shutdown { how },
@@ -912,12 +948,14 @@ pub fn on_fd(
             amount,
             dontwait,
             peek: false,
-        } => read(fd, *amount, *dontwait, incoming, deadline),
+            keep,
+        } => read(fd, *amount, *dontwait, *keep, incoming, deadline),
         FdCall::Read {
             amount,
             dontwait,
             peek: true,
-        } => peek(fd, *amount, *dontwait, incoming, deadline),
+            keep,
+        } => peek(fd, *amount, *dontwait, *keep, incoming, deadline),
         FdCall::GetOption {
             opt: GetOpt::SoError,
         } => so_error(fd),

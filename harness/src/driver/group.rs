@@ -68,6 +68,7 @@ pub fn aggregate(target: String, results: &[CallResult]) -> CallResult {
         timed_out: g.timed_out > 0,
         partial: results.iter().any(|r| r.partial),
         note: Some(note),
+        text: None,
         harness_error: errors.first().map(|e| {
             if errors.len() > 1 {
                 format!("{e} (and {} more like it)", errors.len() - 1)

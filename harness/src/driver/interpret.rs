@@ -15,13 +15,16 @@ use nix::errno::Errno;
 
 use super::calls::{self, CallResult, FdCall, StreamLog};
 use super::endpoint::{Endpoint, Handle, Sock};
+use super::program::{ProgramRecord, Running};
 use super::{ConnectionApp, DriverOutput, FlowCounts, SERVER_PORT, StepRecord};
 use crate::analyze::Connection;
 use crate::capture::Capture;
 use crate::fault::{FaultRecord, Firewall};
 use crate::observe::{self, Destroyed, Ends, Observer, Snapshot, SockEntry, Timeline};
 use crate::sandbox::Hosts;
-use crate::scenario::{Actor, Call, Case, Control, Role, Step, StepKind, WaitFor, WireEvent};
+use crate::scenario::{
+    Actor, Call, Case, Control, Program, Role, Step, StepKind, WaitFor, WireEvent,
+};
 use crate::tcp::{PerSide, Side, TcpState};
 use crate::wire::{self, Frame};
 
@@ -79,6 +82,9 @@ struct Driver<'a, 'i> {
     /// The connection under test as the wire shows it so far.
     wire: WireWatch,
     destroyed: Destroyed,
+    /// The program on one end while it runs, then what became of it.
+    program: Option<Running>,
+    program_record: Option<ProgramRecord>,
     problems: Vec<String>,
 }
 
@@ -92,6 +98,8 @@ struct Conns {
     by_addr: HashMap<SocketAddr, u32>,
     /// Application byte counts, by writer: client->server, server->client.
     logs: BTreeMap<u32, Arc<PerSide<Mutex<StreamLog>>>>,
+    /// The side a program is, whose streams cannot be checked.
+    program: Option<Side>,
 }
 
 impl Conns {
@@ -101,12 +109,14 @@ impl Conns {
     }
 
     fn logs(&mut self, index: u32) -> Arc<PerSide<Mutex<StreamLog>>> {
+        let program = self.program;
         Arc::clone(self.logs.entry(index).or_insert_with(|| {
             // Seeds tell the two directions' patterns apart.
-            Arc::new(PerSide::new(
-                Mutex::new(StreamLog::new(1)),
-                Mutex::new(StreamLog::new(2)),
-            ))
+            let logs = PerSide::new(Mutex::new(StreamLog::new(1)), Mutex::new(StreamLog::new(2)));
+            if let Some(side) = program {
+                logs[side].lock().expect("stream log").written_by_program();
+            }
+            Arc::new(logs)
         }))
     }
 
@@ -181,6 +191,7 @@ impl WireWatch {
 /// with the capture already running.
 pub fn run(case: &Case, t0: Instant, io: &mut Instruments) -> (DriverOutput, OpenSockets) {
     let ip = io.hosts.address(Side::Server, case.family);
+    let port = case.program.as_ref().map_or(SERVER_PORT, |p| p.port);
     let mut d = Driver {
         case,
         t0,
@@ -193,10 +204,13 @@ pub fn run(case: &Case, t0: Instant, io: &mut Instruments) -> (DriverOutput, Ope
         accepted: false,
         ends: Ends {
             client: None,
-            server: SocketAddr::new(ip, SERVER_PORT),
+            server: SocketAddr::new(ip, port),
             fds: PerSide::default(),
         },
-        conns: Conns::default(),
+        conns: Conns {
+            program: case.program.as_ref().map(|p| p.side),
+            ..Conns::default()
+        },
         displaced: Vec::new(),
         records: Vec::new(),
         pending: HashMap::new(),
@@ -206,16 +220,25 @@ pub fn run(case: &Case, t0: Instant, io: &mut Instruments) -> (DriverOutput, Ope
         last_snapshot_ms: 0.0,
         wire: WireWatch::default(),
         destroyed: Destroyed::default(),
+        program: None,
+        program_record: None,
         problems: Vec::new(),
     };
-    for (i, step) in case.steps.iter().enumerate() {
-        d.step(i, step);
+    // A program must be up and listening before the steps can use it.
+    let ready = case.program.as_ref().is_none_or(|p| d.start_program(p));
+    if ready {
+        for (i, step) in case.steps.iter().enumerate() {
+            d.step(i, step);
+        }
     }
     // bg steps nobody joined still finish before the case ends.
     let labels: Vec<String> = d.pending.keys().cloned().collect();
     for label in labels {
         d.join(&label, case.scenario.timeout);
     }
+    // A program still running is stopped now, so what its stack does as it
+    // goes is part of the case.
+    d.stop_program();
     let settled = d.settle(case.scenario.settle);
     d.count_faults(|_| true);
     let counts = |logs: &PerSide<Mutex<StreamLog>>| {
@@ -269,6 +292,7 @@ pub fn run(case: &Case, t0: Instant, io: &mut Instruments) -> (DriverOutput, Ope
         settle_bound: case.scenario.settle,
         faults: d.faults.into_iter().map(|(f, _)| f).collect(),
         placed: d.placed,
+        program: d.program_record,
         destroyed: d.destroyed,
         problems: d.problems,
     };
@@ -341,7 +365,7 @@ impl Driver<'_, '_> {
         let mut snap = self.io.observer.snapshot(live).map_err(|e| e.to_string())?;
         for side in Side::BOTH {
             let endpoint = &self.io.endpoints[side];
-            if let Some(states) = endpoint.states(self.case.family, SERVER_PORT) {
+            if let Some(states) = endpoint.states(self.case.family, self.ends.server.port()) {
                 snap.entries.extend(states?.into_iter().map(|e| SockEntry {
                     host: Some(side),
                     ..e
@@ -471,7 +495,7 @@ impl Driver<'_, '_> {
                 let bound = deadline.saturating_duration_since(Instant::now());
                 self.join(label, bound)
             }
-            Control::Fault(rule) => match self.io.firewall.add(rule, SERVER_PORT) {
+            Control::Fault(rule) => match self.io.firewall.add(rule, self.ends.server.port()) {
                 Ok((handle, native)) => {
                     let record = FaultRecord {
                         line: step.line,
@@ -493,6 +517,16 @@ impl Driver<'_, '_> {
                 Err(e) => CallResult::harness_error(e.to_string()),
             },
             Control::Heal(label) => self.heal(label.as_deref()),
+            Control::Stop(_) => match self.stop_program() {
+                Some(r) => CallResult {
+                    ret: Some(0),
+                    value: r.exit_code.map(i64::from),
+                    signal: r.signal.clone(),
+                    note: r.ended.as_ref().map(|e| format!("the program {e}")),
+                    ..Default::default()
+                },
+                None => CallResult::harness_error("the program had already been stopped"),
+            },
             Control::WaitWire(event) => self.wait_wire(*event, deadline),
             Control::WaitSegment { pattern, since } => {
                 self.wait_segment(*pattern, since.as_deref(), step.label.as_deref(), deadline)
@@ -1091,6 +1125,93 @@ impl Driver<'_, '_> {
                 }
             }
         }
+    }
+
+    /// Starts the case's program and waits, bounded, until a socket listens
+    /// on its port (seen in the stack's table); false, with the problem
+    /// recorded, if it cannot start, exits first or never listens.
+    fn start_program(&mut self, p: &Program) -> bool {
+        let dir = self
+            .case
+            .scenario
+            .path
+            .parent()
+            .and_then(|d| std::fs::canonicalize(d).ok())
+            .unwrap_or_default();
+        let values = [
+            ("address", self.ends.server.ip().to_string()),
+            ("port", p.port.to_string()),
+            ("dir", dir.display().to_string()),
+        ];
+        let started = match self.io.hosts.on(p.side, || Running::start(p, &values)) {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                self.problem(e.to_string());
+                return false;
+            }
+            Err(e) => {
+                self.problem(format!("line {}: starting the program: {e}", p.line));
+                return false;
+            }
+        };
+        self.program = Some(started);
+        let deadline = Instant::now() + p.ready_within;
+        let mut backoff = Backoff::new();
+        loop {
+            let listening = match self.io.hosts.on(p.side, || observe::listens(p.port)) {
+                Ok(r) => r.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            let at = self.elapsed_ms(Instant::now());
+            let running = self.program.as_mut().expect("started above");
+            match listening {
+                Ok(true) => {
+                    running.ready_at(at);
+                    return true;
+                }
+                Err(e) => {
+                    self.problem(format!(
+                        "line {}: watching for the program to listen: {e}",
+                        p.line
+                    ));
+                    self.stop_program();
+                    return false;
+                }
+                Ok(false) => {}
+            }
+            if running.exited() {
+                let tail = running.stderr_tail();
+                let ended = self.stop_program().map(|r| (r.exit_code, r.signal.clone()));
+                let how = match ended.unwrap_or_default() {
+                    (Some(c), _) => format!("with status {c}"),
+                    (None, Some(s)) => format!("on {s}"),
+                    (None, None) => "without a status".into(),
+                };
+                self.problem(format!(
+                    "line {}: the program exited {how} before it listened on port {}; {tail}",
+                    p.line, p.port
+                ));
+                return false;
+            }
+            if Instant::now() >= deadline {
+                let tail = running.stderr_tail();
+                self.stop_program();
+                self.problem(format!(
+                    "line {}: the program did not listen on port {} within {:?} (ready_within); {tail}",
+                    p.line, p.port, p.ready_within
+                ));
+                return false;
+            }
+            backoff.sleep(deadline);
+        }
+    }
+
+    /// Stops the program if it runs (see [`Running::stop`]), and says
+    /// what became of it.
+    fn stop_program(&mut self) -> Option<&ProgramRecord> {
+        let running = self.program.take()?;
+        self.program_record = Some(running.stop());
+        self.program_record.as_ref()
     }
 
     /// Waits, bounded, until no socket of the case is in a transient state

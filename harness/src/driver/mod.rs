@@ -24,6 +24,8 @@ mod os;
 #[path = "linux.rs"]
 mod os;
 pub mod pattern;
+#[cfg(target_os = "linux")]
+pub mod program;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -41,11 +43,9 @@ pub use interpret::{Instruments, OpenSockets, run};
 use crate::fault::FaultRecord;
 use crate::observe::{Destroyed, Ends, Snapshot, Timeline};
 use crate::scenario::{Actor, Verb};
-use crate::tcp::PerSide;
+use crate::tcp::{PerSide, Side};
 
-/// The port the listener binds. Each case has its own namespace, so a fixed
-/// port never collides and keeps captures easy to read.
-pub const SERVER_PORT: u16 = 9000;
+pub use crate::scenario::SERVER_PORT;
 
 /// One step as it ran.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -70,6 +70,54 @@ pub struct StepRecord {
     /// What the call returned.
     #[serde(flatten)]
     pub result: CallResult,
+}
+
+/// What became of a program a case ran.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ProgramRecord {
+    /// The end it was.
+    pub side: Side,
+    /// The command as started (built-ins filled in).
+    pub command: Vec<String>,
+    /// Milliseconds since the case started, when a socket first listened
+    /// on its port; null if it never did.
+    pub ready_ms: Option<f64>,
+    /// Its exit status, if it exited.
+    pub exit_code: Option<i32>,
+    /// The signal that ended it (`SIGTERM`), if one did.
+    pub signal: Option<String>,
+    /// How it ended: `exited` (by itself, before the harness stopped it),
+    /// `stopped` (on the harness's SIGTERM), `killed` (SIGKILL after the
+    /// grace), `time-limit` (stopped for running past its time limit), or
+    /// `lost` (the supervisor died).
+    pub ended: Option<String>,
+    /// Processes it left behind in its namespace when it exited, killed
+    /// then.
+    pub leftovers: u32,
+    /// The last bytes it wrote to stdout and stderr, and how many in all.
+    pub stdout: String,
+    pub stderr: String,
+    pub stdout_bytes: u64,
+    pub stderr_bytes: u64,
+}
+
+impl ProgramRecord {
+    /// A program just started.
+    pub fn new(side: Side, command: Vec<String>) -> ProgramRecord {
+        ProgramRecord {
+            side,
+            command,
+            ready_ms: None,
+            exit_code: None,
+            signal: None,
+            ended: None,
+            leftovers: 0,
+            stdout: String::new(),
+            stderr: String::new(),
+            stdout_bytes: 0,
+            stderr_bytes: 0,
+        }
+    }
 }
 
 /// Per-direction application-level accounting.
@@ -119,6 +167,8 @@ pub struct DriverOutput {
     pub faults: Vec<FaultRecord>,
     /// The same rules, with what they match and when they were in place.
     pub placed: Vec<crate::fault::Placed>,
+    /// The program on one end, if the case ran one, and what became of it.
+    pub program: Option<ProgramRecord>,
     /// Sockets the stack announced as destroyed (the runner adds those
     /// closed after the steps).
     pub destroyed: Destroyed,

@@ -163,6 +163,7 @@ impl Observer {
         family: Family,
         source: StateSource,
         by_agent: PerSide<bool>,
+        both_families: bool,
     ) -> Result<Observer, ObserveError> {
         let backend = match source {
             StateSource::SockDiag => {
@@ -175,7 +176,9 @@ impl Observer {
                 let err = |e: crate::sandbox::SandboxError| ObserveError::SockDiag(e.to_string());
                 Backend::SockDiag(
                     mine.iter()
-                        .map(|&side| hosts.on(side, || sockdiag::SockDiag::open(ns, family)))
+                        .map(|&side| {
+                            hosts.on(side, || sockdiag::SockDiag::open(ns, family, both_families))
+                        })
                         .map(|r| r.map_err(err)?)
                         .collect::<Result<_, _>>()?,
                     mine.iter()
@@ -294,6 +297,23 @@ impl AgentStates {
             StateSource::TcpInfo => Ok(tcpinfo::snapshot(held)?),
         }
     }
+}
+
+/// Whether a socket of either family listens on `port` in the calling
+/// thread's namespace (a program's readiness: it may listen on IPv6 for
+/// both families).
+#[cfg(target_os = "linux")]
+pub fn listens(port: u16) -> Result<bool, ObserveError> {
+    for family in [Family::Ipv4, Family::Ipv6] {
+        let found = sockdiag::SockDiag::open_here(family)?
+            .snapshot()?
+            .iter()
+            .any(|e| e.state == TcpState::Listen && e.local.port() == port);
+        if found {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// The sockets a stack announced as destroyed during a case, each with

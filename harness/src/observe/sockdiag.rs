@@ -32,13 +32,24 @@ const EXPIRES_OFFSET: usize = 16 + 4 + 48;
 pub struct SockDiag {
     socket: Socket,
     buf: Vec<u8>,
-    request: Vec<u8>,
+    /// One dump request per family asked for.
+    requests: Vec<Vec<u8>>,
 }
 
 impl SockDiag {
-    /// Opens the netlink socket; call on the case thread, inside the namespace.
-    pub fn open(_ns: &Namespace, family: Family) -> Result<SockDiag, ObserveError> {
-        SockDiag::open_here(family)
+    /// Opens the netlink socket; call on the case thread, inside the
+    /// namespace. With `both`, snapshots hold the other family's sockets
+    /// too (a program listening on IPv6 for both families).
+    pub fn open(_ns: &Namespace, family: Family, both: bool) -> Result<SockDiag, ObserveError> {
+        let mut s = SockDiag::open_here(family)?;
+        if both {
+            let other = match family {
+                Family::Ipv4 => Family::Ipv6,
+                Family::Ipv6 => Family::Ipv4,
+            };
+            s.requests.push(request(other));
+        }
+        Ok(s)
     }
 
     /// Opens the netlink socket in the calling thread's namespace, whatever
@@ -52,39 +63,27 @@ impl SockDiag {
             .connect(&NlAddr::new(0, 0))
             .map_err(|e| err("connect", e))?;
 
-        let mut header = NetlinkHeader::default();
-        header.flags = NLM_F_REQUEST | NLM_F_DUMP;
-        let (af, id) = match family {
-            Family::Ipv4 => (AF_INET, SocketId::new_v4()),
-            Family::Ipv6 => (AF_INET6, SocketId::new_v6()),
-        };
-        let mut msg = NetlinkMessage::new(
-            header,
-            SockDiagMessage::InetRequest(InetRequest {
-                family: af,
-                protocol: IPPROTO_TCP,
-                extensions: ExtensionFlags::empty(),
-                states: StateFlags::all(),
-                socket_id: id,
-            })
-            .into(),
-        );
-        msg.finalize();
-        let mut request = vec![0; msg.buffer_len()];
-        msg.serialize(&mut request);
         Ok(SockDiag {
             socket,
             buf: vec![0; 64 * 1024],
-            request,
+            requests: vec![request(family)],
         })
     }
 
-    /// Every TCP socket of the case's family in the namespace, right now.
+    /// Every TCP socket of the case's family (or families) in the
+    /// namespace, right now.
     pub fn snapshot(&mut self) -> Result<Vec<SockEntry>, ObserveError> {
-        self.socket
-            .send(&self.request, 0)
-            .map_err(|e| ObserveError::SockDiag(format!("send: {e}")))?;
         let mut out = Vec::new();
+        for i in 0..self.requests.len() {
+            self.dump(i, &mut out)?;
+        }
+        Ok(out)
+    }
+
+    fn dump(&mut self, request: usize, out: &mut Vec<SockEntry>) -> Result<(), ObserveError> {
+        self.socket
+            .send(&self.requests[request], 0)
+            .map_err(|e| ObserveError::SockDiag(format!("send: {e}")))?;
         loop {
             let n = self
                 .socket
@@ -97,7 +96,7 @@ impl SockDiag {
                     .map_err(|e| ObserveError::SockDiag(format!("malformed reply: {e}")))?;
                 let len = msg.header.length as usize;
                 match msg.payload {
-                    NetlinkPayload::Done(_) => return Ok(out),
+                    NetlinkPayload::Done(_) => return Ok(()),
                     NetlinkPayload::Error(e) => {
                         return Err(ObserveError::SockDiag(format!("kernel error: {e:?}")));
                     }
@@ -113,6 +112,31 @@ impl SockDiag {
             }
         }
     }
+}
+
+/// A dump request for every TCP socket of `family`.
+fn request(family: Family) -> Vec<u8> {
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+    let (af, id) = match family {
+        Family::Ipv4 => (AF_INET, SocketId::new_v4()),
+        Family::Ipv6 => (AF_INET6, SocketId::new_v6()),
+    };
+    let mut msg = NetlinkMessage::new(
+        header,
+        SockDiagMessage::InetRequest(InetRequest {
+            family: af,
+            protocol: IPPROTO_TCP,
+            extensions: ExtensionFlags::empty(),
+            states: StateFlags::all(),
+            socket_id: id,
+        })
+        .into(),
+    );
+    msg.finalize();
+    let mut request = vec![0; msg.buffer_len()];
+    msg.serialize(&mut request);
+    request
 }
 
 /// One socket of an `inet_diag` message, as a table entry; None for a
@@ -134,8 +158,10 @@ fn entry(bytes: &[u8], r: &InetResponse) -> Option<SockEntry> {
     Some(SockEntry {
         host: None,
         state: linux_state(h.state)?,
-        local: SocketAddr::new(id.source_address, id.source_port),
-        remote: SocketAddr::new(id.destination_address, id.destination_port),
+        // An IPv6 socket serving IPv4 shows IPv4-mapped addresses: the
+        // same ends as the IPv4 side sees them.
+        local: SocketAddr::new(id.source_address.to_canonical(), id.source_port),
+        remote: SocketAddr::new(id.destination_address.to_canonical(), id.destination_port),
         timer,
         timer_ms: timer.map(|_| timer_ms),
         recv_queue: h.recv_queue,

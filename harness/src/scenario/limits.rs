@@ -25,6 +25,9 @@ pub const MAX_CONNECTIONS: u32 = 20_000;
 /// streamed in chunks, so this bounds the time a step takes, not memory.
 pub const MAX_WRITE: u64 = 1 << 30;
 
+/// What a `read ... keep` step keeps of the bytes it read, as its `text`.
+pub const MAX_KEPT: usize = 4096;
+
 /// A quoted payload is written out whole; keep it small.
 pub const MAX_TEXT_PAYLOAD: u64 = 64 * 1024;
 

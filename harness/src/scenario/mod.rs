@@ -10,6 +10,7 @@
 
 pub mod expect;
 pub mod limits;
+pub mod program;
 pub mod rule;
 pub mod steps;
 
@@ -24,6 +25,12 @@ use serde::Deserialize;
 use toml::Spanned;
 
 pub use expect::Matcher;
+pub use program::Program;
+
+/// The port the listener binds (and a program listens on unless its
+/// table says otherwise). Each case has its own namespace, so a fixed port
+/// never collides and keeps captures easy to read.
+pub const SERVER_PORT: u16 = 9000;
 pub use steps::{
     Actor, Call, Control, GetOpt, Group, How, IoctlQuery, Payload, ReadAmount, Role,
     SegmentPattern, SockOpt, Step, StepKind, Verb, WaitFor, WireEvent,
@@ -163,6 +170,8 @@ pub struct Scenario {
     pub expectations: Vec<Expectation>,
     /// The `[sysctl]` names in file order, each with the line it is on.
     pub sysctl_lines: Vec<(String, usize)>,
+    /// A program on one end (`[program.server]`), as written.
+    pub program: Option<Program>,
 }
 
 /// A scenario with one value per axis: the unit that runs.
@@ -177,6 +186,8 @@ pub struct Case {
     /// substitution.
     pub sysctls: Vec<Sysctl>,
     pub steps: Vec<Step>,
+    /// The program on one end, with the case's params substituted.
+    pub program: Option<Program>,
 }
 
 /// A sysctl a case sets, and on which host's stack.
@@ -257,6 +268,8 @@ struct RawScenario {
     params: Option<Spanned<toml::Table>>,
     #[serde(default)]
     sysctl: Option<Spanned<toml::Table>>,
+    #[serde(default)]
+    program: Option<Spanned<program::RawPrograms>>,
     #[serde(default)]
     expect: Vec<RawExpect>,
 }
@@ -378,6 +391,7 @@ pub fn parse(path: &Path, text: &str) -> Result<(Arc<Scenario>, Vec<Case>), Scen
 
     let axes = parse_axes(&src, raw.params.as_ref())?;
     let sysctls = parse_sysctls(&src, raw.sysctl.as_ref())?;
+    let program = program::parse(&src, raw.program.as_ref())?;
 
     // Step lines: map each line of the string value back to the file.
     let steps_span = raw.steps.span();
@@ -414,6 +428,7 @@ pub fn parse(path: &Path, text: &str) -> Result<(Arc<Scenario>, Vec<Case>), Scen
         timeout,
         settle,
         expectations,
+        program: program.clone(),
         sysctl_lines: sysctls
             .iter()
             .map(|SysctlEntry { name, span, .. }| {
@@ -449,7 +464,11 @@ pub fn parse(path: &Path, text: &str) -> Result<(Arc<Scenario>, Vec<Case>), Scen
 
     let mut cases = Vec::new();
     for params in combinations(&axes) {
-        let steps = parse_case_steps(&src, &step_lines, &params)?;
+        let program = program
+            .as_ref()
+            .map(|p| p.for_case(&params, &src))
+            .transpose()?;
+        let steps = parse_case_steps(&src, &step_lines, &params, program.as_ref())?;
         let sysctls = sysctls
             .iter()
             .map(|e| {
@@ -479,6 +498,7 @@ pub fn parse(path: &Path, text: &str) -> Result<(Arc<Scenario>, Vec<Case>), Scen
             family,
             sysctls,
             steps,
+            program,
         });
     }
 
@@ -650,6 +670,16 @@ fn combinations(axes: &[(String, Vec<String>)]) -> Vec<Vec<(String, String)>> {
 
 /// Replaces `${name}` with the case's param values.
 fn substitute(line: &str, params: &[(String, String)]) -> Result<String, (usize, String)> {
+    substitute_keeping(line, params, &[])
+}
+
+/// Replaces `${name}` with the case's param values, leaving `${k}` for
+/// each name in `keep` (filled in later).
+fn substitute_keeping(
+    line: &str,
+    params: &[(String, String)],
+    keep: &[&str],
+) -> Result<String, (usize, String)> {
     let mut out = String::new();
     let mut rest = line;
     let mut consumed = 0;
@@ -663,8 +693,13 @@ fn substitute(line: &str, params: &[(String, String)]) -> Result<String, (usize,
         let name = &after[..end];
         match params.iter().find(|(k, _)| k == name) {
             Some((_, v)) => out.push_str(v),
+            None if keep.contains(&name) => out.push_str(&rest[start..start + 2 + end + 1]),
             None => {
-                let known: Vec<&str> = params.iter().map(|(k, _)| k.as_str()).collect();
+                let known: Vec<&str> = params
+                    .iter()
+                    .map(|(k, _)| k.as_str())
+                    .chain(keep.iter().copied())
+                    .collect();
                 return Err((
                     column,
                     format!(
@@ -685,6 +720,7 @@ fn parse_case_steps(
     src: &Source,
     lines: &[(usize, &str)],
     params: &[(String, String)],
+    program: Option<&Program>,
 ) -> Result<Vec<Step>, ScenarioError> {
     let mut steps = Vec::new();
     for &(line_no, raw) in lines {
@@ -724,7 +760,12 @@ fn parse_case_steps(
         )
     });
     if !connects {
-        let setup = ["listener listen", "client connect", "server accept"].map(|t| {
+        // A server program listens and accepts by itself.
+        let setup: &[&str] = match program {
+            Some(_) => &["client connect"],
+            None => &["listener listen", "client connect", "server accept"],
+        };
+        let setup = setup.iter().map(|t| {
             steps::parse_step(t, None)
                 .expect("built-in setup parses")
                 .expect("non-empty")
@@ -732,6 +773,7 @@ fn parse_case_steps(
         steps.splice(0..0, setup);
     }
 
+    check_program_steps(src, &steps, program)?;
     check_lifecycle(src, &steps)?;
 
     // Labels are unique; joins name an earlier bg step, once; heal names an
@@ -807,6 +849,52 @@ fn parse_case_steps(
         }
     }
     Ok(steps)
+}
+
+/// With a program on the server end, the harness holds no server or
+/// listener socket: those actors may only wait on what the stack's table
+/// shows, and a program's bytes cannot be checked against a pattern.
+/// `stop server` needs a program to stop.
+fn check_program_steps(
+    src: &Source,
+    steps: &[Step],
+    program: Option<&Program>,
+) -> Result<(), ScenarioError> {
+    for s in steps {
+        let error = |why: String| {
+            let at = s.line.unwrap_or(1);
+            src.error_line(at, 1, format!("`{}`: {why}", s.text))
+        };
+        match (&s.kind, program) {
+            (StepKind::Control(Control::Stop(side)), None) => {
+                return Err(error(format!(
+                    "there is no program on the {side} end to stop; add a [program.{side}] table"
+                )));
+            }
+            (
+                StepKind::Socket {
+                    actor,
+                    call: Call::Wait { what, .. },
+                    ..
+                },
+                Some(p),
+            ) if actor.side() == Some(p.side)
+                && matches!(what, WaitFor::State(_) | WaitFor::Timer(_)) => {}
+            (StepKind::Socket { actor, .. }, Some(p))
+                if actor.side() == Some(p.side) || actor.role == Role::Listener =>
+            {
+                return Err(error(format!(
+                    "the {} end is a program (line {}), so the harness holds no {} socket; its steps can only wait on a state or a timer (`{} wait state CLOSE-WAIT`)",
+                    p.side,
+                    p.line,
+                    actor.role.name(),
+                    p.side
+                )));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Where an actor's socket is in its life, as the steps so far make it.

@@ -376,6 +376,9 @@ pub enum Call {
         dontwait: bool,
         /// `MSG_PEEK`: look at queued bytes without consuming them.
         peek: bool,
+        /// `keep`: keep what was read, up to [`limits::MAX_KEPT`] bytes, as
+        /// the step's `text` (a program's response, say).
+        keep: bool,
     },
     Shutdown(How),
     Close,
@@ -500,6 +503,9 @@ pub enum Control {
     Fault(Rule),
     /// Remove the fault labelled so, or every fault (`heal`).
     Heal(Option<String>),
+    /// `stop server`: stop the program on that end (SIGTERM, then SIGKILL
+    /// after its grace), and wait for it to exit.
+    Stop(crate::tcp::Side),
 }
 
 /// What a step does.
@@ -556,6 +562,7 @@ pub enum Verb {
     Drop,
     Reject,
     Heal,
+    Stop,
 }
 
 impl Verb {
@@ -579,6 +586,7 @@ impl Verb {
             Verb::Drop => "drop",
             Verb::Reject => "reject",
             Verb::Heal => "heal",
+            Verb::Stop => "stop",
         }
     }
 }
@@ -635,6 +643,7 @@ impl Step {
                 Effect::Reject => Verb::Reject,
             },
             StepKind::Control(Control::Heal(_)) => Verb::Heal,
+            StepKind::Control(Control::Stop(_)) => Verb::Stop,
         }
     }
 
@@ -890,7 +899,7 @@ pub fn parse_step(line: &str, line_no: Option<usize>) -> Result<Option<Step>, St
 
     let background = cur.eat("bg");
     let (col, head) = cur.word(
-        "an actor (client, server, listener), sleep, join, or a fault (drop, reject, heal)",
+        "an actor (client, server, listener), sleep, join, stop, or a fault (drop, reject, heal)",
     )?;
     let kind = match head.as_str() {
         "sleep" => StepKind::Control(Control::Sleep(duration(&mut cur, limits::MAX_STEP_WAIT)?)),
@@ -934,6 +943,18 @@ pub fn parse_step(line: &str, line_no: Option<usize>) -> Result<Option<Step>, St
                 _ => None,
             };
             StepKind::Control(Control::Heal(label))
+        }
+        "stop" => {
+            let (col, end) = cur.word("the end whose program to stop: server")?;
+            match end.as_str() {
+                "server" => StepKind::Control(Control::Stop(crate::tcp::Side::Server)),
+                other => {
+                    return Err(StepError::at(
+                        col,
+                        format!("`stop` takes the end a program runs on (server), not {other:?}"),
+                    ));
+                }
+            }
         }
         word if word == "every"
             || word.starts_with("client")
@@ -1253,12 +1274,14 @@ fn call(actor: Actor, cur: &mut Cursor) -> Result<Call, StepError> {
                     ..e
                 })?)
             };
-            let (mut dontwait, mut peek) = (false, false);
+            let (mut dontwait, mut peek, mut keep) = (false, false, false);
             loop {
                 if cur.eat("dontwait") || cur.eat("MSG_DONTWAIT") {
                     dontwait = true;
                 } else if cur.eat("peek") || cur.eat("MSG_PEEK") {
                     peek = true;
+                } else if cur.eat("keep") {
+                    keep = true;
                 } else {
                     break;
                 }
@@ -1267,6 +1290,7 @@ fn call(actor: Actor, cur: &mut Cursor) -> Result<Call, StepError> {
                 amount,
                 dontwait,
                 peek,
+                keep,
             }
         }
         "shutdown" => {
@@ -1653,7 +1677,8 @@ mod tests {
             Call::Read {
                 amount: ReadAmount::UntilEof,
                 dontwait: false,
-                peek: false
+                peek: false,
+                keep: false
             }
         );
         assert_eq!(
@@ -1670,8 +1695,22 @@ mod tests {
             Call::Read {
                 amount: ReadAmount::Exactly(9),
                 dontwait: false,
-                peek: false
+                peek: false,
+                keep: false
             }
+        );
+        assert_eq!(
+            call_of("client read available keep"),
+            Call::Read {
+                amount: ReadAmount::Available,
+                dontwait: false,
+                peek: false,
+                keep: true
+            }
+        );
+        assert_eq!(
+            control_of("stop server"),
+            Control::Stop(crate::tcp::Side::Server)
         );
         let s = step("client close");
         assert_eq!(s.actor(), Some(Actor::CLIENT));

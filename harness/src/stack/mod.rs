@@ -394,6 +394,20 @@ pub fn unsupported<'a>(
 /// from the steps.
 pub fn requirements(case: &Case, reach: &Reach) -> Vec<String> {
     let mut missing = Vec::new();
+    // A program is ready when its socket listens: only a table of every
+    // socket shows one the harness holds no descriptor for.
+    if let Some(p) = &case.program {
+        let side = &reach.sides[p.side];
+        if !side.states.sees_orphans() {
+            missing.push(format!(
+                "line {}: a program on the {} end is watched through the stack's table of every socket; {} shows states only through descriptors ({})",
+                p.line,
+                p.side,
+                side.name,
+                side.states.name()
+            ));
+        }
+    }
     let mut closed = Vec::new();
     let mut accepted = false;
     for s in &case.steps {

@@ -1,0 +1,243 @@
+//! A program on the server end (`[program.server]`), end to end through the
+//! teardown binary: a small server of the tests' own (Python, always
+//! installed where the tests run) started, watched and stopped; and every
+//! way a program can go wrong gives a clear error or an observation, with
+//! nothing of it left running. Needs root, as the other end-to-end tests.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+fn tiny_server() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs/tiny_server.py")
+}
+
+fn require_privileges() {
+    if let Err(e) = teardown::runner::check_privileges() {
+        panic!("these tests run real sockets in network namespaces: {e}");
+    }
+}
+
+/// A word no other process has in its command line.
+fn mark(name: &str) -> String {
+    format!("teardown-test-{name}-{}", std::process::id())
+}
+
+/// Processes whose command line holds `mark`.
+fn marked(mark: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if text.contains(mark) {
+            found.push(format!("{}: {text}", entry.file_name().to_string_lossy()));
+        }
+    }
+    found
+}
+
+/// Writes scenario `text` as NAME.toml and runs it; the report's one
+/// case (IPv4 only) and teardown's stderr.
+fn run(name: &str, text: &str) -> (Value, String) {
+    require_privileges();
+    let dir = std::env::temp_dir().join(format!("teardown-programs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join(format!("{name}.toml"));
+    std::fs::write(&file, text).unwrap();
+    let report = dir.join(format!("{name}.json"));
+    let out = Command::new(env!("CARGO_BIN_EXE_teardown"))
+        .args([
+            "run",
+            "--quiet",
+            "--no-captures",
+            "-p",
+            "family=ipv4",
+            "--report",
+        ])
+        .arg(&report)
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let json: Value = serde_json::from_slice(
+        &std::fs::read(&report).unwrap_or_else(|e| panic!("{name}: no report ({e}): {stderr}")),
+    )
+    .unwrap();
+    (json["cases"][0].clone(), stderr)
+}
+
+fn server(options: &str, extra: &str, steps: &str) -> String {
+    format!(
+        r#"title = "t"
+steps = '''
+{steps}
+'''
+
+[program.server]
+command = ["python3", "{}", "${{address}}", "${{port}}", {options}]
+{extra}
+"#,
+        tiny_server().display()
+    )
+}
+
+const CONVERSE: &str =
+    "client write \"hi\\n\" as ask\nclient read until-eof keep as answer\nclient close";
+
+#[test]
+fn a_program_server_is_started_watched_and_stopped() {
+    let m = mark("converse");
+    let text = server(&format!("\"{m}\""), "", CONVERSE)
+        + r#"
+[[expect]]
+os = "linux"
+facts = { "steps.answer.text" = "hello\n", "wire.server.reset" = false, "unread.server" = 0, "program.ended" = "stopped", "program.signal" = "SIGTERM", "final_state.server" = "TIME-WAIT" }
+"#;
+    let (case, stderr) = run("converse", &text);
+    assert_eq!(case["verdict"]["status"], "pass", "{case:#}\n{stderr}");
+    let program = &case["program"];
+    assert_eq!(program["command"][2], "127.0.0.1", "{program:#}");
+    assert_eq!(program["command"][3], "9000");
+    assert!(program["ready_ms"].as_f64().is_some(), "{program:#}");
+    assert_eq!(program["stdout"], "listening\n");
+    // What the program wrote and read is not the harness's to count.
+    assert!(
+        case["unobserved"]["data.server_to_client.written"]
+            .as_str()
+            .is_some_and(|w| w.contains("program")),
+        "{:#}",
+        case["unobserved"]
+    );
+    assert!(marked(&m).is_empty(), "{:?}", marked(&m));
+}
+
+/// What the harness says of a program that cannot serve: an error naming
+/// the scenario line of its command, with its stderr; and nothing left.
+#[test]
+fn a_program_that_cannot_serve_is_an_error_naming_its_line() {
+    let cases = [
+        (
+            "missing",
+            r#"command = ["teardown-no-such-program-anywhere"]"#,
+            "was not found on PATH",
+        ),
+        (
+            "dies",
+            r#"command = ["sh", "-c", "echo doomed >&2; exit 3"]"#,
+            "exited with status 3 before it listened on port 9000; its stderr ends: doomed",
+        ),
+        (
+            "idle",
+            r#"command = ["sh", "-c", "echo waiting >&2; sleep 30", "MARK"]
+ready_within = "300ms""#,
+            "did not listen on port 9000 within 300ms (ready_within); its stderr ends: waiting",
+        ),
+    ];
+    for (name, program, says) in cases {
+        let m = mark(name);
+        let text = format!(
+            "title = \"t\"\nsteps = '''\nclient close\n'''\n\n[program.server]\n{}\n",
+            program.replace("MARK", &m)
+        );
+        let (case, stderr) = run(name, &text);
+        assert_eq!(case["verdict"]["status"], "error", "{name}: {case:#}");
+        let error = case["verdict"]["error"].as_str().unwrap_or_default();
+        assert!(error.contains("line 7: "), "{name}: {error}\n{stderr}");
+        assert!(error.contains(says), "{name}: {error}");
+        assert!(marked(&m).is_empty(), "{name}: {:?}", marked(&m));
+    }
+}
+
+/// A program that ignores SIGTERM is killed after its grace; one that
+/// floods stdout keeps a bounded tail; one that leaves a daemon behind
+/// (a session of its own, SIGTERM ignored) has it killed with it. Each is
+/// an observation, not an error, and nothing is left running.
+#[test]
+fn a_misbehaving_program_is_observed_and_nothing_outlives_the_case() {
+    let m = mark("stubborn");
+    let text = server(
+        &format!("\"{m}\", \"ignore-term\", \"flood\", \"daemon\""),
+        "stop_grace = \"300ms\"",
+        CONVERSE,
+    );
+    let before = marked(&m);
+    assert!(before.is_empty(), "{before:?}");
+    let (case, stderr) = run("stubborn", &text);
+    assert_ne!(case["verdict"]["status"], "error", "{case:#}\n{stderr}");
+    let program = &case["program"];
+    assert_eq!(program["ended"], "killed", "{program:#}");
+    assert_eq!(program["signal"], "SIGKILL");
+    assert!(program["leftovers"].as_u64() >= Some(1), "{program:#}");
+    let tail = program["stdout"].as_str().unwrap();
+    assert!(tail.len() <= teardown::driver::program::TAIL_BYTES);
+    assert!(
+        program["stdout_bytes"].as_u64().unwrap() > 10 * tail.len() as u64,
+        "{}",
+        program["stdout_bytes"]
+    );
+    assert_eq!(case["steps"][2]["text"], "hello\n");
+    assert!(marked(&m).is_empty(), "{:?}", marked(&m));
+}
+
+/// A program's table and its steps are checked before anything runs.
+#[test]
+fn a_scenario_that_misuses_a_program_is_refused_with_its_line() {
+    let dir = std::env::temp_dir().join(format!("teardown-programs-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cases = [
+        (
+            "client",
+            "steps = '''\nclient close\n'''\n[program.client]\ncommand = [\"x\"]\n",
+            ":5:",
+            "a client program is not supported",
+        ),
+        (
+            "serverstep",
+            "steps = '''\nserver read 10\n'''\n[program.server]\ncommand = [\"x\"]\n",
+            ":3:",
+            "the server end is a program (line 6)",
+        ),
+        (
+            "stop",
+            "steps = '''\nclient close\nstop server\n'''\n",
+            ":4:",
+            "no program on the server end",
+        ),
+        (
+            "empty",
+            "steps = '''\nclient close\n'''\n[program.server]\ncommand = []\n",
+            ":6:",
+            "`command` is empty",
+        ),
+        (
+            "port",
+            "steps = '''\nclient close\n'''\n[program.server]\ncommand = [\"x\"]\nport = 70000\n",
+            ":7:",
+            "not a TCP port",
+        ),
+        (
+            "param",
+            "steps = '''\nclient close\n'''\n[program.server]\ncommand = [\"x\", \"${nope}\"]\n",
+            "",
+            "unknown parameter ${nope}",
+        ),
+    ];
+    for (name, body, at, says) in cases {
+        let file = dir.join(format!("{name}.toml"));
+        std::fs::write(&file, format!("title = \"t\"\n{body}")).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_teardown"))
+            .arg("check")
+            .arg(&file)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name}: accepted");
+        assert!(
+            stderr.contains(&format!("{name}.toml{at}")) && stderr.contains(says),
+            "{name}: {stderr}"
+        );
+    }
+}
