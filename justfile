@@ -5,6 +5,9 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 
 bin := "target/release/teardown"
 
+# The real servers the program scenarios run (`just servers`) come first on every recipe's PATH.
+export PATH := justfile_directory() / "target/servers/bin" + ":" + env_var("PATH")
+
 # List the recipes
 default:
     @just --list
@@ -31,21 +34,25 @@ deps *packages="libpcap-dev pkg-config nftables":
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 
+# Fetch the servers the program scenarios run (nginx unpacked into target/servers/, busybox, python3)
+servers: (deps "busybox" "python3")
+    harness/programs/fetch-servers.sh
+
 # Build the teardown binary (release)
 build: deps
     cargo build --release --locked
 
 # Run every scenario (or: just run-scenarios -f linger -p family=ipv6); needs root, see README
-run-scenarios *args: build
+run-scenarios *args: build servers
     {{bin}} run {{args}}
 
 # The CI matrix: every case, JUnit for the CI system, and the check against the committed baseline
-matrix *args: build
+matrix *args: build servers
     {{bin}} run --report reports/matrix.json --junit reports/junit.xml --baseline reports/baseline/{{os()}}.json {{args}}
 
 # Re-record reports/baseline/<os>.json from N runs at rest and N under CPU hogs (a fact that
 # differs between them, such as how much a small buffer takes under load, is not checked)
-baseline runs="4": build
+baseline runs="4": build servers
     #!/usr/bin/env bash
     set -euo pipefail
     dir=$(mktemp -d)
@@ -66,7 +73,7 @@ baseline runs="4": build
 
 # Run the catalogue N times with CPU hogs outranking it, and check every run against its
 # expectations and the baseline: a new expectation must survive this before it is committed
-stress runs="10" hogs="2" *args: build
+stress runs="10" hogs="2" *args: build servers
     #!/usr/bin/env bash
     set -euo pipefail
     dir=$(mktemp -d)
@@ -131,7 +138,7 @@ list *args: build
 
 # Run the test suite (end-to-end tests need root; tshark is the independent witness, chromium loads
 # the HTML, runsc runs the catalogue on gVisor)
-test: (deps "libpcap-dev" "pkg-config" "nftables" "tshark" "iproute2") browser runsc
+test: (deps "libpcap-dev" "pkg-config" "nftables" "tshark" "iproute2") browser runsc servers
     cargo test --workspace --locked
 
 # A headless browser for the HTML test: one already on PATH (Ubuntu's runners have google-chrome),
