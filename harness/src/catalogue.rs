@@ -67,6 +67,44 @@ pub fn load_file(path: &Path) -> Result<Vec<Case>, ScenarioError> {
     Ok(cases)
 }
 
+/// The cases with `server` on their server end in place of the program
+/// their scenario names (`teardown probe`); a case whose harness drives its
+/// own server cannot take one, and is an error naming its file.
+pub fn with_server(cases: Vec<Case>, server: &scenario::Program) -> Result<Vec<Case>, LoadError> {
+    let mut errors = Vec::new();
+    let mut out = Vec::new();
+    for mut c in cases {
+        match &c.program {
+            Some(p) => {
+                let line = p.line;
+                c.program = Some(scenario::Program {
+                    line,
+                    ..server.clone()
+                });
+                out.push(c);
+            }
+            None if !errors.iter().any(|e: &ScenarioError| {
+                e.to_string()
+                    .contains(&c.scenario.path.display().to_string())
+            }) =>
+            {
+                errors.push(ScenarioError::Invalid {
+                    path: c.scenario.path.clone(),
+                    line: 1,
+                    column: 1,
+                    message: "the harness drives this scenario's server itself; a server of yours goes on scenarios with a [program.server] table (scenarios/probes)".into(),
+                });
+            }
+            None => {}
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(LoadError { errors })
+    }
+}
+
 /// Every case of the scenario files under `paths` (files, or directories
 /// whose `*.toml` files are taken in name order). All files are read; the
 /// error lists every bad one.

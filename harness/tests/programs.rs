@@ -94,7 +94,7 @@ fn a_program_server_is_started_watched_and_stopped() {
         + r#"
 [[expect]]
 os = "linux"
-facts = { "steps.answer.text" = "hello\n", "wire.server.reset" = false, "unread.server" = 0, "program.ended" = "stopped", "program.signal" = "SIGTERM", "final_state.server" = "TIME-WAIT" }
+facts = { "steps.answer.text" = "HTTP/1.0 200 OK\r\n\r\nhello\n", "wire.server.reset" = false, "unread.server" = 0, "program.ended" = "stopped", "program.signal" = "SIGTERM", "final_state.server" = "TIME-WAIT" }
 "#;
     let (case, stderr) = run("converse", &text);
     assert_eq!(case["verdict"]["status"], "pass", "{case:#}\n{stderr}");
@@ -178,7 +178,7 @@ fn a_misbehaving_program_is_observed_and_nothing_outlives_the_case() {
         "{}",
         program["stdout_bytes"]
     );
-    assert_eq!(case["steps"][2]["text"], "hello\n");
+    assert_eq!(case["steps"][2]["text"], "HTTP/1.0 200 OK\r\n\r\nhello\n");
     assert!(marked(&m).is_empty(), "{:?}", marked(&m));
 }
 
@@ -240,4 +240,67 @@ fn a_scenario_that_misuses_a_program_is_refused_with_its_line() {
             "{name}: {stderr}"
         );
     }
+}
+
+/// `teardown probe` puts a server of the user's on the probes' server
+/// end: here the tests' own, which answers a request and closes, so the
+/// graceful probe passes and the early-response probe catches its reset.
+#[test]
+fn probe_runs_the_probes_against_a_users_server() {
+    require_privileges();
+    let dir = std::env::temp_dir().join(format!("teardown-probe-{}", std::process::id()));
+    let report = dir.join("probe.json");
+    let probes = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/probes");
+    let m = mark("probe");
+    let out = Command::new(env!("CARGO_BIN_EXE_teardown"))
+        .args(["probe", "--port", "8080", "--server-command"])
+        .arg(format!(
+            "exec python3 {} \"$ADDRESS\" \"$PORT\" {m}",
+            tiny_server().display()
+        ))
+        .args(["--quiet", "--no-captures", "-p", "family=ipv4", "--report"])
+        .arg(&report)
+        .arg(probes.join("graceful.toml"))
+        .arg(probes.join("early-response.toml"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let json: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let case = |id: &str| {
+        json["cases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == id)
+            .unwrap_or_else(|| panic!("{id}: {stdout}"))
+            .clone()
+    };
+    let graceful = case("graceful/ipv4");
+    assert_eq!(graceful["verdict"]["status"], "pass", "{graceful:#}");
+    assert_eq!(graceful["endpoints"]["server"], "127.0.0.1:8080");
+    // It reads 1 KiB of the request and closes: the body left unread makes
+    // its kernel reset, which the probe names.
+    let early = case("early-response/ipv4");
+    assert_eq!(early["verdict"]["status"], "fail", "{early:#}");
+    assert!(early["unread"]["server"].as_u64() > Some(0), "{early:#}");
+    assert!(
+        stdout.contains("wire.server.reset: expected false, observed true"),
+        "{stdout}"
+    );
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(marked(&m).is_empty(), "{:?}", marked(&m));
+
+    // A scenario whose server the harness drives cannot take one.
+    let out = Command::new(env!("CARGO_BIN_EXE_teardown"))
+        .args(["probe", "--server-command", "true"])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/close-graceful.toml"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr
+            .contains("close-graceful.toml:1:1: the harness drives this scenario's server itself"),
+        "{stderr}"
+    );
 }

@@ -31,6 +31,11 @@ pub struct Cli {
 pub enum Command {
     /// Run scenarios: one namespace, capture and report entry per case.
     Run(RunArgs),
+    /// Run the probes (scenarios/probes: HTTP/1.1 clients that end
+    /// connections in the ways that lose responses) against your server:
+    /// started fresh for each case in the case's namespace, with the
+    /// harness on the client end.
+    Probe(ProbeArgs),
     /// Compare reports (other stacks, kernels, harness versions) case by
     /// case; exits 1 when anything differs.
     Compare {
@@ -246,6 +251,33 @@ pub struct RunArgs {
     pub capture: Option<String>,
     #[command(flatten)]
     pub bench: BenchArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ProbeArgs {
+    /// Your server, as a shell command line: run by `sh -c` with $ADDRESS
+    /// and $PORT set, e.g. 'exec nginx -c /etc/my.conf -g "daemon off;"'.
+    /// It must stay in the foreground.
+    #[arg(long, value_name = "CMD")]
+    pub server_command: String,
+    /// The port your server listens on (any address).
+    #[arg(long, default_value_t = crate::scenario::SERVER_PORT)]
+    pub port: u16,
+    /// How long it may take to listen, e.g. 30s.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub ready_within: std::time::Duration,
+    /// Everything `teardown run` takes; the scenarios default to
+    /// scenarios/probes.
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    crate::scenario::steps::parse_duration(s)
+        .filter(|d| !d.is_zero() && *d <= crate::scenario::limits::MAX_STEP_WAIT)
+        .ok_or_else(|| {
+            format!("expected a duration such as 500ms or 30s (at most 600s), found {s:?}")
+        })
 }
 
 /// Where the two sides of each case run.

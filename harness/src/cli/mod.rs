@@ -160,7 +160,16 @@ pub fn main() -> i32 {
 
 fn dispatch(command: Command, color: ColorChoice) -> Result<i32, CliError> {
     match command {
-        Command::Run(args) => run(args, color),
+        Command::Run(args) => run(args, color, None),
+        Command::Probe(p) => {
+            let mut args = p.run;
+            if args.paths.is_empty() {
+                args.paths = vec![PathBuf::from(PROBES)];
+            }
+            let server =
+                crate::scenario::Program::user_server(&p.server_command, p.port, p.ready_within);
+            run(args, color, Some(server))
+        }
         Command::Compare {
             reports,
             format,
@@ -351,8 +360,11 @@ fn check(_: &[PathBuf], _: args::StackArg, _: &args::BenchArgs) -> Result<i32, C
     Err(CliError::NotOnThisOs("teardown check"))
 }
 
+/// Where `teardown probe` finds its scenarios unless told.
+const PROBES: &str = "scenarios/probes";
+
 #[cfg(not(target_os = "linux"))]
-fn run(_: RunArgs, _: ColorChoice) -> Result<i32, CliError> {
+fn run(_: RunArgs, _: ColorChoice, _: Option<crate::scenario::Program>) -> Result<i32, CliError> {
     Err(CliError::NotOnThisOs("teardown run"))
 }
 
@@ -368,12 +380,21 @@ fn bench_stack_args(stack: &args::StackArg, bench: &args::BenchArgs) -> Result<(
     Ok(())
 }
 
+/// `teardown run`, and `teardown probe` with `server` on the server end.
 #[cfg(target_os = "linux")]
-fn run(a: RunArgs, color: ColorChoice) -> Result<i32, CliError> {
+fn run(
+    a: RunArgs,
+    color: ColorChoice,
+    server: Option<crate::scenario::Program>,
+) -> Result<i32, CliError> {
     bench_stack_args(&a.stack, &a.bench)?;
     let run_id = runner::run_id(SystemTime::now());
     let plan = plan::RunPlan::new(&a, &run_id);
     let cases = a.select.selection().apply(catalogue::load(&plan.paths)?)?;
+    let cases = match &server {
+        Some(s) => catalogue::with_server(cases, s)?,
+        None => cases,
+    };
     catalogue::check_sysctls(&cases)?;
     // Read the baseline before spending time on the run; a subset is
     // checked against its entries for those cases only.

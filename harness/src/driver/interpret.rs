@@ -226,9 +226,15 @@ pub fn run(case: &Case, t0: Instant, io: &mut Instruments) -> (DriverOutput, Ope
     };
     // A program must be up and listening before the steps can use it.
     let ready = case.program.as_ref().is_none_or(|p| d.start_program(p));
-    if ready {
-        for (i, step) in case.steps.iter().enumerate() {
+    for (i, step) in case.steps.iter().enumerate() {
+        if ready {
             d.step(i, step);
+        } else {
+            d.skip(
+                i,
+                step,
+                "not run: the program on the server end never listened",
+            );
         }
     }
     // bg steps nobody joined still finish before the case ends.
@@ -437,6 +443,22 @@ impl Driver<'_, '_> {
             }
         }
         self.observe();
+    }
+
+    /// Records a step that was not attempted, and why.
+    fn skip(&mut self, index: usize, step: &Step, why: &str) {
+        self.records.push(StepRecord {
+            line: step.line,
+            key: step.key(index),
+            actor: step.actor(),
+            verb: step.verb(),
+            call: step.text.clone(),
+            label: step.label.clone(),
+            background: step.background(),
+            start_ms: self.elapsed_ms(Instant::now()),
+            duration_ms: 0.0,
+            result: CallResult::harness_error(why),
+        });
     }
 
     /// When the earlier step labelled `label` returned.

@@ -143,7 +143,7 @@ fn supervisor() -> std::io::Result<PathBuf> {
 fn resolve(program: &str, line: usize) -> Result<PathBuf, ProgramError> {
     let not_found = |why: String| {
         ProgramError::Start(format!(
-            "line {line}: program {program:?} {why}; install it, or give its full path in `command`"
+            "line {line}: program {program:?} {why}; install it, or give its full path in `command` (the catalogue's servers: `just servers`)"
         ))
     };
     if program.contains('/') {

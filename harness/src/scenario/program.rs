@@ -5,7 +5,7 @@
 //! command = ["python3", "-m", "http.server", "--bind", "${address}", "${port}"]
 //! env = { PYTHONUNBUFFERED = "1" }
 //! port = 9000            # where it listens (default 9000)
-//! ready_within = "5s"    # until a socket listens on that port
+//! ready_within = "30s"   # until a socket listens on that port
 //! time_limit = "60s"     # stopped if it runs longer
 //! stop_grace = "1s"      # SIGTERM, then SIGKILL after this
 //! ```
@@ -27,6 +27,10 @@ use crate::tcp::Side;
 /// the case's family, the port, a scratch directory made for the case and
 /// removed after it, and the scenario file's directory.
 pub const BUILT_INS: &[&str] = &["address", "port", "work", "dir"];
+
+/// How long a program may take to listen, unless its table says: a bound,
+/// not a wait (readiness is watched for), so a generous one costs nothing.
+pub const DEFAULT_READY_WITHIN: Duration = Duration::from_secs(30);
 
 /// A program on one end of a case, as the scenario gives it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -150,7 +154,7 @@ pub(super) fn parse(
             command: p.command.get_ref().clone(),
             env: p.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             port,
-            ready_within: duration(&p.ready_within, "ready_within", Duration::from_secs(5))?,
+            ready_within: duration(&p.ready_within, "ready_within", DEFAULT_READY_WITHIN)?,
             time_limit: duration(&p.time_limit, "time_limit", Duration::from_secs(60))?,
             stop_grace: duration(&p.stop_grace, "stop_grace", Duration::from_secs(1))?,
             line,
@@ -160,6 +164,25 @@ pub(super) fn parse(
 }
 
 impl Program {
+    /// A user's server given as a shell command line (`teardown probe
+    /// --server-command`), listening on `port`: run by `sh -c`, with
+    /// `$ADDRESS` and `$PORT` in its environment.
+    pub fn user_server(command: &str, port: u16, ready_within: Duration) -> Program {
+        Program {
+            side: Side::Server,
+            command: vec!["sh".into(), "-c".into(), command.into()],
+            env: vec![
+                ("ADDRESS".into(), "${address}".into()),
+                ("PORT".into(), "${port}".into()),
+            ],
+            port,
+            ready_within,
+            time_limit: Duration::from_secs(60),
+            stop_grace: Duration::from_secs(1),
+            line: 0,
+        }
+    }
+
     /// The program with the case's `${param}`s substituted (built-ins are
     /// kept for the start).
     pub(super) fn for_case(

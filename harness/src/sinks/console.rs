@@ -34,7 +34,10 @@ pub fn table(report: &Report, term: &Terminal) -> String {
             .to_string();
         let tw = o.time_wait.side.map_or("-", TimeWaitSide::name).to_string();
         let lost = |f: &crate::outcome::Flow, key: &str| {
-            if o.unobserved.contains_key("data") || o.unobserved.contains_key(key) {
+            if ["data", key, &format!("{key}.lost")]
+                .iter()
+                .any(|k| o.unobserved.contains_key(*k))
+            {
                 "-".to_string()
             } else {
                 f.lost.to_string()
@@ -174,11 +177,18 @@ pub fn facts() -> String {
     out
 }
 
-/// Every mismatch, harness error and unsupported case, one line each.
+/// Every mismatch, harness error and unsupported case, one line each. A
+/// case the harness could not run says so alone: its expectations met
+/// nothing observed, so listing them would bury the reason.
 pub fn problems(report: &Report) -> String {
     let mut out = String::new();
     for c in &report.cases {
-        for m in &c.verdict.mismatches {
+        let mismatches = if c.verdict.error.is_some() {
+            &[][..]
+        } else {
+            &c.verdict.mismatches[..]
+        };
+        for m in mismatches {
             let _ = writeln!(
                 out,
                 "  {}: {}",

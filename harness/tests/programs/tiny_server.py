@@ -3,7 +3,7 @@
 tiny_server.py ADDRESS PORT [MARK] [ignore-term] [flood] [daemon]
 
 Listens on ADDRESS PORT; for each connection reads up to 1 KiB, answers
-"hello" and closes. MARK is any word, kept in the command line so a test
+with a minimal HTTP/1.0 response and closes. MARK is any word, kept in the command line so a test
 can find every process this server made. The options make it misbehave:
 ignore SIGTERM, flood stdout from a child in its process group, or leave a
 daemon behind in a session of its own that also ignores SIGTERM.
@@ -39,5 +39,5 @@ print("listening", flush=True)
 while True:
     conn, _ = server.accept()
     conn.recv(1024)
-    conn.sendall(b"hello\n")
+    conn.sendall(b"HTTP/1.0 200 OK\r\n\r\nhello\n")
     conn.close()
