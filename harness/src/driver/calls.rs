@@ -203,15 +203,15 @@ impl StreamLog {
     /// at offset `written`: its text, if any, is known before it lands.
     pub fn remote_write_starts(&mut self, payload: &Payload) {
         self.writer_elsewhere = true;
-        if let Payload::Text(t) = payload {
-            self.texts.push((self.written, t.clone()));
+        if let Some(t) = payload.text() {
+            self.texts.push((self.written, t.to_vec()));
         }
     }
 
     /// The remote write begun by [`Self::remote_write_starts`] moved `sent`
     /// bytes; the stream's writer has now written `total`.
     pub fn remote_write_ended(&mut self, payload: &Payload, sent: u64, total: u64) {
-        if let Payload::Text(_) = payload {
+        if payload.text().is_some() {
             if let Some((_, t)) = self.texts.last_mut() {
                 t.truncate(usize::try_from(sent).unwrap_or(usize::MAX));
                 if t.is_empty() {
@@ -413,13 +413,16 @@ pub fn write(
         let in_chunk = |at: u64| usize::try_from(at).expect("an offset within a chunk");
         if sent >= chunk_at + chunk.len() as u64 {
             chunk_at = sent;
-            chunk = match payload {
-                Payload::Pattern(_) => {
-                    let n = (total - sent).min(WRITE_CHUNK as u64);
-                    pattern::bytes(start + sent, in_chunk(n), seed)
-                }
-                Payload::Text(t) => t[in_chunk(sent)..].to_vec(),
-            };
+            // What is left of the text, then the pattern, in one buffer:
+            // one send() hands the kernel both.
+            let text = payload.text().unwrap_or_default();
+            chunk = text
+                .get(in_chunk(sent.min(text.len() as u64))..)
+                .unwrap_or_default()
+                .to_vec();
+            let from = sent + chunk.len() as u64;
+            let n = (total - from).min(WRITE_CHUNK as u64);
+            chunk.extend(pattern::bytes(start + from, in_chunk(n), seed));
         }
         let unsent = &chunk[in_chunk(sent - chunk_at)..];
         // SAFETY: pointer and length describe `unsent`.
@@ -444,10 +447,10 @@ pub fn write(
     result.signal = take_pending_sigpipe().then(|| "SIGPIPE".to_string());
     {
         let mut log = log.lock().expect("stream log");
-        if let Payload::Text(t) = payload {
-            if sent > 0 {
-                let sent = usize::try_from(sent).expect("at most the text's length");
-                log.texts.push((start, t[..sent].to_vec()));
+        if let Some(t) = payload.text() {
+            let of_text = usize::try_from(sent).map_or(t.len(), |s| s.min(t.len()));
+            if of_text > 0 {
+                log.texts.push((start, t[..of_text].to_vec()));
             }
         }
         log.written += sent;

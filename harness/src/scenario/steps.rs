@@ -244,6 +244,11 @@ pub enum Payload {
     Pattern(u64),
     /// Literal bytes, written as a quoted string.
     Text(Vec<u8>),
+    /// Literal bytes and then `n` bytes of the pattern, handed to the
+    /// kernel together (`"GET / HTTP/1.1\r\n\r\n" + 50000`): a request and
+    /// what follows it leave in the same segments, whatever the scheduler
+    /// does between two steps.
+    TextThenPattern(Vec<u8>, u64),
 }
 
 impl Payload {
@@ -251,6 +256,15 @@ impl Payload {
         match self {
             Payload::Pattern(n) => *n,
             Payload::Text(t) => t.len() as u64,
+            Payload::TextThenPattern(t, n) => t.len() as u64 + n,
+        }
+    }
+
+    /// The literal bytes it starts with, if any.
+    pub fn text(&self) -> Option<&[u8]> {
+        match self {
+            Payload::Pattern(_) => None,
+            Payload::Text(t) | Payload::TextThenPattern(t, _) => Some(t),
         }
     }
 
@@ -884,6 +898,22 @@ impl Cursor {
     }
 }
 
+/// The size of a pattern write, within the limit of one step.
+fn write_size(cur: &mut Cursor) -> Result<u64, StepError> {
+    let col = cur.column();
+    let n = size(cur)?;
+    if n > limits::MAX_WRITE {
+        return Err(StepError::at(
+            col,
+            format!(
+                "a write of {n} bytes is more than the {} limit (1 GiB) of one step",
+                limits::MAX_WRITE
+            ),
+        ));
+    }
+    Ok(n)
+}
+
 /// Parses one step line. `Ok(None)` for blank and comment-only lines.
 pub fn parse_step(line: &str, line_no: Option<usize>) -> Result<Option<Step>, StepError> {
     let (tokens, text) = tokenize(line)?;
@@ -1224,24 +1254,15 @@ fn call(actor: Actor, cur: &mut Cursor) -> Result<Call, StepError> {
                     kind: TokenKind::Quoted(bytes),
                     ..
                 }) => {
-                    let p = Payload::Text(bytes.clone());
+                    let text = bytes.clone();
                     cur.pos += 1;
-                    p
-                }
-                _ => {
-                    let col = cur.column();
-                    let n = size(cur)?;
-                    if n > limits::MAX_WRITE {
-                        return Err(StepError::at(
-                            col,
-                            format!(
-                                "a write of {n} bytes is more than the {} limit (1 GiB) of one step",
-                                limits::MAX_WRITE
-                            ),
-                        ));
+                    if cur.eat("+") {
+                        Payload::TextThenPattern(text, write_size(cur)?)
+                    } else {
+                        Payload::Text(text)
                     }
-                    Payload::Pattern(n)
                 }
+                _ => Payload::Pattern(write_size(cur)?),
             };
             let (mut nosignal, mut dontwait, mut more) = (false, false, false);
             loop {
