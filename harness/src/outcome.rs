@@ -35,20 +35,46 @@ pub struct TimeWait {
 }
 
 /// Bytes of one direction, from the application's and the wire's view.
+/// What an application end did is null where a program (not the harness)
+/// is that end.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Flow {
     /// Accepted by write() calls.
-    pub written: u64,
+    pub written: Option<u64>,
     /// Distinct payload bytes on the wire (null without a capture).
     pub sent: Option<u64>,
     /// Of those, acknowledged by the peer (null without a capture).
     pub acked: Option<u64>,
     /// Returned by the peer's read() calls.
-    pub read: u64,
+    pub read: Option<u64>,
     /// written - read: never delivered to the peer application.
-    pub lost: u64,
+    pub lost: Option<u64>,
     /// Bytes read that differ from what was written.
-    pub corrupted: u64,
+    pub corrupted: Option<u64>,
+}
+
+impl Flow {
+    /// The application's counts for a direction `writer` wrote, as far as
+    /// the harness made the calls: `program` is the end a program is.
+    fn of_apps(
+        c: crate::driver::FlowCounts,
+        writer: Side,
+        program: Option<Side>,
+        sent: Option<u64>,
+        acked: Option<u64>,
+    ) -> Flow {
+        let harness = |side: Side| program != Some(side);
+        let written = harness(writer).then_some(c.written);
+        let read = harness(writer.peer()).then_some(c.read);
+        Flow {
+            written,
+            sent,
+            acked,
+            read,
+            lost: written.zip(read).map(|(w, r)| w.saturating_sub(r)),
+            corrupted: (harness(writer) && harness(writer.peer())).then_some(c.corrupted),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -330,15 +356,13 @@ pub fn outcome(
     let mut time_wait = time_wait(out, &mut unobserved);
     time_wait.after_peer_fin_ms = after_peer_fin(out, &time_wait, &packets, &mut unobserved);
     let flow = |writer: Side| {
-        let app = out.flows[writer];
-        Flow {
-            written: app.written,
-            sent: analysis.map(|a| a.wire.sides[writer].data_bytes),
-            acked: analysis.map(|a| a.acked[writer]),
-            read: app.read,
-            lost: app.written.saturating_sub(app.read),
-            corrupted: app.corrupted,
-        }
+        Flow::of_apps(
+            out.flows[writer],
+            writer,
+            out.program.as_ref().map(|p| p.side),
+            analysis.map(|a| a.wire.sides[writer].data_bytes),
+            analysis.map(|a| a.acked[writer]),
+        )
     };
     let (connections, connection_summary) = match flows {
         Some(flows) => {
@@ -501,15 +525,13 @@ fn connections(
                 .and_then(|n| out.connections.get(&n))
                 .map(|app| {
                     let flow_of = |writer: Side| {
-                        let c = app.flows[writer];
-                        Flow {
-                            written: c.written,
-                            sent: Some(flow.wire.sides[writer].data_bytes),
-                            acked: Some(flow.acked[writer]),
-                            read: c.read,
-                            lost: c.written.saturating_sub(c.read),
-                            corrupted: c.corrupted,
-                        }
+                        Flow::of_apps(
+                            app.flows[writer],
+                            writer,
+                            out.program.as_ref().map(|p| p.side),
+                            Some(flow.wire.sides[writer].data_bytes),
+                            Some(flow.acked[writer]),
+                        )
                     };
                     DataFlows {
                         client_to_server: flow_of(Side::Client),
@@ -718,7 +740,7 @@ mod tests {
         );
         assert_eq!(o.time_wait.side, Some(TimeWaitSide::Client));
         assert_eq!(o.time_wait.remaining_ms, Some(59_000));
-        assert_eq!(o.data.client_to_server.lost, 10);
+        assert_eq!(o.data.client_to_server.lost, Some(10));
         assert_eq!(o.data.client_to_server.sent, None);
         assert_eq!(o.unobserved["wire"], "no capture");
         assert!(!o.unobserved.contains_key("time_wait"));

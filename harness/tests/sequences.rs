@@ -160,11 +160,17 @@ fn invariants(seq: &[(Side, Op)], r: &CaseReport) -> Result<(), String> {
         ("client->server", &o.data.client_to_server),
         ("server->client", &o.data.server_to_client),
     ] {
-        if f.corrupted != 0 {
-            return Err(format!("{dir}: the reader got {} wrong bytes", f.corrupted));
+        // The harness is both ends: every count is its own.
+        let (Some(written), Some(read), Some(corrupted)) = (f.written, f.read, f.corrupted) else {
+            return Err(format!(
+                "{dir}: the harness's own counts are missing: {f:?}"
+            ));
+        };
+        if corrupted != 0 {
+            return Err(format!("{dir}: the reader got {corrupted} wrong bytes"));
         }
-        if f.read > f.written {
-            return Err(format!("{dir}: read {} > written {}", f.read, f.written));
+        if read > written {
+            return Err(format!("{dir}: read {read} > written {written}"));
         }
     }
     // "Both sides read to EOF": neither closed before the epilogue (a close
@@ -178,9 +184,9 @@ fn invariants(seq: &[(Side, Op)], r: &CaseReport) -> Result<(), String> {
             ("client->server", &o.data.client_to_server),
             ("server->client", &o.data.server_to_client),
         ] {
-            if f.lost != 0 {
+            if f.lost != Some(0) {
                 return Err(format!(
-                    "{dir}: {} bytes lost with no RST on the wire and both sides reading to EOF",
+                    "{dir}: {:?} bytes lost with no RST on the wire and both sides reading to EOF",
                     f.lost
                 ));
             }

@@ -33,15 +33,11 @@ pub fn table(report: &Report, term: &Terminal) -> String {
             .map_or("-", |f| f.name())
             .to_string();
         let tw = o.time_wait.side.map_or("-", TimeWaitSide::name).to_string();
-        let lost = |f: &crate::outcome::Flow, key: &str| {
-            if ["data", key, &format!("{key}.lost")]
-                .iter()
-                .any(|k| o.unobserved.contains_key(*k))
-            {
-                "-".to_string()
-            } else {
-                f.lost.to_string()
+        let lost = |f: &crate::outcome::Flow, key: &str| match f.lost {
+            Some(lost) if !o.unobserved.contains_key("data") && !o.unobserved.contains_key(key) => {
+                lost.to_string()
             }
+            _ => "-".to_string(),
         };
         t.add_row(vec![
             verdict_cell(c, term),

@@ -523,10 +523,11 @@ fn case_section(
                 .to_string()
         }),
         ("lost c>s, s>c; Zeek", |c| {
+            let lost = |f: &crate::outcome::Flow| f.lost.map_or("-".to_string(), |l| l.to_string());
             format!(
                 "{}, {}{}",
-                c.outcome.data.client_to_server.lost,
-                c.outcome.data.server_to_client.lost,
+                lost(&c.outcome.data.client_to_server),
+                lost(&c.outcome.data.server_to_client),
                 c.outcome.wire.as_ref().map_or(String::new(), |w| format!(
                     "; {} {}",
                     w.conn_state, w.history
