@@ -86,6 +86,11 @@ pub struct Match {
     /// as the connection's did is named first.
     #[serde(default)]
     pub sent_data: PerSide<Option<bool>>,
+    /// Whether a program (`[program.server]`) was one end: such a
+    /// scenario names an ending only where none the harness drives itself
+    /// ends that way (an ordinary close of a program is not its point).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub program: bool,
     pub cases: Vec<String>,
 }
 
@@ -164,6 +169,7 @@ pub fn generate(inputs: &[(String, Input)], cases: &[Case]) -> Signatures {
                         .and_then(|c| c.expectations_for(&stack, link).find_map(|e| e.why.clone())),
                     steps: case.map_or(usize::MAX, |c| c.steps.len()),
                     sent_data: PerSide::default(),
+                    program: case.is_some_and(|c| c.program.is_some()),
                     cases: Vec::new(),
                 });
             m.add_sent_data(&facts);
@@ -288,13 +294,21 @@ impl Diagnosis {
 
 impl Signature {
     /// The diagnosis of a connection with this ending, whose sides sent
-    /// payload or not as `sent` says (client, server): the matches whose
-    /// data flowed the same way first, then the plainest (fewest steps),
-    /// Linux before other stacks.
+    /// payload or not as `sent` says (client, server): scenarios the
+    /// harness drives at both ends before those with a program, then the
+    /// matches whose data flowed the same way, then the plainest (fewest
+    /// steps), Linux before other stacks.
     fn diagnosis(&self, sent: [bool; 2]) -> Diagnosis {
         let mut matches = self.matches.clone();
         matches.sort_by(|a, b| {
-            let rank = |m: &Match| (m.disagreements(sent), m.steps, m.stack != "linux");
+            let rank = |m: &Match| {
+                (
+                    m.program,
+                    m.disagreements(sent),
+                    m.steps,
+                    m.stack != "linux",
+                )
+            };
             (rank(a), &a.scenario).cmp(&(rank(b), &b.scenario))
         });
         let Some(first) = matches.first() else {
@@ -540,6 +554,7 @@ mod tests {
                     why: Some("FIN both ways".into()),
                     steps: 6,
                     sent_data: PerSide::default(),
+                    program: false,
                     cases: vec![format!("{scenario}/ipv4")],
                 }],
             }],
@@ -574,6 +589,21 @@ mod tests {
         // Data one way only: one side disagrees with each; fewer steps wins.
         data.wire.sides.server.data_bytes = 0;
         assert_eq!(sigs.diagnose(&data).name, "plain");
+        // A program's scenario comes after every scenario the harness
+        // drives, whatever its data.
+        let mut sigs = Signatures {
+            signatures: sigs.signatures.clone(),
+            ..Default::default()
+        };
+        sigs.signatures[0].matches[1].program = true;
+        data.wire.sides.server.data_bytes = 100;
+        assert_eq!(sigs.diagnose(&data).name, "plain");
+        let mut alone = Signatures {
+            signatures: sigs.signatures.clone(),
+            ..Default::default()
+        };
+        alone.signatures[0].matches.remove(0);
+        assert_eq!(alone.diagnose(&data).name, "talky");
     }
 
     #[test]

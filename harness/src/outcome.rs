@@ -345,6 +345,13 @@ pub fn outcome(
         program_unobserved(p.side, &mut unobserved);
     }
     let unread = PerSide::both(()).map(|side, ()| {
+        // A side the stack never showed a socket for (a SYN that never
+        // arrived) has nothing unread to observe: null, as its final state.
+        if observe::last(&out.timeline, side).is_none()
+            && out.destroyed.notice(&out.ends, side).is_none()
+        {
+            return None;
+        }
         match unread(out, side, analysis.map(|_| packets.as_slice())) {
             Ok(n) => Some(n),
             Err(why) => {
@@ -430,13 +437,14 @@ fn program_unobserved(side: Side, unobserved: &mut BTreeMap<String, String>) {
     }
 }
 
-/// The bytes `side`'s socket held unread when the stack destroyed it. The
+/// The bytes `side`'s socket held unread when the stack destroyed it (or
+/// at the end, if it was still there). The
 /// stack's count (`rcv_nxt - copied_seq`) takes the peer's FIN for a byte
 /// until the application reads the end of file, which it can only do after
 /// every byte before it: so where the FIN had arrived (the side
 /// acknowledged it on the wire), the bytes never read are one fewer.
 fn unread(out: &DriverOutput, side: Side, packets: Option<&[PacketRecord]>) -> Result<u32, String> {
-    let queued = out.destroyed.unread(&out.ends, side)?;
+    let queued = out.destroyed.unread(&out.ends, side, &out.final_snapshot)?;
     if queued == 0 {
         return Ok(0);
     }

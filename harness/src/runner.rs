@@ -905,7 +905,7 @@ fn await_destruction(observer: &mut Observer, out: &mut DriverOutput) {
         observer.destroyed(&mut out.destroyed, &out.final_snapshot, &out.ends);
         let heard = due
             .iter()
-            .all(|&side| out.destroyed.unread(&out.ends, side).is_ok());
+            .all(|&side| out.destroyed.notice(&out.ends, side).is_some());
         if heard || Instant::now() >= deadline {
             return;
         }

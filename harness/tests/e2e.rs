@@ -120,7 +120,17 @@ fn every_case_is_observed_completely() {
         let o = &c.outcome;
         assert!(o.settled, "{}: did not settle", c.id);
         assert!(o.findings.is_empty(), "{}: {:?}", c.id, o.findings);
-        assert!(o.unobserved.is_empty(), "{}: {:?}", c.id, o.unobserved);
+        // Only what a program did with its stream is not the harness's to
+        // count.
+        let program = o.program.is_some();
+        assert!(
+            o.unobserved
+                .keys()
+                .all(|k| program && k.starts_with("data.")),
+            "{}: {:?}",
+            c.id,
+            o.unobserved
+        );
         assert!(
             o.wire.is_some() && !o.packets.is_empty(),
             "{}: no capture",

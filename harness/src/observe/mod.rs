@@ -335,33 +335,40 @@ pub struct Destroyed {
 
 impl Destroyed {
     /// How many bytes `side`'s socket of the connection under test held
-    /// unread when it was destroyed, or why that is not known.
-    pub fn unread(&self, ends: &Ends, side: Side) -> Result<u32, String> {
+    /// unread: when the stack destroyed it, or in `last` (the final
+    /// snapshot) if it was still there; or why that is not known.
+    pub fn unread(&self, ends: &Ends, side: Side, last: &Snapshot) -> Result<u32, String> {
         if !self.watched[side] {
             return Err(format!(
                 "the {side}'s stack does not announce a socket's destruction to the harness"
             ));
         }
-        if let Some(why) = &self.lost {
-            return Err(format!("notices of destroyed sockets were lost: {why}"));
-        }
-        let Some(client) = ends.client else {
+        if ends.client.is_none() {
             return Err("the connection was never made".into());
-        };
+        }
+        if let Some(e) = self.notice(ends, side).or_else(|| ends.find(last, side)) {
+            return Ok(e.recv_queue);
+        }
+        Err(match &self.lost {
+            Some(why) => format!("notices of destroyed sockets were lost: {why}"),
+            None => format!(
+                "the {side}'s socket was neither announced destroyed nor in the stack's table at the end"
+            ),
+        })
+    }
+
+    /// The notice of `side`'s socket's destruction, if one came.
+    pub fn notice(&self, ends: &Ends, side: Side) -> Option<&SockEntry> {
+        let client = ends.client?;
         let (local, remote) = match side {
             Side::Client => (client, ends.server),
             Side::Server => (ends.server, client),
         };
         let cookie = self.cookies[side];
-        self.entries
-            .iter()
-            .rev()
-            .find(|e| match cookie {
-                Some(c) => e.cookie == Some(c),
-                None => e.local == local && e.remote == remote,
-            })
-            .map(|e| e.recv_queue)
-            .ok_or_else(|| format!("the {side}'s socket was not destroyed before the case ended"))
+        self.entries.iter().rev().find(|e| match cookie {
+            Some(c) => e.cookie == Some(c),
+            None => e.local == local && e.remote == remote,
+        })
     }
 }
 
