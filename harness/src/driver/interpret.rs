@@ -578,66 +578,51 @@ impl Driver<'_, '_> {
                 ));
             }
         };
-        let mut backoff = Backoff::new();
-        loop {
-            self.observe();
-            let w = &self.wire;
-            let found = w.marks[w.matched..]
-                .iter()
-                .position(|(side, flags, len, _)| pattern.matches(*side, *flags, *len))
-                .map(|i| w.matched + i);
-            if let Some(i) = found {
-                self.wire.matched = i + 1;
-                let ts_us = self.wire.marks[i].3;
+        self.observe_until(
+            deadline,
+            |d| {
+                let w = &d.wire;
+                let i = w.marks[w.matched..]
+                    .iter()
+                    .position(|(side, flags, len, _)| pattern.matches(*side, *flags, *len))
+                    .map(|i| w.matched + i)?;
+                d.wire.matched = i + 1;
+                let ts_us = d.wire.marks[i].3;
                 if let Some(l) = label {
-                    self.segment_times.insert(l.to_string(), ts_us);
+                    d.segment_times.insert(l.to_string(), ts_us);
                 }
-                return CallResult {
+                Some(CallResult {
                     value: i64::try_from(i + 1).ok(),
                     took_us: from.map(|f| u64::try_from(ts_us - f).unwrap_or(0)),
                     ..CallResult::ok(0)
-                };
-            }
-            if Instant::now() >= deadline {
-                return CallResult {
-                    timed_out: true,
-                    note: Some("no such segment before the deadline".into()),
-                    ..Default::default()
-                };
-            }
-            backoff.sleep(deadline);
-        }
+                })
+            },
+            |_| "no such segment before the deadline".into(),
+        )
     }
 
     /// `listener wait queued N`: until the listener's accept queue holds at
     /// least N connections; the `value` is how many it held then.
     fn wait_queued(&mut self, n: u32, deadline: Instant) -> CallResult {
-        let mut backoff = Backoff::new();
-        loop {
-            self.observe();
-            let queued = self
-                .ends
-                .find_listener(&self.last_snapshot)
-                .map(|e| e.recv_queue);
-            if let Some(q) = queued.filter(|q| *q >= n) {
-                return CallResult {
+        let queued = |d: &Self| d.ends.find_listener(&d.last_snapshot).map(|e| e.recv_queue);
+        let mut r = self.observe_until(
+            deadline,
+            |d| {
+                let q = queued(d).filter(|q| *q >= n)?;
+                Some(CallResult {
                     value: Some(i64::from(q)),
                     ..CallResult::ok(0)
-                };
-            }
-            if Instant::now() >= deadline {
-                return CallResult {
-                    timed_out: true,
-                    note: Some(match queued {
-                        Some(q) => format!("{q} queued"),
-                        None => "no listener in sight of the stack's state source".into(),
-                    }),
-                    value: queued.map(i64::from),
-                    ..Default::default()
-                };
-            }
-            backoff.sleep(deadline);
+                })
+            },
+            |d| match queued(d) {
+                Some(q) => format!("{q} queued"),
+                None => "no listener in sight of the stack's state source".into(),
+            },
+        );
+        if r.timed_out {
+            r.value = queued(self).map(i64::from);
         }
+        r
     }
 
     /// `A wait timer KIND`: until the stack shows that timer running on A's
@@ -648,30 +633,73 @@ impl Driver<'_, '_> {
         kind: crate::tcp::TimerKind,
         deadline: Instant,
     ) -> CallResult {
+        self.observe_until(
+            deadline,
+            |d| {
+                let e = d.entry_of(actor).filter(|e| e.timer == Some(kind))?;
+                Some(CallResult {
+                    value: e.timer_ms.map(i64::from),
+                    ..CallResult::ok(0)
+                })
+            },
+            |d| match d.entry_of(actor) {
+                Some(e) => match e.timer {
+                    Some(t) => format!("still {}, with its {} timer", e.state, t.name()),
+                    None => format!("still {}, with no timer", e.state),
+                },
+                None => "still out of sight of the stack's state source".into(),
+            },
+        )
+    }
+
+    /// `wait wire closed|acked`: until the capture shows the event.
+    fn wait_wire(&mut self, event: WireEvent, deadline: Instant) -> CallResult {
+        self.observe_until(
+            deadline,
+            |d| {
+                let seen = match (event, d.wire.conn.as_ref()) {
+                    (_, None) => false,
+                    (WireEvent::Closed, Some(c)) => c.closed_on_wire(),
+                    (WireEvent::Acked, Some(c)) => {
+                        let logs = d.conns.logs(1);
+                        c.reset()
+                            || (!c.in_flight()
+                                && Side::BOTH.iter().all(|s| {
+                                    c.acked(*s) >= logs[*s].lock().expect("stream log").written
+                                }))
+                    }
+                };
+                seen.then(|| CallResult::ok(0))
+            },
+            |_| {
+                let what = match event {
+                    WireEvent::Closed => "the close complete",
+                    WireEvent::Acked => "everything written acknowledged",
+                };
+                format!("the wire did not show {what}")
+            },
+        )
+    }
+
+    /// Observes, with a backoff, until `found` has the step's result, or
+    /// the deadline passes: then the step timed out, and `missed` says what
+    /// was seen instead.
+    fn observe_until(
+        &mut self,
+        deadline: Instant,
+        mut found: impl FnMut(&mut Self) -> Option<CallResult>,
+        missed: impl FnOnce(&Self) -> String,
+    ) -> CallResult {
         let mut backoff = Backoff::new();
         loop {
             self.observe();
-            let entry = match actor.side() {
-                Some(side) => self.ends.find(&self.last_snapshot, side),
-                None => self.ends.find_listener(&self.last_snapshot),
-            };
-            if let Some(e) = entry.filter(|e| e.timer == Some(kind)) {
-                return CallResult {
-                    value: e.timer_ms.map(i64::from),
-                    ..CallResult::ok(0)
-                };
+            if let Some(r) = found(self) {
+                return r;
             }
             if Instant::now() >= deadline {
-                let seen = match entry {
-                    Some(e) => match e.timer {
-                        Some(t) => format!("{}, with its {} timer", e.state, t.name()),
-                        None => format!("{}, with no timer", e.state),
-                    },
-                    None => "out of sight of the stack's state source".into(),
-                };
                 return CallResult {
                     timed_out: true,
-                    note: Some(format!("still {seen}")),
+                    note: Some(missed(self)),
                     ..Default::default()
                 };
             }
@@ -679,38 +707,12 @@ impl Driver<'_, '_> {
         }
     }
 
-    /// `wait wire closed|acked`: until the capture shows the event.
-    fn wait_wire(&mut self, event: WireEvent, deadline: Instant) -> CallResult {
-        let mut backoff = Backoff::new();
-        loop {
-            self.observe();
-            let seen = match (event, self.wire.conn.as_ref()) {
-                (_, None) => false,
-                (WireEvent::Closed, Some(c)) => c.closed_on_wire(),
-                (WireEvent::Acked, Some(c)) => {
-                    let logs = self.conns.logs(1);
-                    c.reset()
-                        || (!c.in_flight()
-                            && Side::BOTH.iter().all(|s| {
-                                c.acked(*s) >= logs[*s].lock().expect("stream log").written
-                            }))
-                }
-            };
-            if seen {
-                return CallResult::ok(0);
-            }
-            if Instant::now() >= deadline {
-                let what = match event {
-                    WireEvent::Closed => "the close complete",
-                    WireEvent::Acked => "everything written acknowledged",
-                };
-                return CallResult {
-                    timed_out: true,
-                    note: Some(format!("the wire did not show {what}")),
-                    ..Default::default()
-                };
-            }
-            backoff.sleep(deadline);
+    /// The stack's entry for the actor's socket (its side's, or the
+    /// listener's) in the last snapshot.
+    fn entry_of(&self, actor: Actor) -> Option<&SockEntry> {
+        match actor.side() {
+            Some(side) => self.ends.find(&self.last_snapshot, side),
+            None => self.ends.find_listener(&self.last_snapshot),
         }
     }
 
@@ -1028,34 +1030,24 @@ impl Driver<'_, '_> {
     }
 
     fn wait_state(&mut self, actor: Actor, want: TcpState, deadline: Instant) -> CallResult {
-        let mut backoff = Backoff::new();
-        loop {
-            self.observe();
-            let entry = match actor.side() {
-                Some(side) => self.ends.find(&self.last_snapshot, side),
-                None => self.ends.find_listener(&self.last_snapshot),
-            };
-            let now = entry.map(|e| e.state);
-            // A socket gone from a complete table is CLOSED for this purpose.
-            let complete = self.last_snapshot.sees_orphans[actor.host()];
-            let gone = now.is_none() && complete;
-            if now == Some(want) || (gone && want == TcpState::Closed) {
-                return CallResult::ok(0);
-            }
-            if Instant::now() >= deadline {
-                let seen = match now {
-                    Some(s) => s.to_string(),
-                    None if complete => "not in the kernel's table".into(),
-                    None => "out of sight of the stack's state source".into(),
-                };
-                return CallResult {
-                    timed_out: true,
-                    note: Some(format!("still {seen}")),
-                    ..Default::default()
-                };
-            }
-            backoff.sleep(deadline);
-        }
+        // A socket gone from a complete table is CLOSED for this purpose.
+        let state = |d: &Self| {
+            let complete = d.last_snapshot.sees_orphans[actor.host()];
+            (d.entry_of(actor).map(|e| e.state), complete)
+        };
+        self.observe_until(
+            deadline,
+            |d| {
+                let (now, complete) = state(d);
+                let gone = now.is_none() && complete;
+                (now == Some(want) || (gone && want == TcpState::Closed)).then(|| CallResult::ok(0))
+            },
+            |d| match state(d) {
+                (Some(s), _) => format!("still {s}"),
+                (None, true) => "still not in the kernel's table".into(),
+                (None, false) => "still out of sight of the stack's state source".into(),
+            },
+        )
     }
 
     fn spawn(
