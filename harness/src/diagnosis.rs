@@ -88,7 +88,8 @@ pub struct Match {
     pub sent_data: PerSide<Option<bool>>,
     /// Whether a program (`[program.server]`) was one end: such a
     /// scenario names an ending only where none the harness drives itself
-    /// ends that way (an ordinary close of a program is not its point).
+    /// ends that way with data flowing alike (an ordinary close of a
+    /// program is not its point).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub program: bool,
     pub cases: Vec<String>,
@@ -294,17 +295,17 @@ impl Diagnosis {
 
 impl Signature {
     /// The diagnosis of a connection with this ending, whose sides sent
-    /// payload or not as `sent` says (client, server): scenarios the
-    /// harness drives at both ends before those with a program, then the
-    /// matches whose data flowed the same way, then the plainest (fewest
+    /// payload or not as `sent` says (client, server): the matches whose
+    /// data flowed the same way first, then scenarios the harness drives at
+    /// both ends before those with a program, then the plainest (fewest
     /// steps), Linux before other stacks.
     fn diagnosis(&self, sent: [bool; 2]) -> Diagnosis {
         let mut matches = self.matches.clone();
         matches.sort_by(|a, b| {
             let rank = |m: &Match| {
                 (
-                    m.program,
                     m.disagreements(sent),
+                    m.program,
                     m.steps,
                     m.stack != "linux",
                 )
@@ -589,21 +590,26 @@ mod tests {
         // Data one way only: one side disagrees with each; fewer steps wins.
         data.wire.sides.server.data_bytes = 0;
         assert_eq!(sigs.diagnose(&data).name, "plain");
-        // A program's scenario comes after every scenario the harness
-        // drives, whatever its data.
+        // Among those whose data flowed alike, a scenario the harness
+        // drives comes before one with a program, however plain that is.
         let mut sigs = Signatures {
             signatures: sigs.signatures.clone(),
             ..Default::default()
         };
-        sigs.signatures[0].matches[1].program = true;
+        let mut program = sigs.signatures[0].matches[1].clone();
+        program.scenario = "served".into();
+        program.steps = 2;
+        program.program = true;
+        sigs.signatures[0].matches.push(program);
         data.wire.sides.server.data_bytes = 100;
-        assert_eq!(sigs.diagnose(&data).name, "plain");
+        assert_eq!(sigs.diagnose(&data).name, "talky");
+        // Where only the program's data flowed alike, it is named.
         let mut alone = Signatures {
             signatures: sigs.signatures.clone(),
             ..Default::default()
         };
-        alone.signatures[0].matches.remove(0);
-        assert_eq!(alone.diagnose(&data).name, "talky");
+        alone.signatures[0].matches.remove(1);
+        assert_eq!(alone.diagnose(&data).name, "served");
     }
 
     #[test]

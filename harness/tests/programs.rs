@@ -304,3 +304,48 @@ fn probe_runs_the_probes_against_a_users_server() {
         "{stderr}"
     );
 }
+
+/// `analyze` names the reset problem in a capture of it, from the
+/// catalogue's reset-problem scenarios; and an ordinary close of the same
+/// server by a scenario the harness drives at both ends.
+#[test]
+fn analyze_names_the_reset_problem_in_a_capture_of_it() {
+    require_privileges();
+    let dir = std::env::temp_dir().join(format!("teardown-reset-problem-{}", std::process::id()));
+    let scenario =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/reset-problem-python.toml");
+    let report = dir.join("r.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_teardown"))
+        .args(["run", "--quiet", "-p", "family=ipv4", "--report"])
+        .arg(&report)
+        .arg("--captures")
+        .arg(dir.join("captures"))
+        .arg(&scenario)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let json: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    for case in json["cases"].as_array().unwrap() {
+        let pcap = case["capture"].as_str().unwrap();
+        let analysed = Command::new(env!("CARGO_BIN_EXE_teardown"))
+            .args(["analyze", "--format", "json", pcap])
+            .output()
+            .unwrap();
+        let a: Value = serde_json::from_slice(&analysed.stdout).unwrap();
+        let name = a["connections"][0]["diagnosis"]["name"]
+            .as_str()
+            .unwrap_or_default();
+        let reset = case["id"].as_str().unwrap().ends_with("junk=50000");
+        assert_eq!(
+            name.starts_with("reset-problem-"),
+            reset,
+            "{}: diagnosed {name}: {:#}",
+            case["id"],
+            a["connections"][0]["diagnosis"]
+        );
+    }
+}
