@@ -345,11 +345,13 @@ pub fn outcome(
         program_unobserved(p.side, &mut unobserved);
     }
     let unread = PerSide::both(()).map(|side, ()| {
-        // A side the stack never showed a socket for (a SYN that never
-        // arrived) has nothing unread to observe: null, as its final state.
-        if observe::last(&out.timeline, side).is_none()
-            && out.destroyed.notice(&out.ends, side).is_none()
-        {
+        // A side the stack never showed a full socket for (a SYN that never
+        // arrived, or only a SYN-RECEIVED request that never completed)
+        // has nothing unread to observe: null, as for its final state.
+        let full_socket = out.timeline[side]
+            .iter()
+            .any(|c| !matches!(c.state, TcpState::SynReceived | TcpState::Closed));
+        if !full_socket && out.destroyed.notice(&out.ends, side).is_none() {
             return None;
         }
         match unread(out, side, analysis.map(|_| packets.as_slice())) {
