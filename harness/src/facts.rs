@@ -487,7 +487,7 @@ pub static KINDS: &[FactKind] = &[
     },
     FactKind {
         pattern: "unread.<side>",
-        doc: "bytes the side's socket held unread when the stack destroyed it (or at the end of the case, if still there): what its application never read (closing on them makes the stack reset); null for a side that never had a socket",
+        doc: "bytes the side's socket held unread as the case ended (SIOCINQ while the application held it; when the stack destroyed it, or in its table at the end, if it had closed it): what its application never read, which makes a close a reset; null for a side that never had a socket",
         used_as: Use::Behaviour,
         measured_when: None,
         get: |c, b| Some(json!(c.outcome.unread[side(b)])),

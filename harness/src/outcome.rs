@@ -439,13 +439,17 @@ fn program_unobserved(side: Side, unobserved: &mut BTreeMap<String, String>) {
     }
 }
 
-/// The bytes `side`'s socket held unread when the stack destroyed it (or
-/// at the end, if it was still there). The
+/// The bytes `side`'s socket held unread: at the end, by its own count,
+/// if the application still held it; else when the stack destroyed it, or
+/// at the end if it was still in the stack's table. The
 /// stack's count (`rcv_nxt - copied_seq`) takes the peer's FIN for a byte
 /// until the application reads the end of file, which it can only do after
 /// every byte before it: so where the FIN had arrived (the side
 /// acknowledged it on the wire), the bytes never read are one fewer.
 fn unread(out: &DriverOutput, side: Side, packets: Option<&[PacketRecord]>) -> Result<u32, String> {
+    if let Some(n) = out.destroyed.held[side] {
+        return Ok(n);
+    }
     let queued = out.destroyed.unread(&out.ends, side, &out.final_snapshot)?;
     if queued == 0 {
         return Ok(0);

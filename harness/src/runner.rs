@@ -30,7 +30,7 @@ use crate::report::{self, BenchHosts, CaseReport, Host, Report, Summary, Timing,
 use crate::sandbox::{self, Hosts, Namespace, SandboxError};
 use crate::scenario::{Case, Link};
 use crate::stack::{self, CounterScope, HostStack, Reach, SideStack, Stack};
-use crate::tcp::{PerSide, Side, TcpState};
+use crate::tcp::{PerSide, Side};
 use crate::verdict::{self, Verdict};
 use crate::wire;
 
@@ -779,7 +779,7 @@ fn run_case_here(case: &Case, opts: &RunOptions, reaper: &Reaper) -> CaseReport 
     };
     let counters_before = tcp_counters(&ns, &hosts, &endpoints);
     let lo_drops_before = link_drops(&ns, &hosts).ok();
-    let (mut out, open_sockets) = driver::run(case, t0, &mut io);
+    let (out, open_sockets) = driver::run(case, t0, &mut io);
     let counters_after = tcp_counters(&ns, &hosts, &endpoints);
     // Counters shared with cases running at the same time are not this
     // case's. (A bench host's stack is the case's own: a namespace, or a
@@ -798,7 +798,6 @@ fn run_case_here(case: &Case, opts: &RunOptions, reaper: &Reaper) -> CaseReport 
     // Only now may leftover sockets close: their FIN/RST is not part of the case.
     drop(open_sockets);
     drop(endpoints);
-    await_destruction(&mut observer, &mut out);
 
     let mut capture_file = None;
     let mut findings = Vec::new();
@@ -882,35 +881,6 @@ fn run_case_here(case: &Case, opts: &RunOptions, reaper: &Reaper) -> CaseReport 
         finish_ms: ms_since(phase),
     };
     r
-}
-
-/// Waits, bounded, for the notices of the connection's sockets that the
-/// leftover closes destroy at once (one already CLOSED, or one holding
-/// unread bytes, whose close resets): they come from a kernel work queue,
-/// and say what each socket left unread.
-fn await_destruction(observer: &mut Observer, out: &mut DriverOutput) {
-    let due: Vec<Side> = Side::BOTH
-        .into_iter()
-        .filter(|&side| {
-            out.destroyed.watched[side]
-                && out.ends.fds[side].is_some()
-                && out
-                    .ends
-                    .find(&out.final_snapshot, side)
-                    .is_none_or(|e| e.state == TcpState::Closed || e.recv_queue > 0)
-        })
-        .collect();
-    let deadline = Instant::now() + Duration::from_millis(100);
-    loop {
-        observer.destroyed(&mut out.destroyed, &out.final_snapshot, &out.ends);
-        let heard = due
-            .iter()
-            .all(|&side| out.destroyed.notice(&out.ends, side).is_some());
-        if heard || Instant::now() >= deadline {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
 }
 
 /// The TCP counters of every host's stack, summed (one stack on loopback).

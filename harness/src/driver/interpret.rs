@@ -246,6 +246,7 @@ pub fn run(case: &Case, t0: Instant, io: &mut Instruments) -> (DriverOutput, Ope
     // goes is part of the case.
     d.stop_program();
     let settled = d.settle(case.scenario.settle);
+    d.unread_at_end();
     d.count_faults(|_| true);
     let counts = |logs: &PerSide<Mutex<StreamLog>>| {
         PerSide::both(()).map(|side, ()| {
@@ -679,6 +680,47 @@ impl Driver<'_, '_> {
                 format!("the wire did not show {what}")
             },
         )
+    }
+
+    /// What connection 1's sides hold unread as the case ends. A socket
+    /// the application still holds is asked (SIOCINQ, which does not count
+    /// a FIN); one it closed is announced when the stack destroys it, and a
+    /// notice still on its way (they come from a kernel work queue) is
+    /// waited for, bounded, for a socket gone from the stack's table.
+    fn unread_at_end(&mut self) {
+        for side in Side::BOTH {
+            let actor = match side {
+                Side::Client => Actor::CLIENT,
+                Side::Server => Actor::SERVER,
+            };
+            if let Some(h) = self.handle(actor) {
+                let logs = self.conns.logs(1);
+                let r = fd_call(
+                    &h,
+                    &Call::Ioctl(crate::scenario::IoctlQuery::InQueue),
+                    actor,
+                    &logs,
+                    Instant::now() + Duration::from_secs(1),
+                );
+                self.destroyed.held[side] = r.value.and_then(|v| u32::try_from(v).ok());
+            }
+        }
+        let due = |d: &Self, side: Side| {
+            d.destroyed.watched[side]
+                && d.destroyed.held[side].is_none()
+                && d.ends.find(&d.last_snapshot, side).is_none()
+                && d.destroyed.notice(&d.ends, side).is_none()
+                && d.timeline[side]
+                    .iter()
+                    .any(|c| !matches!(c.state, TcpState::SynReceived | TcpState::Closed))
+        };
+        let deadline = Instant::now() + Duration::from_millis(100);
+        while Side::BOTH.iter().any(|&s| due(self, s)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+            self.io
+                .observer
+                .destroyed(&mut self.destroyed, &self.last_snapshot, &self.ends);
+        }
     }
 
     /// Observes, with a backoff, until `found` has the step's result, or

@@ -331,6 +331,9 @@ pub struct Destroyed {
     /// Each side's socket of the connection under test, by the cookie its
     /// host's table last showed for it.
     pub cookies: PerSide<Option<u64>>,
+    /// What each side's socket held unread at the end by its own count
+    /// (SIOCINQ, a FIN not counted), where the application still held it.
+    pub held: PerSide<Option<u32>>,
 }
 
 impl Destroyed {
