@@ -578,3 +578,34 @@ pub fn is_work_dir(p: &Path) -> bool {
         .and_then(|n| n.to_str())
         .is_some_and(|n| n.starts_with("teardown-program-"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tail_keeps_the_last_bytes_and_counts_them_all() {
+        let mut t = Tail::default();
+        t.push(&[b'a'; TAIL_BYTES]);
+        t.push(b"the end");
+        assert_eq!(t.total, TAIL_BYTES as u64 + 7);
+        assert_eq!(t.bytes.len(), TAIL_BYTES);
+        assert!(t.text().ends_with("athe end"));
+    }
+
+    #[test]
+    fn a_command_is_found_on_path_or_named_as_missing() {
+        assert!(resolve("sh", 3).unwrap().is_absolute());
+        let e = resolve("teardown-surely-not-installed", 3)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(
+                "line 3: program \"teardown-surely-not-installed\" was not found on PATH"
+            ),
+            "{e}"
+        );
+        let e = resolve("/nonexistent/srv", 4).unwrap_err().to_string();
+        assert!(e.contains("does not exist"), "{e}");
+    }
+}

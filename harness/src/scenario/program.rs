@@ -218,3 +218,82 @@ impl Program {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn parse(text: &str) -> Result<Vec<crate::scenario::Case>, String> {
+        crate::scenario::parse(Path::new("p.toml"), text)
+            .map(|(_, cases)| cases)
+            .map_err(|e| e.to_string())
+    }
+
+    const STEPS: &str = "title = \"t\"\nsteps = '''\nclient close\n'''\nparams = { family = [\"ipv4\"], n = [\"1\"] }\n";
+
+    #[test]
+    fn params_are_filled_at_parse_and_built_ins_at_start() {
+        let cases = parse(&format!(
+            "{STEPS}[program.server]\ncommand = [\"srv\", \"${{address}}:${{port}}\", \"-n\", \"${{n}}\"]\nenv = {{ DIR = \"${{work}}/x\" }}\nport = 8080\nready_within = \"2s\"\n"
+        ))
+        .unwrap();
+        let p = cases[0].program.as_ref().unwrap();
+        assert_eq!(p.command, ["srv", "${address}:${port}", "-n", "1"]);
+        assert_eq!(p.port, 8080);
+        assert_eq!(p.ready_within, Duration::from_secs(2));
+        assert_eq!(p.time_limit, Duration::from_secs(60));
+        assert_eq!(p.line, 7);
+        let filled = Program::fill(
+            &p.command[1],
+            &[("address", "127.0.0.1".into()), ("port", "8080".into())],
+        );
+        assert_eq!(filled, "127.0.0.1:8080");
+        assert_eq!(p.env, [("DIR".to_string(), "${work}/x".to_string())]);
+        // The harness drives only the client: setup is its connect.
+        assert_eq!(cases[0].steps[0].text, "client connect");
+        assert_eq!(cases[0].steps.len(), 2);
+    }
+
+    #[test]
+    fn a_bad_program_table_names_its_line() {
+        for (table, says) in [
+            (
+                "command = [\"x\"]\nport = 0",
+                ":8:8: port 0 is not a TCP port",
+            ),
+            (
+                "command = [\"x\"]\nready_within = \"0s\"",
+                ":8:16: ready_within = \"0s\": give more than 0",
+            ),
+            (
+                "command = [\"x\"]\nstop_grace = \"soon\"",
+                ":8:14: stop_grace: expected a duration",
+            ),
+            (
+                "command = [\"x\", \"${nope}\"]",
+                ":7:1: program: unknown parameter ${nope}",
+            ),
+            (
+                "command = [\"x\"]\nenv = { \"A=B\" = \"1\" }",
+                "env: \"A=B\" is not a variable name",
+            ),
+            ("command = [\"x\"]\nuser = \"root\"", "unknown field `user`"),
+        ] {
+            let e = parse(&format!("{STEPS}[program.server]\n{table}\n")).unwrap_err();
+            assert!(e.contains(says), "{table}: {e}");
+        }
+        let e = parse(&format!("{STEPS}[program.proxy]\ncommand = [\"x\"]\n")).unwrap_err();
+        assert!(e.contains("unknown end \"proxy\""), "{e}");
+    }
+
+    #[test]
+    fn a_users_server_runs_under_sh_with_address_and_port() {
+        let p = Program::user_server("exec srv $PORT", 8080, Duration::from_secs(3));
+        assert_eq!(p.command, ["sh", "-c", "exec srv $PORT"]);
+        assert_eq!(p.port, 8080);
+        let env: Vec<_> = p.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        assert_eq!(env, ["ADDRESS=${address}", "PORT=${port}"]);
+    }
+}
