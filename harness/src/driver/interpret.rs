@@ -404,18 +404,8 @@ impl Driver<'_, '_> {
         };
         let deadline = start + bound;
         let record_index = self.records.len();
-        self.records.push(StepRecord {
-            line: step.line,
-            key: step.key(index),
-            actor: step.actor(),
-            verb: step.verb(),
-            call: step.text.clone(),
-            label: step.label.clone(),
-            background: step.background(),
-            start_ms: self.elapsed_ms(start),
-            duration_ms: 0.0,
-            result: CallResult::default(),
-        });
+        self.records
+            .push(self.record_of(index, step, start, CallResult::default()));
         match &step.kind {
             StepKind::Socket {
                 actor,
@@ -448,7 +438,19 @@ impl Driver<'_, '_> {
 
     /// Records a step that was not attempted, and why.
     fn skip(&mut self, index: usize, step: &Step, why: &str) {
-        self.records.push(StepRecord {
+        let r = self.record_of(index, step, Instant::now(), CallResult::harness_error(why));
+        self.records.push(r);
+    }
+
+    /// The record of step `index`, begun at `start`, with `result` so far.
+    fn record_of(
+        &self,
+        index: usize,
+        step: &Step,
+        start: Instant,
+        result: CallResult,
+    ) -> StepRecord {
+        StepRecord {
             line: step.line,
             key: step.key(index),
             actor: step.actor(),
@@ -456,10 +458,10 @@ impl Driver<'_, '_> {
             call: step.text.clone(),
             label: step.label.clone(),
             background: step.background(),
-            start_ms: self.elapsed_ms(Instant::now()),
+            start_ms: self.elapsed_ms(start),
             duration_ms: 0.0,
-            result: CallResult::harness_error(why),
-        });
+            result,
+        }
     }
 
     /// When the earlier step labelled `label` returned.
