@@ -1216,7 +1216,8 @@ impl Driver<'_, '_> {
         let deadline = Instant::now() + p.ready_within;
         let mut backoff = Backoff::new();
         loop {
-            let listening = match self.io.hosts.on(p.side, || observe::listens(p.port)) {
+            let to = self.ends.server;
+            let listening = match self.io.hosts.on(p.side, || observe::listens(to)) {
                 Ok(r) => r.map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             };

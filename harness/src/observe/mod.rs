@@ -299,16 +299,23 @@ impl AgentStates {
     }
 }
 
-/// Whether a socket of either family listens on `port` in the calling
-/// thread's namespace (a program's readiness: it may listen on IPv6 for
-/// both families).
+/// Whether a socket listens where a client connecting to `to` would reach
+/// it, in the calling thread's namespace (a program's readiness): on `to`'s
+/// own address or its family's wildcard, or, for IPv4, on IPv6's wildcard
+/// (a dual-stack socket). A program that binds its IPv4 socket before its
+/// IPv6 one is not ready for an IPv6 case until the second is there.
 #[cfg(target_os = "linux")]
-pub fn listens(port: u16) -> Result<bool, ObserveError> {
+pub fn listens(to: SocketAddr) -> Result<bool, ObserveError> {
     for family in [Family::Ipv4, Family::Ipv6] {
         let found = sockdiag::SockDiag::open_here(family)?
             .snapshot()?
             .iter()
-            .any(|e| e.state == TcpState::Listen && e.local.port() == port);
+            .filter(|e| e.state == TcpState::Listen && e.local.port() == to.port())
+            .any(|e| {
+                let at = e.local.ip();
+                at == to.ip()
+                    || (at.is_unspecified() && (at.is_ipv4() == to.is_ipv4() || to.is_ipv4()))
+            });
         if found {
             return Ok(true);
         }
