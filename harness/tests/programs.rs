@@ -182,6 +182,41 @@ fn a_misbehaving_program_is_observed_and_nothing_outlives_the_case() {
     assert!(marked(&m).is_empty(), "{:?}", marked(&m));
 }
 
+/// A program on the client end: it connects to the harness's listener
+/// once that listens, and the harness drives the server with steps.
+#[test]
+fn a_program_client_connects_and_the_harness_serves_it() {
+    let m = mark("client");
+    let text = format!(
+        r#"title = "t"
+steps = '''
+server read 5 keep as got
+server write "bye" as answer
+server read until-eof as rest
+server close
+'''
+
+[program.client]
+command = ["python3", "-c", "import socket, sys; s = socket.create_connection((sys.argv[1], int(sys.argv[2]))); s.sendall(b'hello'); print(s.recv(100).decode(), flush=True); s.close()", "${{address}}", "${{port}}", "{m}"]
+
+[[expect]]
+os = "linux"
+facts = {{ "steps.got.text" = "hello", "program.ended" = "exited", "program.exit_code" = 0, "program.stdout" = "bye\n", "wire.client.distinct_fins" = 1, "final_state.client" = "TIME-WAIT", "unread.client" = 0, "unread.server" = 0 }}
+"#
+    );
+    let (case, stderr) = run("client", &text);
+    assert_eq!(case["verdict"]["status"], "pass", "{case:#}\n{stderr}");
+    assert_eq!(case["program"]["side"], "client");
+    assert!(
+        case["unobserved"]["data.client_to_server.written"]
+            .as_str()
+            .is_some_and(|w| w.contains("the client is a program")),
+        "{:#}",
+        case["unobserved"]
+    );
+    assert!(marked(&m).is_empty(), "{:?}", marked(&m));
+}
+
 /// A program's table and its steps are checked before anything runs.
 #[test]
 fn a_scenario_that_misuses_a_program_is_refused_with_its_line() {
@@ -189,10 +224,16 @@ fn a_scenario_that_misuses_a_program_is_refused_with_its_line() {
     std::fs::create_dir_all(&dir).unwrap();
     let cases = [
         (
-            "client",
-            "steps = '''\nclient close\n'''\n[program.client]\ncommand = [\"x\"]\n",
+            "both",
+            "steps = '''\nserver close\n'''\n[program.client]\ncommand = [\"x\"]\n[program.server]\ncommand = [\"y\"]\n",
             ":5:",
-            "a client program is not supported",
+            "a program on each end leaves the harness nothing to drive",
+        ),
+        (
+            "clientstep",
+            "steps = '''\nclient write 10\n'''\n[program.client]\ncommand = [\"x\"]\n",
+            ":3:",
+            "the client end is a program (line 6)",
         ),
         (
             "serverstep",

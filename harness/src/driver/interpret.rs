@@ -224,18 +224,38 @@ pub fn run(case: &Case, t0: Instant, io: &mut Instruments) -> (DriverOutput, Ope
         program_record: None,
         problems: Vec::new(),
     };
-    // A program must be up and listening before the steps can use it.
-    let ready = case.program.as_ref().is_none_or(|p| d.start_program(p));
+    // A server program must be up and listening before the steps can use
+    // it; a client program starts once the listener listens.
+    let server_program = case.program.as_ref().filter(|p| p.side == Side::Server);
+    let mut client_program = case.program.as_ref().filter(|p| p.side == Side::Client);
+    let ready = server_program.is_none_or(|p| d.start_program(p));
     for (i, step) in case.steps.iter().enumerate() {
-        if ready {
-            d.step(i, step);
-        } else {
+        if !ready {
             d.skip(
                 i,
                 step,
                 "not run: the program on the server end never listened",
             );
+            continue;
         }
+        d.step(i, step);
+        let listened = matches!(
+            step.kind,
+            StepKind::Socket {
+                call: Call::Listen { .. },
+                ..
+            }
+        );
+        if let Some(p) = client_program.filter(|_| listened) {
+            d.start_program(p);
+            client_program = None;
+        }
+    }
+    if let Some(p) = client_program {
+        d.problem(format!(
+            "line {}: the client program never started: no step made the listener listen",
+            p.line
+        ));
     }
     // bg steps nobody joined still finish before the case ends.
     let labels: Vec<String> = d.pending.keys().cloned().collect();
@@ -954,6 +974,15 @@ impl Driver<'_, '_> {
             .and_then(|p| self.conns.number_of(p))
             .or(fallback)
             .unwrap_or_else(|| self.conns.addrs.keys().max().map_or(1, |m| m + 1));
+        // A client program's connection is known from this end only.
+        if let Some(p) = peer.filter(|p| {
+            self.conns.program == Some(Side::Client) && self.conns.number_of(*p).is_none()
+        }) {
+            self.conns.connected(index, p);
+            if index == 1 {
+                self.ends.client = Some(p);
+            }
+        }
         let server = Actor {
             role: Role::Server,
             index,
@@ -1213,6 +1242,10 @@ impl Driver<'_, '_> {
             }
         };
         self.program = Some(started);
+        if p.side == Side::Client {
+            // It connects by itself; the steps wait for it (`server accept`).
+            return true;
+        }
         let deadline = Instant::now() + p.ready_within;
         let mut backoff = Backoff::new();
         loop {
@@ -1238,14 +1271,17 @@ impl Driver<'_, '_> {
                 }
                 Ok(false) => {}
             }
+            // Stopped first: its stderr is whole once the supervisor is gone.
             if running.exited() {
-                let tail = running.stderr_tail();
-                let ended = self.stop_program().map(|r| (r.exit_code, r.signal.clone()));
-                let how = match ended.unwrap_or_default() {
-                    (Some(c), _) => format!("with status {c}"),
-                    (None, Some(s)) => format!("on {s}"),
-                    (None, None) => "without a status".into(),
-                };
+                let r = self.stop_program().cloned();
+                let (how, tail) = r.map_or(("without a status".into(), String::new()), |r| {
+                    let how = match (r.exit_code, &r.signal) {
+                        (Some(c), _) => format!("with status {c}"),
+                        (None, Some(s)) => format!("on {s}"),
+                        (None, None) => "without a status".into(),
+                    };
+                    (how, r.stderr_tail())
+                });
                 self.problem(format!(
                     "line {}: the program exited {how} before it listened on port {}; {tail}",
                     p.line, p.port
@@ -1253,8 +1289,10 @@ impl Driver<'_, '_> {
                 return false;
             }
             if Instant::now() >= deadline {
-                let tail = running.stderr_tail();
-                self.stop_program();
+                let tail = self
+                    .stop_program()
+                    .map(|r| r.stderr_tail())
+                    .unwrap_or_default();
                 self.problem(format!(
                     "line {}: the program did not listen on port {} within {:?} (ready_within); {tail}",
                     p.line, p.port, p.ready_within

@@ -102,6 +102,16 @@ pub struct ProgramRecord {
 }
 
 impl ProgramRecord {
+    /// The last of what it wrote to stderr, for an error message.
+    pub fn stderr_tail(&self) -> String {
+        let t = self.stderr.trim_end();
+        if t.is_empty() {
+            "(its stderr was empty)".into()
+        } else {
+            format!("its stderr ends: {t}")
+        }
+    }
+
     /// A program just started.
     pub fn new(side: Side, command: Vec<String>) -> ProgramRecord {
         ProgramRecord {

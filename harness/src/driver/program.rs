@@ -361,17 +361,6 @@ impl Running {
         }
     }
 
-    /// The last of what it wrote to stderr, for an error message.
-    pub fn stderr_tail(&self) -> String {
-        let t = self.stderr.lock().expect("tail").text();
-        let t = t.trim_end();
-        if t.is_empty() {
-            "(its stderr was empty)".into()
-        } else {
-            format!("its stderr ends: {t}")
-        }
-    }
-
     /// Stops it (SIGTERM, SIGKILL after its grace) unless it has exited,
     /// waits for the supervisor, bounded, and says what became of it.
     pub fn stop(mut self) -> ProgramRecord {

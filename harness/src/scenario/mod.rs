@@ -760,9 +760,11 @@ fn parse_case_steps(
         )
     });
     if !connects {
-        // A server program listens and accepts by itself.
-        let setup: &[&str] = match program {
-            Some(_) => &["client connect"],
+        // A server program listens and accepts by itself; a client program
+        // connects by itself once the listener listens.
+        let setup: &[&str] = match program.map(|p| p.side) {
+            Some(crate::tcp::Side::Server) => &["client connect"],
+            Some(crate::tcp::Side::Client) => &["listener listen", "server accept"],
             None => &["listener listen", "client connect", "server accept"],
         };
         let setup = setup.iter().map(|t| {
@@ -774,7 +776,7 @@ fn parse_case_steps(
     }
 
     check_program_steps(src, &steps, program)?;
-    check_lifecycle(src, &steps)?;
+    check_lifecycle(src, &steps, program.map(|p| p.side))?;
 
     // Labels are unique; joins name an earlier bg step, once; heal names an
     // earlier fault; since names an earlier step that has returned (a bg
@@ -881,7 +883,8 @@ fn check_program_steps(
             ) if actor.side() == Some(p.side)
                 && matches!(what, WaitFor::State(_) | WaitFor::Timer(_)) => {}
             (StepKind::Socket { actor, .. }, Some(p))
-                if actor.side() == Some(p.side) || actor.role == Role::Listener =>
+                if actor.side() == Some(p.side)
+                    || (actor.role == Role::Listener && p.side == crate::tcp::Side::Server) =>
             {
                 return Err(error(format!(
                     "the {} end is a program (line {}), so the harness holds no {} socket; its steps can only wait on a state or a timer (`{} wait state CLOSE-WAIT`)",
@@ -889,6 +892,19 @@ fn check_program_steps(
                     p.line,
                     actor.role.name(),
                     p.side
+                )));
+            }
+            (
+                StepKind::Socket {
+                    actor,
+                    group: Some(_),
+                    ..
+                },
+                Some(p),
+            ) if p.side == crate::tcp::Side::Client && actor.role != Role::Listener => {
+                return Err(error(format!(
+                    "a client program (line {}) makes one connection: steps on several sockets need the harness as the client",
+                    p.line
                 )));
             }
             _ => {}
@@ -913,7 +929,11 @@ enum Life {
 /// `listener listen`, no data call on the client before `client connect`.
 /// A client or listener step that creates a socket after its close opens a
 /// new one (a reconnect, a rebind).
-fn check_lifecycle(src: &Source, steps: &[Step]) -> Result<(), ScenarioError> {
+fn check_lifecycle(
+    src: &Source,
+    steps: &[Step],
+    program: Option<crate::tcp::Side>,
+) -> Result<(), ScenarioError> {
     use std::collections::HashMap;
     let mut life: HashMap<Actor, Life> = HashMap::new();
     for s in steps {
@@ -923,6 +943,11 @@ fn check_lifecycle(src: &Source, steps: &[Step]) -> Result<(), ScenarioError> {
         else {
             continue;
         };
+        // A program's end has no socket of the harness's to follow: its
+        // steps only wait on the stack's table (see check_program_steps).
+        if program.is_some() && actor.side() == program {
+            continue;
+        }
         let error = |why: String| {
             let at = s.line.unwrap_or(1);
             src.error_line(at, 1, format!("`{}`: {why}", s.text))

@@ -35,15 +35,18 @@ pub const DEFAULT_READY_WITHIN: Duration = Duration::from_secs(30);
 /// A program on one end of a case, as the scenario gives it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Program {
-    /// The end it is (only the server, for now).
+    /// The end it is. A server program listens on `port`; a client
+    /// program connects there (`${address}:${port}`), to the harness's
+    /// listener, once that listens.
     pub side: Side,
     /// argv, after `${param}` substitution; the [`BUILT_INS`] are filled
     /// in when it starts.
     pub command: Vec<String>,
     pub env: Vec<(String, String)>,
-    /// The port it listens on, which the client connects to.
+    /// The port the server listens on (the program's, or the harness's
+    /// listener for a client program).
     pub port: u16,
-    /// How long it may take to listen on `port`.
+    /// How long a server program may take to listen on `port`.
     pub ready_within: Duration,
     /// How long it may run at all.
     pub time_limit: Duration,
@@ -82,19 +85,22 @@ pub(super) fn parse(
         return Ok(None);
     };
     let mut out = None;
+    if raw.get_ref().len() > 1 {
+        return Err(src.error_at(
+            raw.span(),
+            "a program on each end leaves the harness nothing to drive: give one of [program.server] and [program.client]",
+        ));
+    }
     for (name, p) in raw.get_ref() {
         let side = match name.get_ref().as_str() {
             "server" => Side::Server,
-            "client" => {
-                return Err(src.error_at(
-                    name.span(),
-                    "a client program is not supported yet: put the program on the server end ([program.server]) and drive the client with steps",
-                ));
-            }
+            "client" => Side::Client,
             other => {
                 return Err(src.error_at(
                     name.span(),
-                    format!("unknown end {other:?}; a program is [program.server]"),
+                    format!(
+                        "unknown end {other:?}; a program is [program.server] or [program.client]"
+                    ),
                 ));
             }
         };

@@ -975,13 +975,16 @@ pub fn parse_step(line: &str, line_no: Option<usize>) -> Result<Option<Step>, St
             StepKind::Control(Control::Heal(label))
         }
         "stop" => {
-            let (col, end) = cur.word("the end whose program to stop: server")?;
+            let (col, end) = cur.word("the end whose program to stop: server or client")?;
             match end.as_str() {
                 "server" => StepKind::Control(Control::Stop(crate::tcp::Side::Server)),
+                "client" => StepKind::Control(Control::Stop(crate::tcp::Side::Client)),
                 other => {
                     return Err(StepError::at(
                         col,
-                        format!("`stop` takes the end a program runs on (server), not {other:?}"),
+                        format!(
+                            "`stop` takes the end a program runs on (server or client), not {other:?}"
+                        ),
                     ));
                 }
             }
