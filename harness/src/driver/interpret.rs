@@ -263,7 +263,13 @@ pub fn run(case: &Case, t0: Instant, io: &mut Instruments) -> (DriverOutput, Ope
         d.join(&label, case.scenario.timeout);
     }
     // A program still running is stopped now, so what its stack does as it
-    // goes is part of the case.
+    // goes is part of the case; a client, whose work has an end, is given
+    // its stop grace to exit by itself first.
+    if let Some(p) = case.program.as_ref().filter(|p| p.side == Side::Client) {
+        if let Some(running) = d.program.as_mut() {
+            running.exit_within(p.stop_grace);
+        }
+    }
     d.stop_program();
     let settled = d.settle(case.scenario.settle);
     d.unread_at_end();

@@ -16,7 +16,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -241,9 +241,13 @@ impl Running {
                 // SAFETY: only async-signal-safe calls between fork and exec.
                 unsafe {
                     cmd.pre_exec(move || {
-                        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0
-                            || libc::dup2(status_fd, 3) < 0
-                        {
+                        // dup2 onto itself would keep close-on-exec set.
+                        let moved = if status_fd == 3 {
+                            libc::fcntl(3, libc::F_SETFD, 0)
+                        } else {
+                            libc::dup2(status_fd, 3)
+                        };
+                        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 || moved < 0 {
                             return Err(std::io::Error::last_os_error());
                         }
                         Ok(())
@@ -333,10 +337,6 @@ impl Running {
         }
     }
 
-    pub fn program(&self) -> &Program {
-        &self.program
-    }
-
     /// Records when it became ready.
     pub fn ready_at(&mut self, ms: f64) {
         self.record.ready_ms = Some(ms);
@@ -350,6 +350,23 @@ impl Running {
             }
         }
         self.record.ended.is_some()
+    }
+
+    /// Waits, up to `bound`, for it to exit by itself; whether it did.
+    pub fn exit_within(&mut self, bound: Duration) -> bool {
+        let deadline = Instant::now() + bound;
+        while !self.exited() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self
+                .reports
+                .recv_timeout(left.min(Duration::from_millis(20)))
+            {
+                Ok(r) => self.take(r),
+                Err(_) if left.is_zero() => return false,
+                Err(_) => {}
+            }
+        }
+        true
     }
 
     fn take(&mut self, r: Report) {
@@ -559,13 +576,6 @@ fn reap(program: i32) -> Option<(Option<i32>, Option<String>)> {
         }
     }
     found
-}
-
-/// Whether a directory is a program's scratch directory (for tests).
-pub fn is_work_dir(p: &Path) -> bool {
-    p.file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(|n| n.starts_with("teardown-program-"))
 }
 
 #[cfg(test)]
