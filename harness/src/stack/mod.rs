@@ -422,81 +422,43 @@ pub fn requirements(case: &Case, reach: &Reach) -> Vec<String> {
             }
             StepKind::Socket {
                 actor,
-                call:
-                    Call::Wait {
-                        what: WaitFor::State(state),
-                        optional: false,
-                        ..
-                    },
+                call: Call::Wait { what, optional, .. },
                 ..
-            } if !reach.sides[actor.host()].states.sees_orphans() && closed.contains(actor) => {
+            } => {
                 let side = &reach.sides[actor.host()];
-                missing.push(format!(
-                    "{at}: `{}` waits for {state} on a socket the application closed; {} shows states only through descriptors ({})",
-                    s.text,
-                    side.name,
-                    side.states.name()
-                ));
-            }
-            // The server end of a connection nobody accepted has no
-            // descriptor to ask.
-            StepKind::Socket {
-                actor,
-                call:
-                    Call::Wait {
-                        what: WaitFor::State(state),
-                        optional: false,
-                        ..
-                    },
-                ..
-            } if !reach.sides[actor.host()].states.sees_orphans()
-                && actor.role == crate::scenario::Role::Server
-                && !accepted =>
-            {
-                let side = &reach.sides[actor.host()];
-                missing.push(format!(
-                    "{at}: `{}` waits for {state} on a connection no one accepted; {} shows states only through descriptors ({})",
-                    s.text,
-                    side.name,
-                    side.states.name()
-                ));
-            }
-            StepKind::Socket {
-                actor,
-                call:
-                    Call::Wait {
-                        what: WaitFor::Timer(timer),
-                        ..
-                    },
-                ..
-            } if !reach.sides[actor.host()].states.sees_timers() => {
-                let side = &reach.sides[actor.host()];
-                missing.push(format!(
-                    "{at}: `{}` waits for the {} timer; {} shows no timers ({})",
-                    s.text,
-                    timer.name(),
-                    side.name,
-                    side.states.name()
-                ));
-            }
-            // The accept queue's length is sock_diag's receive queue of the
-            // listening socket; TCP_INFO has no such field.
-            StepKind::Socket {
-                actor,
-                call:
-                    Call::Wait {
-                        what: WaitFor::Queued(_),
-                        ..
-                    },
-                ..
-            } if !reach.sides[actor.host()].states.sees_orphans() => {
-                let side = &reach.sides[actor.host()];
-                missing.push(format!(
-                    "{at}: `{}` reads the accept queue, which sock_diag shows and {}'s state source ({}) does not",
-                    s.text,
-                    side.name,
-                    side.states.name()
-                ));
+                let (name, states) = (&side.name, side.states);
+                let through_descriptors = !states.sees_orphans() && !optional;
+                let lacks = match what {
+                    WaitFor::State(state) if through_descriptors && closed.contains(actor) => {
+                        Some(format!(
+                            "waits for {state} on a socket the application closed; {name} shows states only through descriptors"
+                        ))
+                    }
+                    // The server end of a connection nobody accepted has
+                    // no descriptor to ask.
+                    WaitFor::State(state)
+                        if through_descriptors
+                            && actor.role == crate::scenario::Role::Server
+                            && !accepted =>
+                    {
+                        Some(format!(
+                            "waits for {state} on a connection no one accepted; {name} shows states only through descriptors"
+                        ))
+                    }
+                    WaitFor::Timer(timer) if !states.sees_timers() => Some(format!(
+                        "waits for the {} timer; {name} shows no timers",
+                        timer.name()
+                    )),
+                    // The accept queue's length is sock_diag's receive
+                    // queue of the listening socket; TCP_INFO has none.
+                    WaitFor::Queued(_) if !states.sees_orphans() => Some(format!(
+                        "reads the accept queue, which sock_diag shows and {name}'s state source does not"
+                    )),
+                    _ => None,
+                };
+                if let Some(lacks) = lacks {
+                    missing.push(format!("{at}: `{}` {lacks} ({})", s.text, states.name()));
+                }
             }
             StepKind::Socket {
                 call: Call::Accept, ..
