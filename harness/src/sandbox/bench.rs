@@ -508,6 +508,11 @@ impl Rtnl {
             LinkAttribute::Mtu(MTU),
             LinkAttribute::NetNsFd(host.as_raw_fd()),
         ];
+        self.new_veth(l, peer, "creating a veth link")
+    }
+
+    /// Creates `l.router_if` here as a veth whose other end is `peer`.
+    fn new_veth(&mut self, l: &Link, peer: LinkMessage, what: &str) -> Result<(), SandboxError> {
         let mut msg = LinkMessage::default();
         msg.header.index = l.router_index;
         msg.attributes = vec![
@@ -520,7 +525,7 @@ impl Rtnl {
             ]),
         ];
         self.request(
-            "creating a veth link",
+            what,
             RouteNetlinkMessage::NewLink(msg),
             NLM_F_CREATE | NLM_F_EXCL,
         )
@@ -561,22 +566,7 @@ impl Rtnl {
             LinkAttribute::Mtu(MTU),
             LinkAttribute::NetNsFd(lab.as_raw_fd()),
         ];
-        let mut msg = LinkMessage::default();
-        msg.header.index = l.router_index;
-        msg.attributes = vec![
-            LinkAttribute::IfName(l.router_if.into()),
-            LinkAttribute::Address(l.router_mac.to_vec()),
-            LinkAttribute::Mtu(MTU),
-            LinkAttribute::LinkInfo(vec![
-                LinkInfo::Kind(InfoKind::Veth),
-                LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
-            ]),
-        ];
-        self.request(
-            "creating the link to a remote host",
-            RouteNetlinkMessage::NewLink(msg),
-            NLM_F_CREATE | NLM_F_EXCL,
-        )?;
+        self.new_veth(l, peer, "creating the link to a remote host")?;
         enter(&lab)?;
         let joined = (|| {
             let mut rtnl = Rtnl::open()?;
