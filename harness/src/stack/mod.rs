@@ -105,16 +105,11 @@ impl Stack {
     /// add up every namespace's: two cases at once count each other's
     /// segments (seen here: 402 EstabResets in a case of 100 connections).
     pub fn gvisor(detected_by: impl Into<String>) -> Stack {
-        Stack {
-            name: "gvisor",
-            version: std::env::var("TEARDOWN_STACK_VERSION").ok(),
-            detected_by: detected_by.into(),
-            capture: CaptureBackend::RawSocket,
-            states: StateSource::TcpInfo,
-            faults: FaultBackend::None,
-            counters: CounterScope::Stack,
-            lo_starts_down: false,
-        }
+        Stack::without_netfilter(
+            "gvisor",
+            std::env::var("TEARDOWN_STACK_VERSION").ok(),
+            detected_by.into(),
+        )
     }
 
     /// Whether this process runs on gVisor.
@@ -126,10 +121,21 @@ impl Stack {
     /// `windows`): states through TCP_INFO (or the OS's equivalent) on the
     /// descriptors it holds; the harness's instruments are the bench's.
     pub fn native(detected_by: impl Into<String>) -> Stack {
+        Stack::without_netfilter(std::env::consts::OS, None, detected_by.into())
+    }
+
+    /// A stack the harness reaches only through sockets: a raw-socket
+    /// capture, states through TCP_INFO on descriptors, no packet filter,
+    /// counters for the whole stack.
+    fn without_netfilter(
+        name: &'static str,
+        version: Option<String>,
+        detected_by: String,
+    ) -> Stack {
         Stack {
-            name: std::env::consts::OS,
-            version: None,
-            detected_by: detected_by.into(),
+            name,
+            version,
+            detected_by,
             capture: CaptureBackend::RawSocket,
             states: StateSource::TcpInfo,
             faults: FaultBackend::None,
