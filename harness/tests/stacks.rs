@@ -312,18 +312,5 @@ fn check_names_in_advance_the_cases_gvisor_cannot_run() {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8_lossy(&out.stdout);
-    let mut predicted: Vec<&str> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("  ")?.split(": ").next())
-        .collect();
-    let mut ran: Vec<&str> = r
-        .cases
-        .iter()
-        .filter(|c| c.verdict.status == Status::Unsupported)
-        .map(|c| c.id.as_str())
-        .collect();
-    predicted.sort_unstable();
-    ran.sort_unstable();
-    assert!(!ran.is_empty());
-    assert_eq!(predicted, ran, "{text}");
+    assert!(common::unsupported_as_predicted(&text, r) > 0);
 }

@@ -254,3 +254,24 @@ pub fn a_stated_gvisor_gap(reason: &str) -> bool {
     .iter()
     .any(|gap| reason.contains(gap))
 }
+
+/// Checks that the cases `teardown check` listed as impossible (its
+/// output, `text`) are exactly those the run reports `unsupported`; how
+/// many there were.
+#[allow(dead_code)]
+pub fn unsupported_as_predicted(text: &str, r: &Report) -> usize {
+    let mut predicted: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("  ")?.split(": ").next())
+        .collect();
+    let mut ran: Vec<&str> = r
+        .cases
+        .iter()
+        .filter(|c| c.verdict.status == teardown::verdict::Status::Unsupported)
+        .map(|c| c.id.as_str())
+        .collect();
+    predicted.sort_unstable();
+    ran.sort_unstable();
+    assert_eq!(predicted, ran, "{text}");
+    ran.len()
+}
