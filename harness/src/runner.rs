@@ -101,6 +101,29 @@ fn endpoint(hosts: &Hosts, side: Side, stack: &HostStack) -> Result<Endpoint, St
                 }
             }
         }
+        HostStack::Smoltcp => {
+            let Hosts::Bench(bench) = hosts else {
+                return Err("a smoltcp host needs the bench (--bench)".into());
+            };
+            bench.take_over(side).map_err(|e| e.to_string())?;
+            let mut cmd = std::process::Command::new(exe()?);
+            cmd.args(["agent", "--smoltcp", "eth0"]);
+            for v6 in [false, true] {
+                let ip = sandbox::bench::address(side, v6, false);
+                let gw = sandbox::bench::address(side, v6, true);
+                let prefix = sandbox::bench::prefix_len(ip);
+                cmd.arg(format!("--address={ip}/{prefix}"));
+                cmd.arg(format!("--gateway={gw}"));
+            }
+            // Its raw packet socket opens in the host's namespace.
+            let agent = hosts
+                .on(side, || AgentClient::spawn(cmd, what, AGENT_START))
+                .map_err(|e| e.to_string())?;
+            if agent.is_ok() {
+                bench.await_echo(side).map_err(|e| e.to_string())?;
+            }
+            agent
+        }
         HostStack::Remote(remote) => connect_from_home(remote.control, what),
     };
     client
@@ -203,6 +226,10 @@ fn reach_of(stack: &Stack, hellos: PerSide<Option<&driver::agent::Hello>>) -> Re
             reach.sides[side] = SideStack {
                 name: hello.stack.clone(),
                 states: hello.states,
+                unmapped: hello.unmapped.clone(),
+                // The harness starts a program in the host's namespace:
+                // on the stack only if that is the namespace's own kernel.
+                runs_programs: hello.stack == "linux" && hello.own_stack,
             };
         }
     }

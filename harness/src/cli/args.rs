@@ -146,6 +146,18 @@ pub enum Command {
         /// machine's own stack.
         #[arg(long)]
         own_stack: bool,
+        /// Run smoltcp, a userspace TCP/IP stack, on this interface (a raw
+        /// packet socket) instead of the OS's stack. The OS must not hold
+        /// the addresses given to smoltcp (see README, "smoltcp").
+        #[arg(long, value_name = "INTERFACE", requires = "address")]
+        smoltcp: Option<String>,
+        /// smoltcp's address on the interface, ADDR/PREFIX (once per
+        /// family), e.g. 198.18.0.2/24.
+        #[arg(long, value_name = "ADDR/PREFIX", requires = "smoltcp", value_parser = parse_cidr)]
+        address: Vec<(std::net::IpAddr, u8)>,
+        /// smoltcp's default route, once per family, e.g. 198.18.0.1.
+        #[arg(long, value_name = "ADDR", requires = "smoltcp")]
+        gateway: Vec<std::net::IpAddr>,
     },
     /// Print a shell completion script (e.g. `teardown completions bash >
     /// /etc/bash_completion.d/teardown`).
@@ -408,5 +420,20 @@ impl Select {
             filters: self.filter.clone(),
             params: self.param.clone(),
         }
+    }
+}
+
+/// `ADDR/PREFIX`, the prefix within the address's length.
+fn parse_cidr(s: &str) -> Result<(std::net::IpAddr, u8), String> {
+    let (addr, prefix) = s
+        .split_once('/')
+        .ok_or_else(|| format!("{s:?}: expected ADDR/PREFIX, e.g. 198.18.0.2/24"))?;
+    let addr: std::net::IpAddr = addr
+        .parse()
+        .map_err(|_| format!("{addr:?} is not an IPv4 or IPv6 address"))?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    match prefix.parse::<u8>() {
+        Ok(p) if p <= max => Ok((addr, p)),
+        _ => Err(format!("{prefix:?}: a prefix length from 0 to {max}")),
     }
 }

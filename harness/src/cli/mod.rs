@@ -286,7 +286,16 @@ fn dispatch(command: Command, color: ColorChoice) -> Result<i32, CliError> {
             }));
             Ok(exit::OK)
         }
-        Command::Agent { listen, own_stack } => agent(listen, own_stack),
+        Command::Agent {
+            listen,
+            smoltcp: Some(interface),
+            address,
+            gateway,
+            ..
+        } => smoltcp_agent(listen, interface, address, gateway),
+        Command::Agent {
+            listen, own_stack, ..
+        } => agent(listen, own_stack),
         Command::Supervise { spec } => supervise(&spec),
         Command::Completions { shell } => {
             let mut out = Vec::new();
@@ -659,6 +668,47 @@ fn say(text: &str) {
 
 /// `teardown agent`: serves one session on stdin and stdout, or sessions
 /// over TCP.
+/// `teardown agent --smoltcp IFACE`: one session on stdin and stdout.
+#[cfg(target_os = "linux")]
+fn smoltcp_agent(
+    listen: Option<std::net::SocketAddr>,
+    interface: String,
+    addresses: Vec<(std::net::IpAddr, u8)>,
+    gateways: Vec<std::net::IpAddr>,
+) -> Result<i32, CliError> {
+    use crate::driver::agent::smoltcp;
+    if listen.is_some() {
+        return Err(CliError::Agent(
+            "--smoltcp serves one session on stdin and stdout; --listen is for the OS's stack"
+                .into(),
+        ));
+    }
+    let config = smoltcp::Config {
+        interface,
+        addresses,
+        gateways,
+    };
+    smoltcp::serve(
+        std::io::BufReader::new(std::io::stdin()),
+        Box::new(std::io::stdout()),
+        &config,
+    )
+    .map_err(|e| CliError::Agent(e.to_string()))?;
+    Ok(exit::OK)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn smoltcp_agent(
+    _listen: Option<std::net::SocketAddr>,
+    _interface: String,
+    _addresses: Vec<(std::net::IpAddr, u8)>,
+    _gateways: Vec<std::net::IpAddr>,
+) -> Result<i32, CliError> {
+    Err(CliError::Agent(
+        "--smoltcp runs on Linux (a raw packet socket)".into(),
+    ))
+}
+
 fn agent(listen: Option<std::net::SocketAddr>, own_stack: bool) -> Result<i32, CliError> {
     use crate::driver::agent::serve;
     let failed = CliError::Agent;

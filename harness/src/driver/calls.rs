@@ -233,10 +233,43 @@ impl StreamLog {
         pattern::byte_at(at, self.seed)
     }
 
+    /// The bytes of `payload`, a write that starts at this stream's offset
+    /// `start`, from its own offset `from`, at most `n` of them: what is
+    /// left of its text, then the pattern. Generated as they are needed, so
+    /// a large write costs time, not memory.
+    pub fn payload_bytes(&self, payload: &Payload, start: u64, from: u64, n: usize) -> Vec<u8> {
+        let text = payload.text().unwrap_or_default();
+        let text_len = text.len() as u64;
+        let end = payload.len().min(from.saturating_add(n as u64));
+        let at = |o: u64| usize::try_from(o).expect("an offset within a text");
+        let mut out = Vec::new();
+        if from < text_len {
+            out.extend_from_slice(&text[at(from)..at(end.min(text_len))]);
+        }
+        let pattern_from = from.max(text_len);
+        if end > pattern_from {
+            let len = usize::try_from(end - pattern_from).expect("at most n bytes");
+            out.extend(pattern::bytes(start + pattern_from, len, self.seed));
+        }
+        out
+    }
+
+    /// A write of `payload` that started at stream offset `start` moved
+    /// `sent` bytes: its text (what of it went) is kept for the reader.
+    pub fn wrote(&mut self, payload: &Payload, start: u64, sent: u64) {
+        if let Some(t) = payload.text() {
+            let of_text = usize::try_from(sent).map_or(t.len(), |s| s.min(t.len()));
+            if of_text > 0 {
+                self.texts.push((start, t[..of_text].to_vec()));
+            }
+        }
+        self.written += sent;
+    }
+
     /// How many of `got`, the bytes at the reader's offset, differ from
     /// what was written (a byte beyond what was written differs by
     /// definition).
-    fn differing(&self, got: &[u8]) -> u64 {
+    pub fn differing(&self, got: &[u8]) -> u64 {
         if self.program_writes {
             return 0;
         }
@@ -249,7 +282,7 @@ impl StreamLog {
     }
 
     /// Checks bytes the reader got and consumed; returns how many differ.
-    fn verify(&mut self, got: &[u8]) -> u64 {
+    pub fn verify(&mut self, got: &[u8]) -> u64 {
         let bad = self.differing(got);
         self.read += got.len() as u64;
         self.corrupted += bad;
@@ -386,10 +419,7 @@ pub fn write(
         dontwait,
         more,
     } = flags;
-    let (start, seed) = {
-        let log = log.lock().expect("stream log");
-        (log.written, log.seed)
-    };
+    let start = log.lock().expect("stream log").written;
     let total = payload.len();
     let wait = !dontwait && !is_nonblocking(fd);
     let more = match (more, os::MSG_MORE) {
@@ -415,14 +445,12 @@ pub fn write(
             chunk_at = sent;
             // What is left of the text, then the pattern, in one buffer:
             // one send() hands the kernel both.
-            let text = payload.text().unwrap_or_default();
-            chunk = text
-                .get(in_chunk(sent.min(text.len() as u64))..)
-                .unwrap_or_default()
-                .to_vec();
-            let from = sent + chunk.len() as u64;
-            let n = (total - from).min(WRITE_CHUNK as u64);
-            chunk.extend(pattern::bytes(start + from, in_chunk(n), seed));
+            let text_len = payload.text().map_or(0, <[u8]>::len) as u64;
+            let n = in_chunk(text_len.saturating_sub(sent)) + WRITE_CHUNK;
+            chunk = log
+                .lock()
+                .expect("stream log")
+                .payload_bytes(payload, start, sent, n);
         }
         let unsent = &chunk[in_chunk(sent - chunk_at)..];
         // SAFETY: pointer and length describe `unsent`.
@@ -445,16 +473,7 @@ pub fn write(
     };
     result.partial = sent < total;
     result.signal = take_pending_sigpipe().then(|| "SIGPIPE".to_string());
-    {
-        let mut log = log.lock().expect("stream log");
-        if let Some(t) = payload.text() {
-            let of_text = usize::try_from(sent).map_or(t.len(), |s| s.min(t.len()));
-            if of_text > 0 {
-                log.texts.push((start, t[..of_text].to_vec()));
-            }
-        }
-        log.written += sent;
-    }
+    log.lock().expect("stream log").wrote(payload, start, sent);
     result.bytes = Some(sent);
     result
 }
@@ -921,6 +940,20 @@ impl FdCall {
     /// Whether the call reads the stream its socket receives.
     pub fn reads(&self) -> bool {
         matches!(self, FdCall::Read { .. })
+    }
+
+    /// The socket API's features the call needs beyond what every stack
+    /// has (see [`crate::scenario::features`]).
+    pub fn uses(&self) -> Vec<&'static str> {
+        use crate::scenario::features;
+        match self {
+            FdCall::Write { more, .. } => features::of_write(*more),
+            FdCall::Shutdown { how } => features::of_shutdown(*how),
+            FdCall::SetOption { opt } => features::of_option(*opt),
+            FdCall::Ioctl { query } => features::of_ioctl(*query),
+            FdCall::Disconnect => vec![features::DISCONNECT],
+            _ => vec![],
+        }
     }
 }
 

@@ -95,6 +95,9 @@ pub enum StateSource {
     SockDiag,
     /// TCP_INFO on the descriptors the harness holds.
     TcpInfo,
+    /// A userspace stack's own table (smoltcp's sockets, through its
+    /// agent): every socket, closed ones until CLOSED; no timers.
+    StackTable,
 }
 
 impl StateSource {
@@ -102,13 +105,14 @@ impl StateSource {
         match self {
             StateSource::SockDiag => "sock-diag",
             StateSource::TcpInfo => "tcp-info",
+            StateSource::StackTable => "stack-table",
         }
     }
 
     /// Whether sockets without a descriptor (orphans, TIME-WAIT after
     /// close) can be seen.
     pub fn sees_orphans(self) -> bool {
-        self == StateSource::SockDiag
+        matches!(self, StateSource::SockDiag | StateSource::StackTable)
     }
 
     /// Whether the source reads the kernel's timers (TIME-WAIT remaining).
@@ -188,6 +192,11 @@ impl Observer {
                 )
             }
             StateSource::TcpInfo => Backend::TcpInfo,
+            StateSource::StackTable => {
+                return Err(ObserveError::Unavailable(
+                    "a userspace stack's table (its agent reads it)",
+                ));
+            }
         };
         let watched = by_agent.map(|_, agent| source.sees_destruction() && !agent);
         Ok(Observer {
@@ -295,6 +304,9 @@ impl AgentStates {
                 Err(ObserveError::Unavailable("sock_diag"))
             }
             StateSource::TcpInfo => Ok(tcpinfo::snapshot(held)?),
+            StateSource::StackTable => Err(ObserveError::Unavailable(
+                "a userspace stack's table (its own agent reads it)",
+            )),
         }
     }
 }

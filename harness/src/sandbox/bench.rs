@@ -377,6 +377,112 @@ impl Bench {
         })?
     }
 
+    /// Prepares `side`'s host for a stack that runs in a process on its
+    /// link (smoltcp on a raw packet socket): [`Bench::hand_over`], and
+    /// the host kernel loses the link's addresses too, so that it neither
+    /// answers the segments addressed to them (a RST to every SYN) nor
+    /// their neighbour queries. The link stays up, its MAC the one the
+    /// router's static neighbours name.
+    pub fn take_over(&self, side: Side) -> Result<(), SandboxError> {
+        self.hand_over(side)?;
+        self.on(side, || {
+            let mut rtnl = Rtnl::open()?;
+            for v6 in [false, true] {
+                rtnl.remove_address(HOST_IFINDEX, address(side, v6, false))?;
+            }
+            Ok(())
+        })?
+    }
+
+    /// Waits, bounded, until `side`'s host answers an ICMP echo from the
+    /// router in each family. A stack that learns its neighbours as it
+    /// needs them (smoltcp: ARP, neighbour discovery) holds its first
+    /// packet back until the router has answered, and a case's first RST
+    /// or SYN-ACK would be late for that; answering an echo teaches it the
+    /// router before the case, and says the stack is up. Nothing is
+    /// captured yet, so the echoes are in no case's trace.
+    pub fn await_echo(&self, side: Side) -> Result<(), SandboxError> {
+        use socket2::{Domain, Protocol, SockAddr, Type};
+        for v6 in [false, true] {
+            let to = address(side, v6, false);
+            let failed = |e: std::io::Error| setup(format!("an echo to {to}: {e}"));
+            let (domain, protocol, request, reply) = if v6 {
+                (Domain::IPV6, Protocol::ICMPV6, 128u8, 129u8)
+            } else {
+                (Domain::IPV4, Protocol::ICMPV4, 8, 0)
+            };
+            let sock = socket2::Socket::new(domain, Type::RAW, Some(protocol)).map_err(failed)?;
+            sock.set_read_timeout(Some(std::time::Duration::from_millis(5)))
+                .map_err(failed)?;
+            let dest = SockAddr::from(std::net::SocketAddr::new(to, 0));
+            if let IpAddr::V6(router) = address(side, true, true) {
+                if v6 {
+                    // The router's own neighbour advertisement, unasked:
+                    // its answer to the host's solicitation would wait for
+                    // the kernel's address work (the solicited-node group),
+                    // a second or more on a busy machine.
+                    let mut advert = vec![136, 0, 0, 0, 0x20, 0, 0, 0];
+                    advert.extend_from_slice(&router.octets());
+                    advert.extend_from_slice(&[2, 1]);
+                    advert.extend_from_slice(&link(side).router_mac);
+                    sock.send_to(&advert, &dest).map_err(failed)?;
+                }
+            }
+            let id = std::process::id().to_be_bytes();
+            let deadline = std::time::Instant::now() + READY_BOUND;
+            let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 256];
+            'echo: for seq in 0u16.. {
+                let [s0, s1] = seq.to_be_bytes();
+                let mut echo = [request, 0, 0, 0, id[2], id[3], s0, s1];
+                if !v6 {
+                    // ICMPv6's checksum is the kernel's; ICMP's is ours.
+                    let sum = internet_checksum(&echo).to_be_bytes();
+                    echo[2..4].copy_from_slice(&sum);
+                }
+                sock.send_to(&echo, &dest).map_err(failed)?;
+                loop {
+                    match sock.recv_from(&mut buf) {
+                        Ok((n, from)) => {
+                            // SAFETY: recv_from initialised the first n bytes.
+                            let got: Vec<u8> = buf[..n]
+                                .iter()
+                                .map(|b| unsafe { b.assume_init() })
+                                .collect();
+                            // A raw IPv4 socket hands over the IP header too.
+                            let icmp = if v6 {
+                                &got[..]
+                            } else {
+                                got.get(usize::from(got.first().map_or(0, |b| b & 0x0f)) * 4..)
+                                    .unwrap_or_default()
+                            };
+                            let from = from.as_socket().map(|a| a.ip());
+                            if from == Some(to) && icmp.first() == Some(&reply) {
+                                break 'echo;
+                            }
+                        }
+                        Err(e)
+                            if matches!(
+                                e.kind(),
+                                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                            ) =>
+                        {
+                            break;
+                        }
+                        Err(e) => return Err(failed(e)),
+                    }
+                }
+                if std::time::Instant::now() >= deadline {
+                    return Err(setup(format!(
+                        "the {} host ({to}) answered no echo within {} ms",
+                        side.name(),
+                        READY_BOUND.as_millis()
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Runs `f` with the calling thread in `side`'s host namespace (sockets
     /// it creates live there), then returns the thread to the router.
     pub fn on<T>(&self, side: Side, f: impl FnOnce() -> T) -> Result<T, SandboxError> {
@@ -623,11 +729,7 @@ impl Rtnl {
     }
 
     fn address(&mut self, index: u32, ip: IpAddr) -> Result<(), SandboxError> {
-        let mut msg = AddressMessage::default();
-        msg.header.family = family(ip);
-        msg.header.prefix_len = if ip.is_ipv6() { 64 } else { 24 };
-        msg.header.index = index;
-        msg.attributes = vec![AddressAttribute::Local(ip), AddressAttribute::Address(ip)];
+        let mut msg = address_message(index, ip);
         if ip.is_ipv6() {
             msg.attributes
                 .push(AddressAttribute::Flags(AddressFlags::Nodad));
@@ -636,6 +738,14 @@ impl Rtnl {
             "adding an address",
             RouteNetlinkMessage::NewAddress(msg),
             NLM_F_CREATE | NLM_F_EXCL,
+        )
+    }
+
+    fn remove_address(&mut self, index: u32, ip: IpAddr) -> Result<(), SandboxError> {
+        self.request(
+            "removing an address",
+            RouteNetlinkMessage::DelAddress(address_message(index, ip)),
+            0,
         )
     }
 
@@ -731,6 +841,33 @@ impl Rtnl {
             NLM_F_CREATE | NLM_F_EXCL,
         )
     }
+}
+
+/// The Internet checksum (RFC 1071) of `bytes`.
+fn internet_checksum(bytes: &[u8]) -> u16 {
+    let mut sum: u32 = bytes
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// `ip` on link `index`, with the bench's prefix for its family.
+fn address_message(index: u32, ip: IpAddr) -> AddressMessage {
+    let mut msg = AddressMessage::default();
+    msg.header.family = family(ip);
+    msg.header.prefix_len = prefix_len(ip);
+    msg.header.index = index;
+    msg.attributes = vec![AddressAttribute::Local(ip), AddressAttribute::Address(ip)];
+    msg
+}
+
+/// The prefix length of the bench's links for `ip`'s family.
+pub fn prefix_len(ip: IpAddr) -> u8 {
+    if ip.is_ipv6() { 64 } else { 24 }
 }
 
 fn family(ip: IpAddr) -> AddressFamily {

@@ -9,6 +9,7 @@
 //! the fact model by `catalogue`, which loads scenarios for the other stages.
 
 pub mod expect;
+pub mod features;
 pub mod limits;
 pub mod program;
 pub mod rule;

@@ -185,6 +185,10 @@ pub enum HostStack {
     /// gVisor's netstack on the host's link: `runsc` in the host's
     /// namespace with a `teardown agent` inside (see [`gvisor`]).
     Gvisor,
+    /// smoltcp, a userspace stack, on the host's link: a `teardown agent
+    /// --smoltcp eth0` in the host's namespace, which has given up the
+    /// link's addresses to it.
+    Smoltcp,
     /// A stack the harness does not start: an agent already listening at
     /// a control address (`teardown agent --listen`) on a machine the bench
     /// reaches through a bridge.
@@ -213,6 +217,7 @@ impl std::fmt::Display for HostStack {
             HostStack::Linux => f.write_str("linux"),
             HostStack::LinuxAgent => f.write_str("linux-agent"),
             HostStack::Gvisor => f.write_str("gvisor"),
+            HostStack::Smoltcp => f.write_str("smoltcp"),
             HostStack::Remote(r) => write!(f, "remote={}", r.control),
         }
     }
@@ -226,6 +231,7 @@ impl std::str::FromStr for HostStack {
             "linux" => Ok(HostStack::Linux),
             "linux-agent" => Ok(HostStack::LinuxAgent),
             "gvisor" => Ok(HostStack::Gvisor),
+            "smoltcp" => Ok(HostStack::Smoltcp),
             _ => match s.strip_prefix("remote=") {
                 Some(addr) => addr.parse().map(|control| HostStack::Remote(RemoteHost {
                     control,
@@ -234,7 +240,7 @@ impl std::str::FromStr for HostStack {
                     format!("remote={addr}: expected the agent's control address, ADDR:PORT (e.g. remote=198.18.0.2:7070)")
                 }),
                 None => Err(format!(
-                    "{s:?}: expected linux, linux-agent, gvisor or remote=ADDR:PORT"
+                    "{s:?}: expected linux, linux-agent, gvisor, smoltcp or remote=ADDR:PORT"
                 )),
             },
         }
@@ -247,6 +253,14 @@ pub struct SideStack {
     /// What expectations call it (`linux`, `gvisor`).
     pub name: String,
     pub states: StateSource,
+    /// What its calls cannot do, by the C name of the feature (see
+    /// `FdCall::uses`), each with why (an agent's `unmapped`).
+    pub unmapped: std::collections::BTreeMap<String, String>,
+    /// Whether a program the harness starts for this side runs on this
+    /// stack: yes where the harness itself runs on it, or the host is a
+    /// namespace of Linux's; an agent's userspace stack, sandbox or machine
+    /// has a network such a program would not be on.
+    pub runs_programs: bool,
 }
 
 /// The stacks a case's two sides run on and what the harness can do with
@@ -264,6 +278,9 @@ impl Reach {
         let side = SideStack {
             name: stack.name.to_string(),
             states: stack.states,
+            unmapped: Default::default(),
+            // A program runs where the harness does, on the same stack.
+            runs_programs: true,
         };
         Reach {
             faults: stack.faults,
@@ -404,7 +421,12 @@ pub fn requirements(case: &Case, reach: &Reach) -> Vec<String> {
     // socket shows one the harness holds no descriptor for.
     if let Some(p) = &case.program {
         let side = &reach.sides[p.side];
-        if !side.states.sees_orphans() {
+        if !side.runs_programs {
+            missing.push(format!(
+                "line {}: a program on the {} end would run beside the {} host's stack ({}), not on it: programs run where the harness does",
+                p.line, p.side, p.side, side.name
+            ));
+        } else if !side.states.sees_orphans() {
             missing.push(format!(
                 "line {}: a program on the {} end is watched through the stack's table of every socket; {} shows states only through descriptors ({})",
                 p.line,
@@ -418,6 +440,16 @@ pub fn requirements(case: &Case, reach: &Reach) -> Vec<String> {
     let mut accepted = false;
     for s in &case.steps {
         let at = s.line.map_or("setup".to_string(), |l| format!("line {l}"));
+        if let StepKind::Socket { actor, call, .. } = &s.kind {
+            let side = &reach.sides[actor.host()];
+            let uses = crate::scenario::features::of(call);
+            for (what, why) in uses.iter().filter_map(|u| side.unmapped.get_key_value(*u)) {
+                missing.push(format!(
+                    "{at}: `{}` needs {what}, which {} has no mapping for: {why}",
+                    s.text, side.name
+                ));
+            }
+        }
         match &s.kind {
             StepKind::Control(Control::Fault(_)) if reach.faults == FaultBackend::None => {
                 missing.push(format!(

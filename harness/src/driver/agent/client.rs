@@ -195,6 +195,7 @@ impl AgentClient {
                 stack_version: None,
                 states: crate::observe::StateSource::TcpInfo,
                 own_stack: false,
+                unmapped: Default::default(),
             },
             writer: Mutex::new(writer),
             waiting,

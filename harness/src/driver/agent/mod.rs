@@ -47,6 +47,8 @@
 
 pub mod client;
 pub mod serve;
+#[cfg(target_os = "linux")]
+pub mod smoltcp;
 
 use std::net::SocketAddr;
 
@@ -96,6 +98,11 @@ pub struct Hello {
     /// nothing of the machine's.
     #[serde(default)]
     pub own_stack: bool,
+    /// Calls the stack has no mapping for, by the C name of what they need
+    /// (`MSG_MORE`, `TCP_CORK`, `SHUT_RD`), each with why: a case that
+    /// makes one on this host is `unsupported`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub unmapped: std::collections::BTreeMap<String, String>,
 }
 
 /// One request.

@@ -44,6 +44,7 @@ pub fn hello(own_stack: bool) -> Hello {
         stack_version: stack.version.clone(),
         states: stack.states,
         own_stack,
+        unmapped: Default::default(),
     }
 }
 
@@ -63,12 +64,10 @@ struct Session {
 
 impl Session {
     fn answer(&self, id: Option<u64>, answer: Answer) -> Result<(), ServeError> {
-        let mut line = serde_json::to_vec(&Response { id, answer }).expect("answers serialise");
-        line.push(b'\n');
-        let mut out = self.out.lock().expect("agent output");
-        out.write_all(&line)
-            .and_then(|()| out.flush())
-            .map_err(ServeError::Write)
+        write_line(
+            &mut **self.out.lock().expect("agent output"),
+            &Response { id, answer },
+        )
     }
 
     fn fd(&self, handle: u32) -> Result<RawFd, String> {
@@ -338,40 +337,16 @@ pub fn serve(
         states: Mutex::new(AgentStates::new(me.states)),
         out: Mutex::new(output),
     });
-    let mut line = serde_json::to_vec(&HelloLine { hello: me }).expect("hello serialises");
-    line.push(b'\n');
-    {
-        let mut out = session.out.lock().expect("agent output");
-        out.write_all(&line)
-            .and_then(|()| out.flush())
-            .map_err(ServeError::Write)?;
-    }
-    let mut input = input.take(0);
-    let mut buf = Vec::new();
+    write_line(
+        &mut **session.out.lock().expect("agent output"),
+        &HelloLine { hello: me },
+    )?;
+    let mut lines = Lines::new(input);
     loop {
-        buf.clear();
-        // At most one byte past the limit, to tell a long line from one
-        // that just fits.
-        input.set_limit(MAX_LINE as u64 + 1);
-        let n = input
-            .read_until(b'\n', &mut buf)
-            .map_err(ServeError::Read)?;
-        if n == 0 {
-            return Ok(());
-        }
-        if buf.last() != Some(&b'\n') {
-            return Err(if n > MAX_LINE {
-                ServeError::TooLong
-            } else {
-                ServeError::Truncated(n)
-            });
-        }
-        if buf.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        let request = match parse(&buf) {
-            Ok(r) => r,
-            Err((id, why)) => {
+        let request = match lines.next_request()? {
+            None => return Ok(()),
+            Some(Ok(r)) => r,
+            Some(Err((id, why))) => {
                 session.answer(id, Answer::Error(why))?;
                 continue;
             }
@@ -403,6 +378,63 @@ pub fn serve(
             }
         }
     }
+}
+
+/// A request, or the id of a line that is not one (if it could be read)
+/// and what is wrong with it.
+pub type Parsed = Result<Request, (Option<u64>, String)>;
+
+/// The request lines of a session's input.
+pub struct Lines<R> {
+    input: std::io::Take<R>,
+    buf: Vec<u8>,
+}
+
+impl<R: BufRead> Lines<R> {
+    pub fn new(input: R) -> Lines<R> {
+        Lines {
+            input: input.take(0),
+            buf: Vec::new(),
+        }
+    }
+
+    /// The next line that is not blank, parsed; none at the end of input.
+    /// A line longer than [`MAX_LINE`], or cut off at the end, ends the
+    /// session.
+    pub fn next_request(&mut self) -> Result<Option<Parsed>, ServeError> {
+        loop {
+            self.buf.clear();
+            // At most one byte past the limit, to tell a long line from one
+            // that just fits.
+            self.input.set_limit(MAX_LINE as u64 + 1);
+            let n = self
+                .input
+                .read_until(b'\n', &mut self.buf)
+                .map_err(ServeError::Read)?;
+            if n == 0 {
+                return Ok(None);
+            }
+            if self.buf.last() != Some(&b'\n') {
+                return Err(if n > MAX_LINE {
+                    ServeError::TooLong
+                } else {
+                    ServeError::Truncated(n)
+                });
+            }
+            if !self.buf.iter().all(u8::is_ascii_whitespace) {
+                return Ok(Some(parse(&self.buf)));
+            }
+        }
+    }
+}
+
+/// Writes one line of the protocol.
+pub fn write_line(out: &mut dyn Write, line: &impl serde::Serialize) -> Result<(), ServeError> {
+    let mut bytes = serde_json::to_vec(line).expect("protocol lines serialise");
+    bytes.push(b'\n');
+    out.write_all(&bytes)
+        .and_then(|()| out.flush())
+        .map_err(ServeError::Write)
 }
 
 /// A request from its line, or the id (if readable) and what is wrong.

@@ -1,0 +1,82 @@
+//! The socket API's features a call needs beyond what every stack has, by
+//! their C names: what a stack's agent can say it has no mapping for
+//! (`Hello::unmapped`), so that a case needing one is `unsupported` before
+//! it runs instead of failing on a call the stack cannot make.
+
+use super::{Call, How, IoctlQuery, SockOpt};
+
+/// `connect()` with `AF_UNSPEC`.
+pub const DISCONNECT: &str = "connect(AF_UNSPEC)";
+
+pub fn of_write(more: bool) -> Vec<&'static str> {
+    if more { vec!["MSG_MORE"] } else { vec![] }
+}
+
+pub fn of_shutdown(how: How) -> Vec<&'static str> {
+    match how {
+        How::Read => vec!["SHUT_RD"],
+        How::Write | How::Both => vec![],
+    }
+}
+
+pub fn of_option(opt: SockOpt) -> Vec<&'static str> {
+    match opt {
+        SockOpt::Cork(_) => vec!["TCP_CORK"],
+        SockOpt::Linger2(_) => vec!["TCP_LINGER2"],
+        SockOpt::KeepCnt(_) => vec!["TCP_KEEPCNT"],
+        SockOpt::RcvLowat(_) => vec!["SO_RCVLOWAT"],
+        SockOpt::ReusePort(_) => vec!["SO_REUSEPORT"],
+        SockOpt::Linger(_)
+        | SockOpt::RcvBuf(_)
+        | SockOpt::SndBuf(_)
+        | SockOpt::ReuseAddr(_)
+        | SockOpt::KeepAlive(_)
+        | SockOpt::NoDelay(_)
+        | SockOpt::UserTimeout(_)
+        | SockOpt::NonBlocking(_)
+        | SockOpt::KeepIdle(_)
+        | SockOpt::KeepIntvl(_) => vec![],
+    }
+}
+
+pub fn of_ioctl(query: IoctlQuery) -> Vec<&'static str> {
+    match query {
+        IoctlQuery::OutQueueNotSent => vec!["SIOCOUTQNSD"],
+        IoctlQuery::InQueue | IoctlQuery::OutQueue => vec![],
+    }
+}
+
+/// What a step's call needs.
+pub fn of(call: &Call) -> Vec<&'static str> {
+    match call {
+        Call::Write { more, .. } => of_write(*more),
+        Call::Shutdown(how) => of_shutdown(*how),
+        Call::SetOption(opt) => of_option(*opt),
+        Call::Ioctl(query) => of_ioctl(*query),
+        Call::Disconnect => vec![DISCONNECT],
+        Call::Listen { .. }
+        | Call::Bind(_)
+        | Call::Connect
+        | Call::Accept
+        | Call::Read { .. }
+        | Call::Close
+        | Call::GetOption(_)
+        | Call::Wait { .. } => vec![],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_needs_what_its_flags_and_options_name() {
+        assert_eq!(of_write(true), ["MSG_MORE"]);
+        assert!(of_write(false).is_empty());
+        assert_eq!(of(&Call::Shutdown(How::Read)), ["SHUT_RD"]);
+        assert!(of(&Call::Shutdown(How::Both)).is_empty());
+        assert_eq!(of(&Call::SetOption(SockOpt::Cork(true))), ["TCP_CORK"]);
+        assert_eq!(of(&Call::Disconnect), [DISCONNECT]);
+        assert!(of(&Call::Close).is_empty());
+    }
+}
