@@ -173,22 +173,33 @@ gvisor *args: build runsc
 # reference reports and pcaps in reports/bench/<client>-<server>(.json), then their comparison,
 # which says whose stack decides each difference (reports/bench/matrix.md)
 bench-matrix: build runsc
+    just bench-pairs "linux gvisor" matrix
+
+# smoltcp on the bench against Linux and itself: reports/bench/<client>-<server>.json and their
+# pcaps, and the comparison, which says whose stack decides each difference (reports/bench/smoltcp.md)
+smoltcp: build
+    just bench-pairs "linux smoltcp" smoltcp
+
+# Every pairing of STACKS on the bench (client x server), committed to reports/bench/, and their
+# comparison to reports/bench/NAME.md
+bench-pairs stacks name: build
     #!/usr/bin/env bash
     set -euo pipefail
     mkdir -p reports/bench
     status=0
-    for c in linux gvisor; do
-        for s in linux gvisor; do
+    reports=()
+    for c in {{stacks}}; do
+        for s in {{stacks}}; do
             out=reports/bench/$c-$s
             rm -rf "$out" "$out.json"
             echo "--- client $c, server $s" >&2
             {{bin}} run --quiet --bench --client-stack "$c" --server-stack "$s" \
                 --report "$out.json" --captures "$out" | tail -n 3 || status=1
+            reports+=("$out.json")
         done
     done
-    {{bin}} compare --format markdown reports/bench/{linux-linux,linux-gvisor,gvisor-linux,gvisor-gvisor}.json \
-        > reports/bench/matrix.md || true
-    tail -n 3 reports/bench/matrix.md
+    {{bin}} compare --format markdown "${reports[@]}" > reports/bench/{{name}}.md || true
+    tail -n 3 reports/bench/{{name}}.md
     exit $status
 
 # Every scenario on Debian's kernels, one per series from 5.10 to the newest, under qemu (fetched,

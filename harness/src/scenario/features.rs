@@ -3,10 +3,14 @@
 //! (`Hello::unmapped`), so that a case needing one is `unsupported` before
 //! it runs instead of failing on a call the stack cannot make.
 
-use super::{Call, How, IoctlQuery, SockOpt};
+use super::{Actor, Call, How, IoctlQuery, Role, SockOpt};
 
 /// `connect()` with `AF_UNSPEC`.
 pub const DISCONNECT: &str = "connect(AF_UNSPEC)";
+
+/// `shutdown()` on a listening socket (Linux stops listening and resets
+/// the connections waiting to be accepted).
+pub const LISTENER_SHUTDOWN: &str = "shutdown() on a listener";
 
 pub fn of_write(more: bool) -> Vec<&'static str> {
     if more { vec!["MSG_MORE"] } else { vec![] }
@@ -46,11 +50,17 @@ pub fn of_ioctl(query: IoctlQuery) -> Vec<&'static str> {
     }
 }
 
-/// What a step's call needs.
-pub fn of(call: &Call) -> Vec<&'static str> {
+/// What a step's call needs, made by `actor`.
+pub fn of(actor: Actor, call: &Call) -> Vec<&'static str> {
     match call {
         Call::Write { more, .. } => of_write(*more),
-        Call::Shutdown(how) => of_shutdown(*how),
+        Call::Shutdown(how) => {
+            let mut uses = of_shutdown(*how);
+            if actor.role == Role::Listener {
+                uses.push(LISTENER_SHUTDOWN);
+            }
+            uses
+        }
         Call::SetOption(opt) => of_option(*opt),
         Call::Ioctl(query) => of_ioctl(*query),
         Call::Disconnect => vec![DISCONNECT],
@@ -73,10 +83,22 @@ mod tests {
     fn a_call_needs_what_its_flags_and_options_name() {
         assert_eq!(of_write(true), ["MSG_MORE"]);
         assert!(of_write(false).is_empty());
-        assert_eq!(of(&Call::Shutdown(How::Read)), ["SHUT_RD"]);
-        assert!(of(&Call::Shutdown(How::Both)).is_empty());
-        assert_eq!(of(&Call::SetOption(SockOpt::Cork(true))), ["TCP_CORK"]);
-        assert_eq!(of(&Call::Disconnect), [DISCONNECT]);
-        assert!(of(&Call::Close).is_empty());
+        let client = Actor::CLIENT;
+        assert_eq!(of(client, &Call::Shutdown(How::Read)), ["SHUT_RD"]);
+        assert!(of(client, &Call::Shutdown(How::Both)).is_empty());
+        let listener = Actor {
+            role: Role::Listener,
+            index: 1,
+        };
+        assert_eq!(
+            of(listener, &Call::Shutdown(How::Both)),
+            [LISTENER_SHUTDOWN]
+        );
+        assert_eq!(
+            of(client, &Call::SetOption(SockOpt::Cork(true))),
+            ["TCP_CORK"]
+        );
+        assert_eq!(of(client, &Call::Disconnect), [DISCONNECT]);
+        assert!(of(client, &Call::Close).is_empty());
     }
 }

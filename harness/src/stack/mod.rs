@@ -442,7 +442,7 @@ pub fn requirements(case: &Case, reach: &Reach) -> Vec<String> {
         let at = s.line.map_or("setup".to_string(), |l| format!("line {l}"));
         if let StepKind::Socket { actor, call, .. } = &s.kind {
             let side = &reach.sides[actor.host()];
-            let uses = crate::scenario::features::of(call);
+            let uses = crate::scenario::features::of(*actor, call);
             for (what, why) in uses.iter().filter_map(|u| side.unmapped.get_key_value(*u)) {
                 missing.push(format!(
                     "{at}: `{}` needs {what}, which {} has no mapping for: {why}",

@@ -63,6 +63,10 @@ pub const UNMAPPED: &[(&str, &str)] = &[
         "connect(AF_UNSPEC)",
         "smoltcp has no disconnect other than abort",
     ),
+    (
+        "shutdown() on a listener",
+        "smoltcp has no listening socket, only sockets in LISTEN that each become a connection",
+    ),
 ];
 
 /// The socket options a step may set, as the agent holds them until the
@@ -1149,20 +1153,13 @@ impl Host {
         let sock = self.sock(handle)?;
         match sock.role {
             Role::Fresh => Ok(fail(Errno::ENOTCONN)),
-            Role::Listening { .. } => {
-                // Linux stops listening; the queue stays until close.
-                let Role::Listening { queue, .. } = &sock.role else {
-                    unreachable!()
-                };
-                let queue = queue.clone();
-                for h in queue {
-                    let s = self.set.get_mut::<tcp::Socket>(h);
-                    if s.state() == State::Listen {
-                        s.close();
-                    }
-                }
-                Ok(CallResult::ok(0))
-            }
+            Role::Listening { .. } => Ok(CallResult {
+                unobserved: Some(format!(
+                    "smoltcp has no mapping for {}",
+                    crate::scenario::features::LISTENER_SHUTDOWN
+                )),
+                ..Default::default()
+            }),
             Role::Connection(h) => {
                 if how == How::Both {
                     sock.read_shut = true;
