@@ -478,3 +478,75 @@ fn check_predicts_a_mixed_bench_from_each_hosts_own_sysctls() {
             .collect::<Vec<_>>()
     );
 }
+
+/// smoltcp at both ends (`teardown agent --smoltcp` on each host's link):
+/// the cases with smoltcp expectations meet them, tshark reads the same
+/// segments, what smoltcp has no mapping for (SHUT_RD, shutdown() on a
+/// listener) and a program, which would not run on smoltcp, are
+/// `unsupported` exactly as `check --bench` says in advance, and the report
+/// names smoltcp, its release and its state source.
+#[test]
+fn smoltcp_hosts_meet_their_expectations_and_check_predicts_the_rest() {
+    let names = [
+        "close-graceful",
+        "close-unread-data",
+        "shutdown-rd",
+        "listener-shutdown",
+        "reset-problem-python",
+    ];
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    let files: Vec<PathBuf> = names
+        .iter()
+        .map(|s| dir.join(format!("{s}.toml")))
+        .collect();
+    let out = Command::new(env!("CARGO_BIN_EXE_teardown"))
+        .args(["check", "--bench", "--client-stack", "smoltcp"])
+        .args(["--server-stack", "smoltcp"])
+        .args(&files)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let captures = std::env::temp_dir().join(format!("teardown-smoltcp-{}", std::process::id()));
+    let hosts = PerSide::both(HostStack::Smoltcp);
+    let cases = load(&names);
+    let r = run_on(
+        &cases,
+        true,
+        hosts,
+        CaptureBackend::Libpcap,
+        Some(captures.clone()),
+    );
+    common::unsupported_as_predicted(&text, &r);
+    let bench = r.host.bench.as_ref().expect("the report names the bench");
+    for host in [&bench.client, &bench.server] {
+        assert_eq!(host.name, "smoltcp");
+        assert_eq!(host.states, "stack-table");
+        assert_eq!(host.version.as_deref(), Some("0.14.0"));
+        assert!(host.agent.is_some(), "{host:?}");
+    }
+    for c in &r.cases {
+        let expected = if c.id.starts_with("close-") {
+            Status::Pass
+        } else {
+            Status::Unsupported
+        };
+        assert_eq!(c.verdict.status, expected, "{}: {:?}", c.id, c.verdict);
+        let why = c.verdict.unsupported.join("; ");
+        if c.id.starts_with("shutdown-rd/") {
+            assert!(why.contains("needs SHUT_RD"), "{why}");
+        } else if c.id.starts_with("listener-shutdown/") {
+            assert!(why.contains("shutdown() on a listener"), "{why}");
+        } else if c.id.starts_with("reset-problem-python/") {
+            assert!(why.contains("a program on the server end"), "{why}");
+        }
+    }
+    let mut d = common::tshark_disagreements(&r);
+    d.extend(common::tshark_connection_disagreements(&r));
+    assert!(d.is_empty(), "{d:#?}");
+    let _ = std::fs::remove_dir_all(captures);
+}

@@ -73,8 +73,8 @@ impl fmt::Display for Family {
 }
 
 /// Stacks an expectation can be written for (`os = "..."`): operating
-/// systems, and TCP/IP stacks that run on one (gVisor's netstack).
-pub const STACKS: &[&str] = &["linux", "gvisor", "freebsd", "macos", "windows"];
+/// systems, and TCP/IP stacks that run on one (gVisor's netstack, smoltcp).
+pub const STACKS: &[&str] = &["linux", "gvisor", "smoltcp", "freebsd", "macos", "windows"];
 
 /// A scenario file that could not be used.
 #[derive(Debug, thiserror::Error)]

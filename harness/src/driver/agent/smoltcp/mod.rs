@@ -233,3 +233,43 @@ fn ready_now(fd: i32) -> bool {
         & libc::POLLIN
         != 0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_smoltcp_release_named_is_the_one_built() {
+        let lock = include_str!("../../../../../Cargo.lock");
+        let entry = format!("name = \"smoltcp\"\nversion = \"{SMOLTCP_VERSION}\"");
+        assert!(
+            lock.contains(&entry),
+            "Cargo.lock has another smoltcp than {SMOLTCP_VERSION}"
+        );
+    }
+
+    /// What the hello announces as unmapped is what makes a case
+    /// unsupported: every name is one a step's call can need.
+    #[test]
+    fn every_unmapped_name_is_a_feature_a_call_can_need() {
+        use crate::scenario::{How, IoctlQuery, SockOpt, features};
+        let options = [
+            SockOpt::Cork(true),
+            SockOpt::Linger2(1),
+            SockOpt::KeepCnt(1),
+            SockOpt::RcvLowat(1),
+            SockOpt::ReusePort(true),
+        ];
+        let mut known = vec![features::DISCONNECT, features::LISTENER_SHUTDOWN];
+        known.extend(features::of_write(true));
+        known.extend(features::of_shutdown(How::Read));
+        known.extend(features::of_ioctl(IoctlQuery::OutQueueNotSent));
+        known.extend(options.into_iter().flat_map(features::of_option));
+        let unmapped = hello().unmapped;
+        assert_eq!(unmapped.len(), known.len(), "{unmapped:?}");
+        for (name, why) in unmapped {
+            assert!(known.contains(&name.as_str()), "{name}");
+            assert!(!why.is_empty());
+        }
+    }
+}
