@@ -231,9 +231,9 @@ bench: (deps "libpcap-dev" "pkg-config" "nftables" "tshark" "tcptrace") runsc
     cargo bench --locked --bench cases
 
 # Regenerate reports/signatures.json, the endings `teardown analyze` diagnoses, from the baseline
-# and the other stacks' reference reports (after `just baseline` or `just gvisor`)
+# and the other stacks' reference reports (after `just baseline`, `just gvisor` or `just smoltcp`)
 signatures: build
-    {{bin}} signatures reports/baseline/linux.json reports/stacks/*.json
+    {{bin}} signatures reports/baseline/linux.json reports/stacks/*.json reports/bench/smoltcp-smoltcp.json
 
 # Regenerate the committed JSON Schemas: the report and the agent protocol
 schema: build

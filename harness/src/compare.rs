@@ -212,10 +212,10 @@ struct CaseView {
 
 impl Input {
     /// The stack the input was observed on (`linux`, `gvisor`).
-    pub fn stack(&self) -> &str {
+    pub fn stack(&self) -> String {
         match self {
-            Input::Report(r) => &r.host.stack.name,
-            Input::Baseline(b) => &b.host.stack.name,
+            Input::Report(r) => r.host.stacks_name(),
+            Input::Baseline(b) => b.host.stacks_name(),
         }
     }
 

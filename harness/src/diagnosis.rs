@@ -144,7 +144,7 @@ pub fn generate(inputs: &[(String, Input)], cases: &[Case]) -> Signatures {
     type Found = BTreeMap<String, (BTreeMap<String, Value>, BTreeMap<(String, String), Match>)>;
     let mut found = Found::new();
     for (_, input) in inputs {
-        let stack = input.stack().to_string();
+        let stack = input.stack();
         let link = input.link();
         for (id, facts) in input.observed_facts() {
             let Some(signature) = SIGNATURE_FACTS

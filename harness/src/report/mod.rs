@@ -105,6 +105,18 @@ impl Host {
         }
     }
 
+    /// What expectations call the run's stacks: the one stack, or on the
+    /// bench each host's, as `client/server` when they differ (as
+    /// `stack::Reach::name`).
+    pub fn stacks_name(&self) -> String {
+        let s = self.side_stacks();
+        if s.client == s.server {
+            s.client
+        } else {
+            format!("{}/{}", s.client, s.server)
+        }
+    }
+
     /// `linux 6.18.44 x86_64`, or `gvisor 20240729 on linux 4.4.0 x86_64`.
     pub fn name(&self) -> String {
         if self.stack.name == self.os {
