@@ -103,6 +103,22 @@ fn run_on(
     runner::run_all(cases, &opts, &AtomicBool::new(false), &|_| {})
 }
 
+/// What `teardown check --bench` says of `files` with these hosts.
+fn check_bench(client: &str, server: &str, files: &[PathBuf]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_teardown"))
+        .args(["check", "--bench", "--client-stack", client])
+        .args(["--server-stack", server])
+        .args(files)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn not_passed(r: &Report) -> Vec<String> {
     r.cases
         .iter()
@@ -374,24 +390,8 @@ fn every_gvisor_bench_case_meets_its_gvisor_expectations() {
 #[test]
 fn check_names_in_advance_what_gvisor_hosts_cannot_run() {
     let r = gvisor_bench();
-    let out = Command::new(env!("CARGO_BIN_EXE_teardown"))
-        .args([
-            "check",
-            "--bench",
-            "--client-stack",
-            "gvisor",
-            "--server-stack",
-            "gvisor",
-        ])
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
+    let all = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    let text = check_bench("gvisor", "gvisor", &[all]);
     assert!(common::unsupported_as_predicted(&text, r) > 0);
 }
 
@@ -438,24 +438,7 @@ fn check_predicts_a_mixed_bench_from_each_hosts_own_sysctls() {
     .iter()
     .map(|s| dir.join(format!("{s}.toml")))
     .collect();
-    let out = Command::new(env!("CARGO_BIN_EXE_teardown"))
-        .args([
-            "check",
-            "--bench",
-            "--client-stack",
-            "gvisor",
-            "--server-stack",
-            "linux",
-        ])
-        .args(&files)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let text = check_bench("gvisor", "linux", &files);
     let cases = teardown::catalogue::load(&files).unwrap();
     let hosts = PerSide::new(HostStack::Gvisor, HostStack::Linux);
     let r = run_on(&cases, true, hosts, CaptureBackend::Libpcap, None);
@@ -499,18 +482,7 @@ fn smoltcp_hosts_meet_their_expectations_and_check_predicts_the_rest() {
         .iter()
         .map(|s| dir.join(format!("{s}.toml")))
         .collect();
-    let out = Command::new(env!("CARGO_BIN_EXE_teardown"))
-        .args(["check", "--bench", "--client-stack", "smoltcp"])
-        .args(["--server-stack", "smoltcp"])
-        .args(&files)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let text = check_bench("smoltcp", "smoltcp", &files);
     let captures = std::env::temp_dir().join(format!("teardown-smoltcp-{}", std::process::id()));
     let hosts = PerSide::both(HostStack::Smoltcp);
     let cases = load(&names);

@@ -672,8 +672,21 @@ pub fn read(
             e => break CallResult::failed(e),
         }
     };
+    read_ended(&mut result, amount, total, bad, keep.then_some(&kept[..]));
+    result
+}
+
+/// Completes a read's result: `total` bytes moved (fewer than asked is
+/// `partial`), `bad` of them corrupted, and the text kept if `kept`.
+pub fn read_ended(
+    result: &mut CallResult,
+    amount: ReadAmount,
+    total: u64,
+    bad: u64,
+    kept: Option<&[u8]>,
+) {
     result.bytes = Some(total);
-    result.text = keep.then(|| kept_text(&kept));
+    result.text = kept.map(kept_text);
     result.partial = matches!(amount, ReadAmount::Exactly(n) if total < n);
     if bad > 0 {
         let note = format!("{bad} bytes differ from what the peer wrote");
@@ -682,7 +695,6 @@ pub fn read(
             None => note,
         });
     }
-    result
 }
 
 pub fn shutdown(fd: RawFd, how: How) -> CallResult {

@@ -15,7 +15,9 @@ use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, IpEndpoint, IpList
 
 use super::Config;
 use crate::driver::agent::{Accepted, Answer, DataAnswer, Op, StreamRef, StreamTotals};
-use crate::driver::calls::{CallResult, FdCall, Ready, StreamLog, connected, revents_names};
+use crate::driver::calls::{
+    CallResult, FdCall, Ready, StreamLog, connected, read_ended, revents_names,
+};
 use crate::observe::SockEntry;
 use crate::scenario::{Family, GetOpt, How, IoctlQuery, ReadAmount, SockOpt};
 use crate::tcp::{Side, TcpState};
@@ -162,13 +164,7 @@ pub enum Waiting {
     Read {
         handle: u32,
         stream: StreamRef,
-        amount: ReadAmount,
-        peek: bool,
-        keep: bool,
-        wait: bool,
-        total: u64,
-        bad: u64,
-        kept: Vec<u8>,
+        progress: ReadProgress,
     },
     Ready {
         handle: u32,
@@ -261,6 +257,35 @@ fn state_of(s: State) -> TcpState {
 
 fn fail(e: Errno) -> CallResult {
     CallResult::failed(e)
+}
+
+/// A data call that can move nothing now: nothing yet (`None`) while it
+/// waits, its deadline's result once that has passed, else what it moved
+/// (`EAGAIN after ...`), or EAGAIN for nothing (0 for a read of what is
+/// `available`).
+fn stalled(
+    wait: bool,
+    timed_out: bool,
+    moved: u64,
+    available: bool,
+    progress: &str,
+) -> Option<CallResult> {
+    Some(if wait && !timed_out {
+        return None;
+    } else if wait {
+        CallResult {
+            timed_out: true,
+            note: Some(format!("not ready before the deadline; {progress}")),
+            ..Default::default()
+        }
+    } else if moved > 0 || available {
+        CallResult {
+            note: (moved > 0).then(|| format!("EAGAIN after {progress}")),
+            ..CallResult::ok(count(moved))
+        }
+    } else {
+        fail(Errno::EAGAIN)
+    })
 }
 
 fn count(n: u64) -> i64 {
@@ -1025,13 +1050,15 @@ impl Host {
                 pending(Waiting::Read {
                     handle,
                     stream: stream.clone(),
-                    amount: *amount,
-                    peek: *peek,
-                    keep: *keep,
-                    wait: blocking && !dontwait && *amount != ReadAmount::Available,
-                    total: 0,
-                    bad: 0,
-                    kept: Vec::new(),
+                    progress: ReadProgress {
+                        amount: *amount,
+                        peek: *peek,
+                        keep: *keep,
+                        wait: blocking && !dontwait && *amount != ReadAmount::Available,
+                        total: 0,
+                        bad: 0,
+                        kept: Vec::new(),
+                    },
                 })
             }
             FdCall::Wait { ready } => pending(Waiting::Ready {
@@ -1229,35 +1256,12 @@ impl Host {
                     stream: self.totals(stream),
                 })
             }
-            Waiting::Read { .. } => {
-                let Waiting::Read {
-                    handle,
-                    stream,
-                    amount,
-                    peek,
-                    keep,
-                    wait,
-                    total,
-                    bad,
-                    kept,
-                } = &mut p.what
-                else {
-                    unreachable!()
-                };
-                let r = self.read_some(
-                    *handle,
-                    stream,
-                    ReadState {
-                        amount: *amount,
-                        peek: *peek,
-                        keep: *keep,
-                        wait: *wait,
-                        total,
-                        bad,
-                        kept,
-                    },
-                    timed_out,
-                )?;
+            Waiting::Read {
+                handle,
+                stream,
+                progress,
+            } => {
+                let r = self.read_some(*handle, stream, progress, timed_out)?;
                 Answer::Data(DataAnswer {
                     result: r,
                     stream: self.totals(stream),
@@ -1384,22 +1388,7 @@ impl Host {
             let room = s.send_capacity() - s.send_queue();
             if room == 0 {
                 let progress = format!("{sent} of {total} bytes written");
-                let r = if wait && !timed_out {
-                    return None;
-                } else if wait {
-                    CallResult {
-                        timed_out: true,
-                        note: Some(format!("not ready before the deadline; {progress}")),
-                        ..Default::default()
-                    }
-                } else if *sent > 0 {
-                    CallResult {
-                        note: Some(format!("EAGAIN after {progress}")),
-                        ..CallResult::ok(count(*sent))
-                    }
-                } else {
-                    fail(Errno::EAGAIN)
-                };
+                let r = stalled(wait, timed_out, *sent, false, &progress)?;
                 return Some(self.finish_write(stream, payload, start, *sent, r));
             }
             let bytes = self
@@ -1437,46 +1426,33 @@ impl Host {
         &mut self,
         handle: u32,
         stream: &StreamRef,
-        st: ReadState<'_>,
+        st: &mut ReadProgress,
         timed_out: bool,
     ) -> Option<CallResult> {
-        let ReadState {
+        let ReadProgress {
             amount,
             peek,
             keep,
             wait,
-            total,
-            bad,
-            kept,
-        } = st;
-        let done = |host: &mut Host, mut r: CallResult, total: u64, bad: u64, kept: &[u8]| {
-            let _ = host;
-            r.bytes = Some(total);
-            r.text = keep.then(|| {
-                let n = kept.len().min(crate::scenario::limits::MAX_KEPT);
-                String::from_utf8_lossy(&kept[..n]).into_owned()
-            });
-            r.partial = matches!(amount, ReadAmount::Exactly(n) if total < n);
-            if bad > 0 {
-                let note = format!("{bad} bytes differ from what the peer wrote");
-                r.note = Some(match r.note.take() {
-                    Some(n) => format!("{n}; {note}"),
-                    None => note,
-                });
-            }
+            ref mut total,
+            ref mut bad,
+            ref mut kept,
+        } = *st;
+        let done = |mut r: CallResult, total: u64, bad: u64, kept: &[u8]| {
+            read_ended(&mut r, amount, total, bad, keep.then_some(kept));
             Some(r)
         };
         let Some(sock) = self.socks.get(&handle) else {
-            return done(self, fail(Errno::EBADF), *total, *bad, kept);
+            return done(fail(Errno::EBADF), *total, *bad, kept);
         };
         let read_shut = sock.read_shut;
         let Role::Connection(h) = sock.role else {
-            return done(self, fail(Errno::ENOTCONN), *total, *bad, kept);
+            return done(fail(Errno::ENOTCONN), *total, *bad, kept);
         };
         loop {
             if let ReadAmount::Exactly(n) = amount {
                 if *total >= n {
-                    return done(self, CallResult::ok(count(*total)), *total, *bad, kept);
+                    return done(CallResult::ok(count(*total)), *total, *bad, kept);
                 }
             }
             let want = match amount {
@@ -1489,7 +1465,7 @@ impl Host {
                 ..CallResult::ok(count(total))
             };
             if read_shut {
-                return done(self, eof(*total), *total, *bad, kept);
+                return done(eof(*total), *total, *bad, kept);
             }
             let mut buf = vec![0u8; want];
             let s = self.set.get_mut::<tcp::Socket>(h);
@@ -1512,12 +1488,12 @@ impl Host {
                     }
                     *total += n as u64;
                     if peek {
-                        return done(self, CallResult::ok(count(*total)), *total, *bad, kept);
+                        return done(CallResult::ok(count(*total)), *total, *bad, kept);
                     }
                     continue;
                 }
                 Err(tcp::RecvError::Finished) => {
-                    return done(self, eof(*total), *total, *bad, kept);
+                    return done(eof(*total), *total, *bad, kept);
                 }
                 Err(tcp::RecvError::InvalidState) => {
                     let state = self.set.get::<tcp::Socket>(h).state();
@@ -1535,28 +1511,14 @@ impl Host {
                         }
                         _ => fail(Errno::ENOTCONN),
                     };
-                    return done(self, r, *total, *bad, kept);
+                    return done(r, *total, *bad, kept);
                 }
             }
             // Nothing queued now.
             let progress = format!("{total} bytes read");
-            let r = if wait && !timed_out {
-                return None;
-            } else if wait {
-                CallResult {
-                    timed_out: true,
-                    note: Some(format!("not ready before the deadline; {progress}")),
-                    ..Default::default()
-                }
-            } else if *total > 0 || amount == ReadAmount::Available {
-                CallResult {
-                    note: (*total > 0).then(|| format!("EAGAIN after {progress}")),
-                    ..CallResult::ok(count(*total))
-                }
-            } else {
-                fail(Errno::EAGAIN)
-            };
-            return done(self, r, *total, *bad, kept);
+            let available = amount == ReadAmount::Available;
+            let r = stalled(wait, timed_out, *total, available, &progress)?;
+            return done(r, *total, *bad, kept);
         }
     }
 
@@ -1571,13 +1533,13 @@ impl Host {
     }
 }
 
-/// A read's progress, borrowed from its [`Waiting::Read`].
-struct ReadState<'a> {
+/// How far a read has got.
+pub struct ReadProgress {
     amount: ReadAmount,
     peek: bool,
     keep: bool,
     wait: bool,
-    total: &'a mut u64,
-    bad: &'a mut u64,
-    kept: &'a mut Vec<u8>,
+    total: u64,
+    bad: u64,
+    kept: Vec<u8>,
 }
