@@ -53,6 +53,14 @@ const LINK_FACTS: &[(&str, &str, &str)] = &[(
     "tcp_tw_reuse = 2 (the default) reuses a TIME-WAIT 4-tuple for loopback connections only",
 )];
 
+/// Facts that depend on timing an agent's round trip between two calls
+/// changes, by case prefix and fact prefix, and why.
+const TIMING_FACTS: &[(&str, &str, &str)] = &[(
+    "half-close-thank-you/",
+    "wire.server.fins_with_data",
+    "whether the FIN rides on the last data depends on how much of the 64 KiB is still queued when shutdown() comes after the write (seen 1 in process, 0 through agents, once in about ten runs)",
+)];
+
 fn cases() -> Vec<Case> {
     load(SCENARIOS)
 }
@@ -260,11 +268,17 @@ fn agents_at_both_ends_observe_what_the_harness_observes_itself() {
     // an agent take about 2 x what they take in process (40 ms, 15 ms).
     let cmp = teardown::compare::compare(&reports, 100.0, false);
     assert_eq!(cmp.compared, cases.len());
+    let timing = |id: &str, field: &str| {
+        TIMING_FACTS
+            .iter()
+            .any(|(c, f, _)| id.starts_with(c) && field.starts_with(f))
+    };
     let differing: Vec<String> = cmp
         .differing()
         .flat_map(|c| {
             c.differences
                 .iter()
+                .filter(|d| !timing(&c.id, &d.field))
                 .map(move |d| format!("{}: {}: {:?}", c.id, d.field, d.values))
         })
         .collect();

@@ -186,6 +186,17 @@ pub struct Pending {
     pub what: Waiting,
 }
 
+impl Pending {
+    fn new(id: u64, started: Instant, deadline: Instant, what: Waiting) -> Pending {
+        Pending {
+            id,
+            started,
+            deadline,
+            what,
+        }
+    }
+}
+
 /// The agent's stack: smoltcp's interface on a raw packet socket, its
 /// sockets, and the protocol's handles onto them.
 pub struct Host {
@@ -847,14 +858,7 @@ impl Host {
         now: Instant,
     ) -> Result<Result<Answer, Pending>, String> {
         let deadline = now + Duration::from_millis(op.bound_ms());
-        let pending = |what| {
-            Ok(Err(Pending {
-                id,
-                started: now,
-                deadline,
-                what,
-            }))
-        };
+        let pending = |what| Ok(Err(Pending::new(id, now, deadline, what)));
         match op {
             Op::Connect { handle, to, .. } => {
                 if let Some(r) = self.connect(*handle, *to)? {
@@ -877,12 +881,12 @@ impl Host {
             }
             Op::Close { handle } => match self.close(*handle)? {
                 (r, None) => Ok(Ok(Answer::Result(r))),
-                (_, Some((conn, linger))) => Ok(Err(Pending {
+                (_, Some((conn, linger))) => Ok(Err(Pending::new(
                     id,
-                    started: now,
-                    deadline: deadline.min(now + linger),
-                    what: Waiting::Linger { conn },
-                })),
+                    now,
+                    deadline.min(now + linger),
+                    Waiting::Linger { conn },
+                ))),
             },
             Op::CloseMany { handles } => Ok(Ok(Answer::Results(
                 handles
@@ -998,14 +1002,7 @@ impl Host {
     ) -> Result<Result<Answer, Pending>, String> {
         let sock = self.sock(handle)?;
         let blocking = !sock.nonblocking;
-        let pending = |what| {
-            Ok(Err(Pending {
-                id,
-                started: now,
-                deadline,
-                what,
-            }))
-        };
+        let pending = |what| Ok(Err(Pending::new(id, now, deadline, what)));
         let answer = |host: &mut Host, result: CallResult| {
             Ok(Ok(Answer::Data(DataAnswer {
                 result,
