@@ -3,6 +3,8 @@
 //! replaced by a placeholder: it comes from the catalogue's signatures,
 //! which change as scenarios are added, and `docs.rs` checks those.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -11,17 +13,11 @@ use serde_json::Value;
 const PCAP: &str = "close-unread-data-ipv4.pcap";
 
 fn analyze(format: &str) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_teardown"))
-        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures"))
-        .args(["analyze", "--color", "never", "--format", format, PCAP])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    common::stdout_of(
+        Command::new(env!("CARGO_BIN_EXE_teardown"))
+            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures"))
+            .args(["analyze", "--color", "never", "--format", format, PCAP]),
+    )
 }
 
 /// The name the signatures give this capture's one connection.

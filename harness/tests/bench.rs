@@ -113,18 +113,12 @@ fn run_on(
 
 /// What `teardown check --bench` says of `files` with these hosts.
 fn check_bench(client: &str, server: &str, files: &[PathBuf]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_teardown"))
-        .args(["check", "--bench", "--client-stack", client])
-        .args(["--server-stack", server])
-        .args(files)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    common::stdout_of(
+        Command::new(env!("CARGO_BIN_EXE_teardown"))
+            .args(["check", "--bench", "--client-stack", client])
+            .args(["--server-stack", server])
+            .args(files),
+    )
 }
 
 fn not_passed(r: &Report) -> Vec<String> {

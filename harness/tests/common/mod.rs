@@ -277,3 +277,15 @@ pub fn unsupported_as_predicted(text: &str, r: &Report) -> usize {
     assert_eq!(predicted, ran, "{text}");
     ran.len()
 }
+
+/// Runs `cmd` (a teardown command), which must succeed; its stdout.
+#[allow(dead_code)]
+pub fn stdout_of(cmd: &mut std::process::Command) -> String {
+    let out = cmd.output().expect("the teardown binary runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("stdout is UTF-8")
+}
