@@ -13,7 +13,7 @@ default:
     @just --list
 
 # Install missing system packages (Debian/Ubuntu, as root); elsewhere say what to install
-deps *packages="libpcap-dev pkg-config nftables":
+deps *packages="libpcap-dev liblwip-dev pkg-config nftables":
     #!/usr/bin/env bash
     set -euo pipefail
     missing=()
@@ -138,7 +138,7 @@ list *args: build
 
 # Run the test suite (end-to-end tests need root; tshark is the independent witness, chromium loads
 # the HTML, runsc runs the catalogue on gVisor)
-test: (deps "libpcap-dev" "pkg-config" "nftables" "tshark" "iproute2") browser runsc servers
+test: (deps "libpcap-dev" "liblwip-dev" "pkg-config" "nftables" "tshark" "iproute2") browser runsc servers
     cargo test --workspace --locked
 
 # A headless browser for the HTML test: one already on PATH (Ubuntu's runners have google-chrome),
@@ -180,6 +180,11 @@ bench-matrix: build runsc
 smoltcp: build
     just bench-pairs "linux smoltcp" smoltcp
 
+# lwIP (Debian's liblwip, in the agent's process) on the bench against Linux and itself:
+# reports/bench/<client>-<server>.json and their pcaps, and the comparison (reports/bench/lwip.md)
+lwip: build
+    just bench-pairs "linux lwip" lwip
+
 # Every pairing of STACKS on the bench (client x server), committed to reports/bench/, and their
 # comparison to reports/bench/NAME.md
 bench-pairs stacks name: build
@@ -205,21 +210,21 @@ bench-pairs stacks name: build
 # Every scenario on Debian's kernels, one per series from 5.10 to the newest, under qemu (fetched,
 # never installed), then on this host, compared. Writes a fresh target/kernel-matrix/results/<time>/;
 # `just kernel-matrix --update` refreshes reports/kernels/. Exits non-zero if any kernel failed.
-kernel-matrix *args: build (deps "libpcap-dev" "pkg-config" "nftables" "qemu-system-x86" "cpio" "kmod" "xz-utils" "zstd" "debian-archive-keyring")
+kernel-matrix *args: build (deps "libpcap-dev" "liblwip-dev" "pkg-config" "nftables" "qemu-system-x86" "cpio" "kmod" "xz-utils" "zstd" "debian-archive-keyring")
     harness/kernels/kernel-matrix.sh {{args}}
 
 # Property-based sequences, longer than in `just test` (needs root); a failure is written as a scenario file
-proptest cases="1000" seed="random": (deps "libpcap-dev" "pkg-config")
+proptest cases="1000" seed="random": (deps "libpcap-dev" "liblwip-dev" "pkg-config")
     TEARDOWN_PROPTEST_CASES={{cases}} TEARDOWN_PROPTEST_SEED={{seed}} cargo test --release --locked --test sequences -- --nocapture
 
 # Mutated scenario files, pcaps and reports through check, analyze, compare, render and explain:
 # a long randomised round (`just test` runs 200 of each with a fixed seed); no root needed
-fuzz cases="20000" seed="random": (deps "libpcap-dev" "pkg-config")
+fuzz cases="20000" seed="random": (deps "libpcap-dev" "liblwip-dev" "pkg-config")
     TEARDOWN_FUZZ_CASES={{cases}} TEARDOWN_PROPTEST_SEED={{seed}} cargo test --release --locked --test fuzz -- --nocapture
 
 # Formatting and lints, as CI checks them; the agent and the report readers are also checked
 # and clippied for FreeBSD and macOS (rustup fetches their standard libraries), so a port cannot rot
-lint:
+lint: (deps "libpcap-dev" "liblwip-dev" "pkg-config")
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets --locked -- -D warnings
     rustup target add x86_64-unknown-freebsd x86_64-apple-darwin
@@ -227,13 +232,14 @@ lint:
     cargo clippy --workspace --lib --bins --locked --target x86_64-apple-darwin -- -D warnings
 
 # Benchmarks: per-case cost and whole-catalogue wall time (needs root)
-bench: (deps "libpcap-dev" "pkg-config" "nftables" "tshark" "tcptrace") runsc
+bench: (deps "libpcap-dev" "liblwip-dev" "pkg-config" "nftables" "tshark" "tcptrace") runsc
     cargo bench --locked --bench cases
 
 # Regenerate reports/signatures.json, the endings `teardown analyze` diagnoses, from the baseline
-# and the other stacks' reference reports (after `just baseline`, `just gvisor` or `just smoltcp`)
+# and the other stacks' reference reports (after `just baseline`, `just gvisor`, `just smoltcp` or
+# `just lwip`)
 signatures: build
-    {{bin}} signatures reports/baseline/linux.json reports/stacks/*.json reports/bench/smoltcp-smoltcp.json
+    {{bin}} signatures reports/baseline/linux.json reports/stacks/*.json reports/bench/smoltcp-smoltcp.json reports/bench/lwip-lwip.json
 
 # Regenerate the committed JSON Schemas: the report and the agent protocol
 schema: build

@@ -101,13 +101,13 @@ fn endpoint(hosts: &Hosts, side: Side, stack: &HostStack) -> Result<Endpoint, St
                 }
             }
         }
-        HostStack::Smoltcp => {
+        HostStack::Smoltcp | HostStack::Lwip => {
             let Hosts::Bench(bench) = hosts else {
-                return Err("a smoltcp host needs the bench (--bench)".into());
+                return Err(format!("a {stack} host needs the bench (--bench)"));
             };
             bench.take_over(side).map_err(|e| e.to_string())?;
             let mut cmd = std::process::Command::new(exe()?);
-            cmd.args(["agent", "--smoltcp", "eth0"]);
+            cmd.args(["agent", &format!("--{stack}"), "eth0"]);
             for v6 in [false, true] {
                 let ip = sandbox::bench::address(side, v6, false);
                 let gw = sandbox::bench::address(side, v6, true);

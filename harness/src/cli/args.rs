@@ -135,6 +135,7 @@ pub enum Command {
     /// Be an agent: make the socket calls a harness sends, on this machine's
     /// stack (protocol version 1, JSON Lines on stdin and stdout; see
     /// `teardown schema --agent`).
+    #[command(group = clap::ArgGroup::new("userspace").args(["smoltcp", "lwip"]))]
     Agent {
         /// Serve harnesses over TCP at this address instead (one session
         /// per control connection), e.g. 198.18.0.2:7070.
@@ -151,12 +152,19 @@ pub enum Command {
         /// the addresses given to smoltcp (see README, "smoltcp").
         #[arg(long, value_name = "INTERFACE", requires = "address")]
         smoltcp: Option<String>,
-        /// smoltcp's address on the interface, ADDR/PREFIX (once per
-        /// family), e.g. 198.18.0.2/24.
-        #[arg(long, value_name = "ADDR/PREFIX", requires = "smoltcp", value_parser = parse_cidr)]
+        /// Run lwIP, a userspace TCP/IP stack (Debian's liblwip), on this
+        /// interface (a raw packet socket) instead of the OS's stack. The
+        /// OS must not hold the addresses given to lwIP (see README,
+        /// "lwIP").
+        #[arg(long, value_name = "INTERFACE", requires = "address")]
+        lwip: Option<String>,
+        /// The userspace stack's address on the interface, ADDR/PREFIX
+        /// (once per family), e.g. 198.18.0.2/24.
+        #[arg(long, value_name = "ADDR/PREFIX", requires = "userspace", value_parser = parse_cidr)]
         address: Vec<(std::net::IpAddr, u8)>,
-        /// smoltcp's default route, once per family, e.g. 198.18.0.1.
-        #[arg(long, value_name = "ADDR", requires = "smoltcp")]
+        /// The userspace stack's default route, once per family, e.g.
+        /// 198.18.0.1.
+        #[arg(long, value_name = "ADDR", requires = "userspace")]
         gateway: Vec<std::net::IpAddr>,
     },
     /// Print a shell completion script (e.g. `teardown completions bash >

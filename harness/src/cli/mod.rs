@@ -292,7 +292,14 @@ fn dispatch(command: Command, color: ColorChoice) -> Result<i32, CliError> {
             address,
             gateway,
             ..
-        } => smoltcp_agent(listen, interface, address, gateway),
+        } => userspace_agent(Userspace::Smoltcp, listen, interface, address, gateway),
+        Command::Agent {
+            listen,
+            lwip: Some(interface),
+            address,
+            gateway,
+            ..
+        } => userspace_agent(Userspace::Lwip, listen, interface, address, gateway),
         Command::Agent {
             listen, own_stack, ..
         } => agent(listen, own_stack),
@@ -668,45 +675,67 @@ fn say(text: &str) {
 
 /// `teardown agent`: serves one session on stdin and stdout, or sessions
 /// over TCP.
-/// `teardown agent --smoltcp IFACE`: one session on stdin and stdout.
+/// A userspace stack an agent can run on a link.
+#[derive(Clone, Copy, Debug)]
+enum Userspace {
+    Smoltcp,
+    Lwip,
+}
+
+impl Userspace {
+    /// The agent's flag that asks for it.
+    fn flag(self) -> &'static str {
+        match self {
+            Userspace::Smoltcp => "--smoltcp",
+            Userspace::Lwip => "--lwip",
+        }
+    }
+}
+
+/// `teardown agent --smoltcp IFACE` or `--lwip IFACE`: one session on
+/// stdin and stdout.
 #[cfg(target_os = "linux")]
-fn smoltcp_agent(
+fn userspace_agent(
+    stack: Userspace,
     listen: Option<std::net::SocketAddr>,
     interface: String,
     addresses: Vec<(std::net::IpAddr, u8)>,
     gateways: Vec<std::net::IpAddr>,
 ) -> Result<i32, CliError> {
-    use crate::driver::agent::smoltcp;
+    use crate::driver::agent::{link, lwip, smoltcp};
     if listen.is_some() {
-        return Err(CliError::Agent(
-            "--smoltcp serves one session on stdin and stdout; --listen is for the OS's stack"
-                .into(),
-        ));
+        return Err(CliError::Agent(format!(
+            "{} serves one session on stdin and stdout; --listen is for the OS's stack",
+            stack.flag()
+        )));
     }
-    let config = smoltcp::Config {
+    let config = link::Config {
         interface,
         addresses,
         gateways,
     };
-    smoltcp::serve(
-        std::io::BufReader::new(std::io::stdin()),
-        Box::new(std::io::stdout()),
-        &config,
-    )
+    let input = std::io::BufReader::new(std::io::stdin());
+    let output = Box::new(std::io::stdout());
+    match stack {
+        Userspace::Smoltcp => smoltcp::serve(input, output, &config),
+        Userspace::Lwip => lwip::serve(input, output, &config),
+    }
     .map_err(|e| CliError::Agent(e.to_string()))?;
     Ok(exit::OK)
 }
 
 #[cfg(not(target_os = "linux"))]
-fn smoltcp_agent(
+fn userspace_agent(
+    stack: Userspace,
     _listen: Option<std::net::SocketAddr>,
     _interface: String,
     _addresses: Vec<(std::net::IpAddr, u8)>,
     _gateways: Vec<std::net::IpAddr>,
 ) -> Result<i32, CliError> {
-    Err(CliError::Agent(
-        "--smoltcp runs on Linux (a raw packet socket)".into(),
-    ))
+    Err(CliError::Agent(format!(
+        "{} runs on Linux (a raw packet socket)",
+        stack.flag()
+    )))
 }
 
 fn agent(listen: Option<std::net::SocketAddr>, own_stack: bool) -> Result<i32, CliError> {
@@ -715,8 +744,12 @@ fn agent(listen: Option<std::net::SocketAddr>, own_stack: bool) -> Result<i32, C
     match listen {
         None => {
             let stdin = std::io::stdin().lock();
-            serve::serve(stdin, Box::new(std::io::stdout()), own_stack)
-                .map_err(|e| failed(e.to_string()))?;
+            serve::serve(
+                stdin,
+                Box::new(std::io::stdout()),
+                Box::new(serve::OsStack::new(own_stack)),
+            )
+            .map_err(|e| failed(e.to_string()))?;
         }
         Some(addr) => serve::listen(addr, own_stack, |at| {
             eprintln!("teardown agent: listening on {at}");

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use socket2::SockAddr;
 
+use super::sockets::{Fd, SocketApi};
 use super::{os, pattern};
 use crate::scenario::{
     Call, GetOpt, How, IoctlQuery, Payload, ReadAmount, SockOpt, WaitFor, limits,
@@ -100,17 +101,6 @@ pub struct GroupResult {
 }
 
 impl CallResult {
-    fn from_ret(ret: libc::c_int) -> CallResult {
-        if ret < 0 {
-            CallResult::failed(Errno::last())
-        } else {
-            CallResult {
-                ret: Some(ret.into()),
-                ..Default::default()
-            }
-        }
-    }
-
     /// A call that returned `ret`.
     pub fn ok(ret: i64) -> CallResult {
         CallResult {
@@ -293,37 +283,28 @@ impl StreamLog {
 /// Bytes generated and offered to the kernel at a time by a pattern write.
 const WRITE_CHUNK: usize = 64 * 1024;
 
-fn poll_for(fd: RawFd, events: libc::c_short, deadline: Instant) -> Result<libc::c_short, Errno> {
+fn poll_for(s: Fd, events: libc::c_short, deadline: Instant) -> Result<libc::c_short, Errno> {
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let mut pfd = libc::pollfd {
-            fd,
+        let mut pfd = [libc::pollfd {
+            fd: s.fd,
             events,
             revents: 0,
-        };
+        }];
         let ms = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
-        // SAFETY: one valid pollfd.
-        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
-        match n {
-            n if n > 0 => return Ok(pfd.revents),
-            0 => return Ok(0),
-            _ if Errno::last() == Errno::EINTR => continue,
-            _ => return Err(Errno::last()),
+        match s.api.poll(&mut pfd, ms) {
+            Ok(n) if n > 0 => return Ok(pfd[0].revents),
+            Ok(_) => return Ok(0),
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e),
         }
     }
 }
 
 /// Which of `fds` are ready now (a zero-timeout poll(2)): their revents,
 /// in order (0 where not ready, or where the poll itself failed).
-pub fn poll_now(mut fds: Vec<libc::pollfd>) -> Vec<libc::c_short> {
-    let n = libc::nfds_t::try_from(fds.len()).unwrap_or(libc::nfds_t::MAX);
-    loop {
-        // SAFETY: `fds` holds `n` valid pollfd structs.
-        let r = unsafe { libc::poll(fds.as_mut_ptr(), n, 0) };
-        if r >= 0 || Errno::last() != Errno::EINTR {
-            break;
-        }
-    }
+pub fn poll_now(api: &dyn SocketApi, mut fds: Vec<libc::pollfd>) -> Vec<libc::c_short> {
+    while let Err(Errno::EINTR) = api.poll(&mut fds, 0) {}
     fds.iter().map(|p| p.revents).collect()
 }
 
@@ -336,11 +317,6 @@ pub fn block_sigpipe() -> Result<(), Errno> {
     let mut set = nix::sys::signal::SigSet::empty();
     set.add(nix::sys::signal::Signal::SIGPIPE);
     nix::sys::signal::pthread_sigmask(nix::sys::signal::SigmaskHow::SIG_BLOCK, Some(&set), None)
-}
-
-/// Whether a SIGPIPE is pending for this thread; takes it if so.
-pub fn take_pending_sigpipe() -> bool {
-    os::take_pending_sigpipe()
 }
 
 /// `POLLIN|POLLRDHUP` style names for a revents mask.
@@ -364,17 +340,28 @@ pub fn revents_names(revents: libc::c_short) -> String {
     }
 }
 
-pub fn is_nonblocking(fd: RawFd) -> bool {
-    // SAFETY: F_GETFL on an fd we own has no side effects.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    flags >= 0 && flags & libc::O_NONBLOCK != 0
+pub fn is_nonblocking(s: Fd) -> bool {
+    s.api
+        .flags(s.fd)
+        .is_ok_and(|flags| flags & libc::O_NONBLOCK != 0)
+}
+
+/// Sets or clears O_NONBLOCK.
+pub fn set_nonblocking(s: Fd, on: bool) -> Result<(), Errno> {
+    let flags = s.api.flags(s.fd)?;
+    let flags = if on {
+        flags | libc::O_NONBLOCK
+    } else {
+        flags & !libc::O_NONBLOCK
+    };
+    s.api.set_flags(s.fd, flags)
 }
 
 /// What a data call does after EAGAIN: `None` to retry once the socket is
 /// ready (waiting, bounded, only when `wait`), or the step's final result.
 /// `progress` says how far the call got, for the note.
 fn after_eagain(
-    fd: RawFd,
+    s: Fd,
     events: libc::c_short,
     wait: bool,
     moved: u64,
@@ -382,7 +369,7 @@ fn after_eagain(
     progress: String,
 ) -> Option<CallResult> {
     if wait {
-        return match poll_for(fd, events, deadline) {
+        return match poll_for(s, events, deadline) {
             Ok(0) => Some(CallResult {
                 timed_out: true,
                 note: Some(format!("not ready before the deadline; {progress}")),
@@ -408,7 +395,7 @@ fn after_eagain(
 /// payload is generated a chunk at a time, so a large write costs time, not
 /// memory.
 pub fn write(
-    fd: RawFd,
+    s: Fd,
     payload: &Payload,
     flags: WriteFlags,
     log: &Mutex<StreamLog>,
@@ -421,7 +408,7 @@ pub fn write(
     } = flags;
     let start = log.lock().expect("stream log").written;
     let total = payload.len();
-    let wait = !dontwait && !is_nonblocking(fd);
+    let wait = !dontwait && !is_nonblocking(s);
     let more = match (more, os::MSG_MORE) {
         (false, _) => 0,
         (true, Some(flag)) => flag,
@@ -453,26 +440,20 @@ pub fn write(
                 .payload_bytes(payload, start, sent, n);
         }
         let unsent = &chunk[in_chunk(sent - chunk_at)..];
-        // SAFETY: pointer and length describe `unsent`.
-        let n = unsafe { libc::send(fd, unsent.as_ptr().cast(), unsent.len(), flags) };
-        if n >= 0 {
-            sent += n as u64;
-            continue;
-        }
-        match Errno::last() {
-            Errno::EINTR => continue,
-            Errno::EAGAIN => {
+        match s.api.send(s.fd, unsent, flags) {
+            Ok(n) => sent += n as u64,
+            Err(Errno::EINTR) => {}
+            Err(Errno::EAGAIN) => {
                 let progress = format!("{sent} of {total} bytes written");
-                match after_eagain(fd, libc::POLLOUT, wait, sent, deadline, progress) {
-                    None => continue,
-                    Some(r) => break r,
+                if let Some(r) = after_eagain(s, libc::POLLOUT, wait, sent, deadline, progress) {
+                    break r;
                 }
             }
-            e => break CallResult::failed(e),
+            Err(e) => break CallResult::failed(e),
         }
     };
     result.partial = sent < total;
-    result.signal = take_pending_sigpipe().then(|| "SIGPIPE".to_string());
+    result.signal = s.api.take_pending_sigpipe().then(|| "SIGPIPE".to_string());
     log.lock().expect("stream log").wrote(payload, start, sent);
     result.bytes = Some(sent);
     result
@@ -493,16 +474,16 @@ pub struct WriteFlags {
 /// against what the peer wrote but not consumed. Waits (bounded) for data
 /// like a read unless non-blocking, `dontwait` or `available`.
 pub fn peek(
-    fd: RawFd,
+    s: Fd,
     amount: ReadAmount,
     dontwait: bool,
     keep: bool,
     log: &Mutex<StreamLog>,
     deadline: Instant,
 ) -> CallResult {
-    let wait = !dontwait && !is_nonblocking(fd) && amount != ReadAmount::Available;
+    let wait = !dontwait && !is_nonblocking(s) && amount != ReadAmount::Available;
     if wait {
-        let ready = wait_ready(fd, libc::POLLIN | os::POLL_PEER_CLOSED, deadline);
+        let ready = wait_ready(s, libc::POLLIN | os::POLL_PEER_CLOSED, deadline);
         if ready.timed_out || ready.errno.is_some() {
             return ready;
         }
@@ -512,19 +493,14 @@ pub fn peek(
         _ => 64 * 1024,
     };
     let mut buf = vec![0u8; want];
-    // SAFETY: buf is valid for `want` bytes.
-    let n = unsafe {
-        libc::recv(
-            fd,
-            buf.as_mut_ptr().cast(),
-            want,
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
+    let n = match s
+        .api
+        .recv(s.fd, &mut buf, libc::MSG_PEEK | libc::MSG_DONTWAIT)
+    {
+        Ok(n) => n,
+        Err(e) => return CallResult::failed(e),
     };
-    if n < 0 {
-        return CallResult::failed(Errno::last());
-    }
-    let got = &buf[..n.unsigned_abs()];
+    let got = &buf[..n];
     let bad = log.lock().expect("stream log").differing(got);
     CallResult {
         ret: Some(count(got.len() as u64)),
@@ -543,63 +519,74 @@ fn kept_text(got: &[u8]) -> String {
 }
 
 /// `getsockopt(SO_ERROR)`: the pending error by name ("0" for none).
-pub fn so_error(fd: RawFd) -> CallResult {
-    let mut v: libc::c_int = 0;
-    let mut len = socklen_of::<libc::c_int>();
-    // SAFETY: pointer and length of a c_int.
-    let ret = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_ERROR,
-            (&raw mut v).cast(),
-            &mut len,
-        )
-    };
-    let mut r = CallResult::from_ret(ret);
-    if ret == 0 {
-        r.so_error = Some(if v == 0 {
-            "0".into()
-        } else {
-            errno_name(Errno::from_raw(v))
-        });
+pub fn so_error(s: Fd) -> CallResult {
+    match int_option(s, libc::SOL_SOCKET, libc::SO_ERROR) {
+        Ok(v) => CallResult {
+            so_error: Some(if v == 0 {
+                "0".into()
+            } else {
+                errno_name(Errno::from_raw(v))
+            }),
+            ..CallResult::ok(0)
+        },
+        Err(e) => CallResult::failed(e),
     }
-    r
+}
+
+/// An option whose value is an int.
+fn int_option(s: Fd, level: libc::c_int, name: libc::c_int) -> Result<libc::c_int, Errno> {
+    let mut v = [0u8; size_of::<libc::c_int>()];
+    s.api.getsockopt(s.fd, level, name, &mut v)?;
+    Ok(libc::c_int::from_ne_bytes(v))
+}
+
+/// The pending error of a socket whose connect ended, by name.
+fn connect_error(s: Fd) -> Option<String> {
+    match int_option(s, libc::SOL_SOCKET, libc::SO_ERROR) {
+        Ok(0) => None,
+        Ok(e) => Some(errno_name(Errno::from_raw(e))),
+        Err(e) => Some(errno_name(e)),
+    }
 }
 
 /// `getsockopt(SO_LINGER)`: the linger time as the value when on, none
 /// when off; the note says which.
-pub fn get_linger(fd: RawFd) -> CallResult {
-    match sock_ref(&fd).linger() {
-        Ok(l) => CallResult {
-            value: l.map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
-            note: Some(if l.is_some() { "on" } else { "off" }.into()),
-            ..CallResult::ok(0)
-        },
-        Err(e) => io_result(&e),
+pub fn get_linger(s: Fd) -> CallResult {
+    let mut v = [0u8; size_of::<libc::linger>()];
+    match s
+        .api
+        .getsockopt(s.fd, libc::SOL_SOCKET, libc::SO_LINGER, &mut v)
+    {
+        Ok(_) => {
+            // SAFETY: a struct linger is two ints; any bits are valid.
+            let l: libc::linger = unsafe { std::ptr::read_unaligned(v.as_ptr().cast()) };
+            let on = l.l_onoff != 0;
+            CallResult {
+                value: on.then_some(l.l_linger.into()),
+                note: Some(if on { "on" } else { "off" }.into()),
+                ..CallResult::ok(0)
+            }
+        }
+        Err(e) => CallResult::failed(e),
     }
 }
 
 /// `getsockopt(TCP_INFO)` (or this OS's equivalent, see `observe`): the
 /// socket's TCP state.
-pub fn tcp_state(fd: RawFd) -> CallResult {
+pub fn tcp_state(s: Fd) -> CallResult {
     let mut buf = [0u8; 8];
-    let mut len = libc::socklen_t::try_from(buf.len()).expect("8 bytes");
-    // SAFETY: buf and len describe a writable buffer.
-    let ret = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::IPPROTO_TCP,
-            crate::observe::INFO_OPTION,
-            buf.as_mut_ptr().cast(),
-            &mut len,
-        )
-    };
-    let mut r = CallResult::from_ret(ret);
-    if ret == 0 {
-        r.tcp_state = crate::observe::info_state(buf[0]);
+    match s.api.getsockopt(
+        s.fd,
+        libc::IPPROTO_TCP,
+        crate::observe::INFO_OPTION,
+        &mut buf,
+    ) {
+        Ok(_) => CallResult {
+            tcp_state: crate::observe::info_state(buf[0]),
+            ..CallResult::ok(0)
+        },
+        Err(e) => CallResult::failed(e),
     }
-    r
 }
 
 /// A byte count as a call's return value (counts here are far below 2^63).
@@ -610,14 +597,14 @@ fn count(n: u64) -> i64 {
 /// `read`: reads and verifies against what the peer wrote; `keep` keeps
 /// the first bytes as the result's `text`.
 pub fn read(
-    fd: RawFd,
+    s: Fd,
     amount: ReadAmount,
     dontwait: bool,
     keep: bool,
     log: &Mutex<StreamLog>,
     deadline: Instant,
 ) -> CallResult {
-    let wait = !dontwait && !is_nonblocking(fd) && amount != ReadAmount::Available;
+    let wait = !dontwait && !is_nonblocking(s) && amount != ReadAmount::Available;
     let mut buf = vec![0u8; 64 * 1024];
     let mut total = 0u64;
     let mut bad = 0u64;
@@ -635,10 +622,20 @@ pub fn read(
             }
             _ => buf.len(),
         };
-        // SAFETY: buf is valid for `want` bytes.
-        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), want, libc::MSG_DONTWAIT) };
+        let n = match s.api.recv(s.fd, &mut buf[..want], libc::MSG_DONTWAIT) {
+            Ok(n) => n,
+            Err(Errno::EINTR) => continue,
+            Err(Errno::EAGAIN) => {
+                let progress = format!("{total} bytes read");
+                let events = libc::POLLIN | os::POLL_PEER_CLOSED;
+                match after_eagain(s, events, wait, total, deadline, progress) {
+                    None => continue,
+                    Some(r) => break r,
+                }
+            }
+            Err(e) => break CallResult::failed(e),
+        };
         if n > 0 {
-            let n = n.unsigned_abs();
             bad += log.lock().expect("stream log").verify(&buf[..n]);
             if keep && kept.len() < limits::MAX_KEPT {
                 kept.extend_from_slice(&buf[..n.min(limits::MAX_KEPT - kept.len())]);
@@ -646,31 +643,11 @@ pub fn read(
             total += n as u64;
             continue;
         }
-        if n == 0 {
-            break CallResult {
-                ret: Some(count(total)),
-                note: Some(format!("EOF after {total} bytes")),
-                ..Default::default()
-            };
-        }
-        match Errno::last() {
-            Errno::EINTR => continue,
-            Errno::EAGAIN => {
-                let progress = format!("{total} bytes read");
-                match after_eagain(
-                    fd,
-                    libc::POLLIN | os::POLL_PEER_CLOSED,
-                    wait,
-                    total,
-                    deadline,
-                    progress,
-                ) {
-                    None => continue,
-                    Some(r) => break r,
-                }
-            }
-            e => break CallResult::failed(e),
-        }
+        break CallResult {
+            ret: Some(count(total)),
+            note: Some(format!("EOF after {total} bytes")),
+            ..Default::default()
+        };
     };
     read_ended(&mut result, amount, total, bad, keep.then_some(&kept[..]));
     result
@@ -697,57 +674,35 @@ pub fn read_ended(
     }
 }
 
-pub fn shutdown(fd: RawFd, how: How) -> CallResult {
+pub fn shutdown(s: Fd, how: How) -> CallResult {
     let how = match how {
         How::Read => libc::SHUT_RD,
         How::Write => libc::SHUT_WR,
         How::Both => libc::SHUT_RDWR,
     };
-    // SAFETY: plain syscall on an fd.
-    CallResult::from_ret(unsafe { libc::shutdown(fd, how) })
+    unit_result(s.api.shutdown(s.fd, how))
 }
 
 /// `close(2)`; takes ownership of the fd whatever the result (POSIX leaves
 /// the fd state unspecified on EINTR; Linux always releases it).
-pub fn close(fd: RawFd) -> CallResult {
-    // SAFETY: the caller gives up the fd.
-    CallResult::from_ret(unsafe { libc::close(fd) })
+pub fn close(s: Fd) -> CallResult {
+    unit_result(s.api.close(s.fd))
 }
 
-pub fn setsockopt(fd: RawFd, opt: SockOpt) -> CallResult {
+/// SO_LINGER: on with a timeout in seconds, or off.
+pub fn set_linger(s: Fd, secs: Option<libc::c_int>) -> Result<(), Errno> {
+    // SAFETY: a zeroed linger is valid.
+    let mut lg: libc::linger = unsafe { std::mem::zeroed() };
+    lg.l_onoff = libc::c_int::from(secs.is_some());
+    lg.l_linger = secs.unwrap_or(0);
+    s.api
+        .setsockopt(s.fd, libc::SOL_SOCKET, libc::SO_LINGER, &option_bytes(&lg))
+}
+
+pub fn setsockopt(s: Fd, opt: SockOpt) -> CallResult {
     let ret = match opt {
-        SockOpt::Linger(l) => {
-            let lg = libc::linger {
-                l_onoff: libc::c_int::from(l.is_some()),
-                l_linger: l.unwrap_or(0),
-            };
-            // SAFETY: pointer and length of a struct linger.
-            unsafe {
-                libc::setsockopt(
-                    fd,
-                    libc::SOL_SOCKET,
-                    libc::SO_LINGER,
-                    (&raw const lg).cast(),
-                    socklen_of::<libc::linger>(),
-                )
-            }
-        }
-        SockOpt::NonBlocking(on) => {
-            // SAFETY: F_GETFL/F_SETFL on an fd.
-            unsafe {
-                let flags = libc::fcntl(fd, libc::F_GETFL);
-                if flags < 0 {
-                    flags
-                } else {
-                    let flags = if on {
-                        flags | libc::O_NONBLOCK
-                    } else {
-                        flags & !libc::O_NONBLOCK
-                    };
-                    libc::fcntl(fd, libc::F_SETFL, flags)
-                }
-            }
-        }
+        SockOpt::Linger(l) => set_linger(s, l),
+        SockOpt::NonBlocking(on) => set_nonblocking(s, on),
         other => {
             let Some((level, name)) = os::int_option(other) else {
                 return CallResult::failed(Errno::ENOPROTOOPT);
@@ -769,38 +724,23 @@ pub fn setsockopt(fd: RawFd, opt: SockOpt) -> CallResult {
                 SockOpt::UserTimeout(ms) => libc::c_int::from_ne_bytes(ms.to_ne_bytes()),
                 SockOpt::Linger(_) | SockOpt::NonBlocking(_) => unreachable!("handled above"),
             };
-            // SAFETY: pointer and length of a c_int.
-            unsafe {
-                libc::setsockopt(
-                    fd,
-                    level,
-                    name,
-                    (&raw const v).cast(),
-                    socklen_of::<libc::c_int>(),
-                )
-            }
+            s.api.setsockopt(s.fd, level, name, &v.to_ne_bytes())
         }
     };
-    CallResult::from_ret(ret)
+    unit_result(ret)
 }
 
-/// `size_of::<T>()` as a `socklen_t`, for option values (a few bytes).
-fn socklen_of<T>() -> libc::socklen_t {
-    libc::socklen_t::try_from(size_of::<T>()).expect("an option value is a few bytes")
-}
-
-pub fn ioctl(fd: RawFd, q: IoctlQuery) -> CallResult {
+pub fn ioctl(s: Fd, q: IoctlQuery) -> CallResult {
     let Some(request) = os::ioctl_request(q) else {
         return not_on_this_os(&format!("the ioctl {q:?}"));
     };
-    let mut v: libc::c_int = 0;
-    // SAFETY: each request writes one c_int.
-    let ret = unsafe { libc::ioctl(fd, request, &mut v) };
-    let mut r = CallResult::from_ret(ret);
-    if ret == 0 {
-        r.value = Some(v.into());
+    match s.api.ioctl_int(s.fd, request) {
+        Ok(v) => CallResult {
+            value: Some(v.into()),
+            ..CallResult::ok(0)
+        },
+        Err(e) => CallResult::failed(e),
     }
-    r
 }
 
 /// A call this OS has no equivalent for: not made, and what it would have
@@ -817,16 +757,13 @@ fn not_on_this_os(what: &str) -> CallResult {
 
 /// `connect()` with an `AF_UNSPEC` address: dissolves the association
 /// (Linux aborts an established connection with RST).
-pub fn disconnect(fd: RawFd) -> CallResult {
-    // SAFETY: a zeroed sockaddr with family AF_UNSPEC is a valid argument.
-    let mut sa: libc::sockaddr = unsafe { std::mem::zeroed() };
-    sa.sa_family = libc::AF_UNSPEC as libc::sa_family_t;
-    CallResult::from_ret(unsafe { libc::connect(fd, &sa, socklen_of::<libc::sockaddr>()) })
+pub fn disconnect(s: Fd) -> CallResult {
+    unit_result(s.api.connect(s.fd, None))
 }
 
 /// Waits until `fd` polls ready for `events`, or the deadline.
-pub fn wait_ready(fd: RawFd, events: libc::c_short, deadline: Instant) -> CallResult {
-    match poll_for(fd, events, deadline) {
+pub fn wait_ready(s: Fd, events: libc::c_short, deadline: Instant) -> CallResult {
+    match poll_for(s, events, deadline) {
         Ok(0) => CallResult {
             timed_out: true,
             note: Some("not ready before the deadline".into()),
@@ -969,10 +906,10 @@ impl FdCall {
     }
 }
 
-/// Makes `call` on `fd`; `outgoing` is the stream the socket writes,
+/// Makes `call` on `s`; `outgoing` is the stream the socket writes,
 /// `incoming` the one it reads.
 pub fn on_fd(
-    fd: RawFd,
+    s: Fd,
     call: &FdCall,
     outgoing: &Mutex<StreamLog>,
     incoming: &Mutex<StreamLog>,
@@ -990,112 +927,96 @@ pub fn on_fd(
                 dontwait: *dontwait,
                 more: *more,
             };
-            write(fd, payload, flags, outgoing, deadline)
+            write(s, payload, flags, outgoing, deadline)
         }
         FdCall::Read {
             amount,
             dontwait,
             peek: false,
             keep,
-        } => read(fd, *amount, *dontwait, *keep, incoming, deadline),
+        } => read(s, *amount, *dontwait, *keep, incoming, deadline),
         FdCall::Read {
             amount,
             dontwait,
             peek: true,
             keep,
-        } => peek(fd, *amount, *dontwait, *keep, incoming, deadline),
+        } => peek(s, *amount, *dontwait, *keep, incoming, deadline),
         FdCall::GetOption {
             opt: GetOpt::SoError,
-        } => so_error(fd),
+        } => so_error(s),
         FdCall::GetOption {
             opt: GetOpt::TcpInfo,
-        } => tcp_state(fd),
+        } => tcp_state(s),
         FdCall::GetOption {
             opt: GetOpt::Linger,
-        } => get_linger(fd),
-        FdCall::Shutdown { how } => shutdown(fd, *how),
-        FdCall::SetOption { opt } => setsockopt(fd, *opt),
-        FdCall::Ioctl { query } => ioctl(fd, *query),
-        FdCall::Disconnect => disconnect(fd),
+        } => get_linger(s),
+        FdCall::Shutdown { how } => shutdown(s, *how),
+        FdCall::SetOption { opt } => setsockopt(s, *opt),
+        FdCall::Ioctl { query } => ioctl(s, *query),
+        FdCall::Disconnect => disconnect(s),
         FdCall::Wait {
             ready: Ready::Readable,
-        } => wait_ready(fd, libc::POLLIN | os::POLL_PEER_CLOSED, deadline),
+        } => wait_ready(s, libc::POLLIN | os::POLL_PEER_CLOSED, deadline),
         FdCall::Wait {
             ready: Ready::Writable,
-        } => wait_ready(fd, libc::POLLOUT, deadline),
+        } => wait_ready(s, libc::POLLOUT, deadline),
     }
 }
 
-/// The socket behind a descriptor the caller keeps open (never closed
-/// through this).
-fn sock_ref(fd: &RawFd) -> std::mem::ManuallyDrop<socket2::Socket> {
-    use std::os::fd::FromRawFd;
-    // SAFETY: the caller owns `fd` and keeps it open while this lives;
-    // ManuallyDrop keeps this from closing it.
-    std::mem::ManuallyDrop::new(unsafe { socket2::Socket::from_raw_fd(*fd) })
-}
-
-fn io_result(e: &std::io::Error) -> CallResult {
-    match e.raw_os_error() {
-        Some(code) => CallResult::failed(Errno::from_raw(code)),
-        None => CallResult::harness_error(e.to_string()),
-    }
-}
-
-fn unit_result(r: std::io::Result<()>) -> CallResult {
+fn unit_result(r: Result<(), Errno>) -> CallResult {
     match r {
         Ok(()) => CallResult::ok(0),
-        Err(e) => io_result(&e),
+        Err(e) => CallResult::failed(e),
     }
 }
 
-/// The address `fd` is bound to, once it has a port.
-pub fn local_addr(fd: RawFd) -> Option<SocketAddr> {
-    sock_ref(&fd)
-        .local_addr()
+/// The address `s` is bound to, once it has a port.
+pub fn local_addr(s: Fd) -> Option<SocketAddr> {
+    s.api
+        .local_addr(s.fd)
         .ok()
-        .and_then(|a| a.as_socket())
+        .flatten()
         .filter(|a| a.port() != 0)
 }
 
-pub fn bind(fd: RawFd, addr: SocketAddr) -> CallResult {
-    unit_result(sock_ref(&fd).bind(&SockAddr::from(addr)))
+pub fn bind(s: Fd, addr: SocketAddr) -> CallResult {
+    unit_result(s.api.bind(s.fd, &SockAddr::from(addr)))
 }
 
 /// `listen()`, binding `addr` first unless a bind step already bound it.
-pub fn listen(fd: RawFd, addr: SocketAddr, backlog: i32) -> CallResult {
-    let sock = sock_ref(&fd);
-    let bound = local_addr(fd).is_some();
+pub fn listen(s: Fd, addr: SocketAddr, backlog: i32) -> CallResult {
+    let bound = local_addr(s).is_some();
     let bind = || {
         if bound {
             Ok(())
         } else {
-            sock.bind(&SockAddr::from(addr))
+            s.api.bind(s.fd, &SockAddr::from(addr))
         }
     };
-    unit_result(bind().and_then(|()| sock.listen(backlog)))
+    unit_result(bind().and_then(|()| s.api.listen(s.fd, backlog)))
 }
 
 /// One `accept()` if a connection is queued (a zero-timeout poll first, so
-/// a blocking listener never blocks): the new socket and its peer, `None`
-/// if the queue is empty.
-pub fn accept_now(
-    fd: RawFd,
-) -> Result<Option<(socket2::Socket, Option<SocketAddr>)>, Box<CallResult>> {
-    let ready = poll_now(vec![libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    }]);
+/// a blocking listener never blocks): the new descriptor and its peer,
+/// `None` if the queue is empty.
+pub fn accept_now(s: Fd) -> Result<Option<(RawFd, Option<SocketAddr>)>, Box<CallResult>> {
+    let ready = poll_now(
+        s.api,
+        vec![libc::pollfd {
+            fd: s.fd,
+            events: libc::POLLIN,
+            revents: 0,
+        }],
+    );
     if ready[0] == 0 {
         return Ok(None);
     }
-    match sock_ref(&fd).accept() {
-        Ok((sock, peer)) => Ok(Some((sock, peer.as_socket()))),
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
+    match s.api.accept(s.fd) {
+        Ok((fd, peer)) => Ok(Some((fd, peer))),
+        Err(Errno::EAGAIN) => Ok(None),
         // EMFILE and the like: the queue stays as it is, so trying again
         // would spin.
-        Err(e) => Err(Box::new(io_result(&e))),
+        Err(e) => Err(Box::new(CallResult::failed(e))),
     }
 }
 
@@ -1108,53 +1029,77 @@ pub fn accept_now(
 /// bound ran out first. A non-blocking connect reports EINPROGRESS as the
 /// application sees it; its outcome, waited for with poll, is its
 /// `so_error`. The result's value is the local port the socket got.
-pub fn connect(fd: RawFd, to: SocketAddr, deadline: Instant) -> CallResult {
-    let sock = sock_ref(&fd);
+pub fn connect(s: Fd, to: SocketAddr, deadline: Instant) -> CallResult {
     let server = SockAddr::from(to);
-    let mut r = if is_nonblocking(fd) {
-        let r = unit_result(sock.connect(&server));
+    let mut r = if is_nonblocking(s) {
+        let r = unit_result(s.api.connect(s.fd, Some(&server)));
         if r.errno.as_deref() == Some("EINPROGRESS") {
-            nonblocking_outcome(&sock, fd, r, deadline)
+            nonblocking_outcome(s, r, deadline)
         } else {
             r
         }
     } else {
-        blocking_connect(&sock, &server, deadline)
+        blocking_connect(s, &server, deadline)
     };
-    if let Some(addr) = local_addr(fd) {
+    if let Some(addr) = local_addr(s) {
         // The port the stack chose (or the one bound): an observation.
         r.value = Some(addr.port().into());
     }
     r
 }
 
+/// An option's value as the bytes `setsockopt` takes.
+fn option_bytes<T: Copy>(value: &T) -> Vec<u8> {
+    // SAFETY: `value` is a plain C struct of `size_of::<T>()` bytes, made
+    // from a zeroed one (its padding, if any, is zero).
+    unsafe { std::slice::from_raw_parts((value as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
+}
+
+/// SO_SNDTIMEO's value for a timeout of `d`.
+fn send_timeout(d: Duration) -> Vec<u8> {
+    // SAFETY: a zeroed timeval is valid.
+    let mut tv: libc::timeval = unsafe { std::mem::zeroed() };
+    tv.tv_sec = libc::time_t::try_from(d.as_secs()).unwrap_or(libc::time_t::MAX);
+    // Below a million: fits every OS's suseconds_t.
+    tv.tv_usec = d.subsec_micros() as libc::suseconds_t;
+    option_bytes(&tv)
+}
+
 /// A blocking connect(2), bounded by SO_SNDTIMEO (the socket's own value
 /// put back after the call).
-fn blocking_connect(sock: &socket2::Socket, server: &SockAddr, deadline: Instant) -> CallResult {
-    let previous = match sock.write_timeout() {
-        Ok(t) => t,
-        Err(e) => return io_result(&e),
+fn blocking_connect(s: Fd, server: &SockAddr, deadline: Instant) -> CallResult {
+    let mut previous = vec![0u8; size_of::<libc::timeval>()];
+    let timeout = |v: &[u8]| {
+        s.api
+            .setsockopt(s.fd, libc::SOL_SOCKET, libc::SO_SNDTIMEO, v)
     };
+    if let Err(e) = s
+        .api
+        .getsockopt(s.fd, libc::SOL_SOCKET, libc::SO_SNDTIMEO, &mut previous)
+    {
+        return CallResult::failed(e);
+    }
     // A zero timeout means none: the shortest bound is a millisecond.
     let left = deadline
         .saturating_duration_since(Instant::now())
         .max(Duration::from_millis(1));
-    if let Err(e) = sock.set_write_timeout(Some(left)) {
-        return io_result(&e);
+    if let Err(e) = timeout(&send_timeout(left)) {
+        return CallResult::failed(e);
     }
-    let outcome = sock.connect(server);
-    let restored = sock.set_write_timeout(previous);
+    let outcome = s.api.connect(s.fd, Some(server));
+    let restored = timeout(&previous);
     let r = match outcome {
         Ok(()) => CallResult::ok(0),
         // The bound, not the application's, ran out: the handshake goes on
         // in the kernel.
-        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => still_connecting(false),
-        Err(e) => io_result(&e),
+        Err(Errno::EINPROGRESS) => still_connecting(false),
+        Err(e) => CallResult::failed(e),
     };
     match restored {
         Ok(()) => r,
         Err(e) => CallResult::harness_error(format!(
-            "putting back the socket's SO_SNDTIMEO after connect: {e}"
+            "putting back the socket's SO_SNDTIMEO after connect: {}",
+            errno_name(e)
         )),
     }
 }
@@ -1170,27 +1115,14 @@ fn still_connecting(app_nonblocking: bool) -> CallResult {
     }
 }
 
-/// The pending error of a socket whose connect ended, by name.
-fn connect_error(sock: &socket2::Socket) -> Option<String> {
-    match sock.take_error() {
-        Ok(None) => None,
-        Ok(Some(e)) | Err(e) => io_result(&e).errno,
-    }
-}
-
 /// Waits, bounded, for a non-blocking connect that returned EINPROGRESS
 /// (`r`), and reads its outcome from SO_ERROR.
-fn nonblocking_outcome(
-    sock: &socket2::Socket,
-    fd: RawFd,
-    r: CallResult,
-    deadline: Instant,
-) -> CallResult {
-    let ready = wait_ready(fd, libc::POLLOUT, deadline);
+fn nonblocking_outcome(s: Fd, r: CallResult, deadline: Instant) -> CallResult {
+    let ready = wait_ready(s, libc::POLLOUT, deadline);
     if ready.timed_out {
         return still_connecting(true);
     }
-    let err = connect_error(sock);
+    let err = connect_error(s);
     CallResult {
         so_error: Some(err.clone().unwrap_or_else(|| "0".into())),
         note: Some(match err {
@@ -1219,24 +1151,29 @@ pub fn pace(i: usize) {
 /// Starts a connect on every one of `fds` at once (each made non-blocking
 /// for it), then waits for all, bounded together; each result is what that
 /// socket's own connect would say given whether it was non-blocking.
-pub fn connect_many(fds: &[RawFd], to: SocketAddr, deadline: Instant) -> Vec<CallResult> {
+pub fn connect_many(
+    api: &dyn SocketApi,
+    fds: &[RawFd],
+    to: SocketAddr,
+    deadline: Instant,
+) -> Vec<CallResult> {
     let server = SockAddr::from(to);
     let mut started: Vec<Option<CallResult>> = Vec::with_capacity(fds.len());
     let mut waiting = Vec::new();
     for (i, &fd) in fds.iter().enumerate() {
         pace(i);
-        let app_nonblocking = is_nonblocking(fd);
-        let sock = sock_ref(&fd);
-        if let Err(e) = sock.set_nonblocking(true) {
-            started.push(Some(io_result(&e)));
+        let s = Fd { api, fd };
+        let app_nonblocking = is_nonblocking(s);
+        if let Err(e) = set_nonblocking(s, true) {
+            started.push(Some(CallResult::failed(e)));
             continue;
         }
-        let r = unit_result(sock.connect(&server));
+        let r = unit_result(api.connect(fd, Some(&server)));
         if r.errno.as_deref() == Some("EINPROGRESS") {
             waiting.push((i, fd, app_nonblocking));
             started.push(None);
         } else {
-            let _ = sock.set_nonblocking(app_nonblocking);
+            let _ = set_nonblocking(s, app_nonblocking);
             started.push(Some(r));
         }
     }
@@ -1252,16 +1189,16 @@ pub fn connect_many(fds: &[RawFd], to: SocketAddr, deadline: Instant) -> Vec<Cal
                 revents: 0,
             })
             .collect();
-        let ready = poll_now(polled);
+        let ready = poll_now(api, polled);
         let mut still = Vec::new();
         for ((i, fd, nb), revents) in left.into_iter().zip(ready) {
             if revents == 0 {
                 still.push((i, fd, nb));
                 continue;
             }
-            let sock = sock_ref(&fd);
-            let err = connect_error(&sock);
-            let _ = sock.set_nonblocking(nb);
+            let s = Fd { api, fd };
+            let err = connect_error(s);
+            let _ = set_nonblocking(s, nb);
             started[i] = Some(connected(nb, err));
         }
         left = still;
@@ -1272,7 +1209,7 @@ pub fn connect_many(fds: &[RawFd], to: SocketAddr, deadline: Instant) -> Vec<Cal
         pause = (pause * 2).min(Duration::from_millis(5));
     }
     for (i, fd, nb) in left {
-        let _ = sock_ref(&fd).set_nonblocking(nb);
+        let _ = set_nonblocking(Fd { api, fd }, nb);
         started[i] = Some(still_connecting(nb));
     }
     started.into_iter().map(Option::unwrap_or_default).collect()

@@ -16,6 +16,8 @@ use std::time::Instant;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+use super::sockets::{Fd, Os};
+
 use super::agent::client::{AgentClient, AgentError};
 use super::agent::{Answer, Op, StreamRef};
 use super::calls::{self, CallResult, FdCall, StreamLog};
@@ -128,7 +130,7 @@ impl Endpoint {
         match self {
             Endpoint::InProcess => {
                 let fds: Vec<RawFd> = socks.iter().filter_map(Handle::fd).collect();
-                calls::connect_many(&fds, to, deadline)
+                calls::connect_many(&Os, &fds, to, deadline)
             }
             Endpoint::Agent(agent) => {
                 let handles = socks
@@ -294,7 +296,7 @@ impl Sock {
     /// `close()`: the socket is gone whatever it returns.
     pub fn close(self) -> CallResult {
         match self {
-            Sock::Local(s) => calls::close(s.into_raw_fd()),
+            Sock::Local(s) => calls::close(Fd::os(s.into_raw_fd())),
             Sock::Agent { agent, handle } => match agent.ask(Op::Close { handle }) {
                 Ok(Answer::Result(r)) => r,
                 Ok(a) => unexpected(&agent, "close", &a),
@@ -333,7 +335,7 @@ impl Handle {
 
     pub fn bind(&self, addr: SocketAddr) -> CallResult {
         match self {
-            Handle::Local(fd) => calls::bind(*fd, addr),
+            Handle::Local(fd) => calls::bind(Fd::os(*fd), addr),
             Handle::Agent { agent, handle } => Handle::result(
                 agent,
                 Op::Bind {
@@ -348,7 +350,7 @@ impl Handle {
     /// `listen()`, binding `addr` first unless the socket is bound.
     pub fn listen(&self, addr: SocketAddr, backlog: i32) -> CallResult {
         match self {
-            Handle::Local(fd) => calls::listen(*fd, addr, backlog),
+            Handle::Local(fd) => calls::listen(Fd::os(*fd), addr, backlog),
             Handle::Agent { agent, handle } => Handle::result(
                 agent,
                 Op::Listen {
@@ -364,7 +366,7 @@ impl Handle {
     /// The local address once the socket has a port.
     pub fn local_addr(&self) -> Option<SocketAddr> {
         match self {
-            Handle::Local(fd) => calls::local_addr(*fd),
+            Handle::Local(fd) => calls::local_addr(Fd::os(*fd)),
             Handle::Agent { agent, handle } => match agent.ask(Op::LocalAddr { handle: *handle }) {
                 Ok(Answer::Addr(a)) => a,
                 _ => None,
@@ -375,7 +377,7 @@ impl Handle {
     /// Whether the application made the socket non-blocking.
     pub fn is_nonblocking(&self) -> bool {
         match self {
-            Handle::Local(fd) => calls::is_nonblocking(*fd),
+            Handle::Local(fd) => calls::is_nonblocking(Fd::os(*fd)),
             Handle::Agent { agent, handle } => {
                 matches!(
                     agent.ask(Op::Nonblocking { handle: *handle }),
@@ -387,7 +389,7 @@ impl Handle {
 
     pub fn connect(&self, to: SocketAddr, deadline: Instant) -> CallResult {
         match self {
-            Handle::Local(fd) => calls::connect(*fd, to, deadline),
+            Handle::Local(fd) => calls::connect(Fd::os(*fd), to, deadline),
             Handle::Agent { agent, handle } => Handle::result(
                 agent,
                 Op::Connect {
@@ -410,7 +412,10 @@ impl Handle {
     pub fn accept_now(&self) -> Result<Option<(Sock, Option<SocketAddr>)>, Box<CallResult>> {
         match self {
             Handle::Local(fd) => {
-                Ok(calls::accept_now(*fd)?.map(|(s, peer)| (Sock::Local(s), peer)))
+                let accepted = calls::accept_now(Fd::os(*fd))?;
+                // SAFETY: the descriptor accept() just made is ours alone.
+                let own = |fd| unsafe { <Socket as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+                Ok(accepted.map(|(fd, peer)| (Sock::Local(own(fd)), peer)))
             }
             Handle::Agent { agent, handle } => match agent.ask(Op::Accept { handle: *handle }) {
                 Ok(Answer::Accepted(None)) => Ok(None),
@@ -441,7 +446,9 @@ impl Handle {
     ) -> CallResult {
         let (outgoing, incoming) = (&logs[side], &logs[side.peer()]);
         let (agent, handle) = match self {
-            Handle::Local(fd) => return calls::on_fd(*fd, call, outgoing, incoming, deadline),
+            Handle::Local(fd) => {
+                return calls::on_fd(Fd::os(*fd), call, outgoing, incoming, deadline);
+            }
             Handle::Agent { agent, handle } => (agent, *handle),
         };
         let texts = if call.reads() {

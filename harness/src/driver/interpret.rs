@@ -66,6 +66,10 @@ struct Driver<'a, 'i> {
     held: PerSide<bool>,
     /// Whether `server accept` ever succeeded (for clearer misuse errors).
     accepted: bool,
+    /// The errno of the last `server accept` that failed, while no accept
+    /// has succeeded: the server's steps then cannot be made, an outcome
+    /// of the stack, not a mistake of the scenario.
+    accept_failed: Option<String>,
     ends: Ends,
     conns: Conns,
     /// Server sockets a newer connection of the same number displaced;
@@ -202,6 +206,7 @@ pub fn run(case: &Case, t0: Instant, io: &mut Instruments) -> (DriverOutput, Ope
         closed: Vec::new(),
         held: PerSide::default(),
         accepted: false,
+        accept_failed: None,
         ends: Ends {
             client: None,
             server: SocketAddr::new(ip, port),
@@ -834,6 +839,15 @@ impl Driver<'_, '_> {
 
     /// Why `actor` has no socket to call on.
     fn missing(&self, actor: Actor) -> Box<CallResult> {
+        if let (Role::Server, false, Some(errno)) = (actor.role, self.accepted, &self.accept_failed)
+        {
+            return Box::new(CallResult {
+                unobserved: Some(format!(
+                    "the server has no socket: its accept failed ({errno}), so this step was not made"
+                )),
+                ..Default::default()
+            });
+        }
         Box::new(CallResult::harness_error(
             match (actor.role, self.accepted) {
                 _ if self.closed.contains(&actor) => {
@@ -944,7 +958,10 @@ impl Driver<'_, '_> {
                 Ok(Some(_)) => continue,
                 Ok(None) if app_nonblocking => return Ok(CallResult::failed(Errno::EAGAIN)),
                 Ok(None) => {}
-                Err(r) => return Ok(*r),
+                Err(r) => {
+                    self.accept_failed.clone_from(&r.errno);
+                    return Ok(*r);
+                }
             }
             let ready = listener.wait(calls::Ready::Readable, deadline);
             if ready.timed_out || ready.errno.is_some() || ready.harness_error.is_some() {

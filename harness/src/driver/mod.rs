@@ -26,6 +26,7 @@ mod os;
 pub mod pattern;
 #[cfg(target_os = "linux")]
 pub mod program;
+pub mod sockets;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -415,6 +415,9 @@ impl Bench {
             sock.set_read_timeout(Some(std::time::Duration::from_millis(5)))
                 .map_err(failed)?;
             let dest = SockAddr::from(std::net::SocketAddr::new(to, 0));
+            if v6 {
+                self.advertise_router(side)?;
+            }
             if let IpAddr::V6(router) = address(side, true, true) {
                 if v6 {
                     // The router's own neighbour advertisement, unasked:
@@ -480,6 +483,42 @@ impl Bench {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// The router advertises itself on `side`'s link, once: a Router
+    /// Advertisement (RFC 4861) from a link-local address it takes for
+    /// this (fe80::1), with its MAC and the longest router lifetime. A
+    /// stack that learns its IPv6 default router only from one (lwIP)
+    /// has no other way to reach the other side; a stack with a static
+    /// route ignores it, as the host kernels do (`accept_ra` is 0 on the
+    /// bench).
+    fn advertise_router(&self, side: Side) -> Result<(), SandboxError> {
+        use socket2::{Domain, Protocol, SockAddr, Type};
+        let l = link(side);
+        let local = std::net::Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
+        let failed = |e: std::io::Error| {
+            setup(format!(
+                "a router advertisement on link {}: {e}",
+                l.router_if
+            ))
+        };
+        Rtnl::open()?.address(l.router_index, IpAddr::V6(local))?;
+        let sock = socket2::Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::ICMPV6))
+            .map_err(failed)?;
+        let scoped = |ip| SockAddr::from(std::net::SocketAddrV6::new(ip, 0, 0, l.router_index));
+        sock.bind(&scoped(local)).map_err(failed)?;
+        // RFC 4861 6.1.2: a receiver drops one whose hop limit is not 255.
+        sock.set_multicast_hops_v6(255).map_err(failed)?;
+        sock.set_multicast_if_v6(l.router_index).map_err(failed)?;
+        // Type 134, code 0, checksum (the kernel's), current hop limit 64,
+        // no flags, router lifetime 9000 s, no reachable or retransmit
+        // times; then its source link-layer address.
+        let [hi, lo] = 9000u16.to_be_bytes();
+        let mut advert = vec![134, 0, 0, 0, 64, 0, hi, lo, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1];
+        advert.extend_from_slice(&l.router_mac);
+        let all_nodes = std::net::Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+        sock.send_to(&advert, &scoped(all_nodes)).map_err(failed)?;
         Ok(())
     }
 

@@ -74,7 +74,9 @@ impl fmt::Display for Family {
 
 /// Stacks an expectation can be written for (`os = "..."`): operating
 /// systems, and TCP/IP stacks that run on one (gVisor's netstack, smoltcp).
-pub const STACKS: &[&str] = &["linux", "gvisor", "smoltcp", "freebsd", "macos", "windows"];
+pub const STACKS: &[&str] = &[
+    "linux", "gvisor", "smoltcp", "lwip", "freebsd", "macos", "windows",
+];
 
 /// A scenario file that could not be used.
 #[derive(Debug, thiserror::Error)]

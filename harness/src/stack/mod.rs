@@ -189,6 +189,9 @@ pub enum HostStack {
     /// --smoltcp eth0` in the host's namespace, which has given up the
     /// link's addresses to it.
     Smoltcp,
+    /// lwIP, a userspace stack, on the host's link, as smoltcp is: a
+    /// `teardown agent --lwip eth0`.
+    Lwip,
     /// A stack the harness does not start: an agent already listening at
     /// a control address (`teardown agent --listen`) on a machine the bench
     /// reaches through a bridge.
@@ -218,6 +221,7 @@ impl std::fmt::Display for HostStack {
             HostStack::LinuxAgent => f.write_str("linux-agent"),
             HostStack::Gvisor => f.write_str("gvisor"),
             HostStack::Smoltcp => f.write_str("smoltcp"),
+            HostStack::Lwip => f.write_str("lwip"),
             HostStack::Remote(r) => write!(f, "remote={}", r.control),
         }
     }
@@ -232,6 +236,7 @@ impl std::str::FromStr for HostStack {
             "linux-agent" => Ok(HostStack::LinuxAgent),
             "gvisor" => Ok(HostStack::Gvisor),
             "smoltcp" => Ok(HostStack::Smoltcp),
+            "lwip" => Ok(HostStack::Lwip),
             _ => match s.strip_prefix("remote=") {
                 Some(addr) => addr.parse().map(|control| HostStack::Remote(RemoteHost {
                     control,
@@ -240,7 +245,7 @@ impl std::str::FromStr for HostStack {
                     format!("remote={addr}: expected the agent's control address, ADDR:PORT (e.g. remote=198.18.0.2:7070)")
                 }),
                 None => Err(format!(
-                    "{s:?}: expected linux, linux-agent, gvisor, smoltcp or remote=ADDR:PORT"
+                    "{s:?}: expected linux, linux-agent, gvisor, smoltcp, lwip or remote=ADDR:PORT"
                 )),
             },
         }

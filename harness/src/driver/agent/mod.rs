@@ -46,6 +46,10 @@
 //! answer with the stream's totals.
 
 pub mod client;
+#[cfg(target_os = "linux")]
+pub mod link;
+#[cfg(target_os = "linux")]
+pub mod lwip;
 pub mod serve;
 #[cfg(target_os = "linux")]
 pub mod smoltcp;

@@ -1,20 +1,19 @@
 //! The agent's side of the protocol: reads requests, makes the calls on
 //! its own sockets, writes the answers.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io::{BufRead, Write};
-use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
+use std::os::fd::RawFd;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-use socket2::{Domain, Protocol, Socket, Type};
 
 use super::{
     Accepted, Answer, DataAnswer, Hello, HelloLine, MAX_LINE, Op, PROTOCOL, Request, Response,
     StreamTotals,
 };
 use crate::driver::calls::{self, CallResult, StreamLog};
-use crate::observe::AgentStates;
+use crate::driver::sockets::{Fd, Os, SocketApi};
+use crate::observe::{AgentStates, SockEntry};
 use crate::scenario::Family;
 use crate::stack::Stack;
 use crate::tcp::Side;
@@ -32,144 +31,50 @@ pub enum ServeError {
     Truncated(usize),
 }
 
-/// What this agent says about itself; `own_stack`: whether its network
-/// stack was made for it alone (see [`Hello::own_stack`]).
-pub fn hello(own_stack: bool) -> Hello {
-    let stack = Stack::detect();
-    Hello {
-        protocol: PROTOCOL,
-        agent: format!("teardown {}", env!("CARGO_PKG_VERSION")),
-        os: std::env::consts::OS.to_string(),
-        stack: stack.name.to_string(),
-        stack_version: stack.version.clone(),
-        states: stack.states,
-        own_stack,
-        unmapped: Default::default(),
-    }
+/// The stack an agent serves on: its socket API, and what it tells of
+/// itself beyond its sockets' calls.
+pub trait AgentStack: Send + Sync {
+    fn api(&self) -> &dyn SocketApi;
+    fn hello(&self) -> Hello;
+    /// The TCP sockets of `family` with `port` at either end; `held` are
+    /// the session's descriptors.
+    fn states(&self, family: Family, port: u16, held: &[RawFd]) -> Result<Vec<SockEntry>, String>;
+    /// Sets (if `value`) and reads a sysctl; null if the stack has none.
+    fn sysctl(&self, name: &str, value: Option<&str>) -> Result<Answer, String>;
+    /// The stack's TCP counters, by Linux's names.
+    fn counters(&self) -> Result<Answer, String>;
 }
 
-/// A session's streams, by connection number and writer.
-type Streams = HashMap<(u32, Side), Arc<Mutex<StreamLog>>>;
-
-/// One session's sockets and streams.
-struct Session {
-    // Read where sysctls are served (Linux).
-    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+/// The OS's own stack; `own_stack`: whether it was made for the agent
+/// alone (see [`Hello::own_stack`]).
+pub struct OsStack {
     own_stack: bool,
-    sockets: Mutex<HashMap<u32, Socket>>,
-    streams: Mutex<Streams>,
     states: Mutex<AgentStates>,
-    out: Mutex<Box<dyn Write + Send>>,
 }
 
-impl Session {
-    fn answer(&self, id: Option<u64>, answer: Answer) -> Result<(), ServeError> {
-        write_line(
-            &mut **self.out.lock().expect("agent output"),
-            &Response { id, answer },
-        )
+impl OsStack {
+    pub fn new(own_stack: bool) -> OsStack {
+        OsStack {
+            own_stack,
+            states: Mutex::new(AgentStates::new(Stack::detect().states)),
+        }
+    }
+}
+
+impl AgentStack for OsStack {
+    fn api(&self) -> &dyn SocketApi {
+        &Os
     }
 
-    fn fd(&self, handle: u32) -> Result<RawFd, String> {
-        self.sockets
-            .lock()
-            .expect("agent sockets")
-            .get(&handle)
-            .map(AsRawFd::as_raw_fd)
-            .ok_or_else(|| {
-                format!("no open socket has handle {handle} (closed, or never made by this agent)")
-            })
+    fn hello(&self) -> Hello {
+        hello(self.own_stack)
     }
 
-    /// Why a request that names handles cannot be made, if one is not open.
-    fn unknown_handle(&self, op: &Op) -> Option<String> {
-        op.handles().iter().find_map(|h| self.fd(*h).err())
-    }
-
-    /// Closes `handle`'s socket; the handle is gone whatever close returns.
-    fn close(&self, handle: u32) -> Result<CallResult, String> {
-        let sock = self
-            .sockets
-            .lock()
-            .expect("agent sockets")
-            .remove(&handle)
-            .ok_or_else(|| format!("no open socket has handle {handle}"))?;
-        Ok(calls::close(sock.into_raw_fd()))
-    }
-
-    fn stream(&self, conn: u32, writer: Side) -> Arc<Mutex<StreamLog>> {
-        Arc::clone(
-            self.streams
-                .lock()
-                .expect("agent streams")
-                .entry((conn, writer))
-                .or_insert_with(|| Arc::new(Mutex::new(StreamLog::written_by(writer)))),
-        )
-    }
-
-    fn keep(&self, sock: Socket) -> u32 {
-        let handle = u32::try_from(sock.as_raw_fd()).expect("descriptors are not negative");
-        self.sockets
-            .lock()
-            .expect("agent sockets")
-            .insert(handle, sock);
-        handle
-    }
-
-    /// Answers a request that does not block.
-    fn now(&self, op: &Op) -> Result<Answer, String> {
-        Ok(match op {
-            Op::Socket { family } => {
-                let domain = match family {
-                    Family::Ipv4 => Domain::IPV4,
-                    Family::Ipv6 => Domain::IPV6,
-                };
-                match Socket::new(domain, Type::STREAM, Some(Protocol::TCP)) {
-                    Ok(s) => Answer::Handle(self.keep(s)),
-                    Err(e) => Answer::Error(format!("socket(): {e}")),
-                }
-            }
-            Op::Bind { handle, addr } => Answer::Result(calls::bind(self.fd(*handle)?, *addr)),
-            Op::Listen {
-                handle,
-                addr,
-                backlog,
-            } => Answer::Result(calls::listen(self.fd(*handle)?, *addr, *backlog)),
-            Op::Accept { handle } => match calls::accept_now(self.fd(*handle)?) {
-                Ok(None) => Answer::Accepted(None),
-                Ok(Some((sock, peer))) => Answer::Accepted(Some(Accepted {
-                    handle: self.keep(sock),
-                    peer,
-                })),
-                Err(r) => Answer::Result(*r),
-            },
-            Op::Nonblocking { handle } => Answer::Flag(calls::is_nonblocking(self.fd(*handle)?)),
-            Op::LocalAddr { handle } => Answer::Addr(calls::local_addr(self.fd(*handle)?)),
-            Op::States { family, port } => {
-                let held: Vec<RawFd> = self
-                    .sockets
-                    .lock()
-                    .expect("agent sockets")
-                    .values()
-                    .map(AsRawFd::as_raw_fd)
-                    .collect();
-                let states = self.states.lock().expect("agent states");
-                match { states }.snapshot(*family, *port, &held) {
-                    Ok(entries) => Answer::States(entries),
-                    Err(e) => Answer::Error(e.to_string()),
-                }
-            }
-            Op::Sysctl { name, value } => self.sysctl(name, value.as_deref())?,
-            Op::Counters => counters()?,
-            Op::Connect { .. }
-            | Op::ConnectMany { .. }
-            | Op::Call { .. }
-            | Op::Close { .. }
-            | Op::CloseMany { .. } => {
-                unreachable!("blocking requests run on their own thread")
-            }
-            Op::Bye => Answer::Bye(true),
-        })
+    fn states(&self, family: Family, port: u16, held: &[RawFd]) -> Result<Vec<SockEntry>, String> {
+        let mut states = self.states.lock().expect("agent states");
+        states
+            .snapshot(family, port, held)
+            .map_err(|e| e.to_string())
     }
 
     /// Sets (if `value`) and reads a sysctl of this agent's stack.
@@ -205,6 +110,145 @@ impl Session {
         ))
     }
 
+    #[cfg(target_os = "linux")]
+    fn counters(&self) -> Result<Answer, String> {
+        crate::sandbox::tcp_counters(&crate::sandbox::Namespace::declared_own())
+            .map(Answer::Counters)
+            .map_err(|e| e.to_string())
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn counters(&self) -> Result<Answer, String> {
+        Err(format!(
+            "TCP counters are not read on {} yet",
+            std::env::consts::OS
+        ))
+    }
+}
+
+/// What this agent says about itself; `own_stack`: whether its network
+/// stack was made for it alone (see [`Hello::own_stack`]).
+pub fn hello(own_stack: bool) -> Hello {
+    let stack = Stack::detect();
+    Hello {
+        protocol: PROTOCOL,
+        agent: format!("teardown {}", env!("CARGO_PKG_VERSION")),
+        os: std::env::consts::OS.to_string(),
+        stack: stack.name.to_string(),
+        stack_version: stack.version.clone(),
+        states: stack.states,
+        own_stack,
+        unmapped: Default::default(),
+    }
+}
+
+/// A session's streams, by connection number and writer.
+type Streams = HashMap<(u32, Side), Arc<Mutex<StreamLog>>>;
+
+/// One session's sockets and streams.
+struct Session {
+    stack: Box<dyn AgentStack>,
+    /// The descriptors the session holds.
+    sockets: Mutex<BTreeSet<RawFd>>,
+    streams: Mutex<Streams>,
+    out: Mutex<Box<dyn Write + Send>>,
+}
+
+impl Session {
+    fn answer(&self, id: Option<u64>, answer: Answer) -> Result<(), ServeError> {
+        write_line(
+            &mut **self.out.lock().expect("agent output"),
+            &Response { id, answer },
+        )
+    }
+
+    fn fd(&self, handle: u32) -> Result<Fd<'_>, String> {
+        let api = self.stack.api();
+        RawFd::try_from(handle)
+            .ok()
+            .filter(|fd| self.sockets.lock().expect("agent sockets").contains(fd))
+            .map(|fd| Fd { api, fd })
+            .ok_or_else(|| {
+                format!("no open socket has handle {handle} (closed, or never made by this agent)")
+            })
+    }
+
+    /// Why a request that names handles cannot be made, if one is not open.
+    fn unknown_handle(&self, op: &Op) -> Option<String> {
+        op.handles().iter().find_map(|h| self.fd(*h).err())
+    }
+
+    /// Closes `handle`'s socket; the handle is gone whatever close returns.
+    fn close(&self, handle: u32) -> Result<CallResult, String> {
+        let s = self.fd(handle)?;
+        self.sockets.lock().expect("agent sockets").remove(&s.fd);
+        Ok(calls::close(s))
+    }
+
+    fn stream(&self, conn: u32, writer: Side) -> Arc<Mutex<StreamLog>> {
+        Arc::clone(
+            self.streams
+                .lock()
+                .expect("agent streams")
+                .entry((conn, writer))
+                .or_insert_with(|| Arc::new(Mutex::new(StreamLog::written_by(writer)))),
+        )
+    }
+
+    fn keep(&self, fd: RawFd) -> u32 {
+        self.sockets.lock().expect("agent sockets").insert(fd);
+        u32::try_from(fd).expect("descriptors are not negative")
+    }
+
+    /// Answers a request that does not block.
+    fn now(&self, op: &Op) -> Result<Answer, String> {
+        Ok(match op {
+            Op::Socket { family } => match self.stack.api().socket(*family) {
+                Ok(fd) => Answer::Handle(self.keep(fd)),
+                Err(e) => Answer::Error(format!("socket(): {}", calls::errno_name(e))),
+            },
+            Op::Bind { handle, addr } => Answer::Result(calls::bind(self.fd(*handle)?, *addr)),
+            Op::Listen {
+                handle,
+                addr,
+                backlog,
+            } => Answer::Result(calls::listen(self.fd(*handle)?, *addr, *backlog)),
+            Op::Accept { handle } => match calls::accept_now(self.fd(*handle)?) {
+                Ok(None) => Answer::Accepted(None),
+                Ok(Some((fd, peer))) => Answer::Accepted(Some(Accepted {
+                    handle: self.keep(fd),
+                    peer,
+                })),
+                Err(r) => Answer::Result(*r),
+            },
+            Op::Nonblocking { handle } => Answer::Flag(calls::is_nonblocking(self.fd(*handle)?)),
+            Op::LocalAddr { handle } => Answer::Addr(calls::local_addr(self.fd(*handle)?)),
+            Op::States { family, port } => {
+                let held: Vec<RawFd> = self
+                    .sockets
+                    .lock()
+                    .expect("agent sockets")
+                    .iter()
+                    .copied()
+                    .collect();
+                match self.stack.states(*family, *port, &held) {
+                    Ok(entries) => Answer::States(entries),
+                    Err(e) => Answer::Error(e),
+                }
+            }
+            Op::Sysctl { name, value } => self.stack.sysctl(name, value.as_deref())?,
+            Op::Counters => self.stack.counters()?,
+            Op::Connect { .. }
+            | Op::ConnectMany { .. }
+            | Op::Call { .. }
+            | Op::Close { .. }
+            | Op::CloseMany { .. } => {
+                unreachable!("blocking requests run on their own thread")
+            }
+            Op::Bye => Answer::Bye(true),
+        })
+    }
+
     /// Answers a request that may block, on its own thread, with each
     /// call's time (see [`CallResult::took_us`]).
     fn blocking(&self, op: &Op) -> Result<Answer, String> {
@@ -231,9 +275,9 @@ impl Session {
             Op::ConnectMany { handles, to, .. } => {
                 let fds = handles
                     .iter()
-                    .map(|h| self.fd(*h))
+                    .map(|h| self.fd(*h).map(|s| s.fd))
                     .collect::<Result<Vec<_>, _>>()?;
-                Answer::Results(calls::connect_many(&fds, *to, deadline))
+                Answer::Results(calls::connect_many(self.stack.api(), &fds, *to, deadline))
             }
             Op::Call {
                 handle,
@@ -292,26 +336,13 @@ impl Drop for Session {
     /// of one case's clients in the next's).
     fn drop(&mut self) {
         let sockets = std::mem::take(self.sockets.get_mut().unwrap_or_else(|e| e.into_inner()));
-        for (_, sock) in sockets {
-            let _ = sock.set_linger(Some(Duration::ZERO));
+        let api = self.stack.api();
+        for fd in sockets {
+            let s = Fd { api, fd };
+            let _ = calls::set_linger(s, Some(0));
+            calls::close(s);
         }
     }
-}
-
-/// The stack's TCP counters.
-#[cfg(target_os = "linux")]
-fn counters() -> Result<Answer, String> {
-    crate::sandbox::tcp_counters(&crate::sandbox::Namespace::declared_own())
-        .map(Answer::Counters)
-        .map_err(|e| e.to_string())
-}
-
-#[cfg(not(target_os = "linux"))]
-fn counters() -> Result<Answer, String> {
-    Err(format!(
-        "TCP counters are not read on {} yet",
-        std::env::consts::OS
-    ))
 }
 
 fn micros(d: Duration) -> u64 {
@@ -324,17 +355,16 @@ fn micros(d: Duration) -> u64 {
 pub fn serve(
     input: impl BufRead,
     output: Box<dyn Write + Send>,
-    own_stack: bool,
+    stack: Box<dyn AgentStack>,
 ) -> Result<(), ServeError> {
     // A write to a reset connection raises SIGPIPE for the calling thread
     // (and its children): kept pending, so the call's record can say so.
     let _ = calls::block_sigpipe();
-    let me = hello(own_stack);
+    let me = stack.hello();
     let session = Arc::new(Session {
-        own_stack,
-        sockets: Mutex::new(HashMap::new()),
+        stack,
+        sockets: Mutex::new(BTreeSet::new()),
         streams: Mutex::new(HashMap::new()),
-        states: Mutex::new(AgentStates::new(me.states)),
         out: Mutex::new(output),
     });
     write_line(
@@ -481,7 +511,7 @@ pub fn listen(
         let conn = conn?;
         let reader = std::io::BufReader::new(conn.try_clone()?);
         std::thread::spawn(move || {
-            if let Err(e) = serve(reader, Box::new(conn), own_stack) {
+            if let Err(e) = serve(reader, Box::new(conn), Box::new(OsStack::new(own_stack))) {
                 eprintln!("teardown agent: a session ended: {e}");
             }
         });

@@ -13,7 +13,7 @@ use smoltcp::phy::{Medium, RawSocket};
 use smoltcp::socket::tcp::{self, State};
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, IpEndpoint, IpListenEndpoint};
 
-use super::Config;
+use crate::driver::agent::link::{Config, hardware_address};
 use crate::driver::agent::{Accepted, Answer, DataAnswer, Op, StreamRef, StreamTotals};
 use crate::driver::calls::{
     CallResult, FdCall, Ready, StreamLog, connected, read_ended, revents_names,
@@ -216,38 +216,6 @@ fn smol_now(epoch: Instant) -> smoltcp::time::Instant {
     smoltcp::time::Instant::from_micros(
         i64::try_from(epoch.elapsed().as_micros()).unwrap_or(i64::MAX),
     )
-}
-
-/// `interface`'s MAC address (SIOCGIFHWADDR).
-fn hardware_address(interface: &str) -> Result<[u8; 6], String> {
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)
-        .map_err(|e| format!("a socket to ask for {interface}'s address: {e}"))?;
-    // SAFETY: an ifreq is plain data; zeroed is a valid value.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    let name = interface.as_bytes();
-    if name.len() >= req.ifr_name.len() {
-        return Err(format!(
-            "{interface}: an interface name is at most 15 bytes"
-        ));
-    }
-    for (d, s) in req.ifr_name.iter_mut().zip(name) {
-        *d = *s as libc::c_char;
-    }
-    // SAFETY: SIOCGIFHWADDR reads the name and writes ifr_hwaddr.
-    let ret = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFHWADDR, &mut req) };
-    if ret < 0 {
-        return Err(format!(
-            "{interface}'s hardware address: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    // SAFETY: the ioctl filled the union's hardware address.
-    let data = unsafe { req.ifr_ifru.ifru_hwaddr.sa_data };
-    let mut mac = [0u8; 6];
-    for (d, s) in mac.iter_mut().zip(data) {
-        *d = s as u8;
-    }
-    Ok(mac)
 }
 
 fn state_of(s: State) -> TcpState {

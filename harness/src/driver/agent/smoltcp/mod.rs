@@ -35,11 +35,11 @@
 mod host;
 
 use std::io::{BufRead, Write};
-use std::net::IpAddr;
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+pub use super::link::Config;
 use super::serve::{Lines, Parsed, ServeError, write_line};
 use super::{Answer, Hello, HelloLine, Op, PROTOCOL, Response};
 use crate::observe::StateSource;
@@ -47,16 +47,6 @@ use crate::observe::StateSource;
 /// The smoltcp release the agent is built with (checked against
 /// Cargo.lock by a test).
 pub const SMOLTCP_VERSION: &str = "0.14.0";
-
-/// Where smoltcp runs: an interface, and the addresses and default routes
-/// it is given.
-#[derive(Clone, Debug)]
-pub struct Config {
-    pub interface: String,
-    /// Addresses with their prefix lengths; at most one per family.
-    pub addresses: Vec<(IpAddr, u8)>,
-    pub gateways: Vec<IpAddr>,
-}
 
 /// What this agent says about itself.
 pub fn hello() -> Hello {
@@ -225,12 +215,14 @@ fn wait_for(device: i32, wake: i32, at_most: Duration) {
 }
 
 fn ready_now(fd: i32) -> bool {
-    crate::driver::calls::poll_now(vec![libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    }])[0]
-        & libc::POLLIN
+    crate::driver::calls::poll_now(
+        &crate::driver::sockets::Os,
+        vec![libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        }],
+    )[0] & libc::POLLIN
         != 0
 }
 

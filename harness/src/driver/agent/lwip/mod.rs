@@ -1,0 +1,459 @@
+//! An agent whose stack is lwIP (`teardown agent --lwip IFACE`): the
+//! protocol of [`super`], served by [`super::serve`] through lwIP's own BSD
+//! socket API (`lwip_socket`, `lwip_close`, ...) instead of the OS's. lwIP
+//! runs in the agent's process (Debian's liblwip: lwIP 2.1 as the Hurd
+//! builds it, with threads, SO_LINGER, SO_RCVBUF and keepalive) on a raw
+//! packet socket bound to one interface, whose addresses the host's kernel
+//! has given up (on the bench, [`crate::sandbox::Bench::take_over`]).
+//!
+//! Every call is lwIP's own: an option or ioctl it does not know fails
+//! with the errno lwIP sets (ENOPROTOOPT, ENOSYS), which is an observation
+//! of lwIP like any other, so no call is refused in advance. lwIP raises
+//! no signals, keeps no counters by Linux's names and has no sysctls.
+//!
+//! Socket states come from lwIP's control block lists (listening, bound,
+//! active, TIME-WAIT), read under its core lock by a little C
+//! (`shim.c`, built by `build.rs`): every connection lwIP still holds,
+//! closed sockets' included, with the time left in TIME-WAIT.
+
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{IntoRawFd, RawFd};
+
+use nix::errno::Errno;
+use socket2::SockAddr;
+
+use super::link::{self, Config};
+use super::serve::AgentStack;
+use super::{Answer, Hello, PROTOCOL};
+use crate::driver::sockets::{SocketApi, address_from, socklen};
+use crate::observe::{SockEntry, StateSource};
+use crate::scenario::Family;
+use crate::tcp::{TcpState, TimerKind};
+
+/// The lwIP release the agent was built against (liblwip-dev's
+/// pkg-config version, read by `build.rs`).
+pub const LWIP_VERSION: &str = env!("TEARDOWN_LWIP_VERSION");
+
+/// One control block as `td_lwip_pcbs` copies it (`struct td_pcb`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Pcb {
+    id: usize,
+    state: libc::c_int,
+    v6: libc::c_int,
+    local: [u8; 16],
+    remote: [u8; 16],
+    local_port: u16,
+    remote_port: u16,
+    recv_queue: u32,
+    send_queue: u32,
+    time_wait_ms: i32,
+}
+
+unsafe extern "C" {
+    fn td_lwip_start(
+        packet_fd: libc::c_int,
+        mac: *const u8,
+        ip4: u32,
+        prefix4: u8,
+        gw4: u32,
+        ip6: *const u8,
+        prefix6: u8,
+    ) -> libc::c_int;
+    fn td_lwip_pcbs(out: *mut Pcb, max: libc::c_int) -> libc::c_int;
+    fn td_lwip_socket_pcb(fd: libc::c_int) -> usize;
+
+    fn lwip_socket(domain: libc::c_int, ty: libc::c_int, protocol: libc::c_int) -> libc::c_int;
+    fn lwip_bind(s: libc::c_int, name: *const libc::sockaddr, len: libc::socklen_t) -> libc::c_int;
+    fn lwip_listen(s: libc::c_int, backlog: libc::c_int) -> libc::c_int;
+    fn lwip_accept(
+        s: libc::c_int,
+        addr: *mut libc::sockaddr,
+        len: *mut libc::socklen_t,
+    ) -> libc::c_int;
+    fn lwip_connect(
+        s: libc::c_int,
+        name: *const libc::sockaddr,
+        len: libc::socklen_t,
+    ) -> libc::c_int;
+    fn lwip_getsockname(
+        s: libc::c_int,
+        name: *mut libc::sockaddr,
+        len: *mut libc::socklen_t,
+    ) -> libc::c_int;
+    fn lwip_send(
+        s: libc::c_int,
+        data: *const libc::c_void,
+        size: usize,
+        flags: libc::c_int,
+    ) -> isize;
+    fn lwip_recv(s: libc::c_int, mem: *mut libc::c_void, len: usize, flags: libc::c_int) -> isize;
+    fn lwip_shutdown(s: libc::c_int, how: libc::c_int) -> libc::c_int;
+    fn lwip_close(s: libc::c_int) -> libc::c_int;
+    fn lwip_getsockopt(
+        s: libc::c_int,
+        level: libc::c_int,
+        name: libc::c_int,
+        value: *mut libc::c_void,
+        len: *mut libc::socklen_t,
+    ) -> libc::c_int;
+    fn lwip_setsockopt(
+        s: libc::c_int,
+        level: libc::c_int,
+        name: libc::c_int,
+        value: *const libc::c_void,
+        len: libc::socklen_t,
+    ) -> libc::c_int;
+    fn lwip_fcntl(s: libc::c_int, cmd: libc::c_int, val: libc::c_int) -> libc::c_int;
+    fn lwip_ioctl(s: libc::c_int, cmd: libc::c_long, argp: *mut libc::c_void) -> libc::c_int;
+    fn lwip_poll(fds: *mut libc::pollfd, nfds: libc::nfds_t, timeout: libc::c_int) -> libc::c_int;
+}
+
+/// lwIP's socket API. Its descriptors are its own numbers, not the
+/// process's.
+pub struct Lwip;
+
+fn checked(ret: libc::c_int) -> Result<libc::c_int, Errno> {
+    if ret < 0 { Err(Errno::last()) } else { Ok(ret) }
+}
+
+fn checked_len(ret: isize) -> Result<usize, Errno> {
+    usize::try_from(ret).map_err(|_| Errno::last())
+}
+
+impl SocketApi for Lwip {
+    fn socket(&self, family: Family) -> Result<RawFd, Errno> {
+        let domain = match family {
+            Family::Ipv4 => libc::AF_INET,
+            Family::Ipv6 => libc::AF_INET6,
+        };
+        // SAFETY: lwIP's socket(); lwIP runs (started by `serve`).
+        checked(unsafe { lwip_socket(domain, libc::SOCK_STREAM, libc::IPPROTO_TCP) })
+    }
+
+    fn bind(&self, fd: RawFd, addr: &SockAddr) -> Result<(), Errno> {
+        // SAFETY: `addr` holds a valid address of its length.
+        checked(unsafe { lwip_bind(fd, addr.as_ptr().cast(), addr.len()) }).map(drop)
+    }
+
+    fn listen(&self, fd: RawFd, backlog: libc::c_int) -> Result<(), Errno> {
+        // SAFETY: plain call.
+        checked(unsafe { lwip_listen(fd, backlog) }).map(drop)
+    }
+
+    fn accept(&self, fd: RawFd) -> Result<(RawFd, Option<SocketAddr>), Errno> {
+        let mut new = -1;
+        // SAFETY: accept writes at most `len` bytes of the peer's address.
+        let peer = unsafe {
+            address_from(|sa, len| {
+                new = lwip_accept(fd, sa, len);
+                new
+            })
+        }?;
+        Ok((new, peer))
+    }
+
+    fn connect(&self, fd: RawFd, to: Option<&SockAddr>) -> Result<(), Errno> {
+        let ret = match to {
+            // SAFETY: `to` holds a valid address of its length.
+            Some(to) => unsafe { lwip_connect(fd, to.as_ptr().cast(), to.len()) },
+            None => {
+                // SAFETY: a zeroed sockaddr with family AF_UNSPEC is valid.
+                let mut sa: libc::sockaddr = unsafe { std::mem::zeroed() };
+                sa.sa_family = libc::AF_UNSPEC as libc::sa_family_t;
+                // SAFETY: pointer and length of that sockaddr.
+                unsafe { lwip_connect(fd, &sa, socklen(size_of::<libc::sockaddr>())) }
+            }
+        };
+        checked(ret).map(drop)
+    }
+
+    fn local_addr(&self, fd: RawFd) -> Result<Option<SocketAddr>, Errno> {
+        // SAFETY: getsockname writes at most `len` bytes.
+        unsafe { address_from(|sa, len| lwip_getsockname(fd, sa, len)) }
+    }
+
+    fn send(&self, fd: RawFd, buf: &[u8], flags: libc::c_int) -> Result<usize, Errno> {
+        // SAFETY: pointer and length describe `buf`.
+        checked_len(unsafe { lwip_send(fd, buf.as_ptr().cast(), buf.len(), flags) })
+    }
+
+    fn recv(&self, fd: RawFd, buf: &mut [u8], flags: libc::c_int) -> Result<usize, Errno> {
+        // SAFETY: pointer and length describe `buf`.
+        checked_len(unsafe { lwip_recv(fd, buf.as_mut_ptr().cast(), buf.len(), flags) })
+    }
+
+    fn shutdown(&self, fd: RawFd, how: libc::c_int) -> Result<(), Errno> {
+        // SAFETY: plain call.
+        checked(unsafe { lwip_shutdown(fd, how) }).map(drop)
+    }
+
+    fn close(&self, fd: RawFd) -> Result<(), Errno> {
+        // SAFETY: the caller gives up the descriptor.
+        checked(unsafe { lwip_close(fd) }).map(drop)
+    }
+
+    fn getsockopt(
+        &self,
+        fd: RawFd,
+        level: libc::c_int,
+        name: libc::c_int,
+        value: &mut [u8],
+    ) -> Result<usize, Errno> {
+        let mut len = socklen(value.len());
+        // SAFETY: `value` and `len` describe a writable buffer.
+        checked(unsafe { lwip_getsockopt(fd, level, name, value.as_mut_ptr().cast(), &mut len) })?;
+        Ok(len as usize)
+    }
+
+    fn setsockopt(
+        &self,
+        fd: RawFd,
+        level: libc::c_int,
+        name: libc::c_int,
+        value: &[u8],
+    ) -> Result<(), Errno> {
+        // SAFETY: pointer and length describe `value`.
+        checked(unsafe {
+            lwip_setsockopt(fd, level, name, value.as_ptr().cast(), socklen(value.len()))
+        })
+        .map(drop)
+    }
+
+    fn flags(&self, fd: RawFd) -> Result<libc::c_int, Errno> {
+        // SAFETY: F_GETFL has no side effects.
+        checked(unsafe { lwip_fcntl(fd, libc::F_GETFL, 0) })
+    }
+
+    fn set_flags(&self, fd: RawFd, flags: libc::c_int) -> Result<(), Errno> {
+        // SAFETY: F_SETFL on a descriptor.
+        checked(unsafe { lwip_fcntl(fd, libc::F_SETFL, flags) }).map(drop)
+    }
+
+    fn ioctl_int(&self, fd: RawFd, request: libc::Ioctl) -> Result<libc::c_int, Errno> {
+        let mut v: libc::c_int = 0;
+        // lwIP takes the request as a long: the same bits.
+        let request = request as libc::c_long;
+        // SAFETY: the requests lwIP knows (FIONREAD) write one int; it
+        // refuses the others without touching `v`.
+        checked(unsafe { lwip_ioctl(fd, request, (&raw mut v).cast()) })?;
+        Ok(v)
+    }
+
+    fn poll(&self, fds: &mut [libc::pollfd], timeout_ms: libc::c_int) -> Result<usize, Errno> {
+        let n = libc::nfds_t::try_from(fds.len()).unwrap_or(libc::nfds_t::MAX);
+        // SAFETY: `fds` holds `n` valid pollfd structs.
+        checked(unsafe { lwip_poll(fds.as_mut_ptr(), n, timeout_ms) }).map(|n| n as usize)
+    }
+
+    fn take_pending_sigpipe(&self) -> bool {
+        // lwIP raises no signals.
+        false
+    }
+}
+
+/// lwIP, started on one interface, as an agent's stack.
+pub struct LwipStack {
+    /// The packet socket lwIP's interface sends and receives on; lwIP
+    /// holds it for the life of the process.
+    _link: RawFd,
+}
+
+impl LwipStack {
+    /// Starts lwIP (its thread, and one interface on `config`'s link).
+    /// Once per process: lwIP's state is global.
+    pub fn start(config: &Config) -> Result<LwipStack, String> {
+        let mac = link::hardware_address(&config.interface)?;
+        let mut ip4 = None;
+        let mut ip6 = None;
+        for (addr, prefix) in &config.addresses {
+            match addr {
+                IpAddr::V4(a) if ip4.is_none() => ip4 = Some((*a, *prefix)),
+                IpAddr::V6(a) if ip6.is_none() => ip6 = Some((*a, *prefix)),
+                _ => {
+                    return Err(format!(
+                        "lwIP takes one address per family: {addr} is another"
+                    ));
+                }
+            }
+        }
+        let Some((ip4, prefix4)) = ip4 else {
+            return Err("lwIP needs an IPv4 address (--address A.B.C.D/N)".into());
+        };
+        let gw4 = config
+            .gateways
+            .iter()
+            .find_map(|g| match g {
+                IpAddr::V4(g) => Some(*g),
+                IpAddr::V6(_) => None,
+            })
+            .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
+        let link = link::packet_socket(&config.interface)?.into_raw_fd();
+        let ip6_bytes = ip6.map(|(a, _)| a.octets());
+        // SAFETY: `mac` is six bytes, `ip6_bytes` sixteen if given; lwIP
+        // keeps the packet socket, which this process never closes.
+        let ret = unsafe {
+            td_lwip_start(
+                link,
+                mac.as_ptr(),
+                u32::from_ne_bytes(ip4.octets()),
+                prefix4,
+                u32::from_ne_bytes(gw4.octets()),
+                ip6_bytes.as_ref().map_or(std::ptr::null(), |b| b.as_ptr()),
+                ip6.map_or(0, |(_, p)| p),
+            )
+        };
+        if ret < 0 {
+            return Err(format!(
+                "starting lwIP on {}: {}",
+                config.interface,
+                std::io::Error::last_os_error()
+            ));
+        }
+        Ok(LwipStack { _link: link })
+    }
+
+    /// Every control block lwIP holds.
+    fn pcbs() -> Vec<Pcb> {
+        let mut room = 64;
+        loop {
+            let mut out = vec![
+                Pcb {
+                    id: 0,
+                    state: 0,
+                    v6: 0,
+                    local: [0; 16],
+                    remote: [0; 16],
+                    local_port: 0,
+                    remote_port: 0,
+                    recv_queue: 0,
+                    send_queue: 0,
+                    time_wait_ms: -1,
+                };
+                room
+            ];
+            let max = libc::c_int::try_from(room).unwrap_or(libc::c_int::MAX);
+            // SAFETY: `out` has room for `max` blocks.
+            let n = usize::try_from(unsafe { td_lwip_pcbs(out.as_mut_ptr(), max) }).unwrap_or(0);
+            if n <= room {
+                out.truncate(n);
+                return out;
+            }
+            room = n + 16;
+        }
+    }
+}
+
+/// A TCP state by lwIP's number (`enum tcp_state`).
+fn state_of(n: libc::c_int) -> Option<TcpState> {
+    Some(match n {
+        0 => TcpState::Closed,
+        1 => TcpState::Listen,
+        2 => TcpState::SynSent,
+        3 => TcpState::SynReceived,
+        4 => TcpState::Established,
+        5 => TcpState::FinWait1,
+        6 => TcpState::FinWait2,
+        7 => TcpState::CloseWait,
+        8 => TcpState::Closing,
+        9 => TcpState::LastAck,
+        10 => TcpState::TimeWait,
+        _ => return None,
+    })
+}
+
+fn address(bytes: [u8; 16], v6: bool, port: u16) -> SocketAddr {
+    let ip = if v6 {
+        IpAddr::from(bytes)
+    } else {
+        IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]])
+    };
+    SocketAddr::new(ip, port)
+}
+
+impl AgentStack for LwipStack {
+    fn api(&self) -> &dyn SocketApi {
+        &Lwip
+    }
+
+    fn hello(&self) -> Hello {
+        Hello {
+            protocol: PROTOCOL,
+            agent: format!("teardown {}", env!("CARGO_PKG_VERSION")),
+            os: std::env::consts::OS.to_string(),
+            stack: "lwip".into(),
+            stack_version: Some(LWIP_VERSION.into()),
+            states: StateSource::StackTable,
+            own_stack: true,
+            unmapped: Default::default(),
+        }
+    }
+
+    fn states(&self, family: Family, port: u16, held: &[RawFd]) -> Result<Vec<SockEntry>, String> {
+        let holders: Vec<(usize, RawFd)> = held
+            .iter()
+            // SAFETY: lwIP looks the descriptor up in its own table.
+            .map(|fd| (unsafe { td_lwip_socket_pcb(*fd) }, *fd))
+            .filter(|(id, _)| *id != 0)
+            .collect();
+        let v6 = family == Family::Ipv6;
+        Ok(Self::pcbs()
+            .into_iter()
+            .filter(|p| (p.v6 != 0) == v6 && (p.local_port == port || p.remote_port == port))
+            .filter_map(|p| {
+                let state = state_of(p.state).filter(|s| *s != TcpState::Closed)?;
+                let time_wait = u32::try_from(p.time_wait_ms).ok();
+                Some(SockEntry {
+                    state,
+                    local: address(p.local, v6, p.local_port),
+                    remote: address(p.remote, v6, p.remote_port),
+                    timer: time_wait.map(|_| TimerKind::TimeWait),
+                    timer_ms: time_wait,
+                    recv_queue: p.recv_queue,
+                    send_queue: p.send_queue,
+                    fd: holders
+                        .iter()
+                        .find(|(id, _)| *id == p.id)
+                        .map(|(_, fd)| *fd),
+                    host: None,
+                    cookie: None,
+                })
+            })
+            .collect())
+    }
+
+    fn sysctl(&self, _name: &str, _value: Option<&str>) -> Result<Answer, String> {
+        // lwIP's settings are compiled in.
+        Ok(Answer::Sysctl(None))
+    }
+
+    fn counters(&self) -> Result<Answer, String> {
+        Err("lwIP keeps no TCP counters by Linux's names".into())
+    }
+}
+
+/// Serves one session on lwIP started on `config`'s link.
+pub fn serve(
+    input: impl std::io::BufRead,
+    output: Box<dyn std::io::Write + Send>,
+    config: &Config,
+) -> Result<(), super::serve::ServeError> {
+    let stack = LwipStack::start(config)
+        .map_err(|e| super::serve::ServeError::Read(std::io::Error::other(format!("lwIP: {e}"))))?;
+    super::serve::serve(input, output, Box::new(stack))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_lwip_state_number_names_a_state() {
+        // lwIP's enum tcp_state, CLOSED (0) to TIME_WAIT (10).
+        let states: Vec<_> = (0..=10).map(state_of).collect();
+        assert!(states.iter().all(Option::is_some), "{states:?}");
+        assert_eq!(state_of(1), Some(TcpState::Listen));
+        assert_eq!(state_of(10), Some(TcpState::TimeWait));
+        assert_eq!(state_of(11), None);
+    }
+}
