@@ -530,3 +530,60 @@ fn smoltcp_hosts_meet_their_expectations_and_check_predicts_the_rest() {
     assert!(d.is_empty(), "{d:#?}");
     let _ = std::fs::remove_dir_all(captures);
 }
+
+/// lwIP (Debian's liblwip) at both ends of the bench: the cases with lwIP
+/// expectations pass, which says its calls went through lwIP's own socket
+/// API (ECONNRESET for a refused connect, ENOPROTOOPT for SO_SNDBUF: Linux
+/// says neither) and that its states came from its own lists (TIME-WAIT
+/// with lwIP's 120 s timer); a case that sets a sysctl is `unsupported` as
+/// `check --bench` says in advance; the report names lwIP, its release and
+/// its state source; and tshark reads the same segments.
+#[test]
+fn lwip_hosts_meet_their_expectations_and_check_predicts_the_rest() {
+    let names = [
+        "close-graceful",
+        "close-unread-data",
+        "connect-refused",
+        "linger-zero",
+        "fin-wait-2-orphan-timeout",
+    ];
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    let files: Vec<PathBuf> = names
+        .iter()
+        .map(|s| dir.join(format!("{s}.toml")))
+        .collect();
+    let text = check_bench("lwip", "lwip", &files);
+    let captures = std::env::temp_dir().join(format!("teardown-lwip-{}", std::process::id()));
+    let cases = load(&names);
+    let r = run_on(
+        &cases,
+        true,
+        PerSide::both(HostStack::Lwip),
+        CaptureBackend::Libpcap,
+        Some(captures.clone()),
+    );
+    common::unsupported_as_predicted(&text, &r);
+    let bench = r.host.bench.as_ref().expect("the report names the bench");
+    for host in [&bench.client, &bench.server] {
+        assert_eq!(host.name, "lwip");
+        assert_eq!(host.states, "stack-table");
+        assert_eq!(host.version.as_deref(), Some("2.1.3"));
+        assert!(host.agent.is_some(), "{host:?}");
+    }
+    for c in &r.cases {
+        let expected = if c.id.starts_with("fin-wait-2-orphan-timeout/") {
+            Status::Unsupported
+        } else {
+            Status::Pass
+        };
+        assert_eq!(c.verdict.status, expected, "{}: {:?}", c.id, c.verdict);
+        if expected == Status::Unsupported {
+            let why = c.verdict.unsupported.join("; ");
+            assert!(why.contains("sysctl"), "{why}");
+        }
+    }
+    let mut d = common::tshark_disagreements(&r);
+    d.extend(common::tshark_connection_disagreements(&r));
+    assert!(d.is_empty(), "{d:#?}");
+    let _ = std::fs::remove_dir_all(captures);
+}

@@ -73,8 +73,9 @@ fn the_committed_signatures_are_derived_from_the_committed_reports() {
         .collect();
     stacks.sort();
     inputs.extend(stacks);
-    // smoltcp's endings, from the bench with smoltcp at both ends.
+    // smoltcp's and lwIP's endings, from the bench with each at both ends.
     inputs.push(root.join("reports/bench/smoltcp-smoltcp.json"));
+    inputs.push(root.join("reports/bench/lwip-lwip.json"));
     let read = teardown::compare::read_inputs(&inputs).unwrap();
     let cases = teardown::catalogue::load(&[root.join("scenarios")]).unwrap();
     let mut derived = teardown::diagnosis::generate(&read, &cases);
