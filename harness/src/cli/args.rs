@@ -312,8 +312,10 @@ pub struct BenchArgs {
     /// The client host's stack on the bench: linux (a namespace of this
     /// kernel, driven by the harness), linux-agent (the same, driven by a
     /// `teardown agent` in it), gvisor (gVisor's netstack on the host's
-    /// link, `runsc` with an agent inside; `just runsc` fetches it), or
-    /// remote=ADDR:PORT (an agent already listening there: see the README).
+    /// link, `runsc` with an agent inside; `just runsc` fetches it),
+    /// smoltcp or lwip (a userspace stack in an agent's process on the
+    /// host's link), or remote=ADDR:PORT (an agent already listening
+    /// there: see the README).
     #[arg(
         long,
         requires = "bench",

@@ -87,9 +87,10 @@ pub struct Hello {
     pub agent: String,
     /// The OS it was built for (`linux`, `freebsd`, `macos`, `windows`).
     pub os: String,
-    /// The TCP/IP stack it runs on (`linux`, `gvisor`).
+    /// The TCP/IP stack it runs on (`linux`, `gvisor`, `smoltcp`, `lwip`).
     pub stack: String,
-    /// The stack's own version where known (gVisor: the runsc release).
+    /// The stack's own version where known (gVisor: the runsc release;
+    /// smoltcp, lwIP: the release the agent was built with).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stack_version: Option<String>,
     /// Where its socket states come from: `sock-diag` (every socket,
