@@ -400,11 +400,33 @@ impl Connection {
         }
     }
 
-    /// Folds one segment sent by `side` into the facts.
+    /// Folds one segment sent by `side` into the facts, phase by phase:
+    /// the close's bookkeeping, what kind of segment it is, the sender's
+    /// sequence space, the acknowledgment and window it carries, the
+    /// handshake (and Zeek's view of it), then the trace and the packet
+    /// record.
     pub fn push(&mut self, seg: &Segment, side: Side) {
-        let peer = side.peer();
+        self.note_closing(seg, side);
+        let mut notes = Vec::new();
+        let probe = self.classify(seg, side, &mut notes);
+        if self.advance_sequence(seg, side) && !probe {
+            self.dirs[side].counts.retransmits += 1;
+            notes.push(SegmentNote::Retransmission);
+        }
+        self.take_acknowledgment(seg, side, &mut notes);
+        let roles = self.track_handshake(seg, side);
+        self.append_trace(seg, side);
+        self.keep_packet(seg, side, notes);
+        if roles == Roles::Swapped {
+            self.swap_roles();
+        }
+    }
+
+    /// The close's bookkeeping: whose window was shut at the first FIN or
+    /// RST, how many segments the close took, and data sent after the
+    /// sender's own FIN.
+    fn note_closing(&mut self, seg: &Segment, side: Side) {
         let f = seg.flags;
-        let mut retransmit = false;
         if self.close_segments == 0 && (f.fin() || f.rst()) {
             // The connection's first FIN or RST: whose window was shut then.
             for s in Side::BOTH {
@@ -415,16 +437,19 @@ impl Connection {
         if self.close_segments > 0 || f.fin() || f.rst() {
             self.close_segments += 1;
         }
-        if seg.len > 0 && self.dirs[peer].first_fin.is_some() {
-            self.dirs[peer].data_after_own_fin = true;
+        if seg.len > 0 && self.dirs[side.peer()].first_fin.is_some() {
+            self.dirs[side.peer()].data_after_own_fin = true;
         }
+    }
 
-        let mut notes = Vec::new();
-        // Keepalive-shaped: 0 or 1 byte at one below the next sequence
-        // number (Wireshark's definition); a window probe while the peer
-        // advertises a zero window. Neither is a retransmission.
-        let peer_window_zero = self.dirs[peer].window_zero;
-        let peer_fin_seen = self.dirs[peer].first_fin.is_some();
+    /// Whether the segment is a probe: keepalive-shaped (0 or 1 byte at
+    /// one below the next sequence number, Wireshark's definition) or a
+    /// window probe (the same while the peer advertises a zero window).
+    /// Neither is a retransmission. Also counts a challenge ACK (RFC 5961)
+    /// where one was due.
+    fn classify(&mut self, seg: &Segment, side: Side, notes: &mut Vec<SegmentNote>) -> bool {
+        let f = seg.flags;
+        let peer_window_zero = self.dirs[side.peer()].window_zero;
         let me = &mut self.dirs[side];
         let probe = !f.syn()
             && !f.fin()
@@ -446,8 +471,18 @@ impl Connection {
             notes.push(SegmentNote::ChallengeAck);
         }
         me.challenge_due = false;
+        probe
+    }
 
-        // Sequence space: SYN, payload, FIN.
+    /// The sender's sequence space: its SYN, payload, FIN and RST.
+    /// Whether the segment carried nothing new (a retransmission, unless
+    /// it is a probe).
+    fn advance_sequence(&mut self, seg: &Segment, side: Side) -> bool {
+        let f = seg.flags;
+        let peer_fin_seen = self.dirs[side.peer()].first_fin.is_some();
+        let index = self.pushed;
+        let me = &mut self.dirs[side];
+        let mut retransmit = false;
         if f.syn() {
             me.counts.syn += 1;
             if me.isn == Some(seg.seq) {
@@ -495,7 +530,7 @@ impl Connection {
                     me.first_fin = Some(FinSent {
                         seq: fin_seq,
                         at: u64::try_from(data_end).unwrap_or(0),
-                        index: self.pushed,
+                        index,
                         ack: f.ack().then_some(seg.ack),
                     });
                 } else {
@@ -520,11 +555,17 @@ impl Connection {
             }
             self.first_rst.get_or_insert(side);
         }
-        let retransmit = retransmit && !probe;
-        if retransmit {
-            me.counts.retransmits += 1;
-            notes.push(SegmentNote::Retransmission);
-        }
+        retransmit
+    }
+
+    /// What the segment says of the peer's data and of the sender's
+    /// window: a zero window, the acknowledgment (how much of the peer's
+    /// payload it covers), a challenge ACK it makes due (RFC 5961), and
+    /// the sender's highest sequence number.
+    fn take_acknowledgment(&mut self, seg: &Segment, side: Side, notes: &mut Vec<SegmentNote>) {
+        let f = seg.flags;
+        let peer = side.peer();
+        let me = &mut self.dirs[side];
         if seg.window == 0 && !f.rst() {
             notes.push(SegmentNote::ZeroWindow);
         }
@@ -545,39 +586,44 @@ impl Connection {
         if seg.seq_len() > 0 && me.snd_max.is_none_or(|m| end > m) {
             me.snd_max = Some(end);
         }
-        if f.ack() && !f.rst() {
-            let theirs = &mut self.dirs[peer];
-            if theirs.acked_by_peer.is_none_or(|a| seg.ack > a) {
-                theirs.acked_by_peer = Some(seg.ack);
-            }
+        if !f.ack() || f.rst() {
+            return;
         }
-
+        let theirs = &mut self.dirs[peer];
+        if theirs.acked_by_peer.is_none_or(|a| seg.ack > a) {
+            theirs.acked_by_peer = Some(seg.ack);
+        }
         // What this side acknowledges of the peer's payload. A peer not
         // seen yet is numbered from this acknowledgment.
-        if f.ack() && !f.rst() {
-            let theirs = &mut self.dirs[peer];
-            theirs.base.get_or_insert(seg.ack);
-            if let Some(rel) = theirs.offset(seg.ack).and_then(|r| u64::try_from(r).ok()) {
-                let extent = theirs.extent();
-                if rel <= extent + 1 {
-                    theirs.acked = theirs.acked.max(rel.min(extent));
-                }
-                // An acknowledgment ahead of the data seen (by less than
-                // half the sequence space: not one from behind it).
-                if rel < theirs.top + (1 << 31) {
-                    theirs.acked_any = theirs.acked_any.max(rel);
-                }
+        theirs.base.get_or_insert(seg.ack);
+        if let Some(rel) = theirs.offset(seg.ack).and_then(|r| u64::try_from(r).ok()) {
+            let extent = theirs.extent();
+            if rel <= extent + 1 {
+                theirs.acked = theirs.acked.max(rel.min(extent));
+            }
+            // An acknowledgment ahead of the data seen (by less than
+            // half the sequence space: not one from behind it).
+            if rel < theirs.top + (1 << 31) {
+                theirs.acked_any = theirs.acked_any.max(rel);
             }
         }
+    }
 
+    /// The handshake: a SYN-ACK sent, the client's ACK of it; and Zeek's
+    /// state machine, which may take the other end for the originator.
+    fn track_handshake(&mut self, seg: &Segment, side: Side) -> Roles {
+        let f = seg.flags;
         if f.syn() && f.ack() {
             self.dirs[side].sent_syn_ack = true;
         }
         if side == Side::Client && f.ack() && !f.syn() && self.dirs.server.sent_syn_ack {
             self.handshake_acked = true;
         }
-        let roles = self.zeek.push(side == Side::Client, seg);
+        self.zeek.push(side == Side::Client, seg)
+    }
 
+    /// The segment's token in the trace (up to [`TRACE_TOKENS`] of them).
+    fn append_trace(&mut self, seg: &Segment, side: Side) {
         if self.trace_tokens < TRACE_TOKENS {
             if self.trace.is_empty() {
                 // Room for a short connection's dozen tokens at once.
@@ -585,29 +631,32 @@ impl Connection {
             } else {
                 self.trace.push(b' ');
             }
-            push_trace_token(&mut self.trace, side, f, seg.len);
+            push_trace_token(&mut self.trace, side, seg.flags, seg.len);
         }
         self.trace_tokens += 1;
         self.pushed += 1;
+    }
 
-        if self.keep_packets {
-            // Relative to one before offset 0: the ISN, when it was seen.
-            let relative = |d: &Dir, n: SeqNum| d.offset(n).map_or(0, |o| (o + 1) as u32);
-            self.packets.push(PacketRecord {
-                t_ms: (seg.ts_us - self.t0_us) as f64 / 1e3,
-                from: side,
-                flags: f,
-                seq: relative(&self.dirs[side], seg.seq),
-                ack: f.ack().then(|| relative(&self.dirs[peer], seg.ack)),
-                len: seg.len,
-                win: seg.window,
-                notes,
-                dropped_by: None,
-            });
+    /// The segment as a packet record, with sequence numbers relative to
+    /// each side's ISN, when records are kept.
+    fn keep_packet(&mut self, seg: &Segment, side: Side, notes: Vec<SegmentNote>) {
+        if !self.keep_packets {
+            return;
         }
-        if roles == Roles::Swapped {
-            self.swap_roles();
-        }
+        // Relative to one before offset 0: the ISN, when it was seen.
+        let relative = |d: &Dir, n: SeqNum| d.offset(n).map_or(0, |o| (o + 1) as u32);
+        let f = seg.flags;
+        self.packets.push(PacketRecord {
+            t_ms: (seg.ts_us - self.t0_us) as f64 / 1e3,
+            from: side,
+            flags: f,
+            seq: relative(&self.dirs[side], seg.seq),
+            ack: f.ack().then(|| relative(&self.dirs[side.peer()], seg.ack)),
+            len: seg.len,
+            win: seg.window,
+            notes,
+            dropped_by: None,
+        });
     }
 
     /// Zeek took the other end for the originator: everything kept by
