@@ -485,30 +485,7 @@ fn smoltcp_hosts_meet_their_expectations_and_check_predicts_the_rest() {
         "listener-shutdown",
         "reset-problem-python",
     ];
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
-    let files: Vec<PathBuf> = names
-        .iter()
-        .map(|s| dir.join(format!("{s}.toml")))
-        .collect();
-    let text = check_bench("smoltcp", "smoltcp", &files);
-    let captures = std::env::temp_dir().join(format!("teardown-smoltcp-{}", std::process::id()));
-    let hosts = PerSide::both(HostStack::Smoltcp);
-    let cases = load(&names);
-    let r = run_on(
-        &cases,
-        true,
-        hosts,
-        CaptureBackend::Libpcap,
-        Some(captures.clone()),
-    );
-    common::unsupported_as_predicted(&text, &r);
-    let bench = r.host.bench.as_ref().expect("the report names the bench");
-    for host in [&bench.client, &bench.server] {
-        assert_eq!(host.name, "smoltcp");
-        assert_eq!(host.states, "stack-table");
-        assert_eq!(host.version.as_deref(), Some("0.14.0"));
-        assert!(host.agent.is_some(), "{host:?}");
-    }
+    let r = both_ends_on(HostStack::Smoltcp, "smoltcp", "0.14.0", &names);
     for c in &r.cases {
         let expected = if c.id.starts_with("close-") {
             Status::Pass
@@ -525,10 +502,42 @@ fn smoltcp_hosts_meet_their_expectations_and_check_predicts_the_rest() {
             assert!(why.contains("a program on the server end"), "{why}");
         }
     }
+}
+
+/// Runs the scenarios `names` with `stack` at both ends of the bench, and
+/// checks what holds whatever the cases do: `check --bench` said in advance
+/// which would be `unsupported`, the report names the stack (`name`,
+/// `version`) and its state source on both hosts, and tshark reads the
+/// same segments from every pcap.
+fn both_ends_on(stack: HostStack, name: &str, version: &str, names: &[&str]) -> Report {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    let files: Vec<PathBuf> = names
+        .iter()
+        .map(|s| dir.join(format!("{s}.toml")))
+        .collect();
+    let text = check_bench(name, name, &files);
+    let captures = std::env::temp_dir().join(format!("teardown-{name}-{}", std::process::id()));
+    let cases = load(names);
+    let r = run_on(
+        &cases,
+        true,
+        PerSide::both(stack),
+        CaptureBackend::Libpcap,
+        Some(captures.clone()),
+    );
+    common::unsupported_as_predicted(&text, &r);
+    let bench = r.host.bench.as_ref().expect("the report names the bench");
+    for host in [&bench.client, &bench.server] {
+        assert_eq!(host.name, name);
+        assert_eq!(host.states, "stack-table");
+        assert_eq!(host.version.as_deref(), Some(version));
+        assert!(host.agent.is_some(), "{host:?}");
+    }
     let mut d = common::tshark_disagreements(&r);
     d.extend(common::tshark_connection_disagreements(&r));
     assert!(d.is_empty(), "{d:#?}");
     let _ = std::fs::remove_dir_all(captures);
+    r
 }
 
 /// lwIP (Debian's liblwip) at both ends of the bench: the cases with lwIP
@@ -547,29 +556,7 @@ fn lwip_hosts_meet_their_expectations_and_check_predicts_the_rest() {
         "linger-zero",
         "fin-wait-2-orphan-timeout",
     ];
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
-    let files: Vec<PathBuf> = names
-        .iter()
-        .map(|s| dir.join(format!("{s}.toml")))
-        .collect();
-    let text = check_bench("lwip", "lwip", &files);
-    let captures = std::env::temp_dir().join(format!("teardown-lwip-{}", std::process::id()));
-    let cases = load(&names);
-    let r = run_on(
-        &cases,
-        true,
-        PerSide::both(HostStack::Lwip),
-        CaptureBackend::Libpcap,
-        Some(captures.clone()),
-    );
-    common::unsupported_as_predicted(&text, &r);
-    let bench = r.host.bench.as_ref().expect("the report names the bench");
-    for host in [&bench.client, &bench.server] {
-        assert_eq!(host.name, "lwip");
-        assert_eq!(host.states, "stack-table");
-        assert_eq!(host.version.as_deref(), Some("2.1.3"));
-        assert!(host.agent.is_some(), "{host:?}");
-    }
+    let r = both_ends_on(HostStack::Lwip, "lwip", "2.1.3", &names);
     for c in &r.cases {
         let expected = if c.id.starts_with("fin-wait-2-orphan-timeout/") {
             Status::Unsupported
@@ -582,8 +569,4 @@ fn lwip_hosts_meet_their_expectations_and_check_predicts_the_rest() {
             assert!(why.contains("sysctl"), "{why}");
         }
     }
-    let mut d = common::tshark_disagreements(&r);
-    d.extend(common::tshark_connection_disagreements(&r));
-    assert!(d.is_empty(), "{d:#?}");
-    let _ = std::fs::remove_dir_all(captures);
 }

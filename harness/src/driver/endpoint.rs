@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::sockets::{Fd, Os};
+use super::sockets::{Fd, OS};
 
 use super::agent::client::{AgentClient, AgentError};
 use super::agent::{Answer, Op, StreamRef};
@@ -130,7 +130,7 @@ impl Endpoint {
         match self {
             Endpoint::InProcess => {
                 let fds: Vec<RawFd> = socks.iter().filter_map(Handle::fd).collect();
-                calls::connect_many(&Os, &fds, to, deadline)
+                calls::connect_many(&OS, &fds, to, deadline)
             }
             Endpoint::Agent(agent) => {
                 let handles = socks

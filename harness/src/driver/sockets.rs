@@ -1,9 +1,10 @@
 //! The seam between the calls a step makes and the stack that answers
-//! them: [`SocketApi`] is a BSD socket API (the OS's, or a userspace
-//! stack's with the same shape, such as lwIP's), and [`Fd`] one of its
+//! them: [`SocketApi`] is a BSD socket API, and [`Fd`] one of its
 //! descriptors. [`super::calls`] makes every call through it, so one
 //! implementation of a read, a lingering close or a bounded connect serves
-//! every stack that has such an API.
+//! every stack that has such an API. [`CSockets`] is one in C: the OS's
+//! ([`OS`]), or a userspace stack's whose functions have the same
+//! signatures (lwIP's `lwip_socket`, `lwip_close`, ...).
 //!
 //! Option levels and names, flags and ioctl requests are this OS's (the
 //! `os` module's): a userspace stack behind this seam is built against the
@@ -73,7 +74,7 @@ pub struct Fd<'a> {
 impl Fd<'static> {
     /// A descriptor of this OS's stack.
     pub fn os(fd: RawFd) -> Fd<'static> {
-        Fd { api: &Os, fd }
+        Fd { api: &OS, fd }
     }
 }
 
@@ -83,8 +84,94 @@ impl std::fmt::Debug for Fd<'_> {
     }
 }
 
+type SockAddrPtr = *const libc::sockaddr;
+type SockAddrOut = *mut libc::sockaddr;
+type LenOut = *mut libc::socklen_t;
+
+/// A BSD socket API in C: its functions, with the C library's signatures
+/// (`fcntl` with an int argument, `ioctl` writing one int), and what sets
+/// it apart.
+pub struct CSockets {
+    pub socket: unsafe extern "C" fn(libc::c_int, libc::c_int, libc::c_int) -> libc::c_int,
+    pub bind: unsafe extern "C" fn(libc::c_int, SockAddrPtr, libc::socklen_t) -> libc::c_int,
+    pub listen: unsafe extern "C" fn(libc::c_int, libc::c_int) -> libc::c_int,
+    pub accept: unsafe extern "C" fn(libc::c_int, SockAddrOut, LenOut) -> libc::c_int,
+    pub connect: unsafe extern "C" fn(libc::c_int, SockAddrPtr, libc::socklen_t) -> libc::c_int,
+    pub getsockname: unsafe extern "C" fn(libc::c_int, SockAddrOut, LenOut) -> libc::c_int,
+    pub send:
+        unsafe extern "C" fn(libc::c_int, *const libc::c_void, libc::size_t, libc::c_int) -> isize,
+    pub recv:
+        unsafe extern "C" fn(libc::c_int, *mut libc::c_void, libc::size_t, libc::c_int) -> isize,
+    pub shutdown: unsafe extern "C" fn(libc::c_int, libc::c_int) -> libc::c_int,
+    pub close: unsafe extern "C" fn(libc::c_int) -> libc::c_int,
+    pub getsockopt: unsafe extern "C" fn(
+        libc::c_int,
+        libc::c_int,
+        libc::c_int,
+        *mut libc::c_void,
+        LenOut,
+    ) -> libc::c_int,
+    pub setsockopt: unsafe extern "C" fn(
+        libc::c_int,
+        libc::c_int,
+        libc::c_int,
+        *const libc::c_void,
+        libc::socklen_t,
+    ) -> libc::c_int,
+    pub fcntl: unsafe extern "C" fn(libc::c_int, libc::c_int, libc::c_int) -> libc::c_int,
+    pub ioctl:
+        unsafe extern "C" fn(libc::c_int, super::os::IoctlRequest, *mut libc::c_int) -> libc::c_int,
+    pub poll: unsafe extern "C" fn(*mut libc::pollfd, libc::nfds_t, libc::c_int) -> libc::c_int,
+    /// Or'ed into `socket()`'s type: SOCK_CLOEXEC where the OS has it, so
+    /// that a program a case starts inherits no socket.
+    pub type_flags: libc::c_int,
+    /// Whether an accepted descriptor is made close-on-exec after.
+    pub cloexec_accepted: bool,
+    /// Whether a write can raise SIGPIPE (the OS's; a userspace stack
+    /// raises no signals).
+    pub raises_sigpipe: bool,
+}
+
+/// `fcntl()` with an int argument (the C library's is variadic).
+unsafe extern "C" fn os_fcntl(fd: libc::c_int, cmd: libc::c_int, arg: libc::c_int) -> libc::c_int {
+    // SAFETY: the caller's contract is fcntl's.
+    unsafe { libc::fcntl(fd, cmd, arg) }
+}
+
+/// `ioctl()` writing one int (the C library's is variadic).
+unsafe extern "C" fn os_ioctl(
+    fd: libc::c_int,
+    request: super::os::IoctlRequest,
+    value: *mut libc::c_int,
+) -> libc::c_int {
+    // SAFETY: the caller's contract is ioctl's.
+    unsafe { libc::ioctl(fd, request, value) }
+}
+
 /// This OS's own socket API: the system calls.
-pub struct Os;
+pub static OS: CSockets = CSockets {
+    socket: libc::socket,
+    bind: libc::bind,
+    listen: libc::listen,
+    accept: libc::accept,
+    connect: libc::connect,
+    getsockname: libc::getsockname,
+    send: libc::send,
+    recv: libc::recv,
+    shutdown: libc::shutdown,
+    close: libc::close,
+    getsockopt: libc::getsockopt,
+    setsockopt: libc::setsockopt,
+    fcntl: os_fcntl,
+    ioctl: os_ioctl,
+    poll: libc::poll,
+    #[cfg(any(target_os = "linux", target_os = "freebsd"))]
+    type_flags: libc::SOCK_CLOEXEC,
+    #[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
+    type_flags: 0,
+    cloexec_accepted: true,
+    raises_sigpipe: true,
+};
 
 /// A C call's `ret`: its value, or the errno it set.
 fn checked(ret: libc::c_int) -> Result<libc::c_int, Errno> {
@@ -101,48 +188,42 @@ fn checked_len(ret: isize) -> Result<usize, Errno> {
 /// # Safety
 /// `fill` must write at most `len` bytes of a socket address into the
 /// storage it is given, and set `len` to what it wrote.
-pub unsafe fn address_from(
-    fill: impl FnOnce(*mut libc::sockaddr, *mut libc::socklen_t) -> libc::c_int,
+unsafe fn address_from(
+    fill: impl FnOnce(SockAddrOut, LenOut) -> libc::c_int,
 ) -> Result<Option<SocketAddr>, Errno> {
     // SAFETY: the closure's contract is the function's.
-    let (ret, addr) = unsafe {
-        SockAddr::try_init(|storage, len| {
-            let r = fill(storage.cast(), len);
-            Ok(r)
-        })
-    }
-    .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(0)))?;
+    let (ret, addr) = unsafe { SockAddr::try_init(|storage, len| Ok(fill(storage.cast(), len))) }
+        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(0)))?;
     checked(ret).map(|_| addr.as_socket())
 }
 
 /// The length of an option's value, as `socklen_t`.
-pub fn socklen(len: usize) -> libc::socklen_t {
+fn socklen(len: usize) -> libc::socklen_t {
     libc::socklen_t::try_from(len).expect("an option value is a few bytes")
 }
 
-impl SocketApi for Os {
+// SAFETY (every call below): the functions are the API's own, called with
+// pointers and lengths that describe live buffers, on descriptors the
+// caller holds.
+impl SocketApi for CSockets {
     fn socket(&self, family: Family) -> Result<RawFd, Errno> {
         let domain = match family {
             Family::Ipv4 => libc::AF_INET,
             Family::Ipv6 => libc::AF_INET6,
         };
-        // Close-on-exec: a program a case starts must not inherit it.
-        #[cfg(any(target_os = "linux", target_os = "freebsd"))]
-        let ty = libc::SOCK_STREAM | libc::SOCK_CLOEXEC;
-        #[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
-        let ty = libc::SOCK_STREAM;
-        // SAFETY: plain system call.
-        checked(unsafe { libc::socket(domain, ty, libc::IPPROTO_TCP) })
+        let ty = libc::SOCK_STREAM | self.type_flags;
+        // SAFETY: see above.
+        checked(unsafe { (self.socket)(domain, ty, libc::IPPROTO_TCP) })
     }
 
     fn bind(&self, fd: RawFd, addr: &SockAddr) -> Result<(), Errno> {
-        // SAFETY: `addr` holds a valid address of its length.
-        checked(unsafe { libc::bind(fd, addr.as_ptr().cast(), addr.len()) }).map(drop)
+        // SAFETY: see above.
+        checked(unsafe { (self.bind)(fd, addr.as_ptr().cast(), addr.len()) }).map(drop)
     }
 
     fn listen(&self, fd: RawFd, backlog: libc::c_int) -> Result<(), Errno> {
-        // SAFETY: plain system call.
-        checked(unsafe { libc::listen(fd, backlog) }).map(drop)
+        // SAFETY: see above.
+        checked(unsafe { (self.listen)(fd, backlog) }).map(drop)
     }
 
     fn accept(&self, fd: RawFd) -> Result<(RawFd, Option<SocketAddr>), Errno> {
@@ -150,28 +231,27 @@ impl SocketApi for Os {
         // SAFETY: accept writes at most `len` bytes of the peer's address.
         let peer = unsafe {
             address_from(|sa, len| {
-                new = libc::accept(fd, sa, len);
+                new = (self.accept)(fd, sa, len);
                 new
             })
         }?;
-        #[cfg(any(target_os = "linux", target_os = "freebsd"))]
-        // SAFETY: F_SETFD on the descriptor just accepted.
-        unsafe {
-            libc::fcntl(new, libc::F_SETFD, libc::FD_CLOEXEC);
+        if self.cloexec_accepted {
+            // SAFETY: see above.
+            unsafe { os_fcntl(new, libc::F_SETFD, libc::FD_CLOEXEC) };
         }
         Ok((new, peer))
     }
 
     fn connect(&self, fd: RawFd, to: Option<&SockAddr>) -> Result<(), Errno> {
         let ret = match to {
-            // SAFETY: `to` holds a valid address of its length.
-            Some(to) => unsafe { libc::connect(fd, to.as_ptr().cast(), to.len()) },
+            // SAFETY: see above.
+            Some(to) => unsafe { (self.connect)(fd, to.as_ptr().cast(), to.len()) },
             None => {
                 // SAFETY: a zeroed sockaddr with family AF_UNSPEC is valid.
                 let mut sa: libc::sockaddr = unsafe { std::mem::zeroed() };
                 sa.sa_family = libc::AF_UNSPEC as libc::sa_family_t;
-                // SAFETY: pointer and length of that sockaddr.
-                unsafe { libc::connect(fd, &sa, socklen(size_of::<libc::sockaddr>())) }
+                // SAFETY: see above.
+                unsafe { (self.connect)(fd, &sa, socklen(size_of::<libc::sockaddr>())) }
             }
         };
         checked(ret).map(drop)
@@ -179,27 +259,27 @@ impl SocketApi for Os {
 
     fn local_addr(&self, fd: RawFd) -> Result<Option<SocketAddr>, Errno> {
         // SAFETY: getsockname writes at most `len` bytes.
-        unsafe { address_from(|sa, len| libc::getsockname(fd, sa, len)) }
+        unsafe { address_from(|sa, len| (self.getsockname)(fd, sa, len)) }
     }
 
     fn send(&self, fd: RawFd, buf: &[u8], flags: libc::c_int) -> Result<usize, Errno> {
-        // SAFETY: pointer and length describe `buf`.
-        checked_len(unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), flags) })
+        // SAFETY: see above.
+        checked_len(unsafe { (self.send)(fd, buf.as_ptr().cast(), buf.len(), flags) })
     }
 
     fn recv(&self, fd: RawFd, buf: &mut [u8], flags: libc::c_int) -> Result<usize, Errno> {
-        // SAFETY: pointer and length describe `buf`.
-        checked_len(unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), flags) })
+        // SAFETY: see above.
+        checked_len(unsafe { (self.recv)(fd, buf.as_mut_ptr().cast(), buf.len(), flags) })
     }
 
     fn shutdown(&self, fd: RawFd, how: libc::c_int) -> Result<(), Errno> {
-        // SAFETY: plain system call.
-        checked(unsafe { libc::shutdown(fd, how) }).map(drop)
+        // SAFETY: see above.
+        checked(unsafe { (self.shutdown)(fd, how) }).map(drop)
     }
 
     fn close(&self, fd: RawFd) -> Result<(), Errno> {
         // SAFETY: the caller gives up the descriptor.
-        checked(unsafe { libc::close(fd) }).map(drop)
+        checked(unsafe { (self.close)(fd) }).map(drop)
     }
 
     fn getsockopt(
@@ -210,8 +290,10 @@ impl SocketApi for Os {
         value: &mut [u8],
     ) -> Result<usize, Errno> {
         let mut len = socklen(value.len());
-        // SAFETY: `value` and `len` describe a writable buffer.
-        checked(unsafe { libc::getsockopt(fd, level, name, value.as_mut_ptr().cast(), &mut len) })?;
+        // SAFETY: see above.
+        checked(unsafe {
+            (self.getsockopt)(fd, level, name, value.as_mut_ptr().cast(), &mut len)
+        })?;
         Ok(len as usize)
     }
 
@@ -222,37 +304,35 @@ impl SocketApi for Os {
         name: libc::c_int,
         value: &[u8],
     ) -> Result<(), Errno> {
-        // SAFETY: pointer and length describe `value`.
-        checked(unsafe {
-            libc::setsockopt(fd, level, name, value.as_ptr().cast(), socklen(value.len()))
-        })
-        .map(drop)
+        let len = socklen(value.len());
+        // SAFETY: see above.
+        checked(unsafe { (self.setsockopt)(fd, level, name, value.as_ptr().cast(), len) }).map(drop)
     }
 
     fn flags(&self, fd: RawFd) -> Result<libc::c_int, Errno> {
-        // SAFETY: F_GETFL has no side effects.
-        checked(unsafe { libc::fcntl(fd, libc::F_GETFL) })
+        // SAFETY: see above.
+        checked(unsafe { (self.fcntl)(fd, libc::F_GETFL, 0) })
     }
 
     fn set_flags(&self, fd: RawFd, flags: libc::c_int) -> Result<(), Errno> {
-        // SAFETY: F_SETFL on a descriptor.
-        checked(unsafe { libc::fcntl(fd, libc::F_SETFL, flags) }).map(drop)
+        // SAFETY: see above.
+        checked(unsafe { (self.fcntl)(fd, libc::F_SETFL, flags) }).map(drop)
     }
 
     fn ioctl_int(&self, fd: RawFd, request: super::os::IoctlRequest) -> Result<libc::c_int, Errno> {
         let mut v: libc::c_int = 0;
-        // SAFETY: the requests used here write one int.
-        checked(unsafe { libc::ioctl(fd, request, &mut v) })?;
+        // SAFETY: see above; the requests used here write one int.
+        checked(unsafe { (self.ioctl)(fd, request, &mut v) })?;
         Ok(v)
     }
 
     fn poll(&self, fds: &mut [libc::pollfd], timeout_ms: libc::c_int) -> Result<usize, Errno> {
         let n = libc::nfds_t::try_from(fds.len()).unwrap_or(libc::nfds_t::MAX);
-        // SAFETY: `fds` holds `n` valid pollfd structs.
-        checked(unsafe { libc::poll(fds.as_mut_ptr(), n, timeout_ms) }).map(|n| n as usize)
+        // SAFETY: see above.
+        checked(unsafe { (self.poll)(fds.as_mut_ptr(), n, timeout_ms) }).map(|n| n as usize)
     }
 
     fn take_pending_sigpipe(&self) -> bool {
-        super::os::take_pending_sigpipe()
+        self.raises_sigpipe && super::os::take_pending_sigpipe()
     }
 }

@@ -110,6 +110,28 @@ pub struct Hello {
     pub unmapped: std::collections::BTreeMap<String, String>,
 }
 
+impl Hello {
+    /// The hello of an agent whose stack runs in its own process (smoltcp,
+    /// lwIP): that stack is the session's alone, and its states come from
+    /// its own table.
+    pub fn userspace(
+        stack: &str,
+        version: &str,
+        unmapped: std::collections::BTreeMap<String, String>,
+    ) -> Hello {
+        Hello {
+            protocol: PROTOCOL,
+            agent: format!("teardown {}", env!("CARGO_PKG_VERSION")),
+            os: std::env::consts::OS.to_string(),
+            stack: stack.into(),
+            stack_version: Some(version.into()),
+            states: crate::observe::StateSource::StackTable,
+            own_stack: true,
+            unmapped,
+        }
+    }
+}
+
 /// One request.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Request {

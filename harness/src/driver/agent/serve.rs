@@ -12,7 +12,7 @@ use super::{
     StreamTotals,
 };
 use crate::driver::calls::{self, CallResult, StreamLog};
-use crate::driver::sockets::{Fd, Os, SocketApi};
+use crate::driver::sockets::{Fd, OS, SocketApi};
 use crate::observe::{AgentStates, SockEntry};
 use crate::scenario::Family;
 use crate::stack::Stack;
@@ -63,7 +63,7 @@ impl OsStack {
 
 impl AgentStack for OsStack {
     fn api(&self) -> &dyn SocketApi {
-        &Os
+        &OS
     }
 
     fn hello(&self) -> Hello {

@@ -19,14 +19,11 @@
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{IntoRawFd, RawFd};
 
-use nix::errno::Errno;
-use socket2::SockAddr;
-
 use super::link::{self, Config};
 use super::serve::AgentStack;
-use super::{Answer, Hello, PROTOCOL};
-use crate::driver::sockets::{SocketApi, address_from, socklen};
-use crate::observe::{SockEntry, StateSource};
+use super::{Answer, Hello};
+use crate::driver::sockets::{CSockets, SocketApi};
+use crate::observe::SockEntry;
 use crate::scenario::Family;
 use crate::tcp::{TcpState, TimerKind};
 
@@ -109,148 +106,41 @@ unsafe extern "C" {
     fn lwip_poll(fds: *mut libc::pollfd, nfds: libc::nfds_t, timeout: libc::c_int) -> libc::c_int;
 }
 
-/// lwIP's socket API. Its descriptors are its own numbers, not the
-/// process's.
-pub struct Lwip;
-
-fn checked(ret: libc::c_int) -> Result<libc::c_int, Errno> {
-    if ret < 0 { Err(Errno::last()) } else { Ok(ret) }
+/// `lwip_ioctl` writing one int, with the request as the OS's ioctl takes
+/// it (lwIP takes a long: the same bits).
+unsafe extern "C" fn ioctl_int(
+    fd: libc::c_int,
+    request: libc::Ioctl,
+    value: *mut libc::c_int,
+) -> libc::c_int {
+    // SAFETY: the caller's contract is ioctl's; lwIP's FIONREAD writes one
+    // int and it refuses the requests it does not know.
+    unsafe { lwip_ioctl(fd, request as libc::c_long, value.cast()) }
 }
 
-fn checked_len(ret: isize) -> Result<usize, Errno> {
-    usize::try_from(ret).map_err(|_| Errno::last())
-}
-
-impl SocketApi for Lwip {
-    fn socket(&self, family: Family) -> Result<RawFd, Errno> {
-        let domain = match family {
-            Family::Ipv4 => libc::AF_INET,
-            Family::Ipv6 => libc::AF_INET6,
-        };
-        // SAFETY: lwIP's socket(); lwIP runs (started by `serve`).
-        checked(unsafe { lwip_socket(domain, libc::SOCK_STREAM, libc::IPPROTO_TCP) })
-    }
-
-    fn bind(&self, fd: RawFd, addr: &SockAddr) -> Result<(), Errno> {
-        // SAFETY: `addr` holds a valid address of its length.
-        checked(unsafe { lwip_bind(fd, addr.as_ptr().cast(), addr.len()) }).map(drop)
-    }
-
-    fn listen(&self, fd: RawFd, backlog: libc::c_int) -> Result<(), Errno> {
-        // SAFETY: plain call.
-        checked(unsafe { lwip_listen(fd, backlog) }).map(drop)
-    }
-
-    fn accept(&self, fd: RawFd) -> Result<(RawFd, Option<SocketAddr>), Errno> {
-        let mut new = -1;
-        // SAFETY: accept writes at most `len` bytes of the peer's address.
-        let peer = unsafe {
-            address_from(|sa, len| {
-                new = lwip_accept(fd, sa, len);
-                new
-            })
-        }?;
-        Ok((new, peer))
-    }
-
-    fn connect(&self, fd: RawFd, to: Option<&SockAddr>) -> Result<(), Errno> {
-        let ret = match to {
-            // SAFETY: `to` holds a valid address of its length.
-            Some(to) => unsafe { lwip_connect(fd, to.as_ptr().cast(), to.len()) },
-            None => {
-                // SAFETY: a zeroed sockaddr with family AF_UNSPEC is valid.
-                let mut sa: libc::sockaddr = unsafe { std::mem::zeroed() };
-                sa.sa_family = libc::AF_UNSPEC as libc::sa_family_t;
-                // SAFETY: pointer and length of that sockaddr.
-                unsafe { lwip_connect(fd, &sa, socklen(size_of::<libc::sockaddr>())) }
-            }
-        };
-        checked(ret).map(drop)
-    }
-
-    fn local_addr(&self, fd: RawFd) -> Result<Option<SocketAddr>, Errno> {
-        // SAFETY: getsockname writes at most `len` bytes.
-        unsafe { address_from(|sa, len| lwip_getsockname(fd, sa, len)) }
-    }
-
-    fn send(&self, fd: RawFd, buf: &[u8], flags: libc::c_int) -> Result<usize, Errno> {
-        // SAFETY: pointer and length describe `buf`.
-        checked_len(unsafe { lwip_send(fd, buf.as_ptr().cast(), buf.len(), flags) })
-    }
-
-    fn recv(&self, fd: RawFd, buf: &mut [u8], flags: libc::c_int) -> Result<usize, Errno> {
-        // SAFETY: pointer and length describe `buf`.
-        checked_len(unsafe { lwip_recv(fd, buf.as_mut_ptr().cast(), buf.len(), flags) })
-    }
-
-    fn shutdown(&self, fd: RawFd, how: libc::c_int) -> Result<(), Errno> {
-        // SAFETY: plain call.
-        checked(unsafe { lwip_shutdown(fd, how) }).map(drop)
-    }
-
-    fn close(&self, fd: RawFd) -> Result<(), Errno> {
-        // SAFETY: the caller gives up the descriptor.
-        checked(unsafe { lwip_close(fd) }).map(drop)
-    }
-
-    fn getsockopt(
-        &self,
-        fd: RawFd,
-        level: libc::c_int,
-        name: libc::c_int,
-        value: &mut [u8],
-    ) -> Result<usize, Errno> {
-        let mut len = socklen(value.len());
-        // SAFETY: `value` and `len` describe a writable buffer.
-        checked(unsafe { lwip_getsockopt(fd, level, name, value.as_mut_ptr().cast(), &mut len) })?;
-        Ok(len as usize)
-    }
-
-    fn setsockopt(
-        &self,
-        fd: RawFd,
-        level: libc::c_int,
-        name: libc::c_int,
-        value: &[u8],
-    ) -> Result<(), Errno> {
-        // SAFETY: pointer and length describe `value`.
-        checked(unsafe {
-            lwip_setsockopt(fd, level, name, value.as_ptr().cast(), socklen(value.len()))
-        })
-        .map(drop)
-    }
-
-    fn flags(&self, fd: RawFd) -> Result<libc::c_int, Errno> {
-        // SAFETY: F_GETFL has no side effects.
-        checked(unsafe { lwip_fcntl(fd, libc::F_GETFL, 0) })
-    }
-
-    fn set_flags(&self, fd: RawFd, flags: libc::c_int) -> Result<(), Errno> {
-        // SAFETY: F_SETFL on a descriptor.
-        checked(unsafe { lwip_fcntl(fd, libc::F_SETFL, flags) }).map(drop)
-    }
-
-    fn ioctl_int(&self, fd: RawFd, request: libc::Ioctl) -> Result<libc::c_int, Errno> {
-        let mut v: libc::c_int = 0;
-        // lwIP takes the request as a long: the same bits.
-        let request = request as libc::c_long;
-        // SAFETY: the requests lwIP knows (FIONREAD) write one int; it
-        // refuses the others without touching `v`.
-        checked(unsafe { lwip_ioctl(fd, request, (&raw mut v).cast()) })?;
-        Ok(v)
-    }
-
-    fn poll(&self, fds: &mut [libc::pollfd], timeout_ms: libc::c_int) -> Result<usize, Errno> {
-        let n = libc::nfds_t::try_from(fds.len()).unwrap_or(libc::nfds_t::MAX);
-        // SAFETY: `fds` holds `n` valid pollfd structs.
-        checked(unsafe { lwip_poll(fds.as_mut_ptr(), n, timeout_ms) }).map(|n| n as usize)
-    }
-
-    fn take_pending_sigpipe(&self) -> bool {
-        // lwIP raises no signals.
-        false
-    }
-}
+/// lwIP's socket API: its functions have the C library's signatures, and
+/// its descriptors are its own numbers, not the process's. lwIP raises no
+/// signals and has no close-on-exec.
+pub static API: CSockets = CSockets {
+    socket: lwip_socket,
+    bind: lwip_bind,
+    listen: lwip_listen,
+    accept: lwip_accept,
+    connect: lwip_connect,
+    getsockname: lwip_getsockname,
+    send: lwip_send,
+    recv: lwip_recv,
+    shutdown: lwip_shutdown,
+    close: lwip_close,
+    getsockopt: lwip_getsockopt,
+    setsockopt: lwip_setsockopt,
+    fcntl: lwip_fcntl,
+    ioctl: ioctl_int,
+    poll: lwip_poll,
+    type_flags: 0,
+    cloexec_accepted: false,
+    raises_sigpipe: false,
+};
 
 /// lwIP, started on one interface, as an agent's stack.
 pub struct LwipStack {
@@ -373,20 +263,11 @@ fn address(bytes: [u8; 16], v6: bool, port: u16) -> SocketAddr {
 
 impl AgentStack for LwipStack {
     fn api(&self) -> &dyn SocketApi {
-        &Lwip
+        &API
     }
 
     fn hello(&self) -> Hello {
-        Hello {
-            protocol: PROTOCOL,
-            agent: format!("teardown {}", env!("CARGO_PKG_VERSION")),
-            os: std::env::consts::OS.to_string(),
-            stack: "lwip".into(),
-            stack_version: Some(LWIP_VERSION.into()),
-            states: StateSource::StackTable,
-            own_stack: true,
-            unmapped: Default::default(),
-        }
+        Hello::userspace("lwip", LWIP_VERSION, Default::default())
     }
 
     fn states(&self, family: Family, port: u16, held: &[RawFd]) -> Result<Vec<SockEntry>, String> {

@@ -41,8 +41,7 @@ use std::time::{Duration, Instant};
 
 pub use super::link::Config;
 use super::serve::{Lines, Parsed, ServeError, write_line};
-use super::{Answer, Hello, HelloLine, Op, PROTOCOL, Response};
-use crate::observe::StateSource;
+use super::{Answer, Hello, HelloLine, Op, Response};
 
 /// The smoltcp release the agent is built with (checked against
 /// Cargo.lock by a test).
@@ -50,19 +49,11 @@ pub const SMOLTCP_VERSION: &str = "0.14.0";
 
 /// What this agent says about itself.
 pub fn hello() -> Hello {
-    Hello {
-        protocol: PROTOCOL,
-        agent: format!("teardown {}", env!("CARGO_PKG_VERSION")),
-        os: std::env::consts::OS.to_string(),
-        stack: "smoltcp".into(),
-        stack_version: Some(SMOLTCP_VERSION.into()),
-        states: StateSource::StackTable,
-        own_stack: true,
-        unmapped: host::UNMAPPED
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-    }
+    let unmapped = host::UNMAPPED
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Hello::userspace("smoltcp", SMOLTCP_VERSION, unmapped)
 }
 
 /// What the reader thread passes on.
@@ -216,7 +207,7 @@ fn wait_for(device: i32, wake: i32, at_most: Duration) {
 
 fn ready_now(fd: i32) -> bool {
     crate::driver::calls::poll_now(
-        &crate::driver::sockets::Os,
+        &crate::driver::sockets::OS,
         vec![libc::pollfd {
             fd,
             events: libc::POLLIN,
