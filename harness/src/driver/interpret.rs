@@ -1335,14 +1335,26 @@ impl Driver<'_, '_> {
     }
 
     /// Waits, bounded, until no socket of the case is in a transient state
-    /// (a segment in flight), then keeps the final snapshot. Where the
-    /// state source cannot see closed sockets, the wire must also show
-    /// nothing in flight.
+    /// (a segment in flight) and two snapshots in a row agree, then keeps
+    /// the final snapshot. Where the state source cannot see closed
+    /// sockets, the wire must also show nothing in flight. (A sock_diag
+    /// dump reads one socket after another: seen once in about ten runs
+    /// of the catalogue, a dump read the server in FIN-WAIT-2, then the
+    /// client's exchange of FIN and ACK completed and the client was gone
+    /// by the time its turn came, a state of both that never was.)
     fn settle(&mut self, bound: Duration) -> bool {
         let deadline = Instant::now() + bound;
         let mut backoff = Backoff::new();
+        let mut previous = None;
         loop {
             self.observe();
+            let mut states: Vec<_> = self
+                .last_snapshot
+                .entries
+                .iter()
+                .map(|e| (e.local, e.remote, e.state))
+                .collect();
+            states.sort_by_key(|&(local, remote, _)| (local, remote));
             let busy = self
                 .last_snapshot
                 .entries
@@ -1354,7 +1366,9 @@ impl Driver<'_, '_> {
                     .iter()
                     .any(|(_, sees)| !sees)
                     && self.wire.conn.as_ref().is_some_and(Connection::in_flight));
-            if !busy {
+            let stable = previous.as_ref() == Some(&states);
+            previous = Some(states);
+            if !busy && stable {
                 return true;
             }
             if Instant::now() >= deadline {
