@@ -47,11 +47,18 @@ const SCENARIOS: &[&str] = &[
 /// why. (Over the whole catalogue the other two are the bytes a send buffer
 /// takes before it fills, `steps.drain.ret`, which depends on the segment
 /// size, and the duration of closing 1000 sockets at once.)
-const LINK_FACTS: &[(&str, &str, &str)] = &[(
-    "reconnect-from-time-wait/",
-    "",
-    "tcp_tw_reuse = 2 (the default) reuses a TIME-WAIT 4-tuple for loopback connections only",
-)];
+const LINK_FACTS: &[(&str, &str, &str)] = &[
+    (
+        "reconnect-from-time-wait/",
+        "",
+        "tcp_tw_reuse = 2 (the default) reuses a TIME-WAIT 4-tuple for loopback connections only",
+    ),
+    (
+        "half-close-thank-you/",
+        "wire.server.fins_with_data",
+        "whether the FIN rides on the last data depends on how much of the 64 KiB is still queued when shutdown() comes: on loopback it is one 65483-byte segment and 53 bytes, on the bench's 1500-byte link 45 segments paced by the congestion window (seen 0 on loopback and 1 on the bench in 3 of 10 runs, the same in the others)",
+    ),
+];
 
 /// Facts that depend on timing an agent's round trip between two calls
 /// changes, by case prefix and fact prefix, and why.
@@ -201,22 +208,24 @@ fn behaviour_on_the_bench_equals_loopback_except_what_a_link_changes() {
     let cmp = teardown::compare::compare(&reports, 100.0, false);
     assert_eq!(cmp.compared, cases().len());
     let mut unexplained = Vec::new();
-    let mut explained = 0;
+    let mut tw_reuse = 0;
     for case in cmp.differing() {
         for d in &case.differences {
             let why = LINK_FACTS
                 .iter()
-                .find(|(c, f, _)| case.id.starts_with(c) && d.field.starts_with(f));
+                .position(|(c, f, _)| case.id.starts_with(c) && d.field.starts_with(f));
             match why {
-                Some(_) => explained += 1,
+                Some(0) => tw_reuse += 1,
+                Some(_) => {}
                 None => unexplained.push(format!("{}: {}: {:?}", case.id, d.field, d.values)),
             }
         }
     }
     assert!(unexplained.is_empty(), "{unexplained:#?}");
-    // The listed change is real: this test notices if it goes away.
+    // The first listed change is real every time: this test notices if it
+    // goes away.
     assert!(
-        explained > 0,
+        tw_reuse > 0,
         "tcp_tw_reuse = 2 behaved the same on the bench"
     );
 }
@@ -485,7 +494,11 @@ fn smoltcp_hosts_meet_their_expectations_and_check_predicts_the_rest() {
         "listener-shutdown",
         "reset-problem-python",
     ];
-    let r = both_ends_on(HostStack::Smoltcp, "smoltcp", "0.14.0", &names);
+    let r = both_ends_on(
+        HostStack::Smoltcp,
+        ("smoltcp", "0.14.0", "stack-table"),
+        &names,
+    );
     for c in &r.cases {
         let expected = if c.id.starts_with("close-") {
             Status::Pass
@@ -507,9 +520,13 @@ fn smoltcp_hosts_meet_their_expectations_and_check_predicts_the_rest() {
 /// Runs the scenarios `names` with `stack` at both ends of the bench, and
 /// checks what holds whatever the cases do: `check --bench` said in advance
 /// which would be `unsupported`, the report names the stack (`name`,
-/// `version`) and its state source on both hosts, and tshark reads the
-/// same segments from every pcap.
-fn both_ends_on(stack: HostStack, name: &str, version: &str, names: &[&str]) -> Report {
+/// `version`) and its state source (`states`) on both hosts, and tshark
+/// reads the same segments from every pcap.
+fn both_ends_on(
+    stack: HostStack,
+    (name, version, states): (&str, &str, &str),
+    names: &[&str],
+) -> Report {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
     let files: Vec<PathBuf> = names
         .iter()
@@ -529,7 +546,7 @@ fn both_ends_on(stack: HostStack, name: &str, version: &str, names: &[&str]) -> 
     let bench = r.host.bench.as_ref().expect("the report names the bench");
     for host in [&bench.client, &bench.server] {
         assert_eq!(host.name, name);
-        assert_eq!(host.states, "stack-table");
+        assert_eq!(host.states, states);
         assert_eq!(host.version.as_deref(), Some(version));
         assert!(host.agent.is_some(), "{host:?}");
     }
@@ -556,7 +573,11 @@ fn lwip_hosts_meet_their_expectations_and_check_predicts_the_rest() {
         "linger-zero",
         "fin-wait-2-orphan-timeout",
     ];
-    let r = both_ends_on(HostStack::Lwip, "lwip", "2.1.3", &names);
+    let r = both_ends_on(
+        HostStack::Lwip,
+        ("lwip", "2.1.3", "stack-table-timers"),
+        &names,
+    );
     for c in &r.cases {
         let expected = if c.id.starts_with("fin-wait-2-orphan-timeout/") {
             Status::Unsupported
