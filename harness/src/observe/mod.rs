@@ -98,6 +98,9 @@ pub enum StateSource {
     /// A userspace stack's own table (smoltcp's sockets, through its
     /// agent): every socket, closed ones until CLOSED; no timers.
     StackTable,
+    /// The same with the stack's timers (lwIP's control blocks: the
+    /// retransmission, persist, keep-alive and TIME-WAIT timers).
+    StackTableTimers,
 }
 
 impl StateSource {
@@ -106,18 +109,22 @@ impl StateSource {
             StateSource::SockDiag => "sock-diag",
             StateSource::TcpInfo => "tcp-info",
             StateSource::StackTable => "stack-table",
+            StateSource::StackTableTimers => "stack-table-timers",
         }
     }
 
     /// Whether sockets without a descriptor (orphans, TIME-WAIT after
     /// close) can be seen.
     pub fn sees_orphans(self) -> bool {
-        matches!(self, StateSource::SockDiag | StateSource::StackTable)
+        matches!(
+            self,
+            StateSource::SockDiag | StateSource::StackTable | StateSource::StackTableTimers
+        )
     }
 
-    /// Whether the source reads the kernel's timers (TIME-WAIT remaining).
+    /// Whether the source reads the stack's timers (TIME-WAIT remaining).
     pub fn sees_timers(self) -> bool {
-        self == StateSource::SockDiag
+        matches!(self, StateSource::SockDiag | StateSource::StackTableTimers)
     }
 
     /// Whether the source announces each socket as it is destroyed, with
@@ -192,7 +199,7 @@ impl Observer {
                 )
             }
             StateSource::TcpInfo => Backend::TcpInfo,
-            StateSource::StackTable => {
+            StateSource::StackTable | StateSource::StackTableTimers => {
                 return Err(ObserveError::Unavailable(
                     "a userspace stack's table (its agent reads it)",
                 ));
@@ -304,9 +311,9 @@ impl AgentStates {
                 Err(ObserveError::Unavailable("sock_diag"))
             }
             StateSource::TcpInfo => Ok(tcpinfo::snapshot(held)?),
-            StateSource::StackTable => Err(ObserveError::Unavailable(
-                "a userspace stack's table (its own agent reads it)",
-            )),
+            StateSource::StackTable | StateSource::StackTableTimers => Err(
+                ObserveError::Unavailable("a userspace stack's table (its own agent reads it)"),
+            ),
         }
     }
 }

@@ -94,7 +94,9 @@ pub struct Hello {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stack_version: Option<String>,
     /// Where its socket states come from: `sock-diag` (every socket,
-    /// closed ones included) or `tcp-info` (sockets it holds).
+    /// closed ones included), `tcp-info` (sockets it holds), or a
+    /// userspace stack's own table, with its timers or without
+    /// (`stack-table-timers`, `stack-table`).
     pub states: crate::observe::StateSource,
     /// Whether its network stack is its own, made for this session (a
     /// namespace or sandbox the harness started it in: `teardown agent
@@ -113,10 +115,11 @@ pub struct Hello {
 impl Hello {
     /// The hello of an agent whose stack runs in its own process (smoltcp,
     /// lwIP): that stack is the session's alone, and its states come from
-    /// its own table.
+    /// its own table (`states`).
     pub fn userspace(
         stack: &str,
         version: &str,
+        states: crate::observe::StateSource,
         unmapped: std::collections::BTreeMap<String, String>,
     ) -> Hello {
         Hello {
@@ -125,7 +128,7 @@ impl Hello {
             os: std::env::consts::OS.to_string(),
             stack: stack.into(),
             stack_version: Some(version.into()),
-            states: crate::observe::StateSource::StackTable,
+            states,
             own_stack: true,
             unmapped,
         }

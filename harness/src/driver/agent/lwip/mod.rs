@@ -14,7 +14,8 @@
 //! Socket states come from lwIP's control block lists (listening, bound,
 //! active, TIME-WAIT), read under its core lock by a little C
 //! (`shim.c`, built by `build.rs`): every connection lwIP still holds,
-//! closed sockets' included, with the time left in TIME-WAIT.
+//! closed sockets' included, with the timer that runs on it
+//! (retransmission, persist, keep-alive, TIME-WAIT) and the time left.
 
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{IntoRawFd, RawFd};
@@ -44,7 +45,8 @@ struct Pcb {
     remote_port: u16,
     recv_queue: u32,
     send_queue: u32,
-    time_wait_ms: i32,
+    timer: libc::c_int,
+    timer_ms: u32,
 }
 
 unsafe extern "C" {
@@ -218,7 +220,8 @@ impl LwipStack {
                     remote_port: 0,
                     recv_queue: 0,
                     send_queue: 0,
-                    time_wait_ms: -1,
+                    timer: 0,
+                    timer_ms: 0,
                 };
                 room
             ];
@@ -252,6 +255,17 @@ fn state_of(n: libc::c_int) -> Option<TcpState> {
     })
 }
 
+/// A timer by the shim's number (`TD_TIMER_*`).
+fn timer_of(n: libc::c_int) -> Option<TimerKind> {
+    match n {
+        1 => Some(TimerKind::Retransmit),
+        2 => Some(TimerKind::KeepAlive),
+        3 => Some(TimerKind::TimeWait),
+        4 => Some(TimerKind::ZeroWindowProbe),
+        _ => None,
+    }
+}
+
 fn address(bytes: [u8; 16], v6: bool, port: u16) -> SocketAddr {
     let ip = if v6 {
         IpAddr::from(bytes)
@@ -267,7 +281,12 @@ impl AgentStack for LwipStack {
     }
 
     fn hello(&self) -> Hello {
-        Hello::userspace("lwip", LWIP_VERSION, Default::default())
+        Hello::userspace(
+            "lwip",
+            LWIP_VERSION,
+            crate::observe::StateSource::StackTableTimers,
+            Default::default(),
+        )
     }
 
     fn states(&self, family: Family, port: u16, held: &[RawFd]) -> Result<Vec<SockEntry>, String> {
@@ -283,13 +302,13 @@ impl AgentStack for LwipStack {
             .filter(|p| (p.v6 != 0) == v6 && (p.local_port == port || p.remote_port == port))
             .filter_map(|p| {
                 let state = state_of(p.state).filter(|s| *s != TcpState::Closed)?;
-                let time_wait = u32::try_from(p.time_wait_ms).ok();
+                let timer = timer_of(p.timer);
                 Some(SockEntry {
                     state,
                     local: address(p.local, v6, p.local_port),
                     remote: address(p.remote, v6, p.remote_port),
-                    timer: time_wait.map(|_| TimerKind::TimeWait),
-                    timer_ms: time_wait,
+                    timer,
+                    timer_ms: timer.map(|_| p.timer_ms),
                     recv_queue: p.recv_queue,
                     send_queue: p.send_queue,
                     fd: holders

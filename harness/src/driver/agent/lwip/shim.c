@@ -6,7 +6,8 @@
  * - td_lwip_start: lwIP's thread, and one Ethernet interface on a packet
  *   socket the caller opened (frames in on a reader thread, out by send);
  * - td_lwip_pcbs: the TCP protocol control blocks of every list (listen,
- *   bound, active, TIME-WAIT), read under lwIP's core lock.
+ *   bound, active, TIME-WAIT), with the timer each runs, read under
+ *   lwIP's core lock.
  *
  * Built against Debian's liblwip-dev (lwIP 2.1, its lwipopts.h: NO_SYS 0,
  * core locking, glibc's socket headers, so option names and errno values
@@ -169,9 +170,50 @@ struct td_pcb {
   uint32_t recv_queue;
   /* Bytes queued and not yet acknowledged; listeners: 0. */
   uint32_t send_queue;
-  /* Milliseconds left in TIME-WAIT, or -1. */
-  int32_t time_wait_ms;
+  /* The timer that runs, as sock_diag would name it (TD_TIMER_*), and
+   * the milliseconds left on it. */
+  int timer;
+  uint32_t timer_ms;
 };
+
+#define TD_TIMER_NONE 0
+#define TD_TIMER_RETRANSMIT 1
+#define TD_TIMER_KEEPALIVE 2
+#define TD_TIMER_TIME_WAIT 3
+#define TD_TIMER_PERSIST 4
+
+/* lwIP 2.1's persist backoff, in slow ticks (tcp.c's tcp_persist_backoff,
+ * which is static there). */
+static const u8_t td_persist_backoff[] = {3, 6, 12, 24, 48, 96, 120};
+
+/* Milliseconds from `held` slow ticks to `due` slow ticks; 0 if past. */
+static uint32_t td_left(uint32_t held, uint32_t due) {
+  return held >= due ? 0 : (due - held) * TCP_SLOW_INTERVAL;
+}
+
+/* The timer tcp_slowtmr will act on next, in the order Linux's sock_diag
+ * reports them: TIME-WAIT, retransmission (data or a FIN, SYN unacked),
+ * the persist timer (zero-window probes), keep-alive. */
+static void td_timer(struct td_pcb *out, const struct tcp_pcb *p) {
+  uint32_t held = tcp_ticks - p->tmr;
+  if (p->state == TIME_WAIT) {
+    out->timer = TD_TIMER_TIME_WAIT;
+    out->timer_ms = td_left(held, 2 * TCP_MSL / TCP_SLOW_INTERVAL);
+  } else if (p->unacked != NULL && p->rtime >= 0) {
+    out->timer = TD_TIMER_RETRANSMIT;
+    out->timer_ms = td_left((uint32_t)p->rtime, (uint32_t)(p->rto > 0 ? p->rto : 0));
+  } else if (p->persist_backoff > 0 &&
+             p->persist_backoff <= sizeof td_persist_backoff / sizeof td_persist_backoff[0]) {
+    out->timer = TD_TIMER_PERSIST;
+    out->timer_ms = td_left(p->persist_cnt, td_persist_backoff[p->persist_backoff - 1]);
+  } else if (ip_get_option(p, SOF_KEEPALIVE) &&
+             (p->state == ESTABLISHED || p->state == CLOSE_WAIT)) {
+    out->timer = TD_TIMER_KEEPALIVE;
+    uint32_t due_ms = p->keep_idle + p->keep_cnt_sent * p->keep_intvl;
+    uint32_t held_ms = held * TCP_SLOW_INTERVAL;
+    out->timer_ms = held_ms >= due_ms ? 0 : due_ms - held_ms;
+  }
+}
 
 static void td_address(unsigned char *out, int *v6, const ip_addr_t *a) {
   memset(out, 0, 16);
@@ -187,7 +229,6 @@ static int td_fill(struct td_pcb *out, const struct tcp_pcb *p, int listening) {
   memset(out, 0, sizeof *out);
   out->id = (uintptr_t)p;
   out->state = p->state;
-  out->time_wait_ms = -1;
   td_address(out->local, &out->v6, &p->local_ip);
   out->local_port = p->local_port;
   /* A listener's remote address is never set: it stays unspecified. */
@@ -196,11 +237,7 @@ static int td_fill(struct td_pcb *out, const struct tcp_pcb *p, int listening) {
     out->remote_port = p->remote_port;
     out->recv_queue = (uint32_t)(TCP_WND_MAX(p) - p->rcv_wnd);
     out->send_queue = p->snd_lbb - p->lastack;
-    if (p->state == TIME_WAIT) {
-      uint32_t held = (tcp_ticks - p->tmr) * TCP_SLOW_INTERVAL;
-      uint32_t whole = 2 * TCP_MSL;
-      out->time_wait_ms = held >= whole ? 0 : (int32_t)(whole - held);
-    }
+    td_timer(out, p);
   }
   return 1;
 }

@@ -53,7 +53,12 @@ pub fn hello() -> Hello {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    Hello::userspace("smoltcp", SMOLTCP_VERSION, unmapped)
+    Hello::userspace(
+        "smoltcp",
+        SMOLTCP_VERSION,
+        crate::observe::StateSource::StackTable,
+        unmapped,
+    )
 }
 
 /// What the reader thread passes on.
