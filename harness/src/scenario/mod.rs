@@ -1057,16 +1057,26 @@ fn lifecycle_step(
     })
 }
 
+/// Whether an expectation's `os` names a stack, or on the bench two
+/// different ones as `client/server` (what a case with hosts on different
+/// stacks is looked up as).
+fn is_stack_name(os: &str) -> bool {
+    match os.split_once('/') {
+        Some((c, s)) => c != s && STACKS.contains(&c) && STACKS.contains(&s),
+        None => STACKS.contains(&os),
+    }
+}
+
 fn parse_expectation(
     src: &Source,
     e: &RawExpect,
     axes: &[(String, Vec<String>)],
 ) -> Result<Expectation, ScenarioError> {
-    if !STACKS.contains(&e.os.get_ref().as_str()) {
+    if !is_stack_name(e.os.get_ref()) {
         return Err(src.error_at(
             e.os.span(),
             format!(
-                "unknown os {:?}; expected one of {}",
+                "unknown os {:?}; expected one of {}, or CLIENT/SERVER for two different ones on the bench (linux/lwip)",
                 e.os.get_ref(),
                 STACKS.join(", ")
             ),
@@ -1444,6 +1454,24 @@ facts = { "wire.client.rst" = 1, "steps.lc.errno" = { null = true } }
             "title = \"t\"\nsteps = '''\nclient close\n'''\n[[expect]]\nos = \"plan9\"\nfacts = { \"wire.client.fin\" = 1 }\n",
         );
         assert!(e.contains(":6:6: unknown os \"plan9\""), "{e}");
+        // Two stacks are a bench pairing, client first; one twice is not.
+        for bad in ["lwip/lwip", "linux/plan9", "linux/lwip/gvisor"] {
+            let e = parse_err(&format!(
+                "title = \"t\"\nsteps = '''\nclient close\n'''\n[[expect]]\nos = \"{bad}\"\nfacts = {{ \"wire.client.fin\" = 1 }}\n"
+            ));
+            assert!(e.contains(&format!("unknown os \"{bad}\"")), "{e}");
+        }
+    }
+
+    #[test]
+    fn an_expectation_can_name_a_pairing_of_two_stacks() {
+        let (_, cases) = parse(
+            Path::new("scenarios/s.toml"),
+            "title = \"t\"\nsteps = '''\nclient close\n'''\n[[expect]]\nos = \"linux/lwip\"\nfacts = { \"wire.client.fin\" = 1 }\n",
+        )
+        .unwrap();
+        let on = |os| cases[0].expectations_for(os, Link::Bench).count();
+        assert_eq!((on("linux/lwip"), on("lwip/linux"), on("lwip")), (1, 0, 0));
     }
 
     #[test]
