@@ -99,7 +99,8 @@ pub enum StateSource {
     /// agent): every socket, closed ones until CLOSED; no timers.
     StackTable,
     /// The same with the stack's timers (lwIP's control blocks: the
-    /// retransmission, persist, keep-alive and TIME-WAIT timers).
+    /// retransmission, persist, keep-alive and TIME-WAIT timers), but no
+    /// count of a listener's waiting connections.
     StackTableTimers,
 }
 
@@ -125,6 +126,14 @@ impl StateSource {
     /// Whether the source reads the stack's timers (TIME-WAIT remaining).
     pub fn sees_timers(self) -> bool {
         matches!(self, StateSource::SockDiag | StateSource::StackTableTimers)
+    }
+
+    /// Whether a listening socket's entry counts the connections waiting
+    /// to be accepted (sock_diag's receive queue; smoltcp's agent keeps its
+    /// own queue). lwIP keeps them in its netconn's mailbox, which its
+    /// control blocks do not count.
+    pub fn sees_accept_queue(self) -> bool {
+        matches!(self, StateSource::SockDiag | StateSource::StackTable)
     }
 
     /// Whether the source announces each socket as it is destroyed, with

@@ -494,7 +494,7 @@ pub fn requirements(case: &Case, reach: &Reach) -> Vec<String> {
                     )),
                     // The accept queue's length is sock_diag's receive
                     // queue of the listening socket; TCP_INFO has none.
-                    WaitFor::Queued(_) if !states.sees_orphans() => Some(format!(
+                    WaitFor::Queued(_) if !states.sees_accept_queue() => Some(format!(
                         "reads the accept queue, which sock_diag shows and {name}'s state source does not"
                     )),
                     _ => None,

@@ -166,7 +166,8 @@ struct td_pcb {
   uint16_t local_port;
   uint16_t remote_port;
   /* Bytes received and not yet taken by the application (the receive
-   * window they hold); listeners: 0. */
+   * window they hold); listeners: 0, their waiting connections being in
+   * the netconn's mailbox, out of sight (see sees_accept_queue). */
   uint32_t recv_queue;
   /* Bytes queued and not yet acknowledged; listeners: 0. */
   uint32_t send_queue;
