@@ -591,3 +591,27 @@ fn lwip_hosts_meet_their_expectations_and_check_predicts_the_rest() {
         }
     }
 }
+
+/// A Linux client and an lwIP server: the expectations written for that
+/// pairing (`os = "linux/lwip"`) are the ones that apply, and they pass: an
+/// lwIP server's SO_LINGER {1, 0} close, with its data acknowledged, sends
+/// a FIN where Linux's would reset.
+#[test]
+fn a_pairing_of_two_stacks_meets_the_expectations_written_for_it() {
+    let cases = load(&["reset-with-unread-data"]);
+    let hosts = PerSide::new(HostStack::Linux, HostStack::Lwip);
+    let r = run_on(&cases, true, hosts, CaptureBackend::Libpcap, None);
+    assert_eq!(r.cases.len(), 2);
+    for c in &r.cases {
+        assert_eq!(c.verdict.status, Status::Pass, "{}: {:?}", c.id, c.verdict);
+        assert!(
+            c.verdict
+                .checks
+                .iter()
+                .any(|m| m.path == "wire.server.reset"),
+            "{}: {:?}",
+            c.id,
+            c.verdict.checks
+        );
+    }
+}
