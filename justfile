@@ -223,13 +223,15 @@ fuzz cases="20000" seed="random": (deps "libpcap-dev" "liblwip-dev" "pkg-config"
     TEARDOWN_FUZZ_CASES={{cases}} TEARDOWN_PROPTEST_SEED={{seed}} cargo test --release --locked --test fuzz -- --nocapture
 
 # Formatting and lints, as CI checks them; the agent and the report readers are also checked
-# and clippied for FreeBSD and macOS (rustup fetches their standard libraries), so a port cannot rot
+# and clippied for FreeBSD, macOS and Windows (rustup fetches their standard libraries), so a
+# port cannot rot
 lint: (deps "libpcap-dev" "liblwip-dev" "pkg-config")
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets --locked -- -D warnings
-    rustup target add x86_64-unknown-freebsd x86_64-apple-darwin
+    rustup target add x86_64-unknown-freebsd x86_64-apple-darwin x86_64-pc-windows-gnu
     cargo clippy --workspace --lib --bins --locked --target x86_64-unknown-freebsd -- -D warnings
     cargo clippy --workspace --lib --bins --locked --target x86_64-apple-darwin -- -D warnings
+    cargo clippy --workspace --lib --bins --locked --target x86_64-pc-windows-gnu -- -D warnings
 
 # Benchmarks: per-case cost and whole-catalogue wall time (needs root)
 bench: (deps "libpcap-dev" "liblwip-dev" "pkg-config" "nftables" "tshark" "tcptrace") runsc

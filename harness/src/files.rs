@@ -164,34 +164,49 @@ impl InputError {
     }
 }
 
+/// What a file that is not a regular one is.
+#[cfg(unix)]
+fn kind_of(ft: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_dir() {
+        "a directory"
+    } else if ft.is_fifo() {
+        "a FIFO"
+    } else if ft.is_char_device() || ft.is_block_device() {
+        "a device"
+    } else if ft.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
+    }
+}
+
+#[cfg(not(unix))]
+fn kind_of(ft: std::fs::FileType) -> &'static str {
+    if ft.is_dir() {
+        "a directory"
+    } else {
+        "not a regular file"
+    }
+}
+
 /// Opens `path` for reading if it is a regular file (after following
 /// symlinks) of at most `limit` bytes. The check is made on the opened
 /// descriptor, with `O_NONBLOCK` so that opening a FIFO cannot block.
 pub fn open_input(path: &Path, limit: u64, what: &'static str) -> Result<File, InputError> {
-    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
     let io = |source| InputError::Io {
         path: path.to_path_buf(),
         source,
     };
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .map_err(io)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+    let file = options.open(path).map_err(io)?;
     let meta = file.metadata().map_err(io)?;
     let ft = meta.file_type();
     if !ft.is_file() {
-        let kind = if ft.is_dir() {
-            "a directory"
-        } else if ft.is_fifo() {
-            "a FIFO"
-        } else if ft.is_char_device() || ft.is_block_device() {
-            "a device"
-        } else if ft.is_socket() {
-            "a socket"
-        } else {
-            "not a regular file"
-        };
+        let kind = kind_of(ft);
         return Err(InputError::NotAFile {
             path: path.to_path_buf(),
             kind,

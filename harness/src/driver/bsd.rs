@@ -2,6 +2,7 @@
 //! not POSIX, with the same items as `linux.rs`. What an OS has no
 //! equivalent for is None, and a step asking for it is not observed there.
 
+pub use super::posix::*;
 use crate::scenario::{IoctlQuery, SockOpt};
 
 /// `poll(2)` event for "the peer closed its side": FreeBSD's POLLRDHUP;

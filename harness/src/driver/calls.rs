@@ -8,16 +8,15 @@
 //! plain `close(2)`: its blocking under SO_LINGER is what is being measured.
 
 use std::net::SocketAddr;
-use std::os::fd::RawFd;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use nix::errno::Errno;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use socket2::SockAddr;
 
+use super::os::{Errno, RawFd, sys};
 use super::sockets::{Fd, SocketApi};
 use super::{os, pattern};
 use crate::scenario::{
@@ -283,10 +282,10 @@ impl StreamLog {
 /// Bytes generated and offered to the kernel at a time by a pattern write.
 const WRITE_CHUNK: usize = 64 * 1024;
 
-fn poll_for(s: Fd, events: libc::c_short, deadline: Instant) -> Result<libc::c_short, Errno> {
+fn poll_for(s: Fd, events: sys::c_short, deadline: Instant) -> Result<sys::c_short, Errno> {
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let mut pfd = [libc::pollfd {
+        let mut pfd = [sys::pollfd {
             fd: s.fd,
             events,
             revents: 0,
@@ -303,7 +302,7 @@ fn poll_for(s: Fd, events: libc::c_short, deadline: Instant) -> Result<libc::c_s
 
 /// Which of `fds` are ready now (a zero-timeout poll(2)): their revents,
 /// in order (0 where not ready, or where the poll itself failed).
-pub fn poll_now(api: &dyn SocketApi, mut fds: Vec<libc::pollfd>) -> Vec<libc::c_short> {
+pub fn poll_now(api: &dyn SocketApi, mut fds: Vec<sys::pollfd>) -> Vec<sys::c_short> {
     while let Err(Errno::EINTR) = api.poll(&mut fds, 0) {}
     fds.iter().map(|p| p.revents).collect()
 }
@@ -313,21 +312,28 @@ pub fn poll_now(api: &dyn SocketApi, mut fds: Vec<libc::pollfd>) -> Vec<libc::c_
 /// process: [`take_pending_sigpipe`] then says whether it was raised. (The
 /// process ignores SIGPIPE, but an ignored signal that is blocked is still
 /// made pending.)
+#[cfg(unix)]
 pub fn block_sigpipe() -> Result<(), Errno> {
     let mut set = nix::sys::signal::SigSet::empty();
     set.add(nix::sys::signal::Signal::SIGPIPE);
     nix::sys::signal::pthread_sigmask(nix::sys::signal::SigmaskHow::SIG_BLOCK, Some(&set), None)
 }
 
+/// Windows raises no SIGPIPE.
+#[cfg(windows)]
+pub fn block_sigpipe() -> Result<(), Errno> {
+    Ok(())
+}
+
 /// `POLLIN|POLLRDHUP` style names for a revents mask.
-pub fn revents_names(revents: libc::c_short) -> String {
+pub fn revents_names(revents: sys::c_short) -> String {
     let names: Vec<&str> = [
-        (libc::POLLIN, "POLLIN"),
-        (libc::POLLOUT, "POLLOUT"),
+        (sys::POLLIN, "POLLIN"),
+        (sys::POLLOUT, "POLLOUT"),
         (os::POLL_PEER_CLOSED, "POLLRDHUP"),
-        (libc::POLLERR, "POLLERR"),
-        (libc::POLLHUP, "POLLHUP"),
-        (libc::POLLNVAL, "POLLNVAL"),
+        (sys::POLLERR, "POLLERR"),
+        (sys::POLLHUP, "POLLHUP"),
+        (sys::POLLNVAL, "POLLNVAL"),
     ]
     .iter()
     .filter(|(bit, _)| revents & bit != 0)
@@ -343,16 +349,16 @@ pub fn revents_names(revents: libc::c_short) -> String {
 pub fn is_nonblocking(s: Fd) -> bool {
     s.api
         .flags(s.fd)
-        .is_ok_and(|flags| flags & libc::O_NONBLOCK != 0)
+        .is_ok_and(|flags| flags & sys::O_NONBLOCK != 0)
 }
 
 /// Sets or clears O_NONBLOCK.
 pub fn set_nonblocking(s: Fd, on: bool) -> Result<(), Errno> {
     let flags = s.api.flags(s.fd)?;
     let flags = if on {
-        flags | libc::O_NONBLOCK
+        flags | sys::O_NONBLOCK
     } else {
-        flags & !libc::O_NONBLOCK
+        flags & !sys::O_NONBLOCK
     };
     s.api.set_flags(s.fd, flags)
 }
@@ -362,7 +368,7 @@ pub fn set_nonblocking(s: Fd, on: bool) -> Result<(), Errno> {
 /// `progress` says how far the call got, for the note.
 fn after_eagain(
     s: Fd,
-    events: libc::c_short,
+    events: sys::c_short,
     wait: bool,
     moved: u64,
     deadline: Instant,
@@ -414,7 +420,7 @@ pub fn write(
         (true, Some(flag)) => flag,
         (true, None) => return not_on_this_os("MSG_MORE"),
     };
-    let flags = libc::MSG_DONTWAIT | if nosignal { os::MSG_NOSIGNAL } else { 0 } | more;
+    let flags = sys::MSG_DONTWAIT | if nosignal { os::MSG_NOSIGNAL } else { 0 } | more;
     let mut sent = 0u64;
     let mut chunk: Vec<u8> = Vec::new();
     let mut chunk_at = 0u64; // offset of chunk[0] within the payload
@@ -445,7 +451,7 @@ pub fn write(
             Err(Errno::EINTR) => {}
             Err(Errno::EAGAIN) => {
                 let progress = format!("{sent} of {total} bytes written");
-                if let Some(r) = after_eagain(s, libc::POLLOUT, wait, sent, deadline, progress) {
+                if let Some(r) = after_eagain(s, sys::POLLOUT, wait, sent, deadline, progress) {
                     break r;
                 }
             }
@@ -483,7 +489,7 @@ pub fn peek(
 ) -> CallResult {
     let wait = !dontwait && !is_nonblocking(s) && amount != ReadAmount::Available;
     if wait {
-        let ready = wait_ready(s, libc::POLLIN | os::POLL_PEER_CLOSED, deadline);
+        let ready = wait_ready(s, sys::POLLIN | os::POLL_PEER_CLOSED, deadline);
         if ready.timed_out || ready.errno.is_some() {
             return ready;
         }
@@ -495,7 +501,7 @@ pub fn peek(
     let mut buf = vec![0u8; want];
     let n = match s
         .api
-        .recv(s.fd, &mut buf, libc::MSG_PEEK | libc::MSG_DONTWAIT)
+        .recv(s.fd, &mut buf, sys::MSG_PEEK | sys::MSG_DONTWAIT)
     {
         Ok(n) => n,
         Err(e) => return CallResult::failed(e),
@@ -520,7 +526,7 @@ fn kept_text(got: &[u8]) -> String {
 
 /// `getsockopt(SO_ERROR)`: the pending error by name ("0" for none).
 pub fn so_error(s: Fd) -> CallResult {
-    match int_option(s, libc::SOL_SOCKET, libc::SO_ERROR) {
+    match int_option(s, sys::SOL_SOCKET, sys::SO_ERROR) {
         Ok(v) => CallResult {
             so_error: Some(if v == 0 {
                 "0".into()
@@ -534,15 +540,15 @@ pub fn so_error(s: Fd) -> CallResult {
 }
 
 /// An option whose value is an int.
-fn int_option(s: Fd, level: libc::c_int, name: libc::c_int) -> Result<libc::c_int, Errno> {
-    let mut v = [0u8; size_of::<libc::c_int>()];
+fn int_option(s: Fd, level: sys::c_int, name: sys::c_int) -> Result<sys::c_int, Errno> {
+    let mut v = [0u8; size_of::<sys::c_int>()];
     s.api.getsockopt(s.fd, level, name, &mut v)?;
-    Ok(libc::c_int::from_ne_bytes(v))
+    Ok(sys::c_int::from_ne_bytes(v))
 }
 
 /// The pending error of a socket whose connect ended, by name.
 fn connect_error(s: Fd) -> Option<String> {
-    match int_option(s, libc::SOL_SOCKET, libc::SO_ERROR) {
+    match int_option(s, sys::SOL_SOCKET, sys::SO_ERROR) {
         Ok(0) => None,
         Ok(e) => Some(errno_name(Errno::from_raw(e))),
         Err(e) => Some(errno_name(e)),
@@ -552,18 +558,16 @@ fn connect_error(s: Fd) -> Option<String> {
 /// `getsockopt(SO_LINGER)`: the linger time as the value when on, none
 /// when off; the note says which.
 pub fn get_linger(s: Fd) -> CallResult {
-    let mut v = [0u8; size_of::<libc::linger>()];
+    let mut v = [0u8; os::LINGER_LEN];
     match s
         .api
-        .getsockopt(s.fd, libc::SOL_SOCKET, libc::SO_LINGER, &mut v)
+        .getsockopt(s.fd, sys::SOL_SOCKET, sys::SO_LINGER, &mut v)
     {
         Ok(_) => {
-            // SAFETY: a struct linger is two ints; any bits are valid.
-            let l: libc::linger = unsafe { std::ptr::read_unaligned(v.as_ptr().cast()) };
-            let on = l.l_onoff != 0;
+            let secs = os::linger_of(&v);
             CallResult {
-                value: on.then_some(l.l_linger.into()),
-                note: Some(if on { "on" } else { "off" }.into()),
+                value: secs,
+                note: Some(if secs.is_some() { "on" } else { "off" }.into()),
                 ..CallResult::ok(0)
             }
         }
@@ -573,11 +577,12 @@ pub fn get_linger(s: Fd) -> CallResult {
 
 /// `getsockopt(TCP_INFO)` (or this OS's equivalent, see `observe`): the
 /// socket's TCP state.
+#[cfg(unix)]
 pub fn tcp_state(s: Fd) -> CallResult {
     let mut buf = [0u8; 8];
     match s.api.getsockopt(
         s.fd,
-        libc::IPPROTO_TCP,
+        sys::IPPROTO_TCP,
         crate::observe::INFO_OPTION,
         &mut buf,
     ) {
@@ -587,6 +592,12 @@ pub fn tcp_state(s: Fd) -> CallResult {
         },
         Err(e) => CallResult::failed(e),
     }
+}
+
+/// Windows: SIO_TCP_INFO is not read yet.
+#[cfg(windows)]
+pub fn tcp_state(_s: Fd) -> CallResult {
+    not_on_this_os("TCP_INFO")
 }
 
 /// A byte count as a call's return value (counts here are far below 2^63).
@@ -622,12 +633,12 @@ pub fn read(
             }
             _ => buf.len(),
         };
-        let n = match s.api.recv(s.fd, &mut buf[..want], libc::MSG_DONTWAIT) {
+        let n = match s.api.recv(s.fd, &mut buf[..want], sys::MSG_DONTWAIT) {
             Ok(n) => n,
             Err(Errno::EINTR) => continue,
             Err(Errno::EAGAIN) => {
                 let progress = format!("{total} bytes read");
-                let events = libc::POLLIN | os::POLL_PEER_CLOSED;
+                let events = sys::POLLIN | os::POLL_PEER_CLOSED;
                 match after_eagain(s, events, wait, total, deadline, progress) {
                     None => continue,
                     Some(r) => break r,
@@ -676,9 +687,9 @@ pub fn read_ended(
 
 pub fn shutdown(s: Fd, how: How) -> CallResult {
     let how = match how {
-        How::Read => libc::SHUT_RD,
-        How::Write => libc::SHUT_WR,
-        How::Both => libc::SHUT_RDWR,
+        How::Read => sys::SHUT_RD,
+        How::Write => sys::SHUT_WR,
+        How::Both => sys::SHUT_RDWR,
     };
     unit_result(s.api.shutdown(s.fd, how))
 }
@@ -690,13 +701,13 @@ pub fn close(s: Fd) -> CallResult {
 }
 
 /// SO_LINGER: on with a timeout in seconds, or off.
-pub fn set_linger(s: Fd, secs: Option<libc::c_int>) -> Result<(), Errno> {
-    // SAFETY: a zeroed linger is valid.
-    let mut lg: libc::linger = unsafe { std::mem::zeroed() };
-    lg.l_onoff = libc::c_int::from(secs.is_some());
-    lg.l_linger = secs.unwrap_or(0);
-    s.api
-        .setsockopt(s.fd, libc::SOL_SOCKET, libc::SO_LINGER, &option_bytes(&lg))
+pub fn set_linger(s: Fd, secs: Option<sys::c_int>) -> Result<(), Errno> {
+    s.api.setsockopt(
+        s.fd,
+        sys::SOL_SOCKET,
+        sys::SO_LINGER,
+        &os::linger_value(secs),
+    )
 }
 
 pub fn setsockopt(s: Fd, opt: SockOpt) -> CallResult {
@@ -707,7 +718,7 @@ pub fn setsockopt(s: Fd, opt: SockOpt) -> CallResult {
             let Some((level, name)) = os::int_option(other) else {
                 return CallResult::failed(Errno::ENOPROTOOPT);
             };
-            let v: libc::c_int = match other {
+            let v: sys::c_int = match other {
                 SockOpt::RcvBuf(n)
                 | SockOpt::SndBuf(n)
                 | SockOpt::RcvLowat(n)
@@ -721,7 +732,7 @@ pub fn setsockopt(s: Fd, opt: SockOpt) -> CallResult {
                 | SockOpt::NoDelay(b)
                 | SockOpt::Cork(b) => b.into(),
                 // TCP_USER_TIMEOUT takes an unsigned int: the same bits.
-                SockOpt::UserTimeout(ms) => libc::c_int::from_ne_bytes(ms.to_ne_bytes()),
+                SockOpt::UserTimeout(ms) => sys::c_int::from_ne_bytes(ms.to_ne_bytes()),
                 SockOpt::Linger(_) | SockOpt::NonBlocking(_) => unreachable!("handled above"),
             };
             s.api.setsockopt(s.fd, level, name, &v.to_ne_bytes())
@@ -762,7 +773,7 @@ pub fn disconnect(s: Fd) -> CallResult {
 }
 
 /// Waits until `fd` polls ready for `events`, or the deadline.
-pub fn wait_ready(s: Fd, events: libc::c_short, deadline: Instant) -> CallResult {
+pub fn wait_ready(s: Fd, events: sys::c_short, deadline: Instant) -> CallResult {
     match poll_for(s, events, deadline) {
         Ok(0) => CallResult {
             timed_out: true,
@@ -956,10 +967,10 @@ pub fn on_fd(
         FdCall::Disconnect => disconnect(s),
         FdCall::Wait {
             ready: Ready::Readable,
-        } => wait_ready(s, libc::POLLIN | os::POLL_PEER_CLOSED, deadline),
+        } => wait_ready(s, sys::POLLIN | os::POLL_PEER_CLOSED, deadline),
         FdCall::Wait {
             ready: Ready::Writable,
-        } => wait_ready(s, libc::POLLOUT, deadline),
+        } => wait_ready(s, sys::POLLOUT, deadline),
     }
 }
 
@@ -1002,9 +1013,9 @@ pub fn listen(s: Fd, addr: SocketAddr, backlog: i32) -> CallResult {
 pub fn accept_now(s: Fd) -> Result<Option<(RawFd, Option<SocketAddr>)>, Box<CallResult>> {
     let ready = poll_now(
         s.api,
-        vec![libc::pollfd {
+        vec![sys::pollfd {
             fd: s.fd,
-            events: libc::POLLIN,
+            events: sys::POLLIN,
             revents: 0,
         }],
     );
@@ -1048,34 +1059,14 @@ pub fn connect(s: Fd, to: SocketAddr, deadline: Instant) -> CallResult {
     r
 }
 
-/// An option's value as the bytes `setsockopt` takes.
-fn option_bytes<T: Copy>(value: &T) -> Vec<u8> {
-    // SAFETY: `value` is a plain C struct of `size_of::<T>()` bytes, made
-    // from a zeroed one (its padding, if any, is zero).
-    unsafe { std::slice::from_raw_parts((value as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
-}
-
-/// SO_SNDTIMEO's value for a timeout of `d`.
-fn send_timeout(d: Duration) -> Vec<u8> {
-    // SAFETY: a zeroed timeval is valid.
-    let mut tv: libc::timeval = unsafe { std::mem::zeroed() };
-    tv.tv_sec = libc::time_t::try_from(d.as_secs()).unwrap_or(libc::time_t::MAX);
-    // Below a million: fits every OS's suseconds_t.
-    tv.tv_usec = d.subsec_micros() as libc::suseconds_t;
-    option_bytes(&tv)
-}
-
 /// A blocking connect(2), bounded by SO_SNDTIMEO (the socket's own value
 /// put back after the call).
 fn blocking_connect(s: Fd, server: &SockAddr, deadline: Instant) -> CallResult {
-    let mut previous = vec![0u8; size_of::<libc::timeval>()];
-    let timeout = |v: &[u8]| {
-        s.api
-            .setsockopt(s.fd, libc::SOL_SOCKET, libc::SO_SNDTIMEO, v)
-    };
+    let mut previous = vec![0u8; os::SEND_TIMEOUT_LEN];
+    let timeout = |v: &[u8]| s.api.setsockopt(s.fd, sys::SOL_SOCKET, sys::SO_SNDTIMEO, v);
     if let Err(e) = s
         .api
-        .getsockopt(s.fd, libc::SOL_SOCKET, libc::SO_SNDTIMEO, &mut previous)
+        .getsockopt(s.fd, sys::SOL_SOCKET, sys::SO_SNDTIMEO, &mut previous)
     {
         return CallResult::failed(e);
     }
@@ -1083,7 +1074,7 @@ fn blocking_connect(s: Fd, server: &SockAddr, deadline: Instant) -> CallResult {
     let left = deadline
         .saturating_duration_since(Instant::now())
         .max(Duration::from_millis(1));
-    if let Err(e) = timeout(&send_timeout(left)) {
+    if let Err(e) = timeout(&os::send_timeout_value(left)) {
         return CallResult::failed(e);
     }
     let outcome = s.api.connect(s.fd, Some(server));
@@ -1118,7 +1109,7 @@ fn still_connecting(app_nonblocking: bool) -> CallResult {
 /// Waits, bounded, for a non-blocking connect that returned EINPROGRESS
 /// (`r`), and reads its outcome from SO_ERROR.
 fn nonblocking_outcome(s: Fd, r: CallResult, deadline: Instant) -> CallResult {
-    let ready = wait_ready(s, libc::POLLOUT, deadline);
+    let ready = wait_ready(s, sys::POLLOUT, deadline);
     if ready.timed_out {
         return still_connecting(true);
     }
@@ -1181,11 +1172,11 @@ pub fn connect_many(
     let mut pause = Duration::from_micros(50);
     let mut left = waiting;
     while !left.is_empty() {
-        let polled: Vec<libc::pollfd> = left
+        let polled: Vec<sys::pollfd> = left
             .iter()
-            .map(|&(_, fd, _)| libc::pollfd {
+            .map(|&(_, fd, _)| sys::pollfd {
                 fd,
-                events: libc::POLLOUT,
+                events: sys::POLLOUT,
                 revents: 0,
             })
             .collect();

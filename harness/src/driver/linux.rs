@@ -2,6 +2,7 @@
 //! Another OS provides the same items in its own file, or reports the
 //! option as unsupported on that OS.
 
+pub use super::posix::*;
 use crate::scenario::{IoctlQuery, SockOpt};
 
 /// `poll(2)` event for "the peer closed its side" (half-close seen).

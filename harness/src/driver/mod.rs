@@ -20,13 +20,20 @@ mod interpret;
 #[cfg(any(target_os = "freebsd", target_os = "macos"))]
 #[path = "bsd.rs"]
 mod os;
+#[cfg(windows)]
+#[path = "windows.rs"]
+mod os;
 #[cfg(target_os = "linux")]
 #[path = "linux.rs"]
 mod os;
 pub mod pattern;
+#[cfg(unix)]
+mod posix;
 #[cfg(target_os = "linux")]
 pub mod program;
 pub mod sockets;
+#[cfg(windows)]
+mod winsock;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -17,11 +17,21 @@
 #[cfg(target_os = "linux")]
 mod sockdiag;
 mod tcpinfo;
+#[cfg(windows)]
+mod tcptable_windows;
 
-pub use tcpinfo::{INFO_OPTION, bsd_state, info_state, linux_state};
+#[cfg(unix)]
+pub use tcpinfo::{INFO_OPTION, info_state};
+pub use tcpinfo::{bsd_state, linux_state};
 
 use std::net::SocketAddr;
-use std::os::fd::RawFd;
+
+/// A descriptor number, as a state source or an agent reports it: the
+/// OS's (on Windows, a SOCKET's value), or a userspace stack's.
+#[cfg(unix)]
+pub use std::os::fd::RawFd;
+#[cfg(windows)]
+pub type RawFd = i64;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -102,6 +112,9 @@ pub enum StateSource {
     /// retransmission, persist, keep-alive and TIME-WAIT timers), but no
     /// count of a listener's waiting connections.
     StackTableTimers,
+    /// Windows's TCP table (GetTcpTable2): every connection of the
+    /// machine, closed sockets' included, without timers or queues.
+    TcpTable,
 }
 
 impl StateSource {
@@ -111,6 +124,7 @@ impl StateSource {
             StateSource::TcpInfo => "tcp-info",
             StateSource::StackTable => "stack-table",
             StateSource::StackTableTimers => "stack-table-timers",
+            StateSource::TcpTable => "tcp-table",
         }
     }
 
@@ -119,7 +133,10 @@ impl StateSource {
     pub fn sees_orphans(self) -> bool {
         matches!(
             self,
-            StateSource::SockDiag | StateSource::StackTable | StateSource::StackTableTimers
+            StateSource::SockDiag
+                | StateSource::StackTable
+                | StateSource::StackTableTimers
+                | StateSource::TcpTable
         )
     }
 
@@ -208,9 +225,9 @@ impl Observer {
                 )
             }
             StateSource::TcpInfo => Backend::TcpInfo,
-            StateSource::StackTable | StateSource::StackTableTimers => {
+            StateSource::StackTable | StateSource::StackTableTimers | StateSource::TcpTable => {
                 return Err(ObserveError::Unavailable(
-                    "a userspace stack's table (its agent reads it)",
+                    "a table an agent reads on its own stack",
                 ));
             }
         };
@@ -323,6 +340,10 @@ impl AgentStates {
             StateSource::StackTable | StateSource::StackTableTimers => Err(
                 ObserveError::Unavailable("a userspace stack's table (its own agent reads it)"),
             ),
+            #[cfg(windows)]
+            StateSource::TcpTable => Ok(tcptable_windows::snapshot(family, port, held)?),
+            #[cfg(not(windows))]
+            StateSource::TcpTable => Err(ObserveError::Unavailable("Windows's TCP table")),
         }
     }
 }

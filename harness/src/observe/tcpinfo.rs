@@ -18,18 +18,32 @@ mod os;
 #[path = "tcpinfo_linux.rs"]
 mod os;
 
+#[cfg(unix)]
 pub use os::{INFO_OPTION, state as info_state};
 
+#[cfg(unix)]
 use std::net::SocketAddr;
-use std::os::fd::{BorrowedFd, RawFd};
+#[cfg(unix)]
+use std::os::fd::BorrowedFd;
 
+#[cfg(unix)]
 use socket2::SockRef;
 
-use super::{ObserveError, SockEntry};
+use super::{ObserveError, RawFd, SockEntry};
 use crate::tcp::TcpState;
+
+/// Windows: a socket's own state (SIO_TCP_INFO) is not read; its TCP
+/// table is (the `tcp-table` source).
+#[cfg(windows)]
+pub fn snapshot(_live: &[RawFd]) -> Result<Vec<SockEntry>, ObserveError> {
+    Err(ObserveError::Unavailable(
+        "TCP_INFO on Windows (SIO_TCP_INFO): Windows's states come from its TCP table",
+    ))
+}
 
 /// One entry per live TCP descriptor. A descriptor that is not (or no
 /// longer) a TCP socket is skipped; any other failure is an error.
+#[cfg(unix)]
 pub fn snapshot(live: &[RawFd]) -> Result<Vec<SockEntry>, ObserveError> {
     let mut out = Vec::with_capacity(live.len());
     for &fd in live {
@@ -101,6 +115,7 @@ pub fn bsd_state(n: u8) -> Option<TcpState> {
 
 /// `tcpi_state`, the first byte of the struct `option` fills, or None if
 /// `fd` is not a TCP socket.
+#[cfg(unix)]
 fn first_byte(fd: RawFd, option: libc::c_int) -> Result<Option<u8>, ObserveError> {
     // 8 bytes are enough: every stack fills at least those.
     let mut buf = [0u8; 8];
@@ -126,6 +141,7 @@ fn first_byte(fd: RawFd, option: libc::c_int) -> Result<Option<u8>, ObserveError
 }
 
 /// A queue's length by an ioctl that writes one int; 0 where it fails.
+#[cfg(unix)]
 fn ioctl_int(fd: RawFd, request: os::IoctlRequest) -> u32 {
     let mut v: libc::c_int = 0;
     // SAFETY: the request writes one c_int.

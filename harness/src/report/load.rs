@@ -46,7 +46,7 @@ pub enum LoadError {
 pub fn read(path: &Path) -> Result<Report, LoadError> {
     let file = files::open_input(path, MAX_REPORT_BYTES, "report")?;
     let mut magic = [0u8; 4];
-    if std::os::unix::fs::FileExt::read_exact_at(&file, &mut magic, 0).is_ok()
+    if std::io::Read::read_exact(&mut &file, &mut magic).is_ok()
         && matches!(
             u32::from_le_bytes(magic),
             0xa1b2_c3d4 | 0xd4c3_b2a1 | 0xa1b2_3c4d | 0x4d3c_b2a1 | 0x0a0d_0d0a

@@ -89,7 +89,8 @@ pub fn run_inside(args: &[OsString]) -> Result<i32, GvisorError> {
         cmd.env("TEARDOWN_STACK_VERSION", v);
     }
     let status = cmd.status().map_err(start)?;
-    Ok(status.code().unwrap_or(128 + libc::SIGKILL))
+    // No exit code: ended by a signal, as SIGKILL (9) would.
+    Ok(status.code().unwrap_or(128 + 9))
 }
 
 /// The first runsc release whose sandbox network starts in a namespace on

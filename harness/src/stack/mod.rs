@@ -137,7 +137,12 @@ impl Stack {
             version,
             detected_by,
             capture: CaptureBackend::RawSocket,
-            states: StateSource::TcpInfo,
+            // Windows's descriptors give no state yet; its TCP table does.
+            states: if cfg!(windows) {
+                StateSource::TcpTable
+            } else {
+                StateSource::TcpInfo
+            },
             faults: FaultBackend::None,
             counters: CounterScope::Stack,
             lo_starts_down: false,

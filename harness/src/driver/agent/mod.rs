@@ -94,7 +94,8 @@ pub struct Hello {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stack_version: Option<String>,
     /// Where its socket states come from: `sock-diag` (every socket,
-    /// closed ones included), `tcp-info` (sockets it holds), or a
+    /// closed ones included), `tcp-info` (sockets it holds), Windows's
+    /// TCP table (`tcp-table`: every connection, no timers), or a
     /// userspace stack's own table, with its timers or without
     /// (`stack-table-timers`, `stack-table`).
     pub states: crate::observe::StateSource,

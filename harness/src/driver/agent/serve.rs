@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::{BufRead, Write};
-use std::os::fd::RawFd;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,7 +12,7 @@ use super::{
 };
 use crate::driver::calls::{self, CallResult, StreamLog};
 use crate::driver::sockets::{Fd, OS, SocketApi};
-use crate::observe::{AgentStates, SockEntry};
+use crate::observe::{AgentStates, RawFd, SockEntry};
 use crate::scenario::Family;
 use crate::stack::Stack;
 use crate::tcp::Side;
@@ -162,6 +161,8 @@ impl Session {
         )
     }
 
+    // A handle into an i32 on Unix (fallible), an i64 on Windows (not).
+    #[allow(clippy::unnecessary_fallible_conversions)]
     fn fd(&self, handle: u32) -> Result<Fd<'_>, String> {
         let api = self.stack.api();
         RawFd::try_from(handle)
