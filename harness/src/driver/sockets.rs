@@ -2,9 +2,10 @@
 //! them: [`SocketApi`] is a BSD socket API, and [`Fd`] one of its
 //! descriptors. [`super::calls`] makes every call through it, so one
 //! implementation of a read, a lingering close or a bounded connect serves
-//! every stack that has such an API. [`CSockets`] is one in C: the OS's
-//! ([`OS`]), or a userspace stack's whose functions have the same
-//! signatures (lwIP's `lwip_socket`, `lwip_close`, ...).
+//! every stack that has such an API. `CSockets` is one in C: the OS's
+//! ([`OS`]) on Linux, FreeBSD and macOS, or a userspace stack's whose
+//! functions have the same signatures (lwIP's `lwip_socket`, `lwip_close`,
+//! ...). On Windows, [`OS`] is Winsock (`winsock.rs`).
 //!
 //! Option levels and names, flags and ioctl requests are this OS's (the
 //! `os` module's): a userspace stack behind this seam is built against the
