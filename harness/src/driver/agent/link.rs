@@ -1,6 +1,6 @@
 //! The link a userspace stack (smoltcp, lwIP) runs on: one interface of
 //! the host, reached through a raw packet socket, whose addresses the
-//! host's kernel has given up (see [`crate::sandbox::Bench::take_over`]).
+//! host's kernel has given up (see [`crate::sandbox::bench::Bench::take_over`]).
 
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};

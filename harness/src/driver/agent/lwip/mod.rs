@@ -4,7 +4,7 @@
 //! runs in the agent's process (Debian's liblwip: lwIP 2.1 as the Hurd
 //! builds it, with threads, SO_LINGER, SO_RCVBUF and keepalive) on a raw
 //! packet socket bound to one interface, whose addresses the host's kernel
-//! has given up (on the bench, [`crate::sandbox::Bench::take_over`]).
+//! has given up (on the bench, [`crate::sandbox::bench::Bench::take_over`]).
 //!
 //! Every call is lwIP's own: an option or ioctl it does not know fails
 //! with the errno lwIP sets (ENOPROTOOPT, ENOSYS), which is an observation

@@ -1,7 +1,7 @@
 //! An agent whose stack is smoltcp (`teardown agent --smoltcp IFACE`): the
 //! protocol of [`super`], served by smoltcp's TCP on a raw packet socket
 //! bound to one interface. The host's kernel must not hold the addresses
-//! given to smoltcp (on the bench, [`crate::sandbox::Bench::hand_over`]
+//! given to smoltcp (on the bench, [`crate::sandbox::bench::Bench::hand_over`]
 //! takes them away), or it would answer smoltcp's segments with RSTs.
 //!
 //! smoltcp has sockets, not descriptors, and no `bind()`, backlog or
