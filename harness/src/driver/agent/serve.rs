@@ -28,6 +28,9 @@ pub enum ServeError {
     TooLong,
     #[error("the input ended in the middle of a line ({0} bytes without a newline)")]
     Truncated(usize),
+    /// The agent's stack did not start (a userspace stack on a link).
+    #[error("starting {stack}: {why}")]
+    Start { stack: &'static str, why: String },
 }
 
 /// The stack an agent serves on: its socket API, and what it tells of

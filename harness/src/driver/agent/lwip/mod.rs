@@ -197,7 +197,7 @@ impl LwipStack {
         };
         if ret < 0 {
             return Err(format!(
-                "starting lwIP on {}: {}",
+                "lwIP's interface on {}: {}",
                 config.interface,
                 std::io::Error::last_os_error()
             ));
@@ -339,7 +339,7 @@ pub fn serve(
     config: &Config,
 ) -> Result<(), super::serve::ServeError> {
     let stack = LwipStack::start(config)
-        .map_err(|e| super::serve::ServeError::Read(std::io::Error::other(format!("lwIP: {e}"))))?;
+        .map_err(|why| super::serve::ServeError::Start { stack: "lwIP", why })?;
     super::serve::serve(input, output, Box::new(stack))
 }
 

@@ -77,8 +77,10 @@ pub fn serve(
     mut output: Box<dyn Write + Send>,
     config: &Config,
 ) -> Result<(), ServeError> {
-    let mut host = host::Host::open(config)
-        .map_err(|e| ServeError::Read(std::io::Error::other(format!("smoltcp: {e}"))))?;
+    let mut host = host::Host::open(config).map_err(|why| ServeError::Start {
+        stack: "smoltcp",
+        why,
+    })?;
     write_line(&mut output, &HelloLine { hello: hello() })?;
     let (wake_read, wake_write) =
         nix::unistd::pipe().map_err(|e| ServeError::Read(std::io::Error::from(e)))?;
