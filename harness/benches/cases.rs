@@ -71,7 +71,11 @@ fn main() {
         .find(|c| c.id == "close-graceful/ipv4")
         .expect("close-graceful/ipv4")
         .clone();
-    let captures = std::env::temp_dir().join(format!("teardown-bench-{}", std::process::id()));
+    let scratch = tempfile::Builder::new()
+        .prefix("teardown-bench-")
+        .tempdir()
+        .unwrap();
+    let captures = scratch.path().to_path_buf();
     let stack = Stack::detect();
     // The committed baseline: its durations order the matrix as `just
     // matrix` orders it (longest first).
@@ -486,7 +490,6 @@ fn main() {
             walls[2] / walls[0]
         );
     }
-    let _ = std::fs::remove_dir_all(&captures);
 }
 
 /// Runs `case` RUNS times under each of `variants`, interleaved so that the

@@ -327,8 +327,11 @@ fn holds_a_tcp_socket(pid: i32) -> bool {
 
 #[test]
 fn an_agent_killed_mid_case_makes_the_case_an_error_and_the_run_goes_on() {
-    let dir = std::env::temp_dir().join(format!("teardown-agent-kill-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = tempfile::Builder::new()
+        .prefix("teardown-agent-kill-")
+        .tempdir()
+        .unwrap();
+    let dir = scratch.path().to_path_buf();
     let file = dir.join("slow.toml");
     std::fs::write(
         &file,
@@ -388,7 +391,6 @@ facts = { "data.client_to_server.lost" = 0 }
         "agents left running: {:?}",
         my_agents()
     );
-    let _ = std::fs::remove_dir_all(Path::new(&dir));
 }
 
 /// Two named namespaces for the remote-host test, made with `ip` and
@@ -536,7 +538,11 @@ impl Drop for Lab {
 fn a_remote_agent_plays_the_client_over_a_bridge() {
     let mut lab = Lab::new();
     lab.start_agent();
-    let dir = std::env::temp_dir().join(format!("teardown-remote-{}", std::process::id()));
+    let scratch = tempfile::Builder::new()
+        .prefix("teardown-remote-")
+        .tempdir()
+        .unwrap();
+    let dir = scratch.path().to_path_buf();
     let report = dir.join("remote.json");
     let scenarios = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
     let out = Command::new("ip")
@@ -594,5 +600,4 @@ fn a_remote_agent_plays_the_client_over_a_bridge() {
         }
     }
     assert!(lab.bench_ports().is_empty(), "{:?}", lab.bench_ports());
-    let _ = std::fs::remove_dir_all(&dir);
 }

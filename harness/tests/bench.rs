@@ -139,8 +139,11 @@ fn not_passed(r: &Report) -> Vec<String> {
 #[test]
 fn cases_on_the_bench_pass_and_tshark_agrees_with_either_capture() {
     for backend in [CaptureBackend::Libpcap, CaptureBackend::RawSocket] {
-        let dir =
-            std::env::temp_dir().join(format!("teardown-bench-{}-{backend:?}", std::process::id()));
+        let scratch = tempfile::Builder::new()
+            .prefix(&format!("teardown-bench-{backend:?}-"))
+            .tempdir()
+            .unwrap();
+        let dir = scratch.path().to_path_buf();
         let r = run(true, backend, Some(dir.clone()));
         assert_eq!(r.cases.len(), cases().len());
         assert!(
@@ -189,7 +192,6 @@ fn cases_on_the_bench_pass_and_tshark_agrees_with_either_capture() {
         let link = bench.link.as_ref().expect("the link was read back");
         assert_eq!(link.mtu, 1500);
         assert!(link.offloads.values().all(|on| !on), "{:?}", link.offloads);
-        let _ = std::fs::remove_dir_all(dir);
     }
 }
 
@@ -297,10 +299,8 @@ fn gvisor_bench() -> &'static Report {
             panic!("the bench runs real sockets in network namespaces: {e}");
         }
         let _one = heavy();
-        // One directory, cleared first: the tests read its pcaps until the
-        // process ends, so it cannot be removed after them.
-        let dir = std::env::temp_dir().join("teardown-test-gvisor-bench");
-        let _ = std::fs::remove_dir_all(&dir);
+        // The tests read its pcaps until the process ends.
+        let dir = common::process_scratch("gvisor-bench");
         let report = dir.join("gvisor-bench.json");
         let out = Command::new(env!("CARGO_BIN_EXE_teardown"))
             .args([
@@ -533,7 +533,11 @@ fn both_ends_on(
         .map(|s| dir.join(format!("{s}.toml")))
         .collect();
     let text = check_bench(name, name, &files);
-    let captures = std::env::temp_dir().join(format!("teardown-{name}-{}", std::process::id()));
+    let scratch = tempfile::Builder::new()
+        .prefix(&format!("teardown-{name}-"))
+        .tempdir()
+        .unwrap();
+    let captures = scratch.path().to_path_buf();
     let cases = load(names);
     let r = run_on(
         &cases,
@@ -553,7 +557,6 @@ fn both_ends_on(
     let mut d = common::tshark_disagreements(&r);
     d.extend(common::tshark_connection_disagreements(&r));
     assert!(d.is_empty(), "{d:#?}");
-    let _ = std::fs::remove_dir_all(captures);
     r
 }
 

@@ -23,12 +23,27 @@ fn listed_ids(out: &str) -> Vec<&str> {
         .collect()
 }
 
-fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("teardown-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p
+/// A file NAME holding TEXT in a directory of its own, removed on drop.
+struct TempFile {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+}
+
+impl std::ops::Deref for TempFile {
+    type Target = std::path::PathBuf;
+    fn deref(&self) -> &Self::Target {
+        &self.path
+    }
+}
+
+fn temp_file(name: &str, text: &str) -> TempFile {
+    let dir = tempfile::Builder::new()
+        .prefix("teardown-cli-")
+        .tempdir()
+        .unwrap();
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).unwrap();
+    TempFile { _dir: dir, path }
 }
 
 #[test]
@@ -95,8 +110,11 @@ fn a_truncated_pcap_exits_65_naming_the_file() {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/close-graceful-ipv4.pcap"),
     )
     .unwrap();
-    let dir = std::env::temp_dir().join(format!("teardown-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = tempfile::Builder::new()
+        .prefix("teardown-cli-")
+        .tempdir()
+        .unwrap();
+    let dir = scratch.path().to_path_buf();
     let p = dir.join("short.pcap");
     std::fs::write(&p, &good[..200]).unwrap();
     let o = teardown(&["analyze", p.to_str().unwrap()]);
@@ -119,8 +137,11 @@ fn a_pcap_of_an_undecodable_link_type_exits_65() {
         "a little-endian pcap"
     );
     pcap[20..24].copy_from_slice(&105u32.to_le_bytes());
-    let dir = std::env::temp_dir().join(format!("teardown-cli-lt-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = tempfile::Builder::new()
+        .prefix("teardown-cli-lt-")
+        .tempdir()
+        .unwrap();
+    let dir = scratch.path().to_path_buf();
     let p = dir.join("wifi.pcap");
     std::fs::write(&p, &pcap).unwrap();
     let o = teardown(&["analyze", p.to_str().unwrap()]);
@@ -131,7 +152,6 @@ fn a_pcap_of_an_undecodable_link_type_exits_65() {
         stderr(&o)
     );
     assert!(o.stdout.is_empty(), "no facts printed");
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 /// Frames all in a layer teardown does not decode (here GRE carrying an
@@ -159,8 +179,11 @@ fn analyze_says_which_frames_it_skipped_and_why() {
             }
         })
         .collect();
-    let dir = std::env::temp_dir().join(format!("teardown-cli-gre-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = tempfile::Builder::new()
+        .prefix("teardown-cli-gre-")
+        .tempdir()
+        .unwrap();
+    let dir = scratch.path().to_path_buf();
     let p = dir.join("gre.pcap");
     let captured = teardown::capture::Captured {
         linktype: teardown::capture::linktype::ETHERNET,
@@ -185,7 +208,6 @@ fn analyze_says_which_frames_it_skipped_and_why() {
         v["stats"]["skipped"]["GRE carrying a protocol teardown does not decode"],
         n
     );
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
@@ -471,8 +493,11 @@ fn explain_prints_a_ladder_or_says_what_to_run() {
 /// and temporary files that a killed run left beside the report are removed.
 #[test]
 fn unwritable_outputs_stop_the_run_before_it_starts_with_exit_74() {
-    let dir = std::env::temp_dir().join(format!("teardown-outputs-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = tempfile::Builder::new()
+        .prefix("teardown-outputs-")
+        .tempdir()
+        .unwrap();
+    let dir = scratch.path().to_path_buf();
     // PID 2^22 + 1 is above Linux's pid_max: a temp file no live process owns.
     let stale = dir.join(".r.json.4194305.0.tmp");
     std::fs::write(&stale, "{").unwrap();
@@ -499,7 +524,6 @@ fn unwritable_outputs_stop_the_run_before_it_starts_with_exit_74() {
     );
     assert!(!report.exists(), "no run, no report");
     assert!(!stale.exists(), "a dead run's temp file is removed");
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 /// Regression: `check` accepted a sysctl that exists only in the host's

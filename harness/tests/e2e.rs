@@ -49,7 +49,7 @@ fn catalogue() -> &'static Run {
     RUN.get_or_init(|| {
         require_privileges();
         let ruleset_before = host_ruleset();
-        let dir = std::env::temp_dir().join(format!("teardown-e2e-{}", std::process::id()));
+        let dir = common::process_scratch("e2e");
         let opts = RunOptions {
             captures_dir: Some(dir),
             run_id: "e2e".into(),
@@ -434,7 +434,11 @@ fn ctrl_c_writes_a_valid_report_of_the_finished_cases() {
     use std::process::Stdio;
 
     catalogue(); // see host_ruleset: no fork while the catalogue runs here
-    let dir = std::env::temp_dir().join(format!("teardown-int-{}", std::process::id()));
+    let scratch = tempfile::Builder::new()
+        .prefix("teardown-int-")
+        .tempdir()
+        .unwrap();
+    let dir = scratch.path().to_path_buf();
     let report_path = dir.join("report.json");
     let mut child = Command::new(env!("CARGO_BIN_EXE_teardown"))
         .args(["run", "-j", "2", "--report"])
@@ -604,7 +608,11 @@ fn analyze_names_the_scenario_behind_each_connection_of_a_mixed_capture() {
     require_privileges();
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mixed-endings.toml");
     let cases = teardown::catalogue::load(&[file]).unwrap();
-    let dir = std::env::temp_dir().join(format!("teardown-mixed-{}", std::process::id()));
+    let scratch = tempfile::Builder::new()
+        .prefix("teardown-mixed-")
+        .tempdir()
+        .unwrap();
+    let dir = scratch.path().to_path_buf();
     let opts = RunOptions {
         captures_dir: Some(dir.clone()),
         run_id: "mixed".into(),
@@ -650,7 +658,6 @@ fn analyze_names_the_scenario_behind_each_connection_of_a_mixed_capture() {
     let mut disagreements = common::tshark_disagreements(&report);
     disagreements.extend(common::tshark_connection_disagreements(&report));
     assert!(disagreements.is_empty(), "{disagreements:#?}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Every segment a fault rule took is marked in the report's packets, in

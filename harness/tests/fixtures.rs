@@ -137,15 +137,17 @@ fn shutdown_rdwr_then_data_draws_a_bare_rst() {
 #[test]
 fn truncated_pcap_is_an_error_naming_the_file() {
     let bytes = std::fs::read(fixture("close-graceful-ipv4.pcap")).unwrap();
-    let dir = std::env::temp_dir().join(format!("teardown-trunc-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = tempfile::Builder::new()
+        .prefix("teardown-trunc-")
+        .tempdir()
+        .unwrap();
+    let dir = scratch.path().to_path_buf();
     for cut in [10, 24 + 8, 300, bytes.len() - 5] {
         let path = dir.join(format!("cut{cut}.pcap"));
         std::fs::write(&path, &bytes[..cut]).unwrap();
         let err = capture::read_pcap(&path).unwrap_err().to_string();
         assert!(err.contains(&format!("cut{cut}.pcap")), "{err}");
     }
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 /// Captures shaped as they come from the field, made from a catalogue pcap
@@ -159,8 +161,11 @@ fn truncated_pcap_is_an_error_naming_the_file() {
 fn field_shaped_captures_read_as_tshark_reads_them() {
     use teardown::analyze::file::each_connection;
     let src = capture::read_pcap(&fixture("close-unread-data-ipv4.pcap")).unwrap();
-    let dir = std::env::temp_dir().join(format!("teardown-field-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = tempfile::Builder::new()
+        .prefix("teardown-field-")
+        .tempdir()
+        .unwrap();
+    let dir = scratch.path().to_path_buf();
     let ip = |p: &capture::RawPacket| p.data[14..].to_vec();
     let eth = |ether_type: u16, payload: &[u8]| {
         let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2];
@@ -343,5 +348,4 @@ fn field_shaped_captures_read_as_tshark_reads_them() {
     };
     let at_syn_ack = state_of("at-syn-ack.pcap");
     assert!(at_syn_ack[0].1.starts_with("^h"), "{at_syn_ack:?}");
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -73,15 +73,15 @@ where
     );
 }
 
-/// A unique scratch file for one input.
-fn scratch(name: &str, bytes: &[u8]) -> PathBuf {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    let dir = std::env::temp_dir().join(format!("teardown-fuzz-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let p = dir.join(format!("{}-{name}", N.fetch_add(1, Ordering::Relaxed)));
-    std::fs::write(&p, bytes).unwrap();
-    p
+/// A unique scratch file for one input, removed when dropped.
+fn scratch(name: &str, bytes: &[u8]) -> tempfile::TempPath {
+    let mut file = tempfile::Builder::new()
+        .prefix("teardown-fuzz-")
+        .suffix(&format!("-{name}"))
+        .tempfile()
+        .unwrap();
+    std::io::Write::write_all(&mut file, bytes).unwrap();
+    file.into_temp_path()
 }
 
 // ---- scenario files -------------------------------------------------------
@@ -228,7 +228,6 @@ fn mutated_scenarios_are_accepted_or_refused_by_name() {
         }
         let path = scratch(name, &bytes);
         let result = teardown::catalogue::load_file(&path);
-        let _ = std::fs::remove_file(&path);
         match result {
             Ok(cases) => {
                 for c in &cases {
@@ -358,7 +357,6 @@ fn mutated_pcaps_are_analysed_or_refused_by_name() {
             &teardown::diagnosis::Filter::default(),
             |c| connections.push(c),
         );
-        let _ = std::fs::remove_file(&path);
         match result {
             Ok(stats) if stats.connections != connections.len() as u64 => Err(format!(
                 "{} connections counted, {} handed out",

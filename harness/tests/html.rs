@@ -85,7 +85,12 @@ fn chromium_shows_overview_claims_and_ladders() {
         .iter()
         .map(|p| teardown::report::load::read(p).unwrap())
         .collect();
-    let page = std::env::temp_dir().join(format!("teardown-render-{}.html", std::process::id()));
+    let page = tempfile::Builder::new()
+        .prefix("teardown-render-")
+        .suffix(".html")
+        .tempfile()
+        .unwrap()
+        .into_temp_path();
     let o = Command::new(env!("CARGO_BIN_EXE_teardown"))
         .arg("render")
         .args(&reports)
@@ -96,7 +101,6 @@ fn chromium_shows_overview_claims_and_ladders() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let dom = chromium_dom(&page);
     screenshots(&page);
-    let _ = std::fs::remove_file(&page);
 
     // The overview: a row per case, a column per host.
     for r in &loaded {

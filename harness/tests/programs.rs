@@ -43,8 +43,11 @@ fn marked(mark: &str) -> Vec<String> {
 /// case (IPv4 only) and teardown's stderr.
 fn run(name: &str, text: &str) -> (Value, String) {
     require_privileges();
-    let dir = std::env::temp_dir().join(format!("teardown-programs-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = tempfile::Builder::new()
+        .prefix("teardown-programs-")
+        .tempdir()
+        .unwrap();
+    let dir = scratch.path().to_path_buf();
     let file = dir.join(format!("{name}.toml"));
     std::fs::write(&file, text).unwrap();
     let report = dir.join(format!("{name}.json"));
@@ -220,8 +223,11 @@ facts = {{ "steps.got.text" = "hello", "program.ended" = "exited", "program.exit
 /// A program's table and its steps are checked before anything runs.
 #[test]
 fn a_scenario_that_misuses_a_program_is_refused_with_its_line() {
-    let dir = std::env::temp_dir().join(format!("teardown-programs-check-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = tempfile::Builder::new()
+        .prefix("teardown-programs-check-")
+        .tempdir()
+        .unwrap();
+    let dir = scratch.path().to_path_buf();
     let cases = [
         (
             "both",
@@ -289,7 +295,11 @@ fn a_scenario_that_misuses_a_program_is_refused_with_its_line() {
 #[test]
 fn probe_runs_the_probes_against_a_users_server() {
     require_privileges();
-    let dir = std::env::temp_dir().join(format!("teardown-probe-{}", std::process::id()));
+    let scratch = tempfile::Builder::new()
+        .prefix("teardown-probe-")
+        .tempdir()
+        .unwrap();
+    let dir = scratch.path().to_path_buf();
     let report = dir.join("probe.json");
     let probes = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/probes");
     let m = mark("probe");
@@ -352,7 +362,11 @@ fn probe_runs_the_probes_against_a_users_server() {
 #[test]
 fn analyze_names_the_reset_problem_in_a_capture_of_it() {
     require_privileges();
-    let dir = std::env::temp_dir().join(format!("teardown-reset-problem-{}", std::process::id()));
+    let scratch = tempfile::Builder::new()
+        .prefix("teardown-reset-problem-")
+        .tempdir()
+        .unwrap();
+    let dir = scratch.path().to_path_buf();
     let scenario =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/reset-problem-python.toml");
     let report = dir.join("r.json");

@@ -266,7 +266,11 @@ fn random_sequences_keep_the_invariants() {
     if let Err(e) = runner::check_privileges() {
         panic!("sequences run real sockets in network namespaces: {e}");
     }
-    let captures = std::env::temp_dir().join(format!("teardown-seq-{}", std::process::id()));
+    let scratch = tempfile::Builder::new()
+        .prefix("teardown-seq-")
+        .tempdir()
+        .unwrap();
+    let captures = scratch.path().to_path_buf();
     let opts = RunOptions {
         captures_dir: Some(captures),
         run_id: "seq".into(),

@@ -50,7 +50,7 @@ fn heavy() -> MutexGuard<'static, ()> {
 }
 
 fn run_in_process(cases: &[Case], stack: Stack, name: &str) -> Report {
-    let dir = std::env::temp_dir().join(format!("teardown-{name}-{}", std::process::id()));
+    let dir = common::process_scratch(name);
     let opts = RunOptions {
         captures_dir: Some(dir),
         run_id: name.into(),
@@ -209,7 +209,7 @@ fn gvisor_catalogue() -> &'static Report {
     RUN.get_or_init(|| {
         require_privileges();
         let _one = heavy();
-        let dir = std::env::temp_dir().join(format!("teardown-gvisor-{}", std::process::id()));
+        let dir = common::process_scratch("gvisor");
         let report = dir.join("gvisor.json");
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_teardown"))
             .args(["run", "--stack", "gvisor", "--quiet", "--report"])

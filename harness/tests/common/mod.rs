@@ -289,3 +289,29 @@ pub fn stdout_of(cmd: &mut std::process::Command) -> String {
     );
     String::from_utf8(out.stdout).expect("stdout is UTF-8")
 }
+
+/// A scratch directory for this test process's lifetime: for a run kept in
+/// a static, whose captures later tests read. Statics are never dropped,
+/// so it is removed when the process exits.
+pub fn process_scratch(what: &str) -> std::path::PathBuf {
+    static DIRS: std::sync::Mutex<Vec<std::path::PathBuf>> = std::sync::Mutex::new(Vec::new());
+    extern "C" fn remove_all() {
+        let dirs = DIRS.lock().unwrap_or_else(|e| e.into_inner());
+        for d in dirs.iter() {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("teardown-{what}-"))
+        .tempdir()
+        .unwrap()
+        .keep();
+    let mut dirs = DIRS.lock().unwrap_or_else(|e| e.into_inner());
+    if dirs.is_empty() {
+        // SAFETY: `remove_all` is a plain function that stays valid for
+        // the life of the process, as atexit requires.
+        unsafe { libc::atexit(remove_all) };
+    }
+    dirs.push(dir.clone());
+    dir
+}
