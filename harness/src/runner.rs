@@ -230,6 +230,7 @@ fn reach_of(stack: &Stack, hellos: PerSide<Option<&driver::agent::Hello>>) -> Re
                 // The harness starts a program in the host's namespace:
                 // on the stack only if that is the namespace's own kernel.
                 runs_programs: hello.stack == "linux" && hello.own_stack,
+                own_counters: hello.own_stack,
             };
         }
     }

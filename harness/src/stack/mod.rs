@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::capture::CaptureBackend;
 use crate::observe::StateSource;
 use crate::scenario::{Call, Case, Control, StepKind, WaitFor};
-use crate::tcp::PerSide;
+use crate::tcp::{PerSide, Side};
 
 /// How fault rules are put in place, if at all.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -271,6 +271,10 @@ pub struct SideStack {
     /// namespace of Linux's; an agent's userspace stack, sandbox or machine
     /// has a network such a program would not be on.
     pub runs_programs: bool,
+    /// Whether the host's TCP counters are the case's own: not on a
+    /// machine whose agent runs on a stack not its own (its counters
+    /// count every connection there).
+    pub own_counters: bool,
 }
 
 /// The stacks a case's two sides run on and what the harness can do with
@@ -291,6 +295,7 @@ impl Reach {
             unmapped: Default::default(),
             // A program runs where the harness does, on the same stack.
             runs_programs: true,
+            own_counters: true,
         };
         Reach {
             faults: stack.faults,
@@ -446,6 +451,25 @@ pub fn requirements(case: &Case, reach: &Reach) -> Vec<String> {
             ));
         }
     }
+    // The counters are summed over both hosts: one that counts its whole
+    // machine leaves the case's own unobservable. (A remote host is on the
+    // bench, so its expectations are the bench's.)
+    if let Some(side) = Side::BOTH
+        .into_iter()
+        .find(|s| !reach.sides[*s].own_counters)
+    {
+        let name = reach.name();
+        let counted = case
+            .expectations_for(&name, crate::scenario::Link::Bench)
+            .flat_map(|e| &e.facts)
+            .find(|f| f.path.starts_with("netstat."));
+        if let Some(f) = counted {
+            missing.push(format!(
+                "line {}: expects `{}`, a TCP counter, but the {side} host's agent runs on a stack that is not its own: its counters count every connection of its machine",
+                f.line, f.path
+            ));
+        }
+    }
     let mut closed = Vec::new();
     let mut accepted = false;
     for s in &case.steps {
@@ -540,6 +564,33 @@ mod tests {
         )
         .unwrap()
         .remove(0)
+    }
+
+    /// A host whose counters are its machine's cannot vouch for a
+    /// `netstat.*` expectation: the case is unsupported, naming the line.
+    #[test]
+    fn a_counter_expectation_needs_counters_of_the_case_alone() {
+        let text = r#"title = "t"
+steps = '''
+client close
+'''
+[[expect]]
+os = "linux"
+facts = { "wire.client.fin" = 1, "netstat.OutRsts" = 0 }
+"#;
+        let c = crate::catalogue::parse(Path::new("t.toml"), text)
+            .unwrap()
+            .remove(0);
+        let mut reach = Reach::of(&Stack::linux("test"));
+        assert!(requirements(&c, &reach).is_empty());
+        reach.sides.client.own_counters = false;
+        let missing = requirements(&c, &reach);
+        assert_eq!(missing.len(), 1, "{missing:?}");
+        assert!(
+            missing[0].starts_with("line 7: expects `netstat.OutRsts`")
+                && missing[0].contains("the client host's agent"),
+            "{missing:?}"
+        );
     }
 
     #[test]
