@@ -716,7 +716,7 @@ pub fn setsockopt(s: Fd, opt: SockOpt) -> CallResult {
         SockOpt::NonBlocking(on) => set_nonblocking(s, on),
         other => {
             let Some((level, name)) = os::int_option(other) else {
-                return CallResult::failed(Errno::ENOPROTOOPT);
+                return not_on_this_os(other.c_name());
             };
             let v: sys::c_int = match other {
                 SockOpt::RcvBuf(n)
@@ -743,7 +743,7 @@ pub fn setsockopt(s: Fd, opt: SockOpt) -> CallResult {
 
 pub fn ioctl(s: Fd, q: IoctlQuery) -> CallResult {
     let Some(request) = os::ioctl_request(q) else {
-        return not_on_this_os(&format!("the ioctl {q:?}"));
+        return not_on_this_os(q.c_name());
     };
     match s.api.ioctl_int(s.fd, request) {
         Ok(v) => CallResult {
@@ -752,6 +752,39 @@ pub fn ioctl(s: Fd, q: IoctlQuery) -> CallResult {
         },
         Err(e) => CallResult::failed(e),
     }
+}
+
+/// What this OS's calls have no equivalent for, by feature name (see
+/// `scenario::features`), each with why: what an agent on it announces, so
+/// that a case needing one is `unsupported` before it runs.
+pub fn unmapped_here() -> std::collections::BTreeMap<String, String> {
+    let os = std::env::consts::OS;
+    let options = [
+        SockOpt::ReusePort(true),
+        SockOpt::Linger2(0),
+        SockOpt::UserTimeout(0),
+        SockOpt::Cork(true),
+        SockOpt::KeepIdle(1),
+        SockOpt::KeepIntvl(1),
+        SockOpt::KeepCnt(1),
+        SockOpt::RcvLowat(1),
+    ];
+    let options = options
+        .into_iter()
+        .filter(|o| os::int_option(*o).is_none())
+        .map(|o| o.c_name());
+    let queries = [IoctlQuery::OutQueue, IoctlQuery::OutQueueNotSent]
+        .into_iter()
+        .filter(|q| os::ioctl_request(*q).is_none())
+        .map(|q| q.c_name());
+    let more = os::MSG_MORE.is_none().then_some("MSG_MORE");
+    let info = cfg!(windows).then_some(crate::scenario::features::TCP_INFO);
+    options
+        .chain(queries)
+        .chain(more)
+        .chain(info)
+        .map(|name| (name.to_string(), format!("{os} has no {name}")))
+        .collect()
 }
 
 /// A call this OS has no equivalent for: not made, and what it would have

@@ -3,7 +3,7 @@
 //! (`Hello::unmapped`), so that a case needing one is `unsupported` before
 //! it runs instead of failing on a call the stack cannot make.
 
-use super::{Actor, Call, How, IoctlQuery, Role, SockOpt};
+use super::{Actor, Call, GetOpt, How, IoctlQuery, Role, SockOpt};
 
 /// `connect()` with `AF_UNSPEC`.
 pub const DISCONNECT: &str = "connect(AF_UNSPEC)";
@@ -23,32 +23,46 @@ pub fn of_shutdown(how: How) -> Vec<&'static str> {
     }
 }
 
+/// Options every stack here has are not features; the others are, by
+/// their C names.
 pub fn of_option(opt: SockOpt) -> Vec<&'static str> {
     match opt {
-        SockOpt::Cork(_) => vec!["TCP_CORK"],
-        SockOpt::Linger2(_) => vec!["TCP_LINGER2"],
-        SockOpt::KeepCnt(_) => vec!["TCP_KEEPCNT"],
-        SockOpt::RcvLowat(_) => vec!["SO_RCVLOWAT"],
-        SockOpt::ReusePort(_) => vec!["SO_REUSEPORT"],
+        SockOpt::Cork(_)
+        | SockOpt::Linger2(_)
+        | SockOpt::KeepCnt(_)
+        | SockOpt::RcvLowat(_)
+        | SockOpt::ReusePort(_)
+        | SockOpt::UserTimeout(_)
+        | SockOpt::KeepIdle(_)
+        | SockOpt::KeepIntvl(_) => vec![opt.c_name()],
         SockOpt::Linger(_)
         | SockOpt::RcvBuf(_)
         | SockOpt::SndBuf(_)
         | SockOpt::ReuseAddr(_)
         | SockOpt::KeepAlive(_)
         | SockOpt::NoDelay(_)
-        | SockOpt::UserTimeout(_)
-        | SockOpt::NonBlocking(_)
-        | SockOpt::KeepIdle(_)
-        | SockOpt::KeepIntvl(_) => vec![],
+        | SockOpt::NonBlocking(_) => vec![],
     }
 }
 
+/// `FIONREAD` every stack has; the send queue's requests are features.
 pub fn of_ioctl(query: IoctlQuery) -> Vec<&'static str> {
     match query {
-        IoctlQuery::OutQueueNotSent => vec!["SIOCOUTQNSD"],
-        IoctlQuery::InQueue | IoctlQuery::OutQueue => vec![],
+        IoctlQuery::OutQueue | IoctlQuery::OutQueueNotSent => vec![query.c_name()],
+        IoctlQuery::InQueue => vec![],
     }
 }
+
+/// `getsockopt(TCP_INFO)` is a feature; SO_ERROR and SO_LINGER are not.
+pub fn of_getoption(opt: GetOpt) -> Vec<&'static str> {
+    match opt {
+        GetOpt::TcpInfo => vec![TCP_INFO],
+        GetOpt::SoError | GetOpt::Linger => vec![],
+    }
+}
+
+/// `getsockopt(TCP_INFO)` (or the OS's equivalent).
+pub const TCP_INFO: &str = "TCP_INFO";
 
 /// What a step's call needs, made by `actor`.
 pub fn of(actor: Actor, call: &Call) -> Vec<&'static str> {
@@ -70,8 +84,8 @@ pub fn of(actor: Actor, call: &Call) -> Vec<&'static str> {
         | Call::Accept
         | Call::Read { .. }
         | Call::Close
-        | Call::GetOption(_)
         | Call::Wait { .. } => vec![],
+        Call::GetOption(opt) => of_getoption(*opt),
     }
 }
 

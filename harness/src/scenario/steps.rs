@@ -320,6 +320,29 @@ pub enum SockOpt {
     RcvLowat(i32),
 }
 
+impl SockOpt {
+    /// The option's C name (`O_NONBLOCK` for the mode set with fcntl).
+    pub fn c_name(self) -> &'static str {
+        match self {
+            SockOpt::Linger(_) => "SO_LINGER",
+            SockOpt::RcvBuf(_) => "SO_RCVBUF",
+            SockOpt::SndBuf(_) => "SO_SNDBUF",
+            SockOpt::ReuseAddr(_) => "SO_REUSEADDR",
+            SockOpt::ReusePort(_) => "SO_REUSEPORT",
+            SockOpt::KeepAlive(_) => "SO_KEEPALIVE",
+            SockOpt::NoDelay(_) => "TCP_NODELAY",
+            SockOpt::Linger2(_) => "TCP_LINGER2",
+            SockOpt::UserTimeout(_) => "TCP_USER_TIMEOUT",
+            SockOpt::NonBlocking(_) => "O_NONBLOCK",
+            SockOpt::Cork(_) => "TCP_CORK",
+            SockOpt::KeepIdle(_) => "TCP_KEEPIDLE",
+            SockOpt::KeepIntvl(_) => "TCP_KEEPINTVL",
+            SockOpt::KeepCnt(_) => "TCP_KEEPCNT",
+            SockOpt::RcvLowat(_) => "SO_RCVLOWAT",
+        }
+    }
+}
+
 /// A socket option read back with `getsockopt(2)`.
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
@@ -347,6 +370,17 @@ pub enum IoctlQuery {
     OutQueue,
     /// Bytes not yet sent (`SIOCOUTQNSD`).
     OutQueueNotSent,
+}
+
+impl IoctlQuery {
+    /// The request's C name (Linux's).
+    pub fn c_name(self) -> &'static str {
+        match self {
+            IoctlQuery::InQueue => "FIONREAD",
+            IoctlQuery::OutQueue => "SIOCOUTQ",
+            IoctlQuery::OutQueueNotSent => "SIOCOUTQNSD",
+        }
+    }
 }
 
 /// An observable event a step can wait for.

@@ -140,7 +140,7 @@ pub fn hello(own_stack: bool) -> Hello {
         stack_version: stack.version.clone(),
         states: stack.states,
         own_stack,
-        unmapped: Default::default(),
+        unmapped: crate::driver::calls::unmapped_here(),
     }
 }
 
