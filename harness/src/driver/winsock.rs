@@ -166,7 +166,13 @@ impl SocketApi for Winsock {
                 unsafe { ws::connect(socket(fd), &sa, len) }
             }
         };
-        checked(ret).map(drop)
+        // A non-blocking connect under way is WSAEWOULDBLOCK in Winsock
+        // (its WSAEINPROGRESS means a blocking call is running): what
+        // POSIX calls EINPROGRESS, and what the caller waits on.
+        match checked(ret) {
+            Err(e) if e == Errno::EAGAIN && to.is_some() => Err(Errno::EINPROGRESS),
+            r => r.map(drop),
+        }
     }
 
     fn local_addr(&self, fd: RawFd) -> Result<Option<SocketAddr>, Errno> {
