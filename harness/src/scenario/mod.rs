@@ -73,9 +73,10 @@ impl fmt::Display for Family {
 }
 
 /// Stacks an expectation can be written for (`os = "..."`): operating
-/// systems, and TCP/IP stacks that run on one (gVisor's netstack, smoltcp).
+/// systems, and TCP/IP stacks that run on one (gVisor's netstack, smoltcp;
+/// Wine's Winsock on its host's kernel).
 pub const STACKS: &[&str] = &[
-    "linux", "gvisor", "smoltcp", "lwip", "freebsd", "macos", "windows",
+    "linux", "gvisor", "smoltcp", "lwip", "freebsd", "macos", "windows", "wine",
 ];
 
 /// A scenario file that could not be used.

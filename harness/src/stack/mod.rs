@@ -18,6 +18,8 @@
 //! form of TCP_INFO.
 
 pub mod gvisor;
+#[cfg(windows)]
+pub mod wine;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -151,6 +153,11 @@ impl Stack {
 
     /// Identifies the stack this process runs on.
     pub fn detect() -> Stack {
+        #[cfg(windows)]
+        if let Some(v) = wine::version() {
+            let by = format!("ntdll exports wine_get_version ({v})");
+            return Stack::without_netfilter("wine", Some(v), by);
+        }
         if !cfg!(target_os = "linux") {
             return Stack::native(format!("built for {}", std::env::consts::OS));
         }
