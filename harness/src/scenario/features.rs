@@ -3,7 +3,7 @@
 //! (`Hello::unmapped`), so that a case needing one is `unsupported` before
 //! it runs instead of failing on a call the stack cannot make.
 
-use super::{Actor, Call, GetOpt, How, IoctlQuery, Role, SockOpt};
+use super::{Actor, Call, How, IoctlQuery, Role, SockOpt};
 
 /// `connect()` with `AF_UNSPEC`.
 pub const DISCONNECT: &str = "connect(AF_UNSPEC)";
@@ -45,24 +45,12 @@ pub fn of_option(opt: SockOpt) -> Vec<&'static str> {
     }
 }
 
-/// `FIONREAD` every stack has; the send queue's requests are features.
 pub fn of_ioctl(query: IoctlQuery) -> Vec<&'static str> {
     match query {
-        IoctlQuery::OutQueue | IoctlQuery::OutQueueNotSent => vec![query.c_name()],
-        IoctlQuery::InQueue => vec![],
+        IoctlQuery::OutQueueNotSent => vec!["SIOCOUTQNSD"],
+        IoctlQuery::InQueue | IoctlQuery::OutQueue => vec![],
     }
 }
-
-/// `getsockopt(TCP_INFO)` is a feature; SO_ERROR and SO_LINGER are not.
-pub fn of_getoption(opt: GetOpt) -> Vec<&'static str> {
-    match opt {
-        GetOpt::TcpInfo => vec![TCP_INFO],
-        GetOpt::SoError | GetOpt::Linger => vec![],
-    }
-}
-
-/// `getsockopt(TCP_INFO)` (or the OS's equivalent).
-pub const TCP_INFO: &str = "TCP_INFO";
 
 /// What a step's call needs, made by `actor`.
 pub fn of(actor: Actor, call: &Call) -> Vec<&'static str> {
@@ -84,8 +72,8 @@ pub fn of(actor: Actor, call: &Call) -> Vec<&'static str> {
         | Call::Accept
         | Call::Read { .. }
         | Call::Close
+        | Call::GetOption(_)
         | Call::Wait { .. } => vec![],
-        Call::GetOption(opt) => of_getoption(*opt),
     }
 }
 
