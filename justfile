@@ -185,6 +185,12 @@ smoltcp: build
 lwip: build
     just bench-pairs "linux lwip" lwip
 
+# The Windows agent under Wine (Debian's wine64, Wine's Winsock on this kernel) as the remote client
+# of a bench, and the Linux agent in its place: reports/bench/{wine-linux,remote-linux}.json and
+# pcaps, compared in reports/bench/wine.md; or `just wine <scenario files>` for those alone
+wine *args: build servers (deps "wine64" "gcc-mingw-w64-x86-64")
+    harness/wine/wine.sh {{args}}
+
 # Every pairing of STACKS on the bench (client x server), committed to reports/bench/, and their
 # comparison to reports/bench/NAME.md
 bench-pairs stacks name: build
