@@ -26,5 +26,9 @@ pub fn version() -> Option<String> {
         return None;
     }
     // SAFETY: a NUL-terminated static string.
-    Some(unsafe { std::ffi::CStr::from_ptr(v) }.to_string_lossy().into_owned())
+    Some(
+        unsafe { std::ffi::CStr::from_ptr(v) }
+            .to_string_lossy()
+            .into_owned(),
+    )
 }
