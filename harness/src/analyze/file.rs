@@ -278,10 +278,14 @@ mod tests {
         }
     }
 
-    fn temp(name: &str) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("teardown-file-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir.join(name)
+    /// A scratch file whose name ends in `name`, removed when dropped.
+    fn temp(name: &str) -> tempfile::TempPath {
+        tempfile::Builder::new()
+            .prefix("teardown-file-")
+            .suffix(&format!("-{name}"))
+            .tempfile()
+            .unwrap()
+            .into_temp_path()
     }
 
     /// Many batches' worth of packets: every one is read, in order, and a
@@ -324,7 +328,6 @@ mod tests {
             "the last connection lost only its final ACK"
         );
         assert!(last.open_at_end, "its server's FIN was never acknowledged");
-        let _ = std::fs::remove_file(&path);
         let _ = std::fs::remove_file(&cut);
     }
 }
