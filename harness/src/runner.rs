@@ -361,24 +361,6 @@ impl DescriptorBudget {
     }
 }
 
-/// A problem that comes down to the descriptor limit says so, and what to
-/// do about it: the raw errno names neither the limit nor the remedy.
-fn explain(problem: String) -> String {
-    if problem.contains("os error 24") || problem.contains("Too many open files") {
-        let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-            .map_or_else(
-                |_| "its limit".to_string(),
-                |(soft, _)| format!("its limit of {soft}"),
-            );
-        format!(
-            "{problem} (this process ran out of file descriptors at {limit}; a case holds about two per connection: \
-             use fewer connections, or raise the hard limit with ulimit -Hn, which needs CAP_SYS_RESOURCE)"
-        )
-    } else {
-        problem
-    }
-}
-
 /// Fails fast, before any case, if this process cannot create a namespace,
 /// bring its lo up, or capture in it.
 pub fn check_privileges() -> Result<(), SandboxError> {
@@ -908,7 +890,6 @@ fn run_case_here(case: &Case, opts: &RunOptions, reaper: &Reaper) -> CaseReport 
     }
     let mut r = case_report(case, Some(&out), outcome, sysctls);
     r.capture = capture_file;
-    let problems: Vec<String> = problems.into_iter().map(explain).collect();
     r.verdict = verdict::judge(case, &reach.name(), opts.link(), &r.facts(), &problems);
     r.timing = Timing {
         sandbox_ms,
@@ -992,7 +973,6 @@ fn stopped(case: &Case, why: Stopped) -> CaseReport {
     let mut r = case_report(case, None, outcome, BTreeMap::new());
     r.verdict = match why {
         Stopped::Error(problems) => {
-            let problems: Vec<String> = problems.into_iter().map(explain).collect();
             let empty = crate::facts::CaseFacts {
                 steps: &[],
                 faults: &[],

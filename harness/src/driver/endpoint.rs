@@ -106,7 +106,7 @@ impl Endpoint {
                     })
                     .map_err(|e| e.to_string())?
                     .map(Sock::Local)
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| crate::sandbox::describe(&e))
             }
             Endpoint::Agent(agent) => match agent.ask(Op::Socket { family }) {
                 Ok(Answer::Handle(handle)) => Ok(Sock::Agent {

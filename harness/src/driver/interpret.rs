@@ -520,7 +520,13 @@ impl Driver<'_, '_> {
             let at = rec
                 .line
                 .map_or("implicit setup".to_string(), |l| format!("line {l}"));
-            self.problem(format!("{at}: `{}`: {e}: Too many open files", rec.call));
+            let errno = if e == "EMFILE" {
+                libc::EMFILE
+            } else {
+                libc::ENFILE
+            };
+            let remedy = crate::sandbox::descriptor_remedy(errno).unwrap_or_default();
+            self.problem(format!("{at}: `{}`: {e} ({remedy})", rec.call));
         }
         let t0 = self.t0;
         // An agent timed the call where it ran; the rest of `end - start`

@@ -12,7 +12,7 @@ use std::os::fd::AsRawFd;
 use nix::errno::Errno;
 use nix::sched::{CloneFlags, unshare};
 
-use super::SandboxError;
+use super::{SandboxError, describe};
 
 /// Proof that the calling thread is in a fresh namespace with `lo` up.
 /// Deliberately `!Send`: the namespace belongs to this thread.
@@ -38,7 +38,10 @@ pub fn enter_fresh_namespace() -> Result<Namespace, SandboxError> {
         Errno::EPERM | Errno::EACCES => {
             SandboxError::NotPermitted(format!("unshare(CLONE_NEWNET): {}", e.desc()))
         }
-        e => SandboxError::Setup(format!("unshare(CLONE_NEWNET): {}", e.desc())),
+        e => SandboxError::Setup(format!(
+            "unshare(CLONE_NEWNET): {}",
+            describe(&std::io::Error::from(e))
+        )),
     })?;
     bring_up_loopback()?;
     Ok(Namespace {
@@ -51,7 +54,7 @@ pub fn enter_fresh_namespace() -> Result<Namespace, SandboxError> {
 /// ENETUNREACH), unless it is up already.
 pub(super) fn bring_up_loopback() -> Result<(), SandboxError> {
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)
-        .map_err(|e| SandboxError::Setup(format!("socket for ioctl: {e}")))?;
+        .map_err(|e| SandboxError::Setup(format!("socket for ioctl: {}", describe(&e))))?;
     // SAFETY: ifreq is plain old data; we zero it and set the name.
     let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
     for (dst, src) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
@@ -95,7 +98,7 @@ pub fn check_capture_permission(_ns: &Namespace) -> Result<(), SandboxError> {
             Some(libc::EPERM) | Some(libc::EACCES) => {
                 SandboxError::NotPermitted(format!("opening a packet socket was refused ({e})"))
             }
-            _ => SandboxError::Setup(format!("packet socket: {e}")),
+            _ => SandboxError::Setup(format!("packet socket: {}", describe(&e))),
         });
     }
     // SAFETY: we own fd.

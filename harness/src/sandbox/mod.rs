@@ -26,6 +26,37 @@ use crate::scenario::Family;
 #[cfg(target_os = "linux")]
 use crate::tcp::Side;
 
+/// What to do when an error is this process running out of file
+/// descriptors (EMFILE: its own limit; ENFILE: the system's), decided by
+/// the errno, not by the message; None for any other error. The errno's
+/// text names neither the limit nor the remedy.
+pub fn descriptor_remedy(errno: i32) -> Option<String> {
+    if errno != libc::EMFILE && errno != libc::ENFILE {
+        return None;
+    }
+    #[cfg(unix)]
+    let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map_or_else(
+            |_| "its limit".to_string(),
+            |(soft, _)| format!("its limit of {soft}"),
+        );
+    #[cfg(not(unix))]
+    let limit = "its limit".to_string();
+    Some(format!(
+        "this process ran out of file descriptors at {limit}; a case holds about two per connection: \
+         use fewer connections, or raise the hard limit with ulimit -Hn, which needs CAP_SYS_RESOURCE"
+    ))
+}
+
+/// An I/O error of the harness's own as text, with the remedy if it is
+/// the descriptor limit (see [`descriptor_remedy`]).
+pub fn describe(e: &std::io::Error) -> String {
+    match e.raw_os_error().and_then(descriptor_remedy) {
+        Some(remedy) => format!("{e} ({remedy})"),
+        None => e.to_string(),
+    }
+}
+
 /// Why a sandbox could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
@@ -171,5 +202,25 @@ impl Hosts {
 
     pub fn is_bench(&self) -> bool {
         !matches!(self, Hosts::Loopback)
+    }
+}
+
+#[cfg(test)]
+mod remedy_tests {
+    use super::*;
+
+    /// The descriptor limit is known by its errno, whatever the message.
+    #[test]
+    fn running_out_of_descriptors_is_told_by_the_errno() {
+        for errno in [libc::EMFILE, libc::ENFILE] {
+            let why = descriptor_remedy(errno).expect("a remedy");
+            assert!(why.contains("ran out of file descriptors"), "{why}");
+            let e = std::io::Error::from_raw_os_error(errno);
+            assert!(describe(&e).starts_with(&e.to_string()), "{}", describe(&e));
+            assert!(describe(&e).contains("ulimit -Hn"), "{}", describe(&e));
+        }
+        assert_eq!(descriptor_remedy(libc::ECONNRESET), None);
+        let other = std::io::Error::other("Too many open files (os error 24)");
+        assert_eq!(describe(&other), other.to_string(), "not by the message");
     }
 }
