@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use teardown::runner::{self, RunOptions};
 use teardown::stack::{HostStack, Stack};
-use teardown::tcp::PerSide;
+use teardown::tcp::{PerSide, Side};
 use teardown::verdict::Status;
 
 /// `teardown agent`, started in a fresh network namespace.
@@ -416,7 +416,10 @@ impl Lab {
         );
     }
 
-    fn new() -> Lab {
+    /// Two namespaces: the home one, where teardown runs, and the remote
+    /// machine, with its bench address on a bridge for the `side` it plays
+    /// and its route to the other side's network through the router.
+    fn new(side: Side) -> Lab {
         let pid = std::process::id();
         let lab = Lab {
             home: format!("tdt-home-{pid}"),
@@ -437,44 +440,30 @@ impl Lab {
         Lab::ip(&["-n", r, "addr", "add", "198.18.255.2/30", "dev", "m1"]);
         Lab::ip(&["-n", r, "link", "set", "m1", "up"]);
         // The remote machine's bench address, on the bridge the router joins.
+        let (net, other) = match side {
+            Side::Client => (("198.18.0", "2001:2:0:1"), ("198.19.0", "2001:2:0:2")),
+            Side::Server => (("198.19.0", "2001:2:0:2"), ("198.18.0", "2001:2:0:1")),
+        };
         Lab::ip(&["-n", r, "link", "add", "name", "br0", "type", "bridge"]);
         Lab::ip(&["-n", r, "link", "set", "br0", "up"]);
-        Lab::ip(&["-n", r, "addr", "add", "198.18.0.2/24", "dev", "br0"]);
         Lab::ip(&[
             "-n",
             r,
-            "-6",
             "addr",
             "add",
-            "2001:2:0:1::2/64",
+            &format!("{}.2/24", net.0),
             "dev",
             "br0",
-            "nodad",
         ]);
+        let v6 = format!("{}::2/64", net.1);
+        Lab::ip(&["-n", r, "-6", "addr", "add", &v6, "dev", "br0", "nodad"]);
+        let (to, via) = (format!("{}.0/24", other.0), format!("{}.1", net.0));
         Lab::ip(&[
-            "-n",
-            r,
-            "route",
-            "add",
-            "198.19.0.0/24",
-            "via",
-            "198.18.0.1",
-            "dev",
-            "br0",
-            "onlink",
+            "-n", r, "route", "add", &to, "via", &via, "dev", "br0", "onlink",
         ]);
+        let (to, via) = (format!("{}::/64", other.1), format!("{}::1", net.1));
         Lab::ip(&[
-            "-n",
-            r,
-            "-6",
-            "route",
-            "add",
-            "2001:2:0:2::/64",
-            "via",
-            "2001:2:0:1::1",
-            "dev",
-            "br0",
-            "onlink",
+            "-n", r, "-6", "route", "add", &to, "via", &via, "dev", "br0", "onlink",
         ]);
         lab
     }
@@ -536,7 +525,7 @@ impl Drop for Lab {
 
 #[test]
 fn a_remote_agent_plays_the_client_over_a_bridge() {
-    let mut lab = Lab::new();
+    let mut lab = Lab::new(Side::Client);
     lab.start_agent();
     let scratch = tempfile::Builder::new()
         .prefix("teardown-remote-")
@@ -598,6 +587,51 @@ fn a_remote_agent_plays_the_client_over_a_bridge() {
                 "{id}: counters are the machine's"
             );
         }
+    }
+    assert!(lab.bench_ports().is_empty(), "{:?}", lab.bench_ports());
+}
+
+/// A remote machine as the server, over both families, case after case:
+/// the router finds it by neighbour discovery (IPv6 needs a link-local
+/// source for that), and each case listens on a port of its own, since the
+/// case before leaves its TIME-WAIT on the same machine
+/// (half-close-thank-you's server closes first).
+#[test]
+fn a_remote_agent_plays_the_server_case_after_case() {
+    let mut lab = Lab::new(Side::Server);
+    lab.start_agent();
+    let scratch = tempfile::Builder::new()
+        .prefix("teardown-remote-server-")
+        .tempdir()
+        .unwrap();
+    let report = scratch.path().join("remote.json");
+    let scenarios = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    let out = Command::new("ip")
+        .args(["netns", "exec", &lab.home, env!("CARGO_BIN_EXE_teardown")])
+        .args([
+            "run",
+            "--bench",
+            "--server-stack",
+            "remote=198.18.255.2:7070",
+        ])
+        .arg("--server-link")
+        .arg(format!("{}/br0", lab.remote))
+        .args(["--quiet", "--no-captures", "--report"])
+        .arg(&report)
+        .args(
+            ["half-close-thank-you", "close-graceful", "linger-zero"]
+                .map(|s| scenarios.join(format!("{s}.toml"))),
+        )
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let r = teardown::report::load::read(&report)
+        .unwrap_or_else(|e| panic!("{e}: {text}{}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(r.cases.len(), 6, "{text}");
+    let bench = r.host.bench.as_ref().expect("the report names the bench");
+    assert!(bench.server.agent.is_some(), "{:?}", bench.server);
+    for c in &r.cases {
+        assert_eq!(c.verdict.status, Status::Pass, "{}: {:?}", c.id, c.verdict);
     }
     assert!(lab.bench_ports().is_empty(), "{:?}", lab.bench_ports());
 }

@@ -191,11 +191,25 @@ impl WireWatch {
     }
 }
 
+/// The listening port of a case whose server is a remote machine: one
+/// machine for every case, so the port of the case before may still be
+/// held by that case's TIME-WAIT or orphans. Each case takes the next of a
+/// thousand ports from [`SERVER_PORT`] (a catalogue's worth, far more than
+/// TIME-WAIT outlives).
+fn remote_server_port() -> u16 {
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    SERVER_PORT + NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 1000
+}
+
 /// Runs every step of `case`. Call on the case thread, inside its namespace,
 /// with the capture already running.
 pub fn run(case: &Case, t0: Instant, io: &mut Instruments) -> (DriverOutput, OpenSockets) {
     let ip = io.hosts.address(Side::Server, case.family);
-    let port = case.program.as_ref().map_or(SERVER_PORT, |p| p.port);
+    let port = match &case.program {
+        Some(p) => p.port,
+        None if !io.hosts.is_local(Side::Server) => remote_server_port(),
+        None => SERVER_PORT,
+    };
     let mut d = Driver {
         case,
         t0,

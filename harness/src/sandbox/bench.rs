@@ -133,6 +133,10 @@ fn address6(side: Side, router: bool) -> Ipv6Addr {
     Ipv6Addr::new(0x2001, 2, 0, u16::from(link(side).net), 0, 0, 0, host)
 }
 
+/// The router's link-local address, where it needs one: the source of its
+/// router advertisements, and of its neighbour solicitations to a remote host.
+const ROUTER_LINK_LOCAL: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
+
 fn setup(what: impl std::fmt::Display) -> SandboxError {
     SandboxError::Setup(format!("the bench: {what}"))
 }
@@ -274,6 +278,11 @@ impl Bench {
             write(&format!("net.ipv6.conf.{}.disable_ipv6", l.router_if), "0")?;
             rtnl.address6(l.router_index, address6(side, true))?;
             if !local(side) {
+                // A remote host's neighbours are found by neighbour
+                // discovery, and the kernel sends no solicitation without a
+                // link-local source (the bench's links have none): without
+                // it, no IPv6 packet reaches a remote server.
+                rtnl.address(l.router_index, IpAddr::V6(ROUTER_LINK_LOCAL))?;
                 continue;
             }
             rtnl.neighbour(l.router_index, address(side, true, false), l.host_mac)?;
@@ -496,7 +505,7 @@ impl Bench {
     fn advertise_router(&self, side: Side) -> Result<(), SandboxError> {
         use socket2::{Domain, Protocol, SockAddr, Type};
         let l = link(side);
-        let local = std::net::Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
+        let local = ROUTER_LINK_LOCAL;
         let failed = |e: std::io::Error| {
             setup(format!(
                 "a router advertisement on link {}: {e}",
