@@ -99,7 +99,9 @@ impl Errno {
             ws::WSAENOBUFS => "ENOBUFS",
             ws::WSAEISCONN => "EISCONN",
             ws::WSAENOTCONN => "ENOTCONN",
-            ws::WSAESHUTDOWN => "EPIPE",
+            // Winsock's send after SD_SEND and recv after SD_RECEIVE; POSIX
+            // gives EPIPE and 0 there, a difference the report must show.
+            ws::WSAESHUTDOWN => "ESHUTDOWN",
             ws::WSAETIMEDOUT => "ETIMEDOUT",
             ws::WSAECONNREFUSED => "ECONNREFUSED",
             ws::WSAEHOSTUNREACH => "EHOSTUNREACH",
