@@ -420,10 +420,13 @@ impl Lab {
     /// machine, with its bench address on a bridge for the `side` it plays
     /// and its route to the other side's network through the router.
     fn new(side: Side) -> Lab {
+        // Tests run at once in one process: each lab has names of its own.
+        static LABS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = LABS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let pid = std::process::id();
         let lab = Lab {
-            home: format!("tdt-home-{pid}"),
-            remote: format!("tdt-remote-{pid}"),
+            home: format!("tdt-home-{pid}-{n}"),
+            remote: format!("tdt-remote-{pid}-{n}"),
             agent: None,
         };
         let (h, r) = (lab.home.as_str(), lab.remote.as_str());
