@@ -499,6 +499,36 @@ impl Lab {
         assert!(line.contains("listening on 198.18.255.2:7070"), "{line}");
     }
 
+    /// Runs `scenarios` on a bench whose `side` is the lab's remote
+    /// machine, one case at a time, and reads the report.
+    fn run(&self, side: Side, scenarios: &[&str]) -> teardown::report::Report {
+        let scratch = tempfile::Builder::new()
+            .prefix("teardown-remote-")
+            .tempdir()
+            .unwrap();
+        let report = scratch.path().join("remote.json");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.home, env!("CARGO_BIN_EXE_teardown")])
+            .args(["run", "--bench"])
+            .arg(format!("--{side}-stack"))
+            .arg("remote=198.18.255.2:7070")
+            .arg(format!("--{side}-link"))
+            .arg(format!("{}/br0", self.remote))
+            .args(["--quiet", "--no-captures", "--report"])
+            .arg(&report)
+            .args(scenarios.iter().map(|s| dir.join(format!("{s}.toml"))))
+            .output()
+            .unwrap();
+        teardown::report::load::read(&report).unwrap_or_else(|e| {
+            panic!(
+                "{e}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    }
+
     /// The links of the remote namespace whose name a bench would give.
     fn bench_ports(&self) -> Vec<String> {
         let out = Command::new("ip")
@@ -530,39 +560,15 @@ impl Drop for Lab {
 fn a_remote_agent_plays_the_client_over_a_bridge() {
     let mut lab = Lab::new(Side::Client);
     lab.start_agent();
-    let scratch = tempfile::Builder::new()
-        .prefix("teardown-remote-")
-        .tempdir()
-        .unwrap();
-    let dir = scratch.path().to_path_buf();
-    let report = dir.join("remote.json");
-    let scenarios = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
-    let out = Command::new("ip")
-        .args(["netns", "exec", &lab.home, env!("CARGO_BIN_EXE_teardown")])
-        .args([
-            "run",
-            "--bench",
-            "--client-stack",
-            "remote=198.18.255.2:7070",
-        ])
-        .arg("--client-link")
-        .arg(format!("{}/br0", lab.remote))
-        .args(["--quiet", "--no-captures", "--report"])
-        .arg(&report)
-        .args(
-            [
-                "close-graceful",
-                "linger-zero",
-                "half-close-thank-you",
-                "fin-wait-2-orphan-timeout",
-            ]
-            .map(|s| scenarios.join(format!("{s}.toml"))),
-        )
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let r = teardown::report::load::read(&report)
-        .unwrap_or_else(|e| panic!("{e}: {text}{}", String::from_utf8_lossy(&out.stderr)));
+    let r = lab.run(
+        Side::Client,
+        &[
+            "close-graceful",
+            "linger-zero",
+            "half-close-thank-you",
+            "fin-wait-2-orphan-timeout",
+        ],
+    );
     let bench = r.host.bench.as_ref().expect("the report names the bench");
     assert!(
         bench
@@ -603,34 +609,11 @@ fn a_remote_agent_plays_the_client_over_a_bridge() {
 fn a_remote_agent_plays_the_server_case_after_case() {
     let mut lab = Lab::new(Side::Server);
     lab.start_agent();
-    let scratch = tempfile::Builder::new()
-        .prefix("teardown-remote-server-")
-        .tempdir()
-        .unwrap();
-    let report = scratch.path().join("remote.json");
-    let scenarios = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
-    let out = Command::new("ip")
-        .args(["netns", "exec", &lab.home, env!("CARGO_BIN_EXE_teardown")])
-        .args([
-            "run",
-            "--bench",
-            "--server-stack",
-            "remote=198.18.255.2:7070",
-        ])
-        .arg("--server-link")
-        .arg(format!("{}/br0", lab.remote))
-        .args(["--quiet", "--no-captures", "--report"])
-        .arg(&report)
-        .args(
-            ["half-close-thank-you", "close-graceful", "linger-zero"]
-                .map(|s| scenarios.join(format!("{s}.toml"))),
-        )
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let r = teardown::report::load::read(&report)
-        .unwrap_or_else(|e| panic!("{e}: {text}{}", String::from_utf8_lossy(&out.stderr)));
-    assert_eq!(r.cases.len(), 6, "{text}");
+    let r = lab.run(
+        Side::Server,
+        &["half-close-thank-you", "close-graceful", "linger-zero"],
+    );
+    assert_eq!(r.cases.len(), 6);
     let bench = r.host.bench.as_ref().expect("the report names the bench");
     assert!(bench.server.agent.is_some(), "{:?}", bench.server);
     for c in &r.cases {
