@@ -778,8 +778,7 @@ const OPTIONAL: [SockOpt; 8] = [
 /// step that observes nothing, with the reason.
 pub fn unmapped_here() -> std::collections::BTreeMap<String, String> {
     let os = std::env::consts::OS;
-    let options = OPTIONAL;
-    let options = options
+    let options = OPTIONAL
         .into_iter()
         .filter(|o| os::int_option(*o).is_none())
         .map(|o| o.c_name());
