@@ -483,6 +483,46 @@ mod tests {
     }
 }
 
+/// An errno by its name (`ECONNRESET`), as calls and reports give it:
+/// names are what people grep for and what compares across OSes (Winsock's
+/// errors take their POSIX names). Serialized as the bare name.
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(transparent)]
+pub struct ErrnoName(String);
+
+impl ErrnoName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for ErrnoName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ErrnoName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for ErrnoName {
+    fn from(name: &str) -> Self {
+        ErrnoName(name.to_string())
+    }
+}
+
+impl From<String> for ErrnoName {
+    fn from(name: String) -> Self {
+        ErrnoName(name)
+    }
+}
+
 /// The timer a socket has running, as the kernel names it (`ss -o`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]

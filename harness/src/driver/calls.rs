@@ -22,6 +22,7 @@ use super::{os, pattern};
 use crate::scenario::{
     Call, GetOpt, How, IoctlQuery, Payload, ReadAmount, SockOpt, WaitFor, limits,
 };
+use crate::tcp::ErrnoName;
 
 /// The raw result of one step's calls.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -30,7 +31,7 @@ pub struct CallResult {
     /// moved when the step succeeded). `None` when no call completed.
     pub ret: Option<i64>,
     /// errno of a failed call, by name (`ECONNRESET`).
-    pub errno: Option<String>,
+    pub errno: Option<ErrnoName>,
     /// Bytes moved by read/write calls.
     pub bytes: Option<u64>,
     /// A value the call reported (ioctl queue sizes, poll revents, the local
@@ -39,7 +40,7 @@ pub struct CallResult {
     /// The socket's pending error (SO_ERROR) by name, where the step read
     /// it: the outcome of a non-blocking connect, `getsockopt SO_ERROR`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub so_error: Option<String>,
+    pub so_error: Option<ErrnoName>,
     /// A signal the call raised for this thread (`SIGPIPE` from a write to
     /// a broken connection without MSG_NOSIGNAL), taken while it was
     /// blocked, so the harness lives to record it.
@@ -124,10 +125,9 @@ impl CallResult {
     }
 }
 
-/// `ECONNRESET` rather than "Connection reset by peer": names are what
-/// people grep for and what compares across OSes.
-pub fn errno_name(e: Errno) -> String {
-    format!("{e:?}")
+/// `ECONNRESET` rather than "Connection reset by peer" (see [`ErrnoName`]).
+pub fn errno_name(e: Errno) -> ErrnoName {
+    ErrnoName::from(format!("{e:?}"))
 }
 
 /// What one direction of the connection carried, as the applications saw
@@ -547,7 +547,7 @@ fn int_option(s: Fd, level: sys::c_int, name: sys::c_int) -> Result<sys::c_int, 
 }
 
 /// The pending error of a socket whose connect ended, by name.
-fn connect_error(s: Fd) -> Option<String> {
+fn connect_error(s: Fd) -> Option<ErrnoName> {
     match int_option(s, sys::SOL_SOCKET, sys::SO_ERROR) {
         Ok(0) => None,
         Ok(e) => Some(errno_name(Errno::from_raw(e))),
@@ -1134,7 +1134,7 @@ fn blocking_connect(s: Fd, server: &SockAddr, deadline: Instant) -> CallResult {
 fn still_connecting(app_nonblocking: bool) -> CallResult {
     CallResult {
         ret: app_nonblocking.then_some(-1),
-        errno: app_nonblocking.then(|| "EINPROGRESS".to_string()),
+        errno: app_nonblocking.then(|| "EINPROGRESS".into()),
         timed_out: true,
         note: Some("the handshake had not finished when the step's bound ran out".into()),
         ..Default::default()
@@ -1242,7 +1242,7 @@ pub fn connect_many(
 }
 
 /// A connect that was waited for: what the application's call would say.
-pub fn connected(app_nonblocking: bool, err: Option<String>) -> CallResult {
+pub fn connected(app_nonblocking: bool, err: Option<ErrnoName>) -> CallResult {
     match (app_nonblocking, err) {
         (true, err) => CallResult {
             ret: Some(-1),

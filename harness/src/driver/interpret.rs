@@ -69,7 +69,7 @@ struct Driver<'a, 'i> {
     /// The errno of the last `server accept` that failed, while no accept
     /// has succeeded: the server's steps then cannot be made, an outcome
     /// of the stack, not a mistake of the scenario.
-    accept_failed: Option<String>,
+    accept_failed: Option<crate::tcp::ErrnoName>,
     ends: Ends,
     conns: Conns,
     /// Server sockets a newer connection of the same number displaced;

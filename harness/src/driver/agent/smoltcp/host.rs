@@ -941,7 +941,7 @@ impl Host {
         let mut r = match state {
             State::SynSent | State::SynReceived if timed_out => CallResult {
                 ret: nonblocking.then_some(-1),
-                errno: nonblocking.then(|| "EINPROGRESS".to_string()),
+                errno: nonblocking.then(|| "EINPROGRESS".into()),
                 timed_out: true,
                 note: Some("the handshake had not finished when the step's bound ran out".into()),
                 ..Default::default()
@@ -950,7 +950,7 @@ impl Host {
             State::Closed => {
                 let conn = self.conns.get_mut(&h)?;
                 let err = conn.error.take().unwrap_or(Errno::ECONNREFUSED);
-                connected(nonblocking, Some(format!("{err:?}")))
+                connected(nonblocking, Some(format!("{err:?}").into()))
             }
             _ => connected(nonblocking, None),
         };
@@ -1083,7 +1083,7 @@ impl Host {
                     .and_then(|h| self.conns.get_mut(&h))
                     .and_then(|c| c.error.take());
                 CallResult {
-                    so_error: Some(err.map_or_else(|| "0".into(), |e| format!("{e:?}"))),
+                    so_error: Some(err.map_or_else(|| "0".into(), |e| format!("{e:?}").into())),
                     ..CallResult::ok(0)
                 }
             }
