@@ -15,6 +15,11 @@ use super::{Answer, Hello, HelloLine, MAX_LINE, Op, PROTOCOL, Request, Response}
 /// How long an agent may take to answer beyond the request's own bound.
 pub const MARGIN: Duration = Duration::from_secs(5);
 
+/// What `states` may take on top, per socket the agent has made in the
+/// session: a stack's table holds them all, closed ones too, and some read
+/// it slowly (Wine's GetTcpTable2 took more than 5 s for 1,000 sockets).
+pub const STATES_PER_SOCKET: Duration = Duration::from_millis(10);
+
 /// How much of an agent's stderr is kept, for errors: the end of it.
 const STDERR_TAIL: usize = 4096;
 
@@ -85,6 +90,8 @@ pub struct AgentClient {
     writer: Mutex<Box<dyn Write + Send>>,
     waiting: Arc<Mutex<Waiting>>,
     next: AtomicU64,
+    /// Sockets the agent has made or accepted in this session.
+    sockets: AtomicU64,
     child: Mutex<Option<Child>>,
     stderr: Arc<Mutex<Vec<u8>>>,
     /// A directory the agent's process used (a sandbox's bundle and
@@ -200,6 +207,7 @@ impl AgentClient {
             writer: Mutex::new(writer),
             waiting,
             next: AtomicU64::new(1),
+            sockets: AtomicU64::new(0),
             child: Mutex::new(child),
             stderr,
             scratch: None,
@@ -248,7 +256,11 @@ impl AgentClient {
     /// [`MARGIN`]. An `error` answer is [`AgentError::Refused`].
     pub fn ask(&self, op: Op) -> Result<Answer, AgentError> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let after = Duration::from_millis(op.bound_ms()) + MARGIN;
+        let mut after = Duration::from_millis(op.bound_ms()) + MARGIN;
+        if matches!(op, Op::States { .. }) {
+            let sockets = self.sockets.load(Ordering::Relaxed);
+            after += STATES_PER_SOCKET * u32::try_from(sockets).unwrap_or(u32::MAX);
+        }
         let name = op_name(&op);
         let (tx, rx) = mpsc::channel();
         {
@@ -284,7 +296,12 @@ impl AgentClient {
                 op: name,
                 why,
             }),
-            Ok(a) => Ok(a),
+            Ok(a) => {
+                if matches!(a, Answer::Handle(_) | Answer::Accepted(Some(_))) {
+                    self.sockets.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(a)
+            }
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 self.waiting
                     .lock()
