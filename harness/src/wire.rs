@@ -17,7 +17,7 @@ use std::net::{IpAddr, SocketAddr};
 
 mod tunnel;
 
-use etherparse::{EtherType, IpNumber, LaxIpSlice, TcpSlice};
+use etherparse::{EtherType, IpNumber, LaxIpSlice};
 
 pub use tunnel::Skipped;
 use tunnel::{Layer, MAX_LAYERS, Step};
@@ -251,32 +251,76 @@ fn ip_packet<'a, D: AsRef<[u8]>>(
             },
         );
     }
-    let tcp = match TcpSlice::from_slice(ip_payload.payload) {
-        Ok(t) => t,
-        Err(e) => return Err(format!("TCP header: {e}")),
-    };
-    let header_len = tcp.header_slice().len();
+    let tcp = TcpFixed::read(ip_payload.payload)?;
     let Some(len) = full_len
-        .checked_sub(header_len)
+        .checked_sub(tcp.header_len)
         .and_then(|l| u32::try_from(l).ok())
     else {
         return Err(format!(
-            "IP payload ({full_len} bytes) shorter than the TCP header ({header_len})"
+            "IP payload ({full_len} bytes) shorter than the TCP header ({})",
+            tcp.header_len
         ));
     };
     Ok(IpPayload::Tcp(Segment {
         index,
         ts_us: packet.ts_us,
-        src: SocketAddr::new(src_ip, tcp.source_port()),
-        dst: SocketAddr::new(dst_ip, tcp.destination_port()),
-        seq: SeqNum(tcp.sequence_number()),
-        ack: SeqNum(tcp.acknowledgment_number()),
-        // Byte 13 of the TCP header holds the eight flag bits.
-        flags: Flags::from_bits(tcp.slice()[13]),
-        window: tcp.window_size(),
+        src: SocketAddr::new(src_ip, tcp.src_port),
+        dst: SocketAddr::new(dst_ip, tcp.dst_port),
+        seq: SeqNum(tcp.seq),
+        ack: SeqNum(tcp.ack),
+        flags: tcp.flags,
+        window: tcp.window,
         len,
         ip_len: u32::try_from(ip_len).unwrap_or(u32::MAX),
     }))
+}
+
+/// The fixed 20 bytes of a TCP header, which is all a segment needs: its
+/// options may be cut by the snapshot length (a capture taken with
+/// `-s 68`, or with tags and tunnels in front) and the segment is still
+/// read. (Zeek skips such a segment; tshark reads it as teardown does.)
+struct TcpFixed {
+    src_port: u16,
+    dst_port: u16,
+    seq: u32,
+    ack: u32,
+    flags: Flags,
+    window: u16,
+    /// From the data offset: options included, even where they were cut.
+    header_len: usize,
+}
+
+impl TcpFixed {
+    const LEN: usize = 20;
+
+    fn read(d: &[u8]) -> Result<TcpFixed, String> {
+        let Some(h) = d.get(..Self::LEN) else {
+            return Err(format!(
+                "TCP header: {} bytes captured, its fixed part is {}",
+                d.len(),
+                Self::LEN
+            ));
+        };
+        let be16 = |at: usize| u16::from_be_bytes([h[at], h[at + 1]]);
+        let be32 = |at: usize| u32::from_be_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
+        let header_len = usize::from(h[12] >> 4) * 4;
+        if header_len < Self::LEN {
+            return Err(format!(
+                "TCP header: data offset {header_len} bytes, less than the fixed {}",
+                Self::LEN
+            ));
+        }
+        Ok(TcpFixed {
+            src_port: be16(0),
+            dst_port: be16(2),
+            seq: be32(4),
+            ack: be32(8),
+            // Byte 13 holds the eight flag bits.
+            flags: Flags::from_bits(h[13]),
+            window: be16(14),
+            header_len,
+        })
+    }
 }
 
 /// The first layer of a frame of `linktype`.
@@ -385,6 +429,38 @@ mod tests {
             panic!("not tcp")
         };
         assert_eq!(s.len, 1000);
+    }
+
+    /// A snapshot length that cuts the TCP options (timestamps behind a
+    /// VLAN tag with `-s 68`) leaves the segment readable: its fixed
+    /// header and the payload length the IP header gives.
+    #[test]
+    fn options_cut_by_the_snaplen_leave_the_segment() {
+        use etherparse::TcpOptionElement::{Noop, Timestamp};
+        let builder = eth_v4()
+            .tcp(443, 50000, 7, 100)
+            .syn()
+            .ack(9)
+            .options(&[Noop, Noop, Timestamp(1, 2)])
+            .unwrap();
+        let p = frame(builder, &[1u8; 300]);
+        let fixed_end = 14 + 20 + 20;
+        for cut in fixed_end..fixed_end + 12 {
+            let short = RawPacket {
+                data: p.data[..cut].to_vec(),
+                ..p.clone()
+            };
+            let Frame::Tcp(s) = parse_frame(linktype::ETHERNET, 0, &short) else {
+                panic!("cut at {cut}: not read")
+            };
+            assert_eq!((s.len, s.seq, s.ack), (300, SeqNum(7), SeqNum(9)));
+            assert_eq!(s.flags.to_string(), "S.");
+        }
+        let mut bad = p.clone();
+        bad.data[14 + 20 + 12] = 0x40; // data offset 16 bytes
+        assert!(
+            matches!(parse_frame(linktype::ETHERNET, 0, &bad), Frame::Malformed(m) if m.contains("data offset 16"))
+        );
     }
 
     #[test]
@@ -559,6 +635,17 @@ mod tests {
         };
         let vxlan = cat(&[&[0x08, 0, 0, 0, 0, 0, 0x2a, 0], &eth_inner]);
         let geneve = cat(&[&[0x00, 0x00, 0x65, 0x58, 0, 0, 0x2a, 0], &eth_inner]);
+        // GTP-U: flags, G-PDU, length, TEID, then `extra` and the packet.
+        let gtp = |flags: u8, extra: &[u8], payload: &[u8]| {
+            let len = (extra.len() + payload.len()) as u16;
+            cat(&[
+                &[flags, 0xff],
+                &len.to_be_bytes(),
+                &[0, 0, 0, 7],
+                extra,
+                payload,
+            ])
+        };
         let teredo_origin = cat(&[&[0x00, 0x00, 0, 0, 0, 0, 0, 0], &inner6]);
         let cases: Vec<(&str, i32, Vec<u8>, &[u8])> = vec![
             (
@@ -659,6 +746,56 @@ mod tests {
                 &inner6,
             ),
             (
+                "Teredo from a relay's own port, known by its content",
+                linktype::RAW,
+                outer_ip(17, &udp(32900, 3797, &inner6)),
+                &inner6,
+            ),
+            (
+                "GRE in UDP",
+                linktype::RAW,
+                outer_ip(17, &udp(50000, 4754, &gre(0, 0x0800, &[], &inner))),
+                &inner,
+            ),
+            (
+                "GTP-U",
+                linktype::RAW,
+                outer_ip(17, &udp(2152, 2152, &gtp(0x30, &[], &inner))),
+                &inner,
+            ),
+            (
+                "GTP-U with a sequence number and an extension header",
+                linktype::RAW,
+                outer_ip(
+                    17,
+                    &udp(
+                        2152,
+                        2152,
+                        &gtp(0x36, &[0, 1, 0, 0x85, 1, 0x10, 0x05, 0], &inner6),
+                    ),
+                ),
+                &inner6,
+            ),
+            (
+                "AYIYA",
+                linktype::RAW,
+                outer_ip(
+                    17,
+                    &udp(
+                        5072,
+                        5072,
+                        &cat(&[
+                            &[0x41, 0x52, 0x11, 41],
+                            &[0; 4],
+                            &[0; 16],
+                            &[0; 20],
+                            &inner6,
+                        ]),
+                    ),
+                ),
+                &inner6,
+            ),
+            (
                 "VN-Tag",
                 linktype::ETHERNET,
                 ether(0x8926, &cat(&[&[0; 4], &0x0800u16.to_be_bytes(), &inner])),
@@ -704,12 +841,23 @@ mod tests {
         // What is not decoded says what it is.
         let unknown_gre = outer_ip(47, &gre(0, 0x1234, &[], &inner));
         let plain_udp = outer_ip(17, &udp(53, 5353, b"dns"));
+        // IPv6 by its first byte, but not by its length: not Teredo.
+        let almost_teredo = outer_ip(17, &udp(32900, 3797, &inner6[..inner6.len() - 1]));
+        let gtp_signalling = outer_ip(
+            17,
+            &udp(2152, 2152, &[0x32, 0x01, 0, 4, 0, 0, 0, 0, 0, 1, 0, 0]),
+        );
         for (data, want) in [
             (
                 unknown_gre,
                 Skipped::Layer("GRE carrying a protocol teardown does not decode"),
             ),
             (plain_udp, Skipped::IpProtocol(17)),
+            (almost_teredo, Skipped::IpProtocol(17)),
+            (
+                gtp_signalling,
+                Skipped::Layer("GTP-U signalling (not a G-PDU)"),
+            ),
         ] {
             let p = RawPacket {
                 ts_us: 0,

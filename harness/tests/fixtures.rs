@@ -152,8 +152,9 @@ fn truncated_pcap_is_an_error_naming_the_file() {
 
 /// Captures shaped as they come from the field, made from a catalogue pcap
 /// (handshake, data both ways, a RST): cut to start at the SYN-ACK or
-/// mid-connection, every frame wrapped in MPLS, PPPoE in QinQ, GRE or
-/// VXLAN, and a pcapng whose two interfaces differ in link type and
+/// mid-connection, every frame wrapped in MPLS, PPPoE in QinQ, GRE,
+/// VXLAN, GTP-U or GRE in UDP, every TCP header's options cut by the
+/// snapshot length, and a pcapng whose two interfaces differ in link type and
 /// snapshot length. `teardown analyze` counts, per direction, the SYNs,
 /// FINs, RSTs and distinct payload bytes that tshark reads in the same
 /// file (needs tshark).
@@ -189,6 +190,15 @@ fn field_shaped_captures_read_as_tshark_reads_them() {
         out.extend_from_slice(payload);
         out
     };
+    // UDP to `port` around `payload`, its true length `real`.
+    let udp = |port: u16, payload: &[u8], real: usize| {
+        let mut u = vec![0xc3, 0x50];
+        u.extend_from_slice(&port.to_be_bytes());
+        u.extend_from_slice(&(8 + real as u16).to_be_bytes());
+        u.extend_from_slice(&[0, 0]);
+        u.extend_from_slice(payload);
+        u
+    };
     type Wrap<'a> = Box<dyn Fn(&[u8], usize) -> Vec<u8> + 'a>;
     let wraps: Vec<(&str, Wrap)> = vec![
         (
@@ -218,12 +228,34 @@ fn field_shaped_captures_read_as_tshark_reads_them() {
             Box::new(|p, real| {
                 let inner = eth(0x0800, p);
                 let vx = [&[0x08, 0, 0, 0, 0, 0, 0x2a, 0][..], &inner].concat();
-                let udp_len = 8 + 8 + 14 + real;
-                let mut udp = vec![0xc3, 0x50, 0x12, 0xb5];
-                udp.extend_from_slice(&(udp_len as u16).to_be_bytes());
-                udp.extend_from_slice(&[0, 0]);
-                udp.extend_from_slice(&vx);
-                eth(0x0800, &outer_ip(17, &udp, 20 + udp_len))
+                let vx_len = 8 + 14 + real;
+                eth(
+                    0x0800,
+                    &outer_ip(17, &udp(4789, &vx, vx_len), 20 + 8 + vx_len),
+                )
+            }),
+        ),
+        (
+            "gtp-u",
+            Box::new(|p, real| {
+                let mut gtp = vec![0x30, 0xff];
+                gtp.extend_from_slice(&(real as u16).to_be_bytes());
+                gtp.extend_from_slice(&[0, 0, 0, 7]);
+                gtp.extend_from_slice(p);
+                eth(
+                    0x0800,
+                    &outer_ip(17, &udp(2152, &gtp, 8 + real), 20 + 8 + 8 + real),
+                )
+            }),
+        ),
+        (
+            "gre-in-udp",
+            Box::new(|p, real| {
+                let gre = [&[0, 0, 0x08, 0x00][..], p].concat();
+                eth(
+                    0x0800,
+                    &outer_ip(17, &udp(4754, &gre, 4 + real), 20 + 8 + 4 + real),
+                )
             }),
         ),
     ];
@@ -240,6 +272,14 @@ fn field_shaped_captures_read_as_tshark_reads_them() {
     };
     files.push(write("at-syn-ack", src.packets[1..].to_vec()));
     files.push(write("mid-stream", src.packets[4..].to_vec()));
+    // A snapshot length that cuts the TCP options (timestamps) of every
+    // segment: only the fixed 20 bytes of each TCP header are left.
+    let cut = |p: &capture::RawPacket| capture::RawPacket {
+        data: p.data[..p.data.len().min(14 + 20 + 20)].to_vec(),
+        ..p.clone()
+    };
+    assert!(src.packets.iter().all(|p| p.data.len() > 14 + 20 + 20));
+    files.push(write("options-cut", src.packets.iter().map(cut).collect()));
     for (name, wrap) in &wraps {
         let packets = src
             .packets

@@ -113,6 +113,11 @@ struct Flow {
     /// Once the client's SYN came again after a RST: how many RSTs that
     /// was. Only a later RST, or both FINs acknowledged, ends it then.
     revived_after: Option<u64>,
+    /// Each side sent its first FIN or RST (Zeek's `did_close`).
+    closed: PerSide<bool>,
+    /// When Zeek would forget the connection (its close or reset delay
+    /// after the close it counts as complete); see [`Timeouts::Zeek`].
+    zeek_forget_us: Option<i64>,
 }
 
 impl Flow {
@@ -140,6 +145,32 @@ impl Flow {
             rejected: false,
             rsts: 0,
             revived_after: None,
+            closed: PerSide::default(),
+            zeek_forget_us: None,
+        }
+    }
+
+    /// Zeek's timers at a close (TCPSessionAdapter's ConnectionClosed):
+    /// a side's first FIN or RST completes the close when it is a RST,
+    /// when the peer has closed already, or when the peer has sent nothing
+    /// at all; the connection is then forgotten `tcp_close_delay` after
+    /// that segment, whatever comes later. A RST after the side's own FIN,
+    /// the peer still open, forgets it `tcp_reset_delay` after the RST.
+    fn zeek_close(&mut self, side: Side, seg: &Segment) {
+        let (fin, rst) = (seg.flags.fin(), seg.flags.rst());
+        if !(fin || rst) {
+            return;
+        }
+        let peer = side.peer();
+        let at = seg.ts_us + Timeouts::ZEEK_DELAY_US;
+        let forget = if !self.closed[side] {
+            self.closed[side] = true;
+            rst || self.closed[peer] || self.packets[peer] == 0
+        } else {
+            rst && !self.closed[peer]
+        };
+        if forget {
+            self.zeek_forget_us = Some(self.zeek_forget_us.map_or(at, |t| t.min(at)));
         }
     }
 
@@ -169,6 +200,7 @@ impl Flow {
         if side == Side::Server && seg.flags.rst() && seg.flags.ack() {
             self.rejected |= self.client_isn.is_some_and(|isn| seg.ack == isn + 1);
         }
+        self.zeek_close(side, seg);
         self.conn.push(seg, side);
         self.packets[side] += 1;
         self.ip_bytes[side] += u64::from(seg.ip_len);
@@ -216,9 +248,11 @@ pub enum Timeouts {
     Teardown,
     /// Zeek's defaults, so conn.log lines up with Zeek's own: an
     /// unanswered attempt ends 5 s after its first segment
-    /// (`tcp_attempt_delay`), a connection over on the wire 5 s after its
-    /// last segment (`tcp_close_delay`, `tcp_reset_delay`), any connection
-    /// after 5 min without a segment (`tcp_inactivity_timeout`).
+    /// (`tcp_attempt_delay`); a closed connection 5 s after the segment
+    /// that completed its close (`tcp_close_delay`, `tcp_reset_delay`;
+    /// for Zeek a FIN completes it when the peer has closed or has sent
+    /// nothing yet, a RST always), later segments notwithstanding; any
+    /// connection after 5 min without a segment (`tcp_inactivity_timeout`).
     Zeek,
 }
 
@@ -242,7 +276,7 @@ impl Timeouts {
         let idle = t_us - flow.last_us;
         let attempt = flow.packets.server == 0 && !flow.began_before_capture;
         idle > Timeouts::ZEEK_INACTIVITY_US
-            || (flow.ended_us.is_some() && idle > Timeouts::ZEEK_DELAY_US)
+            || flow.zeek_forget_us.is_some_and(|t| t_us > t)
             || (attempt && t_us - flow.first_us > Timeouts::ZEEK_DELAY_US)
     }
 }
@@ -669,5 +703,32 @@ mod tests {
         // Neither port a server's: the first sender is the originator.
         let g = &split(&[seg(0, "10.0.0.1:5000", "10.0.0.2:6000", "F.", 1, 1, 0)])[0];
         assert_eq!(g.client, "10.0.0.1:5000".parse().unwrap());
+    }
+
+    /// Zeek forgets a connection 5 s after the segment that completed its
+    /// close, and a FIN completes it when the peer has sent nothing yet
+    /// (the capture began late): a RST 10 s on is a connection of its own,
+    /// and so is the peer's RST 16 s after that (Teredo.pcap, in Zeek's
+    /// test traces, has this shape; its conn.log has these three lines).
+    #[test]
+    fn zeek_forgets_a_connection_after_the_close_it_saw() {
+        let segs = [
+            seg(0, S, C, "F.", 900, 100, 0),
+            seg(300, C, S, ".", 100, 901, 0),
+            seg(10_270_000, C, S, "R.", 100, 901, 0),
+            seg(26_320_000, S, C, "R.", 901, 100, 0),
+        ];
+        let zeek: Vec<_> = split_with(&segs, Timeouts::Zeek)
+            .iter()
+            .map(|f| format!("{} {}", f.wire.conn_state, f.wire.history))
+            .collect();
+        assert_eq!(zeek, ["SHR ^fA", "OTH R", "RSTRH ^r"]);
+        // teardown's own rule keeps them one connection.
+        assert_eq!(split(&segs).len(), 1);
+        // The same close with the peer heard from first: Zeek waits for the
+        // peer's FIN (or a RST), so the late RST still belongs to it.
+        let mut answered = vec![seg(0, C, S, ".", 100, 900, 0)];
+        answered.extend_from_slice(&segs[..3]);
+        assert_eq!(split_with(&answered, Timeouts::Zeek).len(), 1);
     }
 }

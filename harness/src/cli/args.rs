@@ -206,8 +206,9 @@ pub struct AnalyzeArgs {
     #[arg(long, default_value_t = 20)]
     pub limit: usize,
     /// End connections by Zeek's default timeouts (an unanswered attempt
-    /// after 5 s, a closed or reset one 5 s after its last segment, any
-    /// after 5 min idle), so the connections line up with Zeek's conn.log.
+    /// after 5 s, a closed or reset one 5 s after the segment that
+    /// completed its close, any after 5 min idle), so the connections line
+    /// up with Zeek's conn.log.
     #[arg(long)]
     pub zeek_timeouts: bool,
 }

@@ -1,6 +1,9 @@
 //! The layers between a frame's link header and the IP packet that carries
 //! TCP: VLAN tags, VN-Tag, PBB, MPLS, PPPoE and PPP below IP; GRE (with
-//! ERSPAN), IP in IP, VXLAN, Geneve and Teredo above it.
+//! ERSPAN, and over UDP), IP in IP, VXLAN, Geneve, GTP-U, AYIYA and Teredo
+//! above it. The UDP tunnels are known by their ports, as Zeek and
+//! Wireshark know them; Teredo also by its content on any port, since
+//! relays answer from ports of their own.
 //!
 //! Each layer is read from its own header fields, by hand: none of these
 //! headers is longer than a few fields, and etherparse reads only Ethernet,
@@ -263,6 +266,10 @@ fn gre(d: &[u8]) -> Result<Step<'_>, String> {
 const VXLAN: u16 = 4789;
 const GENEVE: u16 = 6081;
 const TEREDO: u16 = 3544;
+const GTP_U: u16 = 2152;
+const AYIYA: u16 = 5072;
+/// GRE in UDP (RFC 8086).
+const GRE_UDP: u16 = 4754;
 
 fn udp(d: &[u8]) -> Result<Step<'_>, String> {
     let (src, dst) = match (be16(d, 0), be16(d, 2)) {
@@ -271,6 +278,7 @@ fn udp(d: &[u8]) -> Result<Step<'_>, String> {
     };
     let payload = rest(d, 8, "UDP header")?;
     let skip = Ok(Step::Skip(Skipped::IpProtocol(proto::UDP)));
+    let either = |port: u16| src == port || dst == port;
     if dst == VXLAN {
         // Flags (bit I: a valid VNI), reserved, VNI, reserved: 8 bytes.
         return match payload.first() {
@@ -298,10 +306,93 @@ fn udp(d: &[u8]) -> Result<Step<'_>, String> {
             )),
         });
     }
-    if src == TEREDO || dst == TEREDO {
+    if dst == GRE_UDP {
+        return gre(payload);
+    }
+    if either(GTP_U) {
+        return gtp_u(payload);
+    }
+    if either(AYIYA) {
+        return ayiya(payload);
+    }
+    if either(TEREDO) {
         return Ok(teredo(payload).map_or(Step::Skip(Skipped::IpProtocol(proto::UDP)), Step::Ip));
     }
-    skip
+    // A Teredo relay answers from a port of its own: a datagram that holds
+    // exactly one IPv6 packet, by the two length fields (not by what the
+    // snapshot length kept), is taken for Teredo.
+    let udp_len = usize::from(be16(d, 4).unwrap_or(0));
+    match teredo(payload) {
+        Some(ip6)
+            if udp_len
+                == 8 + (payload.len() - ip6.len())
+                    + 40
+                    + usize::from(be16(ip6, 4).unwrap_or(0)) =>
+        {
+            Ok(Step::Ip(ip6))
+        }
+        _ => skip,
+    }
+}
+
+/// A GTP-U datagram (3GPP TS 29.281): an 8-byte header, 4 more when any
+/// of the E, S and PN flags is set, then the extension headers; a G-PDU
+/// (message type 255) carries the user's IP packet.
+fn gtp_u(d: &[u8]) -> Result<Step<'_>, String> {
+    let (flags, kind) = match (d.first(), d.get(1)) {
+        (Some(f), Some(k)) => (*f, *k),
+        _ => return Err(short("GTP-U header")),
+    };
+    if flags >> 5 != 1 || flags & 0x10 == 0 {
+        return Ok(Step::Skip(Skipped::Layer(
+            "GTP of a version other than 1 (GTP-U)",
+        )));
+    }
+    if kind != 0xff {
+        return Ok(Step::Skip(Skipped::Layer("GTP-U signalling (not a G-PDU)")));
+    }
+    let mut at = 8;
+    if flags & 0x07 != 0 {
+        // Sequence number, N-PDU number, then the next extension's type.
+        let mut next = *d.get(11).ok_or_else(|| short("GTP-U header"))?;
+        at = 12;
+        for _ in 0..MAX_LAYERS {
+            if next == 0 {
+                break;
+            }
+            // Length in 4-byte units, the last byte the next type.
+            let units = usize::from(*d.get(at).ok_or_else(|| short("GTP-U extension"))?);
+            if units == 0 {
+                return Err("GTP-U extension header of length 0".into());
+            }
+            at += 4 * units;
+            next = *d.get(at - 1).ok_or_else(|| short("GTP-U extension"))?;
+        }
+        if next != 0 {
+            return Ok(Step::Skip(Skipped::TooDeep));
+        }
+    }
+    let inner = rest(d, at, "GTP-U header")?;
+    Ok(match inner.first().map(|b| b >> 4) {
+        Some(4 | 6) => Step::Ip(inner),
+        _ => Step::Skip(Skipped::Layer("GTP-U carrying no IP packet")),
+    })
+}
+
+/// An AYIYA datagram (Anything In Anything, SixXS): 8 bytes, the
+/// identity and the signature whose lengths they give, then the packet
+/// when the operation is 1 (forward).
+fn ayiya(d: &[u8]) -> Result<Step<'_>, String> {
+    let head = d.get(..8).ok_or_else(|| short("AYIYA header"))?;
+    let len = 8 + (1usize << (head[0] >> 4)) + 4 * usize::from(head[1] >> 4);
+    if head[2] & 0x0f != 1 {
+        return Ok(Step::Skip(Skipped::Layer("AYIYA other than forwarding")));
+    }
+    let inner = rest(d, len, "AYIYA header")?;
+    Ok(match head[3] {
+        proto::IPIP | proto::IPV6 => Step::Ip(inner),
+        _ => Step::Skip(Skipped::Layer("AYIYA carrying no IP packet")),
+    })
 }
 
 /// The IPv6 packet in a Teredo datagram (RFC 4380 section 5.1.1), past an
