@@ -700,6 +700,18 @@ mod tests {
                 &inner,
             ),
             (
+                "ERSPAN I",
+                linktype::ETHERNET,
+                ether(0x0800, &outer_ip(47, &gre(0, 0x88be, &[], &eth_inner))),
+                &inner,
+            ),
+            (
+                "Cisco FabricPath",
+                linktype::ETHERNET,
+                ether(0x8903, &cat(&[&[0x00, 0x3f], &[0; 12], &eth_inner[12..]])),
+                &inner,
+            ),
+            (
                 "ERSPAN II",
                 linktype::ETHERNET,
                 ether(

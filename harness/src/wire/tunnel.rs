@@ -1,6 +1,6 @@
 //! The layers between a frame's link header and the IP packet that carries
-//! TCP: VLAN tags, VN-Tag, PBB, MPLS, PPPoE and PPP below IP; GRE (with
-//! ERSPAN, and over UDP), IP in IP, VXLAN, Geneve, GTP-U, AYIYA and Teredo
+//! TCP: VLAN tags, VN-Tag, PBB, Cisco FabricPath, MPLS, PPPoE and PPP
+//! below IP; GRE (with ERSPAN I, II and III, and over UDP), IP in IP, VXLAN, Geneve, GTP-U, AYIYA and Teredo
 //! above it. The UDP tunnels are known by their ports, as Zeek and
 //! Wireshark know them; Teredo also by its content on any port, since
 //! relays answer from ports of their own.
@@ -146,6 +146,8 @@ pub fn step(layer: Layer<'_>) -> Result<Step<'_>, String> {
                 let inner = be16(d, 4).ok_or_else(|| short("VN-Tag"))?;
                 Step::Inner(Layer::Ether(EtherType(inner), rest(d, 6, "VN-Tag")?))
             }
+            // Cisco FabricPath: FTag and TTL (2 bytes), then the frame.
+            0x8903 => Step::Inner(Layer::Ethernet(rest(d, 2, "FabricPath header")?)),
             // 802.1ah PBB: a 4-byte I-TAG, then the customer's frame.
             0x88e7 => Step::Inner(Layer::Ethernet(rest(d, 4, "PBB I-TAG")?)),
             0x8847 | 0x8848 => Step::Inner(Layer::Mpls(d)),
@@ -247,8 +249,10 @@ fn gre(d: &[u8]) -> Result<Step<'_>, String> {
         0x6558 => Step::Inner(Layer::Ethernet(inner)),
         0x8847 | 0x8848 => Step::Inner(Layer::Mpls(inner)),
         0x880b => Step::Inner(Layer::Ppp(inner)),
-        // ERSPAN type II: an 8-byte header, then the mirrored frame.
-        0x88be => Step::Inner(Layer::Ethernet(rest(inner, 8, "ERSPAN header")?)),
+        // ERSPAN type II (GRE with a sequence number): an 8-byte header,
+        // then the mirrored frame; type I (without): the frame at once.
+        0x88be if sequence => Step::Inner(Layer::Ethernet(rest(inner, 8, "ERSPAN header")?)),
+        0x88be => Step::Inner(Layer::Ethernet(inner)),
         // ERSPAN type III: 12 bytes, and 8 more when bit O says so.
         0x22eb => {
             let o = inner.get(11).ok_or_else(|| short("ERSPAN header"))? & 1 == 1;
