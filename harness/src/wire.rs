@@ -15,6 +15,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+mod defrag;
 mod tunnel;
 
 use etherparse::{EtherType, IpNumber, LaxIpSlice};
@@ -140,11 +141,15 @@ pub const DECODED_LINKTYPES: &[(i32, &str)] = &[
     (linktype::IPV6, "raw IPv6"),
     (linktype::PPP, "PPP"),
     (linktype::C_HDLC, "Cisco HDLC"),
+    (linktype::FDDI, "FDDI"),
+    (linktype::IEEE802_11, "IEEE 802.11"),
+    (linktype::IEEE802_11_RADIOTAP, "802.11 with radiotap"),
+    (linktype::NFLOG, "Linux NFLOG"),
 ];
 
 /// The layers decoded between the link header and TCP, for the README and
 /// `analyze --help`.
-pub const DECODED_LAYERS: &str = "802.1Q/802.1ad VLAN tags (QinQ), VN-Tag, PBB, MPLS, PPPoE, PPP, GRE (with ERSPAN II/III and PPTP), IP in IP, VXLAN, Geneve and Teredo";
+pub const DECODED_LAYERS: &str = "802.1Q/802.1ad VLAN tags (QinQ), VN-Tag, PBB, Cisco FabricPath, MPLS, PPPoE, PPP, 802.11 (A-MSDUs too), GRE (with ERSPAN I/II/III, PPTP and Aruba's 802.11, and in UDP), IP in IP, VXLAN, Geneve, GTP-U, AYIYA and Teredo, and IP fragments reassembled";
 
 /// Why a capture's link type cannot be decoded, or None if it can.
 pub fn undecodable_linktype(linktype: i32) -> Option<String> {
@@ -159,31 +164,135 @@ pub fn undecodable_linktype(linktype: i32) -> Option<String> {
 }
 
 /// Parses one captured frame, through any tunnels, to the TCP segment it
-/// carries.
+/// carries: the first one, for a frame that holds several (an 802.11
+/// A-MSDU); an IP fragment is not reassembled (see [`Decoder`]).
 pub fn parse_frame<D: AsRef<[u8]>>(linktype: i32, index: usize, packet: &RawPacket<D>) -> Frame {
+    let mut first = None;
+    walk_frame(linktype, index, packet, None, &mut |f| {
+        first.get_or_insert(f);
+    });
+    first.unwrap_or(Frame::Other(Skipped::TooDeep))
+}
+
+/// Frames of a capture read in order, with what reading them in order
+/// allows: IP fragments reassembled ([`defrag`]), and every packet of a
+/// frame that holds several.
+#[derive(Default)]
+pub struct Decoder {
+    defrag: defrag::Defrag,
+}
+
+impl Decoder {
+    /// The frames in `packet` (usually one; none more than the A-MSDU's
+    /// subframes): each TCP segment, or why it holds none. A fragment held
+    /// for the rest of its datagram is [`Skipped::Fragment`]; the datagram
+    /// is read when its last fragment comes.
+    pub fn decode<D: AsRef<[u8]>>(
+        &mut self,
+        linktype: i32,
+        index: usize,
+        packet: &RawPacket<D>,
+        out: &mut impl FnMut(Frame),
+    ) {
+        walk_frame(linktype, index, packet, Some(&mut self.defrag), out);
+    }
+
+    /// Fragments given up so far (cut by the snapshot length, too old, too
+    /// many waiting) and still waiting: at the end of a capture, those
+    /// whose datagram was never read.
+    pub fn fragments_lost(&self) -> u64 {
+        self.defrag.given_up()
+    }
+}
+
+/// Where a frame came from.
+#[derive(Clone, Copy)]
+struct At {
+    index: usize,
+    ts_us: i64,
+    orig_len: u32,
+}
+
+fn walk_frame<D: AsRef<[u8]>>(
+    linktype: i32,
+    index: usize,
+    packet: &RawPacket<D>,
+    defrag: Option<&mut defrag::Defrag>,
+    out: &mut impl FnMut(Frame),
+) {
     let data = packet.data.as_ref();
-    let mut layer = match link_layer(linktype, data) {
-        Ok(l) => l,
-        Err(e) => return Frame::Malformed(e),
+    let at = At {
+        index,
+        ts_us: packet.ts_us,
+        orig_len: packet.orig_len,
     };
-    for _ in 0..MAX_LAYERS {
+    match link_layer(linktype, data) {
+        Ok(layer) => walk(layer, data, at, defrag, 0, out),
+        Err(e) => out(Frame::Malformed(e)),
+    }
+}
+
+/// Follows `layer`, a part of `frame`, down to TCP.
+fn walk(
+    mut layer: Layer<'_>,
+    frame: &[u8],
+    at: At,
+    mut defrag: Option<&mut defrag::Defrag>,
+    depth: usize,
+    out: &mut impl FnMut(Frame),
+) {
+    for depth in depth..MAX_LAYERS {
         let ip = match tunnel::step(layer) {
             Ok(Step::Inner(inner)) => {
                 layer = inner;
                 continue;
             }
             Ok(Step::Ip(ip)) => ip,
-            Ok(Step::Skip(why)) => return Frame::Other(why),
-            Err(e) => return Frame::Malformed(e),
+            Ok(Step::Amsdu(body)) => {
+                for sub in tunnel::amsdu(body) {
+                    match sub {
+                        Ok(Step::Inner(inner)) => {
+                            walk(inner, frame, at, defrag.as_deref_mut(), depth + 1, out)
+                        }
+                        Ok(Step::Skip(why)) => out(Frame::Other(why)),
+                        Ok(_) => out(Frame::Other(Skipped::TooDeep)),
+                        Err(e) => out(Frame::Malformed(e)),
+                    }
+                }
+                return;
+            }
+            Ok(Step::Skip(why)) => return out(Frame::Other(why)),
+            Err(e) => return out(Frame::Malformed(e)),
         };
-        match ip_packet(ip, data.len() - ip.len(), index, packet) {
-            Ok(IpPayload::Tcp(seg)) => return Frame::Tcp(seg),
+        // What precedes the IP header in the frame (link header, tags,
+        // outer tunnels), for a length field left 0 by segmentation offload.
+        let link_len = (ip.as_ptr() as usize).saturating_sub(frame.as_ptr() as usize);
+        match ip_packet(ip, link_len, at) {
+            Ok(IpPayload::Tcp(seg)) => return out(Frame::Tcp(seg)),
             Ok(IpPayload::Inner(inner)) => layer = inner,
-            Ok(IpPayload::Skip(why)) => return Frame::Other(why),
-            Err(e) => return Frame::Malformed(e),
+            Ok(IpPayload::Skip(why)) => return out(Frame::Other(why)),
+            Ok(IpPayload::Fragment(piece)) => {
+                let Some(d) = defrag else {
+                    return out(Frame::Other(Skipped::Fragment));
+                };
+                return match d.push(&piece, at.ts_us) {
+                    defrag::Outcome::Held | defrag::Outcome::GivenUp => {
+                        out(Frame::Other(Skipped::Fragment))
+                    }
+                    defrag::Outcome::Complete(whole) => {
+                        let p = &whole.packet;
+                        let at = At {
+                            orig_len: u32::try_from(p.len()).unwrap_or(u32::MAX),
+                            ..at
+                        };
+                        walk(Layer::Ip(p), p, at, Some(d), depth + 1, out)
+                    }
+                };
+            }
+            Err(e) => return out(Frame::Malformed(e)),
         }
     }
-    Frame::Other(Skipped::TooDeep)
+    out(Frame::Other(Skipped::TooDeep))
 }
 
 /// What an IP packet carries.
@@ -191,31 +300,34 @@ enum IpPayload<'a> {
     Tcp(Segment),
     Inner(Layer<'a>),
     Skip(Skipped),
+    /// A fragment of a larger datagram.
+    Fragment(defrag::Piece<'a>),
 }
 
 /// Reads the IP packet `ip`, which `link_len` bytes of the frame precede
 /// (link header, tags, outer tunnels).
-fn ip_packet<'a, D: AsRef<[u8]>>(
-    ip: &'a [u8],
-    link_len: usize,
-    index: usize,
-    packet: &RawPacket<D>,
-) -> Result<IpPayload<'a>, String> {
+fn ip_packet(ip: &[u8], link_len: usize, at: At) -> Result<IpPayload<'_>, String> {
     let parsed = match LaxIpSlice::from_slice(ip) {
         Ok((parsed, _)) => parsed,
         Err(e) => return Err(format!("IP header: {e}")),
     };
+    // (identification, byte offset, more fragments) of a fragment.
+    let mut fragment = None;
     let (src_ip, dst_ip, ip_payload, full_len, ip_len) = match &parsed {
         LaxIpSlice::Ipv4(v4) => {
             let h = v4.header();
             if h.is_fragmenting_payload() {
-                return Err("IPv4 fragment".into());
+                fragment = Some((
+                    u32::from(h.identification()),
+                    h.fragments_offset().byte_offset(),
+                    h.more_fragments(),
+                ));
             }
             let header_len =
                 h.slice().len() + v4.extensions().auth.as_ref().map_or(0, |a| a.slice().len());
             let total = match h.total_len() as usize {
                 // TSO super-packets may carry 0; fall back to the frame length.
-                0 => (packet.orig_len as usize).saturating_sub(link_len),
+                0 => (at.orig_len as usize).saturating_sub(link_len),
                 n => n,
             };
             (
@@ -228,9 +340,19 @@ fn ip_packet<'a, D: AsRef<[u8]>>(
         }
         LaxIpSlice::Ipv6(v6) => {
             let h = v6.header();
+            if v6.is_payload_fragmented() {
+                fragment = v6.extensions().clone().into_iter().find_map(|e| match e {
+                    etherparse::Ipv6ExtensionSlice::Fragment(f) => Some((
+                        f.identification(),
+                        f.fragment_offset().byte_offset(),
+                        f.more_fragments(),
+                    )),
+                    _ => None,
+                });
+            }
             let ext_len = v6.extensions().slice().len();
             let payload_len = match h.payload_length() as usize {
-                0 => (packet.orig_len as usize).saturating_sub(link_len + 40),
+                0 => (at.orig_len as usize).saturating_sub(link_len + 40),
                 n => n,
             };
             (
@@ -242,12 +364,27 @@ fn ip_packet<'a, D: AsRef<[u8]>>(
             )
         }
     };
+    if let Some((id, offset, more)) = fragment {
+        let data = ip_payload.payload;
+        return Ok(IpPayload::Fragment(defrag::Piece {
+            src: src_ip,
+            dst: dst_ip,
+            id,
+            protocol: ip_payload.ip_number.0,
+            offset: usize::from(offset),
+            more,
+            whole: data.len() >= full_len,
+            data: &data[..data.len().min(full_len)],
+        }));
+    }
     if ip_payload.ip_number != IpNumber::TCP {
         return Ok(
             match tunnel::above_ip(ip_payload.ip_number.0, ip_payload.payload)? {
                 Step::Inner(inner) => IpPayload::Inner(inner),
                 Step::Ip(inner) => IpPayload::Inner(Layer::Ip(inner)),
                 Step::Skip(why) => IpPayload::Skip(why),
+                // Only an 802.11 header says A-MSDU; none sits right above IP.
+                Step::Amsdu(_) => IpPayload::Skip(Skipped::Layer("A-MSDU right above IP")),
             },
         );
     }
@@ -262,8 +399,8 @@ fn ip_packet<'a, D: AsRef<[u8]>>(
         ));
     };
     Ok(IpPayload::Tcp(Segment {
-        index,
-        ts_us: packet.ts_us,
+        index: at.index,
+        ts_us: at.ts_us,
         src: SocketAddr::new(src_ip, tcp.src_port),
         dst: SocketAddr::new(dst_ip, tcp.dst_port),
         seq: SeqNum(tcp.seq),
@@ -340,6 +477,11 @@ fn link_layer(linktype: i32, data: &[u8]) -> Result<Layer<'_>, String> {
         linktype::PPP => Ok(Layer::Ppp(data)),
         // Cisco HDLC: address, control, then an EtherType.
         linktype::C_HDLC => cooked(data, 2, 4),
+        // FDDI: frame control and two addresses, then LLC.
+        linktype::FDDI => after_link_header(data, 13).map(Layer::Llc),
+        linktype::IEEE802_11 => Ok(Layer::Wifi(data)),
+        linktype::IEEE802_11_RADIOTAP => Ok(Layer::Radiotap(data)),
+        linktype::NFLOG => Ok(Layer::Nflog(data)),
         other => Err(format!("unsupported link type {other}")),
     }
 }
@@ -479,6 +621,127 @@ mod tests {
         assert!(
             matches!(parse_frame(999, 0, &p), Frame::Malformed(m) if m.contains("link type 999"))
         );
+    }
+
+    /// A [`Decoder`] reads every packet of an A-MSDU and puts IP fragments
+    /// back together, in any order, for IPv4 and IPv6; a fragment alone
+    /// is never read as TCP.
+    #[test]
+    fn a_decoder_reads_subframes_and_reassembles_fragments() {
+        let tcp_packet = |ip: PacketBuilderStep<IpHeaders>, payload: &[u8]| {
+            let mut out = Vec::new();
+            ip.tcp(40000, 80, 1000, 512)
+                .ack(7)
+                .write(&mut out, payload)
+                .unwrap();
+            out
+        };
+        let v4 = tcp_packet(
+            PacketBuilder::ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64),
+            &[5; 3000],
+        );
+        let v6 = tcp_packet(PacketBuilder::ipv6([1; 16], [2; 16], 64), &[6; 3000]);
+        let raw = |d: Vec<u8>| RawPacket {
+            ts_us: 1,
+            orig_len: d.len() as u32,
+            data: d,
+        };
+        let frames = |decoder: &mut Decoder, lt: i32, packets: &[Vec<u8>]| {
+            let mut all = Vec::new();
+            for (i, p) in packets.iter().enumerate() {
+                decoder.decode(lt, i, &raw(p.clone()), &mut |f| all.push(f));
+            }
+            all
+        };
+        // IPv4: the TCP header and payload cut at 1480 and 2960.
+        let v4_fragment = |from: usize, to: usize, more: bool| {
+            let payload = &v4[20..];
+            let to = to.min(payload.len());
+            let mut h = etherparse::Ipv4Header::new(
+                (to - from) as u16,
+                64,
+                IpNumber::TCP,
+                [10, 0, 0, 1],
+                [10, 0, 0, 2],
+            )
+            .unwrap();
+            h.identification = 99;
+            h.more_fragments = more;
+            h.fragment_offset = etherparse::IpFragOffset::try_new((from / 8) as u16).unwrap();
+            [&h.to_bytes()[..], &payload[from..to]].concat()
+        };
+        let pieces = [
+            v4_fragment(2960, 9999, false),
+            v4_fragment(0, 1480, true),
+            v4_fragment(1480, 2960, true),
+        ];
+        let mut d = Decoder::default();
+        let got = frames(&mut d, linktype::RAW, &pieces);
+        assert_eq!(
+            got[..2],
+            [
+                Frame::Other(Skipped::Fragment),
+                Frame::Other(Skipped::Fragment)
+            ]
+        );
+        let Frame::Tcp(s) = &got[2] else {
+            panic!("{got:?}")
+        };
+        assert_eq!((s.len, s.index, s.seq), (3000, 2, SeqNum(1000)));
+        assert_eq!(d.fragments_lost(), 0);
+        // Alone, the first fragment is not a segment.
+        assert_eq!(
+            parse_frame(linktype::RAW, 0, &raw(pieces[1].clone())),
+            Frame::Other(Skipped::Fragment)
+        );
+        // Cut by the snapshot length: never whole, counted as lost.
+        let mut d = Decoder::default();
+        let mut cut = raw(pieces[1].clone());
+        cut.data.truncate(100);
+        d.decode(linktype::RAW, 0, &cut, &mut |_| {});
+        assert_eq!(d.fragments_lost(), 1);
+        // IPv6: a fragment header after the fixed header.
+        let v6_fragment = |from: usize, to: usize, more: bool| {
+            let payload = &v6[40..];
+            let to = to.min(payload.len());
+            let mut h = v6[..40].to_vec();
+            h[4..6].copy_from_slice(&((8 + to - from) as u16).to_be_bytes());
+            h[6] = 44;
+            let offset = ((from / 8) as u16) << 3 | u16::from(more);
+            let frag = [&[6, 0][..], &offset.to_be_bytes(), &[0, 0, 0, 42]].concat();
+            [&h[..], &frag, &payload[from..to]].concat()
+        };
+        let mut d = Decoder::default();
+        let got = frames(
+            &mut d,
+            linktype::RAW,
+            &[v6_fragment(0, 1448, true), v6_fragment(1448, 9999, false)],
+        );
+        assert!(matches!(&got[1], Frame::Tcp(s) if s.len == 3000), "{got:?}");
+        // An A-MSDU of two subframes: two segments from one frame.
+        let sub = |ip: &[u8]| {
+            let body = [&[0xaa, 0xaa, 0x03, 0, 0, 0, 0x08, 0x00][..], ip].concat();
+            let mut s = vec![0; 12];
+            s.extend_from_slice(&(body.len() as u16).to_be_bytes());
+            s.extend_from_slice(&body);
+            s.resize(s.len().div_ceil(4) * 4, 0);
+            s
+        };
+        let small = tcp_packet(
+            PacketBuilder::ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64),
+            b"abc",
+        );
+        let wifi = [
+            &[0x88, 0x01][..],
+            &[0; 22],
+            &[0x80, 0],
+            &sub(&small),
+            &sub(&small),
+        ]
+        .concat();
+        let got = frames(&mut Decoder::default(), linktype::IEEE802_11, &[wifi]);
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(got.iter().all(|f| matches!(f, Frame::Tcp(s) if s.len == 3)));
     }
 
     /// The same IP packet under every link layer teardown decodes, and
@@ -646,6 +909,11 @@ mod tests {
                 payload,
             ])
         };
+        // An 802.11 QoS data frame to the access point (To DS), without
+        // and with an A-MSDU bit, around LLC/SNAP and an IPv4 packet.
+        let llc = |payload: &[u8]| cat(&[&[0xaa, 0xaa, 0x03, 0, 0, 0, 0x08, 0x00], payload]);
+        let wifi = |qos: u8, body: &[u8]| cat(&[&[0x88, 0x01], &[0; 22], &[qos, 0], body]);
+        let wifi_inner = wifi(0, &llc(&inner));
         let teredo_origin = cat(&[&[0x00, 0x00, 0, 0, 0, 0, 0, 0], &inner6]);
         let cases: Vec<(&str, i32, Vec<u8>, &[u8])> = vec![
             (
@@ -805,6 +1073,52 @@ mod tests {
                         ]),
                     ),
                 ),
+                &inner6,
+            ),
+            (
+                "FDDI",
+                linktype::FDDI,
+                cat(&[&[0x50], &[0; 12], &llc(&inner)]),
+                &inner,
+            ),
+            (
+                "802.11 QoS data",
+                linktype::IEEE802_11,
+                wifi_inner.clone(),
+                &inner,
+            ),
+            (
+                "802.11 behind radiotap",
+                linktype::IEEE802_11_RADIOTAP,
+                cat(&[&[0, 0, 12, 0], &[0; 8], &wifi_inner]),
+                &inner,
+            ),
+            (
+                "Aruba GRE (802.11)",
+                linktype::RAW,
+                outer_ip(47, &gre(0, 0x8200, &[], &wifi_inner)),
+                &inner,
+            ),
+            (
+                "NFLOG, a prefix attribute then the packet (little-endian)",
+                linktype::NFLOG,
+                cat(&[
+                    &[2, 0, 0, 1],
+                    &[7, 0, 10, 0, b'a', b'b', b'c', 0],
+                    &[(4 + inner.len()) as u8, 0, 9, 0],
+                    &inner,
+                ]),
+                &inner,
+            ),
+            (
+                "NFLOG (big-endian attributes)",
+                linktype::NFLOG,
+                cat(&[
+                    &[10, 0, 0, 1],
+                    &[0, 8, 0, 1, 1, 2, 3, 4],
+                    &[0, (4 + inner6.len()) as u8, 0, 9],
+                    &inner6,
+                ]),
                 &inner6,
             ),
             (

@@ -91,3 +91,19 @@ fn the_committed_signatures_are_derived_from_the_committed_reports() {
         "too few signatures to diagnose anything"
     );
 }
+
+/// The README's account of what `analyze` reads is the decoder's own list
+/// of link types and layers: one added shows up here.
+#[test]
+fn the_readme_lists_every_link_type_and_layer_analyze_reads() {
+    let readme = readme();
+    let linktypes: Vec<&str> = teardown::wire::DECODED_LINKTYPES
+        .iter()
+        .map(|(_, name)| *name)
+        .collect();
+    let linktypes = format!("link types {}", linktypes.join(", "));
+    let flat = readme.replace('\n', " ");
+    assert!(flat.contains(&linktypes), "README should say: {linktypes}");
+    let layers = teardown::wire::DECODED_LAYERS;
+    assert!(flat.contains(layers), "README should say: {layers}");
+}

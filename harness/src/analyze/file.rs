@@ -66,6 +66,27 @@ pub struct FileStats {
     pub stopped: Option<String>,
 }
 
+impl FileStats {
+    /// `n` of the fragments counted as held were never read: their
+    /// datagram was not whole (a fragment missing, cut by the snapshot
+    /// length, or too late), so any TCP in them is missing too.
+    fn fragments_lost(&mut self, n: u64) {
+        if let Some(held) = self.skipped.get_mut(&Skipped::Fragment) {
+            *held = held.saturating_sub(n);
+            if *held == 0 {
+                self.skipped.remove(&Skipped::Fragment);
+            }
+        }
+        *self
+            .skipped
+            .entry(Skipped::Layer(FRAGMENTS_LOST))
+            .or_default() += n;
+    }
+}
+
+const FRAGMENTS_LOST: &str =
+    "IP fragments never reassembled (one missing, cut by the snapshot length, or 30 s late)";
+
 /// Findings kept in [`FileStats::findings`]; the rest are only counted.
 const MAX_FINDINGS: usize = 100;
 
@@ -75,7 +96,11 @@ const BATCHES_AHEAD: usize = 4;
 
 /// What the reading thread hands on.
 enum Read {
-    Frames(Vec<Frame>),
+    /// Frames, each with the index of the packet it came from (a packet
+    /// may hold several, or complete a fragmented datagram).
+    Frames(Vec<(usize, Frame)>),
+    /// At the end: IP fragments whose datagram was never whole.
+    FragmentsLost(u64),
     /// The file broke off here; the frames before were sent.
     Stopped(String),
 }
@@ -110,6 +135,7 @@ pub fn each_connection_with(
         handed += 1;
         on(f);
     };
+    let mut last_packet = None;
     let (frames, read) = mpsc::sync_channel(BATCHES_AHEAD);
     let (spare, spares) = mpsc::channel();
     let started = std::thread::scope(|scope| {
@@ -119,13 +145,20 @@ pub fn each_connection_with(
         for batch in read {
             let mut batch = match batch {
                 Read::Frames(batch) => batch,
+                Read::FragmentsLost(n) => {
+                    stats.fragments_lost(n);
+                    continue;
+                }
                 Read::Stopped(why) => {
                     stats.stopped = Some(why);
                     break;
                 }
             };
-            for frame in batch.drain(..) {
-                stats.packets += 1;
+            for (index, frame) in batch.drain(..) {
+                if last_packet != Some(index) {
+                    stats.packets += 1;
+                    last_packet = Some(index);
+                }
                 match frame {
                     Frame::Tcp(seg) => {
                         stats.segments += 1;
@@ -138,9 +171,7 @@ pub fn each_connection_with(
                     Frame::Malformed(why) => {
                         stats.malformed += 1;
                         if stats.findings.len() < MAX_FINDINGS {
-                            stats
-                                .findings
-                                .push(format!("packet {}: {why}", stats.packets));
+                            stats.findings.push(format!("packet {}: {why}", index + 1));
                         }
                     }
                 }
@@ -166,20 +197,23 @@ pub fn each_connection_with(
 fn read_frames(
     mut reader: PcapReader,
     out: mpsc::SyncSender<Read>,
-    spares: mpsc::Receiver<Vec<Frame>>,
+    spares: mpsc::Receiver<Vec<(usize, Frame)>>,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
+    let mut decoder = wire::Decoder::default();
     let mut index = 0;
     let stopped = loop {
         match reader.next_packet() {
             None => break None,
             Some(Err(e)) => break Some(e.to_string()),
             Some(Ok(p)) => {
-                batch.push(wire::parse_frame(p.linktype, index, &p.packet));
+                decoder.decode(p.linktype, index, &p.packet, &mut |f| {
+                    batch.push((index, f))
+                });
                 index += 1;
             }
         }
-        if batch.len() == BATCH {
+        if batch.len() >= BATCH {
             let next = spares
                 .try_recv()
                 .unwrap_or_else(|_| Vec::with_capacity(BATCH));
@@ -192,6 +226,10 @@ fn read_frames(
         }
     };
     if !batch.is_empty() && out.send(Read::Frames(batch)).is_err() {
+        return;
+    }
+    let lost = decoder.fragments_lost();
+    if lost > 0 && out.send(Read::FragmentsLost(lost)).is_err() {
         return;
     }
     if let Some(why) = stopped {
@@ -209,17 +247,20 @@ pub fn connection_packets(
     let ends = PerSide::new(flow.client, flow.server);
     let last = flow.start_us + flow.duration_us;
     let mut segments = Vec::new();
+    let mut decoder = wire::Decoder::default();
     let mut n = 0usize;
     while let Some(packet) = reader.next_packet() {
         let Ok(p) = packet else { break };
         n += 1;
-        if let Frame::Tcp(seg) = wire::parse_frame(p.linktype, n - 1, &p.packet) {
-            let ours = (seg.src == flow.client && seg.dst == flow.server)
-                || (seg.src == flow.server && seg.dst == flow.client);
-            if ours && (flow.start_us..=last).contains(&seg.ts_us) {
-                segments.push(seg);
+        decoder.decode(p.linktype, n - 1, &p.packet, &mut |frame| {
+            if let Frame::Tcp(seg) = frame {
+                let ours = (seg.src == flow.client && seg.dst == flow.server)
+                    || (seg.src == flow.server && seg.dst == flow.client);
+                if ours && (flow.start_us..=last).contains(&seg.ts_us) {
+                    segments.push(seg);
+                }
             }
-        }
+        });
     }
     Ok(super::analyze(&segments, Some(ends), flow.start_us).packets)
 }

@@ -37,12 +37,16 @@ pub mod linktype {
     pub const NULL: i32 = 0;
     pub const ETHERNET: i32 = 1;
     pub const PPP: i32 = 9;
+    pub const FDDI: i32 = 10;
     pub const RAW_BSD: i32 = 12;
     pub const RAW_OPENBSD: i32 = 14;
     pub const RAW: i32 = 101;
     pub const C_HDLC: i32 = 104;
     pub const LOOP: i32 = 108;
+    pub const IEEE802_11: i32 = 105;
     pub const LINUX_SLL: i32 = 113;
+    pub const IEEE802_11_RADIOTAP: i32 = 127;
+    pub const NFLOG: i32 = 239;
     pub const IPV4: i32 = 228;
     pub const IPV6: i32 = 229;
     pub const LINUX_SLL2: i32 = 276;

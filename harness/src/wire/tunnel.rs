@@ -1,7 +1,8 @@
 //! The layers between a frame's link header and the IP packet that carries
-//! TCP: VLAN tags, VN-Tag, PBB, Cisco FabricPath, MPLS, PPPoE and PPP
-//! below IP; GRE (with ERSPAN I, II and III, and over UDP), IP in IP, VXLAN, Geneve, GTP-U, AYIYA and Teredo
-//! above it. The UDP tunnels are known by their ports, as Zeek and
+//! TCP: 802.11 (behind radiotap, A-MSDUs too), NFLOG, VLAN tags, VN-Tag,
+//! PBB, Cisco FabricPath, MPLS, PPPoE and PPP below IP; GRE (with ERSPAN
+//! I, II and III, Aruba's 802.11, and over UDP), IP in IP, VXLAN, Geneve,
+//! GTP-U, AYIYA and Teredo above it. The UDP tunnels are known by their ports, as Zeek and
 //! Wireshark know them; Teredo also by its content on any port, since
 //! relays answer from ports of their own.
 //!
@@ -26,6 +27,9 @@ pub enum Skipped {
     Layer(&'static str),
     /// More nested layers than [`MAX_LAYERS`]: a loop, or a crafted frame.
     TooDeep,
+    /// An IP fragment: held until its datagram is whole, which is then
+    /// read (and counted) as the packet of its last fragment.
+    Fragment,
 }
 
 impl Skipped {
@@ -34,7 +38,7 @@ impl Skipped {
     pub fn is_other_protocol(self) -> bool {
         match self {
             Skipped::EtherType(t) => KNOWN_NOT_IP.iter().any(|(k, _)| *k == t) || t < 0x0600,
-            Skipped::IpProtocol(_) => true,
+            Skipped::IpProtocol(_) | Skipped::Fragment => true,
             Skipped::Layer(_) | Skipped::TooDeep => false,
         }
     }
@@ -84,6 +88,7 @@ impl fmt::Display for Skipped {
             }
             Skipped::Layer(name) => f.write_str(name),
             Skipped::TooDeep => write!(f, "more than {MAX_LAYERS} nested layers"),
+            Skipped::Fragment => write!(f, "IP fragments (each datagram read whole)"),
         }
     }
 }
@@ -104,6 +109,14 @@ pub enum Layer<'a> {
     Ppp(&'a [u8]),
     /// An MPLS label stack.
     Mpls(&'a [u8]),
+    /// An IEEE 802.11 frame from its frame control field.
+    Wifi(&'a [u8]),
+    /// An 802.11 frame behind a radiotap header.
+    Radiotap(&'a [u8]),
+    /// Linux NFLOG: a 4-byte header, then type-length-value attributes.
+    Nflog(&'a [u8]),
+    /// An 802.2 LLC header (with SNAP, for IP).
+    Llc(&'a [u8]),
 }
 
 /// One step down: the layer inside `layer`, the IP packet it is, or why
@@ -112,6 +125,8 @@ pub enum Step<'a> {
     Inner(Layer<'a>),
     Ip(&'a [u8]),
     Skip(Skipped),
+    /// An 802.11 A-MSDU: subframes, each its own packet (see [`amsdu`]).
+    Amsdu(&'a [u8]),
 }
 
 fn short(what: &str) -> String {
@@ -180,6 +195,20 @@ pub fn step(layer: Layer<'_>) -> Result<Step<'_>, String> {
                 _ => Step::Skip(Skipped::Layer("PPP control or non-IP protocol")),
             }
         }
+        Layer::Wifi(d) => return wifi(d),
+        Layer::Radiotap(d) => {
+            // Version 0, a pad byte, then the header's length (little-endian).
+            let len = match (d.first(), d.get(2), d.get(3)) {
+                (Some(0), Some(a), Some(b)) => usize::from(u16::from_le_bytes([*a, *b])),
+                (Some(_), Some(_), Some(_)) => {
+                    return Ok(Step::Skip(Skipped::Layer("radiotap of an unknown version")));
+                }
+                _ => return Err(short("radiotap header")),
+            };
+            Step::Inner(Layer::Wifi(rest(d, len, "radiotap header")?))
+        }
+        Layer::Nflog(d) => return nflog(d),
+        Layer::Llc(d) => return llc_snap(d),
         Layer::Mpls(d) => {
             // Label stack entries of 4 bytes, the last with bit S set.
             let mut at = 0;
@@ -253,6 +282,10 @@ fn gre(d: &[u8]) -> Result<Step<'_>, String> {
         // then the mirrored frame; type I (without): the frame at once.
         0x88be if sequence => Step::Inner(Layer::Ethernet(rest(inner, 8, "ERSPAN header")?)),
         0x88be => Step::Inner(Layer::Ethernet(inner)),
+        // Aruba's access points to their controller: 802.11 frames.
+        p if (p & 0xff0f == 0x8200) || (p & 0xff0f == 0x8300 && p <= 0x8370) || p == 0x9000 => {
+            Step::Inner(Layer::Wifi(inner))
+        }
         // ERSPAN type III: 12 bytes, and 8 more when bit O says so.
         0x22eb => {
             let o = inner.get(11).ok_or_else(|| short("ERSPAN header"))? & 1 == 1;
@@ -397,6 +430,107 @@ fn ayiya(d: &[u8]) -> Result<Step<'_>, String> {
         proto::IPIP | proto::IPV6 => Step::Ip(inner),
         _ => Step::Skip(Skipped::Layer("AYIYA carrying no IP packet")),
     })
+}
+
+/// An IEEE 802.11 data frame: its header (24 bytes, 30 with four
+/// addresses, 2 more with QoS), then an LLC/SNAP header whose EtherType
+/// says what follows. Management and control frames, frames without data
+/// and protected (encrypted) frames carry nothing teardown can read.
+fn wifi(d: &[u8]) -> Result<Step<'_>, String> {
+    let (fc, flags) = match (d.first(), d.get(1)) {
+        (Some(a), Some(b)) => (*a, *b),
+        _ => return Err(short("802.11 header")),
+    };
+    if (fc >> 2) & 0x03 != 2 {
+        return Ok(Step::Skip(Skipped::Layer(
+            "802.11 management or control frames",
+        )));
+    }
+    let subtype = fc >> 4;
+    if subtype & 0x04 != 0 {
+        return Ok(Step::Skip(Skipped::Layer(
+            "802.11 data frames without data",
+        )));
+    }
+    if flags & 0x40 != 0 {
+        return Ok(Step::Skip(Skipped::Layer(
+            "802.11 protected (encrypted) frames",
+        )));
+    }
+    let mut len = if flags & 0x03 == 0x03 { 30 } else { 24 };
+    let mut aggregate = false;
+    if subtype & 0x08 != 0 {
+        // QoS control; bit 7 of its first byte: an A-MSDU.
+        aggregate = *d.get(len).ok_or_else(|| short("802.11 QoS control"))? & 0x80 != 0;
+        len += 2;
+        // Order bit with QoS: an HT control field.
+        if flags & 0x80 != 0 {
+            len += 4;
+        }
+    }
+    let body = rest(d, len, "802.11 header")?;
+    if aggregate {
+        return Ok(Step::Amsdu(body));
+    }
+    llc_snap(body)
+}
+
+/// An LLC header with SNAP and a zero organization code: an EtherType.
+fn llc_snap(d: &[u8]) -> Result<Step<'_>, String> {
+    let head = d.get(..8).ok_or_else(|| short("LLC/SNAP header"))?;
+    if head[..6] != [0xaa, 0xaa, 0x03, 0, 0, 0] {
+        return Ok(Step::Skip(Skipped::Layer("LLC frames without SNAP")));
+    }
+    Ok(Step::Inner(Layer::Ether(
+        EtherType(u16::from_be_bytes([head[6], head[7]])),
+        &d[8..],
+    )))
+}
+
+/// The subframes of an 802.11 A-MSDU: each a 14-byte header (addresses
+/// and the length of what follows), LLC/SNAP and a packet, padded to 4
+/// bytes but the last. Fewer than 14 bytes after the last are padding or
+/// a frame check sequence; a subframe the snapshot length cut is read as
+/// far as it goes (its IP header still gives the lengths).
+pub fn amsdu(mut d: &[u8]) -> impl Iterator<Item = Result<Step<'_>, String>> {
+    std::iter::from_fn(move || {
+        let len = usize::from(be16(d, 12)?);
+        let sub = &d[14..(14 + len).min(d.len())];
+        let next = (14 + len).div_ceil(4) * 4;
+        d = d.get(next..).unwrap_or(&[]);
+        Some(llc_snap(sub))
+    })
+}
+
+/// Linux NFLOG (`tcpdump -i nflog`): family, version 0 and a resource id,
+/// then attributes of a 2-byte length and a 2-byte type in the capturing
+/// host's byte order, each padded to 4 bytes; type 9 holds the packet.
+fn nflog(d: &[u8]) -> Result<Step<'_>, String> {
+    match d.get(1) {
+        None => return Err(short("NFLOG header")),
+        Some(0) => {}
+        Some(_) => return Ok(Step::Skip(Skipped::Layer("NFLOG of an unknown version"))),
+    }
+    let attrs = rest(d, 4, "NFLOG header")?;
+    // The byte order is the capturing host's: try both, little-endian first.
+    let walk = |read: fn([u8; 2]) -> u16| {
+        let mut at = 0;
+        while let (Some(a), Some(b)) = (attrs.get(at..at + 2), attrs.get(at + 2..at + 4)) {
+            let (len, kind) = (usize::from(read([a[0], a[1]])), read([b[0], b[1]]));
+            if len < 4 {
+                return None;
+            }
+            if kind == 9 {
+                return attrs.get(at + 4..);
+            }
+            at += len.div_ceil(4) * 4;
+        }
+        None
+    };
+    match walk(u16::from_le_bytes).or_else(|| walk(u16::from_be_bytes)) {
+        Some(packet) => Ok(Step::Ip(packet)),
+        None => Ok(Step::Skip(Skipped::Layer("NFLOG without a packet"))),
+    }
 }
 
 /// The IPv6 packet in a Teredo datagram (RFC 4380 section 5.1.1), past an
