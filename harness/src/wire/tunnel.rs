@@ -2,9 +2,9 @@
 //! TCP: 802.11 (behind radiotap, A-MSDUs too), NFLOG, VLAN tags, VN-Tag,
 //! PBB, Cisco FabricPath, MPLS, PPPoE and PPP below IP; GRE (with ERSPAN
 //! I, II and III, Aruba's 802.11, and over UDP), IP in IP, VXLAN, Geneve,
-//! GTP-U, AYIYA and Teredo above it. The UDP tunnels are known by their ports, as Zeek and
-//! Wireshark know them; Teredo also by its content on any port, since
-//! relays answer from ports of their own.
+//! GTP-U, AYIYA and Teredo above it. The UDP tunnels are known by their
+//! ports, as Zeek and Wireshark know them; Teredo also by its content on
+//! any port, since relays answer from ports of their own.
 //!
 //! Each layer is read from its own header fields, by hand: none of these
 //! headers is longer than a few fields, and etherparse reads only Ethernet,
