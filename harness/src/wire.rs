@@ -249,7 +249,9 @@ fn walk(
             }
             Ok(Step::Ip(ip)) => ip,
             Ok(Step::Amsdu(body)) => {
+                let mut subframes = 0;
                 for sub in tunnel::amsdu(body) {
+                    subframes += 1;
                     match sub {
                         Ok(Step::Inner(inner)) => {
                             walk(inner, frame, at, defrag.as_deref_mut(), depth + 1, out)
@@ -258,6 +260,11 @@ fn walk(
                         Ok(_) => out(Frame::Other(Skipped::TooDeep)),
                         Err(e) => out(Frame::Malformed(e)),
                     }
+                }
+                if subframes == 0 {
+                    out(Frame::Other(Skipped::Layer(
+                        "802.11 A-MSDUs without a subframe",
+                    )));
                 }
                 return;
             }
@@ -1251,12 +1258,35 @@ mod tests {
         use super::super::*;
         use proptest::prelude::*;
 
+        fn linktypes() -> Vec<i32> {
+            let mut all: Vec<i32> = DECODED_LINKTYPES.iter().map(|(lt, _)| *lt).collect();
+            all.push(7);
+            all
+        }
+
         proptest! {
             #[test]
-            fn arbitrary_bytes_never_panic(lt in prop::sample::select(vec![0, 1, 12, 101, 108, 113, 276, 7]),
+            fn arbitrary_bytes_never_panic(lt in prop::sample::select(linktypes()),
                                            data in prop::collection::vec(any::<u8>(), 0..120)) {
                 let p = RawPacket { ts_us: 0, orig_len: data.len() as u32, data };
                 let _ = parse_frame(lt, 0, &p);
+            }
+
+            /// A stream of arbitrary frames through one decoder (fragments
+            /// held across them): no panic, and at least one frame out
+            /// per packet.
+            #[test]
+            fn a_decoder_never_panics_on_a_stream(lt in prop::sample::select(linktypes()),
+                                                  packets in prop::collection::vec(
+                                                      prop::collection::vec(any::<u8>(), 0..200), 1..20)) {
+                let mut d = Decoder::default();
+                for (i, data) in packets.into_iter().enumerate() {
+                    let p = RawPacket { ts_us: i as i64, orig_len: data.len() as u32, data };
+                    let mut n = 0;
+                    d.decode(lt, i, &p, &mut |_| n += 1);
+                    prop_assert!(n >= 1);
+                }
+                let _ = d.fragments_lost();
             }
         }
     }

@@ -123,7 +123,8 @@ fn a_truncated_pcap_exits_65_naming_the_file() {
 }
 
 /// Regression: a capture of a link type teardown cannot decode (here
-/// 802.11, 105) gave exit 0 and all-zero facts, as if it held nothing.
+/// USER0, 147, private to whoever wrote it) gave exit 0 and all-zero
+/// facts, as if it held nothing.
 #[test]
 fn a_pcap_of_an_undecodable_link_type_exits_65() {
     let mut pcap = std::fs::read(
@@ -136,18 +137,18 @@ fn a_pcap_of_an_undecodable_link_type_exits_65() {
         &[0xd4, 0xc3, 0xb2, 0xa1],
         "a little-endian pcap"
     );
-    pcap[20..24].copy_from_slice(&105u32.to_le_bytes());
+    pcap[20..24].copy_from_slice(&147u32.to_le_bytes());
     let scratch = tempfile::Builder::new()
         .prefix("teardown-cli-lt-")
         .tempdir()
         .unwrap();
     let dir = scratch.path().to_path_buf();
-    let p = dir.join("wifi.pcap");
+    let p = dir.join("user0.pcap");
     std::fs::write(&p, &pcap).unwrap();
     let o = teardown(&["analyze", p.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(65), "{}", stderr(&o));
     assert!(
-        stderr(&o).contains("wifi.pcap: link type 105 is not one teardown decodes"),
+        stderr(&o).contains("user0.pcap: link type 147 is not one teardown decodes"),
         "{}",
         stderr(&o)
     );
