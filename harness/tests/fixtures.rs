@@ -154,8 +154,9 @@ fn truncated_pcap_is_an_error_naming_the_file() {
 /// (handshake, data both ways, a RST): cut to start at the SYN-ACK or
 /// mid-connection, every frame wrapped in MPLS, PPPoE in QinQ, GRE,
 /// VXLAN, GTP-U or GRE in UDP, every TCP header's options cut by the
-/// snapshot length, and a pcapng whose two interfaces differ in link type and
-/// snapshot length. `teardown analyze` counts, per direction, the SYNs,
+/// snapshot length, and a pcapng (also with the obsolete Packet Blocks)
+/// whose two interfaces differ in link type and snapshot length.
+/// `teardown analyze` counts, per direction, the SYNs,
 /// FINs, RSTs and distinct payload bytes that tshark reads in the same
 /// file (needs tshark).
 #[test]
@@ -301,8 +302,9 @@ fn field_shaped_captures_read_as_tshark_reads_them() {
         files.push(write(name, packets));
     }
     // pcapng: interface 0 Ethernet (snaplen 262144), interface 1 raw IP
-    // cut at 96 bytes; the packets alternate between them.
-    let mut ng = Vec::new();
+    // cut at 96 bytes; the packets alternate between them. Written with
+    // Enhanced Packet Blocks (type 6), and again with the obsolete Packet
+    // Blocks (type 2) of older writers.
     let block = |ng: &mut Vec<u8>, kind: u32, body: &[u8]| {
         let len = (12 + body.len()) as u32;
         ng.extend_from_slice(&kind.to_le_bytes());
@@ -310,39 +312,44 @@ fn field_shaped_captures_read_as_tshark_reads_them() {
         ng.extend_from_slice(body);
         ng.extend_from_slice(&len.to_le_bytes());
     };
-    block(
-        &mut ng,
-        0x0a0d_0d0a,
-        &[&0x1a2b_3c4du32.to_le_bytes()[..], &[1, 0, 0, 0], &[0xff; 8]].concat(),
-    );
-    for (linktype, snaplen) in [(1u16, 262_144u32), (101, 96)] {
+    for (name, packet_block) in [("two-interfaces", 6u32), ("packet-blocks", 2)] {
+        let mut ng = Vec::new();
         block(
             &mut ng,
-            1,
-            &[&linktype.to_le_bytes()[..], &[0, 0], &snaplen.to_le_bytes()].concat(),
+            0x0a0d_0d0a,
+            &[&0x1a2b_3c4du32.to_le_bytes()[..], &[1, 0, 0, 0], &[0xff; 8]].concat(),
         );
+        for (linktype, snaplen) in [(1u16, 262_144u32), (101, 96)] {
+            block(
+                &mut ng,
+                1,
+                &[&linktype.to_le_bytes()[..], &[0, 0], &snaplen.to_le_bytes()].concat(),
+            );
+        }
+        for (i, p) in src.packets.iter().enumerate() {
+            let iface = (i % 2) as u16;
+            let (data, orig) = if iface == 0 {
+                (p.data.clone(), p.orig_len)
+            } else {
+                let d = ip(p);
+                (d[..d.len().min(96)].to_vec(), p.orig_len - 14)
+            };
+            // EPB: a 4-byte interface; PB: 2 bytes, then 2 of drop count.
+            let mut body = iface.to_le_bytes().to_vec();
+            body.extend_from_slice(&[0, 0]);
+            let ts = p.ts_us as u64;
+            body.extend_from_slice(&((ts >> 32) as u32).to_le_bytes());
+            body.extend_from_slice(&(ts as u32).to_le_bytes());
+            body.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            body.extend_from_slice(&orig.to_le_bytes());
+            body.extend_from_slice(&data);
+            body.resize(body.len().div_ceil(4) * 4, 0);
+            block(&mut ng, packet_block, &body);
+        }
+        let ng_path = dir.join(format!("{name}.pcapng"));
+        std::fs::write(&ng_path, &ng).unwrap();
+        files.push(ng_path);
     }
-    for (i, p) in src.packets.iter().enumerate() {
-        let iface = (i % 2) as u32;
-        let (data, orig) = if iface == 0 {
-            (p.data.clone(), p.orig_len)
-        } else {
-            let d = ip(p);
-            (d[..d.len().min(96)].to_vec(), p.orig_len - 14)
-        };
-        let mut body = iface.to_le_bytes().to_vec();
-        let ts = p.ts_us as u64;
-        body.extend_from_slice(&((ts >> 32) as u32).to_le_bytes());
-        body.extend_from_slice(&(ts as u32).to_le_bytes());
-        body.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        body.extend_from_slice(&orig.to_le_bytes());
-        body.extend_from_slice(&data);
-        body.resize(body.len().div_ceil(4) * 4, 0);
-        block(&mut ng, 6, &body);
-    }
-    let ng_path = dir.join("two-interfaces.pcapng");
-    std::fs::write(&ng_path, &ng).unwrap();
-    files.push(ng_path);
 
     for path in &files {
         let mut ours: Vec<common::Directions> = Vec::new();

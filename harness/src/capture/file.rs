@@ -58,6 +58,8 @@ pub struct PcapReader {
     interfaces: Vec<Interface>,
     /// Classic pcap: its link type, and whether timestamps are in ns.
     legacy: Option<(i32, bool)>,
+    /// The current pcapng section is big-endian.
+    big_endian: bool,
     /// Bytes of the block handed out last, consumed at the next call.
     pending: usize,
     /// Packets read so far.
@@ -114,6 +116,7 @@ impl PcapReader {
             linktype: -1,
             interfaces: Vec::new(),
             legacy: None,
+            big_endian: false,
             pending: 0,
             count: 0,
             offset: 0,
@@ -174,9 +177,10 @@ impl PcapReader {
                             at: at(b.data),
                             caplen: b.caplen.min(b.data.len() as u32),
                         },
-                        PcapBlockOwned::NG(Block::SectionHeader(_)) => {
+                        PcapBlockOwned::NG(Block::SectionHeader(shb)) => {
                             // Interfaces are numbered afresh in each section.
                             self.interfaces.clear();
+                            self.big_endian = shb.big_endian();
                             Seen::Header
                         }
                         PcapBlockOwned::NG(Block::InterfaceDescription(idb)) => {
@@ -224,6 +228,53 @@ impl PcapReader {
                                 orig_len: spb.origlen,
                                 at: at(spb.data),
                                 caplen: spb.origlen.min(spb.data.len() as u32),
+                            }
+                        }
+                        // The obsolete Packet Block (type 2) of older
+                        // writers: interface (2 bytes), drops (2), time
+                        // (8), captured and original lengths (4 each).
+                        PcapBlockOwned::NG(Block::Unknown(b))
+                            if b.block_type == 2 || b.block_type == 2u32.swap_bytes() =>
+                        {
+                            let u32_at = |d: &[u8], at: usize| {
+                                let v = [d[at], d[at + 1], d[at + 2], d[at + 3]];
+                                if self.big_endian {
+                                    u32::from_be_bytes(v)
+                                } else {
+                                    u32::from_le_bytes(v)
+                                }
+                            };
+                            let d = b.data;
+                            let damaged = || {
+                                format!(
+                                    "damaged pcapng {}: a packet block shorter than its header",
+                                    position(self.count, self.offset)
+                                )
+                            };
+                            if d.len() < 20 {
+                                return Err(damaged());
+                            }
+                            let if_id = usize::from(if self.big_endian {
+                                u16::from_be_bytes([d[0], d[1]])
+                            } else {
+                                u16::from_le_bytes([d[0], d[1]])
+                            });
+                            let Some(i) = self.interfaces.get(if_id).copied() else {
+                                return Err(format!(
+                                    "damaged pcapng {}: a packet of interface {if_id} that was never described",
+                                    position(self.count, self.offset)
+                                ));
+                            };
+                            let ts = (u128::from(u32_at(d, 4)) << 32) | u128::from(u32_at(d, 8));
+                            let us = ts * 1_000_000 / u128::from(i.resolution);
+                            let data = &d[20..];
+                            Seen::Packet {
+                                linktype: i.linktype,
+                                ts_us: i64::try_from(us).unwrap_or(i64::MAX)
+                                    + i.offset_s.saturating_mul(1_000_000),
+                                orig_len: u32_at(d, 16),
+                                at: at(data),
+                                caplen: u32_at(d, 12).min(data.len() as u32),
                             }
                         }
                         // Statistics, name resolution, comments, ...
