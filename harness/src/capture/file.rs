@@ -97,7 +97,7 @@ impl PcapReader {
             path: path.to_path_buf(),
             message,
         };
-        let file = files::open_input(path, u64::MAX, "capture").map_err(|e| err(e.to_string()))?;
+        let file = files::open_input(path, u64::MAX, "capture")?;
         let inner = match pcap_parser::create_reader(READ_BUFFER, file) {
             Ok(r) => r,
             Err(PcapError::Eof) => {

@@ -132,6 +132,9 @@ pub enum CaptureError {
         path: std::path::PathBuf,
         message: String,
     },
+    /// The file could not be opened as an input (its message names it).
+    #[error(transparent)]
+    Input(#[from] crate::files::InputError),
 }
 
 /// Bytes kept per packet: enough for Ethernet + IPv6 + TCP with options and
