@@ -213,7 +213,10 @@ fn scratch_dir(what: &str) -> PathBuf {
 /// What the case's two sides run on (see [`reach_of`]).
 fn reach(opts: &RunOptions, endpoints: &PerSide<Endpoint>) -> Reach {
     let hellos = endpoints.as_ref().map(|_, e| e.agent().map(|a| a.hello()));
-    reach_of(&opts.stack, hellos)
+    Reach {
+        link: opts.link(),
+        ..reach_of(&opts.stack, hellos)
+    }
 }
 
 /// Each agent host as it introduced itself, the harness's own `stack` for
@@ -231,6 +234,9 @@ fn reach_of(stack: &Stack, hellos: PerSide<Option<&driver::agent::Hello>>) -> Re
                 // on the stack only if that is the namespace's own kernel.
                 runs_programs: hello.stack == "linux" && hello.own_stack,
                 own_counters: hello.own_stack,
+                // Its sockets' states come through the agent, which hears
+                // of no socket's destruction.
+                announces_destruction: false,
             };
         }
     }
@@ -423,7 +429,10 @@ impl BenchProbe {
     /// What the hosts let the harness do, the router's packet filter (on
     /// `stack`, the harness's own) holding the fault rules.
     pub fn reach(&self, stack: &Stack) -> Reach {
-        reach_of(stack, self.hellos.as_ref().map(|_, h| h.as_ref()))
+        Reach {
+            link: crate::scenario::Link::Bench,
+            ..reach_of(stack, self.hellos.as_ref().map(|_, h| h.as_ref()))
+        }
     }
 }
 

@@ -282,6 +282,10 @@ pub struct SideStack {
     /// machine whose agent runs on a stack not its own (its counters
     /// count every connection there).
     pub own_counters: bool,
+    /// Whether the harness hears of each socket's destruction on this
+    /// host, with what it held unread (`unread.<side>`): only where it
+    /// reads the host's sock_diag itself, not through an agent.
+    pub announces_destruction: bool,
 }
 
 /// The stacks a case's two sides run on and what the harness can do with
@@ -291,6 +295,8 @@ pub struct SideStack {
 pub struct Reach {
     pub faults: FaultBackend,
     pub sides: PerSide<SideStack>,
+    /// What joins the two sides: expectations may be written for one.
+    pub link: crate::scenario::Link,
 }
 
 impl Reach {
@@ -303,10 +309,12 @@ impl Reach {
             // A program runs where the harness does, on the same stack.
             runs_programs: true,
             own_counters: true,
+            announces_destruction: stack.states.sees_destruction(),
         };
         Reach {
             faults: stack.faults,
             sides: PerSide::both(side),
+            link: crate::scenario::Link::Loopback,
         }
     }
 
@@ -459,21 +467,38 @@ pub fn requirements(case: &Case, reach: &Reach) -> Vec<String> {
         }
     }
     // The counters are summed over both hosts: one that counts its whole
-    // machine leaves the case's own unobservable. (A remote host is on the
-    // bench, so its expectations are the bench's.)
+    // machine leaves the case's own unobservable.
     if let Some(side) = Side::BOTH
         .into_iter()
         .find(|s| !reach.sides[*s].own_counters)
     {
         let name = reach.name();
         let counted = case
-            .expectations_for(&name, crate::scenario::Link::Bench)
+            .expectations_for(&name, reach.link)
             .flat_map(|e| &e.facts)
             .find(|f| f.path.starts_with("netstat."));
         if let Some(f) = counted {
             missing.push(format!(
                 "line {}: expects `{}`, a TCP counter, but the {side} host's agent runs on a stack that is not its own: its counters count every connection of its machine",
                 f.line, f.path
+            ));
+        }
+    }
+    // What a socket held unread when it was destroyed is heard only from
+    // a stack the harness reads itself.
+    for side in Side::BOTH {
+        if reach.sides[side].announces_destruction {
+            continue;
+        }
+        let path = format!("unread.{side}");
+        if let Some(f) = case
+            .expectations_for(&reach.name(), reach.link)
+            .flat_map(|e| &e.facts)
+            .find(|f| f.path == path)
+        {
+            missing.push(format!(
+                "line {}: expects `{}`, but the {side} host's stack ({}) does not announce a socket's destruction to the harness: an agent reports its sockets' states, not what a destroyed one held",
+                f.line, f.path, reach.sides[side].name
             ));
         }
     }
@@ -600,6 +625,41 @@ facts = { "wire.client.fin" = 1, "netstat.OutRsts" = 0 }
         );
     }
 
+    /// What a destroyed socket held unread is heard only from a stack the
+    /// harness reads itself: an agent host's `unread.<side>` expectation
+    /// makes the case unsupported, on the link it was written for.
+    #[test]
+    fn unread_needs_a_host_that_announces_destruction() {
+        let text = r#"title = "t"
+steps = '''
+client close
+'''
+[[expect]]
+os = "linux"
+link = "bench"
+facts = { "wire.client.fin" = 1, "unread.server" = 0 }
+"#;
+        let c = crate::catalogue::parse(Path::new("t.toml"), text)
+            .unwrap()
+            .remove(0);
+        let mut reach = Reach::of(&Stack::linux("test"));
+        reach.link = crate::scenario::Link::Bench;
+        assert!(requirements(&c, &reach).is_empty());
+        reach.sides.client.announces_destruction = false;
+        assert!(requirements(&c, &reach).is_empty(), "only the server's");
+        reach.sides.server.announces_destruction = false;
+        let missing = requirements(&c, &reach);
+        assert_eq!(missing.len(), 1, "{missing:?}");
+        assert!(
+            missing[0].starts_with("line 8: expects `unread.server`")
+                && missing[0].contains("does not announce a socket's destruction"),
+            "{missing:?}"
+        );
+        // Written for the bench only: on loopback there is nothing to miss.
+        reach.link = crate::scenario::Link::Loopback;
+        assert!(requirements(&c, &reach).is_empty());
+    }
+
     #[test]
     fn gvisor_cannot_run_faults_or_watch_closed_sockets() {
         let gv = Reach::of(&Stack::gvisor("test"));
@@ -657,6 +717,7 @@ facts = { "wire.client.fin" = 1, "netstat.OutRsts" = 0 }
         let mixed = Reach {
             faults: FaultBackend::Nftables,
             sides: PerSide::new(linux.sides.client.clone(), gv.sides.server.clone()),
+            link: crate::scenario::Link::Bench,
         };
         let missing = requirements(&c, &mixed);
         assert_eq!(missing.len(), 1, "{missing:?}");
