@@ -150,6 +150,56 @@ fn truncated_pcap_is_an_error_naming_the_file() {
     }
 }
 
+/// A gzip-compressed capture (`.pcap.gz`) reads as the capture itself;
+/// one whose compressed stream breaks off keeps the packets before the
+/// break and says where and why; gzip that does not decompress is an
+/// error naming the file.
+#[test]
+fn gzip_compressed_captures_read_as_the_capture() {
+    use std::io::Write;
+    use teardown::analyze::file::each_connection;
+    let plain = fixture("close-graceful-ipv4.pcap");
+    let bytes = std::fs::read(&plain).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&bytes).unwrap();
+    let gz = gz.finish().unwrap();
+    let scratch = tempfile::Builder::new()
+        .prefix("teardown-gz-")
+        .tempdir()
+        .unwrap();
+    let dir = scratch.path().to_path_buf();
+    let conns = |path: &Path| {
+        let mut all = Vec::new();
+        let stats = each_connection(path, |f| all.push(f)).unwrap();
+        (stats, all)
+    };
+    let whole = dir.join("whole.pcap.gz");
+    std::fs::write(&whole, &gz).unwrap();
+    let (plain_stats, plain_conns) = conns(&plain);
+    let (gz_stats, gz_conns) = conns(&whole);
+    assert_eq!(gz_conns, plain_conns);
+    assert_eq!(gz_stats.packets, plain_stats.packets);
+    assert_eq!(gz_stats.stopped, None);
+    // Cut inside the compressed stream: the packets before, and why.
+    let cut = dir.join("cut.pcap.gz");
+    std::fs::write(&cut, &gz[..gz.len() * 2 / 3]).unwrap();
+    let (cut_stats, _) = conns(&cut);
+    assert!(cut_stats.packets < plain_stats.packets, "{cut_stats:?}");
+    let why = cut_stats.stopped.expect("the break is reported");
+    assert!(
+        why.contains("compressed file breaks off") && why.contains("gzip"),
+        "{why}"
+    );
+    // Not gzip after its magic number.
+    let bad = dir.join("bad.pcap.gz");
+    std::fs::write(&bad, [0x1f, 0x8b, 1, 2, 3, 4, 5, 6, 7, 8, 9]).unwrap();
+    let err = each_connection(&bad, |_| {}).unwrap_err().to_string();
+    assert!(
+        err.contains("bad.pcap.gz") && err.contains("does not decompress"),
+        "{err}"
+    );
+}
+
 /// Captures shaped as they come from the field, made from a catalogue pcap
 /// (handshake, data both ways, a RST): cut to start at the SYN-ACK or
 /// mid-connection, every frame wrapped in MPLS, PPPoE in QinQ, GRE,

@@ -5,7 +5,9 @@
 //! opened (a FIFO or a device is an error, not a hang), and a truncated or
 //! damaged file is an error naming the file and how far it could be read.
 
+use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 #[cfg(target_os = "linux")]
 use pcap::{Capture as PcapCapture, Linktype};
@@ -60,6 +62,8 @@ pub struct PcapReader {
     legacy: Option<(i32, bool)>,
     /// The current pcapng section is big-endian.
     big_endian: bool,
+    /// Why the compressed stream broke off, if it did (see [`UntilBroken`]).
+    broken: Arc<Mutex<Option<String>>>,
     /// Bytes of the block handed out last, consumed at the next call.
     pending: usize,
     /// Packets read so far.
@@ -97,11 +101,29 @@ impl PcapReader {
             path: path.to_path_buf(),
             message,
         };
-        let file = files::open_input(path, u64::MAX, "capture")?;
-        let inner = match pcap_parser::create_reader(READ_BUFFER, file) {
+        let mut file = files::open_input(path, u64::MAX, "capture")?;
+        // A gzip-compressed capture (`.pcap.gz`, as Wireshark writes and
+        // reads them) is read through its decompressor.
+        let mut magic = [0u8; 2];
+        let gzip = file.read_exact(&mut magic).is_ok() && magic == [0x1f, 0x8b];
+        file.rewind()
+            .map_err(|e| err(format!("cannot read it from the start: {e}")))?;
+        let broken = Arc::new(Mutex::new(None));
+        let input: Box<dyn Read + Send> = if gzip {
+            Box::new(UntilBroken {
+                inner: flate2::read::MultiGzDecoder::new(std::io::BufReader::new(file)),
+                broken: Arc::clone(&broken),
+            })
+        } else {
+            Box::new(file)
+        };
+        let inner = match pcap_parser::create_reader(READ_BUFFER, input) {
             Ok(r) => r,
             Err(PcapError::Eof) => {
-                return Err(err("an empty file, not a pcap or pcapng file".into()));
+                return Err(err(match broken.lock().map(|b| b.clone()) {
+                    Ok(Some(why)) => format!("compressed, but it does not decompress ({why})"),
+                    _ => "an empty file, not a pcap or pcapng file".into(),
+                }));
             }
             Err(PcapError::HeaderNotRecognized) => {
                 return Err(err(
@@ -117,6 +139,7 @@ impl PcapReader {
             interfaces: Vec::new(),
             legacy: None,
             big_endian: false,
+            broken,
             pending: 0,
             count: 0,
             offset: 0,
@@ -291,8 +314,22 @@ impl PcapReader {
                         }
                     }
                 }
-                Err(PcapError::Eof) => return Ok(None),
+                Err(PcapError::Eof) => {
+                    return match self.broken.lock().map(|b| b.clone()) {
+                        Ok(Some(why)) => Err(format!(
+                            "the compressed file breaks off after {}: {why}; the packets before it were read",
+                            position(self.count, self.offset)
+                        )),
+                        _ => Ok(None),
+                    };
+                }
                 Err(PcapError::Incomplete(_)) => {
+                    if let Ok(Some(why)) = self.broken.lock().map(|b| b.clone()) {
+                        return Err(format!(
+                            "the compressed file breaks off inside a block {}: {why}; the packets before it were read",
+                            position(self.count, self.offset)
+                        ));
+                    }
                     if self.inner.reader_exhausted() {
                         return Err(format!(
                             "truncated {}: the file ends inside a block; the packets before it were read",
@@ -406,6 +443,28 @@ fn describe(e: &PcapError<&[u8]>) -> String {
 /// `after packet 12 (byte offset 3456)`.
 fn position(count: u64, offset: u64) -> String {
     format!("after packet {count} (byte offset {offset})")
+}
+
+/// A decompressor whose error ends the stream as the end of a file would,
+/// so the packets before a break are read as those of a truncated file;
+/// the error is kept to say why.
+struct UntilBroken<R> {
+    inner: R,
+    broken: Arc<Mutex<Option<String>>>,
+}
+
+impl<R: Read> Read for UntilBroken<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self.inner.read(buf) {
+            Err(e) if e.kind() != std::io::ErrorKind::Interrupted => {
+                if let Ok(mut b) = self.broken.lock() {
+                    b.get_or_insert_with(|| format!("gzip: {e}"));
+                }
+                Ok(0)
+            }
+            other => other,
+        }
+    }
 }
 
 /// Reads a whole pcap file. A truncated or damaged file is an error naming
