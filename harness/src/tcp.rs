@@ -192,6 +192,11 @@ impl<T> PerSide<T> {
     }
 
     /// The same value for both sides.
+    /// The two sides' values the other way round.
+    pub fn swap(&mut self) {
+        std::mem::swap(&mut self.client, &mut self.server);
+    }
+
     pub fn both(v: T) -> Self
     where
         T: Clone,

@@ -833,6 +833,18 @@ mod tests {
                 parse_frame(linktype::ETHERNET, 0, &raw(arp, 0)),
                 Frame::Other(Skipped::EtherType(0x0806))
             );
+            // Nor is 802.3 without SNAP (spanning tree's LLC, 0x42 0x42),
+            // whatever its length: one kind, not one per length.
+            for len in [38u16, 39] {
+                let mut stp = macs.clone();
+                stp.extend_from_slice(&len.to_be_bytes());
+                stp.extend_from_slice(&[0x42, 0x42, 0x03]);
+                stp.extend_from_slice(&[0; 35]);
+                assert_eq!(
+                    parse_frame(linktype::ETHERNET, 0, &raw(stp, 0)),
+                    Frame::Other(Skipped::EtherType(0))
+                );
+            }
         }
     }
 
@@ -1081,6 +1093,15 @@ mod tests {
                     ),
                 ),
                 &inner6,
+            ),
+            (
+                "IEEE 802.3 with LLC/SNAP",
+                linktype::ETHERNET,
+                {
+                    let snap = llc(&inner);
+                    cat(&[&[0; 12], &(snap.len() as u16).to_be_bytes(), &snap])
+                },
+                &inner,
             ),
             (
                 "FDDI",

@@ -201,9 +201,17 @@ impl Flow {
             self.rejected |= self.client_isn.is_some_and(|isn| seg.ack == isn + 1);
         }
         self.zeek_close(side, seg);
-        self.conn.push(seg, side);
         self.packets[side] += 1;
         self.ip_bytes[side] += u64::from(seg.ip_len);
+        let client = self.conn.ends().client;
+        self.conn.push(seg, side);
+        if self.conn.ends().client != client {
+            // The roles swapped (a connection first seen at its SYN-ACK):
+            // what was counted for one end is the other's now.
+            self.packets.swap();
+            self.ip_bytes.swap();
+            self.closed.swap();
+        }
         self.last_us = self.last_us.max(seg.ts_us);
         self.rsts += u64::from(seg.flags.rst());
         let over = match self.revived_after {
@@ -632,6 +640,20 @@ mod tests {
         assert_eq!(g.wire.history, "^hA");
         assert_eq!(g.client, a.parse().unwrap(), "the ACK's sender");
         assert_eq!(g.wire.trace, "s:S. c:.");
+        assert_eq!(g.packets, PerSide::new(1, 1));
+        // Only the SYN-ACK's sender in the capture (one direction of an
+        // asymmetric route): what it sent stays its own when the roles
+        // swap (Zeek's tcp/one-sided-2745.pcap: SHR, ^haf, 0 and 3).
+        let h = &split(&[
+            seg(0, b, a, "S.", 900, 101, 0),
+            seg(1, b, a, ".", 901, 101, 0),
+            seg(2, b, a, "F.", 901, 101, 0),
+        ])[0];
+        assert_eq!(h.wire.history, "^haf");
+        assert_eq!(h.wire.conn_state, "SHR");
+        assert_eq!(h.client, a.parse().unwrap());
+        assert_eq!(h.packets, PerSide::new(0, 3));
+        assert_eq!(h.ip_bytes, PerSide::new(0, 3 * 52));
     }
 
     /// Zeek's retransmission: a data segment that ends at or below the

@@ -61,7 +61,12 @@ const KNOWN_NOT_IP: &[(u16, &str)] = &[
 impl fmt::Display for Skipped {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            Skipped::EtherType(t) if t < 0x0600 => write!(f, "802.3 frames (not Ethernet II)"),
+            Skipped::EtherType(t) if t < 0x0600 => {
+                write!(
+                    f,
+                    "802.3 frames without SNAP (spanning tree, NetBIOS, IPX, ...)"
+                )
+            }
             Skipped::EtherType(t) => match KNOWN_NOT_IP.iter().find(|(k, _)| *k == t) {
                 Some((_, name)) => write!(f, "{name} (EtherType 0x{t:04x})"),
                 None => write!(f, "EtherType 0x{t:04x}"),
@@ -173,6 +178,15 @@ pub fn step(layer: Layer<'_>) -> Result<Step<'_>, String> {
                 Step::Inner(Layer::Ppp(&ppp[..len.min(ppp.len())]))
             }
             0x880b => Step::Inner(Layer::Ppp(d)),
+            // IEEE 802.3: a length, then LLC; IP is there only with SNAP.
+            // Without it (spanning tree, NetBIOS, IPX) all count as one.
+            len if len < 0x0600 => {
+                let llc = &d[..usize::from(len).min(d.len())];
+                if llc.starts_with(&[0xaa, 0xaa, 0x03]) {
+                    return llc_snap(llc);
+                }
+                Step::Skip(Skipped::EtherType(0))
+            }
             other => Step::Skip(Skipped::EtherType(other)),
         },
         Layer::Ppp(d) => {
