@@ -52,7 +52,8 @@ pub struct FlowFacts {
     pub acked: PerSide<u64>,
     /// Payload each side sent that the peer acknowledged but the capture
     /// did not see: gaps in the captured data, and data acknowledged beyond
-    /// it (Zeek's `missed_bytes` is the sum). Without the side's SYN it is
+    /// it (conn.log's `missed_bytes` sums it over the sides the capture has
+    /// a packet of, as Zeek counts). Without the side's SYN it is
     /// counted from the first sequence number seen of it (or acknowledged);
     /// null for a side the capture shows nothing of.
     #[serde(default)]

@@ -338,8 +338,8 @@ pub struct ConnectionFacts {
     /// Payload bytes of each side that the peer acknowledged.
     pub acked: PerSide<u64>,
     /// Payload bytes of each side that the peer acknowledged but the
-    /// capture did not see (Zeek's `missed_bytes`, per side); None without
-    /// any sequence number of the side.
+    /// capture did not see (what Zeek's `missed_bytes` counts, per side);
+    /// None without any sequence number of the side.
     pub missed: PerSide<Option<u64>>,
 }
 

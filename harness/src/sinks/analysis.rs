@@ -311,12 +311,30 @@ pub fn zeek_header(file: &str) -> String {
     )
 }
 
-/// One connection as a conn.log line. `missed_bytes` is payload the peers
-/// acknowledged that the capture did not see, both ways (unset, `-`, when
-/// the capture shows nothing of a side and there is nothing to count from).
+/// One connection as a conn.log line, its byte counts as Zeek keeps them:
+/// a side's `orig_bytes`/`resp_bytes` is the sequence space it covered,
+/// payload the capture saw and payload it missed (acknowledged by the peer
+/// but not captured), and `missed_bytes` the missed payload of both; a side
+/// the capture shows no packet of counts 0 for both, as Zeek's inactive
+/// endpoint does. (The JSON keeps them apart: `data_bytes`, and `missed`,
+/// null where there is nothing to count from.)
 pub fn zeek_line(c: &Diagnosed) -> String {
     let f = &c.flow;
     let w = &f.wire;
+    let missed = f.missed.map(|side, m| {
+        if f.packets[side] == 0 {
+            0
+        } else {
+            m.unwrap_or(0)
+        }
+    });
+    let bytes = f.packets.as_ref().map(|side, &n| {
+        if n == 0 {
+            0
+        } else {
+            w.sides[side].data_bytes + missed[side]
+        }
+    });
     let secs = |us: i64| {
         format!(
             "{}.{:06}",
@@ -334,15 +352,12 @@ pub fn zeek_line(c: &Diagnosed) -> String {
         "tcp".into(),
         "-".into(),
         secs(f.duration_us),
-        w.sides.client.data_bytes.to_string(),
-        w.sides.server.data_bytes.to_string(),
+        bytes.client.to_string(),
+        bytes.server.to_string(),
         w.conn_state.clone(),
         "-".into(),
         "-".into(),
-        f.missed
-            .client
-            .zip(f.missed.server)
-            .map_or("-".into(), |(c, s)| (c + s).to_string()),
+        (missed.client + missed.server).to_string(),
         if w.history.is_empty() {
             "-".into()
         } else {
@@ -411,6 +426,51 @@ mod tests {
     use super::*;
     use crate::analyze::flows::split;
     use crate::wire::Segment;
+
+    /// conn.log counts bytes as Zeek does: the server's 100 bytes the
+    /// client acknowledged but the capture missed are in `resp_bytes` and
+    /// `missed_bytes`; a side the capture has no packet of counts 0, not
+    /// what its peer acknowledged (Zeek's inactive endpoint).
+    #[test]
+    fn conn_log_counts_bytes_by_sequence_space_as_zeek_does() {
+        let (c, s) = ("10.0.0.1:40000", "10.0.0.2:80");
+        let line = |segs: &[Segment]| {
+            let d = Diagnosed {
+                flow: split(segs).remove(0),
+                diagnosis: Arc::new(Diagnosis {
+                    name: "x".into(),
+                    explanation: String::new(),
+                    matches: vec![],
+                }),
+            };
+            let l = zeek_line(&d);
+            let f: Vec<String> = l.split('\t').map(str::to_string).collect();
+            // orig_bytes, resp_bytes, missed_bytes
+            (f[9].clone(), f[10].clone(), f[14].clone())
+        };
+        let lost_response = [
+            Segment::example(0, c, s, "S", 100, 0, 0),
+            Segment::example(1, s, c, "S.", 900, 101, 0),
+            Segment::example(2, c, s, ".", 101, 901, 0),
+            Segment::example(3, c, s, "P.", 101, 901, 10),
+            // The server's 100 bytes (901..1001) were not captured.
+            Segment::example(5, c, s, ".", 111, 1001, 0),
+            Segment::example(6, c, s, "F.", 111, 1001, 0),
+            Segment::example(7, s, c, "F.", 1001, 112, 0),
+            Segment::example(8, c, s, ".", 112, 1002, 0),
+        ];
+        assert_eq!(
+            line(&lost_response),
+            ("10".into(), "100".into(), "100".into())
+        );
+        // Only the client's direction captured: the server is inactive.
+        let one_way: Vec<Segment> = lost_response
+            .iter()
+            .filter(|x| x.src == c.parse().unwrap())
+            .cloned()
+            .collect();
+        assert_eq!(line(&one_way), ("10".into(), "0".into(), "0".into()));
+    }
 
     #[test]
     fn json_lines_with_a_shared_diagnosis_are_the_plain_lines() {
