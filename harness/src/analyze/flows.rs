@@ -625,36 +625,55 @@ mod tests {
     /// originator, and the ACK swaps the roles.
     #[test]
     fn a_syn_ack_without_its_syn_is_established() {
-        let f = &split(&[
-            seg(0, S, C, "S.", 900, 101, 0),
-            seg(1, C, S, ".", 101, 901, 0),
-            seg(2, C, S, "P.", 101, 901, 5),
-        ])[0];
-        assert_eq!(f.wire.conn_state, "S1");
-        assert_eq!(f.wire.history, "^hAD");
-        assert_eq!(f.client, C.parse().unwrap());
+        // (conn_state, history, originator, packets each way)
+        let seen = |segs: &[Segment]| {
+            let f = split(segs).remove(0);
+            (
+                f.wire.conn_state,
+                f.wire.history,
+                f.client.to_string(),
+                f.packets,
+            )
+        };
         let (a, b) = ("10.0.0.1:40000", "10.0.0.2:40001");
-        let g = &split(&[
-            seg(0, b, a, "S.", 900, 101, 0),
-            seg(1, a, b, ".", 101, 901, 0),
-        ])[0];
-        assert_eq!(g.wire.history, "^hA");
-        assert_eq!(g.client, a.parse().unwrap(), "the ACK's sender");
-        assert_eq!(g.wire.trace, "s:S. c:.");
-        assert_eq!(g.packets, PerSide::new(1, 1));
-        // Only the SYN-ACK's sender in the capture (one direction of an
-        // asymmetric route): what it sent stays its own when the roles
-        // swap (Zeek's tcp/one-sided-2745.pcap: SHR, ^haf, 0 and 3).
-        let h = &split(&[
-            seg(0, b, a, "S.", 900, 101, 0),
-            seg(1, b, a, ".", 901, 101, 0),
-            seg(2, b, a, "F.", 901, 101, 0),
-        ])[0];
-        assert_eq!(h.wire.history, "^haf");
-        assert_eq!(h.wire.conn_state, "SHR");
-        assert_eq!(h.client, a.parse().unwrap());
-        assert_eq!(h.packets, PerSide::new(0, 3));
-        assert_eq!(h.ip_bytes, PerSide::new(0, 3 * 52));
+        let cases: [(&[Segment], _); 3] = [
+            (
+                &[
+                    seg(0, S, C, "S.", 900, 101, 0),
+                    seg(1, C, S, ".", 101, 901, 0),
+                    seg(2, C, S, "P.", 101, 901, 5),
+                ],
+                ("S1", "^hAD", C, (2, 1)),
+            ),
+            // No server's port: the ACK's sender becomes the originator.
+            (
+                &[
+                    seg(0, b, a, "S.", 900, 101, 0),
+                    seg(1, a, b, ".", 101, 901, 0),
+                ],
+                ("OTH", "^hA", a, (1, 1)),
+            ),
+            // Only the SYN-ACK's sender in the capture (one direction of
+            // an asymmetric route): what it sent stays its own when the
+            // roles swap (Zeek's tcp/one-sided-2745.pcap: SHR, ^haf, 0, 3).
+            (
+                &[
+                    seg(0, b, a, "S.", 900, 101, 0),
+                    seg(1, b, a, ".", 901, 101, 0),
+                    seg(2, b, a, "F.", 901, 101, 0),
+                ],
+                ("SHR", "^haf", a, (0, 3)),
+            ),
+        ];
+        for (segs, (state, history, orig, (c, s))) in cases {
+            let want = (
+                state.into(),
+                history.into(),
+                orig.into(),
+                PerSide::new(c, s),
+            );
+            assert_eq!(seen(segs), want);
+        }
     }
 
     /// Zeek's retransmission: a data segment that ends at or below the

@@ -598,21 +598,22 @@ mod tests {
         .remove(0)
     }
 
+    /// A client that closes, and a Linux expectation (its `[[expect]]` line
+    /// 7, or 8 with `extra` lines before its facts) of its FIN and `fact`.
+    fn closing_case(extra: &str, fact: &str) -> Case {
+        let text = format!(
+            "title = \"t\"\nsteps = '''\nclient close\n'''\n[[expect]]\nos = \"linux\"\n{extra}facts = {{ \"wire.client.fin\" = 1, {fact} }}\n"
+        );
+        crate::catalogue::parse(Path::new("t.toml"), &text)
+            .unwrap()
+            .remove(0)
+    }
+
     /// A host whose counters are its machine's cannot vouch for a
     /// `netstat.*` expectation: the case is unsupported, naming the line.
     #[test]
     fn a_counter_expectation_needs_counters_of_the_case_alone() {
-        let text = r#"title = "t"
-steps = '''
-client close
-'''
-[[expect]]
-os = "linux"
-facts = { "wire.client.fin" = 1, "netstat.OutRsts" = 0 }
-"#;
-        let c = crate::catalogue::parse(Path::new("t.toml"), text)
-            .unwrap()
-            .remove(0);
+        let c = closing_case("", r#""netstat.OutRsts" = 0"#);
         let mut reach = Reach::of(&Stack::linux("test"));
         assert!(requirements(&c, &reach).is_empty());
         reach.sides.client.own_counters = false;
@@ -630,18 +631,7 @@ facts = { "wire.client.fin" = 1, "netstat.OutRsts" = 0 }
     /// makes the case unsupported, on the link it was written for.
     #[test]
     fn unread_needs_a_host_that_announces_destruction() {
-        let text = r#"title = "t"
-steps = '''
-client close
-'''
-[[expect]]
-os = "linux"
-link = "bench"
-facts = { "wire.client.fin" = 1, "unread.server" = 0 }
-"#;
-        let c = crate::catalogue::parse(Path::new("t.toml"), text)
-            .unwrap()
-            .remove(0);
+        let c = closing_case("link = \"bench\"\n", r#""unread.server" = 0"#);
         let mut reach = Reach::of(&Stack::linux("test"));
         reach.link = crate::scenario::Link::Bench;
         assert!(requirements(&c, &reach).is_empty());
