@@ -267,6 +267,17 @@ fn pcaps() -> &'static Vec<(String, Vec<u8>)> {
             })
             .collect();
         v.sort();
+        // Each also gzip-compressed: mutations then hit the decompressor.
+        let compressed: Vec<(String, Vec<u8>)> = v
+            .iter()
+            .map(|(name, data)| {
+                use std::io::Write;
+                let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                gz.write_all(data).unwrap();
+                (format!("{name}.gz"), gz.finish().unwrap())
+            })
+            .collect();
+        v.extend(compressed);
         v
     })
 }
@@ -295,6 +306,9 @@ fn byte_edit() -> impl Strategy<Value = ByteEdit> {
         105,
         276,
         113,
+        127,
+        239,
+        10,
         0x0800,
         0x86dd,
     ]);
