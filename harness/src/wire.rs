@@ -149,7 +149,22 @@ pub const DECODED_LINKTYPES: &[(i32, &str)] = &[
 
 /// The layers decoded between the link header and TCP, for the README and
 /// `analyze --help`.
-pub const DECODED_LAYERS: &str = "802.1Q/802.1ad VLAN tags (QinQ), VN-Tag, PBB, Cisco FabricPath, MPLS, PPPoE, PPP, 802.11 (A-MSDUs too), GRE (with ERSPAN I/II/III, PPTP and Aruba's 802.11, and in UDP), IP in IP, VXLAN, Geneve, GTP-U, AYIYA and Teredo, and IP fragments reassembled";
+pub const DECODED_LAYERS: &str = decoded_layers!();
+
+/// [`DECODED_LAYERS`], as a literal that `concat!` takes.
+macro_rules! decoded_layers {
+    () => {
+        "802.1Q/802.1ad VLAN tags (QinQ), VN-Tag, PBB, Cisco FabricPath, MPLS, PPPoE, PPP, 802.11 (A-MSDUs too), GRE (with ERSPAN I/II/III, PPTP and Aruba's 802.11, and in UDP), IP in IP, VXLAN, Geneve, GTP-U, AYIYA and Teredo, and IP fragments reassembled"
+    };
+}
+use decoded_layers;
+
+/// What `analyze --help` says it reads.
+pub const ANALYZE_READS: &str = concat!(
+    "Reads link types Ethernet, Linux cooked (SLL, SLL2), BSD and OpenBSD loopback, raw IP, PPP, Cisco HDLC, FDDI, IEEE 802.11 (also with radiotap) and Linux NFLOG; through ",
+    decoded_layers!(),
+    ". What it does not decode is counted by name on stderr."
+);
 
 /// Why a capture's link type cannot be decoded, or None if it can.
 pub fn undecodable_linktype(linktype: i32) -> Option<String> {

@@ -107,9 +107,10 @@ pub enum Command {
     },
     /// List every fact an expectation can name, with what it means.
     Facts,
-    /// Every connection of a capture (pcap or pcapng): its wire facts, Zeek
-    /// conn_state and history, and a diagnosis of how it ended from the
-    /// catalogue's observed signatures.
+    /// Every connection of a capture (pcap or pcapng, gzip-compressed or
+    /// not): its wire facts, Zeek conn_state and history, and a diagnosis
+    /// of how it ended from the catalogue's observed signatures.
+    #[command(after_long_help = crate::wire::ANALYZE_READS)]
     Analyze(AnalyzeArgs),
     /// Derive the diagnosis signatures (reports/signatures.json) from
     /// observed reports and baselines, and the scenarios' titles and whys.
