@@ -22,10 +22,10 @@ use serde_json::{Value, json};
 use crate::report::{CaseReport, Host, Report};
 
 /// Identifies baseline files, and their format version.
-pub const KIND: &str = "teardown-baseline";
+pub(crate) const KIND: &str = "teardown-baseline";
 /// 2: facts are keyed by fact path (`steps.lclose.ret`), as expectations
 /// name them.
-pub const FORMAT: u32 = 2;
+pub(crate) const FORMAT: u32 = 2;
 
 /// Why a baseline could not be read or recorded.
 #[derive(Debug, thiserror::Error)]
@@ -84,7 +84,7 @@ pub struct Baseline {
 }
 
 /// A case's fingerprint: its behavioural facts and its verdict.
-pub fn fingerprint(c: &CaseReport) -> BTreeMap<String, Value> {
+pub(crate) fn fingerprint(c: &CaseReport) -> BTreeMap<String, Value> {
     let mut f = crate::facts::fingerprint(&c.facts());
     // A case that drives groups of connections is about all of them (see
     // `CaseReport::drives_groups`). How many bytes a read or write moved measures buffers and timing (a
@@ -216,7 +216,7 @@ impl Baseline {
     }
 
     /// How many facts varied between the recorded runs (not checked).
-    pub fn varying(&self) -> usize {
+    pub(crate) fn varying(&self) -> usize {
         self.cases
             .values()
             .flat_map(|f| f.values())

@@ -38,7 +38,7 @@ pub fn keys(case: &Case) -> Keys {
 }
 
 /// Checks every fact path of the expectations that apply to `case`.
-pub fn check_facts(case: &Case) -> Result<(), ScenarioError> {
+pub(crate) fn check_facts(case: &Case) -> Result<(), ScenarioError> {
     let keys = keys(case);
     for e in &case.scenario.expectations {
         for f in &e.facts {
@@ -151,7 +151,7 @@ pub fn sysctl_names(cases: &[Case]) -> Vec<String> {
 /// as net.ipv4.tcp_max_orphans) is an error naming its file and line: no
 /// case can set it without changing the host.
 #[cfg(target_os = "linux")]
-pub fn check_sysctls(cases: &[Case]) -> Result<SysctlCheck, LoadError> {
+pub(crate) fn check_sysctls(cases: &[Case]) -> Result<SysctlCheck, LoadError> {
     use crate::sandbox::{self, SandboxError, SysctlScope};
     let mut names: Vec<(&str, &Path, usize)> = Vec::new();
     for c in cases {
@@ -204,7 +204,7 @@ pub fn check_sysctls(cases: &[Case]) -> Result<SysctlCheck, LoadError> {
 
 /// Which cases to run: by id text and by parameter value.
 #[derive(Clone, Debug, Default)]
-pub struct Selection {
+pub(crate) struct Selection {
     /// Keep cases whose id contains any of these.
     pub filters: Vec<String>,
     /// Keep cases with all of these parameter values.

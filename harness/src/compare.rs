@@ -86,7 +86,7 @@ impl Decider {
 /// alone determines the value, both if only the pair does, none if reports
 /// on the same stacks disagree (something else decides) or every report
 /// ran the same stacks (nothing to tell by).
-pub fn decided_by(
+pub(crate) fn decided_by(
     field: &str,
     values: &[Value],
     stacks: &[PerSide<String>],
@@ -229,7 +229,7 @@ impl Input {
 
     /// Every case the stack ran, with its observed behavioural facts
     /// (unobserved and varying facts left out).
-    pub fn observed_facts(&self) -> BTreeMap<String, BTreeMap<String, Value>> {
+    pub(crate) fn observed_facts(&self) -> BTreeMap<String, BTreeMap<String, Value>> {
         self.cases(false)
             .into_iter()
             .filter(|(_, view)| view.unsupported.is_none())
@@ -343,7 +343,7 @@ fn facts(c: &CaseReport, measurements: bool) -> BTreeMap<String, Observed> {
 
 /// Whether two values of fact `field` count as the same: durations
 /// (`*_ms`) within `tolerance_ms`, anything else exactly.
-pub fn agree(field: &str, a: &Value, b: &Value, tolerance_ms: f64) -> bool {
+pub(crate) fn agree(field: &str, a: &Value, b: &Value, tolerance_ms: f64) -> bool {
     match (field.ends_with("_ms"), a.as_f64(), b.as_f64()) {
         (true, Some(x), Some(y)) => (x - y).abs() <= tolerance_ms,
         _ => a == b,
@@ -365,7 +365,7 @@ pub fn compare(reports: &[(String, Report)], tolerance_ms: f64, measurements: bo
 /// [`compare`] over reports and baselines. A baseline holds behaviour facts
 /// only: a fact it did not record, or recorded as varying, is listed as
 /// not compared, like a fact a stack could not observe.
-pub fn compare_inputs(
+pub(crate) fn compare_inputs(
     inputs: &[(String, Input)],
     tolerance_ms: f64,
     measurements: bool,

@@ -28,7 +28,7 @@ use crate::tcp::{PerSide, Side, TimeWaitSide};
 
 /// The wire facts that make up a signature: how the connection ended, not
 /// how much it carried.
-pub const SIGNATURE_FACTS: &[&str] = &[
+pub(crate) const SIGNATURE_FACTS: &[&str] = &[
     "wire.conn_state",
     "wire.first_fin",
     "wire.first_rst",
@@ -42,7 +42,7 @@ pub const SIGNATURE_FACTS: &[&str] = &[
 ];
 
 /// The format of the signature file.
-pub const FORMAT: u32 = 1;
+pub(crate) const FORMAT: u32 = 1;
 
 /// The committed signature file.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -204,7 +204,7 @@ pub fn embedded() -> &'static Signatures {
 
 /// A connection's signature, read from its wire facts the way the report
 /// names them.
-pub fn signature_of(flow: &FlowFacts) -> BTreeMap<String, Value> {
+pub(crate) fn signature_of(flow: &FlowFacts) -> BTreeMap<String, Value> {
     match serde_json::to_value(Ending::of(flow)) {
         Ok(Value::Object(facts)) => facts.into_iter().collect(),
         _ => BTreeMap::new(),
@@ -438,7 +438,7 @@ pub fn analyze_file(
 }
 
 /// [`analyze_file`], connections ended by `timeouts`.
-pub fn analyze_file_with(
+pub(crate) fn analyze_file_with(
     path: &Path,
     signatures: &Signatures,
     filter: &Filter,
@@ -460,7 +460,7 @@ pub fn analyze_file_with(
 /// number (`12`, `#12`), or its ends (`127.0.0.1:40000 127.0.0.1:9000`;
 /// one end is enough when it names a single connection).
 #[derive(Clone, Debug, PartialEq)]
-pub enum Selector {
+pub(crate) enum Selector {
     Index(usize),
     Ends(Vec<SocketAddr>),
 }
@@ -498,7 +498,7 @@ impl Selector {
 /// The connections of a capture `selector` names, each with its segments
 /// as a case report lists them (read again from the file, that connection
 /// only).
-pub fn explain_file(
+pub(crate) fn explain_file(
     path: &Path,
     signatures: &Signatures,
     selector: &Selector,

@@ -67,7 +67,7 @@ pub enum Direction {
 }
 
 impl Direction {
-    pub const BOTH: [Direction; 2] = [Direction::ClientToServer, Direction::ServerToClient];
+    pub(crate) const BOTH: [Direction; 2] = [Direction::ClientToServer, Direction::ServerToClient];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -77,7 +77,7 @@ impl Direction {
     }
 
     /// The side that writes in this direction.
-    pub fn writer(self) -> Side {
+    pub(crate) fn writer(self) -> Side {
         match self {
             Direction::ClientToServer => Side::Client,
             Direction::ServerToClient => Side::Server,
@@ -108,7 +108,7 @@ impl Use {
 
 /// The placeholders a fact pattern may hold, and what they bind.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Binding {
+pub(crate) struct Binding {
     pub side: Option<Side>,
     pub direction: Option<Direction>,
     /// A step key (label, `lineN`, `setupN`) or a fault key.
@@ -783,7 +783,7 @@ impl FactPath {
         }
     }
 
-    pub fn binding(&self) -> &Binding {
+    pub(crate) fn binding(&self) -> &Binding {
         &self.binding
     }
 
@@ -903,7 +903,7 @@ impl fmt::Display for FactPath {
 }
 
 /// The keys `case` defines (for checking expectations against a report).
-pub fn keys_of(case: &CaseFacts) -> Keys {
+pub(crate) fn keys_of(case: &CaseFacts) -> Keys {
     let groups: Vec<&StepRecord> = case
         .steps
         .iter()
@@ -935,7 +935,7 @@ pub fn keys_of(case: &CaseFacts) -> Keys {
 }
 
 /// What the case says about `path`.
-pub fn resolve(case: &CaseFacts, path: &FactPath) -> Observed {
+pub(crate) fn resolve(case: &CaseFacts, path: &FactPath) -> Observed {
     let text = path.to_string();
     // The most specific unobserved entry that covers this path.
     let covered = case
@@ -1041,7 +1041,7 @@ fn expand(pattern: &str, keys: &Keys) -> Vec<Binding> {
 /// they measure the machine as much as the stack. So are the byte counts
 /// of a write that filled a buffer (a `dontwait` fill): under load the same
 /// kernel takes 10240 or 12288 bytes into the same 4 KiB buffers.
-pub fn fingerprint(case: &CaseFacts) -> BTreeMap<String, Value> {
+pub(crate) fn fingerprint(case: &CaseFacts) -> BTreeMap<String, Value> {
     all(case)
         .into_iter()
         .filter(|(p, _)| p.used_as(case) == Use::Behaviour)

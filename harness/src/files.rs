@@ -21,7 +21,7 @@ const TEMP_SUFFIX: &str = ".tmp";
 
 /// A sibling temporary path, unique per process and call:
 /// `dir/.NAME.PID.N.tmp`.
-pub fn temp_path_for(path: &Path) -> PathBuf {
+pub(crate) fn temp_path_for(path: &Path) -> PathBuf {
     static N: AtomicU64 = AtomicU64::new(0);
     let name = path
         .file_name()
@@ -37,7 +37,7 @@ pub fn temp_path_for(path: &Path) -> PathBuf {
 /// Writes `path` atomically: `fill` writes the content into a buffered
 /// temporary file, which is then flushed, synced and renamed into place.
 /// On any error the temporary file is removed and `path` is untouched.
-pub fn write_atomic_with(
+pub(crate) fn write_atomic_with(
     path: &Path,
     fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
 ) -> io::Result<()> {
@@ -79,7 +79,7 @@ pub fn write_atomic_path(
 }
 
 /// Writes `bytes` to `path` atomically.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     write_atomic_with(path, |w| w.write_all(bytes))
 }
 
@@ -193,7 +193,7 @@ fn kind_of(ft: std::fs::FileType) -> &'static str {
 /// Opens `path` for reading if it is a regular file (after following
 /// symlinks) of at most `limit` bytes. The check is made on the opened
 /// descriptor, with `O_NONBLOCK` so that opening a FIFO cannot block.
-pub fn open_input(path: &Path, limit: u64, what: &'static str) -> Result<File, InputError> {
+pub(crate) fn open_input(path: &Path, limit: u64, what: &'static str) -> Result<File, InputError> {
     let io = |source| InputError::Io {
         path: path.to_path_buf(),
         source,
@@ -224,7 +224,7 @@ pub fn open_input(path: &Path, limit: u64, what: &'static str) -> Result<File, I
 }
 
 /// Reads a text input of at most `limit` bytes (see [`open_input`]).
-pub fn read_text(path: &Path, limit: u64, what: &'static str) -> Result<String, InputError> {
+pub(crate) fn read_text(path: &Path, limit: u64, what: &'static str) -> Result<String, InputError> {
     let file = open_input(path, limit, what)?;
     let mut bytes = Vec::new();
     // The size was checked, but a file can grow: never read past the limit.

@@ -175,7 +175,7 @@ fn bridges(hosts: &PerSide<HostStack>) -> Result<PerSide<Option<&sandbox::Bridge
 /// processes that are gone: a run killed outright (SIGKILL, a crash)
 /// leaves its sandboxes' bundles behind, which no one else would remove.
 /// A directory whose process id is alive is left alone, whoever has it now.
-pub fn sweep_stale_scratch() {
+pub(crate) fn sweep_stale_scratch() {
     let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
         return;
     };
@@ -259,7 +259,7 @@ impl RunOptions {
 /// stretches the run by its whole length (on the catalogue, 6.2 s in input
 /// order against a longest case of 4.1 s). Equal estimates keep the input
 /// order.
-pub fn start_order(cases: &[Case], expected_ms: &BTreeMap<String, f64>) -> Vec<usize> {
+pub(crate) fn start_order(cases: &[Case], expected_ms: &BTreeMap<String, f64>) -> Vec<usize> {
     let mut order: Vec<usize> = (0..cases.len()).collect();
     let estimate = |i: usize| {
         expected_ms
@@ -283,7 +283,7 @@ pub fn default_jobs() -> usize {
 /// percentile of the harness's delay between two steps 244 ms at 16 in
 /// flight, 95 ms at 8, 43 ms at 4, for 30.6, 32.3 and 39.3 s; a delay past
 /// 200 ms lets TCP_CORK's timer flush what a scenario wanted held).
-pub fn default_jobs_for(hosts: &PerSide<HostStack>) -> usize {
+pub(crate) fn default_jobs_for(hosts: &PerSide<HostStack>) -> usize {
     if hosts.iter().any(|(_, h)| *h == HostStack::Gvisor) {
         2 * cpus()
     } else {
@@ -302,7 +302,7 @@ fn cpus() -> usize {
 /// one; if that is still short of `needed` and this process may raise
 /// the hard limit (CAP_SYS_RESOURCE), it goes up to `needed`, within the
 /// kernel's ceiling (`fs.nr_open`). Returns the limit now in force.
-pub fn raise_open_file_limit(needed: u64) -> u64 {
+pub(crate) fn raise_open_file_limit(needed: u64) -> u64 {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
         return 0;
@@ -439,7 +439,7 @@ impl BenchProbe {
 /// What `teardown check` checks `cases` against, and the sysctls each side
 /// cannot be given: `stack` on loopback, with those `local` found absent;
 /// or, given `bench` hosts, what a probe of them finds.
-pub fn reach_to_check(
+pub(crate) fn reach_to_check(
     stack: &Stack,
     bench: Option<PerSide<HostStack>>,
     cases: &[Case],
@@ -463,7 +463,10 @@ pub fn reach_to_check(
 /// to learn what the hosts run and which of `sysctls` each cannot be given
 /// (each is set to the value it has); everything it made is gone when it
 /// returns.
-pub fn probe_bench(hosts: &PerSide<HostStack>, sysctls: &[String]) -> Result<BenchProbe, String> {
+pub(crate) fn probe_bench(
+    hosts: &PerSide<HostStack>,
+    sysctls: &[String],
+) -> Result<BenchProbe, String> {
     std::thread::scope(|s| {
         s.spawn(|| {
             let ns = sandbox::enter_fresh_namespace().map_err(|e| e.to_string())?;

@@ -57,7 +57,7 @@ impl TcpState {
     ];
 
     /// The RFC 9293 name.
-    pub fn rfc_name(self) -> &'static str {
+    pub(crate) fn rfc_name(self) -> &'static str {
         match self {
             TcpState::Closed => "CLOSED",
             TcpState::Listen => "LISTEN",
@@ -193,7 +193,7 @@ impl<T> PerSide<T> {
 
     /// The same value for both sides.
     /// The two sides' values the other way round.
-    pub fn swap(&mut self) {
+    pub(crate) fn swap(&mut self) {
         std::mem::swap(&mut self.client, &mut self.server);
     }
 
@@ -248,7 +248,7 @@ impl<T> IndexMut<Side> for PerSide<T> {
 }
 
 impl Side {
-    pub const BOTH: [Side; 2] = [Side::Client, Side::Server];
+    pub(crate) const BOTH: [Side; 2] = [Side::Client, Side::Server];
 }
 
 /// The TCP header's flag bits (RFC 9293 section 3.1, RFC 3168 for ECE and
@@ -264,12 +264,12 @@ impl Flags {
     pub const FIN: Flags = Flags(0x01);
     pub const SYN: Flags = Flags(0x02);
     pub const RST: Flags = Flags(0x04);
-    pub const PSH: Flags = Flags(0x08);
+    pub(crate) const PSH: Flags = Flags(0x08);
     pub const ACK: Flags = Flags(0x10);
-    pub const URG: Flags = Flags(0x20);
-    pub const ECE: Flags = Flags(0x40);
-    pub const CWR: Flags = Flags(0x80);
-    pub const NONE: Flags = Flags(0);
+    pub(crate) const URG: Flags = Flags(0x20);
+    pub(crate) const ECE: Flags = Flags(0x40);
+    pub(crate) const CWR: Flags = Flags(0x80);
+    pub(crate) const NONE: Flags = Flags(0);
 
     /// Name, flag and tcpdump letter, in tcpdump's printing order.
     const TABLE: [(&'static str, Flags, char); 8] = [
@@ -332,7 +332,7 @@ impl Flags {
     }
 
     /// Parses `FIN,ACK` (names, case-insensitive, joined by ',').
-    pub fn parse_names(text: &str) -> Result<Flags, String> {
+    pub(crate) fn parse_names(text: &str) -> Result<Flags, String> {
         text.split(',').try_fold(Flags::NONE, |acc, name| {
             Flags::TABLE
                 .iter()
@@ -348,7 +348,7 @@ impl Flags {
     }
 
     /// Parses tcpdump's spelling (`FP.`, `S.`, `R`; `none` for no flag).
-    pub fn parse_tcpdump(text: &str) -> Result<Flags, String> {
+    pub(crate) fn parse_tcpdump(text: &str) -> Result<Flags, String> {
         if text == "none" {
             return Ok(Flags::NONE);
         }
@@ -385,7 +385,7 @@ impl fmt::Display for Flags {
 impl Flags {
     /// The tcpdump letters of the set flags, in tcpdump's order (none for
     /// a segment without flags; `Display` says `none` then).
-    pub fn letters(self) -> impl Iterator<Item = char> {
+    pub(crate) fn letters(self) -> impl Iterator<Item = char> {
         Flags::TABLE
             .into_iter()
             .filter(move |(_, flag, _)| self.contains(*flag))

@@ -111,14 +111,14 @@ impl Segment {
 
 impl Segment {
     /// Sequence space the segment occupies: payload plus one each for SYN, FIN.
-    pub fn seq_len(&self) -> u32 {
+    pub(crate) fn seq_len(&self) -> u32 {
         self.len + u32::from(self.flags.syn()) + u32::from(self.flags.fin())
     }
 }
 
 /// What a captured frame turned out to be.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Frame {
+pub(crate) enum Frame {
     Tcp(Segment),
     /// Parsed fine but carries no TCP segment teardown reads (ARP, UDP, a
     /// layer it does not decode); why.
@@ -160,14 +160,14 @@ macro_rules! decoded_layers {
 use decoded_layers;
 
 /// What `analyze --help` says it reads.
-pub const ANALYZE_READS: &str = concat!(
+pub(crate) const ANALYZE_READS: &str = concat!(
     "Reads link types Ethernet, Linux cooked (SLL, SLL2), BSD and OpenBSD loopback, raw IP, PPP, Cisco HDLC, FDDI, IEEE 802.11 (also with radiotap) and Linux NFLOG; through ",
     decoded_layers!(),
     ". What it does not decode is counted by name on stderr."
 );
 
 /// Why a capture's link type cannot be decoded, or None if it can.
-pub fn undecodable_linktype(linktype: i32) -> Option<String> {
+pub(crate) fn undecodable_linktype(linktype: i32) -> Option<String> {
     if DECODED_LINKTYPES.iter().any(|(lt, _)| *lt == linktype) {
         return None;
     }
@@ -181,7 +181,11 @@ pub fn undecodable_linktype(linktype: i32) -> Option<String> {
 /// Parses one captured frame, through any tunnels, to the TCP segment it
 /// carries: the first one, for a frame that holds several (an 802.11
 /// A-MSDU); an IP fragment is not reassembled (see [`Decoder`]).
-pub fn parse_frame<D: AsRef<[u8]>>(linktype: i32, index: usize, packet: &RawPacket<D>) -> Frame {
+pub(crate) fn parse_frame<D: AsRef<[u8]>>(
+    linktype: i32,
+    index: usize,
+    packet: &RawPacket<D>,
+) -> Frame {
     let mut first = None;
     walk_frame(linktype, index, packet, None, &mut |f| {
         first.get_or_insert(f);
@@ -193,7 +197,7 @@ pub fn parse_frame<D: AsRef<[u8]>>(linktype: i32, index: usize, packet: &RawPack
 /// allows: IP fragments reassembled ([`defrag`]), and every packet of a
 /// frame that holds several.
 #[derive(Default)]
-pub struct Decoder {
+pub(crate) struct Decoder {
     defrag: defrag::Defrag,
 }
 
@@ -215,7 +219,7 @@ impl Decoder {
     /// Fragments given up so far (cut by the snapshot length, too old, too
     /// many waiting) and still waiting: at the end of a capture, those
     /// whose datagram was never read.
-    pub fn fragments_lost(&self) -> u64 {
+    pub(crate) fn fragments_lost(&self) -> u64 {
         self.defrag.given_up()
     }
 }

@@ -9,7 +9,7 @@
 
 /// Byte ranges `[start, end)`, merged.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Covered {
+pub(crate) struct Covered {
     /// The only range, while there is one and no hole; `spilled` is empty
     /// then.
     single: Option<(u64, u64)>,
@@ -54,7 +54,7 @@ impl Covered {
     }
 
     /// The end of the highest range (0 when empty).
-    pub fn extent(&self) -> u64 {
+    pub(crate) fn extent(&self) -> u64 {
         self.ranges().last().map_or(0, |r| r.1)
     }
 

@@ -28,7 +28,7 @@ fn by_name<S: Serializer>(m: &BTreeMap<Skipped, u64>, s: S) -> Result<S::Ok, S::
 impl FileStats {
     /// Packets skipped in layers teardown does not decode (where TCP may
     /// hide), and packets of other protocols, each as `N what` parts.
-    pub fn skipped_text(&self) -> (Vec<String>, Vec<String>) {
+    pub(crate) fn skipped_text(&self) -> (Vec<String>, Vec<String>) {
         let (mut undecoded, mut other) = (Vec::new(), Vec::new());
         for (why, n) in &self.skipped {
             let part = format!("{n} {why}");
@@ -115,7 +115,7 @@ pub fn each_connection(path: &Path, on: impl FnMut(FlowFacts)) -> Result<FileSta
 }
 
 /// [`each_connection`], connections ended by `timeouts`.
-pub fn each_connection_with(
+pub(crate) fn each_connection_with(
     path: &Path,
     timeouts: Timeouts,
     mut on: impl FnMut(FlowFacts),
@@ -239,7 +239,7 @@ fn read_frames(
 
 /// One connection's segments, read again from `path`, as a case report
 /// lists them: the segments of its 4-tuple from its first to its last.
-pub fn connection_packets(
+pub(crate) fn connection_packets(
     path: &Path,
     flow: &FlowFacts,
 ) -> Result<Vec<PacketRecord>, CaptureError> {

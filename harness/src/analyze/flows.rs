@@ -249,7 +249,7 @@ impl Flow {
 /// How long a connection of a capture waits for more segments before a
 /// segment on its 4-tuple starts a new one.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Timeouts {
+pub(crate) enum Timeouts {
     /// teardown's: a connection lasts until a SYN starts a new one on its
     /// 4-tuple; over on the wire, it waits [`FlowTable::LINGER_US`] for
     /// late segments (a FIN retransmitted into TIME-WAIT).
@@ -292,7 +292,7 @@ impl Timeouts {
 
 /// The connections of a capture, folded in segment by segment.
 #[derive(Default)]
-pub struct FlowTable {
+pub(crate) struct FlowTable {
     timeouts: Timeouts,
     /// Boxed: a flow is large, and the table moves its values when it
     /// grows (and keeps empty slots of their size). foldhash, not SipHash:
@@ -310,8 +310,9 @@ pub struct FlowTable {
 impl FlowTable {
     /// How long a connection that is over on the wire stays in the table
     /// for late segments: 60 s of capture time, Linux's TIME-WAIT.
-    pub const LINGER_US: i64 = 60_000_000;
+    pub(crate) const LINGER_US: i64 = 60_000_000;
 
+    #[cfg(test)]
     pub fn new() -> FlowTable {
         FlowTable::default()
     }
@@ -324,13 +325,10 @@ impl FlowTable {
         }
     }
 
-    /// Connections in the table now (for memory accounting).
+    /// Connections in the table now.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.active.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.active.is_empty()
     }
 
     /// Folds in one segment. Connections it finished (a reused 4-tuple's
@@ -402,7 +400,7 @@ pub fn split(segments: &[Segment]) -> Vec<FlowFacts> {
 }
 
 /// [`split`], connections ended by `timeouts`.
-pub fn split_with(segments: &[Segment], timeouts: Timeouts) -> Vec<FlowFacts> {
+pub(crate) fn split_with(segments: &[Segment], timeouts: Timeouts) -> Vec<FlowFacts> {
     let mut table = FlowTable::with(timeouts);
     let mut flows = Vec::new();
     for s in segments {

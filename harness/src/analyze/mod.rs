@@ -168,7 +168,7 @@ pub struct WireFacts {
 }
 
 /// Tokens a trace holds before it says how many more there were.
-pub const TRACE_TOKENS: usize = 10_000;
+pub(crate) const TRACE_TOKENS: usize = 10_000;
 
 /// One segment of the connection, for reading a case without Wireshark.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -389,7 +389,7 @@ impl Connection {
     }
 
     /// Which side sent `seg`, if it belongs to this connection.
-    pub fn side_of(&self, seg: &Segment) -> Option<Side> {
+    pub(crate) fn side_of(&self, seg: &Segment) -> Option<Side> {
         let PerSide { client, server } = self.ends;
         if seg.src == client && seg.dst == server {
             Some(Side::Client)
@@ -694,12 +694,12 @@ impl Connection {
 
     /// Whether the close is complete on the wire: both sides sent a FIN
     /// and the peer acknowledged it, or a RST ended the connection.
-    pub fn closed_on_wire(&self) -> bool {
+    pub(crate) fn closed_on_wire(&self) -> bool {
         self.first_rst.is_some() || self.fins_acked()
     }
 
     /// Whether both FINs are acknowledged.
-    pub fn fins_acked(&self) -> bool {
+    pub(crate) fn fins_acked(&self) -> bool {
         self.dirs.client.fin_acked() && self.dirs.server.fin_acked()
     }
 
@@ -831,7 +831,7 @@ pub struct Analysis {
 /// stack may report its local address as `0.0.0.0:port` (`[::]:port`):
 /// the address is then the source of the first segment sent from that port
 /// to the server.
-pub fn resolve_ends<'a>(
+pub(crate) fn resolve_ends<'a>(
     ends: PerSide<SocketAddr>,
     segments: impl IntoIterator<Item = &'a Segment>,
 ) -> Option<PerSide<SocketAddr>> {

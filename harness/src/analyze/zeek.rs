@@ -56,7 +56,7 @@ pub struct EndpointView {
 /// Zeek's `/\^?S[^HAFGIQ]*R.*/ == history`, on the whole history (both
 /// sides' letters): the originator's SYN first, then its RST before any of
 /// its H, A, F, G, I or Q.
-pub fn syn_then_reset(history: &str) -> bool {
+pub(crate) fn syn_then_reset(history: &str) -> bool {
     let h = history.strip_prefix('^').unwrap_or(history);
     h.strip_prefix('S')
         .and_then(|rest| rest.chars().find(|c| "HAFGIQR".contains(*c)))
@@ -130,7 +130,7 @@ const HISTORY_ROOM: usize = 62;
 /// inline: a capture keeps one per open connection, and a string would
 /// cost each of them an allocation or two.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct History {
+pub(crate) struct History {
     /// Letters seen, by side: [responder, originator].
     seen: [Letters; 2],
     text: [u8; HISTORY_ROOM],
@@ -275,7 +275,7 @@ fn delta(a: SeqNum, b: SeqNum) -> i32 {
 
 /// Zeek's view of one connection, fed a segment at a time.
 #[derive(Clone, Debug)]
-pub struct Tracker {
+pub(crate) struct Tracker {
     /// The two endpoints, by the order they were made; `orig` says which
     /// is the originator now.
     eps: [Ep; 2],
@@ -288,7 +288,7 @@ pub struct Tracker {
 
 /// What [`Tracker::push`] did to the roles.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Roles {
+pub(crate) enum Roles {
     Kept,
     /// The originator and the responder swapped.
     Swapped,
@@ -598,7 +598,7 @@ impl Tracker {
 
 /// Zeek's ports that servers likely listen on (`likely_server_ports`: the
 /// ports its default protocol analyzers register).
-pub const LIKELY_SERVER_PORTS: &[u16] = &[
+pub(crate) const LIKELY_SERVER_PORTS: &[u16] = &[
     21, 22, 23, 25, 53, 79, 80, 81, 88, 135, 139, 143, 389, 443, 445, 465, 502, 514, 563, 585, 587,
     614, 631, 636, 989, 990, 992, 993, 995, 1080, 1434, 1883, 2811, 3128, 3268, 3306, 3389, 5222,
     5223, 5269, 5432, 6379, 6666, 6667, 6668, 6669, 8000, 8080, 8888, 20000,
@@ -612,7 +612,7 @@ fn likely_server(port: u16) -> bool {
 /// sent by the responder (Zeek's rule): its source port is one servers
 /// listen on, and, when both ports are, it is no SYN-ACK and its source
 /// port is the lower.
-pub fn swap_at_start(seg: &Segment) -> bool {
+pub(crate) fn swap_at_start(seg: &Segment) -> bool {
     let f = seg.flags;
     if f.syn() && !f.ack() {
         return false;

@@ -373,7 +373,7 @@ impl PcapReader {
 
     /// The next packet, None at the end, or an error naming where the file
     /// broke off.
-    pub fn next_packet(&mut self) -> Option<Result<FilePacket<'_>, CaptureError>> {
+    pub(crate) fn next_packet(&mut self) -> Option<Result<FilePacket<'_>, CaptureError>> {
         let seen = loop {
             match self.block() {
                 Ok(Some(Seen::Header)) => continue,

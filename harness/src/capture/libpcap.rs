@@ -5,7 +5,7 @@ use pcap::{Active, Capture as PcapCapture};
 use super::{CaptureError, Point, RawPacket, SNAPLEN};
 use crate::sandbox::Namespace;
 
-pub struct LibpcapCapture {
+pub(crate) struct LibpcapCapture {
     handle: PcapCapture<Active>,
 }
 

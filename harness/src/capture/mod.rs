@@ -34,22 +34,22 @@ pub use live::{Capture, Point, ROUTER_HOP_LIMIT, Reaper, buffer_for};
 
 /// pcap link types (LINKTYPE_*) the harness reads.
 pub mod linktype {
-    pub const NULL: i32 = 0;
+    pub(crate) const NULL: i32 = 0;
     pub const ETHERNET: i32 = 1;
-    pub const PPP: i32 = 9;
-    pub const FDDI: i32 = 10;
-    pub const RAW_BSD: i32 = 12;
-    pub const RAW_OPENBSD: i32 = 14;
-    pub const RAW: i32 = 101;
-    pub const C_HDLC: i32 = 104;
-    pub const LOOP: i32 = 108;
-    pub const IEEE802_11: i32 = 105;
-    pub const LINUX_SLL: i32 = 113;
-    pub const IEEE802_11_RADIOTAP: i32 = 127;
-    pub const NFLOG: i32 = 239;
-    pub const IPV4: i32 = 228;
-    pub const IPV6: i32 = 229;
-    pub const LINUX_SLL2: i32 = 276;
+    pub(crate) const PPP: i32 = 9;
+    pub(crate) const FDDI: i32 = 10;
+    pub(crate) const RAW_BSD: i32 = 12;
+    pub(crate) const RAW_OPENBSD: i32 = 14;
+    pub(crate) const RAW: i32 = 101;
+    pub(crate) const C_HDLC: i32 = 104;
+    pub(crate) const LOOP: i32 = 108;
+    pub(crate) const IEEE802_11: i32 = 105;
+    pub(crate) const LINUX_SLL: i32 = 113;
+    pub(crate) const IEEE802_11_RADIOTAP: i32 = 127;
+    pub(crate) const NFLOG: i32 = 239;
+    pub(crate) const IPV4: i32 = 228;
+    pub(crate) const IPV6: i32 = 229;
+    pub(crate) const LINUX_SLL2: i32 = 276;
 }
 
 /// A captured frame: timestamp, original length and the captured bytes,
@@ -66,7 +66,7 @@ pub struct RawPacket<D = Vec<u8>> {
 
 impl RawPacket<&[u8]> {
     /// An owned copy.
-    pub fn to_owned(&self) -> RawPacket {
+    pub(crate) fn to_owned(&self) -> RawPacket {
         RawPacket {
             ts_us: self.ts_us,
             orig_len: self.orig_len,

@@ -16,7 +16,7 @@ use crate::sandbox::Namespace;
 /// for the next drain without loss (drops are counted where the stack can).
 const RCVBUF: libc::c_int = 8 << 20;
 
-pub struct RawCapture {
+pub(crate) struct RawCapture {
     point: Point,
     fd: OwnedFd,
     /// Whether the stack counts drops (`PACKET_STATISTICS`).

@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
     version,
     about = "Shows, by experiment, what a TCP stack does when a connection ends"
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     pub command: Command,
     /// Colour in tables: auto (on a terminal, unless NO_COLOR is set),
@@ -427,7 +427,7 @@ fn param_filter(s: &str) -> Result<(String, String), String> {
 }
 
 impl Select {
-    pub fn selection(&self) -> crate::catalogue::Selection {
+    pub(crate) fn selection(&self) -> crate::catalogue::Selection {
         crate::catalogue::Selection {
             filters: self.filter.clone(),
             params: self.param.clone(),

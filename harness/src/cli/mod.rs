@@ -35,7 +35,7 @@ pub mod exit {
     /// Some case's observation did not match its expectation.
     pub const MISMATCH: i32 = 1;
     /// `compare`: the reports differ.
-    pub const DIFFERS: i32 = 1;
+    pub(crate) const DIFFERS: i32 = 1;
     /// Bad command line, or a selection that matched no case or names no
     /// parameter, or an explain query matching no case (or too many).
     pub const USAGE: i32 = 2;

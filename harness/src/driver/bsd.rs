@@ -8,16 +8,16 @@ use crate::scenario::{IoctlQuery, SockOpt};
 /// `poll(2)` event for "the peer closed its side": FreeBSD's POLLRDHUP;
 /// macOS has none (a peer's FIN still makes the socket readable).
 #[cfg(target_os = "freebsd")]
-pub const POLL_PEER_CLOSED: libc::c_short = libc::POLLRDHUP;
+pub(crate) const POLL_PEER_CLOSED: libc::c_short = libc::POLLRDHUP;
 #[cfg(target_os = "macos")]
-pub const POLL_PEER_CLOSED: libc::c_short = 0;
+pub(crate) const POLL_PEER_CLOSED: libc::c_short = 0;
 
 /// The request type `ioctl(2)` takes here.
-pub type IoctlRequest = libc::c_ulong;
+pub(crate) type IoctlRequest = libc::c_ulong;
 
 /// Level and name of a socket option that takes an int, or None if this
 /// OS has no such option. (SO_LINGER and O_NONBLOCK are handled apart.)
-pub fn int_option(opt: SockOpt) -> Option<(libc::c_int, libc::c_int)> {
+pub(crate) fn int_option(opt: SockOpt) -> Option<(libc::c_int, libc::c_int)> {
     Some(match opt {
         SockOpt::RcvBuf(_) => (libc::SOL_SOCKET, libc::SO_RCVBUF),
         SockOpt::SndBuf(_) => (libc::SOL_SOCKET, libc::SO_SNDBUF),
@@ -42,7 +42,7 @@ pub fn int_option(opt: SockOpt) -> Option<(libc::c_int, libc::c_int)> {
 }
 
 /// The ioctl request for a queue query, if this OS has one.
-pub fn ioctl_request(q: IoctlQuery) -> Option<IoctlRequest> {
+pub(crate) fn ioctl_request(q: IoctlQuery) -> Option<IoctlRequest> {
     match q {
         IoctlQuery::InQueue => Some(libc::FIONREAD),
         // FIONWRITE: bytes in the send queue, sent or not (sys/filio.h).
@@ -56,17 +56,17 @@ pub fn ioctl_request(q: IoctlQuery) -> Option<IoctlRequest> {
 }
 
 /// `send(2)` flag for "more data follows": Linux's alone.
-pub const MSG_MORE: Option<libc::c_int> = None;
+pub(crate) const MSG_MORE: Option<libc::c_int> = None;
 
 /// `send(2)` flag for "no SIGPIPE": FreeBSD's MSG_NOSIGNAL; macOS has only
 /// the socket option SO_NOSIGPIPE, so a write there raises it either way.
 #[cfg(target_os = "freebsd")]
-pub const MSG_NOSIGNAL: libc::c_int = libc::MSG_NOSIGNAL;
+pub(crate) const MSG_NOSIGNAL: libc::c_int = libc::MSG_NOSIGNAL;
 #[cfg(target_os = "macos")]
-pub const MSG_NOSIGNAL: libc::c_int = 0;
+pub(crate) const MSG_NOSIGNAL: libc::c_int = 0;
 
 /// Whether a SIGPIPE is pending for this thread; takes it if so.
-pub fn take_pending_sigpipe() -> bool {
+pub(crate) fn take_pending_sigpipe() -> bool {
     // SAFETY: sigset_t is plain data, filled by the calls below; sigwait
     // returns at once for a signal already pending.
     unsafe {

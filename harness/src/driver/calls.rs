@@ -117,7 +117,7 @@ impl CallResult {
         }
     }
 
-    pub fn harness_error(why: impl Into<String>) -> CallResult {
+    pub(crate) fn harness_error(why: impl Into<String>) -> CallResult {
         CallResult {
             harness_error: Some(why.into()),
             ..Default::default()
@@ -126,7 +126,7 @@ impl CallResult {
 }
 
 /// `ECONNRESET` rather than "Connection reset by peer" (see [`ErrnoName`]).
-pub fn errno_name(e: Errno) -> ErrnoName {
+pub(crate) fn errno_name(e: Errno) -> ErrnoName {
     ErrnoName::from(format!("{e:?}"))
 }
 
@@ -164,7 +164,7 @@ impl StreamLog {
     }
 
     /// The stream written by `writer` (each direction has its own pattern).
-    pub fn written_by(writer: crate::tcp::Side) -> StreamLog {
+    pub(crate) fn written_by(writer: crate::tcp::Side) -> StreamLog {
         StreamLog::new(match writer {
             crate::tcp::Side::Client => 1,
             crate::tcp::Side::Server => 2,
@@ -183,7 +183,7 @@ impl StreamLog {
 
     /// A reader's view of a stream written on another endpoint: the texts
     /// written so far are all it knows besides the pattern.
-    pub fn written_elsewhere(&mut self, texts: Vec<(u64, Vec<u8>)>) {
+    pub(crate) fn written_elsewhere(&mut self, texts: Vec<(u64, Vec<u8>)>) {
         self.writer_elsewhere = true;
         self.texts = texts;
     }
@@ -226,7 +226,13 @@ impl StreamLog {
     /// `start`, from its own offset `from`, at most `n` of them: what is
     /// left of its text, then the pattern. Generated as they are needed, so
     /// a large write costs time, not memory.
-    pub fn payload_bytes(&self, payload: &Payload, start: u64, from: u64, n: usize) -> Vec<u8> {
+    pub(crate) fn payload_bytes(
+        &self,
+        payload: &Payload,
+        start: u64,
+        from: u64,
+        n: usize,
+    ) -> Vec<u8> {
         let text = payload.text().unwrap_or_default();
         let text_len = text.len() as u64;
         let end = payload.len().min(from.saturating_add(n as u64));
@@ -271,7 +277,7 @@ impl StreamLog {
     }
 
     /// Checks bytes the reader got and consumed; returns how many differ.
-    pub fn verify(&mut self, got: &[u8]) -> u64 {
+    pub(crate) fn verify(&mut self, got: &[u8]) -> u64 {
         let bad = self.differing(got);
         self.read += got.len() as u64;
         self.corrupted += bad;
@@ -302,7 +308,7 @@ fn poll_for(s: Fd, events: sys::c_short, deadline: Instant) -> Result<sys::c_sho
 
 /// Which of `fds` are ready now (a zero-timeout poll(2)): their revents,
 /// in order (0 where not ready, or where the poll itself failed).
-pub fn poll_now(api: &dyn SocketApi, mut fds: Vec<sys::pollfd>) -> Vec<sys::c_short> {
+pub(crate) fn poll_now(api: &dyn SocketApi, mut fds: Vec<sys::pollfd>) -> Vec<sys::c_short> {
     while let Err(Errno::EINTR) = api.poll(&mut fds, 0) {}
     fds.iter().map(|p| p.revents).collect()
 }
@@ -313,7 +319,7 @@ pub fn poll_now(api: &dyn SocketApi, mut fds: Vec<sys::pollfd>) -> Vec<sys::c_sh
 /// process ignores SIGPIPE, but an ignored signal that is blocked is still
 /// made pending.)
 #[cfg(unix)]
-pub fn block_sigpipe() -> Result<(), Errno> {
+pub(crate) fn block_sigpipe() -> Result<(), Errno> {
     let mut set = nix::sys::signal::SigSet::empty();
     set.add(nix::sys::signal::Signal::SIGPIPE);
     nix::sys::signal::pthread_sigmask(nix::sys::signal::SigmaskHow::SIG_BLOCK, Some(&set), None)
@@ -321,12 +327,12 @@ pub fn block_sigpipe() -> Result<(), Errno> {
 
 /// Windows raises no SIGPIPE.
 #[cfg(windows)]
-pub fn block_sigpipe() -> Result<(), Errno> {
+pub(crate) fn block_sigpipe() -> Result<(), Errno> {
     Ok(())
 }
 
 /// `POLLIN|POLLRDHUP` style names for a revents mask.
-pub fn revents_names(revents: sys::c_short) -> String {
+pub(crate) fn revents_names(revents: sys::c_short) -> String {
     let names: Vec<&str> = [
         (sys::POLLIN, "POLLIN"),
         (sys::POLLOUT, "POLLOUT"),
@@ -346,14 +352,14 @@ pub fn revents_names(revents: sys::c_short) -> String {
     }
 }
 
-pub fn is_nonblocking(s: Fd) -> bool {
+pub(crate) fn is_nonblocking(s: Fd) -> bool {
     s.api
         .flags(s.fd)
         .is_ok_and(|flags| flags & sys::O_NONBLOCK != 0)
 }
 
 /// Sets or clears O_NONBLOCK.
-pub fn set_nonblocking(s: Fd, on: bool) -> Result<(), Errno> {
+pub(crate) fn set_nonblocking(s: Fd, on: bool) -> Result<(), Errno> {
     let flags = s.api.flags(s.fd)?;
     let flags = if on {
         flags | sys::O_NONBLOCK
@@ -525,7 +531,7 @@ fn kept_text(got: &[u8]) -> String {
 }
 
 /// `getsockopt(SO_ERROR)`: the pending error by name ("0" for none).
-pub fn so_error(s: Fd) -> CallResult {
+pub(crate) fn so_error(s: Fd) -> CallResult {
     match int_option(s, sys::SOL_SOCKET, sys::SO_ERROR) {
         Ok(v) => CallResult {
             so_error: Some(if v == 0 {
@@ -557,7 +563,7 @@ fn connect_error(s: Fd) -> Option<ErrnoName> {
 
 /// `getsockopt(SO_LINGER)`: the linger time as the value when on, none
 /// when off; the note says which.
-pub fn get_linger(s: Fd) -> CallResult {
+pub(crate) fn get_linger(s: Fd) -> CallResult {
     let mut v = [0u8; os::LINGER_LEN];
     match s
         .api
@@ -578,7 +584,7 @@ pub fn get_linger(s: Fd) -> CallResult {
 /// `getsockopt(TCP_INFO)` (or this OS's equivalent, see `observe`): the
 /// socket's TCP state.
 #[cfg(unix)]
-pub fn tcp_state(s: Fd) -> CallResult {
+pub(crate) fn tcp_state(s: Fd) -> CallResult {
     let mut buf = [0u8; 8];
     match s.api.getsockopt(
         s.fd,
@@ -596,7 +602,7 @@ pub fn tcp_state(s: Fd) -> CallResult {
 
 /// Windows: its equivalent, the SIO_TCP_INFO ioctl, is not read yet.
 #[cfg(windows)]
-pub fn tcp_state(_s: Fd) -> CallResult {
+pub(crate) fn tcp_state(_s: Fd) -> CallResult {
     CallResult {
         unobserved: Some("TCP_INFO: Windows's SIO_TCP_INFO is not read yet".into()),
         ..Default::default()
@@ -669,7 +675,7 @@ pub fn read(
 
 /// Completes a read's result: `total` bytes moved (fewer than asked is
 /// `partial`), `bad` of them corrupted, and the text kept if `kept`.
-pub fn read_ended(
+pub(crate) fn read_ended(
     result: &mut CallResult,
     amount: ReadAmount,
     total: u64,
@@ -704,7 +710,7 @@ pub fn close(s: Fd) -> CallResult {
 }
 
 /// SO_LINGER: on with a timeout in seconds, or off.
-pub fn set_linger(s: Fd, secs: Option<sys::c_int>) -> Result<(), Errno> {
+pub(crate) fn set_linger(s: Fd, secs: Option<sys::c_int>) -> Result<(), Errno> {
     s.api.setsockopt(
         s.fd,
         sys::SOL_SOCKET,
@@ -744,7 +750,7 @@ pub fn setsockopt(s: Fd, opt: SockOpt) -> CallResult {
     unit_result(ret)
 }
 
-pub fn ioctl(s: Fd, q: IoctlQuery) -> CallResult {
+pub(crate) fn ioctl(s: Fd, q: IoctlQuery) -> CallResult {
     let Some(request) = os::ioctl_request(q) else {
         return not_on_this_os(q.c_name());
     };
@@ -776,7 +782,7 @@ const OPTIONAL: [SockOpt; 8] = [
 /// that a case needing one is `unsupported` before it runs. A query with
 /// no equivalent (an ioctl, TCP_INFO) changes nothing: it is made as a
 /// step that observes nothing, with the reason.
-pub fn unmapped_here() -> std::collections::BTreeMap<String, String> {
+pub(crate) fn unmapped_here() -> std::collections::BTreeMap<String, String> {
     let os = std::env::consts::OS;
     let options = OPTIONAL
         .into_iter()
@@ -803,12 +809,12 @@ fn not_on_this_os(what: &str) -> CallResult {
 
 /// `connect()` with an `AF_UNSPEC` address: dissolves the association
 /// (Linux aborts an established connection with RST).
-pub fn disconnect(s: Fd) -> CallResult {
+pub(crate) fn disconnect(s: Fd) -> CallResult {
     unit_result(s.api.connect(s.fd, None))
 }
 
 /// Waits until `fd` polls ready for `events`, or the deadline.
-pub fn wait_ready(s: Fd, events: sys::c_short, deadline: Instant) -> CallResult {
+pub(crate) fn wait_ready(s: Fd, events: sys::c_short, deadline: Instant) -> CallResult {
     match poll_for(s, events, deadline) {
         Ok(0) => CallResult {
             timed_out: true,
@@ -954,7 +960,7 @@ impl FdCall {
 
 /// Makes `call` on `s`; `outgoing` is the stream the socket writes,
 /// `incoming` the one it reads.
-pub fn on_fd(
+pub(crate) fn on_fd(
     s: Fd,
     call: &FdCall,
     outgoing: &Mutex<StreamLog>,
@@ -1045,7 +1051,7 @@ pub fn listen(s: Fd, addr: SocketAddr, backlog: i32) -> CallResult {
 /// One `accept()` if a connection is queued (a zero-timeout poll first, so
 /// a blocking listener never blocks): the new descriptor and its peer,
 /// `None` if the queue is empty.
-pub fn accept_now(s: Fd) -> Result<Option<(RawFd, Option<SocketAddr>)>, Box<CallResult>> {
+pub(crate) fn accept_now(s: Fd) -> Result<Option<(RawFd, Option<SocketAddr>)>, Box<CallResult>> {
     let ready = poll_now(
         s.api,
         vec![sys::pollfd {
@@ -1168,7 +1174,7 @@ fn nonblocking_outcome(s: Fd, r: CallResult, deadline: Instant) -> CallResult {
 const BURST: usize = 200;
 
 /// Pauses before the `i`th call of a group, at the end of each burst.
-pub fn pace(i: usize) {
+pub(crate) fn pace(i: usize) {
     if i > 0 && i % BURST == 0 {
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -1177,7 +1183,7 @@ pub fn pace(i: usize) {
 /// Starts a connect on every one of `fds` at once (each made non-blocking
 /// for it), then waits for all, bounded together; each result is what that
 /// socket's own connect would say given whether it was non-blocking.
-pub fn connect_many(
+pub(crate) fn connect_many(
     api: &dyn SocketApi,
     fds: &[RawFd],
     to: SocketAddr,
@@ -1242,7 +1248,7 @@ pub fn connect_many(
 }
 
 /// A connect that was waited for: what the application's call would say.
-pub fn connected(app_nonblocking: bool, err: Option<ErrnoName>) -> CallResult {
+pub(crate) fn connected(app_nonblocking: bool, err: Option<ErrnoName>) -> CallResult {
     match (app_nonblocking, err) {
         (true, err) => CallResult {
             ret: Some(-1),

@@ -121,7 +121,7 @@ impl Endpoint {
 
     /// A connect on each of `socks` at once (all on this endpoint), waited
     /// for together.
-    pub fn connect_many(
+    pub(crate) fn connect_many(
         &self,
         socks: &[Handle],
         to: SocketAddr,
@@ -157,7 +157,7 @@ impl Endpoint {
     /// `close()` on each of `socks` (all on this endpoint) in order, paced
     /// as a group's calls are: an agent closes them all on one request, so
     /// the closes follow each other as closely as they do in process.
-    pub fn close_many(&self, socks: Vec<Sock>) -> Vec<CallResult> {
+    pub(crate) fn close_many(&self, socks: Vec<Sock>) -> Vec<CallResult> {
         let Endpoint::Agent(agent) = self else {
             return socks
                 .into_iter()
@@ -197,7 +197,7 @@ impl Endpoint {
 
     /// Sets the sysctl `name` to `value` on `side`'s host's stack. `ns`:
     /// the calling case thread's namespace (the router's on the bench).
-    pub fn write_sysctl(
+    pub(crate) fn write_sysctl(
         &self,
         hosts: &Hosts,
         ns: &Namespace,
@@ -236,7 +236,7 @@ impl Endpoint {
     }
 
     /// A sysctl's value on `side`'s host's stack, if it has it.
-    pub fn read_sysctl(&self, hosts: &Hosts, side: Side, name: &str) -> Option<String> {
+    pub(crate) fn read_sysctl(&self, hosts: &Hosts, side: Side, name: &str) -> Option<String> {
         match self {
             Endpoint::InProcess => hosts.on(side, || sandbox::read_sysctl(name).ok()).ok()?,
             Endpoint::Agent(agent) => match agent.ask(Op::Sysctl {
@@ -375,7 +375,7 @@ impl Handle {
     }
 
     /// Whether the application made the socket non-blocking.
-    pub fn is_nonblocking(&self) -> bool {
+    pub(crate) fn is_nonblocking(&self) -> bool {
         match self {
             Handle::Local(fd) => calls::is_nonblocking(Fd::os(*fd)),
             Handle::Agent { agent, handle } => {
@@ -409,7 +409,7 @@ impl Handle {
     }
 
     /// One `accept()` if a connection is queued, never blocking.
-    pub fn accept_now(&self) -> Result<Option<(Sock, Option<SocketAddr>)>, Box<CallResult>> {
+    pub(crate) fn accept_now(&self) -> Result<Option<(Sock, Option<SocketAddr>)>, Box<CallResult>> {
         match self {
             Handle::Local(fd) => {
                 let accepted = calls::accept_now(Fd::os(*fd))?;

@@ -15,7 +15,7 @@ use crate::scenario::{Actor, Call, Group, Role, WaitFor};
 use crate::tcp::{Side, TcpState};
 
 /// Folds the results of one call per socket into the step's result.
-pub fn aggregate(target: String, results: &[CallResult]) -> CallResult {
+pub(crate) fn aggregate(target: String, results: &[CallResult]) -> CallResult {
     fn same<T: Clone + PartialEq>(xs: impl Iterator<Item = T>) -> Option<T> {
         let mut it = xs;
         let first = it.next()?;

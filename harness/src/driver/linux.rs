@@ -6,11 +6,11 @@ pub use super::posix::*;
 use crate::scenario::{IoctlQuery, SockOpt};
 
 /// `poll(2)` event for "the peer closed its side" (half-close seen).
-pub const POLL_PEER_CLOSED: libc::c_short = libc::POLLRDHUP;
+pub(crate) const POLL_PEER_CLOSED: libc::c_short = libc::POLLRDHUP;
 
 /// Level and name of a socket option that takes an int, or None if this
 /// OS has no such option. (SO_LINGER and O_NONBLOCK are handled apart.)
-pub fn int_option(opt: SockOpt) -> Option<(libc::c_int, libc::c_int)> {
+pub(crate) fn int_option(opt: SockOpt) -> Option<(libc::c_int, libc::c_int)> {
     Some(match opt {
         SockOpt::RcvBuf(_) => (libc::SOL_SOCKET, libc::SO_RCVBUF),
         SockOpt::SndBuf(_) => (libc::SOL_SOCKET, libc::SO_SNDBUF),
@@ -30,10 +30,10 @@ pub fn int_option(opt: SockOpt) -> Option<(libc::c_int, libc::c_int)> {
 }
 
 /// The request type `ioctl(2)` takes here.
-pub type IoctlRequest = libc::Ioctl;
+pub(crate) type IoctlRequest = libc::Ioctl;
 
 /// The ioctl request for a queue query, if this OS has one.
-pub fn ioctl_request(q: IoctlQuery) -> Option<IoctlRequest> {
+pub(crate) fn ioctl_request(q: IoctlQuery) -> Option<IoctlRequest> {
     Some(match q {
         IoctlQuery::InQueue => libc::FIONREAD,
         IoctlQuery::OutQueue => libc::TIOCOUTQ, // == SIOCOUTQ
@@ -43,13 +43,13 @@ pub fn ioctl_request(q: IoctlQuery) -> Option<IoctlRequest> {
 }
 
 /// `send(2)` flag for "more data follows".
-pub const MSG_MORE: Option<libc::c_int> = Some(libc::MSG_MORE);
+pub(crate) const MSG_MORE: Option<libc::c_int> = Some(libc::MSG_MORE);
 
 /// `send(2)` flag for "no SIGPIPE".
-pub const MSG_NOSIGNAL: libc::c_int = libc::MSG_NOSIGNAL;
+pub(crate) const MSG_NOSIGNAL: libc::c_int = libc::MSG_NOSIGNAL;
 
 /// Whether a SIGPIPE is pending for this thread; takes it if so.
-pub fn take_pending_sigpipe() -> bool {
+pub(crate) fn take_pending_sigpipe() -> bool {
     // SAFETY: sigset_t is plain data, filled by the calls below.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();

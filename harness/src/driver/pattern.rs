@@ -4,7 +4,7 @@
 //! byte shows up as corrupted.
 
 /// Byte at stream offset `offset`.
-pub fn byte_at(offset: u64, seed: u8) -> u8 {
+pub(crate) fn byte_at(offset: u64, seed: u8) -> u8 {
     // Fibonacci hashing: no short period, cheap, and stable across versions.
     let x = (offset ^ (u64::from(seed) << 56)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     (x >> 56) as u8

@@ -17,7 +17,7 @@ fn option_bytes<T: Copy>(value: &T) -> Vec<u8> {
 }
 
 /// SO_LINGER's value: on with a timeout in seconds, or off.
-pub fn linger_value(secs: Option<libc::c_int>) -> Vec<u8> {
+pub(crate) fn linger_value(secs: Option<libc::c_int>) -> Vec<u8> {
     // SAFETY: a zeroed linger is valid.
     let mut lg: libc::linger = unsafe { std::mem::zeroed() };
     lg.l_onoff = libc::c_int::from(secs.is_some());
@@ -26,7 +26,7 @@ pub fn linger_value(secs: Option<libc::c_int>) -> Vec<u8> {
 }
 
 /// SO_LINGER's value read back: the timeout if on, None if off.
-pub fn linger_of(bytes: &[u8]) -> Option<i64> {
+pub(crate) fn linger_of(bytes: &[u8]) -> Option<i64> {
     if bytes.len() < size_of::<libc::linger>() {
         return None;
     }
@@ -36,10 +36,10 @@ pub fn linger_of(bytes: &[u8]) -> Option<i64> {
 }
 
 /// How many bytes SO_LINGER's value takes.
-pub const LINGER_LEN: usize = size_of::<libc::linger>();
+pub(crate) const LINGER_LEN: usize = size_of::<libc::linger>();
 
 /// SO_SNDTIMEO's value for a timeout of `d` (a struct timeval).
-pub fn send_timeout_value(d: std::time::Duration) -> Vec<u8> {
+pub(crate) fn send_timeout_value(d: std::time::Duration) -> Vec<u8> {
     // SAFETY: a zeroed timeval is valid.
     let mut tv: libc::timeval = unsafe { std::mem::zeroed() };
     tv.tv_sec = libc::time_t::try_from(d.as_secs()).unwrap_or(libc::time_t::MAX);
@@ -49,4 +49,4 @@ pub fn send_timeout_value(d: std::time::Duration) -> Vec<u8> {
 }
 
 /// How many bytes SO_SNDTIMEO's value takes.
-pub const SEND_TIMEOUT_LEN: usize = size_of::<libc::timeval>();
+pub(crate) const SEND_TIMEOUT_LEN: usize = size_of::<libc::timeval>();

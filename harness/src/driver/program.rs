@@ -100,13 +100,13 @@ fn drain_into(mut from: impl Read + Send + 'static, tail: Arc<Mutex<Tail>>) -> J
 
 /// Why a program could not be run as the scenario says.
 #[derive(Debug, thiserror::Error)]
-pub enum ProgramError {
+pub(crate) enum ProgramError {
     #[error("{0}")]
     Start(String),
 }
 
 /// A program the case started.
-pub struct Running {
+pub(crate) struct Running {
     program: Program,
     supervisor: Pid,
     reports: Receiver<Report>,
@@ -338,7 +338,7 @@ impl Running {
     }
 
     /// Records when it became ready.
-    pub fn ready_at(&mut self, ms: f64) {
+    pub(crate) fn ready_at(&mut self, ms: f64) {
         self.record.ready_ms = Some(ms);
     }
 
@@ -353,7 +353,7 @@ impl Running {
     }
 
     /// Waits, up to `bound`, for it to exit by itself; whether it did.
-    pub fn exit_within(&mut self, bound: Duration) -> bool {
+    pub(crate) fn exit_within(&mut self, bound: Duration) -> bool {
         let deadline = Instant::now() + bound;
         while !self.exited() {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -435,7 +435,7 @@ impl Drop for Running {
 
 /// `teardown supervise SPEC`: process 1 of the program's PID namespace.
 /// Returns the exit code.
-pub fn supervise(spec: &str) -> i32 {
+pub(crate) fn supervise(spec: &str) -> i32 {
     // SAFETY: descriptor 3 is the status pipe the harness set up.
     let mut status = unsafe { std::fs::File::from_raw_fd(3) };
     let mut say = |r: &Report| {

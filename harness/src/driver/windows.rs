@@ -20,8 +20,8 @@ pub use crate::observe::RawFd;
 pub mod sys {
     use windows_sys::Win32::Networking::WinSock as ws;
 
-    pub type c_int = i32;
-    pub type c_short = i16;
+    pub(crate) type c_int = i32;
+    pub(crate) type c_short = i16;
 
     /// One socket to poll (`WSAPOLLFD`, with the socket as a number).
     #[derive(Clone, Copy, Debug)]
@@ -31,22 +31,22 @@ pub mod sys {
         pub revents: c_short,
     }
 
-    pub const POLLIN: c_short = ws::POLLIN;
-    pub const POLLOUT: c_short = ws::POLLOUT;
-    pub const POLLERR: c_short = ws::POLLERR;
-    pub const POLLHUP: c_short = ws::POLLHUP;
-    pub const POLLNVAL: c_short = ws::POLLNVAL;
-    pub const SOL_SOCKET: c_int = ws::SOL_SOCKET;
-    pub const SO_ERROR: c_int = ws::SO_ERROR;
+    pub(crate) const POLLIN: c_short = ws::POLLIN;
+    pub(crate) const POLLOUT: c_short = ws::POLLOUT;
+    pub(crate) const POLLERR: c_short = ws::POLLERR;
+    pub(crate) const POLLHUP: c_short = ws::POLLHUP;
+    pub(crate) const POLLNVAL: c_short = ws::POLLNVAL;
+    pub(crate) const SOL_SOCKET: c_int = ws::SOL_SOCKET;
+    pub(crate) const SO_ERROR: c_int = ws::SO_ERROR;
     pub const SO_LINGER: c_int = ws::SO_LINGER;
-    pub const SO_SNDTIMEO: c_int = ws::SO_SNDTIMEO;
-    pub const MSG_PEEK: c_int = ws::MSG_PEEK;
+    pub(crate) const SO_SNDTIMEO: c_int = ws::SO_SNDTIMEO;
+    pub(crate) const MSG_PEEK: c_int = ws::MSG_PEEK;
     pub const SHUT_RD: c_int = ws::SD_RECEIVE;
-    pub const SHUT_WR: c_int = ws::SD_SEND;
-    pub const SHUT_RDWR: c_int = ws::SD_BOTH;
+    pub(crate) const SHUT_WR: c_int = ws::SD_SEND;
+    pub(crate) const SHUT_RDWR: c_int = ws::SD_BOTH;
     /// Not Winsock's: `Winsock` makes the socket non-blocking for a call
     /// with this flag, and takes it off the flags it passes on.
-    pub const MSG_DONTWAIT: c_int = 0x4000_0000;
+    pub(crate) const MSG_DONTWAIT: c_int = 0x4000_0000;
     /// Not Winsock's: the blocking mode `Winsock` remembers per socket.
     pub const O_NONBLOCK: c_int = 0x800;
 }
@@ -59,9 +59,9 @@ pub struct Errno(i32);
 
 #[allow(non_upper_case_globals)]
 impl Errno {
-    pub const EINTR: Errno = Errno(ws::WSAEINTR);
-    pub const EAGAIN: Errno = Errno(ws::WSAEWOULDBLOCK);
-    pub const EINPROGRESS: Errno = Errno(ws::WSAEINPROGRESS);
+    pub(crate) const EINTR: Errno = Errno(ws::WSAEINTR);
+    pub(crate) const EAGAIN: Errno = Errno(ws::WSAEWOULDBLOCK);
+    pub(crate) const EINPROGRESS: Errno = Errno(ws::WSAEINPROGRESS);
     pub const ENOPROTOOPT: Errno = Errno(ws::WSAENOPROTOOPT);
 
     /// The calling thread's last Winsock error.
@@ -121,11 +121,11 @@ impl std::fmt::Debug for Errno {
 
 /// `poll` event for "the peer closed its side": Winsock has none (a
 /// peer's FIN makes the socket readable).
-pub const POLL_PEER_CLOSED: sys::c_short = 0;
+pub(crate) const POLL_PEER_CLOSED: sys::c_short = 0;
 
 /// Level and name of a socket option that takes an int, or None if
 /// Winsock has no such option. (SO_LINGER and O_NONBLOCK are handled apart.)
-pub fn int_option(opt: SockOpt) -> Option<(sys::c_int, sys::c_int)> {
+pub(crate) fn int_option(opt: SockOpt) -> Option<(sys::c_int, sys::c_int)> {
     Some(match opt {
         SockOpt::RcvBuf(_) => (ws::SOL_SOCKET, ws::SO_RCVBUF),
         SockOpt::SndBuf(_) => (ws::SOL_SOCKET, ws::SO_SNDBUF),
@@ -147,10 +147,10 @@ pub fn int_option(opt: SockOpt) -> Option<(sys::c_int, sys::c_int)> {
 }
 
 /// The request type `ioctlsocket` takes.
-pub type IoctlRequest = i32;
+pub(crate) type IoctlRequest = i32;
 
 /// The ioctl request for a queue query, if Winsock has one.
-pub fn ioctl_request(q: IoctlQuery) -> Option<IoctlRequest> {
+pub(crate) fn ioctl_request(q: IoctlQuery) -> Option<IoctlRequest> {
     match q {
         IoctlQuery::InQueue => Some(ws::FIONREAD),
         // The send queue is SIO_TCP_INFO's, not an ioctlsocket's.
@@ -159,31 +159,31 @@ pub fn ioctl_request(q: IoctlQuery) -> Option<IoctlRequest> {
 }
 
 /// `send` flag for "more data follows": Linux's alone.
-pub const MSG_MORE: Option<sys::c_int> = None;
+pub(crate) const MSG_MORE: Option<sys::c_int> = None;
 
 /// Winsock raises no SIGPIPE.
-pub const MSG_NOSIGNAL: sys::c_int = 0;
+pub(crate) const MSG_NOSIGNAL: sys::c_int = 0;
 
 /// SO_LINGER's value (a LINGER of two u16s): on with a timeout in seconds,
 /// or off.
-pub fn linger_value(secs: Option<sys::c_int>) -> Vec<u8> {
+pub(crate) fn linger_value(secs: Option<sys::c_int>) -> Vec<u8> {
     let on = u16::from(secs.is_some());
     let t = u16::try_from(secs.unwrap_or(0).max(0)).unwrap_or(u16::MAX);
     [on.to_ne_bytes(), t.to_ne_bytes()].concat()
 }
 
 /// SO_LINGER's value read back: the timeout if on, None if off.
-pub fn linger_of(bytes: &[u8]) -> Option<i64> {
+pub(crate) fn linger_of(bytes: &[u8]) -> Option<i64> {
     let on = u16::from_ne_bytes([*bytes.first()?, *bytes.get(1)?]);
     let t = u16::from_ne_bytes([*bytes.get(2)?, *bytes.get(3)?]);
     (on != 0).then_some(t.into())
 }
 
 /// How many bytes SO_LINGER's value takes.
-pub const LINGER_LEN: usize = 4;
+pub(crate) const LINGER_LEN: usize = 4;
 
 /// SO_SNDTIMEO's value: a DWORD of milliseconds.
-pub fn send_timeout_value(d: std::time::Duration) -> Vec<u8> {
+pub(crate) fn send_timeout_value(d: std::time::Duration) -> Vec<u8> {
     u32::try_from(d.as_millis())
         .unwrap_or(u32::MAX)
         .to_ne_bytes()
@@ -191,4 +191,4 @@ pub fn send_timeout_value(d: std::time::Duration) -> Vec<u8> {
 }
 
 /// How many bytes SO_SNDTIMEO's value takes.
-pub const SEND_TIMEOUT_LEN: usize = 4;
+pub(crate) const SEND_TIMEOUT_LEN: usize = 4;

@@ -125,7 +125,7 @@ fn refused(e: Option<String>, rule: &str) -> FaultError {
 }
 
 /// The rule as an nftables rule body.
-pub fn native_rule(rule: &Rule, server_port: u16) -> String {
+pub(crate) fn native_rule(rule: &Rule, server_port: u16) -> String {
     let mut parts = vec![match rule.direction {
         Direction::ClientToServer => format!("tcp dport {server_port}"),
         Direction::ServerToClient => format!("tcp sport {server_port}"),

@@ -41,7 +41,7 @@ pub struct Placed {
 /// N of them; the first rule that matches takes the segment. Returns how
 /// many each rule took, by key, so a caller can check them against the
 /// filter's own counters.
-pub fn attribute(
+pub(crate) fn attribute(
     packets: &mut [crate::analyze::PacketRecord],
     rules: &[Placed],
 ) -> std::collections::BTreeMap<String, u64> {

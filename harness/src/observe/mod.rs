@@ -88,7 +88,9 @@ pub struct Snapshot {
 impl Snapshot {
     /// Each socket's state by (local, remote) address: for looking up
     /// thousands of connections in one snapshot.
-    pub fn by_addresses(&self) -> std::collections::HashMap<(SocketAddr, SocketAddr), &SockEntry> {
+    pub(crate) fn by_addresses(
+        &self,
+    ) -> std::collections::HashMap<(SocketAddr, SocketAddr), &SockEntry> {
         self.entries
             .iter()
             .filter(|e| e.state != TcpState::Listen)
@@ -130,7 +132,7 @@ impl StateSource {
 
     /// Whether sockets without a descriptor (orphans, TIME-WAIT after
     /// close) can be seen.
-    pub fn sees_orphans(self) -> bool {
+    pub(crate) fn sees_orphans(self) -> bool {
         matches!(
             self,
             StateSource::SockDiag
@@ -141,7 +143,7 @@ impl StateSource {
     }
 
     /// Whether the source reads the stack's timers (TIME-WAIT remaining).
-    pub fn sees_timers(self) -> bool {
+    pub(crate) fn sees_timers(self) -> bool {
         matches!(self, StateSource::SockDiag | StateSource::StackTableTimers)
     }
 
@@ -149,13 +151,13 @@ impl StateSource {
     /// to be accepted (sock_diag's receive queue; smoltcp's agent keeps its
     /// own queue). lwIP keeps them in its netconn's mailbox, which its
     /// control blocks do not count.
-    pub fn sees_accept_queue(self) -> bool {
+    pub(crate) fn sees_accept_queue(self) -> bool {
         matches!(self, StateSource::SockDiag | StateSource::StackTable)
     }
 
     /// Whether the source announces each socket as it is destroyed, with
     /// what its receive queue still held (sock_diag's destroy groups).
-    pub fn sees_destruction(self) -> bool {
+    pub(crate) fn sees_destruction(self) -> bool {
         self == StateSource::SockDiag
     }
 }
@@ -267,7 +269,7 @@ impl Observer {
 
     /// Adds the sockets destroyed since the last call to `into`, and the
     /// cookies `snapshot` shows for the connection's sides.
-    pub fn destroyed(&mut self, into: &mut Destroyed, snapshot: &Snapshot, ends: &Ends) {
+    pub(crate) fn destroyed(&mut self, into: &mut Destroyed, snapshot: &Snapshot, ends: &Ends) {
         for side in Side::BOTH {
             if let Some(c) = ends.find(snapshot, side).and_then(|e| e.cookie) {
                 into.cookies[side] = Some(c);
@@ -290,7 +292,7 @@ impl Observer {
 /// in (sock_diag) or the descriptors it holds (TCP_INFO), keeping only
 /// sockets with the case's port at an end, so nothing else on the machine
 /// is reported.
-pub struct AgentStates {
+pub(crate) struct AgentStates {
     source: StateSource,
     #[cfg(target_os = "linux")]
     diag: std::collections::HashMap<Family, sockdiag::SockDiag>,
@@ -417,7 +419,7 @@ impl Destroyed {
     }
 
     /// The notice of `side`'s socket's destruction, if one came.
-    pub fn notice(&self, ends: &Ends, side: Side) -> Option<&SockEntry> {
+    pub(crate) fn notice(&self, ends: &Ends, side: Side) -> Option<&SockEntry> {
         let client = ends.client?;
         let (local, remote) = match side {
             Side::Client => (client, ends.server),
@@ -488,7 +490,7 @@ impl Ends {
     }
 
     /// Both addresses, once the client's is known.
-    pub fn pair(&self) -> Option<PerSide<SocketAddr>> {
+    pub(crate) fn pair(&self) -> Option<PerSide<SocketAddr>> {
         self.client.map(|c| PerSide::new(c, self.server))
     }
 }
@@ -505,7 +507,7 @@ pub struct StateChange {
 /// every socket, one that was seen and then vanished is recorded as
 /// CLOSED; with one that does not, nothing is recorded once it is out of
 /// sight.
-pub type Timeline = PerSide<Vec<StateChange>>;
+pub(crate) type Timeline = PerSide<Vec<StateChange>>;
 
 /// Folds one snapshot into a timeline.
 pub fn record(timeline: &mut Timeline, t_ms: f64, snapshot: &Snapshot, ends: &Ends) {

@@ -29,7 +29,7 @@ use crate::scenario::Family;
 const EXPIRES_OFFSET: usize = 16 + 4 + 48;
 
 /// A sock_diag socket bound to the case namespace.
-pub struct SockDiag {
+pub(crate) struct SockDiag {
     socket: Socket,
     buf: Vec<u8>,
     /// One dump request per family asked for.
@@ -55,7 +55,7 @@ impl SockDiag {
     /// Opens the netlink socket in the calling thread's namespace, whatever
     /// it is: for an agent, which reads (never changes) its own stack's
     /// socket table.
-    pub fn open_here(family: Family) -> Result<SockDiag, ObserveError> {
+    pub(crate) fn open_here(family: Family) -> Result<SockDiag, ObserveError> {
         let err = |what: &str, e: std::io::Error| ObserveError::SockDiag(format!("{what}: {e}"));
         let mut socket = Socket::new(NETLINK_SOCK_DIAG).map_err(|e| err("socket", e))?;
         socket.bind_auto().map_err(|e| err("bind", e))?;
@@ -180,7 +180,7 @@ const TCP_DESTROY_GROUPS: [u32; 2] = [1, 3];
 /// A socket closed with bytes never read has them still counted in its
 /// receive queue (`rcv_nxt - copied_seq`): the bytes its application left
 /// unread, the cause of a reset on close.
-pub struct DestroyWatch {
+pub(crate) struct DestroyWatch {
     socket: Socket,
     buf: Vec<u8>,
 }

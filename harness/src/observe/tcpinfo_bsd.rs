@@ -8,7 +8,7 @@ use super::{ObserveError, bsd_state, first_byte, ioctl_int};
 use crate::tcp::TcpState;
 
 /// The request type `ioctl(2)` takes here.
-pub type IoctlRequest = libc::c_ulong;
+pub(crate) type IoctlRequest = libc::c_ulong;
 
 /// `TCP_CONNECTION_INFO`, netinet/tcp.h (not in the libc crate).
 #[cfg(target_os = "macos")]
@@ -26,25 +26,25 @@ pub fn state(n: u8) -> Option<TcpState> {
 }
 
 /// The state of `fd`, or None if it is not a TCP socket.
-pub fn tcp_state(fd: RawFd) -> Result<Option<TcpState>, ObserveError> {
+pub(crate) fn tcp_state(fd: RawFd) -> Result<Option<TcpState>, ObserveError> {
     Ok(first_byte(fd, INFO_OPTION)?.and_then(state))
 }
 
 /// Bytes queued for reading.
-pub fn recv_queue(fd: RawFd) -> u32 {
+pub(crate) fn recv_queue(fd: RawFd) -> u32 {
     ioctl_int(fd, libc::FIONREAD)
 }
 
 /// Bytes in the send queue, sent or not.
 #[cfg(target_os = "freebsd")]
-pub fn send_queue(fd: RawFd) -> u32 {
+pub(crate) fn send_queue(fd: RawFd) -> u32 {
     // FIONWRITE, sys/filio.h (not in the libc crate).
     ioctl_int(fd, 0x4004_6677)
 }
 
 /// Bytes in the send queue (SO_NWRITE).
 #[cfg(target_os = "macos")]
-pub fn send_queue(fd: RawFd) -> u32 {
+pub(crate) fn send_queue(fd: RawFd) -> u32 {
     let mut v: libc::c_int = 0;
     let mut len = size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: v and len describe a writable c_int.

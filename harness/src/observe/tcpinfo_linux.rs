@@ -7,7 +7,7 @@ use super::{ObserveError, first_byte, ioctl_int, linux_state};
 use crate::tcp::TcpState;
 
 /// The request type `ioctl(2)` takes here.
-pub type IoctlRequest = libc::Ioctl;
+pub(crate) type IoctlRequest = libc::Ioctl;
 
 /// The `IPPROTO_TCP` option whose struct starts with the state.
 pub const INFO_OPTION: libc::c_int = libc::TCP_INFO;
@@ -18,16 +18,16 @@ pub fn state(n: u8) -> Option<TcpState> {
 }
 
 /// The state of `fd`, or None if it is not a TCP socket.
-pub fn tcp_state(fd: RawFd) -> Result<Option<TcpState>, ObserveError> {
+pub(crate) fn tcp_state(fd: RawFd) -> Result<Option<TcpState>, ObserveError> {
     Ok(first_byte(fd, INFO_OPTION)?.and_then(state))
 }
 
 /// Bytes queued for reading.
-pub fn recv_queue(fd: RawFd) -> u32 {
+pub(crate) fn recv_queue(fd: RawFd) -> u32 {
     ioctl_int(fd, libc::FIONREAD)
 }
 
 /// Bytes not yet acknowledged (SIOCOUTQ).
-pub fn send_queue(fd: RawFd) -> u32 {
+pub(crate) fn send_queue(fd: RawFd) -> u32 {
     ioctl_int(fd, libc::TIOCOUTQ)
 }

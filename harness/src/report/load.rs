@@ -11,7 +11,7 @@ use super::{CaseReport, Report, SCHEMA_VERSION};
 use crate::files::{self, InputError};
 
 /// Reports are read whole; this bounds what a wrong path can cost.
-pub const MAX_REPORT_BYTES: u64 = 1 << 30;
+pub(crate) const MAX_REPORT_BYTES: u64 = 1 << 30;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -86,7 +86,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Report, LoadError> {
 }
 
 /// Every report, with the path it came from; stops at the first bad one.
-pub fn read_all(paths: &[PathBuf]) -> Result<Vec<(String, Report)>, LoadError> {
+pub(crate) fn read_all(paths: &[PathBuf]) -> Result<Vec<(String, Report)>, LoadError> {
     paths
         .iter()
         .map(|p| read(p).map(|r| (p.display().to_string(), r)))
@@ -96,7 +96,7 @@ pub fn read_all(paths: &[PathBuf]) -> Result<Vec<(String, Report)>, LoadError> {
 /// The cases matching `query` (an exact id, else ids containing it; at
 /// most `max`) in `report`, or in the newest report under `dir` that has
 /// any. Returns the report's path, the report and the cases' indexes.
-pub fn find_cases(
+pub(crate) fn find_cases(
     query: &str,
     report: Option<&Path>,
     dir: &Path,

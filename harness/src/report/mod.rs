@@ -27,7 +27,7 @@ use crate::verdict::{Status, Verdict};
 /// `unobserved` lists facts a stack could not observe (null, with the
 /// reason); `verdict.status` may be `unsupported`; `host.stack` names the
 /// stack and its observation backends.
-pub const SCHEMA_VERSION: u32 = 2;
+pub(crate) const SCHEMA_VERSION: u32 = 2;
 
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct Report {
@@ -98,7 +98,7 @@ impl Host {
 
     /// The stack each side ran on: on loopback the one stack, on the bench
     /// each host's.
-    pub fn side_stacks(&self) -> crate::tcp::PerSide<String> {
+    pub(crate) fn side_stacks(&self) -> crate::tcp::PerSide<String> {
         match &self.bench {
             Some(b) => crate::tcp::PerSide::new(b.client.name.clone(), b.server.name.clone()),
             None => crate::tcp::PerSide::both(self.stack.name.clone()),
@@ -108,7 +108,7 @@ impl Host {
     /// What expectations call the run's stacks: the one stack, or on the
     /// bench each host's, as `client/server` when they differ (as
     /// `stack::Reach::name`).
-    pub fn stacks_name(&self) -> String {
+    pub(crate) fn stacks_name(&self) -> String {
         let s = self.side_stacks();
         if s.client == s.server {
             s.client
@@ -184,13 +184,13 @@ impl CaseReport {
     /// connection only, and which connection that is, or how it fared (got a
     /// TIME-WAIT bucket, say), is chance: its behaviour is in
     /// `connections.*`. See [`CaseReport::first_connection_fact`].
-    pub fn drives_groups(&self) -> bool {
+    pub(crate) fn drives_groups(&self) -> bool {
         self.steps.iter().any(|s| s.result.group.is_some())
     }
 
     /// Whether the fact at `path` is one of those that describe a case's
     /// first connection only.
-    pub fn first_connection_fact(path: &str) -> bool {
+    pub(crate) fn first_connection_fact(path: &str) -> bool {
         ["wire.", "final_state.", "time_wait.", "data."]
             .iter()
             .any(|p| path.starts_with(p))

@@ -188,7 +188,7 @@ impl Bench {
     /// router. Nothing runs on a remote host's side here, its neighbours
     /// are found as on any network (ARP, neighbour discovery: not TCP, not
     /// captured), and no datagram can be sent from it before the case.
-    pub fn build_with(
+    pub(crate) fn build_with(
         _ns: &Namespace,
         remote: PerSide<Option<&super::Bridge>>,
     ) -> Result<Bench, SandboxError> {
@@ -303,7 +303,7 @@ impl Bench {
     }
 
     /// Whether `side`'s host is a remote one, reached through a bridge.
-    pub fn is_remote(&self, side: Side) -> bool {
+    pub(crate) fn is_remote(&self, side: Side) -> bool {
         self.hosts[side].is_none()
     }
 
@@ -365,7 +365,7 @@ impl Bench {
 
     /// A path that names `side`'s host namespace to another process, while
     /// this bench lives.
-    pub fn namespace_path(&self, side: Side) -> Result<std::path::PathBuf, SandboxError> {
+    pub(crate) fn namespace_path(&self, side: Side) -> Result<std::path::PathBuf, SandboxError> {
         Ok(std::path::PathBuf::from(format!(
             "/proc/{}/fd/{}",
             std::process::id(),
@@ -379,7 +379,7 @@ impl Bench {
     /// keeps a route it did not add when the address goes, would still take
     /// the address's packets for its own and answer them (seen: its RST
     /// 19 us after the SYN-ACK, before gVisor's ACK).
-    pub fn hand_over(&self, side: Side) -> Result<(), SandboxError> {
+    pub(crate) fn hand_over(&self, side: Side) -> Result<(), SandboxError> {
         self.on(side, || {
             let mut rtnl = Rtnl::open()?;
             rtnl.local_route(HOST_IFINDEX, address6(side, false), RouteChange::Remove)
@@ -392,7 +392,7 @@ impl Bench {
     /// answers the segments addressed to them (a RST to every SYN) nor
     /// their neighbour queries. The link stays up, its MAC the one the
     /// router's static neighbours name.
-    pub fn take_over(&self, side: Side) -> Result<(), SandboxError> {
+    pub(crate) fn take_over(&self, side: Side) -> Result<(), SandboxError> {
         self.hand_over(side)?;
         self.on(side, || {
             let mut rtnl = Rtnl::open()?;
@@ -410,7 +410,7 @@ impl Bench {
     /// or SYN-ACK would be late for that; answering an echo teaches it the
     /// router before the case, and says the stack is up. Nothing is
     /// captured yet, so the echoes are in no case's trace.
-    pub fn await_echo(&self, side: Side) -> Result<(), SandboxError> {
+    pub(crate) fn await_echo(&self, side: Side) -> Result<(), SandboxError> {
         use socket2::{Domain, Protocol, SockAddr, Type};
         for v6 in [false, true] {
             let to = address(side, v6, false);
@@ -914,7 +914,7 @@ fn address_message(index: u32, ip: IpAddr) -> AddressMessage {
 }
 
 /// The prefix length of the bench's links for `ip`'s family.
-pub fn prefix_len(ip: IpAddr) -> u8 {
+pub(crate) fn prefix_len(ip: IpAddr) -> u8 {
     if ip.is_ipv6() { 64 } else { 24 }
 }
 

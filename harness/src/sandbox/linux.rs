@@ -24,7 +24,7 @@ impl Namespace {
     /// The calling process's namespace, which whoever started the process
     /// made for it alone: an agent the harness starts in a case's host
     /// namespace or sandbox, told so by `teardown agent --own-stack`.
-    pub fn declared_own() -> Namespace {
+    pub(crate) fn declared_own() -> Namespace {
         Namespace {
             _not_send: std::marker::PhantomData,
         }
@@ -89,7 +89,7 @@ pub(super) fn bring_up_loopback() -> Result<(), SandboxError> {
 
 /// Whether this process may open packet sockets (what libpcap needs), in
 /// the calling thread's namespace.
-pub fn check_capture_permission(_ns: &Namespace) -> Result<(), SandboxError> {
+pub(crate) fn check_capture_permission(_ns: &Namespace) -> Result<(), SandboxError> {
     // SAFETY: plain socket(2); the fd is closed right away.
     let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
     if fd < 0 {
@@ -112,7 +112,7 @@ fn sysctl_path(name: &str) -> std::path::PathBuf {
 
 /// Reads a sysctl as the calling thread's namespace sees it
 /// (`/proc/sys/net` resolves against the opener's network namespace).
-pub fn read_sysctl(name: &str) -> Result<String, SandboxError> {
+pub(crate) fn read_sysctl(name: &str) -> Result<String, SandboxError> {
     std::fs::read_to_string(sysctl_path(name))
         .map(|s| s.trim().to_string())
         .map_err(|e| SandboxError::Sysctl {
@@ -125,7 +125,7 @@ pub fn read_sysctl(name: &str) -> Result<String, SandboxError> {
 /// case namespace: on the host thread it would change the host. A sysctl
 /// this stack does not have, in a namespace or at all, is
 /// [`SandboxError::NoSuchSysctl`].
-pub fn write_sysctl(_ns: &Namespace, name: &str, value: &str) -> Result<(), SandboxError> {
+pub(crate) fn write_sysctl(_ns: &Namespace, name: &str, value: &str) -> Result<(), SandboxError> {
     let path = sysctl_path(name);
     std::fs::write(&path, value).map_err(|e| {
         // Linux says ENOENT; gVisor says EPERM for a file that is not there.
@@ -145,14 +145,14 @@ pub fn write_sysctl(_ns: &Namespace, name: &str, value: &str) -> Result<(), Sand
 }
 
 /// Whether a sysctl exists in the calling thread's namespace.
-pub fn sysctl_exists(name: &str) -> bool {
+pub(crate) fn sysctl_exists(name: &str) -> bool {
     sysctl_path(name).exists()
 }
 
 /// Where each of `names` exists: probed from this thread's namespace (the
 /// host's, for the main thread) and from a fresh namespace made for the
 /// probe and gone with it. Needs the privileges a run needs.
-pub fn sysctl_scopes(names: &[String]) -> Result<Vec<super::SysctlScope>, SandboxError> {
+pub(crate) fn sysctl_scopes(names: &[String]) -> Result<Vec<super::SysctlScope>, SandboxError> {
     use super::SysctlScope;
     let here: Vec<bool> = names.iter().map(|n| sysctl_exists(n)).collect();
     let names = names.to_vec();
@@ -178,7 +178,7 @@ pub fn sysctl_scopes(names: &[String]) -> Result<Vec<super::SysctlScope>, Sandbo
 /// TCPAbortOnClose, ...) and `Tcp` of /proc/net/snmp (ActiveOpens,
 /// EstabResets, ...). Read through /proc/thread-self: /proc/net is the
 /// process's namespace, not this thread's.
-pub fn tcp_counters(_ns: &Namespace) -> Result<BTreeMap<String, i64>, SandboxError> {
+pub(crate) fn tcp_counters(_ns: &Namespace) -> Result<BTreeMap<String, i64>, SandboxError> {
     let mut out = BTreeMap::new();
     for (file, prefixes) in [
         ("/proc/thread-self/net/netstat", &["TcpExt:"][..]),
@@ -210,7 +210,7 @@ pub fn tcp_counters(_ns: &Namespace) -> Result<BTreeMap<String, i64>, SandboxErr
 /// Packets the calling thread's namespace's interfaces dropped, from the
 /// drop columns of /proc/net/dev: a full backlog queue
 /// (netdev_max_backlog) drops a packet before any capture sees it.
-pub fn link_drops(_ns: &Namespace) -> Result<super::LinkDrops, SandboxError> {
+pub(crate) fn link_drops(_ns: &Namespace) -> Result<super::LinkDrops, SandboxError> {
     let file = "/proc/thread-self/net/dev";
     let unreadable = |message: String| SandboxError::Sysctl {
         name: file.into(),
@@ -241,7 +241,7 @@ pub fn link_drops(_ns: &Namespace) -> Result<super::LinkDrops, SandboxError> {
 
 /// The values of [`super::TEARDOWN_SYSCTLS`] in the calling thread's
 /// namespace; unreadable ones are left out (not guessed).
-pub fn teardown_sysctls() -> BTreeMap<String, String> {
+pub(crate) fn teardown_sysctls() -> BTreeMap<String, String> {
     super::TEARDOWN_SYSCTLS
         .iter()
         .filter_map(|n| read_sysctl(n).ok().map(|v| (n.to_string(), v)))
@@ -249,7 +249,7 @@ pub fn teardown_sysctls() -> BTreeMap<String, String> {
 }
 
 /// `uname -r`.
-pub fn kernel_release() -> String {
+pub(crate) fn kernel_release() -> String {
     nix::sys::utsname::uname()
         .map(|u| u.release().to_string_lossy().into_owned())
         .unwrap_or_default()

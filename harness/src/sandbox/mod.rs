@@ -174,7 +174,7 @@ impl Hosts {
 
     /// Whether `side`'s host is a namespace of this machine's (not a remote
     /// host the bench only has a link to).
-    pub fn is_local(&self, side: Side) -> bool {
+    pub(crate) fn is_local(&self, side: Side) -> bool {
         match self {
             Hosts::Loopback => true,
             Hosts::Bench(b) => !b.is_remote(side),
@@ -200,7 +200,7 @@ impl Hosts {
         }
     }
 
-    pub fn is_bench(&self) -> bool {
+    pub(crate) fn is_bench(&self) -> bool {
         !matches!(self, Hosts::Loopback)
     }
 }

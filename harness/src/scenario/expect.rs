@@ -42,7 +42,7 @@ impl PartialEq for Pattern {
 
 impl Matcher {
     /// Builds a matcher from the TOML value written in the scenario file.
-    pub fn from_toml(v: &toml::Value) -> Result<Matcher, String> {
+    pub(crate) fn from_toml(v: &toml::Value) -> Result<Matcher, String> {
         Ok(match v {
             toml::Value::Table(t) => {
                 let mut min = None;

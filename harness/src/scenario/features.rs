@@ -6,17 +6,17 @@
 use super::{Actor, Call, How, IoctlQuery, Role, SockOpt};
 
 /// `connect()` with `AF_UNSPEC`.
-pub const DISCONNECT: &str = "connect(AF_UNSPEC)";
+pub(crate) const DISCONNECT: &str = "connect(AF_UNSPEC)";
 
 /// `shutdown()` on a listening socket (Linux stops listening and resets
 /// the connections waiting to be accepted).
-pub const LISTENER_SHUTDOWN: &str = "shutdown() on a listener";
+pub(crate) const LISTENER_SHUTDOWN: &str = "shutdown() on a listener";
 
-pub fn of_write(more: bool) -> Vec<&'static str> {
+pub(crate) fn of_write(more: bool) -> Vec<&'static str> {
     if more { vec!["MSG_MORE"] } else { vec![] }
 }
 
-pub fn of_shutdown(how: How) -> Vec<&'static str> {
+pub(crate) fn of_shutdown(how: How) -> Vec<&'static str> {
     match how {
         How::Read => vec!["SHUT_RD"],
         How::Write | How::Both => vec![],
@@ -25,7 +25,7 @@ pub fn of_shutdown(how: How) -> Vec<&'static str> {
 
 /// Options every stack here has are not features; the others are, by
 /// their C names.
-pub fn of_option(opt: SockOpt) -> Vec<&'static str> {
+pub(crate) fn of_option(opt: SockOpt) -> Vec<&'static str> {
     match opt {
         SockOpt::Cork(_)
         | SockOpt::Linger2(_)
@@ -45,7 +45,7 @@ pub fn of_option(opt: SockOpt) -> Vec<&'static str> {
     }
 }
 
-pub fn of_ioctl(query: IoctlQuery) -> Vec<&'static str> {
+pub(crate) fn of_ioctl(query: IoctlQuery) -> Vec<&'static str> {
     match query {
         IoctlQuery::OutQueueNotSent => vec!["SIOCOUTQNSD"],
         IoctlQuery::InQueue | IoctlQuery::OutQueue => vec![],

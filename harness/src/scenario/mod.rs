@@ -75,7 +75,7 @@ impl fmt::Display for Family {
 /// Stacks an expectation can be written for (`os = "..."`): operating
 /// systems, and TCP/IP stacks that run on one (gVisor's netstack, smoltcp;
 /// Wine's Winsock on its host's kernel).
-pub const STACKS: &[&str] = &[
+pub(crate) const STACKS: &[&str] = &[
     "linux", "gvisor", "smoltcp", "lwip", "freebsd", "macos", "windows", "wine",
 ];
 
@@ -109,7 +109,7 @@ pub enum ScenarioError {
 }
 
 /// What an expectation's facts, when observed, say about a claim.
-pub const CLAIM_OUTCOMES: &[&str] = &["holds", "does not hold", "partly"];
+pub(crate) const CLAIM_OUTCOMES: &[&str] = &["holds", "does not hold", "partly"];
 
 /// What joins a case's two sides: the expectation key `link`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -215,7 +215,7 @@ impl Sysctl {
 
 impl Case {
     /// The expectations that apply to this case on `os` over `link`.
-    pub fn expectations_for<'a>(
+    pub(crate) fn expectations_for<'a>(
         &'a self,
         os: &'a str,
         link: Link,
@@ -1177,7 +1177,7 @@ fn parse_expectation(
 /// `*.toml` files are taken in name order. A file reached twice (named
 /// and inside a named directory, say) is taken once; two files that name
 /// the same scenario are an error, as their cases would share ids.
-pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ScenarioError> {
+pub(crate) fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ScenarioError> {
     let mut out = Vec::new();
     for p in paths {
         if p.is_dir() {

@@ -26,11 +26,11 @@ use crate::tcp::Side;
 /// the case's params, filled in when it starts: the server's address in
 /// the case's family, the port, a scratch directory made for the case and
 /// removed after it, and the scenario file's directory.
-pub const BUILT_INS: &[&str] = &["address", "port", "work", "dir"];
+pub(crate) const BUILT_INS: &[&str] = &["address", "port", "work", "dir"];
 
 /// How long a program may take to listen, unless its table says: a bound,
 /// not a wait (readiness is watched for), so a generous one costs nothing.
-pub const DEFAULT_READY_WITHIN: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_READY_WITHIN: Duration = Duration::from_secs(30);
 
 /// A program on one end of a case, as the scenario gives it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -173,7 +173,7 @@ impl Program {
     /// A user's server given as a shell command line (`teardown probe
     /// --server-command`), listening on `port`: run by `sh -c`, with
     /// `$ADDRESS` and `$PORT` in its environment.
-    pub fn user_server(command: &str, port: u16, ready_within: Duration) -> Program {
+    pub(crate) fn user_server(command: &str, port: u16, ready_within: Duration) -> Program {
         Program {
             side: Side::Server,
             command: vec!["sh".into(), "-c".into(), command.into()],

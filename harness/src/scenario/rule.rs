@@ -61,7 +61,7 @@ impl Direction {
 
 /// The flags `flags =...` compares; ECE and CWR are left out, so that ECN
 /// does not change what "a pure ACK" means.
-pub const EXACT_MATCH_FLAGS: Flags = Flags::from_bits(0x3f);
+pub(crate) const EXACT_MATCH_FLAGS: Flags = Flags::from_bits(0x3f);
 
 /// One fault: which segments, and what happens to them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -61,15 +61,15 @@ pub struct Actor {
 }
 
 impl Actor {
-    pub const CLIENT: Actor = Actor {
+    pub(crate) const CLIENT: Actor = Actor {
         role: Role::Client,
         index: 1,
     };
-    pub const SERVER: Actor = Actor {
+    pub(crate) const SERVER: Actor = Actor {
         role: Role::Server,
         index: 1,
     };
-    pub const LISTENER: Actor = Actor {
+    pub(crate) const LISTENER: Actor = Actor {
         role: Role::Listener,
         index: 1,
     };
@@ -322,7 +322,7 @@ pub enum SockOpt {
 
 impl SockOpt {
     /// The option's C name (`O_NONBLOCK` for the mode set with fcntl).
-    pub fn c_name(self) -> &'static str {
+    pub(crate) fn c_name(self) -> &'static str {
         match self {
             SockOpt::Linger(_) => "SO_LINGER",
             SockOpt::RcvBuf(_) => "SO_RCVBUF",
@@ -374,7 +374,7 @@ pub enum IoctlQuery {
 
 impl IoctlQuery {
     /// The request's C name (Linux's).
-    pub fn c_name(self) -> &'static str {
+    pub(crate) fn c_name(self) -> &'static str {
         match self {
             IoctlQuery::InQueue => "FIONREAD",
             IoctlQuery::OutQueue => "SIOCOUTQ",
@@ -660,7 +660,7 @@ impl Call {
 
     /// Whether the call may run on a thread of its own (`bg`): calls that
     /// need only the socket's descriptor.
-    pub fn can_run_in_background(&self) -> bool {
+    pub(crate) fn can_run_in_background(&self) -> bool {
         matches!(
             self,
             Call::Write { .. }
@@ -731,7 +731,7 @@ impl Step {
 }
 
 /// See [`Step::key`]; `index` is the step's position in the case.
-pub fn step_key(label: Option<&str>, line: Option<usize>, index: usize) -> String {
+pub(crate) fn step_key(label: Option<&str>, line: Option<usize>, index: usize) -> String {
     match (label, line) {
         (Some(l), _) => l.to_string(),
         (None, Some(line)) => format!("line{line}"),
@@ -752,7 +752,7 @@ fn looks_like_implicit_key(label: &str) -> bool {
 /// A parse error inside one step line: column (1-based, in characters) and
 /// what was expected.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StepError {
+pub(crate) struct StepError {
     pub column: usize,
     pub message: String,
 }
@@ -949,7 +949,7 @@ fn write_size(cur: &mut Cursor) -> Result<u64, StepError> {
 }
 
 /// Parses one step line. `Ok(None)` for blank and comment-only lines.
-pub fn parse_step(line: &str, line_no: Option<usize>) -> Result<Option<Step>, StepError> {
+pub(crate) fn parse_step(line: &str, line_no: Option<usize>) -> Result<Option<Step>, StepError> {
     let (tokens, text) = tokenize(line)?;
     if tokens.is_empty() {
         return Ok(None);
@@ -1658,7 +1658,7 @@ fn duration(cur: &mut Cursor, max: Duration) -> Result<Duration, StepError> {
 }
 
 /// `1000`, `64KiB`, `1MiB`, `2KB` (decimal kilo) -> bytes.
-pub fn parse_size(s: &str) -> Option<u64> {
+pub(crate) fn parse_size(s: &str) -> Option<u64> {
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let n: u64 = num.parse().ok()?;
@@ -1676,7 +1676,7 @@ pub fn parse_size(s: &str) -> Option<u64> {
 
 /// `200ms`, `2s`, `1.5s`, `500us`, `2min` -> Duration. `None` for anything
 /// else, including values too large for a `Duration` (about 1.8e19 s).
-pub fn parse_duration(s: &str) -> Option<Duration> {
+pub(crate) fn parse_duration(s: &str) -> Option<Duration> {
     let split = s
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(s.len());

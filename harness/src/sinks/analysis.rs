@@ -41,7 +41,7 @@ fn count(counts: &mut BTreeMap<String, u64>, key: &str) {
 
 /// How `teardown analyze` prints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
+pub(crate) enum Format {
     /// Counts by conn_state and by diagnosis, then the first connections.
     Table,
     /// One document: file statistics, summary, every connection.
@@ -55,7 +55,7 @@ pub enum Format {
 /// Prints a capture's connections in one format as they arrive: JSON Lines
 /// and Zeek stream each one out; the table keeps the first `limit` by
 /// number and JSON keeps them all, for [`Printer::finish`].
-pub struct Printer {
+pub(crate) struct Printer {
     format: Format,
     limit: usize,
     file: String,
@@ -140,7 +140,7 @@ impl Printer {
 
 /// The whole analysis as one JSON document.
 #[derive(Serialize)]
-pub struct Document<'a> {
+pub(crate) struct Document<'a> {
     pub file: String,
     pub stats: &'a FileStats,
     pub summary: &'a Summary,
@@ -277,7 +277,7 @@ impl JsonLines {
 }
 
 /// Zeek conn.log's header, with one extra field: the diagnosis.
-pub fn zeek_header(file: &str) -> String {
+pub(crate) fn zeek_header(file: &str) -> String {
     let fields = [
         ("ts", "time"),
         ("uid", "string"),
@@ -318,7 +318,7 @@ pub fn zeek_header(file: &str) -> String {
 /// the capture shows no packet of counts 0 for both, as Zeek's inactive
 /// endpoint does. (The JSON keeps them apart: `data_bytes`, and `missed`,
 /// null where there is nothing to count from.)
-pub fn zeek_line(c: &Diagnosed) -> String {
+pub(crate) fn zeek_line(c: &Diagnosed) -> String {
     let f = &c.flow;
     let w = &f.wire;
     let missed = f.missed.map(|side, m| {
@@ -374,12 +374,12 @@ pub fn zeek_line(c: &Diagnosed) -> String {
 }
 
 /// Zeek's closing line.
-pub fn zeek_footer() -> &'static str {
+pub(crate) fn zeek_footer() -> &'static str {
     "#close\n"
 }
 
 /// One connection of a capture, segment by segment, with its diagnosis.
-pub fn connection_ladder(c: &Diagnosed, packets: &[crate::analyze::PacketRecord]) -> String {
+pub(crate) fn connection_ladder(c: &Diagnosed, packets: &[crate::analyze::PacketRecord]) -> String {
     use crate::tcp::Side;
     let f = &c.flow;
     let mut out = format!(

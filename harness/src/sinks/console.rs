@@ -101,7 +101,7 @@ pub fn list(cases: &[crate::scenario::Case], term: &Terminal) -> String {
 
 /// `teardown list --format json`: each case's id (as `-f` takes it),
 /// scenario, title, claims and parameters, in the id's order.
-pub fn list_json(cases: &[crate::scenario::Case]) -> serde_json::Value {
+pub(crate) fn list_json(cases: &[crate::scenario::Case]) -> serde_json::Value {
     serde_json::Value::Array(
         cases
             .iter()

@@ -27,11 +27,11 @@ pub enum What<'a> {
 
 /// A call lasting at least this long is drawn as a span from its start to
 /// its return.
-pub const SPAN_MIN_MS: f64 = 1.0;
+pub(crate) const SPAN_MIN_MS: f64 = 1.0;
 
 /// Gaps up to this long are drawn to scale; longer ones are cut, and say
 /// how long they were.
-pub const SCALE_LIMIT_MS: f64 = 100.0;
+pub(crate) const SCALE_LIMIT_MS: f64 = 100.0;
 
 /// How the time between two consecutive rows is drawn.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -57,7 +57,7 @@ pub fn gap(before: f64, t: f64) -> Gap {
 }
 
 /// `1.997 s` or `250 ms`: an idle gap's length.
-pub fn duration_text(ms: f64) -> String {
+pub(crate) fn duration_text(ms: f64) -> String {
     if ms >= 1000.0 {
         format!("{:.3} s", ms / 1000.0)
     } else {
@@ -66,7 +66,7 @@ pub fn duration_text(ms: f64) -> String {
 }
 
 /// The side a call's actor sits on (the listener on the server's).
-pub fn call_side(s: &StepRecord) -> Option<Side> {
+pub(crate) fn call_side(s: &StepRecord) -> Option<Side> {
     s.actor.map(|a| match a.role {
         Role::Client => Side::Client,
         Role::Server | Role::Listener => Side::Server,
@@ -74,13 +74,13 @@ pub fn call_side(s: &StepRecord) -> Option<Side> {
 }
 
 /// Whether `s` is drawn as a span (it has a side and lasted long enough).
-pub fn is_span(s: &StepRecord) -> bool {
+pub(crate) fn is_span(s: &StepRecord) -> bool {
     s.actor.is_some() && s.duration_ms >= SPAN_MIN_MS
 }
 
 /// One row of the ladder.
 #[derive(Clone, Copy, Debug)]
-pub struct Event<'a> {
+pub(crate) struct Event<'a> {
     /// Milliseconds since the case started.
     pub t_ms: f64,
     pub side: Option<Side>,
@@ -89,7 +89,7 @@ pub struct Event<'a> {
 
 /// Packets, calls, returns and state changes of a case, in time order (a
 /// call at its start; ties keep calls before the packets they cause).
-pub fn events(c: &CaseReport) -> Vec<Event<'_>> {
+pub(crate) fn events(c: &CaseReport) -> Vec<Event<'_>> {
     let mut ev: Vec<Event> = Vec::new();
     for s in &c.steps {
         let side = call_side(s);
@@ -128,7 +128,7 @@ pub fn events(c: &CaseReport) -> Vec<Event<'_>> {
 
 /// `F. seq=1001 ack=1 len=0 win=512`, with what the analyzer noted about
 /// the segment: `. seq=4096 ack=1 len=0 win=0 [window probe]`.
-pub fn packet_label(p: &PacketRecord) -> String {
+pub(crate) fn packet_label(p: &PacketRecord) -> String {
     let ack = p.ack.map_or("-".to_string(), |a| a.to_string());
     let mut out = format!(
         "{} seq={} ack={ack} len={} win={}",
@@ -203,7 +203,7 @@ const MIDDLE: usize = 56;
 const ROW_MS: f64 = 20.0;
 
 /// What the text ladder's marks mean; printed under every ladder.
-pub const TEXT_LEGEND: &str = "\
+pub(crate) const TEXT_LEGEND: &str = "\
 legend: --> delivered segment; an arrow ending in X: dropped by the named fault rule (counted
         by the packet filter, not inferred); ┏┃┗ a call in progress, from its start to its return;
         [STATE] the socket's TCP state (sock_diag); a blank row is 20 ms; ~~ a longer idle
@@ -252,7 +252,7 @@ pub fn shape(c: &CaseReport) -> String {
 }
 
 /// `close as lclose returned (1002.31 ms)`: the end of a span.
-pub fn return_label(s: &StepRecord) -> String {
+pub(crate) fn return_label(s: &StepRecord) -> String {
     let call = s
         .call
         .split_once(' ')

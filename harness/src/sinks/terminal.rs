@@ -86,7 +86,7 @@ impl Terminal {
     }
 
     /// `text` in `colour` when this terminal shows colour.
-    pub fn paint(&self, text: &str, colour: Color) -> Cell {
+    pub(crate) fn paint(&self, text: &str, colour: Color) -> Cell {
         let cell = Cell::new(text);
         if self.colour { cell.fg(colour) } else { cell }
     }
@@ -94,7 +94,7 @@ impl Terminal {
 
 /// Never wrap column `i` of `t`: an id must stay copyable, a number
 /// readable.
-pub fn keep_whole(t: &mut Table, i: usize) {
+pub(crate) fn keep_whole(t: &mut Table, i: usize) {
     if let Some(c) = t.column_mut(i) {
         c.set_constraint(comfy_table::ColumnConstraint::ContentWidth);
     }
@@ -103,7 +103,7 @@ pub fn keep_whole(t: &mut Table, i: usize) {
 /// Where every column of `t` is kept whole and the whole table is wider
 /// than the terminal, hide columns in `order` (least needed first) until it
 /// fits; the hidden columns' headers, for a note saying so.
-pub fn fit_by_hiding(t: &mut Table, width: Option<u16>, order: &[usize]) -> Vec<String> {
+pub(crate) fn fit_by_hiding(t: &mut Table, width: Option<u16>, order: &[usize]) -> Vec<String> {
     let Some(width) = width else {
         return Vec::new();
     };

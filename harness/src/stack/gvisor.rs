@@ -111,7 +111,7 @@ const FIXED_ROOT_NETNS_CHECK: &str = "20240731";
 /// killed if the thread that starts them ends first (PDEATHSIG, which runsc
 /// passes on to its own children when it runs attached).
 #[cfg(target_os = "linux")]
-pub fn agent_command(
+pub(crate) fn agent_command(
     exe: &Path,
     netns: &Path,
     scratch: &Path,

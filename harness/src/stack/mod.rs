@@ -115,14 +115,14 @@ impl Stack {
     }
 
     /// Whether this process runs on gVisor.
-    pub fn inside_gvisor() -> bool {
+    pub(crate) fn inside_gvisor() -> bool {
         gvisor_marker().is_some()
     }
 
     /// Another OS's own stack, where an agent runs (`freebsd`, `macos`,
     /// `windows`): states through TCP_INFO (or the OS's equivalent) on the
     /// descriptors it holds; the harness's instruments are the bench's.
-    pub fn native(detected_by: impl Into<String>) -> Stack {
+    pub(crate) fn native(detected_by: impl Into<String>) -> Stack {
         Stack::without_netfilter(std::env::consts::OS, None, detected_by.into())
     }
 
@@ -445,7 +445,7 @@ pub fn unsupported<'a>(
 /// sentence; empty if the stack can run it. Sysctls are checked when the
 /// case runs (only the stack knows which exist); this is what can be known
 /// from the steps.
-pub fn requirements(case: &Case, reach: &Reach) -> Vec<String> {
+pub(crate) fn requirements(case: &Case, reach: &Reach) -> Vec<String> {
     let mut missing = Vec::new();
     // A program is ready when its socket listens: only a table of every
     // socket shows one the harness holds no descriptor for.

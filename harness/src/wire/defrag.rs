@@ -15,7 +15,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 
 /// One fragment, as its IP header describes it.
-pub struct Piece<'a> {
+pub(crate) struct Piece<'a> {
     pub src: IpAddr,
     pub dst: IpAddr,
     pub id: u32,
@@ -41,7 +41,7 @@ pub enum Outcome {
 }
 
 /// A datagram put back together: an IP packet of its own.
-pub struct Reassembled {
+pub(crate) struct Reassembled {
     pub packet: Vec<u8>,
 }
 
@@ -63,7 +63,7 @@ struct Datagram {
 
 /// Fragments waiting for the rest of their datagram.
 #[derive(Default)]
-pub struct Defrag {
+pub(crate) struct Defrag {
     waiting: HashMap<Key, Datagram>,
     /// Datagrams by their first fragment's time, oldest first (entries of
     /// datagrams already done are skipped when met).
@@ -73,8 +73,8 @@ pub struct Defrag {
 }
 
 impl Defrag {
-    pub const MAX_DATAGRAMS: usize = 1024;
-    pub const TIMEOUT_US: i64 = 30_000_000;
+    pub(crate) const MAX_DATAGRAMS: usize = 1024;
+    pub(crate) const TIMEOUT_US: i64 = 30_000_000;
     const MAX_LEN: usize = 65_535;
 
     /// Takes in one fragment that came at `now_us`.
@@ -118,7 +118,7 @@ impl Defrag {
 
     /// Fragments given up so far, and those still waiting (which, at the
     /// end of a capture, never will be whole).
-    pub fn given_up(&self) -> u64 {
+    pub(crate) fn given_up(&self) -> u64 {
         self.given_up
             + self
                 .waiting

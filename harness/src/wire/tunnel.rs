@@ -35,7 +35,7 @@ pub enum Skipped {
 impl Skipped {
     /// Whether this is ordinary traffic of another protocol, as opposed to
     /// TCP that may be hidden in a layer teardown does not decode.
-    pub fn is_other_protocol(self) -> bool {
+    pub(crate) fn is_other_protocol(self) -> bool {
         match self {
             Skipped::EtherType(t) => KNOWN_NOT_IP.iter().any(|(k, _)| *k == t) || t < 0x0600,
             Skipped::IpProtocol(_) | Skipped::Fragment => true,
@@ -99,11 +99,11 @@ impl fmt::Display for Skipped {
 }
 
 /// Nested layers decoded before a frame is given up on.
-pub const MAX_LAYERS: usize = 16;
+pub(crate) const MAX_LAYERS: usize = 16;
 
 /// What the bytes at hand are.
 #[derive(Clone, Copy, Debug)]
-pub enum Layer<'a> {
+pub(crate) enum Layer<'a> {
     /// An Ethernet frame from its destination address.
     Ethernet(&'a [u8]),
     /// What follows an EtherType.
@@ -249,15 +249,15 @@ pub fn step(layer: Layer<'_>) -> Result<Step<'_>, String> {
 
 /// IP protocol numbers that carry another packet.
 pub mod proto {
-    pub const IPIP: u8 = 4;
-    pub const IPV6: u8 = 41;
+    pub(crate) const IPIP: u8 = 4;
+    pub(crate) const IPV6: u8 = 41;
     pub const GRE: u8 = 47;
     pub const UDP: u8 = 17;
 }
 
 /// The layer an IP packet's payload of protocol `protocol` carries, if it
 /// is a tunnel teardown decodes.
-pub fn above_ip(protocol: u8, payload: &[u8]) -> Result<Step<'_>, String> {
+pub(crate) fn above_ip(protocol: u8, payload: &[u8]) -> Result<Step<'_>, String> {
     match protocol {
         proto::IPIP | proto::IPV6 => Ok(Step::Inner(Layer::Ip(payload))),
         proto::GRE => gre(payload),
@@ -506,7 +506,7 @@ fn llc_snap(d: &[u8]) -> Result<Step<'_>, String> {
 /// bytes but the last. Fewer than 14 bytes after the last are padding or
 /// a frame check sequence; a subframe the snapshot length cut is read as
 /// far as it goes (its IP header still gives the lengths).
-pub fn amsdu(mut d: &[u8]) -> impl Iterator<Item = Result<Step<'_>, String>> {
+pub(crate) fn amsdu(mut d: &[u8]) -> impl Iterator<Item = Result<Step<'_>, String>> {
     std::iter::from_fn(move || {
         let len = usize::from(be16(d, 12)?);
         let sub = &d[14..(14 + len).min(d.len())];

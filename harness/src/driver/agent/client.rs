@@ -13,12 +13,12 @@ use std::time::Duration;
 use super::{Answer, Hello, HelloLine, MAX_LINE, Op, PROTOCOL, Request, Response};
 
 /// How long an agent may take to answer beyond the request's own bound.
-pub const MARGIN: Duration = Duration::from_secs(5);
+pub(crate) const MARGIN: Duration = Duration::from_secs(5);
 
 /// What `states` may take on top, per socket the agent has made in the
 /// session: a stack's table holds them all, closed ones too, and some read
 /// it slowly (Wine's GetTcpTable2 took more than 5 s for 1,000 sockets).
-pub const STATES_PER_SOCKET: Duration = Duration::from_millis(10);
+pub(crate) const STATES_PER_SOCKET: Duration = Duration::from_millis(10);
 
 /// How much of an agent's stderr is kept, for errors: the end of it.
 const STDERR_TAIL: usize = 4096;

@@ -16,7 +16,7 @@ pub struct Config {
 }
 
 /// `interface`'s MAC address (SIOCGIFHWADDR).
-pub fn hardware_address(interface: &str) -> Result<[u8; 6], String> {
+pub(crate) fn hardware_address(interface: &str) -> Result<[u8; 6], String> {
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)
         .map_err(|e| format!("a socket to ask for {interface}'s address: {e}"))?;
     // SAFETY: an ifreq is plain data; zeroed is a valid value.
@@ -48,7 +48,7 @@ pub fn hardware_address(interface: &str) -> Result<[u8; 6], String> {
 }
 
 /// A raw packet socket bound to `interface`, for every Ethernet frame.
-pub fn packet_socket(interface: &str) -> Result<OwnedFd, String> {
+pub(crate) fn packet_socket(interface: &str) -> Result<OwnedFd, String> {
     let name = std::ffi::CString::new(interface)
         .map_err(|_| format!("{interface:?}: an interface name has no NUL byte"))?;
     // SAFETY: a C string; 0 if no such interface.

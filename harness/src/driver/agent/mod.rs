@@ -65,16 +65,16 @@ use crate::scenario::Family;
 use crate::tcp::Side;
 
 /// The protocol version this build speaks.
-pub const PROTOCOL: u32 = 1;
+pub(crate) const PROTOCOL: u32 = 1;
 
 /// The longest line either side accepts: far above any request (a text
 /// payload is a few hundred bytes) or answer (a socket table of thousands
 /// of connections).
-pub const MAX_LINE: usize = 16 << 20;
+pub(crate) const MAX_LINE: usize = 16 << 20;
 
 /// The agent's first line.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct HelloLine {
+pub(crate) struct HelloLine {
     pub hello: Hello,
 }
 
@@ -138,7 +138,7 @@ impl Hello {
 
 /// One request.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct Request {
+pub(crate) struct Request {
     /// The protocol version the request is written in.
     pub v: u32,
     /// Chosen by the caller; the answer carries it back.
@@ -263,7 +263,7 @@ impl Op {
     }
 
     /// The handles the request names.
-    pub fn handles(&self) -> &[u32] {
+    pub(crate) fn handles(&self) -> &[u32] {
         match self {
             Op::Bind { handle, .. }
             | Op::Listen { handle, .. }
@@ -294,7 +294,7 @@ pub struct StreamRef {
 
 /// One answer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct Response {
+pub(crate) struct Response {
     /// The request's id; null when a line could not be read as a request.
     pub id: Option<u64>,
     #[serde(flatten)]

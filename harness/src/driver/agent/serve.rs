@@ -49,7 +49,7 @@ pub trait AgentStack: Send + Sync {
 
 /// The OS's own stack; `own_stack`: whether it was made for the agent
 /// alone (see [`Hello::own_stack`]).
-pub struct OsStack {
+pub(crate) struct OsStack {
     own_stack: bool,
     states: Mutex<AgentStates>,
 }
@@ -416,7 +416,7 @@ pub fn serve(
 
 /// A request, or the id of a line that is not one (if it could be read)
 /// and what is wrong with it.
-pub type Parsed = Result<Request, (Option<u64>, String)>;
+pub(crate) type Parsed = Result<Request, (Option<u64>, String)>;
 
 /// The request lines of a session's input.
 pub struct Lines<R> {
@@ -435,7 +435,7 @@ impl<R: BufRead> Lines<R> {
     /// The next line that is not blank, parsed; none at the end of input.
     /// A line longer than [`MAX_LINE`], or cut off at the end, ends the
     /// session.
-    pub fn next_request(&mut self) -> Result<Option<Parsed>, ServeError> {
+    pub(crate) fn next_request(&mut self) -> Result<Option<Parsed>, ServeError> {
         loop {
             self.buf.clear();
             // At most one byte past the limit, to tell a long line from one
@@ -463,7 +463,10 @@ impl<R: BufRead> Lines<R> {
 }
 
 /// Writes one line of the protocol.
-pub fn write_line(out: &mut dyn Write, line: &impl serde::Serialize) -> Result<(), ServeError> {
+pub(crate) fn write_line(
+    out: &mut dyn Write,
+    line: &impl serde::Serialize,
+) -> Result<(), ServeError> {
     let mut bytes = serde_json::to_vec(line).expect("protocol lines serialise");
     bytes.push(b'\n');
     out.write_all(&bytes)

@@ -30,7 +30,7 @@ use crate::tcp::{TcpState, TimerKind};
 
 /// The lwIP release the agent was built against (liblwip-dev's
 /// pkg-config version, read by `build.rs`).
-pub const LWIP_VERSION: &str = env!("TEARDOWN_LWIP_VERSION");
+pub(crate) const LWIP_VERSION: &str = env!("TEARDOWN_LWIP_VERSION");
 
 /// One control block as `td_lwip_pcbs` copies it (`struct td_pcb`).
 #[repr(C)]
@@ -145,7 +145,7 @@ pub static API: CSockets = CSockets {
 };
 
 /// lwIP, started on one interface, as an agent's stack.
-pub struct LwipStack {
+pub(crate) struct LwipStack {
     /// The packet socket lwIP's interface sends and receives on; lwIP
     /// holds it for the life of the process.
     _link: RawFd,

@@ -40,7 +40,7 @@ const MAX_BACKLOG: usize = 128;
 /// What smoltcp has no mapping for, by the names a step's call uses
 /// ([`FdCall::uses`]), each with why: announced in the hello, so that a
 /// case which needs one is `unsupported` before it runs.
-pub const UNMAPPED: &[(&str, &str)] = &[
+pub(crate) const UNMAPPED: &[(&str, &str)] = &[
     ("MSG_MORE", "smoltcp's send has no flags"),
     (
         "SHUT_RD",
@@ -148,7 +148,7 @@ struct Conn {
 }
 
 /// One step of a socket that is waited for.
-pub enum Waiting {
+pub(crate) enum Waiting {
     Connect {
         handles: Vec<u32>,
         many: bool,
@@ -179,7 +179,7 @@ pub enum Waiting {
 }
 
 /// A request being waited for.
-pub struct Pending {
+pub(crate) struct Pending {
     pub id: u64,
     pub started: Instant,
     pub deadline: Instant,
@@ -325,7 +325,7 @@ impl Host {
     }
 
     /// The raw packet socket, to wait on.
-    pub fn device_fd(&self) -> std::os::fd::RawFd {
+    pub(crate) fn device_fd(&self) -> std::os::fd::RawFd {
         self.device.as_raw_fd()
     }
 
@@ -339,7 +339,7 @@ impl Host {
     }
 
     /// How long until smoltcp next has something to do, if it knows.
-    pub fn delay(&mut self) -> Option<Duration> {
+    pub(crate) fn delay(&mut self) -> Option<Duration> {
         let now = smol_now(self.epoch);
         self.iface
             .poll_delay(now, &self.set)
@@ -458,7 +458,7 @@ impl Host {
     }
 
     /// Why a request that names handles cannot be made, if one is not open.
-    pub fn unknown_handle(&self, op: &Op) -> Option<String> {
+    pub(crate) fn unknown_handle(&self, op: &Op) -> Option<String> {
         op.handles()
             .iter()
             .find(|h| !self.socks.contains_key(h))
@@ -1489,7 +1489,7 @@ impl Host {
 
     /// Aborts every connection the session holds or left behind, so
     /// nothing of it reaches a later session.
-    pub fn abort_all(&mut self) {
+    pub(crate) fn abort_all(&mut self) {
         let handles: Vec<SocketHandle> = self.conns.keys().copied().collect();
         for h in handles {
             self.set.get_mut::<tcp::Socket>(h).abort();
@@ -1499,7 +1499,7 @@ impl Host {
 }
 
 /// How far a read has got.
-pub struct ReadProgress {
+pub(crate) struct ReadProgress {
     amount: ReadAmount,
     peek: bool,
     keep: bool,

@@ -45,7 +45,7 @@ use super::{Answer, Hello, HelloLine, Op, Response};
 
 /// The smoltcp release the agent is built with (checked against
 /// Cargo.lock by a test).
-pub const SMOLTCP_VERSION: &str = "0.14.0";
+pub(crate) const SMOLTCP_VERSION: &str = "0.14.0";
 
 /// What this agent says about itself.
 pub fn hello() -> Hello {
