@@ -119,6 +119,9 @@ struct Flow {
     /// When Zeek would forget the connection (its close or reset delay
     /// after the close it counts as complete); see [`Timeouts::Zeek`].
     zeek_forget_us: Option<i64>,
+    /// The last segment that came before both sides had closed: where
+    /// Zeek's duration ends.
+    zeek_last_us: i64,
 }
 
 impl Flow {
@@ -148,6 +151,7 @@ impl Flow {
             revived_after: None,
             closed: PerSide::default(),
             zeek_forget_us: None,
+            zeek_last_us: seg.ts_us,
         }
     }
 
@@ -201,6 +205,9 @@ impl Flow {
         if side == Side::Server && seg.flags.rst() && seg.flags.ack() {
             self.rejected |= self.client_isn.is_some_and(|isn| seg.ack == isn + 1);
         }
+        if !(self.closed.client && self.closed.server) {
+            self.zeek_last_us = self.zeek_last_us.max(seg.ts_us);
+        }
         self.zeek_close(side, seg);
         self.packets[side] += 1;
         self.ip_bytes[side] += u64::from(seg.ip_len);
@@ -225,16 +232,20 @@ impl Flow {
         }
     }
 
-    fn finish(self) -> FlowFacts {
+    fn finish(self, timeouts: Timeouts) -> FlowFacts {
         let open_at_end = self.ended_us.is_none();
         let ends = self.conn.ends();
         let facts = self.conn.finish();
+        let last_us = match timeouts {
+            Timeouts::Teardown => self.last_us,
+            Timeouts::Zeek => self.zeek_last_us,
+        };
         FlowFacts {
             index: self.index,
             client: ends.client,
             server: ends.server,
             start_us: self.first_us,
-            duration_us: self.last_us - self.first_us,
+            duration_us: last_us - self.first_us,
             began_before_capture: self.began_before_capture,
             open_at_end,
             packets: self.packets,
@@ -262,6 +273,9 @@ pub(crate) enum Timeouts {
     /// for Zeek a FIN completes it when the peer has closed or has sent
     /// nothing yet, a RST always), later segments notwithstanding; any
     /// connection after 5 min without a segment (`tcp_inactivity_timeout`).
+    /// Its duration ends, as Zeek's does, at the last segment that came
+    /// before both sides had sent a FIN or a RST (the final ACK, or a FIN
+    /// retransmitted after, does not lengthen it).
     Zeek,
 }
 
@@ -344,7 +358,7 @@ impl FlowTable {
             .is_some_and(|f| (syn_only && f.replaced_by(seg)) || timeouts.expired(f, seg.ts_us));
         if reused {
             let old = self.active.remove(&key).expect("checked above");
-            out(old.finish());
+            out(old.finish(timeouts));
         }
         let next = &mut self.next_index;
         let flow = self.active.entry(key).or_insert_with(|| {
@@ -376,7 +390,11 @@ impl FlowTable {
                 .get(&key)
                 .is_some_and(|f| f.index == index && f.ended_us == Some(t))
             {
-                out(self.active.remove(&key).expect("present").finish());
+                out(self
+                    .active
+                    .remove(&key)
+                    .expect("present")
+                    .finish(self.timeouts));
             }
         }
     }
@@ -389,7 +407,7 @@ impl FlowTable {
             self.active.into_values().map(|f| (f.index, f)).collect();
         rest.sort_unstable_by_key(|(index, _)| *index);
         for (_, f) in rest {
-            out(f.finish());
+            out(f.finish(self.timeouts));
         }
     }
 }
@@ -743,6 +761,17 @@ mod tests {
         // Neither port a server's: the first sender is the originator.
         let g = &split(&[seg(0, "10.0.0.1:5000", "10.0.0.2:6000", "F.", 1, 1, 0)])[0];
         assert_eq!(g.client, "10.0.0.1:5000".parse().unwrap());
+    }
+
+    /// Zeek's duration ends at the segment that closed the second side
+    /// (the last FIN); the final ACK and a FIN retransmitted after it do
+    /// not lengthen it. teardown's own runs to the last segment.
+    #[test]
+    fn zeek_duration_ends_when_both_sides_have_closed() {
+        let mut segs = conn(0, 100);
+        segs.push(seg(9, S, C, "F.", 901, 112, 0));
+        assert_eq!(split_with(&segs, Timeouts::Zeek)[0].duration_us, 5);
+        assert_eq!(split(&segs)[0].duration_us, 9);
     }
 
     /// Zeek forgets a connection 5 s after the segment that completed its

@@ -208,8 +208,9 @@ pub struct AnalyzeArgs {
     pub limit: usize,
     /// End connections by Zeek's default timeouts (an unanswered attempt
     /// after 5 s, a closed or reset one 5 s after the segment that
-    /// completed its close, any after 5 min idle), so the connections line
-    /// up with Zeek's conn.log.
+    /// completed its close, any after 5 min idle), and time them as Zeek
+    /// does (a duration ends when both sides have closed), so the
+    /// connections line up with Zeek's conn.log.
     #[arg(long)]
     pub zeek_timeouts: bool,
 }
