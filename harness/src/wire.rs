@@ -305,13 +305,12 @@ fn walk(
                     defrag::Outcome::Held | defrag::Outcome::GivenUp => {
                         out(Frame::Other(Skipped::Fragment))
                     }
-                    defrag::Outcome::Complete(whole) => {
-                        let p = &whole.packet;
+                    defrag::Outcome::Complete(p) => {
                         let at = At {
                             orig_len: u32::try_from(p.len()).unwrap_or(u32::MAX),
                             ..at
                         };
-                        walk(Layer::Ip(p), p, at, Some(d), depth + 1, out)
+                        walk(Layer::Ip(&p), &p, at, Some(d), depth + 1, out)
                     }
                 };
             }

@@ -466,40 +466,36 @@ pub(crate) fn requirements(case: &Case, reach: &Reach) -> Vec<String> {
             ));
         }
     }
-    // The counters are summed over both hosts: one that counts its whole
-    // machine leaves the case's own unobservable.
-    if let Some(side) = Side::BOTH
-        .into_iter()
-        .find(|s| !reach.sides[*s].own_counters)
-    {
-        let name = reach.name();
-        let counted = case
-            .expectations_for(&name, reach.link)
+    // Facts a side's host cannot observe, whatever the steps: the first
+    // expectation (for this reach's stacks and link) that names one.
+    let name = reach.name();
+    let expected = |wanted: &dyn Fn(&str) -> bool| {
+        case.expectations_for(&name, reach.link)
             .flat_map(|e| &e.facts)
-            .find(|f| f.path.starts_with("netstat."));
-        if let Some(f) = counted {
-            missing.push(format!(
-                "line {}: expects `{}`, a TCP counter, but the {side} host's agent runs on a stack that is not its own: its counters count every connection of its machine",
-                f.line, f.path
-            ));
-        }
-    }
-    // What a socket held unread when it was destroyed is heard only from
-    // a stack the harness reads itself.
+            .find(|f| wanted(&f.path))
+    };
     for side in Side::BOTH {
-        if reach.sides[side].announces_destruction {
-            continue;
+        let host = &reach.sides[side];
+        // The counters are summed over both hosts: one that counts its
+        // whole machine leaves the case's own unobservable.
+        if !host.own_counters {
+            if let Some(f) = expected(&|p| p.starts_with("netstat.")) {
+                missing.push(format!(
+                    "line {}: expects `{}`, a TCP counter, but the {side} host's agent runs on a stack that is not its own: its counters count every connection of its machine",
+                    f.line, f.path
+                ));
+            }
         }
-        let path = format!("unread.{side}");
-        if let Some(f) = case
-            .expectations_for(&reach.name(), reach.link)
-            .flat_map(|e| &e.facts)
-            .find(|f| f.path == path)
-        {
-            missing.push(format!(
-                "line {}: expects `{}`, but the {side} host's stack ({}) does not announce a socket's destruction to the harness: an agent reports its sockets' states, not what a destroyed one held",
-                f.line, f.path, reach.sides[side].name
-            ));
+        // What a socket held unread when it was destroyed is heard only
+        // from a stack the harness reads itself.
+        if !host.announces_destruction {
+            let path = format!("unread.{side}");
+            if let Some(f) = expected(&|p| p == path) {
+                missing.push(format!(
+                    "line {}: expects `{}`, but the {side} host's stack ({}) does not announce a socket's destruction to the harness: an agent reports its sockets' states, not what a destroyed one held",
+                    f.line, f.path, host.name
+                ));
+            }
         }
     }
     let mut closed = Vec::new();

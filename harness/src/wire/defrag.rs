@@ -34,15 +34,11 @@ pub(crate) struct Piece<'a> {
 pub enum Outcome {
     /// Held until the rest of its datagram comes.
     Held,
-    /// It completed its datagram: the payload, and how to frame it.
-    Complete(Reassembled),
+    /// It completed its datagram: an IP packet of its own (a plain
+    /// header around the whole payload).
+    Complete(Vec<u8>),
     /// It could not be used (cut, or too large), nor its datagram.
     GivenUp,
-}
-
-/// A datagram put back together: an IP packet of its own.
-pub(crate) struct Reassembled {
-    pub packet: Vec<u8>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -111,9 +107,7 @@ impl Defrag {
             return Outcome::Held;
         };
         self.waiting.remove(&key);
-        Outcome::Complete(Reassembled {
-            packet: ip_packet(&key, &payload),
-        })
+        Outcome::Complete(ip_packet(&key, &payload))
     }
 
     /// Fragments given up so far, and those still waiting (which, at the
@@ -230,7 +224,7 @@ mod tests {
 
     fn payload(o: Outcome) -> Vec<u8> {
         match o {
-            Outcome::Complete(r) => r.packet[20..].to_vec(),
+            Outcome::Complete(packet) => packet[20..].to_vec(),
             _ => panic!("not complete"),
         }
     }
