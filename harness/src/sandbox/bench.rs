@@ -43,7 +43,7 @@ use netlink_packet_route::route::{
 };
 use netlink_sys::protocols::NETLINK_ROUTE;
 use netlink_sys::{Socket, SocketAddr as NlAddr};
-use nix::sched::{CloneFlags, setns, unshare};
+use nix::sched::{CloneFlags, setns};
 
 use super::{LinkReport, Namespace, SandboxError};
 use crate::tcp::{PerSide, Side};
@@ -204,8 +204,7 @@ impl Bench {
         }
         write("net.ipv6.conf.all.forwarding", "1")?;
         let make_host = || -> Result<OwnedFd, SandboxError> {
-            unshare(CloneFlags::CLONE_NEWNET)
-                .map_err(|e| setup(format!("unshare(CLONE_NEWNET): {}", e.desc())))?;
+            super::linux::unshare_network()?;
             let host = this_namespace();
             let quiet = quiet_ipv6();
             enter(&router)?;

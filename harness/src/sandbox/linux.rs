@@ -34,6 +34,23 @@ impl Namespace {
 /// Moves the calling thread into a new, empty network namespace and brings
 /// its loopback interface up.
 pub fn enter_fresh_namespace() -> Result<Namespace, SandboxError> {
+    unshare_network()?;
+    bring_up_loopback()?;
+    Ok(Namespace {
+        _not_send: std::marker::PhantomData,
+    })
+}
+
+/// Moves the calling thread into a new, empty network namespace, made from
+/// [`Parent`]'s where this kernel has one, so that its TCP socket table is
+/// its own.
+pub(super) fn unshare_network() -> Result<(), SandboxError> {
+    let parent = Parent::get();
+    if let Some(parent) = parent {
+        nix::sched::setns(&parent.namespace, CloneFlags::CLONE_NEWNET).map_err(|e| {
+            SandboxError::Setup(format!("setns to the parent namespace: {}", e.desc()))
+        })?;
+    }
     unshare(CloneFlags::CLONE_NEWNET).map_err(|e| match e {
         Errno::EPERM | Errno::EACCES => {
             SandboxError::NotPermitted(format!("unshare(CLONE_NEWNET): {}", e.desc()))
@@ -43,10 +60,80 @@ pub fn enter_fresh_namespace() -> Result<Namespace, SandboxError> {
             describe(&std::io::Error::from(e))
         )),
     })?;
-    bring_up_loopback()?;
-    Ok(Namespace {
-        _not_send: std::marker::PhantomData,
-    })
+    for (name, value) in parent.iter().flat_map(|p| &p.sized_by_table) {
+        std::fs::write(sysctl_path(name), value).map_err(|e| SandboxError::Sysctl {
+            name: name.to_string(),
+            message: e.to_string(),
+        })?;
+    }
+    Ok(())
+}
+
+/// The namespace every case namespace is made from: one of this process's
+/// own (never the host's), empty, whose `tcp_child_ehash_entries` gives each
+/// namespace made from it a TCP socket table of its own.
+///
+/// Made from the host's namespace, a namespace shares the host's table
+/// (262,144 buckets on a 24 GiB machine), and the kernel walks all of it for
+/// every sock_diag dump, which the driver makes every few milliseconds
+/// while it waits for a state, and again when the namespace is destroyed.
+/// A table of its own is all that changes: the two sysctls the kernel sizes
+/// from the table are set back to what a namespace made from the host's
+/// gets, so a case sees the same values, and a case's own `[sysctl]` is
+/// written after them.
+struct Parent {
+    namespace: std::os::fd::OwnedFd,
+    /// (sysctl, value in a namespace made from the host's)
+    sized_by_table: Vec<(&'static str, String)>,
+}
+
+/// Buckets of each case namespace's own TCP socket table: a case holds at
+/// most a few thousand sockets.
+const CASE_TABLE_BUCKETS: &str = "8192";
+
+/// Sysctls whose default the kernel derives from the table's size.
+const SIZED_BY_TABLE: [&str; 2] = [
+    "net.ipv4.tcp_max_tw_buckets",
+    "net.ipv4.tcp_max_syn_backlog",
+];
+
+impl Parent {
+    /// The process's parent namespace, made on first use; None where the
+    /// kernel has no per-namespace tables (before 6.1, gVisor) or the
+    /// namespace cannot be made (the case's own unshare then says why).
+    fn get() -> Option<&'static Parent> {
+        static PARENT: std::sync::OnceLock<Option<Parent>> = std::sync::OnceLock::new();
+        PARENT
+            .get_or_init(|| std::thread::spawn(Parent::make).join().ok().flatten())
+            .as_ref()
+    }
+
+    /// Runs on a thread of its own, which ends in the parent namespace; the
+    /// descriptor keeps the namespace until the process exits. Made from
+    /// the process's home namespace (its main thread's), whichever thread
+    /// asks first.
+    fn make() -> Option<Parent> {
+        let home = std::fs::File::open("/proc/self/ns/net").ok()?;
+        nix::sched::setns(home, CloneFlags::CLONE_NEWNET).ok()?;
+        if !sysctl_exists("net.ipv4.tcp_child_ehash_entries") {
+            return None;
+        }
+        unshare(CloneFlags::CLONE_NEWNET).ok()?;
+        let sized_by_table = SIZED_BY_TABLE
+            .iter()
+            .map(|name| read_sysctl(name).ok().map(|v| (*name, v)))
+            .collect::<Option<Vec<_>>>()?;
+        std::fs::write(
+            sysctl_path("net.ipv4.tcp_child_ehash_entries"),
+            CASE_TABLE_BUCKETS,
+        )
+        .ok()?;
+        let namespace = std::fs::File::open("/proc/thread-self/ns/net").ok()?;
+        Some(Parent {
+            namespace: namespace.into(),
+            sized_by_table,
+        })
+    }
 }
 
 /// `ip link set lo up`, with the classic SIOCGIFFLAGS/SIOCSIFFLAGS ioctls
