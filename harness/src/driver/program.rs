@@ -14,9 +14,9 @@
 //! one JSON line each.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::{AsFd, FromRawFd};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -28,6 +28,7 @@ use nix::sys::signal::{self, SigHandler, SigSet, Signal};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
+use crate::sandbox;
 use crate::scenario::Program;
 
 /// Bytes of each of the program's stdout and stderr kept (the last ones).
@@ -221,54 +222,50 @@ impl Running {
             ProgramError::Start(format!("line {line}: starting its supervisor: {e}"))
         };
         let exe = supervisor().map_err(start)?;
-        let (status_read, status_write) =
-            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| start(e.into()))?;
+        let cloexec = nix::fcntl::OFlag::O_CLOEXEC;
+        let pipe = || nix::unistd::pipe2(cloexec).map_err(|e| start(e.into()));
+        let (status_read, status_write) = pipe()?;
+        let (out_read, out_write) = pipe()?;
+        let (err_read, err_write) = pipe()?;
         let (tx_child, rx_child) = mpsc::channel();
         // The keeper thread starts the supervisor in a PID namespace of its
         // own (unshare affects the calling thread's children only) and
         // waits for it: the supervisor's parent-death signal fires when
         // this thread ends, so the supervisor cannot outlive the harness.
+        // The supervisor is started without a copy of this process's
+        // descriptors (see sandbox::spawn_clean): a fork would hold every
+        // parallel case's sockets until its exec.
         let keeper = std::thread::spawn(move || {
             let spawned = (|| {
                 nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID)?;
-                let status_fd = status_write.as_raw_fd();
-                let mut cmd = Command::new(exe);
-                cmd.arg("supervise")
-                    .arg(spec)
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped());
-                // SAFETY: only async-signal-safe calls between fork and exec.
-                unsafe {
-                    cmd.pre_exec(move || {
-                        // dup2 onto itself would keep close-on-exec set.
-                        let moved = if status_fd == 3 {
-                            libc::fcntl(3, libc::F_SETFD, 0)
-                        } else {
-                            libc::dup2(status_fd, 3)
-                        };
-                        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 || moved < 0 {
-                            return Err(std::io::Error::last_os_error());
-                        }
-                        Ok(())
-                    });
-                }
-                let child = cmd.spawn()?;
-                drop(status_write);
-                Ok::<_, std::io::Error>(child)
+                let exe = exe.to_string_lossy();
+                let pid = sandbox::spawn_clean(&sandbox::CleanSpawn {
+                    program: Path::new(&*exe),
+                    argv: &[&exe, "supervise", &spec],
+                    fds: &[
+                        sandbox::ChildFd::Null,
+                        sandbox::ChildFd::Reopen(out_write.as_fd()),
+                        sandbox::ChildFd::Reopen(err_write.as_fd()),
+                        sandbox::ChildFd::Reopen(status_write.as_fd()),
+                    ],
+                    own_group: false,
+                    die_with_thread: true,
+                    keep_net_admin: false,
+                })?;
+                drop((out_write, err_write, status_write));
+                Ok::<_, std::io::Error>(pid)
             })();
             match spawned {
-                Ok(mut child) => {
-                    let pipes = (child.stdout.take(), child.stderr.take());
-                    let _ = tx_child.send(Ok((child.id(), pipes)));
-                    let _ = child.wait();
+                Ok(pid) => {
+                    let _ = tx_child.send(Ok(pid));
+                    let _ = sandbox::wait_exit(pid);
                 }
                 Err(e) => {
                     let _ = tx_child.send(Err(e));
                 }
             }
         });
-        let (pid, (out, err)) = match rx_child.recv() {
+        let pid = match rx_child.recv() {
             Ok(Ok(started)) => started,
             Ok(Err(e)) => {
                 let _ = keeper.join();
@@ -283,12 +280,14 @@ impl Running {
         let stdout = Arc::new(Mutex::new(Tail::default()));
         let stderr = Arc::new(Mutex::new(Tail::default()));
         let mut readers = Vec::new();
-        if let Some(out) = out {
-            readers.push(drain_into(out, Arc::clone(&stdout)));
-        }
-        if let Some(err) = err {
-            readers.push(drain_into(err, Arc::clone(&stderr)));
-        }
+        readers.push(drain_into(
+            std::fs::File::from(out_read),
+            Arc::clone(&stdout),
+        ));
+        readers.push(drain_into(
+            std::fs::File::from(err_read),
+            Arc::clone(&stderr),
+        ));
         let (tx, reports) = mpsc::channel();
         readers.push(std::thread::spawn(move || {
             let file = std::fs::File::from(status_read);
@@ -305,7 +304,7 @@ impl Running {
         }));
         let mut running = Running {
             program: program.clone(),
-            supervisor: Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX)),
+            supervisor: Pid::from_raw(pid),
             reports,
             keeper: Some(keeper),
             readers,

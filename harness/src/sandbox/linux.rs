@@ -351,18 +351,7 @@ pub struct ProgramOutput {
     pub output: String,
 }
 
-/// Runs `program args...` in the calling thread's network namespace, the way
-/// `std::process::Command` would, except that the child never holds a
-/// reference to any of this process's file descriptors.
-///
-/// A normal fork or posix_spawn copies the whole descriptor table, so until
-/// the child execs it holds a reference to every socket of every case running
-/// in parallel. A case that close()s its socket in that window only drops one
-/// reference: no FIN, no linger wait, no RST, until the child execs, which
-/// showed up as close() returning in 1 us under SO_LINGER and as missing FINs
-/// under parallel load. Here the child shares the table (`CLONE_FILES`, no
-/// references taken) and replaces it with an empty one before it opens
-/// anything: `close_range(0, ~0, CLOSE_RANGE_UNSHARE)` copies no descriptor.
+/// CAP_NET_ADMIN's number, for [`raise_ambient`].
 const CAP_NET_ADMIN: u32 = 12;
 
 /// Makes capability `cap` (held in the permitted set) ambient, so that a
@@ -419,10 +408,12 @@ unsafe fn raise_ambient(cap: u32) {
     }
 }
 
+/// Runs `program args...` in the calling thread's network namespace, the way
+/// `std::process::Command` would, except that the child never holds a
+/// reference to any of this process's file descriptors (see
+/// [`spawn_clean`]); its output is stdout and stderr interleaved.
 pub fn run_isolated(program: &str, args: &[&str]) -> std::io::Result<ProgramOutput> {
-    use std::ffi::{CString, c_void};
     use std::io::{Error, ErrorKind};
-    use std::os::unix::ffi::OsStrExt;
     use std::sync::atomic::{AtomicU64, Ordering};
 
     static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -439,11 +430,106 @@ pub fn run_isolated(program: &str, args: &[&str]) -> std::io::Result<ProgramOutp
     ));
     std::fs::File::create(&out_path)?;
     let remove_later = RemoveOnDrop(out_path.clone());
+    let argv: Vec<&str> = std::iter::once(program)
+        .chain(args.iter().copied())
+        .collect();
+    let pid = spawn_clean(&CleanSpawn {
+        program: &path,
+        argv: &argv,
+        fds: &[ChildFd::Null, ChildFd::Append(&out_path), ChildFd::Dup(1)],
+        // Ctrl-C in the terminal goes to the foreground group, and must
+        // stop the harness (which finishes its cases), not kill `nft`
+        // half-way through a case's rule.
+        own_group: true,
+        die_with_thread: false,
+        // Run with file capabilities instead of root (the README's setcap),
+        // the child loses CAP_NET_ADMIN at exec unless it is ambient.
+        // Failing that, nft says "Operation not permitted".
+        keep_net_admin: true,
+    })
+    .map_err(|e| Error::new(e.kind(), format!("{program}: could not be started: {e}")))?;
+    let code = wait_exit(pid)?;
+    let output = String::from_utf8_lossy(&std::fs::read(&out_path)?).into_owned();
+    drop(remove_later);
+    Ok(ProgramOutput { code, output })
+}
+
+/// Waits for child `pid` to end: its exit status, or 128 + the signal
+/// that killed it.
+pub(crate) fn wait_exit(pid: libc::pid_t) -> std::io::Result<i32> {
+    let mut status = 0;
+    loop {
+        // SAFETY: waiting for our own child.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            break;
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+    Ok(if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        128 + libc::WTERMSIG(status)
+    })
+}
+
+/// What a child started by [`spawn_clean`] opens as one of its first
+/// descriptors (0, 1, 2, ... in order).
+pub(crate) enum ChildFd<'a> {
+    /// /dev/null, for reading and writing.
+    Null,
+    /// This file, appended to.
+    Append(&'a std::path::Path),
+    /// One of this process's descriptors (a pipe end), opened again by the
+    /// child through /proc/PID/fd with the same access mode.
+    Reopen(std::os::fd::BorrowedFd<'a>),
+    /// The same open file as the child's descriptor N (stderr = stdout).
+    Dup(libc::c_int),
+}
+
+/// A program for [`spawn_clean`] to start.
+pub(crate) struct CleanSpawn<'a> {
+    pub(crate) program: &'a std::path::Path,
+    /// argv, argv[0] included; the environment is this process's.
+    pub(crate) argv: &'a [&'a str],
+    pub(crate) fds: &'a [ChildFd<'a>],
+    /// A process group of its own.
+    pub(crate) own_group: bool,
+    /// SIGKILL when the calling thread ends (PR_SET_PDEATHSIG).
+    pub(crate) die_with_thread: bool,
+    /// Keep CAP_NET_ADMIN across exec when not root (ambient).
+    pub(crate) keep_net_admin: bool,
+}
+
+/// Starts a program in the calling thread's namespaces without its ever
+/// holding a reference to one of this process's descriptors; returns its
+/// pid, for [`wait_exit`] or the caller's own waitpid.
+///
+/// A normal fork or posix_spawn copies the whole descriptor table, so until
+/// the child execs it holds a reference to every socket of every case running
+/// in parallel. A case that close()s its socket in that window only drops one
+/// reference: no FIN, no linger wait, no RST, until the child execs, which
+/// showed up as close() returning in 1 us under SO_LINGER, as missing FINs
+/// under parallel load, and as a client left in CLOSE-WAIT after its close
+/// while another case's program was being started (a fork of the whole
+/// harness takes milliseconds). Here the child shares the table
+/// (`CLONE_FILES`, no references taken) and replaces it with an empty one
+/// before it opens anything: `close_range(0, ~0, CLOSE_RANGE_UNSHARE)` copies
+/// no descriptor. Its own descriptors it then opens by path.
+pub(crate) fn spawn_clean(spawn: &CleanSpawn) -> std::io::Result<libc::pid_t> {
+    use std::ffi::{CString, c_void};
+    use std::io::{Error, ErrorKind};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
 
     let cstr = |b: &[u8]| CString::new(b).map_err(|e| Error::new(ErrorKind::InvalidInput, e));
-    let c_path = cstr(path.as_os_str().as_bytes())?;
-    let c_args = std::iter::once(program)
-        .chain(args.iter().copied())
+    let c_path = cstr(spawn.program.as_os_str().as_bytes())?;
+    let c_args = spawn
+        .argv
+        .iter()
         .map(|a| cstr(a.as_bytes()))
         .collect::<Result<Vec<_>, _>>()?;
     let argv: Vec<*const libc::c_char> = c_args
@@ -451,25 +537,93 @@ pub fn run_isolated(program: &str, args: &[&str]) -> std::io::Result<ProgramOutp
         .map(|a| a.as_ptr())
         .chain(std::iter::once(std::ptr::null()))
         .collect();
-    let c_out = cstr(out_path.as_os_str().as_bytes())?;
+
+    /// One descriptor to open: `path` with `flags`, or (null path) a dup
+    /// of `dup_of`.
+    struct Open {
+        path: Option<CString>,
+        flags: libc::c_int,
+        dup_of: libc::c_int,
+    }
+    let opens = spawn
+        .fds
+        .iter()
+        .map(|fd| {
+            Ok(match fd {
+                ChildFd::Null => Open {
+                    path: Some(cstr(b"/dev/null")?),
+                    flags: libc::O_RDWR,
+                    dup_of: -1,
+                },
+                ChildFd::Append(p) => Open {
+                    path: Some(cstr(p.as_os_str().as_bytes())?),
+                    flags: libc::O_WRONLY | libc::O_APPEND,
+                    dup_of: -1,
+                },
+                ChildFd::Reopen(fd) => {
+                    // SAFETY: F_GETFL on a descriptor we borrow.
+                    let fl = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+                    if fl < 0 {
+                        return Err(Error::last_os_error());
+                    }
+                    let path = format!("/proc/{}/fd/{}", std::process::id(), fd.as_raw_fd());
+                    Open {
+                        path: Some(cstr(path.as_bytes())?),
+                        flags: fl & libc::O_ACCMODE,
+                        dup_of: -1,
+                    }
+                }
+                ChildFd::Dup(n) => Open {
+                    path: None,
+                    flags: 0,
+                    dup_of: *n,
+                },
+            })
+        })
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let open_paths: Vec<*const libc::c_char> = opens
+        .iter()
+        .map(|o| o.path.as_ref().map_or(std::ptr::null(), |p| p.as_ptr()))
+        .collect();
 
     /// Everything the child needs, prepared before the clone: between clone
     /// and exec the child shares our memory and may only make system calls.
+    /// It writes (stage, errno) to `failure` before it gives up.
     struct ChildArgs {
         path: *const libc::c_char,
         argv: *const *const libc::c_char,
         envp: *const *const libc::c_char,
-        out: *const libc::c_char,
+        open_paths: *const *const libc::c_char,
+        opens: *const Open,
+        n_opens: usize,
+        own_group: bool,
+        die_with_thread: bool,
+        keep_net_admin: bool,
+        failure: *mut [libc::c_int; 2],
     }
+    const STAGES: [&str; 5] = [
+        "emptying its descriptor table",
+        "opening its standard descriptors",
+        "its process group",
+        "its parent-death signal",
+        "exec",
+    ];
     unsafe extern "C" {
         static environ: *const *const libc::c_char;
     }
+    let mut failure: [libc::c_int; 2] = [0, 0];
     let child_args = ChildArgs {
         path: c_path.as_ptr(),
         argv: argv.as_ptr(),
         // SAFETY: reading the process environment pointer.
         envp: unsafe { environ },
-        out: c_out.as_ptr(),
+        open_paths: open_paths.as_ptr(),
+        opens: opens.as_ptr(),
+        n_opens: opens.len(),
+        own_group: spawn.own_group,
+        die_with_thread: spawn.die_with_thread,
+        keep_net_admin: spawn.keep_net_admin,
+        failure: &mut failure,
     };
 
     extern "C" fn child(arg: *mut c_void) -> libc::c_int {
@@ -478,6 +632,10 @@ pub fn run_isolated(program: &str, args: &[&str]) -> std::io::Result<ProgramOutp
         // async-signal-safe system calls follow.
         unsafe {
             let a = &*(arg as *const ChildArgs);
+            let fail = |stage: libc::c_int| -> ! {
+                *a.failure = [stage, *libc::__errno_location()];
+                libc::_exit(127)
+            };
             if libc::syscall(
                 libc::SYS_close_range,
                 0 as libc::c_uint,
@@ -485,29 +643,32 @@ pub fn run_isolated(program: &str, args: &[&str]) -> std::io::Result<ProgramOutp
                 libc::CLOSE_RANGE_UNSHARE,
             ) != 0
             {
-                libc::_exit(126);
+                fail(0);
             }
-            // The table is empty: these become 0, 1 and 2.
-            if libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY) != 0
-                || libc::open(a.out, libc::O_WRONLY | libc::O_APPEND) != 1
-                || libc::dup(1) != 2
-            {
-                libc::_exit(126);
+            // The table is empty: these become 0, 1, 2, ... in order.
+            for i in 0..a.n_opens {
+                let o = &*a.opens.add(i);
+                let path = *a.open_paths.add(i);
+                let fd = if path.is_null() {
+                    libc::dup(o.dup_of)
+                } else {
+                    libc::open(path, o.flags)
+                };
+                if fd != i as libc::c_int {
+                    fail(1);
+                }
             }
-            // A process group of its own: Ctrl-C in the terminal goes to the
-            // foreground group, and must stop the harness (which finishes
-            // its cases), not kill `nft` half-way through a case's rule.
-            if libc::setpgid(0, 0) != 0 {
-                libc::_exit(126);
+            if a.own_group && libc::setpgid(0, 0) != 0 {
+                fail(2);
             }
-            // Run with file capabilities instead of root (the README's
-            // setcap), the child loses CAP_NET_ADMIN at exec unless it is
-            // ambient. Failing that, nft says "Operation not permitted".
-            if libc::geteuid() != 0 {
+            if a.die_with_thread && libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                fail(3);
+            }
+            if a.keep_net_admin && libc::geteuid() != 0 {
                 raise_ambient(CAP_NET_ADMIN);
             }
             libc::execve(a.path, a.argv, a.envp);
-            libc::_exit(127)
+            fail(4)
         }
     }
 
@@ -530,33 +691,21 @@ pub fn run_isolated(program: &str, args: &[&str]) -> std::io::Result<ProgramOutp
         return Err(Error::last_os_error());
     }
     drop(stack);
-    let mut status = 0;
-    loop {
-        // SAFETY: waiting for our own child.
-        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-        if r == pid {
-            break;
-        }
-        let e = Error::last_os_error();
-        if e.kind() != ErrorKind::Interrupted {
-            return Err(e);
-        }
+    // SAFETY: the child has exec'd or exited: nothing writes it any more.
+    let [stage, errno] = unsafe { std::ptr::read_volatile(&failure) };
+    if errno != 0 || stage != 0 {
+        let _ = wait_exit(pid);
+        let e = Error::from_raw_os_error(errno);
+        return Err(Error::new(
+            e.kind(),
+            format!(
+                "{} ({}): {e}",
+                spawn.program.display(),
+                STAGES[stage as usize % 5]
+            ),
+        ));
     }
-    let code = if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else {
-        128 + libc::WTERMSIG(status)
-    };
-    let output = String::from_utf8_lossy(&std::fs::read(&out_path)?).into_owned();
-    drop(remove_later);
-    if (code == 126 || code == 127) && output.is_empty() {
-        // The child's own markers, with nothing written: its set-up or
-        // exec failed before the program could say anything.
-        return Err(Error::other(format!(
-            "{program}: could not be started (status {code})"
-        )));
-    }
-    Ok(ProgramOutput { code, output })
+    Ok(pid)
 }
 
 struct RemoveOnDrop(std::path::PathBuf);
@@ -573,6 +722,77 @@ mod tests {
 
     /// The child sees only its own stdin/stdout/stderr, even though this
     /// process has other descriptors open without close-on-exec.
+    /// A case namespace has a socket table of its own (a positive
+    /// tcp_ehash_entries; a namespace sharing the host's shows it negative),
+    /// and the sysctls sized from the table as a namespace made from the
+    /// host's has them.
+    #[test]
+    fn a_case_namespace_has_its_own_table_and_the_hosts_defaults() {
+        let read = || {
+            ["net.ipv4.tcp_ehash_entries"]
+                .iter()
+                .chain(&SIZED_BY_TABLE)
+                .map(|n| read_sysctl(n).unwrap())
+                .collect::<Vec<_>>()
+        };
+        let from_host = std::thread::spawn(move || {
+            unshare(CloneFlags::CLONE_NEWNET).unwrap();
+            read()
+        })
+        .join()
+        .unwrap();
+        let case = std::thread::spawn(move || {
+            let _ns = enter_fresh_namespace().unwrap();
+            read()
+        })
+        .join()
+        .unwrap();
+        assert!(
+            sysctl_exists("net.ipv4.tcp_child_ehash_entries"),
+            "kernel before 6.1"
+        );
+        assert!(from_host[0].starts_with('-'), "{from_host:?}");
+        assert_eq!(case[0], CASE_TABLE_BUCKETS);
+        assert_eq!(case[1..], from_host[1..]);
+    }
+
+    /// A pipe end handed over by path reaches the child; a program that
+    /// cannot be executed is an error naming the stage, not a status.
+    #[test]
+    fn a_clean_spawn_reopens_pipes_and_reports_a_failed_exec() {
+        use std::io::Read;
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        let pid = spawn_clean(&CleanSpawn {
+            program: std::path::Path::new("/bin/sh"),
+            argv: &["sh", "-c", "echo out; echo err >&2"],
+            fds: &[
+                ChildFd::Null,
+                ChildFd::Reopen(std::os::fd::AsFd::as_fd(&write)),
+                ChildFd::Dup(1),
+            ],
+            own_group: false,
+            die_with_thread: false,
+            keep_net_admin: false,
+        })
+        .unwrap();
+        drop(write);
+        let mut text = String::new();
+        std::fs::File::from(read).read_to_string(&mut text).unwrap();
+        assert_eq!(wait_exit(pid).unwrap(), 0);
+        assert_eq!(text, "out\nerr\n");
+        let e = spawn_clean(&CleanSpawn {
+            program: std::path::Path::new("/nonexistent/teardown"),
+            argv: &["x"],
+            fds: &[ChildFd::Null],
+            own_group: false,
+            die_with_thread: false,
+            keep_net_admin: false,
+        })
+        .unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
+        assert!(e.to_string().contains("(exec)"), "{e}");
+    }
+
     #[test]
     fn a_program_inherits_no_descriptor() {
         // SAFETY: plain dup of stdin without O_CLOEXEC, closed below.
