@@ -99,8 +99,10 @@ pub struct ProgramRecord {
     /// grace), `time-limit` (stopped for running past its time limit), or
     /// `lost` (the supervisor died).
     pub ended: Option<String>,
-    /// Processes it left behind in its namespace when it exited, killed
-    /// then.
+    /// Processes it left behind in its namespace when it exited (a daemon
+    /// outside its process group, or one that outlived the SIGTERM), killed
+    /// then; not those that had ended by themselves or of the stop's
+    /// SIGTERM.
     pub leftovers: u32,
     /// The last bytes it wrote to stdout and stderr, and how many in all.
     pub stdout: String,

@@ -25,6 +25,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{self, SigHandler, SigSet, Signal};
+use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
@@ -538,9 +539,16 @@ pub(crate) fn supervise(spec: &str) -> i32 {
     // SAFETY: kill(-1) from process 1 reaches every other process of its
     // namespace, and only those.
     unsafe { libc::kill(-1, libc::SIGKILL) };
+    // A leftover is a process that was still alive for that SIGKILL to
+    // end: not one that had exited by itself (a zombie its dead parent
+    // never reaped) or was already dying of the stop's SIGTERM (its exit
+    // status is fixed when the signal is sent), which would make the count
+    // depend on how soon the scheduler ran them.
     let mut leftovers = 0;
-    while nix::sys::wait::wait().is_ok() {
-        leftovers += 1;
+    while let Ok(status) = nix::sys::wait::wait() {
+        if matches!(status, WaitStatus::Signaled(_, Signal::SIGKILL, _)) {
+            leftovers += 1;
+        }
     }
     let (exit_code, signal) = status;
     let ended = match stopping {
