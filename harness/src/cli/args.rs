@@ -249,7 +249,7 @@ pub struct RunArgs {
     /// Do not write pcap files.
     #[arg(long)]
     pub no_captures: bool,
-    /// Cases to run at once [default: 8 x CPUs; 2 x CPUs with a gVisor
+    /// Cases to run at once [default: 16 x CPUs; 2 x CPUs with a gVisor
     /// host; 1 with a remote host]. Cases mostly wait (on protocol timers
     /// and on the kernel's RCU grace periods when a capture ring is set
     /// up), so more cases than cores is efficient; a gVisor sandbox
