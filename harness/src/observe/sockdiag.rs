@@ -56,7 +56,9 @@ impl SockDiag {
     /// it is: for an agent, which reads (never changes) its own stack's
     /// socket table.
     pub(crate) fn open_here(family: Family) -> Result<SockDiag, ObserveError> {
-        let err = |what: &str, e: std::io::Error| ObserveError::SockDiag(format!("{what}: {e}"));
+        let err = |what: &str, e: std::io::Error| {
+            ObserveError::SockDiag(format!("{what}: {}", crate::sandbox::describe(&e)))
+        };
         let mut socket = Socket::new(NETLINK_SOCK_DIAG).map_err(|e| err("socket", e))?;
         socket.bind_auto().map_err(|e| err("bind", e))?;
         socket
@@ -189,7 +191,10 @@ impl DestroyWatch {
     /// Subscribes; call on a thread inside the case namespace.
     pub fn open() -> Result<DestroyWatch, ObserveError> {
         let err = |what: &str, e: std::io::Error| {
-            ObserveError::SockDiag(format!("destroy notices: {what}: {e}"))
+            ObserveError::SockDiag(format!(
+                "destroy notices: {what}: {}",
+                crate::sandbox::describe(&e)
+            ))
         };
         let mut socket = Socket::new(NETLINK_SOCK_DIAG).map_err(|e| err("socket", e))?;
         socket.bind_auto().map_err(|e| err("bind", e))?;
