@@ -466,7 +466,7 @@ pub static KINDS: &[FactKind] = &[
     },
     FactKind {
         pattern: "program.leftovers",
-        doc: "processes the program left in its namespace when it exited (daemons), killed then",
+        doc: "processes the program left in its namespace when it exited (a daemon outside its process group, or one that outlived the SIGTERM), killed then; not those that had ended by themselves or of the stop's SIGTERM",
         used_as: Use::Behaviour,
         measured_when: None,
         get: |c, _| Some(json!(c.outcome.program.as_ref()?.leftovers)),
