@@ -69,7 +69,7 @@ fn endpoint(hosts: &Hosts, side: Side, stack: &HostStack) -> Result<Endpoint, St
     let client = match stack {
         HostStack::Linux => return Ok(Endpoint::InProcess),
         HostStack::LinuxAgent => {
-            let mut cmd = std::process::Command::new(exe()?);
+            let mut cmd = sandbox::ProgramCommand::new(exe()?);
             cmd.args(["agent", "--own-stack"]);
             // A child forked on the host's thread shares the host's namespace.
             hosts
@@ -106,8 +106,8 @@ fn endpoint(hosts: &Hosts, side: Side, stack: &HostStack) -> Result<Endpoint, St
                 return Err(format!("a {stack} host needs the bench (--bench)"));
             };
             bench.take_over(side).map_err(|e| e.to_string())?;
-            let mut cmd = std::process::Command::new(exe()?);
-            cmd.args(["agent", &format!("--{stack}"), "eth0"]);
+            let mut cmd = sandbox::ProgramCommand::new(exe()?);
+            cmd.args(["agent".to_string(), format!("--{stack}"), "eth0".into()]);
             for v6 in [false, true] {
                 let ip = sandbox::bench::address(side, v6, false);
                 let gw = sandbox::bench::address(side, v6, true);

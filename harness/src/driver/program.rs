@@ -16,7 +16,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{AsFd, FromRawFd};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -239,10 +239,9 @@ impl Running {
         let keeper = std::thread::spawn(move || {
             let spawned = (|| {
                 nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID)?;
-                let exe = exe.to_string_lossy();
                 let pid = sandbox::spawn_clean(&sandbox::CleanSpawn {
-                    program: Path::new(&*exe),
-                    argv: &[&exe, "supervise", &spec],
+                    program: &exe,
+                    argv: &[exe.as_os_str(), "supervise".as_ref(), spec.as_ref()],
                     fds: &[
                         sandbox::ChildFd::Null,
                         sandbox::ChildFd::Reopen(out_write.as_fd()),
@@ -252,6 +251,7 @@ impl Running {
                     own_group: false,
                     die_with_thread: true,
                     keep_net_admin: false,
+                    before_exec: None,
                 })?;
                 drop((out_write, err_write, status_write));
                 Ok::<_, std::io::Error>(pid)

@@ -430,8 +430,9 @@ pub fn run_isolated(program: &str, args: &[&str]) -> std::io::Result<ProgramOutp
     ));
     std::fs::File::create(&out_path)?;
     let remove_later = RemoveOnDrop(out_path.clone());
-    let argv: Vec<&str> = std::iter::once(program)
+    let argv: Vec<&std::ffi::OsStr> = std::iter::once(program)
         .chain(args.iter().copied())
+        .map(std::ffi::OsStr::new)
         .collect();
     let pid = spawn_clean(&CleanSpawn {
         program: &path,
@@ -446,6 +447,7 @@ pub fn run_isolated(program: &str, args: &[&str]) -> std::io::Result<ProgramOutp
         // the child loses CAP_NET_ADMIN at exec unless it is ambient.
         // Failing that, nft says "Operation not permitted".
         keep_net_admin: true,
+        before_exec: None,
     })
     .map_err(|e| Error::new(e.kind(), format!("{program}: could not be started: {e}")))?;
     let code = wait_exit(pid)?;
@@ -476,6 +478,142 @@ pub(crate) fn wait_exit(pid: libc::pid_t) -> std::io::Result<i32> {
     })
 }
 
+/// A program to start with pipes on its stdin, stdout and stderr (an
+/// agent), by [`ProgramCommand::spawn`]: what `std::process::Command` would
+/// be, started the way [`spawn_clean`] starts one.
+pub struct ProgramCommand {
+    pub(crate) program: std::path::PathBuf,
+    pub(crate) args: Vec<std::ffi::OsString>,
+    /// SIGKILL when the thread that starts it ends.
+    pub(crate) die_with_thread: bool,
+    /// See [`CleanSpawn::before_exec`].
+    pub(crate) before_exec: Option<unsafe fn() -> libc::c_int>,
+}
+
+/// A process started by [`ProgramCommand::spawn`] and its end of each pipe.
+pub struct PipedChild {
+    pub child: ChildProcess,
+    pub stdin: std::fs::File,
+    pub stdout: std::fs::File,
+    pub stderr: std::fs::File,
+}
+
+impl ProgramCommand {
+    pub(crate) fn new(program: impl Into<std::path::PathBuf>) -> ProgramCommand {
+        ProgramCommand {
+            program: program.into(),
+            args: Vec::new(),
+            die_with_thread: false,
+            before_exec: None,
+        }
+    }
+
+    pub(crate) fn arg(&mut self, a: impl Into<std::ffi::OsString>) -> &mut ProgramCommand {
+        self.args.push(a.into());
+        self
+    }
+
+    pub(crate) fn args<I, A>(&mut self, args: I) -> &mut ProgramCommand
+    where
+        I: IntoIterator<Item = A>,
+        A: Into<std::ffi::OsString>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    pub(crate) fn program(&self) -> &std::path::Path {
+        &self.program
+    }
+
+    /// Starts it in the calling thread's namespaces.
+    pub(crate) fn spawn(&self) -> std::io::Result<PipedChild> {
+        let pipe =
+            || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from);
+        let (in_read, in_write) = pipe()?;
+        let (out_read, out_write) = pipe()?;
+        let (err_read, err_write) = pipe()?;
+        let argv: Vec<&std::ffi::OsStr> = std::iter::once(self.program.as_os_str())
+            .chain(self.args.iter().map(|a| a.as_os_str()))
+            .collect();
+        use std::os::fd::AsFd;
+        let pid = spawn_clean(&CleanSpawn {
+            program: &self.program,
+            argv: &argv,
+            fds: &[
+                ChildFd::Reopen(in_read.as_fd()),
+                ChildFd::Reopen(out_write.as_fd()),
+                ChildFd::Reopen(err_write.as_fd()),
+            ],
+            own_group: false,
+            die_with_thread: self.die_with_thread,
+            keep_net_admin: false,
+            before_exec: self.before_exec,
+        })?;
+        Ok(PipedChild {
+            child: ChildProcess { pid, status: None },
+            stdin: in_write.into(),
+            stdout: out_read.into(),
+            stderr: err_read.into(),
+        })
+    }
+}
+
+/// A child process, waited for as `std::process::Child` is.
+#[derive(Debug)]
+pub struct ChildProcess {
+    pid: libc::pid_t,
+    /// Once reaped: its pid may belong to another process since.
+    status: Option<std::process::ExitStatus>,
+}
+
+impl ChildProcess {
+    /// Its status if it has ended, without waiting.
+    pub fn try_wait(&mut self) -> std::io::Result<Option<std::process::ExitStatus>> {
+        self.reap(libc::WNOHANG)
+    }
+
+    /// Waits for it to end.
+    pub fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        loop {
+            match self.reap(0) {
+                Ok(Some(s)) => return Ok(s),
+                Ok(None) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// SIGKILL, unless it has been reaped already.
+    pub fn kill(&mut self) -> std::io::Result<()> {
+        if self.status.is_none() {
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.pid),
+                nix::sys::signal::Signal::SIGKILL,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn reap(&mut self, flags: libc::c_int) -> std::io::Result<Option<std::process::ExitStatus>> {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(s) = self.status {
+            return Ok(Some(s));
+        }
+        let mut raw = 0;
+        // SAFETY: waiting for our own child.
+        match unsafe { libc::waitpid(self.pid, &mut raw, flags) } {
+            0 => Ok(None),
+            r if r == self.pid => {
+                self.status = Some(std::process::ExitStatus::from_raw(raw));
+                Ok(self.status)
+            }
+            _ => Err(std::io::Error::last_os_error()),
+        }
+    }
+}
+
 /// What a child started by [`spawn_clean`] opens as one of its first
 /// descriptors (0, 1, 2, ... in order).
 pub(crate) enum ChildFd<'a> {
@@ -494,7 +632,7 @@ pub(crate) enum ChildFd<'a> {
 pub(crate) struct CleanSpawn<'a> {
     pub(crate) program: &'a std::path::Path,
     /// argv, argv[0] included; the environment is this process's.
-    pub(crate) argv: &'a [&'a str],
+    pub(crate) argv: &'a [&'a std::ffi::OsStr],
     pub(crate) fds: &'a [ChildFd<'a>],
     /// A process group of its own.
     pub(crate) own_group: bool,
@@ -502,6 +640,9 @@ pub(crate) struct CleanSpawn<'a> {
     pub(crate) die_with_thread: bool,
     /// Keep CAP_NET_ADMIN across exec when not root (ambient).
     pub(crate) keep_net_admin: bool,
+    /// Called in the child just before exec; only system calls allowed.
+    /// Returns 0, or -1 with errno set.
+    pub(crate) before_exec: Option<unsafe fn() -> libc::c_int>,
 }
 
 /// Starts a program in the calling thread's namespaces without its ever
@@ -599,14 +740,16 @@ pub(crate) fn spawn_clean(spawn: &CleanSpawn) -> std::io::Result<libc::pid_t> {
         own_group: bool,
         die_with_thread: bool,
         keep_net_admin: bool,
+        before_exec: Option<unsafe fn() -> libc::c_int>,
         failure: *mut [libc::c_int; 2],
     }
-    const STAGES: [&str; 5] = [
+    const STAGES: [&str; 6] = [
         "emptying its descriptor table",
         "opening its standard descriptors",
         "its process group",
         "its parent-death signal",
         "exec",
+        "its set-up before exec",
     ];
     unsafe extern "C" {
         static environ: *const *const libc::c_char;
@@ -623,6 +766,7 @@ pub(crate) fn spawn_clean(spawn: &CleanSpawn) -> std::io::Result<libc::pid_t> {
         own_group: spawn.own_group,
         die_with_thread: spawn.die_with_thread,
         keep_net_admin: spawn.keep_net_admin,
+        before_exec: spawn.before_exec,
         failure: &mut failure,
     };
 
@@ -666,6 +810,11 @@ pub(crate) fn spawn_clean(spawn: &CleanSpawn) -> std::io::Result<libc::pid_t> {
             }
             if a.keep_net_admin && libc::geteuid() != 0 {
                 raise_ambient(CAP_NET_ADMIN);
+            }
+            if let Some(f) = a.before_exec
+                && f() != 0
+            {
+                fail(5);
             }
             libc::execve(a.path, a.argv, a.envp);
             fail(4)
@@ -764,7 +913,7 @@ mod tests {
         let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
         let pid = spawn_clean(&CleanSpawn {
             program: std::path::Path::new("/bin/sh"),
-            argv: &["sh", "-c", "echo out; echo err >&2"],
+            argv: &["sh", "-c", "echo out; echo err >&2"].map(std::ffi::OsStr::new),
             fds: &[
                 ChildFd::Null,
                 ChildFd::Reopen(std::os::fd::AsFd::as_fd(&write)),
@@ -773,6 +922,7 @@ mod tests {
             own_group: false,
             die_with_thread: false,
             keep_net_admin: false,
+            before_exec: None,
         })
         .unwrap();
         drop(write);
@@ -782,11 +932,12 @@ mod tests {
         assert_eq!(text, "out\nerr\n");
         let e = spawn_clean(&CleanSpawn {
             program: std::path::Path::new("/nonexistent/teardown"),
-            argv: &["x"],
+            argv: &[std::ffi::OsStr::new("x")],
             fds: &[ChildFd::Null],
             own_group: false,
             die_with_thread: false,
             keep_net_admin: false,
+            before_exec: None,
         })
         .unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::NotFound);

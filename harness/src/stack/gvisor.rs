@@ -116,7 +116,7 @@ pub(crate) fn agent_command(
     netns: &Path,
     scratch: &Path,
     id: &str,
-) -> Result<Command, GvisorError> {
+) -> Result<crate::sandbox::ProgramCommand, GvisorError> {
     let runsc = find_runsc().ok_or(GvisorError::NoRunsc)?;
     let version = version(&runsc);
     let bundle = scratch.join("bundle");
@@ -152,7 +152,7 @@ pub(crate) fn agent_command(
         },
     });
     std::fs::write(bundle.join("config.json"), spec.to_string()).map_err(io)?;
-    let mut cmd = Command::new(&runsc);
+    let mut cmd = crate::sandbox::ProgramCommand::new(&runsc);
     if let Some(platform) = std::env::var_os("TEARDOWN_RUNSC_PLATFORM") {
         cmd.arg("--platform").arg(platform);
     }
@@ -165,19 +165,9 @@ pub(crate) fn agent_command(
         .as_deref()
         .and_then(release_date)
         .is_some_and(|d| d < FIXED_ROOT_NETNS_CHECK);
-    // SAFETY: only async-signal-safe calls (prctl, unshare, mount) on
-    // static C strings, between fork and exec.
-    unsafe {
-        use std::os::unix::process::CommandExt;
-        cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if hide_net_core {
-                hide_host_net_sysctls()?;
-            }
-            Ok(())
-        });
+    cmd.die_with_thread = true;
+    if hide_net_core {
+        cmd.before_exec = Some(hide_host_net_sysctls);
     }
     Ok(cmd)
 }
@@ -189,34 +179,33 @@ pub(crate) fn agent_command(
 /// runsc reads nothing else under /proc/sys/net (its netstack has its own
 /// sysctls); the harness's own view of /proc is untouched.
 ///
+/// Returns 0, or -1 with errno set.
+///
 /// # Safety
-/// Between fork and exec only: it changes the calling process's mounts.
+/// In a child about to exec only: it changes the calling process's mounts,
+/// and makes nothing but system calls.
 #[cfg(target_os = "linux")]
-unsafe fn hide_host_net_sysctls() -> std::io::Result<()> {
-    let check = |r: libc::c_int| {
-        if r == 0 {
-            Ok(())
-        } else {
-            Err(std::io::Error::last_os_error())
-        }
-    };
+unsafe fn hide_host_net_sysctls() -> libc::c_int {
     // SAFETY: plain syscalls on static, NUL-terminated strings.
     unsafe {
-        check(libc::unshare(libc::CLONE_NEWNS))?;
-        check(libc::mount(
-            std::ptr::null(),
-            c"/".as_ptr(),
-            std::ptr::null(),
-            libc::MS_REC | libc::MS_PRIVATE,
-            std::ptr::null(),
-        ))?;
-        check(libc::mount(
+        if libc::unshare(libc::CLONE_NEWNS) != 0
+            || libc::mount(
+                std::ptr::null(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ) != 0
+        {
+            return -1;
+        }
+        libc::mount(
             c"none".as_ptr(),
             c"/proc/sys/net".as_ptr(),
             c"tmpfs".as_ptr(),
             libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
             std::ptr::null(),
-        ))
+        )
     }
 }
 

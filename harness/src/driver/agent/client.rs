@@ -4,13 +4,20 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::{Answer, Hello, HelloLine, MAX_LINE, Op, PROTOCOL, Request, Response};
+
+/// An agent process, waited for as `std::process::Child` is. On Linux it
+/// is started without a copy of the harness's descriptors (see
+/// `sandbox::spawn_clean`); elsewhere the harness starts none.
+#[cfg(target_os = "linux")]
+type Process = crate::sandbox::ChildProcess;
+#[cfg(not(target_os = "linux"))]
+type Process = std::process::Child;
 
 /// How long an agent may take to answer beyond the request's own bound.
 pub(crate) const MARGIN: Duration = Duration::from_secs(5);
@@ -92,7 +99,7 @@ pub struct AgentClient {
     next: AtomicU64,
     /// Sockets the agent has made or accepted in this session.
     sockets: AtomicU64,
-    child: Mutex<Option<Child>>,
+    child: Mutex<Option<Process>>,
     stderr: Arc<Mutex<Vec<u8>>>,
     /// A directory the agent's process used (a sandbox's bundle and
     /// state), removed once the process has ended.
@@ -112,32 +119,24 @@ impl AgentClient {
     /// Starts `cmd` (an agent speaking on its stdin and stdout) and waits,
     /// up to `bound`, for its hello. `what` names it in errors ("the client
     /// host's agent").
+    #[cfg(target_os = "linux")]
     pub fn spawn(
-        mut cmd: Command,
+        cmd: crate::sandbox::ProgramCommand,
         what: impl Into<String>,
         bound: Duration,
     ) -> Result<AgentClient, AgentError> {
         let what = what.into();
-        let start = |why: String| AgentError::Start {
+        let started = cmd.spawn().map_err(|e| AgentError::Start {
             what: what.clone(),
-            why,
-        };
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| start(format!("{:?}: {e}", cmd.get_program())))?;
-        let stdin = child.stdin.take().expect("piped");
-        let stdout = child.stdout.take().expect("piped");
-        let stderr = child.stderr.take().expect("piped");
+            why: format!("{:?}: {e}", cmd.program()),
+        })?;
         let tail = Arc::new(Mutex::new(Vec::new()));
-        keep_tail(stderr, Arc::clone(&tail));
+        keep_tail(started.stderr, Arc::clone(&tail));
         AgentClient::start(
             what,
-            Box::new(BufReader::new(stdout)),
-            Box::new(stdin),
-            Some(child),
+            Box::new(BufReader::new(started.stdout)),
+            Box::new(started.stdin),
+            Some(started.child),
             tail,
             bound,
         )
@@ -175,7 +174,7 @@ impl AgentClient {
         what: String,
         reader: Box<dyn BufRead + Send>,
         writer: Box<dyn Write + Send>,
-        child: Option<Child>,
+        child: Option<Process>,
         stderr: Arc<Mutex<Vec<u8>>>,
         bound: Duration,
     ) -> Result<AgentClient, AgentError> {
@@ -337,7 +336,6 @@ impl AgentClient {
             let _ = w.write_all(line.as_bytes()).and_then(|()| w.flush());
         }
         if let Some(mut child) = self.child.lock().expect("agent child").take() {
-            drop(child.stdin.take());
             let deadline = std::time::Instant::now() + Duration::from_secs(1);
             let ended = loop {
                 match child.try_wait() {
