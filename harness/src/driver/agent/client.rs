@@ -28,6 +28,7 @@ pub(crate) const MARGIN: Duration = Duration::from_secs(5);
 pub(crate) const STATES_PER_SOCKET: Duration = Duration::from_millis(10);
 
 /// How much of an agent's stderr is kept, for errors: the end of it.
+#[cfg(target_os = "linux")]
 const STDERR_TAIL: usize = 4096;
 
 /// The `teardown` executable that runs as an agent: `$TEARDOWN_EXE`, this
@@ -419,6 +420,7 @@ fn op_name(op: &Op) -> String {
 }
 
 /// Keeps the last [`STDERR_TAIL`] bytes `from` writes.
+#[cfg(target_os = "linux")]
 fn keep_tail(mut from: impl Read + Send + 'static, into: Arc<Mutex<Vec<u8>>>) {
     let _ = std::thread::Builder::new()
         .name("agent-stderr".into())
