@@ -522,7 +522,7 @@ fn interleaved<const N: usize>(
     out
 }
 
-/// `not passed: ID (status: what differed), ...` for a report's cases that
+/// `not passed: ID (status: what differed or was missing), ...` for a report's cases that
 /// did not pass, so that a rare failure can be read from the bench's output
 /// alone; empty when all passed.
 fn not_passed(r: &teardown::report::Report) -> String {
@@ -542,6 +542,7 @@ fn not_passed(r: &teardown::report::Report) -> String {
                     )
                 })
                 .chain(c.verdict.error.clone())
+                .chain(c.verdict.unsupported.iter().cloned())
                 .collect();
             format!(
                 "{} ({}: {})",
