@@ -71,7 +71,7 @@ fn endpoint(hosts: &Hosts, side: Side, stack: &HostStack) -> Result<Endpoint, St
         HostStack::LinuxAgent => {
             let mut cmd = sandbox::ProgramCommand::new(exe()?);
             cmd.args(["agent", "--own-stack"]);
-            // A child forked on the host's thread shares the host's namespace.
+            // A child started on the host's thread shares the host's namespace.
             hosts
                 .on(side, || AgentClient::spawn(cmd, what, AGENT_START))
                 .map_err(|e| e.to_string())?

@@ -239,7 +239,7 @@ impl Running {
         let keeper = std::thread::spawn(move || {
             let spawned = (|| {
                 nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID)?;
-                let pid = sandbox::spawn_clean(&sandbox::CleanSpawn {
+                let child = sandbox::spawn_clean(&sandbox::CleanSpawn {
                     program: &exe,
                     argv: &[exe.as_os_str(), "supervise".as_ref(), spec.as_ref()],
                     fds: &[
@@ -254,12 +254,12 @@ impl Running {
                     before_exec: None,
                 })?;
                 drop((out_write, err_write, status_write));
-                Ok::<_, std::io::Error>(pid)
+                Ok::<_, std::io::Error>(child)
             })();
             match spawned {
-                Ok(pid) => {
-                    let _ = tx_child.send(Ok(pid));
-                    let _ = sandbox::wait_exit(pid);
+                Ok(mut child) => {
+                    let _ = tx_child.send(Ok(child.id()));
+                    let _ = child.wait();
                 }
                 Err(e) => {
                     let _ = tx_child.send(Err(e));

@@ -434,7 +434,7 @@ pub fn run_isolated(program: &str, args: &[&str]) -> std::io::Result<ProgramOutp
         .chain(args.iter().copied())
         .map(std::ffi::OsStr::new)
         .collect();
-    let pid = spawn_clean(&CleanSpawn {
+    let mut pid = spawn_clean(&CleanSpawn {
         program: &path,
         argv: &argv,
         fds: &[ChildFd::Null, ChildFd::Append(&out_path), ChildFd::Dup(1)],
@@ -450,32 +450,10 @@ pub fn run_isolated(program: &str, args: &[&str]) -> std::io::Result<ProgramOutp
         before_exec: None,
     })
     .map_err(|e| Error::new(e.kind(), format!("{program}: could not be started: {e}")))?;
-    let code = wait_exit(pid)?;
+    let code = pid.wait()?.code_or_signal();
     let output = String::from_utf8_lossy(&std::fs::read(&out_path)?).into_owned();
     drop(remove_later);
     Ok(ProgramOutput { code, output })
-}
-
-/// Waits for child `pid` to end: its exit status, or 128 + the signal
-/// that killed it.
-pub(crate) fn wait_exit(pid: libc::pid_t) -> std::io::Result<i32> {
-    let mut status = 0;
-    loop {
-        // SAFETY: waiting for our own child.
-        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-        if r == pid {
-            break;
-        }
-        let e = std::io::Error::last_os_error();
-        if e.kind() != std::io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
-    Ok(if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else {
-        128 + libc::WTERMSIG(status)
-    })
 }
 
 /// A program to start with pipes on its stdin, stdout and stderr (an
@@ -537,7 +515,7 @@ impl ProgramCommand {
             .chain(self.args.iter().map(|a| a.as_os_str()))
             .collect();
         use std::os::fd::AsFd;
-        let pid = spawn_clean(&CleanSpawn {
+        let child = spawn_clean(&CleanSpawn {
             program: &self.program,
             argv: &argv,
             fds: &[
@@ -551,11 +529,25 @@ impl ProgramCommand {
             before_exec: self.before_exec,
         })?;
         Ok(PipedChild {
-            child: ChildProcess { pid, status: None },
+            child,
             stdin: in_write.into(),
             stdout: out_read.into(),
             stderr: err_read.into(),
         })
+    }
+}
+
+/// An exit status as one number: the exit code, or 128 + the signal that
+/// ended the process, as a shell says it.
+pub(crate) trait CodeOrSignal {
+    fn code_or_signal(&self) -> i32;
+}
+
+impl CodeOrSignal for std::process::ExitStatus {
+    fn code_or_signal(&self) -> i32 {
+        use std::os::unix::process::ExitStatusExt;
+        self.code()
+            .unwrap_or_else(|| 128 + self.signal().unwrap_or(0))
     }
 }
 
@@ -568,6 +560,11 @@ pub struct ChildProcess {
 }
 
 impl ChildProcess {
+    /// Its process id.
+    pub fn id(&self) -> libc::pid_t {
+        self.pid
+    }
+
     /// Its status if it has ended, without waiting.
     pub fn try_wait(&mut self) -> std::io::Result<Option<std::process::ExitStatus>> {
         self.reap(libc::WNOHANG)
@@ -646,8 +643,7 @@ pub(crate) struct CleanSpawn<'a> {
 }
 
 /// Starts a program in the calling thread's namespaces without its ever
-/// holding a reference to one of this process's descriptors; returns its
-/// pid, for [`wait_exit`] or the caller's own waitpid.
+/// holding a reference to one of this process's descriptors.
 ///
 /// A normal fork or posix_spawn copies the whole descriptor table, so until
 /// the child execs it holds a reference to every socket of every case running
@@ -660,7 +656,7 @@ pub(crate) struct CleanSpawn<'a> {
 /// (`CLONE_FILES`, no references taken) and replaces it with an empty one
 /// before it opens anything: `close_range(0, ~0, CLOSE_RANGE_UNSHARE)` copies
 /// no descriptor. Its own descriptors it then opens by path.
-pub(crate) fn spawn_clean(spawn: &CleanSpawn) -> std::io::Result<libc::pid_t> {
+pub(crate) fn spawn_clean(spawn: &CleanSpawn) -> std::io::Result<ChildProcess> {
     use std::ffi::{CString, c_void};
     use std::io::{Error, ErrorKind};
     use std::os::fd::AsRawFd;
@@ -840,10 +836,11 @@ pub(crate) fn spawn_clean(spawn: &CleanSpawn) -> std::io::Result<libc::pid_t> {
         return Err(Error::last_os_error());
     }
     drop(stack);
+    let mut child = ChildProcess { pid, status: None };
     // SAFETY: the child has exec'd or exited: nothing writes it any more.
     let [stage, errno] = unsafe { std::ptr::read_volatile(&failure) };
     if errno != 0 || stage != 0 {
-        let _ = wait_exit(pid);
+        let _ = child.wait();
         let e = Error::from_raw_os_error(errno);
         return Err(Error::new(
             e.kind(),
@@ -854,7 +851,7 @@ pub(crate) fn spawn_clean(spawn: &CleanSpawn) -> std::io::Result<libc::pid_t> {
             ),
         ));
     }
-    Ok(pid)
+    Ok(child)
 }
 
 struct RemoveOnDrop(std::path::PathBuf);
@@ -911,7 +908,7 @@ mod tests {
     fn a_clean_spawn_reopens_pipes_and_reports_a_failed_exec() {
         use std::io::Read;
         let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
-        let pid = spawn_clean(&CleanSpawn {
+        let mut child = spawn_clean(&CleanSpawn {
             program: std::path::Path::new("/bin/sh"),
             argv: &["sh", "-c", "echo out; echo err >&2"].map(std::ffi::OsStr::new),
             fds: &[
@@ -928,7 +925,7 @@ mod tests {
         drop(write);
         let mut text = String::new();
         std::fs::File::from(read).read_to_string(&mut text).unwrap();
-        assert_eq!(wait_exit(pid).unwrap(), 0);
+        assert_eq!(child.wait().unwrap().code_or_signal(), 0);
         assert_eq!(text, "out\nerr\n");
         let e = spawn_clean(&CleanSpawn {
             program: std::path::Path::new("/nonexistent/teardown"),
