@@ -828,12 +828,19 @@ impl Driver<'_, '_> {
     /// The actor's socket, created on first use for client and listener
     /// (so options can be set before connect/listen), and again after a
     /// close (a reconnect, a listener rebinding its port).
+    /// The server's socket comes from `server accept`, or from `server
+    /// bind` (see [`Self::open_socket`]).
     fn ensure_socket(&mut self, actor: Actor) -> Result<Handle, Box<CallResult>> {
+        if actor.role == Role::Server && self.handle(actor).is_none() {
+            return Err(self.missing(actor));
+        }
+        self.open_socket(actor)
+    }
+
+    /// The actor's open socket, or a new one on its host.
+    fn open_socket(&mut self, actor: Actor) -> Result<Handle, Box<CallResult>> {
         if let Some(h) = self.handle(actor) {
             return Ok(h);
-        }
-        if actor.role == Role::Server {
-            return Err(self.missing(actor));
         }
         let made = self
             .endpoint(actor)
@@ -907,7 +914,8 @@ impl Driver<'_, '_> {
                 .ensure_socket(actor)?
                 .listen(self.ends.server, *backlog),
             Call::Bind(port) => {
-                let h = self.ensure_socket(actor)?;
+                // `server bind` makes a server socket of its own.
+                let h = self.open_socket(actor)?;
                 let addr = match port {
                     Some(p) => {
                         SocketAddr::new(self.io.hosts.address(actor.host(), self.case.family), *p)
@@ -915,6 +923,10 @@ impl Driver<'_, '_> {
                     None => self.ends.server,
                 };
                 h.bind(addr)
+            }
+            Call::Connect if actor.role == Role::Server => {
+                let h = self.existing(actor)?;
+                self.connect_to_client(actor, &h, deadline)
             }
             Call::Connect => {
                 let h = self.ensure_socket(actor)?;
@@ -1133,6 +1145,29 @@ impl Driver<'_, '_> {
         let r = h.connect(self.ends.server, deadline);
         self.note_connected(actor);
         r
+    }
+
+    /// `server connect`: a server socket of its own (bound by `server
+    /// bind`) connects to its client's address, a simultaneous open when
+    /// the client's connect is still in SYN-SENT.
+    fn connect_to_client(&mut self, actor: Actor, h: &Handle, deadline: Instant) -> CallResult {
+        let client = Actor {
+            role: Role::Client,
+            index: actor.index,
+        };
+        let Some(to) = self
+            .handle(client)
+            .and_then(|c| c.local_addr())
+            .or_else(|| self.conns.latest(actor.index))
+        else {
+            return CallResult::harness_error(format!(
+                "the {client} has no address for the {actor} to connect to: `{client} connect` first"
+            ));
+        };
+        if actor.index == 1 && self.ends.client.is_none() {
+            self.ends.client = Some(to);
+        }
+        h.connect(to, deadline)
     }
 
     /// Whether the stack's state source cannot see `actor`'s socket: it was

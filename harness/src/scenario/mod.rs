@@ -921,15 +921,18 @@ fn check_program_steps(
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Life {
     None,
-    /// Created by an option or a bind (client, listener).
+    /// Created by an option or a bind (client, listener), or by a bind
+    /// (a server socket of its own).
     Created,
-    /// Connected (client), listening (listener) or accepted (server).
+    /// Connected (client, a server socket of its own), listening
+    /// (listener) or accepted (server).
     Open,
     Closed,
 }
 
 /// Checks that every step has the socket it needs, in the order written:
-/// no server call before `server accept`, no accept before
+/// no server call before `server accept` (or `server bind`; then no data
+/// call before `server connect`, and that after the client's), no accept before
 /// `listener listen`, no data call on the client before `client connect`.
 /// A client or listener step that creates a socket after its close opens a
 /// new one (a reconnect, a rebind).
@@ -1031,9 +1034,29 @@ fn lifecycle_step(
             return Err("no listener is listening: add `listener listen` before it".into());
         }
         (Role::Server, Call::Accept) => Life::Open,
+        // A server socket of its own, for a simultaneous open.
+        (Role::Server, Call::Bind(_)) if matches!(now, Life::None | Life::Closed) => Life::Created,
         (Role::Server, _) if now == Life::None => {
             return Err(format!(
-                "the {actor} has no socket yet: add `{actor} accept` before it"
+                "the {actor} has no socket yet: add `{actor} accept` (or `{actor} bind` and `{actor} connect`) before it"
+            ));
+        }
+        (Role::Server, Call::Connect) if now != Life::Created => {
+            return Err(format!(
+                "`{actor} connect` connects a socket of the server's own: add `{actor} bind` before it"
+            ));
+        }
+        (Role::Server, Call::Connect) if !client_connected => {
+            return Err(format!(
+                "`{actor} connect` connects to the {its_client}'s address: add `{its_client} connect` (non-blocking, with its SYN dropped) before it"
+            ));
+        }
+        (Role::Server, Call::Connect) => Life::Open,
+        (Role::Server, _)
+            if now == Life::Created && !matches!(call, Call::SetOption(_) | Call::Close) =>
+        {
+            return Err(format!(
+                "the {actor} is not connected: add `{actor} connect` before it"
             ));
         }
         (Role::Client | Role::Listener, Call::SetOption(_) | Call::Bind(_)) => match now {
@@ -1315,9 +1338,37 @@ facts = { "wire.client.rst" = 1, "steps.lc.errno" = { null = true } }
             e.contains("`server wait state CLOSED`: the server has no socket yet"),
             "{e}"
         );
+        // A server socket of its own: bound, then connected to its
+        // client's address once the client has connected.
+        let e = parse_err(&steps("client connect\nserver connect"));
+        assert!(
+            e.contains("`server connect`: the server has no socket yet: add `server accept` (or `server bind` and `server connect`)"),
+            "{e}"
+        );
+        let e = parse_err(&steps(
+            "client bind 40000\nserver bind\nserver connect\nclient connect",
+        ));
+        assert!(
+            e.contains(":5:1: `server connect`: `server connect` connects to the client's address: add `client connect`"),
+            "{e}"
+        );
+        let e = parse_err(&steps("client connect\nserver bind\nserver write 1"));
+        assert!(
+            e.contains(":5:1: `server write 1`: the server is not connected: add `server connect`"),
+            "{e}"
+        );
+        let e = parse_err(&steps(
+            "listener listen\nclient connect\nserver accept\nserver connect",
+        ));
+        assert!(
+            e.contains("`server connect` connects a socket of the server's own: add `server bind`"),
+            "{e}"
+        );
         // Reopening a client or listener after close is a new socket; a wait
         // on a state may watch a closed socket (an orphan).
         for ok in [
+            "client setsockopt O_NONBLOCK on\nclient connect\nserver bind\nserver setsockopt SO_LINGER on 0\nserver connect\nserver write 1\nserver close",
+            "client connect\nserver bind\nserver close",
             "listener listen\nclient connect\nserver accept\nclient close\nclient wait state TIME-WAIT\nclient setsockopt SO_REUSEADDR on\nclient bind 40000\nclient connect",
             "listener listen\nlistener close\nlistener setsockopt SO_REUSEADDR on\nlistener listen",
             "client write 1\nclient close",

@@ -405,9 +405,12 @@ pub enum Call {
     Listen {
         backlog: i32,
     },
-    /// `bind()`: the client to this local port before connect, the
-    /// listener to the server's address before listen.
+    /// `bind()`: the client to this local port before connect; the
+    /// listener (before listen) or a server socket of its own (before
+    /// `server connect`) to the server's address.
     Bind(Option<u16>),
+    /// `connect()`: the client to the server's address; a server socket
+    /// made by `server bind` to its client's address (simultaneous open).
     Connect,
     /// `connect()` with `AF_UNSPEC`: dissolve the association.
     Disconnect,
@@ -1058,12 +1061,15 @@ pub(crate) fn parse_step(line: &str, line_no: Option<usize>) -> Result<Option<St
                         "a step on several sockets cannot run in the background",
                     ));
                 }
-                if matches!(call, Call::Bind(_) | Call::Listen { .. }) {
+                let server_connect = actor.role == Role::Server && call == Call::Connect;
+                if matches!(call, Call::Bind(_) | Call::Listen { .. }) || server_connect {
                     return Err(StepError::at(
                         col,
                         format!(
-                            "`{}` binds one socket at a time; name one connection (client#3)",
-                            g.describe(actor.role)
+                            "`{} {}` takes one socket at a time; name one connection ({}#3)",
+                            g.describe(actor.role),
+                            call.verb().name(),
+                            actor.role.name()
                         ),
                     ));
                 }
@@ -1260,7 +1266,7 @@ fn call(actor: Actor, cur: &mut Cursor) -> Result<Call, StepError> {
             Call::Listen { backlog }
         }
         "connect" => {
-            only(&[Role::Client])?;
+            only(&data_side)?;
             if cur.eat("AF_UNSPEC") {
                 Call::Disconnect
             } else {
@@ -1272,9 +1278,18 @@ fn call(actor: Actor, cur: &mut Cursor) -> Result<Call, StepError> {
             Call::Accept
         }
         "bind" => {
-            only(&[Role::Client, Role::Listener])?;
-            if actor.role == Role::Listener {
-                // The listener binds the server's address (port 9000).
+            if actor.role != Role::Client {
+                // The listener, or a server socket of its own, binds the
+                // server's address (port 9000).
+                if cur.peek_word().is_some_and(|w| w.parse::<u64>().is_ok()) {
+                    return Err(StepError::at(
+                        cur.column(),
+                        format!(
+                            "`{} bind` binds the server's address (port 9000) and takes no port; only `client bind PORT` does",
+                            actor.role.name()
+                        ),
+                    ));
+                }
                 Call::Bind(None)
             } else {
                 let col = cur.column();
@@ -1939,10 +1954,21 @@ mod tests {
             e.message
         );
         assert!(err("client bind 70000").message.contains("above 65535"));
+        // A server socket of its own binds the server's address: no port.
+        assert_eq!(call_of("server bind"), Call::Bind(None));
+        assert!(err("server bind 1").message.contains("takes no port"));
+        assert_eq!(call_of("server#2 connect"), Call::Connect);
         assert!(
-            err("server bind 1")
+            err("listener connect")
                 .message
-                .contains("client or listener step")
+                .contains("client or server step")
+        );
+        let e = err("server#1..3 connect");
+        assert!(
+            e.message
+                .contains("`server#1..3 connect` takes one socket at a time"),
+            "{}",
+            e.message
         );
         assert!(err("bg drop all as x").message.contains("background"));
     }
