@@ -1078,10 +1078,12 @@ pub(crate) fn accept_now(s: Fd) -> Result<Option<(RawFd, Option<SocketAddr>)>, B
 /// connect does not. It is bounded by the deadline through SO_SNDTIMEO,
 /// which Linux applies to connect: set for the call and put back after it;
 /// when it runs out the call returns EINPROGRESS and the record says the
-/// bound ran out first. A non-blocking connect reports EINPROGRESS as the
-/// application sees it; its outcome, waited for with poll, is its
-/// `so_error`. The result's value is the local port the socket got.
-pub fn connect(s: Fd, to: SocketAddr, deadline: Instant) -> CallResult {
+/// bound ran out first. On a stack whose connect ignores SO_SNDTIMEO the call
+/// is made on a thread of its own ([`threaded_blocking_connect`]). A non-blocking connect
+/// reports EINPROGRESS as the application sees it; its outcome, waited for
+/// with poll, is its `so_error`. The result's value is the local port the
+/// socket got.
+pub fn connect(s: Fd<'static>, to: SocketAddr, deadline: Instant) -> CallResult {
     let server = SockAddr::from(to);
     let mut r = if is_nonblocking(s) {
         let r = unit_result(s.api.connect(s.fd, Some(&server)));
@@ -1090,8 +1092,10 @@ pub fn connect(s: Fd, to: SocketAddr, deadline: Instant) -> CallResult {
         } else {
             r
         }
-    } else {
+    } else if s.api.connect_obeys_send_timeout() {
         blocking_connect(s, &server, deadline)
+    } else {
+        threaded_blocking_connect(s, &server, deadline)
     };
     if let Some(addr) = local_addr(s) {
         // The port the stack chose (or the one bound): an observation.
@@ -1133,6 +1137,36 @@ fn blocking_connect(s: Fd, server: &SockAddr, deadline: Instant) -> CallResult {
             "putting back the socket's SO_SNDTIMEO after connect: {}",
             errno_name(e)
         )),
+    }
+}
+
+/// A blocking connect on a stack whose connect() ignores SO_SNDTIMEO
+/// (lwIP's waits on its netconn until the handshake ends, however long its
+/// SYN retries take): the stack's own blocking call, made on a thread of its
+/// own and waited for up to the deadline. Within the bound the result is the
+/// call's own, so the socket is left as the application's call leaves it.
+/// Past the bound the step says so, and the call goes on blocking that
+/// thread until the stack ends the handshake (or the process ends).
+fn threaded_blocking_connect(s: Fd<'static>, server: &SockAddr, deadline: Instant) -> CallResult {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let server = server.clone();
+    let started = std::thread::Builder::new()
+        .name("blocking-connect".into())
+        .spawn(move || {
+            // The step may have stopped listening: nothing to tell then.
+            let _ = tx.send(s.api.connect(s.fd, Some(&server)));
+        });
+    if let Err(e) = started {
+        return CallResult::harness_error(format!("starting a thread for a blocking connect: {e}"));
+    }
+    match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        Ok(outcome) => unit_result(outcome),
+        Err(_) => CallResult {
+            note: Some(
+                "the handshake had not finished when the step's bound ran out; this stack's blocking connect() ignores SO_SNDTIMEO, so the call goes on, on a thread of its own, until the stack ends the handshake".into(),
+            ),
+            ..still_connecting(false)
+        },
     }
 }
 
@@ -1268,6 +1302,59 @@ pub(crate) fn connected(app_nonblocking: bool, err: Option<ErrnoName>) -> CallRe
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// On a stack whose connect ignores SO_SNDTIMEO (this OS's calls, told
+    /// so), a blocking connect is the stack's own call on a thread of its
+    /// own: its result within the bound (0, or -1 with the refusal's
+    /// errno), and past the bound a step that ran out of time while the call
+    /// goes on.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_blocking_connect_runs_on_a_thread_where_the_stack_ignores_its_send_timeout() {
+        use super::super::sockets::{CSockets, OS};
+        let api: &'static CSockets = Box::leak(Box::new(CSockets {
+            connect_obeys_send_timeout: false,
+            ..OS
+        }));
+        let socket = || Fd {
+            api,
+            fd: api.socket(crate::scenario::Family::Ipv4).unwrap(),
+        };
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let to = listener.local_addr().unwrap();
+        let s = socket();
+        let r = connect(s, to, Instant::now() + Duration::from_secs(5));
+        assert_eq!((r.ret, r.errno.as_deref()), (Some(0), None), "{r:?}");
+        api.close(s.fd).unwrap();
+        // Nothing listens on the port now: the RST refuses the next one.
+        drop(listener);
+        let s = socket();
+        let r = connect(s, to, Instant::now() + Duration::from_secs(5));
+        assert_eq!(
+            (r.ret, r.errno.as_deref(), r.timed_out),
+            (Some(-1), Some("ECONNREFUSED"), false),
+            "{r:?}"
+        );
+        api.close(s.fd).unwrap();
+        // A listener whose queue is full drops the SYN: the step runs out
+        // of its bound, and the call goes on.
+        let full =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        full.bind(&SockAddr::from(SocketAddr::from(([127, 0, 0, 1], 0))))
+            .unwrap();
+        full.listen(0).unwrap();
+        let to = full.local_addr().unwrap().as_socket().unwrap();
+        let _queued = std::net::TcpStream::connect(to).unwrap();
+        let s = socket();
+        let r = connect(s, to, Instant::now() + Duration::from_millis(100));
+        assert!(r.timed_out && r.ret.is_none(), "{r:?}");
+        assert!(
+            r.note
+                .as_deref()
+                .is_some_and(|n| n.contains("thread of its own")),
+            "{r:?}"
+        );
+    }
 
     /// Linux has every option and flag a step can set: its agents announce
     /// nothing unmapped. What another OS may announce is a feature a call

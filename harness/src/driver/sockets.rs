@@ -63,6 +63,11 @@ pub trait SocketApi: Send + Sync {
     /// Whether a call on this thread raised SIGPIPE (kept pending, see
     /// [`super::calls::block_sigpipe`]); takes it if so.
     fn take_pending_sigpipe(&self) -> bool;
+    /// Whether a blocking `connect()` gives up when SO_SNDTIMEO runs out,
+    /// the handshake going on (Linux's does). Where it does not, the
+    /// harness bounds a blocking connect another way (see
+    /// [`super::calls::connect`]).
+    fn connect_obeys_send_timeout(&self) -> bool;
 }
 
 /// One descriptor of a stack's socket API.
@@ -148,6 +153,8 @@ mod posix_api {
         /// Whether a write can raise SIGPIPE (the OS's; a userspace stack
         /// raises no signals).
         pub raises_sigpipe: bool,
+        /// See [`SocketApi::connect_obeys_send_timeout`].
+        pub connect_obeys_send_timeout: bool,
     }
 
     /// `fcntl()` with an int argument (the C library's is variadic).
@@ -193,6 +200,9 @@ mod posix_api {
         type_flags: 0,
         cloexec_accepted: true,
         raises_sigpipe: true,
+        // Linux's connect sleeps for at most the send timeout; no other
+        // OS's documentation says its connect does.
+        connect_obeys_send_timeout: cfg!(target_os = "linux"),
     };
 
     /// A C call's `ret`: its value, or the errno it set.
@@ -358,6 +368,10 @@ mod posix_api {
 
         fn take_pending_sigpipe(&self) -> bool {
             self.raises_sigpipe && crate::driver::os::take_pending_sigpipe()
+        }
+
+        fn connect_obeys_send_timeout(&self) -> bool {
+            self.connect_obeys_send_timeout
         }
     }
 }

@@ -279,4 +279,10 @@ impl SocketApi for Winsock {
     fn take_pending_sigpipe(&self) -> bool {
         false
     }
+
+    /// No documentation of Winsock says its blocking connect honours
+    /// SO_SNDTIMEO.
+    fn connect_obeys_send_timeout(&self) -> bool {
+        false
+    }
 }

@@ -36,7 +36,7 @@ pub enum ServeError {
 /// The stack an agent serves on: its socket API, and what it tells of
 /// itself beyond its sockets' calls.
 pub trait AgentStack: Send + Sync {
-    fn api(&self) -> &dyn SocketApi;
+    fn api(&self) -> &'static dyn SocketApi;
     fn hello(&self) -> Hello;
     /// The TCP sockets of `family` with `port` at either end; `held` are
     /// the session's descriptors.
@@ -64,7 +64,7 @@ impl OsStack {
 }
 
 impl AgentStack for OsStack {
-    fn api(&self) -> &dyn SocketApi {
+    fn api(&self) -> &'static dyn SocketApi {
         &OS
     }
 
@@ -166,7 +166,7 @@ impl Session {
 
     // A handle into an i32 on Unix (fallible), an i64 on Windows (not).
     #[allow(clippy::unnecessary_fallible_conversions)]
-    fn fd(&self, handle: u32) -> Result<Fd<'_>, String> {
+    fn fd(&self, handle: u32) -> Result<Fd<'static>, String> {
         let api = self.stack.api();
         RawFd::try_from(handle)
             .ok()

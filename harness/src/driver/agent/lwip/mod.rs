@@ -142,6 +142,8 @@ pub static API: CSockets = CSockets {
     type_flags: 0,
     cloexec_accepted: false,
     raises_sigpipe: false,
+    // lwip_connect waits on its netconn until the handshake ends.
+    connect_obeys_send_timeout: false,
 };
 
 /// lwIP, started on one interface, as an agent's stack.
@@ -276,7 +278,7 @@ fn address(bytes: [u8; 16], v6: bool, port: u16) -> SocketAddr {
 }
 
 impl AgentStack for LwipStack {
-    fn api(&self) -> &dyn SocketApi {
+    fn api(&self) -> &'static dyn SocketApi {
         &API
     }
 
