@@ -595,6 +595,33 @@ fn lwip_hosts_meet_their_expectations_and_check_predicts_the_rest() {
     }
 }
 
+/// A simultaneous open with each userspace stack as the client, against a
+/// Linux server: the expectations written for those pairings pass, and
+/// they are the stacks' own. smoltcp answers the server's SYN as Linux does
+/// but, closed in SYN-RECEIVED, sends a FIN Linux takes for an old segment;
+/// lwIP ignores the SYN, so the server's connect runs out of its bound.
+#[test]
+fn a_simultaneous_open_shows_each_client_stacks_own_handling() {
+    let cases = load(&["simultaneous-open", "simultaneous-open-close-in-syn-recv"]);
+    for (client, checked) in [
+        (HostStack::Smoltcp, "steps.eof.timed_out"),
+        (HostStack::Lwip, "steps.sconn.timed_out"),
+    ] {
+        let hosts = PerSide::new(client.clone(), HostStack::Linux);
+        let r = run_on(&cases, true, hosts, CaptureBackend::Libpcap, None);
+        assert_eq!(r.cases.len(), 4);
+        for c in &r.cases {
+            assert_eq!(c.verdict.status, Status::Pass, "{}: {:?}", c.id, c.verdict);
+        }
+        assert!(
+            r.cases
+                .iter()
+                .any(|c| c.verdict.checks.iter().any(|m| m.path == checked)),
+            "{client:?}: no case checked {checked}"
+        );
+    }
+}
+
 /// A Linux client and an lwIP server: the expectations written for that
 /// pairing (`os = "linux/lwip"`) are the ones that apply, and they pass: an
 /// lwIP server's SO_LINGER {1, 0} close, with its data acknowledged, sends
