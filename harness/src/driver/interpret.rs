@@ -958,7 +958,13 @@ impl Driver<'_, '_> {
                 ..
             } => self.wait_queued(*n, deadline),
             Call::SetOption(opt) => {
-                let h = self.ensure_socket(actor)?;
+                // A server option before any accept is for a server socket
+                // of its own (the scenario's check allows it only then).
+                let h = if actor.role == Role::Server && !self.accepted {
+                    self.open_socket(actor)?
+                } else {
+                    self.ensure_socket(actor)?
+                };
                 let logs = self.conns.logs(actor.index);
                 h.call(
                     &FdCall::SetOption { opt: *opt },

@@ -1034,8 +1034,15 @@ fn lifecycle_step(
             return Err("no listener is listening: add `listener listen` before it".into());
         }
         (Role::Server, Call::Accept) => Life::Open,
-        // A server socket of its own, for a simultaneous open.
+        // A server socket of its own, for a simultaneous open: made by its
+        // bind, or by an option set before it while no listener listens
+        // (with one, a server step before `server accept` is a mistake).
         (Role::Server, Call::Bind(_)) if matches!(now, Life::None | Life::Closed) => Life::Created,
+        (Role::Server, Call::SetOption(_))
+            if matches!(now, Life::None | Life::Closed) && !listening =>
+        {
+            Life::Created
+        }
         (Role::Server, _) if now == Life::None => {
             return Err(format!(
                 "the {actor} has no socket yet: add `{actor} accept` (or `{actor} bind` and `{actor} connect`) before it"
@@ -1053,7 +1060,8 @@ fn lifecycle_step(
         }
         (Role::Server, Call::Connect) => Life::Open,
         (Role::Server, _)
-            if now == Life::Created && !matches!(call, Call::SetOption(_) | Call::Close) =>
+            if now == Life::Created
+                && !matches!(call, Call::SetOption(_) | Call::Bind(_) | Call::Close) =>
         {
             return Err(format!(
                 "the {actor} is not connected: add `{actor} connect` before it"
@@ -1352,6 +1360,13 @@ facts = { "wire.client.rst" = 1, "steps.lc.errno" = { null = true } }
             e.contains(":5:1: `server connect`: `server connect` connects to the client's address: add `client connect`"),
             "{e}"
         );
+        let e = parse_err(&steps(
+            "listener listen\nserver setsockopt SO_REUSEADDR on\nclient connect",
+        ));
+        assert!(
+            e.contains("`server setsockopt SO_REUSEADDR on`: the server has no socket yet"),
+            "{e}"
+        );
         let e = parse_err(&steps("client connect\nserver bind\nserver write 1"));
         assert!(
             e.contains(":5:1: `server write 1`: the server is not connected: add `server connect`"),
@@ -1368,6 +1383,7 @@ facts = { "wire.client.rst" = 1, "steps.lc.errno" = { null = true } }
         // on a state may watch a closed socket (an orphan).
         for ok in [
             "client setsockopt O_NONBLOCK on\nclient connect\nserver bind\nserver setsockopt SO_LINGER on 0\nserver connect\nserver write 1\nserver close",
+            "client connect\nserver setsockopt SO_REUSEADDR on\nserver bind\nserver connect",
             "client connect\nserver bind\nserver close",
             "listener listen\nclient connect\nserver accept\nclient close\nclient wait state TIME-WAIT\nclient setsockopt SO_REUSEADDR on\nclient bind 40000\nclient connect",
             "listener listen\nlistener close\nlistener setsockopt SO_REUSEADDR on\nlistener listen",
