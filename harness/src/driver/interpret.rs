@@ -1161,13 +1161,16 @@ impl Driver<'_, '_> {
             role: Role::Client,
             index: actor.index,
         };
+        // Its socket's own address (bound, or given by its connect), else
+        // the one it last connected from.
         let Some(to) = self
             .handle(client)
             .and_then(|c| c.local_addr())
+            .filter(|a| a.port() != 0)
             .or_else(|| self.conns.latest(actor.index))
         else {
             return CallResult::harness_error(format!(
-                "the {client} has no address for the {actor} to connect to: `{client} connect` first"
+                "the {client} has no address for the {actor} to connect to: `{client} connect` or `{client} bind PORT` first"
             ));
         };
         if actor.index == 1 && self.ends.client.is_none() {

@@ -1053,9 +1053,10 @@ fn lifecycle_step(
                 "`{actor} connect` connects a socket of the server's own: add `{actor} bind` before it"
             ));
         }
-        (Role::Server, Call::Connect) if !client_connected => {
+        // The client's address comes from its connect, or from its bind.
+        (Role::Server, Call::Connect) if life.get(&its_client).is_none() => {
             return Err(format!(
-                "`{actor} connect` connects to the {its_client}'s address: add `{its_client} connect` (non-blocking, with its SYN dropped) before it"
+                "`{actor} connect` connects to the {its_client}'s address: add `{its_client} connect` (non-blocking, with its SYN dropped) or `{its_client} bind PORT` before it"
             ));
         }
         (Role::Server, Call::Connect) => Life::Open,
@@ -1353,11 +1354,9 @@ facts = { "wire.client.rst" = 1, "steps.lc.errno" = { null = true } }
             e.contains("`server connect`: the server has no socket yet: add `server accept` (or `server bind` and `server connect`)"),
             "{e}"
         );
-        let e = parse_err(&steps(
-            "client bind 40000\nserver bind\nserver connect\nclient connect",
-        ));
+        let e = parse_err(&steps("server bind\nserver connect\nclient connect"));
         assert!(
-            e.contains(":5:1: `server connect`: `server connect` connects to the client's address: add `client connect`"),
+            e.contains(":4:1: `server connect`: `server connect` connects to the client's address: add `client connect`"),
             "{e}"
         );
         let e = parse_err(&steps(
@@ -1384,6 +1383,8 @@ facts = { "wire.client.rst" = 1, "steps.lc.errno" = { null = true } }
         for ok in [
             "client setsockopt O_NONBLOCK on\nclient connect\nserver bind\nserver setsockopt SO_LINGER on 0\nserver connect\nserver write 1\nserver close",
             "client connect\nserver setsockopt SO_REUSEADDR on\nserver bind\nserver connect",
+            // The server's SYN first, to a client bound but not connected yet.
+            "client bind 40000\nserver bind\nserver connect\nclient connect",
             "client connect\nserver bind\nserver close",
             "listener listen\nclient connect\nserver accept\nclient close\nclient wait state TIME-WAIT\nclient setsockopt SO_REUSEADDR on\nclient bind 40000\nclient connect",
             "listener listen\nlistener close\nlistener setsockopt SO_REUSEADDR on\nlistener listen",
