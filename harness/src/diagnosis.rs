@@ -137,7 +137,8 @@ fn key(facts: &BTreeMap<String, Value>) -> String {
 /// reused) that is always the same one, and its signature counts; a case
 /// that drives groups has no case-level wire facts in a baseline or a
 /// comparison (which of its connections is first is chance), so it gives
-/// none.
+/// none. Nor does a case whose server connects first: a signature is in a
+/// capture's terms, whose client is the first SYN's sender.
 pub fn generate(inputs: &[(String, Input)], cases: &[Case]) -> Signatures {
     let by_id: BTreeMap<&str, &Case> = cases.iter().map(|c| (c.id.as_str(), c)).collect();
     // Signature key -> its facts, and its matches by (scenario, stack).
@@ -156,6 +157,9 @@ pub fn generate(inputs: &[(String, Input)], cases: &[Case]) -> Signatures {
             };
             let scenario = id.split('/').next().unwrap_or(&id).to_string();
             let case = by_id.get(id.as_str());
+            if case.is_some_and(|c| c.server_connects_first()) {
+                continue;
+            }
             let entry = found
                 .entry(key(&signature))
                 .or_insert_with(|| (signature, BTreeMap::new()));

@@ -229,6 +229,24 @@ impl Case {
         })
     }
 
+    /// Whether the server's connect comes before the client's (the mirror
+    /// of a simultaneous open): then the server sends connection 1's first
+    /// SYN, and a capture's originator, the first SYN's sender, is the
+    /// harness's server, not its client.
+    pub fn server_connects_first(&self) -> bool {
+        self.steps
+            .iter()
+            .find_map(|s| match &s.kind {
+                StepKind::Socket {
+                    actor,
+                    call: Call::Connect,
+                    ..
+                } if actor.index == 1 => Some(actor.role == Role::Server),
+                _ => None,
+            })
+            .unwrap_or(false)
+    }
+
     /// How many connections the case may open: the highest connection
     /// number its steps name (1 for a one-pair case).
     pub fn connections(&self) -> u32 {
@@ -1378,6 +1396,19 @@ facts = { "wire.client.rst" = 1, "steps.lc.errno" = { null = true } }
             e.contains("`server connect` connects a socket of the server's own: add `server bind`"),
             "{e}"
         );
+        // Who sends connection 1's first SYN: the server only when its
+        // connect comes first.
+        let first = |text: &str| {
+            parse(Path::new("scenarios/x.toml"), &steps(text))
+                .unwrap()
+                .1[0]
+                .server_connects_first()
+        };
+        assert!(first(
+            "client bind 40000\nserver bind\nserver connect\nclient connect"
+        ));
+        assert!(!first("client connect\nserver bind\nserver connect"));
+        assert!(!first("client write 1"));
         // Reopening a client or listener after close is a new socket; a wait
         // on a state may watch a closed socket (an orphan).
         for ok in [
