@@ -87,7 +87,10 @@ fn run(bench: bool, capture: CaptureBackend, dir: Option<PathBuf>) -> Report {
 
 /// One run at a time in this file: the gVisor catalogue beside another run
 /// loads the machine enough to move timing (seen: a FIN riding on the last
-/// data only under that load).
+/// data only under that load). A test that starts a process (tshark,
+/// `teardown check`) holds it too: a fork while cases run in this process
+/// would copy their sockets' descriptors, and a case's close() would send
+/// nothing until the child execs.
 fn heavy() -> std::sync::MutexGuard<'static, ()> {
     static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
     HEAVY.lock().unwrap_or_else(|e| e.into_inner())
@@ -120,6 +123,7 @@ fn run_on(
 
 /// What `teardown check --bench` says of `files` with these hosts.
 fn check_bench(client: &str, server: &str, files: &[PathBuf]) -> String {
+    let _one = heavy();
     common::stdout_of(
         Command::new(env!("CARGO_BIN_EXE_teardown"))
             .args(["check", "--bench", "--client-stack", client])
@@ -145,6 +149,7 @@ fn cases_on_the_bench_pass_and_tshark_agrees_with_either_capture() {
             .unwrap();
         let dir = scratch.path().to_path_buf();
         let r = run(true, backend, Some(dir.clone()));
+        let _one = heavy();
         assert_eq!(r.cases.len(), cases().len());
         assert!(
             not_passed(&r).is_empty(),
@@ -386,8 +391,10 @@ fn the_catalogue_runs_with_gvisor_on_both_hosts() {
 
 #[test]
 fn tshark_agrees_with_every_gvisor_bench_case() {
-    let mut d = common::tshark_disagreements(gvisor_bench());
-    d.extend(common::tshark_connection_disagreements(gvisor_bench()));
+    let r = gvisor_bench();
+    let _one = heavy();
+    let mut d = common::tshark_disagreements(r);
+    d.extend(common::tshark_connection_disagreements(r));
     assert!(d.is_empty(), "{d:#?}");
 }
 
@@ -554,6 +561,7 @@ fn both_ends_on(
         assert_eq!(host.version.as_deref(), Some(version));
         assert!(host.agent.is_some(), "{host:?}");
     }
+    let _one = heavy();
     let mut d = common::tshark_disagreements(&r);
     d.extend(common::tshark_connection_disagreements(&r));
     assert!(d.is_empty(), "{d:#?}");

@@ -43,7 +43,11 @@ fn require_privileges() {
 }
 
 /// One catalogue at a time: two at once would load the machine enough to
-/// bend the timing expectations.
+/// bend the timing expectations. A test that starts a process (tshark,
+/// `teardown check`) holds it too: a fork while cases run in this process
+/// would copy their sockets' descriptors, and a case's close() would then
+/// send nothing until the child execs (the raw-socket catalogue once lost a
+/// RST and a FIN that way).
 fn heavy() -> MutexGuard<'static, ()> {
     static HEAVY: Mutex<()> = Mutex::new(());
     HEAVY.lock().unwrap_or_else(|e| e.into_inner())
@@ -95,6 +99,7 @@ fn the_linux_catalogue_passes_with_the_raw_socket_capture() {
 #[test]
 fn tshark_agrees_with_the_raw_socket_capture() {
     let r = raw_socket_catalogue();
+    let _one = heavy();
     let d = common::tshark_disagreements(r);
     assert!(d.is_empty(), "{d:#?}");
 }
@@ -271,8 +276,10 @@ fn the_catalogue_runs_on_gvisor() {
 
 #[test]
 fn tshark_agrees_with_every_gvisor_case() {
-    let mut d = common::tshark_disagreements(gvisor_catalogue());
-    d.extend(common::tshark_connection_disagreements(gvisor_catalogue()));
+    let r = gvisor_catalogue();
+    let _one = heavy();
+    let mut d = common::tshark_disagreements(r);
+    d.extend(common::tshark_connection_disagreements(r));
     assert!(d.is_empty(), "{d:#?}");
 }
 
@@ -301,6 +308,7 @@ fn every_gvisor_case_meets_its_gvisor_expectations() {
 #[test]
 fn check_names_in_advance_the_cases_gvisor_cannot_run() {
     let r = gvisor_catalogue();
+    let _one = heavy();
     let text = common::stdout_of(
         std::process::Command::new(env!("CARGO_BIN_EXE_teardown"))
             .args(["check", "--stack", "gvisor"])
