@@ -958,9 +958,11 @@ impl Driver<'_, '_> {
                 ..
             } => self.wait_queued(*n, deadline),
             Call::SetOption(opt) => {
-                // A server option before any accept is for a server socket
-                // of its own (the scenario's check allows it only then).
-                let h = if actor.role == Role::Server && !self.accepted {
+                // A server option in a case with no listener socket is for
+                // a server socket of its own (the scenario's check allows it
+                // only then); with one, the server's socket is accept's,
+                // and a failed accept leaves none.
+                let h = if actor.role == Role::Server && self.handle(Actor::LISTENER).is_none() {
                     self.open_socket(actor)?
                 } else {
                     self.ensure_socket(actor)?

@@ -939,8 +939,8 @@ fn check_program_steps(
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Life {
     None,
-    /// Created by an option or a bind (client, listener), or by a bind
-    /// (a server socket of its own).
+    /// Created by an option or a bind, not yet connected or listening
+    /// (client, listener, a server socket of its own).
     Created,
     /// Connected (client, a server socket of its own), listening
     /// (listener) or accepted (server).
@@ -949,8 +949,9 @@ enum Life {
 }
 
 /// Checks that every step has the socket it needs, in the order written:
-/// no server call before `server accept` (or `server bind`; then no data
-/// call before `server connect`, and that after the client's), no accept before
+/// no server call before `server accept` (or, for a server socket of its
+/// own, `server bind`; then no data call before `server connect`, and that
+/// once the client has a socket), no accept before
 /// `listener listen`, no data call on the client before `client connect`.
 /// A client or listener step that creates a socket after its close opens a
 /// new one (a reconnect, a rebind).
@@ -1053,11 +1054,13 @@ fn lifecycle_step(
         }
         (Role::Server, Call::Accept) => Life::Open,
         // A server socket of its own, for a simultaneous open: made by its
-        // bind, or by an option set before it while no listener listens
-        // (with one, a server step before `server accept` is a mistake).
+        // bind, or by an option set before it while the case has no
+        // listener socket (with one, a server step before `server accept`
+        // is a mistake, and the driver decides the same way).
         (Role::Server, Call::Bind(_)) if matches!(now, Life::None | Life::Closed) => Life::Created,
         (Role::Server, Call::SetOption(_))
-            if matches!(now, Life::None | Life::Closed) && !listening =>
+            if matches!(now, Life::None | Life::Closed)
+                && !matches!(life.get(&Actor::LISTENER), Some(Life::Created | Life::Open)) =>
         {
             Life::Created
         }
@@ -1377,13 +1380,15 @@ facts = { "wire.client.rst" = 1, "steps.lc.errno" = { null = true } }
             e.contains(":4:1: `server connect`: `server connect` connects to the client's address: add `client connect`"),
             "{e}"
         );
-        let e = parse_err(&steps(
-            "listener listen\nserver setsockopt SO_REUSEADDR on\nclient connect",
-        ));
-        assert!(
-            e.contains("`server setsockopt SO_REUSEADDR on`: the server has no socket yet"),
-            "{e}"
-        );
+        for listener in ["listener listen", "listener bind"] {
+            let e = parse_err(&steps(&format!(
+                "{listener}\nserver setsockopt SO_REUSEADDR on\nclient connect"
+            )));
+            assert!(
+                e.contains("`server setsockopt SO_REUSEADDR on`: the server has no socket yet"),
+                "{listener}: {e}"
+            );
+        }
         let e = parse_err(&steps("client connect\nserver bind\nserver write 1"));
         assert!(
             e.contains(":5:1: `server write 1`: the server is not connected: add `server connect`"),
