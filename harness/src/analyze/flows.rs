@@ -19,6 +19,7 @@ use std::net::{IpAddr, SocketAddr};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::slab::{Slab, Slot};
 use super::{Connection, WireFacts};
 use crate::tcp::{PerSide, Side};
 use crate::wire::{Segment, SeqNum};
@@ -308,11 +309,11 @@ impl Timeouts {
 #[derive(Default)]
 pub(crate) struct FlowTable {
     timeouts: Timeouts,
-    /// Boxed: a flow is large, and the table moves its values when it
-    /// grows (and keeps empty slots of their size). foldhash, not SipHash:
-    /// this is looked up for every packet, and its seed is random per
-    /// process all the same, so a crafted capture cannot aim collisions.
-    active: HashMap<Key, Box<Flow>, foldhash::fast::RandomState>,
+    /// Where each 4-tuple's connection sits in `flows`. foldhash, not
+    /// SipHash: this is looked up for every packet, and its seed is random
+    /// per process all the same, so a crafted capture cannot aim collisions.
+    active: HashMap<Key, Slot, foldhash::fast::RandomState>,
+    flows: Slab<Flow>,
     /// Connections over on the wire, in the order they ended: the oldest
     /// are handed out first once they have lingered long enough.
     ended: VecDeque<(i64, Key, usize)>,
@@ -345,6 +346,14 @@ impl FlowTable {
         self.active.len()
     }
 
+    /// A hint that `seg` comes soon: its connection's memory is fetched
+    /// now, so that folding it in later waits less. Nothing else changes.
+    pub fn prefetch(&self, seg: &Segment) {
+        if let Some(&slot) = self.active.get(&Key::of(seg)) {
+            self.flows.prefetch(slot);
+        }
+    }
+
     /// Folds in one segment. Connections it finished (a reused 4-tuple's
     /// earlier connection, or ones that ended long enough ago) go to `out`.
     pub fn push(&mut self, seg: &Segment, out: &mut impl FnMut(FlowFacts)) {
@@ -352,20 +361,27 @@ impl FlowTable {
         let key = Key::of(seg);
         let syn_only = seg.flags.syn() && !seg.flags.ack();
         let timeouts = self.timeouts;
-        let reused = self
-            .active
-            .get(&key)
-            .is_some_and(|f| (syn_only && f.replaced_by(seg)) || timeouts.expired(f, seg.ts_us));
-        if reused {
-            let old = self.active.remove(&key).expect("checked above");
-            out(old.finish(timeouts));
-        }
-        let next = &mut self.next_index;
-        let flow = self.active.entry(key).or_insert_with(|| {
-            let f = Flow::new(*next, seg);
-            *next += 1;
-            Box::new(f)
-        });
+        let slot = match self.active.get(&key) {
+            Some(&slot) => {
+                let f = self.flows.get(slot);
+                if (syn_only && f.replaced_by(seg)) || timeouts.expired(f, seg.ts_us) {
+                    out(self.flows.remove(slot).finish(timeouts));
+                    let slot = self.flows.insert(Flow::new(self.next_index, seg));
+                    self.next_index += 1;
+                    self.active.insert(key, slot);
+                    slot
+                } else {
+                    slot
+                }
+            }
+            None => {
+                let slot = self.flows.insert(Flow::new(self.next_index, seg));
+                self.next_index += 1;
+                self.active.insert(key, slot);
+                slot
+            }
+        };
+        let flow = self.flows.get_mut(slot);
         let was_over = flow.ended_us.is_some();
         flow.push(seg);
         if !was_over {
@@ -385,29 +401,23 @@ impl FlowTable {
             self.ended.pop_front();
             // The 4-tuple may hold a newer connection by now, or this one
             // may have come back (its own SYN again) and not be over.
-            if self
-                .active
-                .get(&key)
-                .is_some_and(|f| f.index == index && f.ended_us == Some(t))
-            {
-                out(self
-                    .active
-                    .remove(&key)
-                    .expect("present")
-                    .finish(self.timeouts));
+            let Some(&slot) = self.active.get(&key) else {
+                continue;
+            };
+            let f = self.flows.get(slot);
+            if f.index == index && f.ended_us == Some(t) {
+                self.active.remove(&key);
+                out(self.flows.remove(slot).finish(self.timeouts));
             }
         }
     }
 
     /// Every connection still in the table, in capture order.
-    pub fn finish(self, out: &mut impl FnMut(FlowFacts)) {
-        // Sorted by index read once per flow, not once per comparison:
-        // each read would be a cache miss into a boxed flow.
-        let mut rest: Vec<(usize, Box<Flow>)> =
-            self.active.into_values().map(|f| (f.index, f)).collect();
+    pub fn finish(mut self, out: &mut impl FnMut(FlowFacts)) {
+        let mut rest: Vec<(usize, Slot)> = self.flows.iter().map(|(s, f)| (f.index, s)).collect();
         rest.sort_unstable_by_key(|(index, _)| *index);
-        for (_, f) in rest {
-            out(f.finish(self.timeouts));
+        for (_, slot) in rest {
+            out(self.flows.remove(slot).finish(self.timeouts));
         }
     }
 }

@@ -15,6 +15,7 @@
 mod covered;
 pub mod file;
 pub mod flows;
+mod slab;
 pub mod zeek;
 
 use std::net::SocketAddr;
