@@ -180,7 +180,7 @@ pub(crate) fn each_connection_with(
                     }
                     Frame::Other(why) => {
                         stats.other += 1;
-                        *stats.skipped.entry(why.clone()).or_default() += 1;
+                        *stats.skipped.entry(*why).or_default() += 1;
                     }
                     Frame::Malformed(why) => {
                         stats.malformed += 1;
