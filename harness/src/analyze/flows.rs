@@ -13,7 +13,10 @@
 //! TIME-WAIT). Older closed connections are handed out and forgotten, so a
 //! capture of any length streams through.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+use std::hash::BuildHasher;
+
+use hashbrown::HashTable;
 use std::net::{IpAddr, SocketAddr};
 
 use schemars::JsonSchema;
@@ -97,6 +100,9 @@ impl Key {
 
 struct Flow {
     index: usize,
+    key: Key,
+    /// `key`'s hash in the table.
+    hash: u64,
     conn: Connection,
     first_us: i64,
     last_us: i64,
@@ -126,7 +132,7 @@ struct Flow {
 }
 
 impl Flow {
-    fn new(index: usize, seg: &Segment) -> Flow {
+    fn new(index: usize, key: Key, hash: u64, seg: &Segment) -> Flow {
         let f = seg.flags;
         // The first segment's sender is the originator, unless (Zeek's
         // rule) the connection starts without a SYN and its source port is
@@ -139,6 +145,8 @@ impl Flow {
         };
         Flow {
             index,
+            key,
+            hash,
             conn: Connection::found(ends, swapped),
             first_us: seg.ts_us,
             last_us: seg.ts_us,
@@ -309,14 +317,20 @@ impl Timeouts {
 #[derive(Default)]
 pub(crate) struct FlowTable {
     timeouts: Timeouts,
-    /// Where each 4-tuple's connection sits in `flows`. foldhash, not
-    /// SipHash: this is looked up for every packet, and its seed is random
-    /// per process all the same, so a crafted capture cannot aim collisions.
-    active: HashMap<Key, Slot, foldhash::fast::RandomState>,
     flows: Slab<Flow>,
+    /// Where each 4-tuple's connection sits in `flows`, by its hash: 16
+    /// bytes a connection, so the index of thousands of connections stays
+    /// in the CPU's cache, where a map holding the keys would not (the key
+    /// is compared in the flow, which is fetched next all the same).
+    slots: HashTable<(u64, Slot)>,
+    /// foldhash, not SipHash: this is hashed for every packet, and its seed
+    /// is random per process all the same, so a crafted capture cannot aim
+    /// collisions.
+    hasher: foldhash::fast::RandomState,
     /// Connections over on the wire, in the order they ended: the oldest
-    /// are handed out first once they have lingered long enough.
-    ended: VecDeque<(i64, Key, usize)>,
+    /// are handed out first once they have lingered long enough. Each with
+    /// its slot and index (the slot may hold a newer connection by then).
+    ended: VecDeque<(i64, Slot, usize)>,
     next_index: usize,
     /// The latest capture time seen.
     now_us: i64,
@@ -343,13 +357,44 @@ impl FlowTable {
     /// Connections in the table now.
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.active.len()
+        self.slots.len()
+    }
+
+    /// The slot of the connection on `key`, if there is one.
+    fn find(&self, key: &Key, hash: u64) -> Option<Slot> {
+        let flows = &self.flows;
+        self.slots
+            .find(hash, |&(h, slot)| h == hash && flows.get(slot).key == *key)
+            .map(|&(_, slot)| slot)
+    }
+
+    /// A new connection on `key`, its first segment `seg`.
+    fn open(&mut self, key: Key, hash: u64, seg: &Segment) -> Slot {
+        let slot = self
+            .flows
+            .insert(Flow::new(self.next_index, key, hash, seg));
+        self.next_index += 1;
+        self.slots.insert_unique(hash, (hash, slot), |&(h, _)| h);
+        slot
+    }
+
+    /// Takes the connection in `slot` out of the table.
+    fn close(&mut self, slot: Slot) -> Flow {
+        let flow = self.flows.remove(slot);
+        if let Ok(entry) = self.slots.find_entry(flow.hash, |&(_, s)| s == slot) {
+            entry.remove();
+        }
+        flow
     }
 
     /// A hint that `seg` comes soon: its connection's memory is fetched
     /// now, so that folding it in later waits less. Nothing else changes.
     pub fn prefetch(&self, seg: &Segment) {
-        if let Some(&slot) = self.active.get(&Key::of(seg)) {
+        let hash = self.hasher.hash_one(Key::of(seg));
+        // The first slot whose hash matches, without comparing keys (that
+        // would wait for the very memory this fetches): right but for a
+        // full 64-bit collision, and a wrong guess costs only time.
+        if let Some(&(_, slot)) = self.slots.find(hash, |&(h, _)| h == hash) {
             self.flows.prefetch(slot);
         }
     }
@@ -359,34 +404,27 @@ impl FlowTable {
     pub fn push(&mut self, seg: &Segment, out: &mut impl FnMut(FlowFacts)) {
         self.now_us = self.now_us.max(seg.ts_us);
         let key = Key::of(seg);
+        let hash = self.hasher.hash_one(key);
         let syn_only = seg.flags.syn() && !seg.flags.ack();
         let timeouts = self.timeouts;
-        let slot = match self.active.get(&key) {
-            Some(&slot) => {
+        let slot = match self.find(&key, hash) {
+            Some(slot) => {
                 let f = self.flows.get(slot);
                 if (syn_only && f.replaced_by(seg)) || timeouts.expired(f, seg.ts_us) {
-                    out(self.flows.remove(slot).finish(timeouts));
-                    let slot = self.flows.insert(Flow::new(self.next_index, seg));
-                    self.next_index += 1;
-                    self.active.insert(key, slot);
-                    slot
+                    out(self.close(slot).finish(timeouts));
+                    self.open(key, hash, seg)
                 } else {
                     slot
                 }
             }
-            None => {
-                let slot = self.flows.insert(Flow::new(self.next_index, seg));
-                self.next_index += 1;
-                self.active.insert(key, slot);
-                slot
-            }
+            None => self.open(key, hash, seg),
         };
         let flow = self.flows.get_mut(slot);
         let was_over = flow.ended_us.is_some();
         flow.push(seg);
         if !was_over {
             if let Some(t) = flow.ended_us {
-                self.ended.push_back((t, key, flow.index));
+                self.ended.push_back((t, slot, flow.index));
             }
         }
         self.expire(out);
@@ -394,20 +432,19 @@ impl FlowTable {
 
     /// Hands out connections that ended more than [`Self::LINGER_US`] ago.
     fn expire(&mut self, out: &mut impl FnMut(FlowFacts)) {
-        while let Some(&(t, key, index)) = self.ended.front() {
+        while let Some(&(t, slot, index)) = self.ended.front() {
             if self.now_us - t < self.timeouts.linger_us() {
                 break;
             }
             self.ended.pop_front();
-            // The 4-tuple may hold a newer connection by now, or this one
-            // may have come back (its own SYN again) and not be over.
-            let Some(&slot) = self.active.get(&key) else {
-                continue;
-            };
-            let f = self.flows.get(slot);
-            if f.index == index && f.ended_us == Some(t) {
-                self.active.remove(&key);
-                out(self.flows.remove(slot).finish(self.timeouts));
+            // The slot may hold a newer connection by now, or none, or this
+            // one may have come back (its own SYN again) and not be over.
+            if self
+                .flows
+                .try_get(slot)
+                .is_some_and(|f| f.index == index && f.ended_us == Some(t))
+            {
+                out(self.close(slot).finish(self.timeouts));
             }
         }
     }

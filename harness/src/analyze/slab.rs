@@ -62,6 +62,15 @@ impl<T> Slab<T> {
         Slot(u32::try_from(full + chunk.len() - 1).expect("fewer than 2^32 values at once"))
     }
 
+    /// The value in `slot`, if it holds one.
+    pub fn try_get(&self, slot: Slot) -> Option<&T> {
+        let i = slot.0 as usize;
+        self.chunks
+            .get(i / Self::CHUNK)?
+            .get(i % Self::CHUNK)?
+            .as_ref()
+    }
+
     pub fn get(&self, slot: Slot) -> &T {
         self.at(slot)
             .as_ref()
