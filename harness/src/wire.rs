@@ -245,10 +245,65 @@ fn walk_frame<D: AsRef<[u8]>>(
         ts_us: packet.ts_us,
         orig_len: packet.orig_len,
     };
+    if let Some(seg) = plain_tcp(linktype, data, at) {
+        return out(Frame::Tcp(seg));
+    }
     match link_layer(linktype, data) {
         Ok(layer) => walk(layer, data, at, defrag, 0, out),
         Err(e) => out(Frame::Malformed(e)),
     }
+}
+
+/// The most common frame, read without the general walk: untagged
+/// Ethernet, then IPv4 without options or fragments, or IPv6 without
+/// extension headers, then TCP, all captured. Anything else, or anything
+/// odd about it, is None, and [`walk`] reads the frame; where this reads
+/// one, it reads the same segment (a property test holds it to that).
+/// On a capture of small packets the general walk was a third of the
+/// reading thread's time.
+fn plain_tcp(linktype: i32, frame: &[u8], at: At) -> Option<Segment> {
+    if linktype != linktype::ETHERNET {
+        return None;
+    }
+    let ip = frame.get(14..)?;
+    let be16 = |b: &[u8], at: usize| u16::from_be_bytes([b[at], b[at + 1]]);
+    let (src, dst, ip_len, tcp) = match (be16(frame, 12), ip.first()? >> 4) {
+        (0x0800, 4) => {
+            let h = ip.get(..20)?;
+            let total = usize::from(be16(h, 2));
+            // No options (IHL 5); neither More Fragments nor an offset.
+            let plain = h[0] & 0x0f == 5 && be16(h, 6) & 0x3fff == 0 && h[9] == 6;
+            if !plain || total < 40 || total > ip.len() {
+                return None;
+            }
+            let addr = |at: usize| Some(IpAddr::from(<[u8; 4]>::try_from(&h[at..at + 4]).ok()?));
+            (addr(12)?, addr(16)?, total, &ip[20..total])
+        }
+        (0x86dd, 6) => {
+            let h = ip.get(..40)?;
+            let payload = usize::from(be16(h, 4));
+            if h[6] != 6 || payload < 20 || 40 + payload > ip.len() {
+                return None;
+            }
+            let addr = |at: usize| Some(IpAddr::from(<[u8; 16]>::try_from(&h[at..at + 16]).ok()?));
+            (addr(8)?, addr(24)?, 40 + payload, &ip[40..40 + payload])
+        }
+        _ => return None,
+    };
+    let t = TcpFixed::read(tcp).ok()?;
+    let len = u32::try_from(tcp.len().checked_sub(t.header_len)?).ok()?;
+    Some(Segment {
+        index: at.index,
+        ts_us: at.ts_us,
+        src: SocketAddr::new(src, t.src_port),
+        dst: SocketAddr::new(dst, t.dst_port),
+        seq: SeqNum(t.seq),
+        ack: SeqNum(t.ack),
+        flags: t.flags,
+        window: t.window,
+        len,
+        ip_len: u32::try_from(ip_len).ok()?,
+    })
 }
 
 /// Follows `layer`, a part of `frame`, down to TCP.
@@ -1327,6 +1382,105 @@ mod tests {
                 }
                 let _ = d.fragments_lost();
             }
+
+            /// Where the quick read of a plain frame reads a segment, the
+            /// general walk reads the same one: a valid Ethernet frame
+            /// (IPv4 or IPv6, TCP options or none, payload or none), some of
+            /// its bytes overwritten, maybe cut short.
+            #[test]
+            fn the_quick_read_agrees_with_the_general_walk(
+                v6 in any::<bool>(),
+                options in 0usize..3,
+                payload in 0usize..40,
+                edits in prop::collection::vec((0usize..140, any::<u8>()), 0..4),
+                cut in prop::option::of(0usize..140),
+            ) {
+                let eth = etherparse::PacketBuilder::ethernet2([1; 6], [2; 6]);
+                let ip = if v6 {
+                    eth.ipv6([1; 16], [2; 16], 64)
+                } else {
+                    eth.ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+                };
+                let mut tcp = ip.tcp(40000, 80, 1000, 500).ack(7).psh();
+                if options > 0 {
+                    tcp = tcp
+                        .options(&vec![etherparse::TcpOptionElement::Noop; options * 4])
+                        .expect("room for the options");
+                }
+                let mut data = Vec::new();
+                tcp.write(&mut data, &vec![0xab; payload]).expect("a frame");
+                for (at, byte) in edits {
+                    if let Some(b) = data.get_mut(at) {
+                        *b = byte;
+                    }
+                }
+                if let Some(n) = cut {
+                    data.truncate(n);
+                }
+                let at = At { index: 3, ts_us: 9, orig_len: data.len() as u32 };
+                if let Some(quick) = plain_tcp(linktype::ETHERNET, &data, at) {
+                    let mut general = Vec::new();
+                    let layer = link_layer(linktype::ETHERNET, &data).expect("Ethernet");
+                    walk(layer, &data, at, None, 0, &mut |f| general.push(f));
+                    prop_assert_eq!(general, vec![Frame::Tcp(quick)]);
+                }
+            }
+        }
+
+        /// The quick read takes the common frames (or the property above
+        /// would hold of nothing).
+        #[test]
+        fn the_quick_read_takes_plain_frames_and_leaves_the_rest() {
+            let at = At {
+                index: 0,
+                ts_us: 0,
+                orig_len: 0,
+            };
+            let frame = |b: etherparse::PacketBuilderStep<etherparse::IpHeaders>| {
+                let mut data = Vec::new();
+                b.tcp(1, 2, 3, 4)
+                    .syn()
+                    .write(&mut data, b"hi")
+                    .expect("a frame");
+                data
+            };
+            let eth = || etherparse::PacketBuilder::ethernet2([1; 6], [2; 6]);
+            let v4 = frame(eth().ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64));
+            let v6 = frame(eth().ipv6([1; 16], [2; 16], 64));
+            let tagged = frame(
+                eth()
+                    .single_vlan(7.try_into().unwrap())
+                    .ipv4([1; 4], [2; 4], 64),
+            );
+            assert!(plain_tcp(linktype::ETHERNET, &v4, at).is_some_and(|s| s.len == 2));
+            assert!(plain_tcp(linktype::ETHERNET, &v6, at).is_some_and(|s| s.len == 2));
+            assert_eq!(
+                plain_tcp(linktype::ETHERNET, &tagged, at),
+                None,
+                "a VLAN tag"
+            );
+            assert_eq!(
+                plain_tcp(linktype::ETHERNET, &v4[..v4.len() - 1], at),
+                None,
+                "cut"
+            );
+            assert_eq!(
+                plain_tcp(linktype::RAW, &v4[14..], at),
+                None,
+                "not Ethernet"
+            );
+            assert_eq!(
+                parse_frame(
+                    linktype::RAW,
+                    0,
+                    &RawPacket {
+                        ts_us: 0,
+                        orig_len: 0,
+                        data: v4[14..].to_vec()
+                    }
+                ),
+                Frame::Tcp(plain_tcp(linktype::ETHERNET, &v4, at).unwrap())
+            );
         }
     }
 }
