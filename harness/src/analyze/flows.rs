@@ -93,14 +93,17 @@ impl End {
 
 impl Key {
     fn of(seg: &Segment) -> Key {
-        let (a, b) = (End::of(seg.src), End::of(seg.dst));
+        Key::of_ends(seg.src, seg.dst)
+    }
+
+    fn of_ends(one: SocketAddr, other: SocketAddr) -> Key {
+        let (a, b) = (End::of(one), End::of(other));
         Key(if a <= b { [a, b] } else { [b, a] })
     }
 }
 
 struct Flow {
     index: usize,
-    key: Key,
     /// `key`'s hash in the table.
     hash: u64,
     conn: Connection,
@@ -132,7 +135,7 @@ struct Flow {
 }
 
 impl Flow {
-    fn new(index: usize, key: Key, hash: u64, seg: &Segment) -> Flow {
+    fn new(index: usize, hash: u64, seg: &Segment) -> Flow {
         let f = seg.flags;
         // The first segment's sender is the originator, unless (Zeek's
         // rule) the connection starts without a SYN and its source port is
@@ -145,7 +148,6 @@ impl Flow {
         };
         Flow {
             index,
-            key,
             hash,
             conn: Connection::found(ends, swapped),
             first_us: seg.ts_us,
@@ -198,6 +200,12 @@ impl Flow {
         self.ended_us.is_some()
             && (self.rejected
                 || !(seg.src == self.conn.ends().client && Some(seg.seq) == self.client_isn))
+    }
+
+    /// The connection's 4-tuple (its ends, in whichever roles).
+    fn key(&self) -> Key {
+        let ends = self.conn.ends();
+        Key::of_ends(ends.client, ends.server)
     }
 
     fn push(&mut self, seg: &Segment) {
@@ -364,15 +372,15 @@ impl FlowTable {
     fn find(&self, key: &Key, hash: u64) -> Option<Slot> {
         let flows = &self.flows;
         self.slots
-            .find(hash, |&(h, slot)| h == hash && flows.get(slot).key == *key)
+            .find(hash, |&(h, slot)| {
+                h == hash && flows.get(slot).key() == *key
+            })
             .map(|&(_, slot)| slot)
     }
 
     /// A new connection on `key`, its first segment `seg`.
-    fn open(&mut self, key: Key, hash: u64, seg: &Segment) -> Slot {
-        let slot = self
-            .flows
-            .insert(Flow::new(self.next_index, key, hash, seg));
+    fn open(&mut self, hash: u64, seg: &Segment) -> Slot {
+        let slot = self.flows.insert(Flow::new(self.next_index, hash, seg));
         self.next_index += 1;
         self.slots.insert_unique(hash, (hash, slot), |&(h, _)| h);
         slot
@@ -412,12 +420,12 @@ impl FlowTable {
                 let f = self.flows.get(slot);
                 if (syn_only && f.replaced_by(seg)) || timeouts.expired(f, seg.ts_us) {
                     out(self.close(slot).finish(timeouts));
-                    self.open(key, hash, seg)
+                    self.open(hash, seg)
                 } else {
                     slot
                 }
             }
-            None => self.open(key, hash, seg),
+            None => self.open(hash, seg),
         };
         let flow = self.flows.get_mut(slot);
         let was_over = flow.ended_us.is_some();
