@@ -15,10 +15,9 @@
 
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
-
-use hashbrown::HashTable;
 use std::net::{IpAddr, SocketAddr};
 
+use hashbrown::HashTable;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -104,7 +103,7 @@ impl Key {
 
 struct Flow {
     index: usize,
-    /// `key`'s hash in the table.
+    /// Its 4-tuple's hash in the table.
     hash: u64,
     conn: Connection,
     first_us: i64,
@@ -378,7 +377,8 @@ impl FlowTable {
             .map(|&(_, slot)| slot)
     }
 
-    /// A new connection on `key`, its first segment `seg`.
+    /// A new connection, its first segment `seg` (whose 4-tuple's hash is
+    /// `hash`).
     fn open(&mut self, hash: u64, seg: &Segment) -> Slot {
         let slot = self.flows.insert(Flow::new(self.next_index, hash, seg));
         self.next_index += 1;
