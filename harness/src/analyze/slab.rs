@@ -1,12 +1,13 @@
-//! The flows of a table, side by side in one allocation.
+//! The flows of a table, side by side in a few large allocations.
 //!
-//! A capture of many short connections touches a new flow with almost every
-//! packet, so where flows live decides the speed: one allocation each costs
-//! a page fault every few flows and scatters them. Here they sit in slots of
-//! one vector, a slot freed by a connection handed out is the next one's,
-//! and on Linux the vector asks for transparent huge pages, so a capture of
-//! 20,000 connections faults a few dozen times, not thousands. The vector
-//! grows to the most connections in the table at once and no further.
+//! A capture of many connections at once touches a different flow with
+//! almost every packet, so where flows live decides the speed: one
+//! allocation each cost a page fault every four flows and scattered them.
+//! Here they sit in slots of 32 MiB chunks (only the slots used are ever
+//! touched), a slot freed by a connection handed out is the next one's, and
+//! on Linux each chunk asks for transparent huge pages: a page fault per
+//! 2 MiB. The chunks grow to hold the most connections in the table at once
+//! and no further.
 
 /// Where a flow sits in a [`Slab`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
