@@ -266,13 +266,13 @@ fn plain_tcp(linktype: i32, frame: &[u8], at: At) -> Option<Segment> {
         return None;
     }
     let ip = frame.get(14..)?;
-    let be16 = |b: &[u8], at: usize| u16::from_be_bytes([b[at], b[at + 1]]);
-    let (src, dst, ip_len, tcp) = match (be16(frame, 12), ip.first()? >> 4) {
+    let be16 = tunnel::be16;
+    let (src, dst, ip_len, tcp) = match (be16(frame, 12)?, ip.first()? >> 4) {
         (0x0800, 4) => {
             let h = ip.get(..20)?;
-            let total = usize::from(be16(h, 2));
+            let total = usize::from(be16(h, 2)?);
             // No options (IHL 5); neither More Fragments nor an offset.
-            let plain = h[0] & 0x0f == 5 && be16(h, 6) & 0x3fff == 0 && h[9] == 6;
+            let plain = h[0] & 0x0f == 5 && be16(h, 6)? & 0x3fff == 0 && h[9] == 6;
             if !plain || total < 40 || total > ip.len() {
                 return None;
             }
@@ -281,7 +281,7 @@ fn plain_tcp(linktype: i32, frame: &[u8], at: At) -> Option<Segment> {
         }
         (0x86dd, 6) => {
             let h = ip.get(..40)?;
-            let payload = usize::from(be16(h, 4));
+            let payload = usize::from(be16(h, 4)?);
             if h[6] != 6 || payload < 20 || 40 + payload > ip.len() {
                 return None;
             }
@@ -292,18 +292,7 @@ fn plain_tcp(linktype: i32, frame: &[u8], at: At) -> Option<Segment> {
     };
     let t = TcpFixed::read(tcp).ok()?;
     let len = u32::try_from(tcp.len().checked_sub(t.header_len)?).ok()?;
-    Some(Segment {
-        index: at.index,
-        ts_us: at.ts_us,
-        src: SocketAddr::new(src, t.src_port),
-        dst: SocketAddr::new(dst, t.dst_port),
-        seq: SeqNum(t.seq),
-        ack: SeqNum(t.ack),
-        flags: t.flags,
-        window: t.window,
-        len,
-        ip_len: u32::try_from(ip_len).ok()?,
-    })
+    Some(t.segment(at, src, dst, len, ip_len))
 }
 
 /// Follows `layer`, a part of `frame`, down to TCP.
@@ -478,18 +467,7 @@ fn ip_packet(ip: &[u8], link_len: usize, at: At) -> Result<IpPayload<'_>, String
             tcp.header_len
         ));
     };
-    Ok(IpPayload::Tcp(Segment {
-        index: at.index,
-        ts_us: at.ts_us,
-        src: SocketAddr::new(src_ip, tcp.src_port),
-        dst: SocketAddr::new(dst_ip, tcp.dst_port),
-        seq: SeqNum(tcp.seq),
-        ack: SeqNum(tcp.ack),
-        flags: tcp.flags,
-        window: tcp.window,
-        len,
-        ip_len: u32::try_from(ip_len).unwrap_or(u32::MAX),
-    }))
+    Ok(IpPayload::Tcp(tcp.segment(at, src_ip, dst_ip, len, ip_len)))
 }
 
 /// The fixed 20 bytes of a TCP header, which is all a segment needs: its
@@ -509,6 +487,24 @@ struct TcpFixed {
 
 impl TcpFixed {
     const LEN: usize = 20;
+
+    /// The segment this header starts, `at` that place in the capture,
+    /// from `src` to `dst` (the header has their ports), with `len` bytes
+    /// of payload in an IP packet of `ip_len` bytes.
+    fn segment(&self, at: At, src: IpAddr, dst: IpAddr, len: u32, ip_len: usize) -> Segment {
+        Segment {
+            index: at.index,
+            ts_us: at.ts_us,
+            src: SocketAddr::new(src, self.src_port),
+            dst: SocketAddr::new(dst, self.dst_port),
+            seq: SeqNum(self.seq),
+            ack: SeqNum(self.ack),
+            flags: self.flags,
+            window: self.window,
+            len,
+            ip_len: u32::try_from(ip_len).unwrap_or(u32::MAX),
+        }
+    }
 
     fn read(d: &[u8]) -> Result<TcpFixed, String> {
         let Some(h) = d.get(..Self::LEN) else {

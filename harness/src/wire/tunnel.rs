@@ -138,7 +138,7 @@ fn short(what: &str) -> String {
     format!("{what}: frame too short")
 }
 
-fn be16(d: &[u8], at: usize) -> Option<u16> {
+pub(super) fn be16(d: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_be_bytes([*d.get(at)?, *d.get(at + 1)?]))
 }
 
