@@ -441,15 +441,15 @@ pub fn analyze_file(
     analyze_file_with(path, signatures, filter, Default::default(), on)
 }
 
-/// [`analyze_file`], connections ended by `timeouts`.
+/// [`analyze_file`], connections read as `reading` says.
 pub(crate) fn analyze_file_with(
     path: &Path,
     signatures: &Signatures,
     filter: &Filter,
-    timeouts: crate::analyze::flows::Timeouts,
+    reading: crate::analyze::flows::Reading,
     mut on: impl FnMut(Diagnosed),
 ) -> Result<FileStats, CaptureError> {
-    crate::analyze::file::each_connection_with(path, timeouts, |flow| {
+    crate::analyze::file::each_connection_with(path, reading, |flow| {
         let c = Diagnosed {
             diagnosis: signatures.diagnose(&flow),
             flow,

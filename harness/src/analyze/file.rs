@@ -15,7 +15,7 @@ use std::sync::mpsc;
 use serde::{Serialize, Serializer};
 
 use super::PacketRecord;
-use super::flows::{FlowFacts, FlowTable, Timeouts};
+use super::flows::{FlowFacts, FlowTable, Hint, Reading};
 use crate::capture::{CaptureError, PcapReader};
 use crate::tcp::PerSide;
 use crate::wire::{self, Frame, Skipped};
@@ -111,13 +111,13 @@ enum Read {
 /// an error; a file that breaks off part-way is read up to the break, which
 /// [`FileStats::stopped`] names.
 pub fn each_connection(path: &Path, on: impl FnMut(FlowFacts)) -> Result<FileStats, CaptureError> {
-    each_connection_with(path, Timeouts::Teardown, on)
+    each_connection_with(path, Reading::default(), on)
 }
 
-/// [`each_connection`], connections ended by `timeouts`.
+/// [`each_connection`], connections read as `reading` says.
 pub(crate) fn each_connection_with(
     path: &Path,
-    timeouts: Timeouts,
+    reading: Reading,
     mut on: impl FnMut(FlowFacts),
 ) -> Result<FileStats, CaptureError> {
     let reader = PcapReader::open(path)?;
@@ -129,7 +129,7 @@ pub(crate) fn each_connection_with(
         });
     }
     let mut stats = FileStats::default();
-    let mut table = FlowTable::with(timeouts);
+    let mut table = FlowTable::with(reading);
     let mut handed = 0u64;
     let mut hand_out = |f: FlowFacts| {
         handed += 1;
@@ -156,16 +156,19 @@ pub(crate) fn each_connection_with(
             };
             // Each connection's memory is fetched a few segments ahead:
             // a capture of many connections at once touches a different
-            // one with almost every segment.
+            // one with almost every segment. The hint for segment i waits
+            // in `hints[i % AHEAD]`.
             const AHEAD: usize = 8;
-            for (_, frame) in batch.iter().take(AHEAD) {
+            let mut hints = [Hint::default(); AHEAD];
+            for (i, (_, frame)) in batch.iter().enumerate().take(AHEAD) {
                 if let Frame::Tcp(seg) = frame {
-                    table.prefetch(seg);
+                    hints[i] = table.prefetch(seg);
                 }
             }
             for i in 0..batch.len() {
+                let hint = hints[i % AHEAD];
                 if let Some((_, Frame::Tcp(seg))) = batch.get(i + AHEAD) {
-                    table.prefetch(seg);
+                    hints[i % AHEAD] = table.prefetch(seg);
                 }
                 let (index, frame) = &batch[i];
                 let index = *index;
@@ -176,7 +179,7 @@ pub(crate) fn each_connection_with(
                 match frame {
                     Frame::Tcp(seg) => {
                         stats.segments += 1;
-                        table.push(seg, &mut hand_out);
+                        table.push_hinted(seg, hint, &mut hand_out);
                     }
                     Frame::Other(why) => {
                         stats.other += 1;

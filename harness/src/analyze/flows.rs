@@ -22,7 +22,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::slab::{Slab, Slot};
-use super::{Connection, WireFacts};
+use super::{Connection, Traces, WireFacts};
 use crate::tcp::{PerSide, Side};
 use crate::wire::{Segment, SeqNum};
 
@@ -134,7 +134,7 @@ struct Flow {
 }
 
 impl Flow {
-    fn new(index: usize, hash: u64, seg: &Segment) -> Flow {
+    fn new(index: usize, hash: u64, seg: &Segment, traces: Traces) -> Flow {
         let f = seg.flags;
         // The first segment's sender is the originator, unless (Zeek's
         // rule) the connection starts without a SYN and its source port is
@@ -148,7 +148,7 @@ impl Flow {
         Flow {
             index,
             hash,
-            conn: Connection::found(ends, swapped),
+            conn: Connection::found(ends, swapped, traces),
             first_us: seg.ts_us,
             last_us: seg.ts_us,
             began_before_capture: !f.syn() || f.ack(),
@@ -320,10 +320,29 @@ impl Timeouts {
     }
 }
 
+/// Where [`FlowTable::prefetch`] found a segment's connection, to be
+/// handed to [`FlowTable::push_hinted`] with it.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Hint {
+    /// The hash of the segment's 4-tuple.
+    hash: u64,
+    /// The slot of the connection on it then, if any.
+    slot: Option<Slot>,
+}
+
+/// How a capture's connections are read: when each ends, and whether its
+/// trace is spelled out.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Reading {
+    pub timeouts: Timeouts,
+    pub traces: Traces,
+}
+
 /// The connections of a capture, folded in segment by segment.
 #[derive(Default)]
 pub(crate) struct FlowTable {
     timeouts: Timeouts,
+    traces: Traces,
     flows: Slab<Flow>,
     /// Where each 4-tuple's connection sits in `flows`, by its hash: 16
     /// bytes a connection, so the index of thousands of connections stays
@@ -353,10 +372,11 @@ impl FlowTable {
         FlowTable::default()
     }
 
-    /// A table that ends connections by `timeouts`.
-    pub fn with(timeouts: Timeouts) -> FlowTable {
+    /// A table that reads connections as `reading` says.
+    pub fn with(reading: Reading) -> FlowTable {
         FlowTable {
-            timeouts,
+            timeouts: reading.timeouts,
+            traces: reading.traces,
             ..FlowTable::default()
         }
     }
@@ -380,7 +400,9 @@ impl FlowTable {
     /// A new connection, its first segment `seg` (whose 4-tuple's hash is
     /// `hash`).
     fn open(&mut self, hash: u64, seg: &Segment) -> Slot {
-        let slot = self.flows.insert(Flow::new(self.next_index, hash, seg));
+        let slot = self
+            .flows
+            .insert(Flow::new(self.next_index, hash, seg, self.traces));
         self.next_index += 1;
         self.slots.insert_unique(hash, (hash, slot), |&(h, _)| h);
         slot
@@ -396,26 +418,50 @@ impl FlowTable {
     }
 
     /// A hint that `seg` comes soon: its connection's memory is fetched
-    /// now, so that folding it in later waits less. Nothing else changes.
-    pub fn prefetch(&self, seg: &Segment) {
+    /// now, so that folding it in later waits less, and where it was found
+    /// is handed back for [`FlowTable::push_hinted`]. Nothing else changes.
+    pub fn prefetch(&self, seg: &Segment) -> Hint {
         let hash = self.hasher.hash_one(Key::of(seg));
         // The first slot whose hash matches, without comparing keys (that
         // would wait for the very memory this fetches): right but for a
         // full 64-bit collision, and a wrong guess costs only time.
-        if let Some(&(_, slot)) = self.slots.find(hash, |&(h, _)| h == hash) {
+        let slot = self
+            .slots
+            .find(hash, |&(h, _)| h == hash)
+            .map(|&(_, slot)| slot);
+        if let Some(slot) = slot {
             self.flows.prefetch(slot);
         }
+        Hint { hash, slot }
     }
 
     /// Folds in one segment. Connections it finished (a reused 4-tuple's
     /// earlier connection, or ones that ended long enough ago) go to `out`.
     pub fn push(&mut self, seg: &Segment, out: &mut impl FnMut(FlowFacts)) {
+        let hint = Hint {
+            hash: self.hasher.hash_one(Key::of(seg)),
+            slot: None,
+        };
+        self.push_hinted(seg, hint, out);
+    }
+
+    /// [`FlowTable::push`], with what [`FlowTable::prefetch`] said of `seg`
+    /// some segments before. The table may have changed since, so the slot
+    /// is only a guess, taken if the connection there is on `seg`'s
+    /// 4-tuple: the table holds one connection per 4-tuple, so that one is
+    /// the index's answer, found without asking the index again.
+    pub fn push_hinted(&mut self, seg: &Segment, hint: Hint, out: &mut impl FnMut(FlowFacts)) {
         self.now_us = self.now_us.max(seg.ts_us);
         let key = Key::of(seg);
-        let hash = self.hasher.hash_one(key);
+        let hash = hint.hash;
         let syn_only = seg.flags.syn() && !seg.flags.ack();
         let timeouts = self.timeouts;
-        let slot = match self.find(&key, hash) {
+        let guessed = hint.slot.filter(|&slot| {
+            self.flows
+                .try_get(slot)
+                .is_some_and(|f| f.hash == hash && f.key() == key)
+        });
+        let slot = match guessed.or_else(|| self.find(&key, hash)) {
             Some(slot) => {
                 let f = self.flows.get(slot);
                 if (syn_only && f.replaced_by(seg)) || timeouts.expired(f, seg.ts_us) {
@@ -474,7 +520,10 @@ pub fn split(segments: &[Segment]) -> Vec<FlowFacts> {
 
 /// [`split`], connections ended by `timeouts`.
 pub(crate) fn split_with(segments: &[Segment], timeouts: Timeouts) -> Vec<FlowFacts> {
-    let mut table = FlowTable::with(timeouts);
+    let mut table = FlowTable::with(Reading {
+        timeouts,
+        ..Reading::default()
+    });
     let mut flows = Vec::new();
     for s in segments {
         table.push(s, &mut |f| flows.push(f));
@@ -488,6 +537,7 @@ pub(crate) fn split_with(segments: &[Segment], timeouts: Timeouts) -> Vec<FlowFa
 mod tests {
     use super::*;
     use crate::tcp::TimeWaitSide;
+    use proptest::prelude::*;
 
     fn seg(t: i64, from: &str, to: &str, flags: &str, seq: u32, ack: u32, len: u32) -> Segment {
         Segment::example(t, from, to, flags, seq, ack, len)
@@ -854,5 +904,73 @@ mod tests {
         let mut answered = vec![seg(0, C, S, ".", 100, 900, 0)];
         answered.extend_from_slice(&segs[..3]);
         assert_eq!(split_with(&answered, Timeouts::Zeek).len(), 1);
+    }
+
+    /// Segments on a few 4-tuples with any flags and numbers, some far
+    /// apart in time (past the linger and Zeek's delays): connections end,
+    /// 4-tuples are reused, slots are freed and filled again.
+    fn arb_segments() -> impl Strategy<Value = Vec<Segment>> {
+        let one = (
+            prop_oneof![4 => 0i64..3, 1 => Just(FlowTable::LINGER_US + 1)],
+            0usize..3,
+            any::<bool>(),
+            prop::sample::select(vec!["S", "S.", ".", "P.", "F.", "R", "R."]),
+            0u32..300,
+            0u32..300,
+            prop_oneof![0u32..1, 1u32..50],
+        );
+        prop::collection::vec(one, 0..80).prop_map(|steps| {
+            let mut t = 0;
+            steps
+                .into_iter()
+                .map(|(gap, port, to_server, flags, seq, ack, len)| {
+                    t += gap;
+                    let client = format!("10.0.0.1:{}", 40_000 + port);
+                    let (from, to) = if to_server {
+                        (client.as_str(), S)
+                    } else {
+                        (S, client.as_str())
+                    };
+                    seg(t, from, to, flags, seq, ack, len)
+                })
+                .collect()
+        })
+    }
+
+    proptest! {
+        /// Folding segments in with what `prefetch` said some segments
+        /// before (slots since freed, or holding another connection) gives
+        /// the connections folding them in without; skipping traces
+        /// changes nothing but the traces.
+        #[test]
+        fn hints_and_skipped_traces_change_no_connection(
+            segs in arb_segments(),
+            ahead in 1usize..24,
+            zeek in any::<bool>(),
+            skip in any::<bool>(),
+        ) {
+            let timeouts = if zeek { Timeouts::Zeek } else { Timeouts::Teardown };
+            let traces = if skip { Traces::Skipped } else { Traces::Kept };
+            let mut want = split_with(&segs, timeouts);
+            let mut table = FlowTable::with(Reading { timeouts, traces });
+            let mut got = Vec::new();
+            let mut hints: VecDeque<Hint> = segs.iter().take(ahead).map(|s| table.prefetch(s)).collect();
+            for (i, s) in segs.iter().enumerate() {
+                let hint = hints.pop_front().expect("one per segment");
+                if let Some(later) = segs.get(i + ahead) {
+                    hints.push_back(table.prefetch(later));
+                }
+                table.push_hinted(s, hint, &mut |f| got.push(f));
+            }
+            table.finish(&mut |f| got.push(f));
+            got.sort_by_key(|f| f.index);
+            if skip {
+                for (w, g) in want.iter_mut().zip(&got) {
+                    prop_assert_eq!(&g.wire.trace, "");
+                    w.wire.trace.clear();
+                }
+            }
+            prop_assert_eq!(want, got);
+        }
     }
 }

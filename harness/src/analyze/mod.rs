@@ -171,6 +171,18 @@ pub struct WireFacts {
 /// Tokens a trace holds before it says how many more there were.
 pub(crate) const TRACE_TOKENS: usize = 10_000;
 
+/// Whether a connection's trace ([`WireFacts::trace`]) is spelled out.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Traces {
+    #[default]
+    Kept,
+    /// Left empty, for an output that shows none (`analyze`'s table and
+    /// conn.log): spelling out a token per segment, in memory of its own
+    /// for every connection held, is about a sixth of the analysis of a
+    /// capture of many short connections.
+    Skipped,
+}
+
 /// One segment of the connection, for reading a case without Wireshark.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct PacketRecord {
@@ -324,6 +336,8 @@ pub struct Connection {
     /// Keep a [`PacketRecord`] per segment (a case report's packet list).
     keep_packets: bool,
     packets: Vec<PacketRecord>,
+    /// Spell out the trace (see [`Traces`]).
+    traces: Traces,
     /// The trace so far, ASCII (see [`push_trace_token`]).
     trace: Vec<u8>,
     trace_tokens: usize,
@@ -356,8 +370,12 @@ impl Connection {
     /// suggests them, the roles swapped at the start if
     /// `swapped_at_start` (Zeek's rule, [`zeek::swap_at_start`]); they may
     /// swap again as Zeek's would (see [`Connection::ends`]).
-    pub fn found(ends: PerSide<SocketAddr>, swapped_at_start: bool) -> Connection {
-        Connection::with(ends, 0, false, Tracker::found(swapped_at_start))
+    /// Its trace is spelled out only if `traces` says so.
+    pub fn found(ends: PerSide<SocketAddr>, swapped_at_start: bool, traces: Traces) -> Connection {
+        Connection {
+            traces,
+            ..Connection::with(ends, 0, false, Tracker::found(swapped_at_start))
+        }
     }
 
     fn with(
@@ -376,6 +394,7 @@ impl Connection {
             t0_us,
             keep_packets,
             packets: Vec::new(),
+            traces: Traces::Kept,
             trace: Vec::new(),
             trace_tokens: 0,
             pushed: 0,
@@ -625,7 +644,7 @@ impl Connection {
 
     /// The segment's token in the trace (up to [`TRACE_TOKENS`] of them).
     fn append_trace(&mut self, seg: &Segment, side: Side) {
-        if self.trace_tokens < TRACE_TOKENS {
+        if self.traces == Traces::Kept && self.trace_tokens < TRACE_TOKENS {
             if self.trace.is_empty() {
                 // Room for a short connection's dozen tokens at once.
                 self.trace.reserve(64);
@@ -747,7 +766,7 @@ impl Connection {
                 close_segments: self.close_segments,
                 trace: {
                     let mut trace = String::from_utf8(self.trace).unwrap_or_default();
-                    if self.trace_tokens > TRACE_TOKENS {
+                    if self.traces == Traces::Kept && self.trace_tokens > TRACE_TOKENS {
                         trace += &format!(" ...+{}", self.trace_tokens - TRACE_TOKENS);
                     }
                     trace

@@ -563,6 +563,8 @@ fn drift_text(drift: &Drift, b: &Baseline, rep: &Report) -> String {
 /// breaks off part-way prints what was read, says where it stopped, and
 /// exits 65.
 fn analyze(a: args::AnalyzeArgs, color: ColorChoice) -> Result<i32, CliError> {
+    use crate::analyze::Traces;
+    use crate::analyze::flows::{Reading, Timeouts};
     use crate::diagnosis::{self, Filter};
     use args::AnalyzeFormat;
     use sinks::analysis::{Format, Printer};
@@ -586,13 +588,20 @@ fn analyze(a: args::AnalyzeArgs, color: ColorChoice) -> Result<i32, CliError> {
     );
     let mut out = Streamed::stdout();
     out.say(&head);
-    let timeouts = if a.zeek_timeouts {
-        crate::analyze::flows::Timeouts::Zeek
-    } else {
-        crate::analyze::flows::Timeouts::Teardown
+    let reading = Reading {
+        timeouts: if a.zeek_timeouts {
+            Timeouts::Zeek
+        } else {
+            Timeouts::Teardown
+        },
+        traces: if format.shows_traces() {
+            Traces::Kept
+        } else {
+            Traces::Skipped
+        },
     };
     let stats =
-        diagnosis::analyze_file_with(&a.pcap, diagnosis::embedded(), &filter, timeouts, |c| {
+        diagnosis::analyze_file_with(&a.pcap, diagnosis::embedded(), &filter, reading, |c| {
             if let Some(text) = printer.add(c) {
                 out.say(&text);
             }

@@ -52,6 +52,14 @@ pub(crate) enum Format {
     Zeek,
 }
 
+impl Format {
+    /// Whether the format prints each connection's trace (`wire.trace`):
+    /// the JSON ones do, the table and conn.log do not.
+    pub(crate) fn shows_traces(self) -> bool {
+        matches!(self, Format::Json | Format::Jsonl)
+    }
+}
+
 /// Prints a capture's connections in one format as they arrive: JSON Lines
 /// and Zeek stream each one out; the table keeps the first `limit` by
 /// number and JSON keeps them all, for [`Printer::finish`].
