@@ -344,11 +344,12 @@ pub(crate) struct FlowTable {
     timeouts: Timeouts,
     traces: Traces,
     flows: Slab<Flow>,
-    /// Where each 4-tuple's connection sits in `flows`, by its hash: 16
-    /// bytes a connection, so the index of thousands of connections stays
-    /// in the CPU's cache, where a map holding the keys would not (the key
-    /// is compared in the flow, which is fetched next all the same).
-    slots: HashTable<(u64, Slot)>,
+    /// Where each 4-tuple's connection sits in `flows`, by its hash: 4
+    /// bytes a connection (and hashbrown's byte of the hash), so the index
+    /// of thousands of connections stays in the CPU's cache, where a map
+    /// holding the keys would not. The hash and the key are compared in
+    /// the flow, which is fetched next all the same.
+    slots: HashTable<Slot>,
     /// foldhash, not SipHash: this is hashed for every packet, and its seed
     /// is random per process all the same, so a crafted capture cannot aim
     /// collisions.
@@ -391,10 +392,11 @@ impl FlowTable {
     fn find(&self, key: &Key, hash: u64) -> Option<Slot> {
         let flows = &self.flows;
         self.slots
-            .find(hash, |&(h, slot)| {
-                h == hash && flows.get(slot).key() == *key
+            .find(hash, |&slot| {
+                let f = flows.get(slot);
+                f.hash == hash && f.key() == *key
             })
-            .map(|&(_, slot)| slot)
+            .copied()
     }
 
     /// A new connection, its first segment `seg` (whose 4-tuple's hash is
@@ -404,14 +406,15 @@ impl FlowTable {
             .flows
             .insert(Flow::new(self.next_index, hash, seg, self.traces));
         self.next_index += 1;
-        self.slots.insert_unique(hash, (hash, slot), |&(h, _)| h);
+        let flows = &self.flows;
+        self.slots.insert_unique(hash, slot, |&s| flows.get(s).hash);
         slot
     }
 
     /// Takes the connection in `slot` out of the table.
     fn close(&mut self, slot: Slot) -> Flow {
         let flow = self.flows.remove(slot);
-        if let Ok(entry) = self.slots.find_entry(flow.hash, |&(_, s)| s == slot) {
+        if let Ok(entry) = self.slots.find_entry(flow.hash, |&s| s == slot) {
             entry.remove();
         }
         flow
@@ -422,16 +425,16 @@ impl FlowTable {
     /// is handed back for [`FlowTable::push_hinted`]. Nothing else changes.
     pub fn prefetch(&self, seg: &Segment) -> Hint {
         let hash = self.hasher.hash_one(Key::of(seg));
-        // The first slot whose hash matches, without comparing keys (that
-        // would wait for the very memory this fetches): right but for a
-        // full 64-bit collision, and a wrong guess costs only time.
-        let slot = self
-            .slots
-            .find(hash, |&(h, _)| h == hash)
-            .map(|&(_, slot)| slot);
-        if let Some(slot) = slot {
-            self.flows.prefetch(slot);
-        }
+        // Every slot whose byte of the hash matches (almost always one) is
+        // fetched, without comparing anything in it: that would wait for
+        // the very memory this fetches. The first is the guess; a wrong one
+        // costs only time.
+        let mut slot = None;
+        self.slots.find(hash, |&s| {
+            self.flows.prefetch(s);
+            slot.get_or_insert(s);
+            false
+        });
         Hint { hash, slot }
     }
 
