@@ -248,10 +248,12 @@ impl Flow {
         }
     }
 
-    fn finish(self, timeouts: Timeouts) -> FlowFacts {
+    /// The connection's facts, taken where it lies (see
+    /// [`Connection::take_facts`]): nothing more may be pushed.
+    fn take_facts(&mut self, timeouts: Timeouts) -> FlowFacts {
         let open_at_end = self.ended_us.is_none();
         let ends = self.conn.ends();
-        let facts = self.conn.finish();
+        let facts = self.conn.take_facts();
         let last_us = match timeouts {
             Timeouts::Teardown => self.last_us,
             Timeouts::Zeek => self.zeek_last_us,
@@ -411,13 +413,16 @@ impl FlowTable {
         slot
     }
 
-    /// Takes the connection in `slot` out of the table.
-    fn close(&mut self, slot: Slot) -> Flow {
-        let flow = self.flows.remove(slot);
-        if let Ok(entry) = self.slots.find_entry(flow.hash, |&s| s == slot) {
+    /// Takes the connection in `slot` out of the table, and its facts.
+    fn close(&mut self, slot: Slot) -> FlowFacts {
+        let timeouts = self.timeouts;
+        let (hash, facts) = self
+            .flows
+            .remove_with(slot, |f| (f.hash, f.take_facts(timeouts)));
+        if let Ok(entry) = self.slots.find_entry(hash, |&s| s == slot) {
             entry.remove();
         }
-        flow
+        facts
     }
 
     /// A hint that `seg` comes soon: its connection's memory is fetched
@@ -468,7 +473,7 @@ impl FlowTable {
             Some(slot) => {
                 let f = self.flows.get(slot);
                 if (syn_only && f.replaced_by(seg)) || timeouts.expired(f, seg.ts_us) {
-                    out(self.close(slot).finish(timeouts));
+                    out(self.close(slot));
                     self.open(hash, seg)
                 } else {
                     slot
@@ -501,7 +506,7 @@ impl FlowTable {
                 .try_get(slot)
                 .is_some_and(|f| f.index == index && f.ended_us == Some(t))
             {
-                out(self.close(slot).finish(self.timeouts));
+                out(self.close(slot));
             }
         }
     }
@@ -511,7 +516,8 @@ impl FlowTable {
         let mut rest: Vec<(usize, Slot)> = self.flows.iter().map(|(s, f)| (f.index, s)).collect();
         rest.sort_unstable_by_key(|(index, _)| *index);
         for (_, slot) in rest {
-            out(self.flows.remove(slot).finish(self.timeouts));
+            let timeouts = self.timeouts;
+            out(self.flows.remove_with(slot, |f| f.take_facts(timeouts)));
         }
     }
 }

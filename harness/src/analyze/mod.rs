@@ -741,7 +741,14 @@ impl Connection {
     }
 
     /// The facts of everything pushed so far.
-    pub fn finish(self) -> ConnectionFacts {
+    pub fn finish(mut self) -> ConnectionFacts {
+        self.take_facts()
+    }
+
+    /// [`Connection::finish`] where the connection lies (no copy of it):
+    /// its trace and packet records are taken, so nothing more may be
+    /// pushed.
+    pub(crate) fn take_facts(&mut self) -> ConnectionFacts {
         let first_fin = first_fin(&self.dirs);
         let conn_state = self.zeek.conn_state().to_string();
         let time_wait_side = if self.first_rst.is_some() {
@@ -765,14 +772,15 @@ impl Connection {
                 history: self.zeek.history().to_string(),
                 close_segments: self.close_segments,
                 trace: {
-                    let mut trace = String::from_utf8(self.trace).unwrap_or_default();
+                    let mut trace =
+                        String::from_utf8(std::mem::take(&mut self.trace)).unwrap_or_default();
                     if self.traces == Traces::Kept && self.trace_tokens > TRACE_TOKENS {
                         trace += &format!(" ...+{}", self.trace_tokens - TRACE_TOKENS);
                     }
                     trace
                 },
             },
-            packets: self.packets,
+            packets: std::mem::take(&mut self.packets),
             acked: PerSide::new(self.dirs.client.acked, self.dirs.server.acked),
             missed: PerSide::new(self.dirs.client.missed(), self.dirs.server.missed()),
         }

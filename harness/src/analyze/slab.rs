@@ -84,14 +84,16 @@ impl<T> Slab<T> {
             .expect("a slot in use: the table removes its key with it")
     }
 
-    /// Takes the value out of `slot`, which is free from then on.
-    pub fn remove(&mut self, slot: Slot) -> T {
-        let value = self
-            .at_mut(slot)
-            .take()
-            .expect("a slot in use: the table removes its key with it");
+    /// Hands the value in `slot` to `f` where it lies, then drops it there,
+    /// so a large value is never copied out; the slot is free from then on.
+    pub fn remove_with<R>(&mut self, slot: Slot, f: impl FnOnce(&mut T) -> R) -> R {
+        let cell = self.at_mut(slot);
+        let r = f(cell
+            .as_mut()
+            .expect("a slot in use: the table removes its key with it"));
+        *cell = None;
         self.free.push(slot);
-        value
+        r
     }
 
     /// A hint that `slot` will be used soon: its first cache lines are
@@ -165,7 +167,8 @@ mod tests {
         let mut slab = Slab::default();
         let a = slab.insert("a");
         let b = slab.insert("b");
-        assert_eq!(slab.remove(a), "a");
+        assert_eq!(slab.remove_with(a, |v| *v), "a");
+        assert!(slab.try_get(a).is_none(), "free until filled again");
         let c = slab.insert("c");
         assert_eq!(c, a, "the freed slot");
         assert_eq!((*slab.get(b), *slab.get(c)), ("b", "c"));
@@ -174,6 +177,19 @@ mod tests {
         let mut left: Vec<_> = slab.iter().collect();
         left.sort_by_key(|(s, _)| s.0);
         assert_eq!(left, [(a, &"c"), (b, &"B")]);
+    }
+
+    #[test]
+    fn a_removed_value_is_dropped_where_it_lay() {
+        let shared = std::rc::Rc::new(());
+        let mut slab = Slab::default();
+        let a = slab.insert(std::rc::Rc::clone(&shared));
+        assert_eq!(slab.remove_with(a, |v| std::rc::Rc::strong_count(v)), 2);
+        assert_eq!(
+            std::rc::Rc::strong_count(&shared),
+            1,
+            "dropped by the removal"
+        );
     }
 
     #[test]
