@@ -515,8 +515,8 @@ impl FlowTable {
     pub fn finish(mut self, out: &mut impl FnMut(FlowFacts)) {
         let mut rest: Vec<(usize, Slot)> = self.flows.iter().map(|(s, f)| (f.index, s)).collect();
         rest.sort_unstable_by_key(|(index, _)| *index);
+        let timeouts = self.timeouts;
         for (_, slot) in rest {
-            let timeouts = self.timeouts;
             out(self.flows.remove_with(slot, |f| f.take_facts(timeouts)));
         }
     }
