@@ -915,6 +915,46 @@ mod tests {
         assert_eq!(split_with(&answered, Timeouts::Zeek).len(), 1);
     }
 
+    /// Thousands of connections left at the end, their slots in the order
+    /// they came: all are handed out, in capture order, each with the
+    /// facts it has when analyzed alone.
+    #[test]
+    fn many_connections_left_at_the_end_come_out_in_order_and_whole() {
+        let n = 5_000;
+        let one = |i: usize| {
+            let client = format!("10.0.{}.{}:40000", i / 250, i % 250 + 1);
+            let t = i as i64 * 10;
+            // Every third refused, the rest connected and sending.
+            if i % 3 == 0 {
+                vec![
+                    seg(t, &client, S, "S", 100, 0, 0),
+                    seg(t + 1, S, &client, "R.", 0, 101, 0),
+                ]
+            } else {
+                vec![
+                    seg(t, &client, S, "S", 100, 0, 0),
+                    seg(t + 1, S, &client, "S.", 900, 101, 0),
+                    seg(t + 2, &client, S, "P.", 101, 901, i as u32 % 50),
+                ]
+            }
+        };
+        let mut table = FlowTable::new();
+        let mut out = Vec::new();
+        for i in 0..n {
+            for s in one(i) {
+                table.push(&s, &mut |f| out.push(f));
+            }
+        }
+        assert!(out.is_empty(), "all still lingering");
+        table.finish(&mut |f| out.push(f));
+        assert_eq!(out.len(), n);
+        for (i, f) in out.iter().enumerate() {
+            let mut alone = split(&one(i)).remove(0);
+            alone.index = i;
+            assert_eq!(*f, alone, "connection {i}");
+        }
+    }
+
     /// Segments on a few 4-tuples with any flags and numbers, some far
     /// apart in time (past the linger and Zeek's delays): connections end,
     /// 4-tuples are reused, slots are freed and filled again.
