@@ -204,7 +204,8 @@ fn gzip_compressed_captures_read_as_the_capture() {
 /// (handshake, data both ways, a RST): cut to start at the SYN-ACK or
 /// mid-connection, every frame wrapped in MPLS, PPPoE in QinQ, GRE,
 /// VXLAN, GTP-U or GRE in UDP, every TCP header's options cut by the
-/// snapshot length, and a pcapng (also with the obsolete Packet Blocks)
+/// snapshot length, every frame ending in its frame check sequence (the
+/// link-type field's high bits say so), and a pcapng (also with the obsolete Packet Blocks)
 /// whose two interfaces differ in link type and snapshot length.
 /// `teardown analyze` counts, per direction, the SYNs,
 /// FINs, RSTs and distinct payload bytes that tshark reads in the same
@@ -331,6 +332,20 @@ fn field_shaped_captures_read_as_tshark_reads_them() {
     };
     assert!(src.packets.iter().all(|p| p.data.len() > 14 + 20 + 20));
     files.push(write("options-cut", src.packets.iter().map(cut).collect()));
+    // Every frame ends with its 4-byte frame check sequence, as the
+    // header's link-type field says in its high bits (FCS length 2 x 16
+    // bits, and the bit saying it is there).
+    let with_fcs = |p: &capture::RawPacket| capture::RawPacket {
+        data: [&p.data[..], &[0xde, 0xad, 0xbe, 0xef]].concat(),
+        orig_len: p.orig_len + 4,
+        ..p.clone()
+    };
+    let fcs = write("fcs", src.packets.iter().map(with_fcs).collect());
+    let mut bytes = std::fs::read(&fcs).unwrap();
+    assert_eq!(bytes[..4], [0xd4, 0xc3, 0xb2, 0xa1], "little-endian pcap");
+    bytes[20..24].copy_from_slice(&0x2400_0001u32.to_le_bytes());
+    std::fs::write(&fcs, bytes).unwrap();
+    files.push(fcs);
     for (name, wrap) in &wraps {
         let packets = src
             .packets

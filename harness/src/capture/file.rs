@@ -184,8 +184,14 @@ impl PcapReader {
                     self.offset += len as u64;
                     let seen = match block {
                         PcapBlockOwned::LegacyHeader(h) => {
-                            self.legacy = Some((h.network.0, h.is_nanosecond_precision()));
-                            self.linktype = h.network.0;
+                            // The link type is the field's low 16 bits, as
+                            // libpcap and Wireshark read it: the high 16 may
+                            // say how long a frame check sequence ends each
+                            // frame (after the IP packet, it is read as
+                            // padding is), or hold junk.
+                            let linktype = h.network.0 & 0xffff;
+                            self.legacy = Some((linktype, h.is_nanosecond_precision()));
+                            self.linktype = linktype;
                             Seen::Header
                         }
                         PcapBlockOwned::Legacy(b) => Seen::Packet {
