@@ -154,7 +154,7 @@ pub const DECODED_LAYERS: &str = decoded_layers!();
 /// [`DECODED_LAYERS`], as a literal that `concat!` takes.
 macro_rules! decoded_layers {
     () => {
-        "802.1Q/802.1ad VLAN tags (QinQ), VN-Tag, PBB, Cisco FabricPath, MPLS, PPPoE, PPP, 802.11 (A-MSDUs too), GRE (with ERSPAN I/II/III, PPTP and Aruba's 802.11, and in UDP), IP in IP, VXLAN, Geneve, GTP-U, AYIYA and Teredo, and IP fragments reassembled"
+        "802.1Q/802.1ad VLAN tags (QinQ), VN-Tag, PBB, Cisco FabricPath, MPLS, PPPoE, PPP, 802.11 (A-MSDUs too), GRE (with ERSPAN I/II/III, PPTP, WCCP and Aruba's 802.11, and in UDP), IP in IP, VXLAN, Geneve, GTP-U, AYIYA and Teredo, and IP fragments reassembled"
     };
 }
 use decoded_layers;
@@ -1059,6 +1059,21 @@ mod tests {
                 "ERSPAN I",
                 linktype::ETHERNET,
                 ether(0x0800, &outer_ip(47, &gre(0, 0x88be, &[], &eth_inner))),
+                &inner,
+            ),
+            (
+                "WCCP redirection (GRE), with its redirect header",
+                linktype::ETHERNET,
+                ether(
+                    0x0800,
+                    &outer_ip(47, &gre(0, 0x883e, &[0x05, 0x59, 0x00, 0x48], &inner)),
+                ),
+                &inner,
+            ),
+            (
+                "WCCP redirection (GRE), IPv4 at once",
+                linktype::ETHERNET,
+                ether(0x0800, &outer_ip(47, &gre(0, 0x883e, &[], &inner))),
                 &inner,
             ),
             (

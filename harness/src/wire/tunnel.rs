@@ -1,7 +1,7 @@
 //! The layers between a frame's link header and the IP packet that carries
 //! TCP: 802.11 (behind radiotap, A-MSDUs too), NFLOG, VLAN tags, VN-Tag,
 //! PBB, Cisco FabricPath, MPLS, PPPoE and PPP below IP; GRE (with ERSPAN
-//! I, II and III, Aruba's 802.11, and over UDP), IP in IP, VXLAN, Geneve,
+//! I, II and III, WCCP, Aruba's 802.11, and over UDP), IP in IP, VXLAN, Geneve,
 //! GTP-U, AYIYA and Teredo above it. The UDP tunnels are known by their
 //! ports, as Zeek and Wireshark know them; Teredo also by its content on
 //! any port, since relays answer from ports of their own.
@@ -300,6 +300,14 @@ fn gre(d: &[u8]) -> Result<Step<'_>, String> {
         p if (p & 0xff0f == 0x8200) || (p & 0xff0f == 0x8300 && p <= 0x8370) || p == 0x9000 => {
             Step::Inner(Layer::Wifi(inner))
         }
+        // WCCP's redirection of traffic to a cache: IPv4, after a 4-byte
+        // redirect header unless the first octet already reads as IPv4's
+        // version (the WCCP v1 and v2 drafts; tcpdump and Wireshark decide
+        // so too).
+        0x883e => match inner.first() {
+            Some(b) if b >> 4 == 4 => Step::Ip(inner),
+            _ => Step::Ip(rest(inner, 4, "WCCP redirect header")?),
+        },
         // ERSPAN type III: 12 bytes, and 8 more when bit O says so.
         0x22eb => {
             let o = inner.get(11).ok_or_else(|| short("ERSPAN header"))? & 1 == 1;
