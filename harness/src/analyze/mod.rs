@@ -174,6 +174,7 @@ pub(crate) const TRACE_TOKENS: usize = 10_000;
 /// Whether a connection's trace ([`WireFacts::trace`]) is spelled out.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Traces {
+    /// Spelled out, a token per segment.
     #[default]
     Kept,
     /// Left empty, for an output that shows none (`analyze`'s table and

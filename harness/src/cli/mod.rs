@@ -563,7 +563,6 @@ fn drift_text(drift: &Drift, b: &Baseline, rep: &Report) -> String {
 /// breaks off part-way prints what was read, says where it stopped, and
 /// exits 65.
 fn analyze(a: args::AnalyzeArgs, color: ColorChoice) -> Result<i32, CliError> {
-    use crate::analyze::Traces;
     use crate::analyze::flows::{Reading, Timeouts};
     use crate::diagnosis::{self, Filter};
     use args::AnalyzeFormat;
@@ -594,11 +593,7 @@ fn analyze(a: args::AnalyzeArgs, color: ColorChoice) -> Result<i32, CliError> {
         } else {
             Timeouts::Teardown
         },
-        traces: if format.shows_traces() {
-            Traces::Kept
-        } else {
-            Traces::Skipped
-        },
+        traces: format.traces(),
     };
     let stats =
         diagnosis::analyze_file_with(&a.pcap, diagnosis::embedded(), &filter, reading, |c| {

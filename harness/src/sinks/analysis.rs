@@ -9,6 +9,7 @@ use super::terminal::{Terminal, keep_whole, lines};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
+use crate::analyze::Traces;
 use crate::analyze::file::FileStats;
 use crate::analyze::flows::FlowFacts;
 use crate::diagnosis::{Diagnosed, Diagnosis};
@@ -53,10 +54,13 @@ pub(crate) enum Format {
 }
 
 impl Format {
-    /// Whether the format prints each connection's trace (`wire.trace`):
-    /// the JSON ones do, the table and conn.log do not.
-    pub(crate) fn shows_traces(self) -> bool {
-        matches!(self, Format::Json | Format::Jsonl)
+    /// Whether connections' traces (`wire.trace`) are spelled out: the JSON
+    /// formats print them, the table and conn.log do not.
+    pub(crate) fn traces(self) -> Traces {
+        match self {
+            Format::Json | Format::Jsonl => Traces::Kept,
+            Format::Table | Format::Zeek => Traces::Skipped,
+        }
     }
 }
 
