@@ -207,6 +207,12 @@ impl Flow {
         Key::of_ends(ends.client, ends.server)
     }
 
+    /// Whether this is the connection on `key`, whose hash is `hash` (the
+    /// hash first: it rules out almost every other one cheaply).
+    fn is_on(&self, hash: u64, key: &Key) -> bool {
+        self.hash == hash && self.key() == *key
+    }
+
     fn push(&mut self, seg: &Segment) {
         let side = if seg.src == self.conn.ends().client {
             Side::Client
@@ -394,10 +400,7 @@ impl FlowTable {
     fn find(&self, key: &Key, hash: u64) -> Option<Slot> {
         let flows = &self.flows;
         self.slots
-            .find(hash, |&slot| {
-                let f = flows.get(slot);
-                f.hash == hash && f.key() == *key
-            })
+            .find(hash, |&slot| flows.get(slot).is_on(hash, key))
             .copied()
     }
 
@@ -467,7 +470,7 @@ impl FlowTable {
         let guessed = hint.slot.filter(|&slot| {
             self.flows
                 .try_get(slot)
-                .is_some_and(|f| f.hash == hash && f.key() == key)
+                .is_some_and(|f| f.is_on(hash, &key))
         });
         let slot = match guessed.or_else(|| self.find(&key, hash)) {
             Some(slot) => {
